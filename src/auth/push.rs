@@ -1,0 +1,1558 @@
+//! Signed push URLs: the two signature schemes livebucket accepts, the policy
+//! around them, and the generators the CLI uses to hand out URLs.
+//!
+//! Input is a [`Callback`] parsed by [`super::callback`]; output is a
+//! [`PushGrant`] naming the bucket and channel the stream may write, or a
+//! [`Reject`] saying why not. The HTTP layer maps every `Reject` to a refusal
+//! and logs [`Reject::code`]; nginx-rtmp then drops the stream.
+//!
+//! Schemes (both sign with HMAC-SHA1 and standard base64):
+//! - RGW: `?Bucket=B&AccessKeyId=K&Expires=E&Signature=S`, signing
+//!   `E "\n/" B "/" CHANNEL`.
+//! - OSS: the bucket is the first label of the tcUrl host
+//!   (`rtmp://B.<oss_live_domain>/live/CHANNEL?OSSAccessKeyId=K&Expires=E&Signature=S`),
+//!   signing `E "\n" CanonicalizedParams "/" B "/" CHANNEL`.
+//!
+//! Invariants:
+//! - Bucket and channel are validated before anything else reads them, so the
+//!   rest of the program may put them into object keys as they are.
+//! - Signatures are compared in constant time, and only on decoded bytes; the
+//!   accepted spellings (raw `+` that form decoding turned into a space, and
+//!   every `/` written as `z`) are accepted only when they spell the correct
+//!   signature.
+//! - Policy reasons (disabled key, bucket not allowed, expiry) are reported only
+//!   for URLs whose signature is genuine, so those metrics count real streamers.
+//! - No `Reject` message contains a secret or a computed signature.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use hmac::digest::{CtOutput, Output};
+use hmac::{Hmac, KeyInit, Mac};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use sha1::Sha1;
+
+use super::callback::Callback;
+use crate::config::{AccessKey, AuthConfig};
+
+type HmacSha1 = Hmac<Sha1>;
+
+/// HMAC-SHA1 tag length; a decoded `Signature` of any other length is refused
+/// before the key is looked up.
+const SHA1_LEN: usize = 20;
+
+/// More digits than any Unix time this century needs, and few enough that
+/// parsing into `u64` cannot overflow.
+const MAX_EXPIRES_DIGITS: usize = 19;
+
+/// Playlist object name used unless an OSS URL names one with `playlistName`.
+pub const DEFAULT_PLAYLIST: &str = "index.m3u8";
+
+/// Why a push (or a callback of a running push) is refused. One variant per
+/// distinct reason, so logs and metrics can tell them apart via [`Reject::code`].
+///
+/// Client-supplied text is printed with `{:?}` so that it cannot forge log
+/// lines; secrets and computed signatures are never part of a message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Reject {
+    #[error("callback body is {len} bytes, more than the {max} accepted")]
+    BodyTooLong { len: usize, max: usize },
+    #[error("callback field {field:?} is not UTF-8 after percent-decoding")]
+    NotUtf8 { field: String },
+    #[error("callback body lacks nginx's `{0}` field")]
+    MissingField(&'static str),
+    #[error("callback `call={0:?}` is not one livebucket handles")]
+    UnsupportedCall(String),
+    #[error("expected a {expected} callback, got `call={got:?}`")]
+    WrongCall { expected: &'static str, got: String },
+    #[error("client query sets nginx's own callback field {field:?}")]
+    OverrideAttempt { field: String },
+    #[error("parameter `{param}` is given more than once with different values")]
+    DuplicateParam { param: &'static str },
+    #[error(
+        "URL carries both RGW (Bucket, AccessKeyId) and OSS (OSSAccessKeyId, playlistName, security-token) parameters"
+    )]
+    AmbiguousScheme,
+    #[error("URL is not signed: it has neither AccessKeyId nor OSSAccessKeyId")]
+    Unsigned,
+    #[error("signed URL lacks the `{0}` parameter")]
+    MissingParam(&'static str),
+    #[error("bucket name {name:?} is invalid: {reason}")]
+    InvalidBucket { name: String, reason: &'static str },
+    #[error("channel name {name:?} is invalid: {reason}")]
+    InvalidChannel { name: String, reason: &'static str },
+    #[error("`Expires` must be a decimal Unix time of 1 to {MAX_EXPIRES_DIGITS} digits")]
+    InvalidExpires,
+    #[error("URL expired at {expires} (now {now}, {skew} s of clock skew allowed)")]
+    Expired { expires: u64, now: u64, skew: u64 },
+    #[error("`Expires` {expires} is further ahead than the {max_lifetime} s allowed (now {now})")]
+    ExpiresTooFar {
+        expires: u64,
+        now: u64,
+        max_lifetime: u64,
+    },
+    #[error("access key {key_id:?} is not known")]
+    UnknownKey { key_id: String },
+    #[error("access key {key_id:?} is disabled")]
+    KeyDisabled { key_id: String },
+    #[error("access key {key_id:?} may not write to bucket {bucket:?}")]
+    BucketNotAllowed { key_id: String, bucket: String },
+    #[error("`Signature` is not valid standard base64")]
+    SignatureNotBase64,
+    #[error("`Signature` decodes to {len} bytes; an HMAC-SHA1 signature has {SHA1_LEN}")]
+    SignatureWrongLength { len: usize },
+    #[error("signature does not match")]
+    BadSignature,
+    #[error("OSS-style URL refused: `auth.oss_live_domain` is not configured")]
+    OssNotConfigured,
+    #[error("OSS-style URL refused: tcUrl host {host:?} is not <bucket>.{domain}")]
+    OssHostMismatch { host: String, domain: String },
+    #[error("tcUrl {0:?} has no usable host")]
+    InvalidTcUrl(String),
+    #[error("playlistName {name:?} is invalid: {reason}")]
+    InvalidPlaylistName { name: String, reason: &'static str },
+    #[error("too many failed attempts from this address; refused until its ban ends")]
+    TooManyFailures,
+}
+
+impl Reject {
+    /// Stable snake_case label for logs and metrics; never changes meaning.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Reject::BodyTooLong { .. } => "body_too_long",
+            Reject::NotUtf8 { .. } => "not_utf8",
+            Reject::MissingField(_) => "missing_field",
+            Reject::UnsupportedCall(_) => "unsupported_call",
+            Reject::WrongCall { .. } => "wrong_call",
+            Reject::OverrideAttempt { .. } => "override_attempt",
+            Reject::DuplicateParam { .. } => "duplicate_param",
+            Reject::AmbiguousScheme => "ambiguous_scheme",
+            Reject::Unsigned => "unsigned",
+            Reject::MissingParam(_) => "missing_param",
+            Reject::InvalidBucket { .. } => "invalid_bucket",
+            Reject::InvalidChannel { .. } => "invalid_channel",
+            Reject::InvalidExpires => "invalid_expires",
+            Reject::Expired { .. } => "expired",
+            Reject::ExpiresTooFar { .. } => "expires_too_far",
+            Reject::UnknownKey { .. } => "unknown_key",
+            Reject::KeyDisabled { .. } => "key_disabled",
+            Reject::BucketNotAllowed { .. } => "bucket_not_allowed",
+            Reject::SignatureNotBase64 => "signature_not_base64",
+            Reject::SignatureWrongLength { .. } => "signature_wrong_length",
+            Reject::BadSignature => "bad_signature",
+            Reject::OssNotConfigured => "oss_not_configured",
+            Reject::OssHostMismatch { .. } => "oss_host_mismatch",
+            Reject::InvalidTcUrl(_) => "invalid_tcurl",
+            Reject::InvalidPlaylistName { .. } => "invalid_playlist_name",
+            Reject::TooManyFailures => "too_many_failures",
+        }
+    }
+}
+
+/// Which signature scheme a URL used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Rgw,
+    Oss,
+}
+
+/// What a verified URL allows: push `channel` into `bucket`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushGrant {
+    pub bucket: String,
+    pub channel: String,
+    pub key_id: String,
+    pub expires: u64,
+    pub scheme: Scheme,
+    /// Object name of the live playlist: [`DEFAULT_PLAYLIST`] unless an OSS
+    /// URL set `playlistName`.
+    pub playlist_name: String,
+}
+
+/// Verifies an `on_publish` callback (`call=publish`): signature, key, bucket
+/// permission and expiry at `now_unix`.
+pub fn verify_publish(
+    cb: &Callback,
+    keys: &[AccessKey],
+    auth: &AuthConfig,
+    now_unix: u64,
+) -> Result<PushGrant, Reject> {
+    expect_call(cb, &["publish"], "publish")?;
+    let grant = verify_signed(cb, keys, auth)?;
+    check_expiry(grant.expires, auth, now_unix)?;
+    Ok(grant)
+}
+
+/// For on_update: same checks except expiry (a stream that started before its
+/// URL expired may keep going), so a disabled/removed key or a bucket no longer
+/// allowed is caught.
+///
+/// Accepts `call=update_publish`, and also `publish_done`/`done` so the end of
+/// a stream can be attributed the same way.
+pub fn verify_update(
+    cb: &Callback,
+    keys: &[AccessKey],
+    auth: &AuthConfig,
+) -> Result<PushGrant, Reject> {
+    expect_call(
+        cb,
+        &["update_publish", "publish_done", "done"],
+        "update_publish, publish_done or done",
+    )?;
+    verify_signed(cb, keys, auth)
+}
+
+fn expect_call(cb: &Callback, allowed: &[&str], expected: &'static str) -> Result<(), Reject> {
+    if allowed.contains(&cb.call.as_str()) {
+        Ok(())
+    } else {
+        Err(Reject::WrongCall {
+            expected,
+            got: cb.call.clone(),
+        })
+    }
+}
+
+/// Everything but expiry, in an order that validates names first and reports
+/// policy reasons only for genuine signatures.
+fn verify_signed(
+    cb: &Callback,
+    keys: &[AccessKey],
+    auth: &AuthConfig,
+) -> Result<PushGrant, Reject> {
+    validate_channel(&cb.name)?;
+    let params = AuthParams::collect(&cb.client)?;
+    let scheme = params.scheme()?;
+
+    let bucket = match scheme {
+        Scheme::Rgw => params
+            .bucket
+            .ok_or(Reject::MissingParam("Bucket"))?
+            .to_owned(),
+        Scheme::Oss => oss_bucket(&cb.tcurl, auth)?,
+    };
+    validate_bucket(&bucket)?;
+
+    let playlist_name = match params.playlist_name {
+        Some(name) => {
+            validate_playlist_name(name)?;
+            name.to_owned()
+        }
+        None => DEFAULT_PLAYLIST.to_owned(),
+    };
+
+    let key_id = match scheme {
+        Scheme::Rgw => params
+            .access_key_id
+            .ok_or(Reject::MissingParam("AccessKeyId"))?,
+        Scheme::Oss => params
+            .oss_access_key_id
+            .ok_or(Reject::MissingParam("OSSAccessKeyId"))?,
+    };
+    let expires_text = params.expires.ok_or(Reject::MissingParam("Expires"))?;
+    let expires = parse_expires(expires_text)?;
+    let signature = decode_signature(params.signature.ok_or(Reject::MissingParam("Signature"))?)?;
+
+    let key = keys
+        .iter()
+        .find(|k| k.id == key_id)
+        .ok_or_else(|| Reject::UnknownKey {
+            key_id: key_id.to_owned(),
+        })?;
+
+    // Sign over the Expires text as sent (leading zeros included), which is
+    // what the client's generator signed.
+    let string_to_sign = match scheme {
+        Scheme::Rgw => rgw_string_to_sign(&bucket, &cb.name, expires_text),
+        Scheme::Oss => oss_string_to_sign(
+            &bucket,
+            &cb.name,
+            expires_text,
+            &canonicalized_params(cb.client.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
+        ),
+    };
+    check_signature(&key.secret, &string_to_sign, &signature)?;
+
+    if key.disabled {
+        return Err(Reject::KeyDisabled {
+            key_id: key.id.clone(),
+        });
+    }
+    if !key.may_write(&bucket) {
+        return Err(Reject::BucketNotAllowed {
+            key_id: key.id.clone(),
+            bucket,
+        });
+    }
+    Ok(PushGrant {
+        bucket,
+        channel: cb.name.clone(),
+        key_id: key.id.clone(),
+        expires,
+        scheme,
+        playlist_name,
+    })
+}
+
+fn check_expiry(expires: u64, auth: &AuthConfig, now: u64) -> Result<(), Reject> {
+    if now > expires.saturating_add(auth.clock_skew_secs) {
+        return Err(Reject::Expired {
+            expires,
+            now,
+            skew: auth.clock_skew_secs,
+        });
+    }
+    let latest = now
+        .saturating_add(auth.max_lifetime_secs)
+        .saturating_add(auth.clock_skew_secs);
+    if expires > latest {
+        return Err(Reject::ExpiresTooFar {
+            expires,
+            now,
+            max_lifetime: auth.max_lifetime_secs,
+        });
+    }
+    Ok(())
+}
+
+/// The authentication parameters of a client query, each at most once.
+#[derive(Default)]
+struct AuthParams<'a> {
+    bucket: Option<&'a str>,
+    access_key_id: Option<&'a str>,
+    oss_access_key_id: Option<&'a str>,
+    expires: Option<&'a str>,
+    signature: Option<&'a str>,
+    playlist_name: Option<&'a str>,
+    security_token: Option<&'a str>,
+}
+
+impl<'a> AuthParams<'a> {
+    fn collect(client: &'a [(String, String)]) -> Result<Self, Reject> {
+        let mut p = AuthParams::default();
+        for (key, value) in client {
+            let (slot, param) = match key.as_str() {
+                "Bucket" => (&mut p.bucket, "Bucket"),
+                "AccessKeyId" => (&mut p.access_key_id, "AccessKeyId"),
+                "OSSAccessKeyId" => (&mut p.oss_access_key_id, "OSSAccessKeyId"),
+                "Expires" => (&mut p.expires, "Expires"),
+                "Signature" => (&mut p.signature, "Signature"),
+                "playlistName" => (&mut p.playlist_name, "playlistName"),
+                "security-token" => (&mut p.security_token, "security-token"),
+                _ => continue,
+            };
+            match slot {
+                None => *slot = Some(value.as_str()),
+                // Two different values would let the signature check and the
+                // policy read different ones; identical repeats are harmless.
+                Some(seen) if *seen != value.as_str() => {
+                    return Err(Reject::DuplicateParam { param });
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(p)
+    }
+
+    fn scheme(&self) -> Result<Scheme, Reject> {
+        let rgw = self.bucket.is_some() || self.access_key_id.is_some();
+        // playlistName is only signed by the OSS scheme; with RGW it would be
+        // an unsigned choice of object name.
+        let oss = self.oss_access_key_id.is_some()
+            || self.playlist_name.is_some()
+            || self.security_token.is_some();
+        match (rgw, oss) {
+            (true, true) => Err(Reject::AmbiguousScheme),
+            (true, false) => Ok(Scheme::Rgw),
+            (false, true) => Ok(Scheme::Oss),
+            (false, false) => Err(Reject::Unsigned),
+        }
+    }
+}
+
+fn parse_expires(text: &str) -> Result<u64, Reject> {
+    if text.is_empty()
+        || text.len() > MAX_EXPIRES_DIGITS
+        || !text.bytes().all(|b| b.is_ascii_digit())
+    {
+        return Err(Reject::InvalidExpires);
+    }
+    text.parse().map_err(|_| Reject::InvalidExpires)
+}
+
+/// Decodes a `Signature` value into the 20 bytes of a tag.
+fn decode_signature(value: &str) -> Result<[u8; SHA1_LEN], Reject> {
+    // A raw `+` became a space in form decoding; base64 has no space, so
+    // turning it back is lossless.
+    let normalized = value.replace(' ', "+");
+    let bytes = STANDARD
+        .decode(normalized.as_bytes())
+        .map_err(|_| Reject::SignatureNotBase64)?;
+    <[u8; SHA1_LEN]>::try_from(bytes.as_slice())
+        .map_err(|_| Reject::SignatureWrongLength { len: bytes.len() })
+}
+
+fn keyed_mac(secret: &str) -> HmacSha1 {
+    // HMAC accepts keys of any length (long ones are hashed), so this cannot
+    // fail for any secret.
+    <HmacSha1 as KeyInit>::new_from_slice(secret.as_bytes())
+        .expect("HMAC accepts keys of every length")
+}
+
+fn compute(secret: &str, string_to_sign: &str) -> String {
+    let mut mac = keyed_mac(secret);
+    mac.update(string_to_sign.as_bytes());
+    STANDARD.encode(mac.finalize().into_bytes())
+}
+
+/// Accepts `given` if it is the tag, or the tag's `/`→`z` spelling decoded.
+fn check_signature(
+    secret: &str,
+    string_to_sign: &str,
+    given: &[u8; SHA1_LEN],
+) -> Result<(), Reject> {
+    let mut mac = keyed_mac(secret);
+    mac.update(string_to_sign.as_bytes());
+    let tag = mac.clone().finalize().into_bytes();
+    let standard_ok = mac.verify_slice(given).is_ok();
+
+    // Base64 is a bijection between canonical 28-character strings and 20
+    // bytes, and the `z` spelling stays canonical (the last data character of
+    // a 20-byte encoding has its low bits clear, so it is never `/`). Comparing
+    // decoded bytes therefore compares the spellings; CtOutput's equality is
+    // constant time.
+    let z_spelling = STANDARD.encode(tag).replace('/', "z");
+    let z_ok = STANDARD
+        .decode(z_spelling.as_bytes())
+        .ok()
+        .and_then(|bytes| Output::<HmacSha1>::try_from(bytes.as_slice()).ok())
+        .is_some_and(|z| {
+            CtOutput::<HmacSha1>::new(z) == CtOutput::new(Output::<HmacSha1>::from(*given))
+        });
+
+    if standard_ok | z_ok {
+        Ok(())
+    } else {
+        Err(Reject::BadSignature)
+    }
+}
+
+fn rgw_string_to_sign(bucket: &str, channel: &str, expires: &str) -> String {
+    format!("{expires}\n/{bucket}/{channel}")
+}
+
+fn oss_string_to_sign(bucket: &str, channel: &str, expires: &str, canonical: &str) -> String {
+    format!("{expires}\n{canonical}/{bucket}/{channel}")
+}
+
+/// OSS CanonicalizedParams: every parameter but the four that carry the
+/// signature itself, as `key:value\n`, sorted. Exact repeats count once, as
+/// they do in [`AuthParams::collect`]; sorting by value after key makes a
+/// repeated key with different values deterministic.
+fn canonicalized_params<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> String {
+    let mut kept: Vec<(&str, &str)> = params
+        .filter(|(k, _)| {
+            !matches!(
+                *k,
+                "OSSAccessKeyId" | "Expires" | "Signature" | "security-token"
+            )
+        })
+        .collect();
+    kept.sort_unstable();
+    kept.dedup();
+    let mut out = String::new();
+    for (k, v) in kept {
+        out.push_str(k);
+        out.push(':');
+        out.push_str(v);
+        out.push('\n');
+    }
+    out
+}
+
+/// The bucket named by an OSS tcUrl `rtmp://BUCKET.<oss_live_domain>[:port]/app`.
+fn oss_bucket(tcurl: &str, auth: &AuthConfig) -> Result<String, Reject> {
+    let domain = auth
+        .oss_live_domain
+        .as_deref()
+        .ok_or(Reject::OssNotConfigured)?;
+    let host = url_host(tcurl).ok_or_else(|| Reject::InvalidTcUrl(tcurl.to_owned()))?;
+    bucket_label(host, domain).ok_or_else(|| Reject::OssHostMismatch {
+        host: host.to_owned(),
+        domain: domain.to_owned(),
+    })
+}
+
+/// Host of `scheme://[userinfo@]host[:port]/...`, without port.
+fn url_host(url: &str) -> Option<&str> {
+    let (_, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    // Userinfo in an RTMP URL is unusual enough that guessing is worse than
+    // refusing.
+    if authority.contains('@') {
+        return None;
+    }
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    (!host.is_empty()).then_some(host)
+}
+
+/// `BUCKET` if `host` is `BUCKET.<domain>` with a single-label bucket; DNS
+/// names compare case-insensitively, and S3 bucket names are lowercase.
+fn bucket_label(host: &str, domain: &str) -> Option<String> {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    let domain = domain.strip_suffix('.').unwrap_or(domain);
+    let split = host.len().checked_sub(domain.len())?.checked_sub(1)?;
+    let label = host.get(..split)?;
+    let dot = host.get(split..split + 1)?;
+    let suffix = host.get(split + 1..)?;
+    if dot != "." || !suffix.eq_ignore_ascii_case(domain) || label.is_empty() || label.contains('.')
+    {
+        return None;
+    }
+    Some(label.to_ascii_lowercase())
+}
+
+/// S3 bucket naming rules: 3–63 characters of lowercase letters, digits, `-`
+/// and `.`; starts and ends with a letter or digit; no `..`; not an IPv4
+/// address.
+pub fn validate_bucket(name: &str) -> Result<(), Reject> {
+    let fail = |reason| {
+        Err(Reject::InvalidBucket {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if !(3..=63).contains(&name.len()) {
+        return fail("must be 3 to 63 characters long");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return fail("may only contain lowercase letters, digits, '-' and '.'");
+    }
+    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !alnum(name.bytes().next()) || !alnum(name.bytes().last()) {
+        return fail("must start and end with a letter or digit");
+    }
+    if name.contains("..") {
+        return fail("must not contain '..'");
+    }
+    let labels: Vec<&str> = name.split('.').collect();
+    if labels.len() == 4
+        && labels
+            .iter()
+            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return fail("must not be formatted as an IPv4 address");
+    }
+    Ok(())
+}
+
+/// Channel (nginx's stream `name`): 1–100 bytes of printable ASCII
+/// (0x21–0x7E), no `/` or `\`, no `..`, and not `.`. It becomes a path
+/// component of object keys and of nginx's HLS directory.
+pub fn validate_channel(name: &str) -> Result<(), Reject> {
+    let fail = |reason| {
+        Err(Reject::InvalidChannel {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 100 {
+        return fail("must be 1 to 100 bytes long");
+    }
+    if !name.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return fail("may only contain printable ASCII without spaces");
+    }
+    if name.contains(['/', '\\']) {
+        return fail("must not contain '/' or '\\'");
+    }
+    if name == "." || name.contains("..") {
+        return fail("must not be '.' or contain '..'");
+    }
+    Ok(())
+}
+
+/// OSS `playlistName`: 6–128 characters ending in `.m3u8`, and usable as one
+/// object-name component (no `/`, `\` or control characters).
+pub fn validate_playlist_name(name: &str) -> Result<(), Reject> {
+    let fail = |reason| {
+        Err(Reject::InvalidPlaylistName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    let chars = name.chars().count();
+    if !(6..=128).contains(&chars) {
+        return fail("must be 6 to 128 characters long");
+    }
+    if !name.ends_with(".m3u8") {
+        return fail("must end with .m3u8");
+    }
+    if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
+        return fail("must not contain '/', '\\' or control characters");
+    }
+    Ok(())
+}
+
+/// RGW-style signature: `base64(HMAC-SHA1(secret, E "\n/" B "/" CHANNEL))`.
+pub fn sign_rgw(secret: &str, bucket: &str, channel: &str, expires: u64) -> String {
+    compute(
+        secret,
+        &rgw_string_to_sign(bucket, channel, &expires.to_string()),
+    )
+}
+
+/// OSS-style signature over `params`, the URL's other query parameters
+/// (`playlistName` and any custom ones; the signature's own parameters are
+/// ignored if present).
+pub fn sign_oss(
+    secret: &str,
+    bucket: &str,
+    channel: &str,
+    expires: u64,
+    params: &[(String, String)],
+) -> String {
+    let canonical = canonicalized_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+    compute(
+        secret,
+        &oss_string_to_sign(bucket, channel, &expires.to_string(), &canonical),
+    )
+}
+
+/// RFC 3986 unreserved characters stay as they are; everything else in a
+/// query value is percent-encoded (so `+`, `/` and `=` of base64 too).
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// Everything but RFC 3986 `pchar` is encoded in the channel's path segment.
+/// RTMP clients send the stream name to nginx literally, never
+/// percent-decoded, so keeping every character a path may hold as it is keeps
+/// such URLs verifiable. A channel with a character outside `pchar` (one of
+/// `"#%<>?[]^`{|}`) gets a correctly encoded URL that still cannot verify.
+const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'!')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')')
+    .remove(b'*')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b':')
+    .remove(b'@');
+
+fn enc(value: &str) -> percent_encoding::PercentEncode<'_> {
+    utf8_percent_encode(value, QUERY_VALUE)
+}
+
+/// Full RGW-style push URL:
+/// `ENDPOINT/CHANNEL?Bucket=..&AccessKeyId=..&Expires=..&Signature=..` with
+/// `endpoint` like `rtmp://host:1935/live`.
+///
+/// Only formats and signs: validate `bucket` and `channel` first
+/// ([`validate_bucket`], [`validate_channel`]), or the URL will be refused.
+pub fn rgw_push_url(
+    endpoint: &str,
+    bucket: &str,
+    channel: &str,
+    key_id: &str,
+    secret: &str,
+    expires: u64,
+) -> String {
+    let signature = sign_rgw(secret, bucket, channel, expires);
+    format!(
+        "{}/{}?Bucket={}&AccessKeyId={}&Expires={expires}&Signature={}",
+        endpoint.trim_end_matches('/'),
+        utf8_percent_encode(channel, PATH_SEGMENT),
+        enc(bucket),
+        enc(key_id),
+        enc(&signature),
+    )
+}
+
+/// Full OSS-style push URL:
+/// `ENDPOINT/CHANNEL?OSSAccessKeyId=..&Expires=..&Signature=..[&playlistName=..]`
+/// with `endpoint` like `rtmp://BUCKET.live.example.com/live`, whose host's
+/// first label must be `bucket`.
+///
+/// Only formats and signs: validate `bucket`, `channel` and `playlist_name`
+/// first ([`validate_bucket`], [`validate_channel`],
+/// [`validate_playlist_name`]), or the URL will be refused.
+pub fn oss_push_url(
+    endpoint: &str,
+    bucket: &str,
+    channel: &str,
+    key_id: &str,
+    secret: &str,
+    expires: u64,
+    playlist_name: Option<&str>,
+) -> String {
+    let params: Vec<(String, String)> = playlist_name
+        .map(|name| ("playlistName".to_owned(), name.to_owned()))
+        .into_iter()
+        .collect();
+    let signature = sign_oss(secret, bucket, channel, expires, &params);
+    let mut url = format!(
+        "{}/{}?OSSAccessKeyId={}&Expires={expires}&Signature={}",
+        endpoint.trim_end_matches('/'),
+        utf8_percent_encode(channel, PATH_SEGMENT),
+        enc(key_id),
+        enc(&signature),
+    );
+    for (k, v) in &params {
+        url.push('&');
+        url.push_str(k);
+        url.push('=');
+        url.extend(enc(v));
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::auth::callback::parse_callback;
+    use crate::auth::callback::test_support::{nginx_publish_body, nginx_update_body};
+
+    const SECRET: &str = "0123456789abcdef";
+
+    fn keys() -> Vec<AccessKey> {
+        vec![
+            AccessKey {
+                id: "GK123".into(),
+                secret: SECRET.into(),
+                buckets: vec!["demo".into()],
+                disabled: false,
+            },
+            AccessKey {
+                id: "GKOFF".into(),
+                secret: SECRET.into(),
+                buckets: vec!["demo".into()],
+                disabled: true,
+            },
+            AccessKey {
+                id: "GKALL".into(),
+                secret: SECRET.into(),
+                buckets: vec!["*".into()],
+                disabled: false,
+            },
+        ]
+    }
+
+    fn oss_auth() -> AuthConfig {
+        AuthConfig {
+            oss_live_domain: Some("live.example.com".into()),
+            ..AuthConfig::default()
+        }
+    }
+
+    const LOCAL_TCURL: &str = "rtmp://127.0.0.1:1935/live";
+    const OSS_TCURL: &str = "rtmp://demo.live.example.com:1935/live";
+
+    // Independent vectors, computed with Python's hmac module.
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000000\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const SIG_1700000000: &str = "8KNPdJIaUBCcUOTq7sTPM9c4Vdg=";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000019\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const SIG_1700000019: &str = "s6/O5Wh6ILI+VsEmD8ANWCsNoew=";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000011\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const SIG_1700000011: &str = "0BDFPRFK/uDzEoS2/EOPyPMw08s=";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000002\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const SIG_1700000002: &str = "qKajXjatrfV23VihTHfFZIRz6iI=";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000000\nplaylistName:live.m3u8\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const OSS_SIG_PLAYLIST: &str = "aUiqXPkSe+EDJXpbfAhGTUlJXt0=";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000000\nZeta:z z\nalpha:1\nplaylistName:live.m3u8\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const OSS_SIG_MULTI: &str = "Q7bT8WNIRY/xu+UZ9Sa5OzHI5V0=";
+
+    const NOW: u64 = 1_700_000_000 - 60;
+
+    /// Percent-encodes a whole query value, as a careful generator would.
+    fn q(value: &str) -> String {
+        enc(value).to_string()
+    }
+
+    fn rgw_query(bucket: &str, key: &str, expires: &str, sig: &str) -> String {
+        format!("Bucket={bucket}&AccessKeyId={key}&Expires={expires}&Signature={sig}")
+    }
+
+    fn publish(name: &str, query: &str) -> Result<PushGrant, Reject> {
+        publish_with(name, query, LOCAL_TCURL, &AuthConfig::default(), NOW)
+    }
+
+    fn publish_with(
+        name: &str,
+        query: &str,
+        tcurl: &str,
+        auth: &AuthConfig,
+        now: u64,
+    ) -> Result<PushGrant, Reject> {
+        let cb = parse_callback(&nginx_publish_body(tcurl, name, query))?;
+        verify_publish(&cb, &keys(), auth, now)
+    }
+
+    fn code(r: Result<PushGrant, Reject>) -> &'static str {
+        match r {
+            Ok(g) => panic!("expected a rejection, got {g:?}"),
+            Err(e) => e.code(),
+        }
+    }
+
+    #[test]
+    fn generators_match_python_vectors() {
+        assert_eq!(
+            sign_rgw(SECRET, "demo", "cam1", 1_700_000_000),
+            SIG_1700000000
+        );
+        assert_eq!(
+            sign_rgw(SECRET, "demo", "cam1", 1_700_000_019),
+            SIG_1700000019
+        );
+        let pl = vec![("playlistName".to_string(), "live.m3u8".to_string())];
+        assert_eq!(
+            sign_oss(SECRET, "demo", "cam1", 1_700_000_000, &pl),
+            OSS_SIG_PLAYLIST
+        );
+        // Given unsorted and with the signature's own parameters, which are
+        // left out of CanonicalizedParams.
+        let multi: Vec<(String, String)> = [
+            ("playlistName", "live.m3u8"),
+            ("alpha", "1"),
+            ("Signature", "x"),
+            ("Zeta", "z z"),
+            ("OSSAccessKeyId", "GK123"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            sign_oss(SECRET, "demo", "cam1", 1_700_000_000, &multi),
+            OSS_SIG_MULTI
+        );
+        // With no other parameters both schemes sign the same string.
+        assert_eq!(
+            sign_oss(SECRET, "demo", "cam1", 1_700_000_000, &[]),
+            SIG_1700000000
+        );
+    }
+
+    #[test]
+    fn rgw_accepts_correct_signature() {
+        let g = publish(
+            "cam1",
+            &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)),
+        )
+        .unwrap();
+        assert_eq!(
+            g,
+            PushGrant {
+                bucket: "demo".into(),
+                channel: "cam1".into(),
+                key_id: "GK123".into(),
+                expires: 1_700_000_000,
+                scheme: Scheme::Rgw,
+                playlist_name: DEFAULT_PLAYLIST.into(),
+            }
+        );
+    }
+
+    #[test]
+    fn rgw_accepts_every_spelling_of_the_correct_signature() {
+        let expires = "1700000019";
+        let now = 1_700_000_019 - 60;
+        let z = SIG_1700000019.replace('/', "z");
+        for sig in [
+            // percent-encoded
+            q(SIG_1700000019),
+            // raw: `+` becomes a space in form decoding
+            SIG_1700000019.to_string(),
+            // `/` written as `z`, raw and encoded
+            z.clone(),
+            q(&z),
+            // `+` as `%20` (a space) is the same bytes once decoded
+            SIG_1700000019.replace('+', "%20"),
+        ] {
+            let r = publish_with(
+                "cam1",
+                &rgw_query("demo", "GK123", expires, &sig),
+                LOCAL_TCURL,
+                &AuthConfig::default(),
+                now,
+            );
+            assert!(r.is_ok(), "spelling {sig:?} refused: {r:?}");
+        }
+    }
+
+    #[test]
+    fn spellings_are_accepted_only_for_the_correct_signature() {
+        let now = 1_700_000_000;
+        let run = |expires: &str, sig: &str| {
+            code(publish_with(
+                "cam1",
+                &rgw_query("demo", "GK123", expires, sig),
+                LOCAL_TCURL,
+                &AuthConfig::default(),
+                now,
+            ))
+        };
+        // Only one of two `/` replaced: not "every `/`".
+        let partial = SIG_1700000011.replacen('/', "z", 1);
+        assert_eq!(run("1700000011", &q(&partial)), "bad_signature");
+        // A `z` of the real signature written as `/` is not a spelling.
+        let reversed = SIG_1700000002.replace('z', "/");
+        assert_eq!(run("1700000002", &q(&reversed)), "bad_signature");
+        // The correct signature for another Expires.
+        assert_eq!(run("1700000002", &q(SIG_1700000000)), "bad_signature");
+        // Both `/` replaced is accepted.
+        let full = SIG_1700000011.replace('/', "z");
+        assert!(
+            publish_with(
+                "cam1",
+                &rgw_query("demo", "GK123", "1700000011", &q(&full)),
+                LOCAL_TCURL,
+                &AuthConfig::default(),
+                now,
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn signature_format_errors_are_distinct() {
+        let run = |sig: &str| {
+            code(publish(
+                "cam1",
+                &rgw_query("demo", "GK123", "1700000000", sig),
+            ))
+        };
+        assert_eq!(run("not*base64"), "signature_not_base64");
+        // Missing padding is not standard base64.
+        assert_eq!(
+            run(SIG_1700000000.trim_end_matches('=')),
+            "signature_not_base64"
+        );
+        // Valid base64 of 16 bytes (an MD5's length).
+        assert_eq!(
+            run(&q(&STANDARD.encode([7u8; 16]))),
+            "signature_wrong_length"
+        );
+        assert_eq!(run(""), "signature_wrong_length");
+        assert_eq!(run(&q(&STANDARD.encode([7u8; 20]))), "bad_signature");
+        // URL-safe alphabet is not accepted.
+        let urlsafe = SIG_1700000019.replace('+', "-").replace('/', "_");
+        assert_eq!(
+            code(publish_with(
+                "cam1",
+                &rgw_query("demo", "GK123", "1700000019", &urlsafe),
+                LOCAL_TCURL,
+                &AuthConfig::default(),
+                NOW,
+            )),
+            "signature_not_base64"
+        );
+    }
+
+    #[test]
+    fn missing_parameters() {
+        let sig = q(SIG_1700000000);
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &format!("AccessKeyId=GK123&Expires=1700000000&Signature={sig}")
+            )),
+            "missing_param"
+        );
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &format!("Bucket=demo&Expires=1700000000&Signature={sig}")
+            )),
+            "missing_param"
+        );
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &format!("Bucket=demo&AccessKeyId=GK123&Signature={sig}")
+            )),
+            "missing_param"
+        );
+        assert_eq!(
+            code(publish(
+                "cam1",
+                "Bucket=demo&AccessKeyId=GK123&Expires=1700000000"
+            )),
+            "missing_param"
+        );
+        assert_eq!(code(publish("cam1", "")), "unsigned");
+        assert_eq!(code(publish("cam1", "foo=bar")), "unsigned");
+    }
+
+    #[test]
+    fn expires_must_be_plain_digits() {
+        for bad in [
+            "",
+            "-1",
+            "+1700000000",
+            "1.7e9",
+            "17000000000000000000000",
+            "0x10",
+            "1700000000%20",
+        ] {
+            let r = publish("cam1", &rgw_query("demo", "GK123", bad, &q(SIG_1700000000)));
+            assert_eq!(code(r), "invalid_expires", "Expires={bad:?}");
+        }
+    }
+
+    #[test]
+    fn expiry_window_and_skew() {
+        let auth = AuthConfig::default();
+        let e = 1_700_000_000u64;
+        let query = rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000));
+        let at = |now| publish_with("cam1", &query, LOCAL_TCURL, &auth, now);
+        assert!(at(e).is_ok());
+        assert!(at(e + auth.clock_skew_secs).is_ok());
+        assert_eq!(code(at(e + auth.clock_skew_secs + 1)), "expired");
+        let earliest = e - auth.max_lifetime_secs - auth.clock_skew_secs;
+        assert!(at(earliest).is_ok());
+        assert_eq!(code(at(earliest - 1)), "expires_too_far");
+        assert_eq!(code(at(0)), "expires_too_far");
+        assert_eq!(code(at(u64::MAX)), "expired");
+    }
+
+    #[test]
+    fn key_policy() {
+        let sig = q(SIG_1700000000);
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &rgw_query("demo", "GKNONE", "1700000000", &sig)
+            )),
+            "unknown_key"
+        );
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &rgw_query("demo", "GKOFF", "1700000000", &sig)
+            )),
+            "key_disabled"
+        );
+        // A disabled key with a forged signature is reported as a bad
+        // signature: policy reasons are only given for genuine URLs.
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &rgw_query(
+                    "demo",
+                    "GKOFF",
+                    "1700000000",
+                    &q(&STANDARD.encode([1u8; 20]))
+                )
+            )),
+            "bad_signature"
+        );
+        let other = q(&sign_rgw(SECRET, "other", "cam1", 1_700_000_000));
+        assert_eq!(
+            code(publish(
+                "cam1",
+                &rgw_query("other", "GK123", "1700000000", &other)
+            )),
+            "bucket_not_allowed"
+        );
+        // Wildcard key writes anywhere.
+        let g = publish("cam1", &rgw_query("other", "GKALL", "1700000000", &other)).unwrap();
+        assert_eq!(g.bucket, "other");
+    }
+
+    #[test]
+    fn signature_binds_bucket_and_channel() {
+        let sig = q(SIG_1700000000);
+        let r = publish("cam2", &rgw_query("demo", "GK123", "1700000000", &sig));
+        assert_eq!(code(r), "bad_signature");
+        let r = publish("cam1", &rgw_query("demo2", "GKALL", "1700000000", &sig));
+        assert_eq!(code(r), "bad_signature");
+    }
+
+    #[test]
+    fn bucket_and_channel_are_validated_first() {
+        let sig = q(SIG_1700000000);
+        for bad in [
+            "ab",
+            "Demo",
+            "-demo",
+            "demo-",
+            "de..mo",
+            "192.168.1.1",
+            "de_mo",
+            &"a".repeat(64),
+        ] {
+            let r = publish("cam1", &rgw_query(&q(bad), "GK123", "1700000000", &sig));
+            assert_eq!(code(r), "invalid_bucket", "bucket {bad:?}");
+        }
+        for bad in [
+            "..",
+            ".",
+            "a..b",
+            "a\\b",
+            "a b",
+            &"c".repeat(101),
+            "caf\u{e9}",
+        ] {
+            let r = publish(bad, &rgw_query("demo", "GK123", "1700000000", &sig));
+            assert_eq!(code(r), "invalid_channel", "channel {bad:?}");
+        }
+        // Channel validation comes before anything about the signature.
+        assert_eq!(code(publish("..", "")), "invalid_channel");
+        assert!(validate_bucket("my.bucket-1").is_ok());
+        assert!(validate_bucket("1.2.3").is_ok());
+        assert!(validate_channel("a.b_c-d~e:f@g").is_ok());
+    }
+
+    #[test]
+    fn duplicate_auth_parameters() {
+        let sig = q(SIG_1700000000);
+        let base = rgw_query("demo", "GK123", "1700000000", &sig);
+        // Identical repeats are fine.
+        assert!(publish("cam1", &format!("{base}&Bucket=demo&Signature={sig}")).is_ok());
+        for extra in [
+            "Bucket=other",
+            "AccessKeyId=GKALL",
+            "Expires=1700000001",
+            "Signature=AAAA",
+        ] {
+            let r = publish("cam1", &format!("{base}&{extra}"));
+            assert_eq!(code(r.clone()), "duplicate_param", "{extra}");
+            let msg = r.unwrap_err().to_string();
+            assert!(msg.contains("different values"), "{msg}");
+        }
+        // The repeat may come first, too.
+        let r = publish("cam1", &format!("Bucket=other&{base}"));
+        assert_eq!(code(r), "duplicate_param");
+    }
+
+    #[test]
+    fn both_schemes_at_once_are_ambiguous() {
+        let sig = q(SIG_1700000000);
+        let base = rgw_query("demo", "GK123", "1700000000", &sig);
+        for extra in [
+            "OSSAccessKeyId=GK123",
+            "playlistName=live.m3u8",
+            "security-token=x",
+        ] {
+            let r = publish_with(
+                "cam1",
+                &format!("{base}&{extra}"),
+                OSS_TCURL,
+                &oss_auth(),
+                NOW,
+            );
+            assert_eq!(code(r), "ambiguous_scheme", "{extra}");
+        }
+    }
+
+    fn oss_query(extra: &str, sig: &str) -> String {
+        format!("OSSAccessKeyId=GK123&Expires=1700000000&Signature={sig}{extra}")
+    }
+
+    #[test]
+    fn oss_accepts_correct_signature() {
+        let g = publish_with(
+            "cam1",
+            &oss_query("", &q(SIG_1700000000)),
+            OSS_TCURL,
+            &oss_auth(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(g.scheme, Scheme::Oss);
+        assert_eq!(g.bucket, "demo");
+        assert_eq!(g.playlist_name, DEFAULT_PLAYLIST);
+        // Hosts compare case-insensitively; a trailing dot and no port are fine.
+        for tcurl in [
+            "rtmp://DEMO.Live.Example.COM/live",
+            "rtmp://demo.live.example.com./live",
+        ] {
+            let g = publish_with(
+                "cam1",
+                &oss_query("", &q(SIG_1700000000)),
+                tcurl,
+                &oss_auth(),
+                NOW,
+            )
+            .unwrap();
+            assert_eq!(g.bucket, "demo");
+        }
+    }
+
+    #[test]
+    fn oss_playlist_name_is_signed_and_used() {
+        let g = publish_with(
+            "cam1",
+            &oss_query("&playlistName=live.m3u8", &q(OSS_SIG_PLAYLIST)),
+            OSS_TCURL,
+            &oss_auth(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(g.playlist_name, "live.m3u8");
+        // Changing the playlist name breaks the signature.
+        let r = publish_with(
+            "cam1",
+            &oss_query("&playlistName=evil.m3u8", &q(OSS_SIG_PLAYLIST)),
+            OSS_TCURL,
+            &oss_auth(),
+            NOW,
+        );
+        assert_eq!(code(r), "bad_signature");
+    }
+
+    #[test]
+    fn oss_playlist_name_validation() {
+        for bad in [
+            ".m3u8",
+            "a.m3u",
+            "a/b.m3u8",
+            "a\\b.m3u8",
+            "live.M3U8",
+            &format!("{}.m3u8", "x".repeat(124)),
+        ] {
+            let r = publish_with(
+                "cam1",
+                &oss_query(&format!("&playlistName={}", q(bad)), &q(OSS_SIG_PLAYLIST)),
+                OSS_TCURL,
+                &oss_auth(),
+                NOW,
+            );
+            assert_eq!(code(r), "invalid_playlist_name", "{bad:?}");
+        }
+        assert!(validate_playlist_name("a.m3u8").is_ok());
+        assert!(validate_playlist_name(&format!("{}.m3u8", "x".repeat(123))).is_ok());
+    }
+
+    #[test]
+    fn oss_other_params_are_canonicalized_sorted() {
+        // Sent in an order other than the sorted one, raw `+` and `%20` both
+        // decode to a space.
+        let extra = "&playlistName=live.m3u8&alpha=1&Zeta=z+z";
+        let g = publish_with(
+            "cam1",
+            &oss_query(extra, &q(OSS_SIG_MULTI)),
+            OSS_TCURL,
+            &oss_auth(),
+            NOW,
+        )
+        .unwrap();
+        assert_eq!(g.playlist_name, "live.m3u8");
+        let extra = "&Zeta=z%20z&alpha=1&playlistName=live.m3u8&security-token=ignored";
+        assert!(
+            publish_with(
+                "cam1",
+                &oss_query(extra, &q(OSS_SIG_MULTI)),
+                OSS_TCURL,
+                &oss_auth(),
+                NOW
+            )
+            .is_ok()
+        );
+        // A parameter the signer did not include breaks the signature.
+        let extra = "&playlistName=live.m3u8&alpha=1&Zeta=z+z&beta=2";
+        let r = publish_with(
+            "cam1",
+            &oss_query(extra, &q(OSS_SIG_MULTI)),
+            OSS_TCURL,
+            &oss_auth(),
+            NOW,
+        );
+        assert_eq!(code(r), "bad_signature");
+    }
+
+    #[test]
+    fn oss_needs_a_configured_matching_domain() {
+        let query = oss_query("", &q(SIG_1700000000));
+        let r = publish_with("cam1", &query, OSS_TCURL, &AuthConfig::default(), NOW);
+        let err = r.clone().unwrap_err();
+        assert_eq!(err.code(), "oss_not_configured");
+        assert!(err.to_string().contains("oss_live_domain"), "{err}");
+        for tcurl in [
+            "rtmp://demo.live.example.org/live",
+            "rtmp://live.example.com/live",
+            "rtmp://a.demo.live.example.com/live",
+            "rtmp://demolive.example.com/live",
+            "rtmp://127.0.0.1:1935/live",
+        ] {
+            let r = publish_with("cam1", &query, tcurl, &oss_auth(), NOW);
+            assert_eq!(code(r), "oss_host_mismatch", "{tcurl}");
+        }
+        for tcurl in [
+            "",
+            "demo.live.example.com/live",
+            "rtmp://u@demo.live.example.com/live",
+            "rtmp:///live",
+        ] {
+            let r = publish_with("cam1", &query, tcurl, &oss_auth(), NOW);
+            assert_eq!(code(r), "invalid_tcurl", "{tcurl}");
+        }
+        // The bucket from the host is validated like any other.
+        let r = publish_with(
+            "cam1",
+            &query,
+            "rtmp://d_x.live.example.com/live",
+            &oss_auth(),
+            NOW,
+        );
+        assert_eq!(code(r), "invalid_bucket");
+    }
+
+    #[test]
+    fn truncated_query_fails_cleanly() {
+        // nginx keeps 255 bytes of "name?query"; every cut of a valid URL,
+        // including inside a `%XX` escape, must be refused without panicking.
+        let query = rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000));
+        let full = format!("cam1?{query}");
+        for cut in 0..full.len() {
+            let kept = &full[..cut];
+            let (name, query) = kept.split_once('?').unwrap_or((kept, ""));
+            assert!(publish(name, query).is_err(), "cut at {cut} accepted");
+        }
+        assert!(publish("cam1", &query).is_ok());
+
+        // The same through the body builder, which cuts as nginx does: a long
+        // channel and an extra parameter push the signature past 255 bytes.
+        let channel = "c".repeat(100);
+        let sig = q(&sign_rgw(SECRET, "demo", &channel, 1_700_000_000));
+        let rgw = rgw_query("demo", "GK123", "1700000000", &sig);
+        let query_with = |pad: usize| format!("note={}&{rgw}", "x".repeat(pad));
+        // "name?note=PAD&" + rgw is 255 bytes at pad `fits`; each further byte
+        // of padding cuts one more byte off the end, until only `Expires=` is
+        // left.
+        let fits = 255 - (channel.len() + 1) - ("note=".len() + 1) - rgw.len();
+        let expires_at = "Bucket=demo&AccessKeyId=GK123&Expires=".len();
+        assert!(publish(&channel, &query_with(fits)).is_ok());
+        for pad in fits + 1..=fits + rgw.len() - expires_at {
+            let r = publish(&channel, &query_with(pad));
+            assert!(
+                matches!(
+                    r.as_ref().map_err(Reject::code),
+                    Err("signature_not_base64"
+                        | "signature_wrong_length"
+                        | "missing_param"
+                        | "invalid_expires"
+                        | "bad_signature")
+                ),
+                "pad {pad}: {r:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn update_skips_expiry_but_not_policy() {
+        let query = rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000));
+        let cb = parse_callback(&nginx_update_body(LOCAL_TCURL, "cam1", &query)).unwrap();
+        // Long after expiry, on_update still passes.
+        assert!(verify_update(&cb, &keys(), &AuthConfig::default()).is_ok());
+        // ... but not once the key is disabled or loses the bucket.
+        let mut ks = keys();
+        ks[0].disabled = true;
+        assert_eq!(
+            verify_update(&cb, &ks, &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "key_disabled"
+        );
+        ks[0].disabled = false;
+        ks[0].buckets = vec!["elsewhere".into()];
+        assert_eq!(
+            verify_update(&cb, &ks, &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "bucket_not_allowed"
+        );
+        ks.remove(0);
+        assert_eq!(
+            verify_update(&cb, &ks, &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "unknown_key"
+        );
+        // The calls are not interchangeable.
+        assert_eq!(
+            verify_publish(&cb, &keys(), &AuthConfig::default(), NOW)
+                .unwrap_err()
+                .code(),
+            "wrong_call"
+        );
+        let pb = parse_callback(&nginx_publish_body(LOCAL_TCURL, "cam1", &query)).unwrap();
+        assert_eq!(
+            verify_update(&pb, &keys(), &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "wrong_call"
+        );
+    }
+
+    #[test]
+    fn push_urls_round_trip() {
+        let url = rgw_push_url(
+            "rtmp://host:1935/live/",
+            "demo",
+            "cam1",
+            "GK123",
+            SECRET,
+            1_700_000_019,
+        );
+        assert_eq!(
+            url,
+            "rtmp://host:1935/live/cam1?Bucket=demo&AccessKeyId=GK123&Expires=1700000019&Signature=s6%2FO5Wh6ILI%2BVsEmD8ANWCsNoew%3D"
+        );
+        let (_, query) = url.split_once('?').unwrap();
+        let auth = AuthConfig::default();
+        assert!(publish_with("cam1", query, LOCAL_TCURL, &auth, 1_700_000_000).is_ok());
+
+        let url = oss_push_url(
+            "rtmp://demo.live.example.com/live",
+            "demo",
+            "cam1",
+            "GK123",
+            SECRET,
+            1_700_000_000,
+            Some("live.m3u8"),
+        );
+        assert_eq!(
+            url,
+            "rtmp://demo.live.example.com/live/cam1?OSSAccessKeyId=GK123&Expires=1700000000&Signature=aUiqXPkSe%2BEDJXpbfAhGTUlJXt0%3D&playlistName=live.m3u8"
+        );
+        let (_, query) = url.split_once('?').unwrap();
+        let g = publish_with("cam1", query, OSS_TCURL, &oss_auth(), NOW).unwrap();
+        assert_eq!(g.playlist_name, "live.m3u8");
+    }
+
+    #[test]
+    fn push_url_channel_is_sent_as_written() {
+        // Path characters stay literal, since RTMP clients send the name to
+        // nginx without decoding; the URL then verifies for that channel.
+        let channel = "a:b@c!$&'()*+,;=~";
+        assert!(validate_channel(channel).is_ok());
+        let url = rgw_push_url(
+            "rtmp://h/live",
+            "demo",
+            channel,
+            "GK123",
+            SECRET,
+            1_700_000_000,
+        );
+        let stream_key = url.strip_prefix("rtmp://h/live/").unwrap();
+        let (name, query) = stream_key.split_once('?').unwrap();
+        assert_eq!(name, channel);
+        assert!(publish(name, query).is_ok());
+        // Outside pchar, RFC 3986 requires encoding, which RTMP clients would
+        // then send literally: the documented limitation.
+        let url = rgw_push_url("rtmp://h/live", "demo", "a#b", "GK123", SECRET, 1);
+        assert!(url.starts_with("rtmp://h/live/a%23b?"), "{url}");
+    }
+
+    #[test]
+    fn messages_never_contain_secrets_or_signatures() {
+        let expected = sign_rgw(SECRET, "demo", "cam1", 1_700_000_000);
+        let queries = [
+            rgw_query(
+                "demo",
+                "GK123",
+                "1700000000",
+                &q(&STANDARD.encode([3u8; 20])),
+            ),
+            rgw_query("demo", "GKOFF", "1700000000", &q(SIG_1700000000)),
+            rgw_query("demo", "GK123", "1", &q(SIG_1700000000)),
+            rgw_query("demo", "GK123", "1700000000", "abc"),
+            format!(
+                "{}&Signature=x",
+                rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000))
+            ),
+        ];
+        for query in queries {
+            let err = publish("cam1", &query).unwrap_err();
+            let text = format!("{err} {err:?}");
+            assert!(!text.contains(SECRET), "{text}");
+            assert!(!text.contains(&expected), "{text}");
+            assert!(!text.contains(&expected[..12]), "{text}");
+        }
+    }
+
+    fn arb_channel() -> impl Strategy<Value = String> {
+        "[A-Za-z0-9_~:@-]{1,40}".prop_filter("valid channel", |c| validate_channel(c).is_ok())
+    }
+
+    fn arb_bucket() -> impl Strategy<Value = String> {
+        "[a-z0-9][a-z0-9-]{1,20}[a-z0-9]"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// Any signature value that is not an accepted spelling of the correct
+        /// signature is refused, whatever the bucket, channel and Expires.
+        #[test]
+        fn wrong_signatures_never_verify(
+            bucket in arb_bucket(),
+            channel in arb_channel(),
+            expires in NOW..NOW + 1000,
+            candidate in prop_oneof![
+                "[A-Za-z0-9+/ ]{27}=",
+                "[A-Za-z0-9+/z]{26}==",
+                ".{0,40}",
+                (0usize..27, "[A-Za-z0-9+/]").prop_map(|(i, c)| format!("mutate:{i}:{c}")),
+            ],
+        ) {
+            let correct = sign_rgw(SECRET, &bucket, &channel, expires);
+            let candidate = match candidate.strip_prefix("mutate:") {
+                Some(spec) => {
+                    let (i, c) = spec.split_once(':').unwrap();
+                    let i: usize = i.parse().unwrap();
+                    let mut s = correct.clone().into_bytes();
+                    s[i] = c.as_bytes()[0];
+                    String::from_utf8(s).unwrap()
+                }
+                None => candidate,
+            };
+            let normalized = candidate.replace(' ', "+");
+            prop_assume!(normalized != correct && normalized != correct.replace('/', "z"));
+            let query = rgw_query(&bucket, "GKALL", &expires.to_string(), &q(&candidate));
+            let r = publish(&channel, &query);
+            prop_assert!(r.is_err(), "accepted {:?} (correct {:?})", candidate, correct);
+
+            let oss_tcurl = format!("rtmp://{bucket}.live.example.com/live");
+            let query = format!("OSSAccessKeyId=GKALL&Expires={expires}&Signature={}", q(&candidate));
+            let r = publish_with(&channel, &query, &oss_tcurl, &oss_auth(), NOW);
+            prop_assert!(r.is_err(), "OSS accepted {:?}", candidate);
+        }
+
+        /// The correct signature in every accepted spelling always verifies.
+        #[test]
+        fn correct_signatures_verify(
+            bucket in arb_bucket(),
+            channel in arb_channel(),
+            expires in NOW..NOW + 1000,
+            raw in any::<bool>(),
+            z in any::<bool>(),
+        ) {
+            let mut sig = sign_rgw(SECRET, &bucket, &channel, expires);
+            if z { sig = sig.replace('/', "z"); }
+            let sig = if raw { sig } else { q(&sig) };
+            let query = rgw_query(&bucket, "GKALL", &expires.to_string(), &sig);
+            let r = publish(&channel, &query);
+            prop_assert!(r.is_ok(), "{:?}", r);
+        }
+    }
+}

@@ -1,0 +1,533 @@
+//! The configuration file: one TOML document, parsed into [`RawConfig`] and
+//! checked by [`RawConfig::validate`] into a [`Config`] the rest of the program
+//! trusts. Every error names the field it is about and says how to fix it.
+//!
+//! The same access key signs push URLs and writes to its buckets (as Alibaba
+//! OSS and RGW deployments do), so keys live here, not in S3's own config.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// What went wrong loading the configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}` {message}")]
+    Invalid { field: String, message: String },
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The file as written. Defaults are named functions so the README can point at
+/// them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address of livebucket's HTTP server (nginx callbacks, playback, API).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Directory on disk for livebucket's own state: session journals, spool.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+    pub nginx: NginxConfig,
+    pub s3: S3Config,
+    #[serde(default)]
+    pub auth: AuthConfig,
+    #[serde(default)]
+    pub upload: UploadConfig,
+    #[serde(default)]
+    pub live: LiveConfig,
+    #[serde(default)]
+    pub spool: SpoolConfig,
+    #[serde(default)]
+    pub keys: Vec<AccessKey>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NginxConfig {
+    /// nginx-rtmp's `hls_path` of the internal HLS application (`hls_nested on`).
+    pub hls_dir: PathBuf,
+    /// Where an approved push is relayed: `rtmp://127.0.0.1:PORT/INTERNAL_APP`.
+    /// livebucket appends `/<session id>`.
+    #[serde(default = "default_relay_url")]
+    pub relay_url: String,
+    /// The public applications streamers may push to. Callbacks from any other
+    /// application are refused.
+    #[serde(default = "default_public_apps")]
+    pub public_apps: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3Config {
+    /// S3 endpoint URL, e.g. `http://127.0.0.1:3900` for Garage.
+    pub endpoint: String,
+    /// Region name the server expects in SigV4 signatures (`garage` for Garage).
+    #[serde(default = "default_region")]
+    pub region: String,
+    /// Path-style addressing (`endpoint/bucket/key`); most self-hosted servers
+    /// need it.
+    #[serde(default = "default_true")]
+    pub force_path_style: bool,
+    /// Endpoint that appears in presigned URLs handed to viewers, when it
+    /// differs from `endpoint` (e.g. a public hostname).
+    #[serde(default)]
+    pub public_endpoint: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Seconds a push URL is still accepted after its `Expires`.
+    #[serde(default = "default_clock_skew")]
+    pub clock_skew_secs: u64,
+    /// Longest accepted lifetime: an `Expires` further than this in the future
+    /// is refused.
+    #[serde(default = "default_max_lifetime")]
+    pub max_lifetime_secs: u64,
+    /// OSS-style push URLs name the bucket as the first label of the host:
+    /// `rtmp://BUCKET.<oss_live_domain>/live/CHANNEL`.
+    #[serde(default)]
+    pub oss_live_domain: Option<String>,
+    /// Failed pushes from one address within `failure_window_secs` before that
+    /// address is refused for `ban_secs`.
+    #[serde(default = "default_max_failures")]
+    pub max_failures: u32,
+    #[serde(default = "default_failure_window")]
+    pub failure_window_secs: u64,
+    #[serde(default = "default_ban")]
+    pub ban_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadConfig {
+    /// Uploads in flight at once, across all channels.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// `Cache-Control` of live playlist objects.
+    #[serde(default = "default_playlist_cache_control")]
+    pub playlist_cache_control: String,
+    /// Longest wait between two attempts of a failing upload.
+    #[serde(default = "default_max_backoff")]
+    pub max_backoff_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LiveConfig {
+    /// `#EXT-X-TARGETDURATION` of live playlists. It must not change while a
+    /// playlist is live, so it is fixed here rather than following fragments.
+    #[serde(default = "default_target_duration")]
+    pub target_duration_secs: u64,
+    /// Segments kept in the live playlist window.
+    #[serde(default = "default_window")]
+    pub window_segments: usize,
+    /// After `on_publish_done`, how long to wait for nginx's last fragment
+    /// before the playlist is finished with `#EXT-X-ENDLIST`.
+    #[serde(default = "default_done_grace_ms")]
+    pub done_grace_ms: u64,
+    /// Without `on_publish_done`, a session with no new fragment for this many
+    /// target durations is ended.
+    #[serde(default = "default_idle_factor")]
+    pub idle_end_factor: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Where fragments are copied when nginx closes them, until stored. On the
+    /// same tmpfs as `nginx.hls_dir`, but not inside it. Default: `capture`
+    /// next to `hls_dir`.
+    #[serde(default)]
+    pub capture_dir: Option<PathBuf>,
+    /// On-disk directory that takes captures once the tmpfs is past
+    /// `tmpfs_high_water`. Default: `<state_dir>/spool`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Fraction (0–1) of the tmpfs in use beyond which captures go to the
+    /// spool instead.
+    #[serde(default = "default_high_water")]
+    pub tmpfs_high_water: f64,
+    /// Fraction (0–1) of the spool's filesystem in use beyond which new
+    /// publishes are refused, so live streams keep the space they need.
+    #[serde(default = "default_spool_high_water")]
+    pub spool_high_water: f64,
+}
+
+/// An access key: signs push URLs and writes to its buckets.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AccessKey {
+    pub id: String,
+    pub secret: String,
+    /// Buckets this key may push to; `"*"` means every bucket.
+    pub buckets: Vec<String>,
+    /// A disabled key signs nothing; its live streams are dropped at their next
+    /// `on_update`.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for AccessKey {
+    // Never print the secret, not even in a debug dump of the config.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessKey")
+            .field("id", &self.id)
+            .field("secret", &"<redacted>")
+            .field("buckets", &self.buckets)
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+impl AccessKey {
+    pub fn may_write(&self, bucket: &str) -> bool {
+        self.buckets.iter().any(|b| b == "*" || b == bucket)
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8089))
+}
+fn default_state_dir() -> PathBuf {
+    PathBuf::from("/var/lib/livebucket")
+}
+fn default_relay_url() -> String {
+    "rtmp://127.0.0.1:1935/hls".into()
+}
+fn default_public_apps() -> Vec<String> {
+    vec!["live".into()]
+}
+fn default_region() -> String {
+    "garage".into()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_clock_skew() -> u64 {
+    300
+}
+fn default_max_lifetime() -> u64 {
+    7 * 24 * 3600
+}
+fn default_max_failures() -> u32 {
+    10
+}
+fn default_failure_window() -> u64 {
+    60
+}
+fn default_ban() -> u64 {
+    60
+}
+fn default_concurrency() -> usize {
+    32
+}
+fn default_playlist_cache_control() -> String {
+    "max-age=1".into()
+}
+fn default_max_backoff() -> u64 {
+    30
+}
+fn default_target_duration() -> u64 {
+    6
+}
+fn default_window() -> usize {
+    6
+}
+fn default_done_grace_ms() -> u64 {
+    3000
+}
+fn default_idle_factor() -> u32 {
+    5
+}
+
+fn default_high_water() -> f64 {
+    0.8
+}
+fn default_spool_high_water() -> f64 {
+    0.95
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            clock_skew_secs: default_clock_skew(),
+            max_lifetime_secs: default_max_lifetime(),
+            oss_live_domain: None,
+            max_failures: default_max_failures(),
+            failure_window_secs: default_failure_window(),
+            ban_secs: default_ban(),
+        }
+    }
+}
+
+impl Default for UploadConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: default_concurrency(),
+            playlist_cache_control: default_playlist_cache_control(),
+            max_backoff_secs: default_max_backoff(),
+        }
+    }
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        Self {
+            capture_dir: None,
+            dir: None,
+            tmpfs_high_water: default_high_water(),
+            spool_high_water: default_spool_high_water(),
+        }
+    }
+}
+
+impl Default for LiveConfig {
+    fn default() -> Self {
+        Self {
+            target_duration_secs: default_target_duration(),
+            window_segments: default_window(),
+            done_grace_ms: default_done_grace_ms(),
+            idle_end_factor: default_idle_factor(),
+        }
+    }
+}
+
+/// A configuration that passed [`RawConfig::validate`].
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub raw: RawConfig,
+}
+
+impl std::ops::Deref for Config {
+    type Target = RawConfig;
+    fn deref(&self) -> &RawConfig {
+        &self.raw
+    }
+}
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        raw.validate()
+    }
+
+    pub fn key(&self, id: &str) -> Option<&AccessKey> {
+        self.keys.iter().find(|k| k.id == id)
+    }
+
+    pub fn capture_dir(&self) -> PathBuf {
+        self.spool.capture_dir.clone().unwrap_or_else(|| {
+            self.nginx
+                .hls_dir
+                .parent()
+                .unwrap_or(&self.nginx.hls_dir)
+                .join("capture")
+        })
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.state_dir.join("spool"))
+    }
+
+    pub fn hold_interval(&self) -> Duration {
+        Duration::from_secs(self.live.target_duration_secs)
+    }
+}
+
+impl RawConfig {
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        if !self.nginx.hls_dir.is_absolute() {
+            return Err(invalid(
+                "nginx.hls_dir",
+                "must be an absolute path (nginx-rtmp's hls_path)",
+            ));
+        }
+        if !self.state_dir.is_absolute() {
+            return Err(invalid("state_dir", "must be an absolute path"));
+        }
+        let relay = self.nginx.relay_url.trim_end_matches('/');
+        if !relay.starts_with("rtmp://") || relay.len() <= "rtmp://".len() {
+            return Err(invalid(
+                "nginx.relay_url",
+                "must look like rtmp://127.0.0.1:1935/hls (nginx only relays to rtmp:// URLs with an IP address)",
+            ));
+        }
+        if self.nginx.public_apps.is_empty() {
+            return Err(invalid(
+                "nginx.public_apps",
+                "must name at least one application, e.g. [\"live\"]",
+            ));
+        }
+        if !(self.s3.endpoint.starts_with("http://") || self.s3.endpoint.starts_with("https://")) {
+            return Err(invalid(
+                "s3.endpoint",
+                "must be an http:// or https:// URL, e.g. http://127.0.0.1:3900",
+            ));
+        }
+        if self.s3.region.is_empty() {
+            return Err(invalid("s3.region", "must not be empty"));
+        }
+        if self.upload.concurrency == 0 {
+            return Err(invalid("upload.concurrency", "must be at least 1"));
+        }
+        if self.upload.max_backoff_secs == 0 {
+            return Err(invalid("upload.max_backoff_secs", "must be at least 1"));
+        }
+        if self.live.target_duration_secs == 0 {
+            return Err(invalid("live.target_duration_secs", "must be at least 1"));
+        }
+        if self.live.window_segments < 3 {
+            return Err(invalid(
+                "live.window_segments",
+                "must be at least 3 (RFC 8216 asks live playlists for three target durations)",
+            ));
+        }
+        if self.live.idle_end_factor == 0 {
+            return Err(invalid("live.idle_end_factor", "must be at least 1"));
+        }
+        if self.auth.max_lifetime_secs == 0 {
+            return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));
+        }
+        if let Some(domain) = &self.auth.oss_live_domain
+            && (domain.is_empty() || domain.starts_with('.') || domain.contains('/'))
+        {
+            return Err(invalid(
+                "auth.oss_live_domain",
+                "must be a host name such as live.example.com (no scheme, no leading dot)",
+            ));
+        }
+        for (field, v) in [
+            ("spool.tmpfs_high_water", self.spool.tmpfs_high_water),
+            ("spool.spool_high_water", self.spool.spool_high_water),
+        ] {
+            if !(0.0..=1.0).contains(&v) || v == 0.0 {
+                return Err(invalid(field, "must be a fraction in (0, 1], e.g. 0.8"));
+            }
+        }
+        let capture = self.spool.capture_dir.clone().unwrap_or_default();
+        if capture.starts_with(&self.nginx.hls_dir) {
+            return Err(invalid(
+                "spool.capture_dir",
+                "must not be inside nginx.hls_dir (livebucket watches that directory)",
+            ));
+        }
+        let mut seen = HashSet::new();
+        for (i, key) in self.keys.iter().enumerate() {
+            let field = |name: &str| format!("keys[{i}].{name}");
+            if key.id.is_empty() || !key.id.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(invalid(
+                    field("id"),
+                    "must be non-empty printable ASCII without spaces",
+                ));
+            }
+            if !seen.insert(key.id.as_str()) {
+                return Err(invalid(field("id"), format!("repeats key id {:?}", key.id)));
+            }
+            if key.secret.len() < 8 {
+                return Err(invalid(field("secret"), "must be at least 8 characters"));
+            }
+            if key.buckets.is_empty() {
+                return Err(invalid(
+                    field("buckets"),
+                    "must list at least one bucket, or \"*\" for all",
+                ));
+            }
+        }
+        Ok(Config { raw: self })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [nginx]
+        hls_dir = "/dev/shm/livebucket/hls"
+        [s3]
+        endpoint = "http://127.0.0.1:3900"
+        [[keys]]
+        id = "GK123"
+        secret = "0123456789abcdef"
+        buckets = ["demo"]
+    "#;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        Config::parse(text, Path::new("test.toml"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.s3.region, "garage");
+        assert!(c.s3.force_path_style);
+        assert_eq!(c.nginx.public_apps, vec!["live".to_string()]);
+        assert!(c.key("GK123").unwrap().may_write("demo"));
+        assert!(!c.key("GK123").unwrap().may_write("other"));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse(&format!("{MINIMAL}\n[upload]\nconcurency = 3\n")).unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn relative_hls_dir_is_refused_with_field_name() {
+        let err = parse(&MINIMAL.replace("/dev/shm/livebucket/hls", "hls")).unwrap_err();
+        assert!(err.to_string().contains("nginx.hls_dir"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_key_and_short_secret_are_refused() {
+        let dup = format!("{MINIMAL}\n[[keys]]\nid = \"GK123\"\nsecret = \"abcdefghij\"\nbuckets = [\"*\"]\n");
+        assert!(parse(&dup).unwrap_err().to_string().contains("keys[1].id"));
+        let short = MINIMAL.replace("0123456789abcdef", "short");
+        assert!(parse(&short).unwrap_err().to_string().contains("keys[0].secret"));
+    }
+
+    #[test]
+    fn debug_never_prints_secret() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!format!("{c:?}").contains("0123456789abcdef"));
+    }
+
+    #[test]
+    fn wildcard_bucket() {
+        let c = parse(&MINIMAL.replace("[\"demo\"]", "[\"*\"]")).unwrap();
+        assert!(c.key("GK123").unwrap().may_write("anything"));
+    }
+}

@@ -1,0 +1,166 @@
+//! nginx-rtmp's callbacks: `on_publish`, `on_update`, `on_publish_done`.
+//!
+//! Thin handlers: the body is parsed and verified by `auth`, the session is
+//! registered by `session`, the pipeline is told. `on_publish` approves by
+//! answering `302 Location: <relay_url>/<session id>`, which makes nginx relay
+//! the stream to the internal HLS application under that name; media sent
+//! before the answer never reaches an application that writes HLS.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tracing::{info, warn};
+
+use super::AppState;
+use super::error::HttpError;
+use crate::auth::callback::{Callback, parse_callback};
+use crate::auth::push::{Reject, verify_publish, verify_update};
+use crate::session::{SessionMeta, new_session_id};
+
+/// A refused push waits this long before its answer, which slows guessing.
+const FAILURE_DELAY: Duration = Duration::from_millis(250);
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn close(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+/// Logs and counts a refusal (the reason, never the secret or signature).
+fn refused(app: &AppState, cb: Option<&Callback>, err: &HttpError) {
+    app.metrics
+        .inc("livebucket_push_rejected_total", err.code());
+    match cb {
+        Some(cb) => info!(
+            reason = err.code(),
+            detail = %err,
+            app = %cb.app,
+            name = %cb.name,
+            addr = %cb.addr,
+            clientid = %cb.clientid,
+            call = %cb.call,
+            "callback refused"
+        ),
+        None => info!(reason = err.code(), detail = %err, "callback refused"),
+    }
+}
+
+pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let cb = match parse_callback(&body) {
+        Ok(cb) => cb,
+        Err(reject) => {
+            let err = HttpError::from(reject);
+            refused(&app, None, &err);
+            tokio::time::sleep(FAILURE_DELAY).await;
+            return err.into_response();
+        }
+    };
+    match publish(&app, &cb) {
+        Ok(resp) => close(resp),
+        Err(err) => {
+            refused(&app, Some(&cb), &err);
+            if matches!(err, HttpError::Refused(ref r) if !matches!(r, Reject::TooManyFailures)) {
+                app.limiter.record_failure(&cb.addr, Instant::now());
+                tokio::time::sleep(FAILURE_DELAY).await;
+            }
+            err.into_response()
+        }
+    }
+}
+
+fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
+    app.limiter.check(&cb.addr, Instant::now())?;
+    let cfg = app.config();
+    if !cfg.nginx.public_apps.iter().any(|a| a == &cb.app) {
+        return Err(HttpError::WrongApp(cb.app.clone()));
+    }
+    let grant = verify_publish(cb, &cfg.keys, &cfg.auth, unix_now())?;
+    if app.spool_full() {
+        return Err(HttpError::Unavailable(
+            "spool past its high-water mark; refusing new publishes to protect live ones".into(),
+        ));
+    }
+    let meta = SessionMeta {
+        id: new_session_id(),
+        bucket: grant.bucket,
+        channel: grant.channel,
+        playlist: grant.playlist_name,
+        key_id: grant.key_id,
+        clientid: cb.clientid.clone(),
+        name: cb.name.clone(),
+        addr: cb.addr.clone(),
+        started_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+    };
+    let meta = app.sessions.begin(meta).map_err(|e| match e {
+        crate::session::SessionError::ChannelLive { bucket, channel } => {
+            HttpError::ChannelLive(format!("{bucket}/{channel}"))
+        }
+        other => HttpError::Unavailable(other.to_string()),
+    })?;
+    let location = format!("{}/{}", cfg.nginx.relay_url.trim_end_matches('/'), meta.id);
+    info!(
+        session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
+        key_id = %meta.key_id, addr = %meta.addr, "push approved"
+    );
+    app.metrics.inc("livebucket_push_accepted_total", "");
+    app.pipeline.started(meta);
+    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
+
+pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    let result = parse_callback(&body)
+        .map_err(HttpError::from)
+        .and_then(|cb| update(&app, &cb).map_err(|e| (e, cb)).map_err(|(e, cb)| {
+            refused(&app, Some(&cb), &e);
+            e
+        }));
+    match result {
+        Ok(()) => close(StatusCode::OK.into_response()),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
+    if !cb.call.starts_with("update") {
+        return Ok(());
+    }
+    let session = app
+        .sessions
+        .find_live(&cb.clientid, &cb.name)
+        .ok_or(HttpError::UnknownSession)?;
+    let cfg = app.config();
+    let grant = verify_update(cb, &cfg.keys, &cfg.auth)?;
+    if grant.bucket != session.bucket || grant.key_id != session.key_id {
+        return Err(HttpError::UnknownSession);
+    }
+    Ok(())
+}
+
+pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    match parse_callback(&body) {
+        Ok(cb) => match app.sessions.find_live(&cb.clientid, &cb.name) {
+            Some(s) => {
+                info!(session = %s.id, channel = %s.channel, "publisher gone");
+                app.sessions.end_live(&s.id);
+                app.pipeline.done(&s.id);
+            }
+            None => warn!(name = %cb.name, clientid = %cb.clientid, "publish_done for no live session"),
+        },
+        Err(e) => warn!(reason = e.code(), "unparsable publish_done"),
+    }
+    close(StatusCode::OK.into_response())
+}

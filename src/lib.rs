@@ -1,0 +1,25 @@
+//! livebucket: a companion for nginx-rtmp that stores live HLS in any
+//! S3-compatible bucket, like Alibaba OSS LiveChannel.
+//!
+//! ```text
+//!  streamer ──RTMP──▶ nginx-rtmp "live" ──on_publish──▶ http::hooks ──▶ auth, session
+//!                         │ 302 relay (approved only)
+//!                         ▼
+//!                    nginx-rtmp "hls" ──writes──▶ <hls_dir>/<session>/*.ts, index.m3u8
+//!                                                     │ inotify
+//!                                                     ▼
+//!                     pipeline: watch → capture → upload ──▶ S3 (store)
+//!                                        └── live window ──▶ CHANNEL/index.m3u8
+//! ```
+//!
+//! Modules are listed in flow order; each uses only those below it.
+
+pub mod app;
+pub mod http;
+pub mod pipeline;
+pub mod session;
+pub mod store;
+pub mod hls;
+pub mod auth;
+pub mod metrics;
+pub mod config;

@@ -1,0 +1,365 @@
+//! The `livebucket` command: `serve`, `sign push`, `sign play`, `ls`.
+//! Errors are printed with their whole chain and exit with status 1 (2 for
+//! usage errors, from clap).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use livebucket::auth::{presign, push};
+use livebucket::config::{AccessKey, Config};
+
+#[derive(Parser)]
+#[command(name = "livebucket", version, about = "Live streaming into S3-compatible storage, beside nginx-rtmp")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer nginx-rtmp's callbacks and upload its HLS output to S3.
+    Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Print signed URLs.
+    #[command(subcommand)]
+    Sign(Sign),
+    /// List a bucket's objects with size, content type and metadata.
+    Ls {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum Sign {
+    /// A signed RTMP push URL (first line), an OBS server/stream key split and
+    /// an ffmpeg command.
+    Push {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        channel: String,
+        #[command(flatten)]
+        expiry: Expiry,
+        /// `rtmp://HOST:1935/live` (RGW) or `rtmp://BUCKET.LIVE-DOMAIN/live` (OSS).
+        #[arg(long)]
+        endpoint: String,
+        #[arg(long, value_enum, default_value_t = Scheme::Rgw)]
+        scheme: Scheme,
+        /// OSS only: name of the live playlist object instead of index.m3u8.
+        #[arg(long)]
+        playlist_name: Option<String>,
+    },
+    /// A presigned S3 GET URL for one object.
+    Play {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long)]
+        bucket: String,
+        /// Object key, e.g. CHANNEL/index.m3u8.
+        #[arg(long)]
+        key_name: String,
+        #[command(flatten)]
+        expiry: Expiry,
+        /// S3 endpoint for the URL (default: the config's s3.public_endpoint or s3.endpoint).
+        #[arg(long)]
+        endpoint: Option<String>,
+        /// Legacy query-string signature (AWSAccessKeyId/Expires/Signature).
+        #[arg(long)]
+        sigv2: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Scheme {
+    Rgw,
+    Oss,
+}
+
+#[derive(Args)]
+struct KeyArgs {
+    /// Config file holding the key (else LIVEBUCKET_ACCESS_KEY_ID / LIVEBUCKET_SECRET).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Which key of the config signs (default: the first enabled key allowed the bucket).
+    #[arg(long)]
+    key_id: Option<String>,
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct Expiry {
+    /// Seconds from now.
+    #[arg(long)]
+    expires_in: Option<u64>,
+    /// Absolute expiry, Unix seconds.
+    #[arg(long)]
+    expires: Option<u64>,
+}
+
+impl Expiry {
+    fn unix(&self) -> u64 {
+        self.expires
+            .unwrap_or_else(|| unix_now() + self.expires_in.unwrap_or(0))
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Finds the signing key: config first, then the environment.
+fn signing_key(args: &KeyArgs, bucket: &str) -> anyhow::Result<(AccessKey, Option<Config>)> {
+    if let Some(path) = &args.config {
+        let config = Config::load(path)?;
+        let key = config
+            .keys
+            .iter()
+            .filter(|k| !k.disabled)
+            .find(|k| match &args.key_id {
+                Some(id) => &k.id == id,
+                None => k.may_write(bucket),
+            })
+            .cloned();
+        return match key {
+            Some(k) => Ok((k, Some(config))),
+            None => bail!(
+                "no enabled key in {} {}",
+                path.display(),
+                match &args.key_id {
+                    Some(id) => format!("with id {id:?}"),
+                    None => format!("may write bucket {bucket:?}"),
+                }
+            ),
+        };
+    }
+    let id = std::env::var("LIVEBUCKET_ACCESS_KEY_ID")
+        .context("give --config, or set LIVEBUCKET_ACCESS_KEY_ID and LIVEBUCKET_SECRET")?;
+    let secret = std::env::var("LIVEBUCKET_SECRET").context("LIVEBUCKET_SECRET is not set")?;
+    Ok((
+        AccessKey {
+            id,
+            secret,
+            buckets: vec![bucket.to_owned()],
+            disabled: false,
+        },
+        None,
+    ))
+}
+
+fn sign_push(
+    key: &KeyArgs,
+    bucket: &str,
+    channel: &str,
+    expires: u64,
+    endpoint: &str,
+    scheme: Scheme,
+    playlist_name: Option<&str>,
+) -> anyhow::Result<()> {
+    push::validate_bucket(bucket).context("--bucket")?;
+    push::validate_channel(channel).context("--channel")?;
+    let (k, _) = signing_key(key, bucket)?;
+    let endpoint = endpoint.trim_end_matches('/');
+    let url = match scheme {
+        Scheme::Rgw => {
+            if playlist_name.is_some() {
+                bail!("--playlist-name needs --scheme oss");
+            }
+            push::rgw_push_url(endpoint, bucket, channel, &k.id, &k.secret, expires)
+        }
+        Scheme::Oss => push::oss_push_url(
+            endpoint,
+            bucket,
+            channel,
+            &k.id,
+            &k.secret,
+            expires,
+            playlist_name,
+        ),
+    };
+    let stream_key = url
+        .strip_prefix(endpoint)
+        .and_then(|s| s.strip_prefix('/'))
+        .unwrap_or(&url);
+    // nginx-rtmp silently cuts stream name + query at 255 bytes, which
+    // would make the signature unverifiable.
+    if stream_key.len() > 255 {
+        bail!(
+            "the stream name and query are {} bytes; nginx-rtmp truncates them at 255, so this URL could never be accepted (use a shorter channel or playlist name)",
+            stream_key.len()
+        );
+    }
+    println!("{url}");
+    println!("OBS server: {endpoint}");
+    println!("OBS stream key: {stream_key}");
+    println!(
+        "ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'"
+    );
+    Ok(())
+}
+
+fn sign_play(
+    key: &KeyArgs,
+    bucket: &str,
+    object: &str,
+    expiry: &Expiry,
+    endpoint: Option<&str>,
+    sigv2: bool,
+) -> anyhow::Result<()> {
+    let (k, config) = signing_key(key, bucket)?;
+    let endpoint = endpoint
+        .map(str::to_owned)
+        .or_else(|| {
+            config
+                .as_ref()
+                .map(|c| c.s3.public_endpoint.clone().unwrap_or_else(|| c.s3.endpoint.clone()))
+        })
+        .context("give --endpoint (or --config with s3.endpoint)")?;
+    let path_style = config.as_ref().is_none_or(|c| c.s3.force_path_style);
+    let region = config
+        .as_ref()
+        .map_or_else(|| "garage".to_owned(), |c| c.s3.region.clone());
+    let loc = presign::S3Location {
+        endpoint: &endpoint,
+        path_style,
+        bucket,
+        key: object,
+    };
+    let url = if sigv2 {
+        presign::presign_v2_get(&k.id, &k.secret, &loc, expiry.unix())?
+    } else {
+        let expires = expiry.unix();
+        let now = unix_now();
+        if expires <= now {
+            bail!("--expires is in the past");
+        }
+        let signer = presign::SigV4Presigner::new(
+            &k.id,
+            &k.secret,
+            &region,
+            time::OffsetDateTime::now_utc(),
+            std::time::Duration::from_secs(expires - now),
+        )?;
+        signer.presign_get(&loc)?
+    };
+    println!("{url}");
+    Ok(())
+}
+
+async fn ls(config: &std::path::Path, bucket: &str, prefix: &str) -> anyhow::Result<()> {
+    let config = Config::load(config)?;
+    let key = config
+        .keys
+        .iter()
+        .find(|k| k.may_write(bucket))
+        .with_context(|| format!("no key in the config may access bucket {bucket:?}"))?;
+    let store = livebucket::store::Store::new(&config.s3, std::slice::from_ref(key));
+    let client = store.client(&key.id)?;
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    while let Some(page) = pages.next().await {
+        let page = page.context("listing the bucket")?;
+        for obj in page.contents() {
+            let name = obj.key().unwrap_or_default();
+            let head = client
+                .head_object()
+                .bucket(bucket)
+                .key(name)
+                .send()
+                .await
+                .with_context(|| format!("HEAD {name}"))?;
+            let meta: Vec<String> = head
+                .metadata()
+                .map(|m| {
+                    let mut v: Vec<_> = m.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    v.sort();
+                    v
+                })
+                .unwrap_or_default();
+            println!(
+                "{name}\t{}\t{}\t{}",
+                obj.size().unwrap_or(0),
+                head.content_type().unwrap_or("-"),
+                meta.join(",")
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Sign(Sign::Push {
+            key,
+            bucket,
+            channel,
+            expiry,
+            endpoint,
+            scheme,
+            playlist_name,
+        }) => sign_push(
+            &key,
+            &bucket,
+            &channel,
+            expiry.unix(),
+            &endpoint,
+            scheme,
+            playlist_name.as_deref(),
+        ),
+        Command::Sign(Sign::Play {
+            key,
+            bucket,
+            key_name,
+            expiry,
+            endpoint,
+            sigv2,
+        }) => sign_play(&key, &bucket, &key_name, &expiry, endpoint.as_deref(), sigv2),
+        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(livebucket::app::serve(config))),
+        Command::Ls {
+            config,
+            bucket,
+            prefix,
+        } => runtime().and_then(|rt| rt.block_on(ls(&config, &bucket, &prefix))),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("livebucket: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}

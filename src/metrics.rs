@@ -1,0 +1,103 @@
+//! Counters and gauges in the Prometheus text format, served at `/metrics`.
+//!
+//! A handful of named series with at most one label each; a map behind a mutex
+//! is all that needs, and it keeps the exposition format in one small place.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::Mutex;
+
+#[derive(Default)]
+pub struct Metrics {
+    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    gauges: Mutex<BTreeMap<(&'static str, String), i64>>,
+}
+
+/// Help text for each series, so `/metrics` explains itself.
+const HELP: &[(&str, &str)] = &[
+    ("livebucket_push_accepted_total", "Pushes approved by on_publish."),
+    (
+        "livebucket_push_rejected_total",
+        "Callbacks refused, by reason (the reason codes are listed in README.md).",
+    ),
+    ("livebucket_fragments_captured_total", "Fragments copied out of nginx's HLS directory."),
+    ("livebucket_fragments_uploaded_total", "Fragments stored in S3."),
+    ("livebucket_fragments_lost_total", "Fragments nginx listed that were gone before capture."),
+    ("livebucket_playlists_uploaded_total", "Playlist objects stored in S3."),
+    ("livebucket_upload_failures_total", "Failed upload attempts (each is retried)."),
+    ("livebucket_uploads_pending", "Fragments and playlists waiting to be stored."),
+    ("livebucket_sessions_live", "Approved publish sessions not yet finished."),
+    ("livebucket_unknown_dirs_total", "HLS directories that belong to no approved session."),
+];
+
+impl Metrics {
+    pub fn inc(&self, name: &'static str, label: &str) {
+        self.add(name, label, 1);
+    }
+
+    pub fn add(&self, name: &'static str, label: &str, n: u64) {
+        let mut c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry((name, label.to_owned())).or_default() += n;
+    }
+
+    pub fn gauge_add(&self, name: &'static str, delta: i64) {
+        let mut g = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        *g.entry((name, String::new())).or_default() += delta;
+    }
+
+    pub fn gauge_set(&self, name: &'static str, value: i64) {
+        let mut g = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert((name, String::new()), value);
+    }
+
+    pub fn counter(&self, name: &'static str, label: &str) -> u64 {
+        let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        c.get(&(name, label.to_owned())).copied().unwrap_or(0)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut header = |out: &mut String, name: &'static str, kind: &str| {
+            if seen.insert(name) {
+                let help = HELP.iter().find(|(n, _)| *n == name).map_or("", |(_, h)| h);
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            }
+        };
+        let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        for ((name, label), v) in counters.iter() {
+            header(&mut out, name, "counter");
+            if label.is_empty() {
+                let _ = writeln!(out, "{name} {v}");
+            } else {
+                let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {v}");
+            }
+        }
+        drop(counters);
+        let gauges = self.gauges.lock().unwrap_or_else(|p| p.into_inner());
+        for ((name, _), v) in gauges.iter() {
+            header(&mut out, name, "gauge");
+            let _ = writeln!(out, "{name} {v}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_prometheus_text() {
+        let m = Metrics::default();
+        m.inc("livebucket_push_rejected_total", "expired");
+        m.inc("livebucket_push_rejected_total", "expired");
+        m.inc("livebucket_fragments_uploaded_total", "");
+        m.gauge_add("livebucket_uploads_pending", 3);
+        let text = m.render();
+        assert!(text.contains("livebucket_push_rejected_total{reason=\"expired\"} 2\n"));
+        assert!(text.contains("livebucket_fragments_uploaded_total 1\n"));
+        assert!(text.contains("# TYPE livebucket_uploads_pending gauge\nlivebucket_uploads_pending 3\n"));
+        assert_eq!(text.matches("# TYPE livebucket_push_rejected_total").count(), 1);
+    }
+}

@@ -1,0 +1,123 @@
+//! A session's write-ahead journal: one JSON line per step, appended.
+//!
+//! Written before the step's side effect, so that after a crash the journal
+//! knows every key it ever chose for a fragment (a key must never be reused
+//! for different bytes) and every duration nginx gave. A torn last line (crash
+//! mid-write) is ignored. Appends are not fsync'd: they protect against a
+//! crash of livebucket, which the page cache survives; a power cut loses the
+//! tmpfs fragments the journal describes anyway.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t", rename_all = "snake_case")]
+pub enum Entry {
+    /// Fragment file `name` (size, mtime) is being copied to capture key `key`.
+    Captured {
+        name: String,
+        key: u64,
+        size: u64,
+        mtime_ns: u64,
+        spool: bool,
+    },
+    /// nginx listed the captured fragment `key` with this duration.
+    Listed {
+        key: u64,
+        extinf: String,
+        duration_ms: u64,
+        /// nginx's media sequence number of the entry (none for fragments
+        /// nginx never listed).
+        #[serde(default)]
+        seq: Option<u64>,
+    },
+    /// The fragment `key` is stored in S3.
+    Stored { key: u64 },
+}
+
+pub struct Journal {
+    path: PathBuf,
+    file: File,
+}
+
+impl Journal {
+    /// Opens (creating) the journal and returns what it already holds.
+    pub fn open(path: &Path) -> std::io::Result<(Journal, Vec<Entry>)> {
+        let mut entries = Vec::new();
+        match File::open(path) {
+            Ok(f) => {
+                for line in BufReader::new(f).lines() {
+                    let line = line?;
+                    match serde_json::from_str::<Entry>(&line) {
+                        Ok(e) => entries.push(e),
+                        Err(_) => {
+                            tracing::warn!(path = %path.display(), "ignoring torn journal line");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok((
+            Journal {
+                path: path.to_owned(),
+                file,
+            },
+            entries,
+        ))
+    }
+
+    pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        // One write call per line keeps lines whole in the common case.
+        self.file.write_all(&line)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let (mut j, old) = Journal::open(&p).unwrap();
+        assert!(old.is_empty());
+        let a = Entry::Captured {
+            name: "1.ts".into(),
+            key: 1,
+            size: 3,
+            mtime_ns: 9,
+            spool: false,
+        };
+        let b = Entry::Listed {
+            key: 1,
+            extinf: "2.000".into(),
+            duration_ms: 2000,
+            seq: Some(4),
+        };
+        j.append(&a).unwrap();
+        j.append(&b).unwrap();
+        drop(j);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&p)
+            .unwrap()
+            .write_all(b"{\"t\":\"sto")
+            .unwrap();
+        let (_, entries) = Journal::open(&p).unwrap();
+        assert_eq!(entries, vec![a, b]);
+    }
+}

@@ -1,0 +1,214 @@
+//! A channel's live playlist: the sliding window of stored fragments that the
+//! playlist object in S3 lists, across publish sessions.
+//!
+//! Invariants (RFC 8216 §6.2.1–6.2.2), kept across reloads and restarts:
+//! - only fragments already stored in S3 enter the window;
+//! - the media sequence is the number of fragments that ever left the window,
+//!   so a fragment keeps its sequence number while listed;
+//! - the discontinuity sequence counts discontinuity tags that left the window;
+//! - the target duration never changes while the playlist is live;
+//! - a new session continuing a playlist starts with a discontinuity.
+//!
+//! The window is saved to `state_dir/channels/` after each playlist upload so
+//! a restart continues the same numbering.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::hls::{LivePlaylist, Segment};
+use crate::store::fragment_name;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ChannelId {
+    pub bucket: String,
+    pub channel: String,
+    pub playlist: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSeg {
+    pub key_ms: u64,
+    pub extinf: String,
+    pub duration_ms: u64,
+    pub discontinuity: bool,
+    /// Wall-clock start, written as `#EXT-X-PROGRAM-DATE-TIME` at session starts.
+    pub program_date_time_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ChannelLive {
+    /// Fragments ever appended to this playlist.
+    pub total: u64,
+    pub discontinuity_sequence: u64,
+    pub window: VecDeque<WindowSeg>,
+    /// Highest object key handed out for the channel: keys only grow, so no
+    /// key is ever reused for different bytes.
+    pub last_key_ms: u64,
+    pub ended: bool,
+    /// The next appended fragment starts a new session.
+    pub pending_discontinuity: bool,
+    #[serde(skip)]
+    pub version: u64,
+    #[serde(skip)]
+    pub stored_version: u64,
+    #[serde(skip)]
+    pub uploading: bool,
+}
+
+impl ChannelLive {
+    pub fn state_path(state_dir: &Path, id: &ChannelId) -> PathBuf {
+        let digest = sha2::Sha256::digest(format!("{}\n{}\n{}", id.bucket, id.channel, id.playlist));
+        state_dir
+            .join("channels")
+            .join(format!("{}.json", hex::encode(&digest[..16])))
+    }
+
+    pub fn load(state_dir: &Path, id: &ChannelId) -> ChannelLive {
+        let path = Self::state_path(state_dir, id);
+        match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "unreadable channel state; starting a new playlist");
+                ChannelLive::default()
+            }),
+            Err(_) => ChannelLive::default(),
+        }
+    }
+
+    pub fn save(&self, state_dir: &Path, id: &ChannelId) -> std::io::Result<()> {
+        let path = Self::state_path(state_dir, id);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
+        crate::session::write_durably(&path, &body)
+    }
+
+    /// A new publish session begins on this channel.
+    pub fn begin_session(&mut self) {
+        if !self.window.is_empty() {
+            self.pending_discontinuity = true;
+        }
+    }
+
+    /// Appends a stored fragment and slides the window to at least `window`
+    /// fragments. RFC 8216 §6.2.2 forbids removing a fragment when less than
+    /// three target durations would remain, so the window may hold more.
+    pub fn append(&mut self, mut seg: WindowSeg, window: usize, target_duration: u64) {
+        seg.discontinuity = std::mem::take(&mut self.pending_discontinuity);
+        self.ended = false;
+        self.window.push_back(seg);
+        self.total += 1;
+        let min_ms = 3 * target_duration * 1000;
+        let mut total_ms: u64 = self.window.iter().map(|s| s.duration_ms).sum();
+        while self.window.len() > window
+            && self
+                .window
+                .front()
+                .is_some_and(|f| total_ms - f.duration_ms >= min_ms)
+        {
+            if let Some(old) = self.window.pop_front() {
+                total_ms -= old.duration_ms;
+                if old.discontinuity {
+                    self.discontinuity_sequence += 1;
+                }
+            }
+        }
+        self.version += 1;
+    }
+
+    pub fn end(&mut self) {
+        if !self.ended {
+            self.ended = true;
+            self.version += 1;
+        }
+    }
+
+    pub fn media_sequence(&self) -> u64 {
+        self.total - self.window.len() as u64
+    }
+
+    pub fn render(&self, target_duration: u64) -> String {
+        let segments = self
+            .window
+            .iter()
+            .map(|s| Segment {
+                uri: fragment_name(s.key_ms),
+                duration_ms: s.duration_ms,
+                extinf: s.extinf.clone(),
+                discontinuity: s.discontinuity,
+                program_date_time: s.program_date_time_ms.and_then(|ms| {
+                    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000).ok()
+                }),
+            })
+            .collect();
+        crate::hls::render_live(&LivePlaylist {
+            target_duration,
+            media_sequence: self.media_sequence(),
+            discontinuity_sequence: self.discontinuity_sequence,
+            segments,
+            ended: self.ended,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg(k: u64) -> WindowSeg {
+        WindowSeg {
+            key_ms: k,
+            extinf: "2.000".into(),
+            duration_ms: 2000,
+            discontinuity: false,
+            program_date_time_ms: None,
+        }
+    }
+
+    #[test]
+    fn window_slides_and_counts_discontinuities() {
+        let mut c = ChannelLive::default();
+        // 2 s fragments, target 2: at least 3 fragments and 6 s must remain.
+        for k in 1..=4 {
+            c.append(seg(k), 3, 2);
+        }
+        assert_eq!(c.media_sequence(), 1);
+        c.end();
+        c.begin_session();
+        c.append(seg(10), 3, 2);
+        assert!(!c.ended);
+        assert!(c.window.back().unwrap().discontinuity);
+        for k in 11..=13 {
+            c.append(seg(k), 3, 2);
+        }
+        assert_eq!(c.discontinuity_sequence, 1);
+        assert_eq!(c.media_sequence(), 5);
+        // A long target duration keeps more than `window` fragments.
+        let mut long = ChannelLive::default();
+        for k in 1..=20 {
+            long.append(seg(k), 3, 6);
+        }
+        assert_eq!(long.window.len(), 9);
+    }
+
+    #[test]
+    fn state_round_trips() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = ChannelId {
+            bucket: "b".into(),
+            channel: "c".into(),
+            playlist: "index.m3u8".into(),
+        };
+        let mut c = ChannelLive::default();
+        c.append(seg(5), 3, 2);
+        c.last_key_ms = 5;
+        c.save(dir.path(), &id).unwrap();
+        let back = ChannelLive::load(dir.path(), &id);
+        assert_eq!(back.window, c.window);
+        assert_eq!(back.total, 1);
+        assert_eq!(back.last_key_ms, 5);
+    }
+}

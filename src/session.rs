@@ -1,0 +1,265 @@
+//! Publish sessions: who publishes which channel since when, persisted before
+//! `on_publish` answers so a restarted livebucket still knows them.
+//!
+//! A session is born when `on_publish` approves a push. Its id (128 random
+//! bits, hex) is the stream name nginx relays to in the internal HLS
+//! application, so `<hls_dir>/<id>/` holds its files; a directory with any
+//! other name was not approved here and is never uploaded. Invariant: at most
+//! one session per (bucket, channel) is *live* (between approval and
+//! `on_publish_done` or idle end); a second push to a live channel is refused.
+//! A session stays *known* until its pipeline finished it (everything stored,
+//! playlist ended); then its state directory is removed.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionMeta {
+    pub id: String,
+    pub bucket: String,
+    pub channel: String,
+    /// Live playlist object name (`index.m3u8` or the OSS `playlistName`).
+    pub playlist: String,
+    /// The key that signed the push; it also writes the objects.
+    pub key_id: String,
+    /// nginx's client id and the public stream name, which identify the
+    /// publisher in `on_update` and `on_publish_done`.
+    pub clientid: String,
+    pub name: String,
+    pub addr: String,
+    pub started_ms: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("channel {bucket}/{channel} already has a live publisher")]
+    ChannelLive { bucket: String, channel: String },
+    #[error("cannot persist session state in {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+#[derive(Default)]
+struct Inner {
+    known: HashMap<String, SessionMeta>,
+    /// (bucket, channel) → live session id.
+    live: HashMap<(String, String), String>,
+}
+
+pub struct Sessions {
+    dir: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+pub fn new_session_id() -> String {
+    hex::encode(rand::random::<[u8; 16]>())
+}
+
+/// Whether `name` can be a session id (and so a directory we may upload).
+pub fn looks_like_id(name: &str) -> bool {
+    name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+}
+
+impl Sessions {
+    /// Opens the session store under `state_dir/sessions` and returns the
+    /// sessions a previous run left unfinished; they are known and live again.
+    pub fn open(state_dir: &Path) -> Result<(Sessions, Vec<SessionMeta>), SessionError> {
+        let dir = state_dir.join("sessions");
+        std::fs::create_dir_all(&dir).map_err(|source| SessionError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let mut inner = Inner::default();
+        let mut found = Vec::new();
+        let entries = std::fs::read_dir(&dir).map_err(|source| SessionError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path().join("meta.json");
+            let Ok(text) = std::fs::read(&path) else {
+                continue;
+            };
+            match serde_json::from_slice::<SessionMeta>(&text) {
+                Ok(meta) if looks_like_id(&meta.id) => {
+                    inner.live.insert(
+                        (meta.bucket.clone(), meta.channel.clone()),
+                        meta.id.clone(),
+                    );
+                    inner.known.insert(meta.id.clone(), meta.clone());
+                    found.push(meta);
+                }
+                Ok(_) | Err(_) => {
+                    tracing::warn!(path = %path.display(), "ignoring unreadable session state");
+                }
+            }
+        }
+        found.sort_by_key(|m| m.started_ms);
+        Ok((
+            Sessions {
+                dir,
+                inner: Mutex::new(inner),
+            },
+            found,
+        ))
+    }
+
+    pub fn session_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers and persists a new live session, unless its channel is live.
+    pub fn begin(&self, meta: SessionMeta) -> Result<SessionMeta, SessionError> {
+        let channel = (meta.bucket.clone(), meta.channel.clone());
+        {
+            let mut inner = self.lock();
+            if inner.live.contains_key(&channel) {
+                return Err(SessionError::ChannelLive {
+                    bucket: meta.bucket,
+                    channel: meta.channel,
+                });
+            }
+            // Claim the channel before the slow disk write so a concurrent
+            // second publisher is refused.
+            inner.live.insert(channel.clone(), meta.id.clone());
+        }
+        if let Err(e) = self.persist(&meta) {
+            self.lock().live.remove(&channel);
+            return Err(e);
+        }
+        self.lock().known.insert(meta.id.clone(), meta.clone());
+        Ok(meta)
+    }
+
+    fn persist(&self, meta: &SessionMeta) -> Result<(), SessionError> {
+        let dir = self.session_dir(&meta.id);
+        let io = |source| SessionError::Io {
+            path: dir.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&dir).map_err(io)?;
+        let body = serde_json::to_vec_pretty(meta).map_err(|e| io(std::io::Error::other(e)))?;
+        write_durably(&dir.join("meta.json"), &body).map_err(io)
+    }
+
+    pub fn get(&self, id: &str) -> Option<SessionMeta> {
+        self.lock().known.get(id).cloned()
+    }
+
+    /// The live session of this publisher, as nginx names it in `on_update`
+    /// and `on_publish_done`.
+    pub fn find_live(&self, clientid: &str, name: &str) -> Option<SessionMeta> {
+        let inner = self.lock();
+        inner
+            .live
+            .values()
+            .filter_map(|id| inner.known.get(id))
+            .find(|m| m.clientid == clientid && m.name == name)
+            .cloned()
+    }
+
+    pub fn is_live(&self, id: &str) -> bool {
+        self.lock().live.values().any(|v| v == id)
+    }
+
+    pub fn live_count(&self) -> usize {
+        self.lock().live.len()
+    }
+
+    /// The publisher went away: the channel is free for a new push, while the
+    /// pipeline may still be storing this session's last fragments.
+    pub fn end_live(&self, id: &str) {
+        let mut inner = self.lock();
+        inner.live.retain(|_, v| v != id);
+    }
+
+    /// Everything of the session is stored: forget it.
+    pub fn finish(&self, id: &str) {
+        {
+            let mut inner = self.lock();
+            inner.live.retain(|_, v| v != id);
+            inner.known.remove(id);
+        }
+        let dir = self.session_dir(id);
+        if let Err(e) = std::fs::remove_dir_all(&dir)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot remove finished session state");
+        }
+    }
+}
+
+/// Writes a state file so that a crash leaves either the old or the new
+/// version: temp file, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, body: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(body)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(id: &str, channel: &str) -> SessionMeta {
+        SessionMeta {
+            id: id.into(),
+            bucket: "b1".into(),
+            channel: channel.into(),
+            playlist: "index.m3u8".into(),
+            key_id: "k".into(),
+            clientid: "7".into(),
+            name: channel.into(),
+            addr: "127.0.0.1".into(),
+            started_ms: 1,
+        }
+    }
+
+    #[test]
+    fn one_live_publisher_per_channel_and_reload_from_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, found) = Sessions::open(dir.path()).unwrap();
+        assert!(found.is_empty());
+        let a = new_session_id();
+        assert!(looks_like_id(&a));
+        s.begin(meta(&a, "cam")).unwrap();
+        let err = s.begin(meta(&new_session_id(), "cam")).unwrap_err();
+        assert!(matches!(err, SessionError::ChannelLive { .. }));
+        assert_eq!(s.find_live("7", "cam").unwrap().id, a);
+
+        let (s2, found) = Sessions::open(dir.path()).unwrap();
+        assert_eq!(found, vec![meta(&a, "cam")]);
+        assert!(s2.is_live(&a));
+
+        s2.end_live(&a);
+        s2.begin(meta(&new_session_id(), "cam")).unwrap();
+        s2.finish(&a);
+        assert!(s2.get(&a).is_none());
+        assert!(!s2.session_dir(&a).exists());
+    }
+
+    #[test]
+    fn ids_are_strict() {
+        assert!(!looks_like_id("../etc"));
+        assert!(!looks_like_id("ABCDEF0123456789ABCDEF0123456789"));
+        assert!(!looks_like_id("abc"));
+    }
+}

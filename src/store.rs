@@ -1,0 +1,249 @@
+//! The S3 side: one `aws-sdk-s3` client per access key, and the object key
+//! layout in one place.
+//!
+//! Layout (compatible with tools that already read such buckets):
+//! - fragments: `CHANNEL/<13-digit epoch ms>.ts`, `video/mp2t`, immutable,
+//!   metadata `extinf` (duration as the playlist writes it) and `session`;
+//! - live playlists: `CHANNEL/<playlist name>` (default `index.m3u8`).
+//!
+//! The SDK's own retries are off: the upload pipeline retries forever with its
+//! own backoff and keeps the bytes on local disk meanwhile, so an SDK retry
+//! would only hide attempts from its metrics. Request checksums are computed
+//! only when an operation requires them, because several S3-compatible servers
+//! reject the newer default checksum headers.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_s3::Client;
+use aws_sdk_s3::config::{
+    BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+};
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_types::retry::RetryConfig;
+use aws_smithy_types::timeout::TimeoutConfig;
+use bytes::Bytes;
+
+use crate::config::{AccessKey, S3Config};
+
+pub const FRAGMENT_CONTENT_TYPE: &str = "video/mp2t";
+pub const FRAGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
+
+/// `CHANNEL/<13-digit epoch ms>.ts`
+pub fn fragment_key(channel: &str, key_ms: u64) -> String {
+    format!("{channel}/{}", fragment_name(key_ms))
+}
+
+/// The fragment's name relative to its playlist.
+pub fn fragment_name(key_ms: u64) -> String {
+    format!("{key_ms:013}.ts")
+}
+
+pub fn playlist_key(channel: &str, playlist: &str) -> String {
+    format!("{channel}/{playlist}")
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no access key {0:?} in the configuration")]
+    UnknownKey(String),
+    #[error("S3 {op} {bucket}/{key}: {message}")]
+    Request {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        message: String,
+        /// Whether trying again can help. The pipeline retries regardless,
+        /// but jumps straight to its longest backoff when this is false.
+        retriable: bool,
+    },
+    #[error("S3 {op} {bucket}/{key}: not found")]
+    NotFound {
+        op: &'static str,
+        bucket: String,
+        key: String,
+    },
+}
+
+impl StoreError {
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            StoreError::Request { retriable, .. } => *retriable,
+            StoreError::UnknownKey(_) | StoreError::NotFound { .. } => false,
+        }
+    }
+}
+
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    err: SdkError<E, R>,
+) -> StoreError {
+    let retriable = match &err {
+        SdkError::ServiceError(se) => !matches!(
+            se.err().code(),
+            Some("AccessDenied" | "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
+        ),
+        _ => true,
+    };
+    let message = match &err {
+        SdkError::ServiceError(se) => format!(
+            "{} ({})",
+            se.err().code().unwrap_or("error"),
+            se.err().message().unwrap_or("no message")
+        ),
+        other => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+    };
+    StoreError::Request {
+        op,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        message,
+        retriable,
+    }
+}
+
+/// One client per access key; cloning a `Client` is cheap.
+///
+/// A reload adds and replaces clients but never removes one: fragments of a
+/// session approved under a key that was since removed are still stored with
+/// it (they were accepted; losing them would be worse).
+#[derive(Clone)]
+pub struct Store {
+    s3: S3Config,
+    clients: Arc<RwLock<HashMap<String, (String, Client)>>>,
+}
+
+impl Store {
+    pub fn new(s3: &S3Config, keys: &[AccessKey]) -> Store {
+        let store = Store {
+            s3: s3.clone(),
+            clients: Arc::default(),
+        };
+        store.update_keys(keys);
+        store
+    }
+
+    pub fn update_keys(&self, keys: &[AccessKey]) {
+        let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
+        for k in keys {
+            if clients.get(&k.id).is_none_or(|(secret, _)| secret != &k.secret) {
+                clients.insert(
+                    k.id.clone(),
+                    (k.secret.clone(), client_for(&self.s3, &k.id, &k.secret)),
+                );
+            }
+        }
+    }
+
+    pub fn client(&self, key_id: &str) -> Result<Client, StoreError> {
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+            .map(|(_, c)| c.clone())
+            .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
+    }
+
+    #[tracing::instrument(skip(self, body), fields(size = body.len()))]
+    pub async fn put_fragment(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        extinf: &str,
+        session: &str,
+    ) -> Result<(), StoreError> {
+        self.client(key_id)?
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(FRAGMENT_CONTENT_TYPE)
+            .cache_control(FRAGMENT_CACHE_CONTROL)
+            .metadata("extinf", extinf)
+            .metadata("session", session)
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify("PUT", bucket, key, e))?;
+        Ok(())
+    }
+
+    #[tracing::instrument(skip(self, body), fields(size = body.len()))]
+    pub async fn put_playlist(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: String,
+        cache_control: &str,
+    ) -> Result<(), StoreError> {
+        self.client(key_id)?
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(PLAYLIST_CONTENT_TYPE)
+            .cache_control(cache_control)
+            .body(ByteStream::from(Bytes::from(body)))
+            .send()
+            .await
+            .map_err(|e| classify("PUT", bucket, key, e))?;
+        Ok(())
+    }
+
+    /// Whether the object exists (used only on crash recovery, to learn if a
+    /// fragment whose local copy is gone was stored before the crash).
+    pub async fn exists(&self, key_id: &str, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        match self
+            .client(key_id)?
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(false),
+            Err(e) => Err(classify("HEAD", bucket, key, e)),
+        }
+    }
+}
+
+fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
+    let creds = Credentials::new(id, secret, None, None, "livebucket-config");
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(&s3.endpoint)
+        .region(Region::new(s3.region.clone()))
+        .force_path_style(s3.force_path_style)
+        .credentials_provider(creds)
+        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+        .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+        .retry_config(RetryConfig::disabled())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .build(),
+        )
+        .build();
+    Client::from_conf(conf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_layout() {
+        assert_eq!(fragment_key("cam1", 1_732_571_234_567), "cam1/1732571234567.ts");
+        assert_eq!(fragment_name(5), "0000000000005.ts");
+        assert_eq!(playlist_key("cam1", "index.m3u8"), "cam1/index.m3u8");
+    }
+}
