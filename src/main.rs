@@ -173,6 +173,14 @@ fn sign_push(
 ) -> anyhow::Result<()> {
     push::validate_bucket(bucket).context("--bucket")?;
     push::validate_channel(channel).context("--channel")?;
+    // RTMP clients send the stream name without decoding it, so a character
+    // that has to be percent-encoded in a URL path could never verify.
+    if let Some(c) = channel.chars().find(|c| "\"#%<>?[]^`{|}".contains(*c)) {
+        bail!("--channel: {c:?} cannot be sent unencoded in an RTMP URL; choose a channel name without it");
+    }
+    if let Some(name) = playlist_name {
+        push::validate_playlist_name(name).context("--playlist-name")?;
+    }
     let (k, _) = signing_key(key, bucket)?;
     let endpoint = endpoint.trim_end_matches('/');
     let url = match scheme {
