@@ -48,14 +48,18 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let cancel = CancellationToken::new();
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
+    let live_cache = pipeline::LiveCache::default();
     // Watch before the first rescan so nothing falls between the two.
     let watcher = watch::watch(&config.nginx.hls_dir, handle.sender())
         .with_context(|| format!("cannot watch {}", config.nginx.hls_dir.display()))?;
     let pipeline = Pipeline::new(
         config.clone(),
-        store.clone(),
-        metrics.clone(),
-        sessions.clone(),
+        pipeline::Shared {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            sessions: sessions.clone(),
+            live_cache: live_cache.clone(),
+        },
         &handle,
         cancel.child_token(),
         uploads.clone(),
@@ -63,7 +67,14 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let pipeline_cancel = cancel.clone();
     let pipeline_task = tokio::spawn(pipeline.run(recovered, rx));
 
-    let state = Arc::new(AppState::new(config.clone(), sessions, handle, metrics));
+    let state = Arc::new(AppState::new(
+        config.clone(),
+        sessions,
+        handle,
+        metrics,
+        store.clone(),
+        live_cache,
+    ));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {} (config field `listen`)", config.listen))?;

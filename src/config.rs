@@ -55,6 +55,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub spool: SpoolConfig,
     #[serde(default)]
+    pub vod: VodConfig,
+    #[serde(default)]
     pub keys: Vec<AccessKey>,
 }
 
@@ -169,6 +171,26 @@ pub struct SpoolConfig {
     /// publishes are refused, so live streams keep the space they need.
     #[serde(default = "default_spool_high_water")]
     pub spool_high_water: f64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VodConfig {
+    /// Longest time range one VOD playlist may cover (OSS allows one day).
+    #[serde(default = "default_max_range")]
+    pub max_range_secs: u64,
+}
+
+fn default_max_range() -> u64 {
+    7 * 24 * 3600
+}
+
+impl Default for VodConfig {
+    fn default() -> Self {
+        Self {
+            max_range_secs: default_max_range(),
+        }
+    }
 }
 
 /// An access key: signs push URLs and writes to its buckets.
@@ -513,10 +535,17 @@ mod tests {
 
     #[test]
     fn duplicate_key_and_short_secret_are_refused() {
-        let dup = format!("{MINIMAL}\n[[keys]]\nid = \"GK123\"\nsecret = \"abcdefghij\"\nbuckets = [\"*\"]\n");
+        let dup = format!(
+            "{MINIMAL}\n[[keys]]\nid = \"GK123\"\nsecret = \"abcdefghij\"\nbuckets = [\"*\"]\n"
+        );
         assert!(parse(&dup).unwrap_err().to_string().contains("keys[1].id"));
         let short = MINIMAL.replace("0123456789abcdef", "short");
-        assert!(parse(&short).unwrap_err().to_string().contains("keys[0].secret"));
+        assert!(
+            parse(&short)
+                .unwrap_err()
+                .to_string()
+                .contains("keys[0].secret")
+        );
     }
 
     #[test]

@@ -15,11 +15,13 @@
 //! Modules are listed in flow order; each uses only those below it.
 
 pub mod app;
+pub mod auth;
+pub mod config;
+pub mod hls;
 pub mod http;
+pub mod index;
+pub mod metrics;
 pub mod pipeline;
 pub mod session;
 pub mod store;
-pub mod hls;
-pub mod auth;
-pub mod metrics;
-pub mod config;
+pub mod vod;

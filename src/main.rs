@@ -13,7 +13,11 @@ use livebucket::auth::{presign, push};
 use livebucket::config::{AccessKey, Config};
 
 #[derive(Parser)]
-#[command(name = "livebucket", version, about = "Live streaming into S3-compatible storage, beside nginx-rtmp")]
+#[command(
+    name = "livebucket",
+    version,
+    about = "Live streaming into S3-compatible storage, beside nginx-rtmp"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -29,6 +33,38 @@ enum Command {
     /// Print signed URLs.
     #[command(subcommand)]
     Sign(Sign),
+    /// Build a VOD playlist for a time range of a channel.
+    Vod {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        channel: String,
+        /// Range start, Unix seconds (fragments starting at or after it).
+        #[arg(long)]
+        start: u64,
+        /// Range end, Unix seconds (fragments starting before it).
+        #[arg(long)]
+        end: u64,
+        /// Write the playlist to this file (default: stdout).
+        #[arg(long, conflicts_with = "put")]
+        out: Option<PathBuf>,
+        /// Store the playlist in the bucket as CHANNEL/NAME.
+        #[arg(long)]
+        put: Option<String>,
+        #[arg(long, value_enum, default_value_t = UriMode::Relative)]
+        urls: UriMode,
+        /// For --urls absolute: base URL the object keys are appended to.
+        #[arg(long)]
+        base_url: Option<String>,
+        /// For --urls presigned: SigV2 instead of SigV4.
+        #[arg(long)]
+        sigv2: bool,
+        /// For --urls presigned: lifetime of the segment URLs.
+        #[arg(long, default_value_t = 3600)]
+        expires_in: u64,
+    },
     /// List a bucket's objects with size, content type and metadata.
     Ls {
         #[arg(long, short)]
@@ -79,7 +115,18 @@ enum Sign {
         /// Legacy query-string signature (AWSAccessKeyId/Expires/Signature).
         #[arg(long)]
         sigv2: bool,
+        /// Sign a livebucket `/play` URL (playlist with presigned segments)
+        /// on this livebucket base URL, e.g. http://127.0.0.1:8089.
+        #[arg(long, value_name = "LIVEBUCKET_URL")]
+        via_livebucket: Option<String>,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum UriMode {
+    Relative,
+    Presigned,
+    Absolute,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -176,7 +223,9 @@ fn sign_push(
     // RTMP clients send the stream name without decoding it, so a character
     // that has to be percent-encoded in a URL path could never verify.
     if let Some(c) = channel.chars().find(|c| "\"#%<>?[]^`{|}".contains(*c)) {
-        bail!("--channel: {c:?} cannot be sent unencoded in an RTMP URL; choose a channel name without it");
+        bail!(
+            "--channel: {c:?} cannot be sent unencoded in an RTMP URL; choose a channel name without it"
+        );
     }
     if let Some(name) = playlist_name {
         push::validate_playlist_name(name).context("--playlist-name")?;
@@ -215,9 +264,7 @@ fn sign_push(
     println!("{url}");
     println!("OBS server: {endpoint}");
     println!("OBS stream key: {stream_key}");
-    println!(
-        "ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'"
-    );
+    println!("ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'");
     Ok(())
 }
 
@@ -228,14 +275,29 @@ fn sign_play(
     expiry: &Expiry,
     endpoint: Option<&str>,
     sigv2: bool,
+    via: Option<&str>,
 ) -> anyhow::Result<()> {
     let (k, config) = signing_key(key, bucket)?;
+    if let Some(base) = via {
+        let (channel, playlist) = object
+            .rsplit_once('/')
+            .context("--key-name must be CHANNEL/PLAYLIST for --via-livebucket")?;
+        let query =
+            presign::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
+        println!(
+            "{}/play/{bucket}/{channel}/{playlist}?{query}",
+            base.trim_end_matches('/')
+        );
+        return Ok(());
+    }
     let endpoint = endpoint
         .map(str::to_owned)
         .or_else(|| {
-            config
-                .as_ref()
-                .map(|c| c.s3.public_endpoint.clone().unwrap_or_else(|| c.s3.endpoint.clone()))
+            config.as_ref().map(|c| {
+                c.s3.public_endpoint
+                    .clone()
+                    .unwrap_or_else(|| c.s3.endpoint.clone())
+            })
         })
         .context("give --endpoint (or --config with s3.endpoint)")?;
     let path_style = config.as_ref().is_none_or(|c| c.s3.force_path_style);
@@ -314,12 +376,87 @@ async fn ls(config: &std::path::Path, bucket: &str, prefix: &str) -> anyhow::Res
     Ok(())
 }
 
+struct VodArgs<'a> {
+    key: &'a KeyArgs,
+    bucket: &'a str,
+    channel: &'a str,
+    start: u64,
+    end: u64,
+    out: Option<&'a std::path::Path>,
+    put: Option<&'a str>,
+    urls: UriMode,
+    base_url: Option<&'a str>,
+    sigv2: bool,
+    expires_in: u64,
+}
+
+async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
+    use livebucket::vod::{self, Uris};
+    let (k, config) = signing_key(a.key, a.bucket)?;
+    let config = config.context("livebucket vod needs --config (S3 endpoint and key)")?;
+    vod::check_range(a.start, a.end, config.vod.max_range_secs)?;
+    if let Some(name) = a.put {
+        push::validate_playlist_name(name).context("--put")?;
+    }
+    let endpoint = config
+        .s3
+        .public_endpoint
+        .clone()
+        .unwrap_or_else(|| config.s3.endpoint.clone());
+    let path_style = config.s3.force_path_style;
+    let uris = match a.urls {
+        UriMode::Relative => Uris::Relative,
+        UriMode::Absolute => Uris::Absolute {
+            base: a.base_url.context("--urls absolute needs --base-url")?,
+        },
+        UriMode::Presigned if a.sigv2 => Uris::SigV2 {
+            key_id: &k.id,
+            secret: &k.secret,
+            expires: unix_now() + a.expires_in,
+            endpoint: &endpoint,
+            path_style,
+        },
+        UriMode::Presigned => Uris::SigV4 {
+            presigner: presign::SigV4Presigner::new(
+                &k.id,
+                &k.secret,
+                &config.s3.region,
+                time::OffsetDateTime::now_utc(),
+                std::time::Duration::from_secs(a.expires_in),
+            )?,
+            endpoint: &endpoint,
+            path_style,
+        },
+    };
+    let store = livebucket::store::Store::new(&config.s3, std::slice::from_ref(&k));
+    let v = vod::build(&store, &k.id, a.bucket, a.channel, a.start, a.end, &uris).await?;
+    eprintln!(
+        "livebucket: {} segments from the {}",
+        v.segments,
+        v.source.as_str()
+    );
+    match (a.out, a.put) {
+        (Some(path), _) => std::fs::write(path, &v.playlist)
+            .with_context(|| format!("cannot write {}", path.display()))?,
+        (None, Some(name)) => {
+            let object = livebucket::store::playlist_key(a.channel, name);
+            store
+                .put_playlist(&k.id, a.bucket, &object, v.playlist, "max-age=60")
+                .await?;
+            println!("s3://{}/{object}", a.bucket);
+        }
+        (None, None) => print!("{}", v.playlist),
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,aws_config=warn,aws_smithy_runtime=warn,tower_http=warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                "info,aws_config=warn,aws_smithy_runtime=warn,tower_http=warn".into()
+            }),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -348,8 +485,46 @@ fn main() -> ExitCode {
             expiry,
             endpoint,
             sigv2,
-        }) => sign_play(&key, &bucket, &key_name, &expiry, endpoint.as_deref(), sigv2),
-        Command::Serve { config } => runtime().and_then(|rt| rt.block_on(livebucket::app::serve(config))),
+            via_livebucket,
+        }) => sign_play(
+            &key,
+            &bucket,
+            &key_name,
+            &expiry,
+            endpoint.as_deref(),
+            sigv2,
+            via_livebucket.as_deref(),
+        ),
+        Command::Vod {
+            key,
+            bucket,
+            channel,
+            start,
+            end,
+            out,
+            put,
+            urls,
+            base_url,
+            sigv2,
+            expires_in,
+        } => runtime().and_then(|rt| {
+            rt.block_on(vod(VodArgs {
+                key: &key,
+                bucket: &bucket,
+                channel: &channel,
+                start,
+                end,
+                out: out.as_deref(),
+                put: put.as_deref(),
+                urls,
+                base_url: base_url.as_deref(),
+                sigv2,
+                expires_in,
+            }))
+        }),
+        Command::Serve { config } => {
+            runtime().and_then(|rt| rt.block_on(livebucket::app::serve(config)))
+        }
         Command::Ls {
             config,
             bucket,

@@ -15,19 +15,46 @@ pub struct Metrics {
 
 /// Help text for each series, so `/metrics` explains itself.
 const HELP: &[(&str, &str)] = &[
-    ("livebucket_push_accepted_total", "Pushes approved by on_publish."),
+    (
+        "livebucket_push_accepted_total",
+        "Pushes approved by on_publish.",
+    ),
     (
         "livebucket_push_rejected_total",
         "Callbacks refused, by reason (the reason codes are listed in README.md).",
     ),
-    ("livebucket_fragments_captured_total", "Fragments copied out of nginx's HLS directory."),
-    ("livebucket_fragments_uploaded_total", "Fragments stored in S3."),
-    ("livebucket_fragments_lost_total", "Fragments nginx listed that were gone before capture."),
-    ("livebucket_playlists_uploaded_total", "Playlist objects stored in S3."),
-    ("livebucket_upload_failures_total", "Failed upload attempts (each is retried)."),
-    ("livebucket_uploads_pending", "Fragments and playlists waiting to be stored."),
-    ("livebucket_sessions_live", "Approved publish sessions not yet finished."),
-    ("livebucket_unknown_dirs_total", "HLS directories that belong to no approved session."),
+    (
+        "livebucket_fragments_captured_total",
+        "Fragments copied out of nginx's HLS directory.",
+    ),
+    (
+        "livebucket_fragments_uploaded_total",
+        "Fragments stored in S3.",
+    ),
+    (
+        "livebucket_fragments_lost_total",
+        "Fragments nginx listed that were gone before capture.",
+    ),
+    (
+        "livebucket_playlists_uploaded_total",
+        "Playlist objects stored in S3.",
+    ),
+    (
+        "livebucket_upload_failures_total",
+        "Failed upload attempts (each is retried).",
+    ),
+    (
+        "livebucket_uploads_pending",
+        "Fragments and playlists waiting to be stored.",
+    ),
+    (
+        "livebucket_sessions_live",
+        "Approved publish sessions not yet finished.",
+    ),
+    (
+        "livebucket_unknown_dirs_total",
+        "HLS directories that belong to no approved session.",
+    ),
 ];
 
 impl Metrics {
@@ -97,7 +124,15 @@ mod tests {
         let text = m.render();
         assert!(text.contains("livebucket_push_rejected_total{reason=\"expired\"} 2\n"));
         assert!(text.contains("livebucket_fragments_uploaded_total 1\n"));
-        assert!(text.contains("# TYPE livebucket_uploads_pending gauge\nlivebucket_uploads_pending 3\n"));
-        assert_eq!(text.matches("# TYPE livebucket_push_rejected_total").count(), 1);
+        assert!(
+            text.contains(
+                "# TYPE livebucket_uploads_pending gauge\nlivebucket_uploads_pending 3\n"
+            )
+        );
+        assert_eq!(
+            text.matches("# TYPE livebucket_push_rejected_total")
+                .count(),
+            1
+        );
     }
 }

@@ -63,7 +63,10 @@ pub fn new_session_id() -> String {
 
 /// Whether `name` can be a session id (and so a directory we may upload).
 pub fn looks_like_id(name: &str) -> bool {
-    name.len() == 32 && name.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    name.len() == 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 impl Sessions {
@@ -88,10 +91,9 @@ impl Sessions {
             };
             match serde_json::from_slice::<SessionMeta>(&text) {
                 Ok(meta) if looks_like_id(&meta.id) => {
-                    inner.live.insert(
-                        (meta.bucket.clone(), meta.channel.clone()),
-                        meta.id.clone(),
-                    );
+                    inner
+                        .live
+                        .insert((meta.bucket.clone(), meta.channel.clone()), meta.id.clone());
                     inner.known.insert(meta.id.clone(), meta.clone());
                     found.push(meta);
                 }

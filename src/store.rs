@@ -97,7 +97,10 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
             se.err().code().unwrap_or("error"),
             se.err().message().unwrap_or("no message")
         ),
-        other => format!("{}", aws_smithy_types::error::display::DisplayErrorContext(other)),
+        other => format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(other)
+        ),
     };
     StoreError::Request {
         op,
@@ -132,7 +135,10 @@ impl Store {
     pub fn update_keys(&self, keys: &[AccessKey]) {
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         for k in keys {
-            if clients.get(&k.id).is_none_or(|(secret, _)| secret != &k.secret) {
+            if clients
+                .get(&k.id)
+                .is_none_or(|(secret, _)| secret != &k.secret)
+            {
                 clients.insert(
                     k.id.clone(),
                     (k.secret.clone(), client_for(&self.s3, &k.id, &k.secret)),
@@ -197,6 +203,111 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a small JSON object (VOD manifests).
+    pub async fn put_json(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.client(key_id)?
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type("application/json")
+            .body(ByteStream::from(body))
+            .send()
+            .await
+            .map_err(|e| classify("PUT", bucket, key, e))?;
+        Ok(())
+    }
+
+    pub async fn get(&self, key_id: &str, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
+        let out = self
+            .client(key_id)?
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| match e {
+                SdkError::ServiceError(se) if se.raw().status().as_u16() == 404 => {
+                    StoreError::NotFound {
+                        op: "GET",
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                    }
+                }
+                e => classify("GET", bucket, key, e),
+            })?;
+        let body = out.body.collect().await.map_err(|e| StoreError::Request {
+            op: "GET",
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            message: e.to_string(),
+            retriable: true,
+        })?;
+        Ok(body.into_bytes())
+    }
+
+    /// User metadata of an object.
+    pub async fn metadata(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<HashMap<String, String>, StoreError> {
+        let out = self
+            .client(key_id)?
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("HEAD", bucket, key, e))?;
+        Ok(out.metadata().cloned().unwrap_or_default())
+    }
+
+    /// Keys under `prefix` after `start_after`, in order, until `stop` says
+    /// a key is past the end (listing is lexicographic, so time-keyed objects
+    /// come out in time order).
+    pub async fn list(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        let client = self.client(key_id)?;
+        let mut keys = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut req = client.list_objects_v2().bucket(bucket).prefix(prefix);
+            if let Some(t) = &token {
+                req = req.continuation_token(t);
+            } else if let Some(s) = start_after {
+                req = req.start_after(s);
+            }
+            let page = req
+                .send()
+                .await
+                .map_err(|e| classify("LIST", bucket, prefix, e))?;
+            for obj in page.contents() {
+                let Some(k) = obj.key() else { continue };
+                if stop(k) {
+                    return Ok(keys);
+                }
+                keys.push(k.to_owned());
+            }
+            match page.next_continuation_token() {
+                Some(t) if page.is_truncated().unwrap_or(false) => token = Some(t.to_owned()),
+                _ => return Ok(keys),
+            }
+        }
+    }
+
     /// Whether the object exists (used only on crash recovery, to learn if a
     /// fragment whose local copy is gone was stored before the crash).
     pub async fn exists(&self, key_id: &str, bucket: &str, key: &str) -> Result<bool, StoreError> {
@@ -242,7 +353,10 @@ mod tests {
 
     #[test]
     fn key_layout() {
-        assert_eq!(fragment_key("cam1", 1_732_571_234_567), "cam1/1732571234567.ts");
+        assert_eq!(
+            fragment_key("cam1", 1_732_571_234_567),
+            "cam1/1732571234567.ts"
+        );
         assert_eq!(fragment_name(5), "0000000000005.ts");
         assert_eq!(playlist_key("cam1", "index.m3u8"), "cam1/index.m3u8");
     }

@@ -21,6 +21,29 @@ pub enum HttpError {
     /// livebucket cannot take new media now (spool full, state not writable).
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// A play or API signature that does not verify (or has expired).
+    #[error("signature refused: {0}")]
+    BadSignature(#[from] crate::auth::presign::PresignError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// S3 failed while answering.
+    #[error("storage: {0}")]
+    Storage(#[from] crate::store::StoreError),
+}
+
+impl From<crate::vod::VodError> for HttpError {
+    fn from(e: crate::vod::VodError) -> Self {
+        use crate::vod::VodError;
+        match e {
+            VodError::Empty { .. } => HttpError::NotFound(e.to_string()),
+            VodError::BadRange(m) => HttpError::BadRequest(m),
+            VodError::Store(s) => HttpError::Storage(s),
+            VodError::Presign(p) => HttpError::BadRequest(p.to_string()),
+            VodError::BadManifest { .. } => HttpError::Unavailable(e.to_string()),
+        }
+    }
 }
 
 impl HttpError {
@@ -32,6 +55,10 @@ impl HttpError {
             HttpError::UnknownSession => "unknown_session",
             HttpError::WrongApp(_) => "wrong_app",
             HttpError::Unavailable(_) => "unavailable",
+            HttpError::BadSignature(_) => "bad_play_signature",
+            HttpError::BadRequest(_) => "bad_request",
+            HttpError::NotFound(_) => "not_found",
+            HttpError::Storage(_) => "storage",
         }
     }
 
@@ -42,6 +69,11 @@ impl HttpError {
             }
             HttpError::UnknownSession => StatusCode::FORBIDDEN,
             HttpError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            HttpError::BadSignature(_) => StatusCode::FORBIDDEN,
+            HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::Storage(crate::store::StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
+            HttpError::Storage(_) => StatusCode::BAD_GATEWAY,
         }
     }
 }
@@ -49,7 +81,17 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
-        let mut resp = (status, format!("{}\n", self.code())).into_response();
+        // Client errors say what to fix; server-side failures only their kind,
+        // with the details in the log.
+        let body = if status.is_client_error() && !matches!(self, HttpError::Refused(_)) {
+            format!("{}: {}\n", self.code(), self)
+        } else {
+            if status.is_server_error() {
+                tracing::warn!(error = %self, "request failed");
+            }
+            format!("{}\n", self.code())
+        };
+        let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
         resp

@@ -124,10 +124,12 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
 pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     let result = parse_callback(&body)
         .map_err(HttpError::from)
-        .and_then(|cb| update(&app, &cb).map_err(|e| (e, cb)).map_err(|(e, cb)| {
-            refused(&app, Some(&cb), &e);
-            e
-        }));
+        .and_then(|cb| {
+            update(&app, &cb).map_err(|e| (e, cb)).map_err(|(e, cb)| {
+                refused(&app, Some(&cb), &e);
+                e
+            })
+        });
     match result {
         Ok(()) => close(StatusCode::OK.into_response()),
         Err(e) => e.into_response(),
@@ -135,7 +137,11 @@ pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Respons
 }
 
 fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
-    if !cb.call.starts_with("update") {
+    // Only publishers are re-checked. `update_play` comes from nginx's own
+    // relay to the HLS application (its local side "plays" the public
+    // stream; `deny play all` admits no other player): refusing it would
+    // drop the relay, and with it the push, at the first update.
+    if cb.call != "update_publish" {
         return Ok(());
     }
     let session = app
@@ -158,7 +164,9 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
                 app.sessions.end_live(&s.id);
                 app.pipeline.done(&s.id);
             }
-            None => warn!(name = %cb.name, clientid = %cb.clientid, "publish_done for no live session"),
+            None => {
+                warn!(name = %cb.name, clientid = %cb.clientid, "publish_done for no live session")
+            }
         },
         Err(e) => warn!(reason = e.code(), "unparsable publish_done"),
     }

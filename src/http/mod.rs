@@ -4,6 +4,8 @@
 
 pub mod error;
 pub mod hooks;
+pub mod play;
+pub mod vod;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -20,8 +22,9 @@ use tower_http::trace::TraceLayer;
 use crate::auth::limiter::FailureLimiter;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::PipelineHandle;
+use crate::pipeline::{LiveCache, PipelineHandle};
 use crate::session::Sessions;
+use crate::store::Store;
 
 /// nginx cuts name + query at 255 bytes, so a real callback body is well
 /// under this; anything larger is not from nginx.
@@ -33,6 +36,8 @@ pub struct AppState {
     pub pipeline: PipelineHandle,
     pub metrics: Arc<Metrics>,
     pub limiter: FailureLimiter,
+    pub store: Store,
+    pub live_cache: LiveCache,
 }
 
 impl AppState {
@@ -41,6 +46,8 @@ impl AppState {
         sessions: Arc<Sessions>,
         pipeline: PipelineHandle,
         metrics: Arc<Metrics>,
+        store: Store,
+        live_cache: LiveCache,
     ) -> AppState {
         let limiter = FailureLimiter::new(
             config.auth.max_failures,
@@ -53,6 +60,8 @@ impl AppState {
             pipeline,
             metrics,
             limiter,
+            store,
+            live_cache,
         }
     }
 
@@ -84,15 +93,26 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/on_publish", post(hooks::on_publish))
         .route("/on_update", post(hooks::on_update))
         .route("/on_publish_done", post(hooks::on_publish_done))
-        .layer(RequestBodyLimitLayer::new(MAX_HOOK_BODY));
+        .layer((
+            RequestBodyLimitLayer::new(MAX_HOOK_BODY),
+            // nginx gives up on a callback after 10 s by default; answer first.
+            TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(8)),
+        ));
     Router::new()
         .nest("/hooks", hooks)
+        .route("/play/{bucket}/{channel}/{playlist}", get(play::play))
+        .route(
+            "/api/v1/buckets/{bucket}/channels/{channel}/vod",
+            get(vod::get_vod).post(vod::post_vod),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .layer((
             TraceLayer::new_for_http(),
-            // nginx gives up on a callback after 10 s by default; answer first.
-            TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(8)),
+            TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Duration::from_secs(60),
+            ),
         ))
         .with_state(state)
 }

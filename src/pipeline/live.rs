@@ -60,7 +60,8 @@ pub struct ChannelLive {
 
 impl ChannelLive {
     pub fn state_path(state_dir: &Path, id: &ChannelId) -> PathBuf {
-        let digest = sha2::Sha256::digest(format!("{}\n{}\n{}", id.bucket, id.channel, id.playlist));
+        let digest =
+            sha2::Sha256::digest(format!("{}\n{}\n{}", id.bucket, id.channel, id.playlist));
         state_dir
             .join("channels")
             .join(format!("{}.json", hex::encode(&digest[..16])))

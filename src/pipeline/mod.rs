@@ -54,8 +54,19 @@ pub enum Msg {
     Started(SessionMeta),
     /// `on_publish_done` for a session.
     Done(String),
-    FragmentStored { session: String, key_ms: u64 },
-    PlaylistStored { channel: ChannelId, version: u64 },
+    FragmentStored {
+        session: String,
+        key_ms: u64,
+    },
+    PlaylistStored {
+        channel: ChannelId,
+        version: u64,
+    },
+    ManifestStored {
+        session: String,
+        count: usize,
+        ended: bool,
+    },
     Tick,
 }
 
@@ -82,6 +93,10 @@ impl PipelineHandle {
         self.tx.clone()
     }
 }
+
+/// The newest stored live playlist of each channel, so `/play` can answer
+/// without a round trip to S3.
+pub type LiveCache = Arc<std::sync::RwLock<HashMap<ChannelId, String>>>;
 
 pub fn channel() -> (PipelineHandle, UnboundedReceiver<Msg>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -122,6 +137,29 @@ struct SessionPipe {
     ending_version: Option<u64>,
     /// Ended for lack of fragments while nginx still had the publisher.
     idle_ended: bool,
+    manifest: ManifestState,
+}
+
+/// The session's VOD manifest in the bucket (see `crate::index`).
+#[derive(Default)]
+struct ManifestState {
+    uploading: bool,
+    /// Fragments listed by the last stored manifest.
+    stored_count: usize,
+    stored_final: bool,
+    last_upload: Option<Instant>,
+}
+
+/// How often a live session's manifest is rewritten: it grows with the
+/// session, so not at every fragment.
+const MANIFEST_EVERY: Duration = Duration::from_secs(10);
+
+/// What the pipeline shares with the HTTP side.
+pub struct Shared {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub sessions: Arc<Sessions>,
+    pub live_cache: LiveCache,
 }
 
 pub struct Pipeline {
@@ -139,6 +177,7 @@ pub struct Pipeline {
     pipes: HashMap<String, SessionPipe>,
     channels: HashMap<ChannelId, ChannelLive>,
     unknown_dirs: HashSet<PathBuf>,
+    live_cache: LiveCache,
 }
 
 fn now_ms() -> u64 {
@@ -151,13 +190,17 @@ fn now_ms() -> u64 {
 impl Pipeline {
     pub fn new(
         cfg: Arc<Config>,
-        store: Store,
-        metrics: Arc<Metrics>,
-        sessions: Arc<Sessions>,
+        shared: Shared,
         handle: &PipelineHandle,
         cancel: CancellationToken,
         tracker: TaskTracker,
     ) -> Pipeline {
+        let Shared {
+            store,
+            metrics,
+            sessions,
+            live_cache,
+        } = shared;
         Pipeline {
             hls_dir: cfg.nginx.hls_dir.clone(),
             capture_dir: cfg.capture_dir(),
@@ -173,6 +216,7 @@ impl Pipeline {
             pipes: HashMap::new(),
             channels: HashMap::new(),
             unknown_dirs: HashSet::new(),
+            live_cache,
         }
     }
 
@@ -223,10 +267,17 @@ impl Pipeline {
             }
             Msg::FragmentStored { session, key_ms } => self.on_fragment_stored(&session, key_ms),
             Msg::PlaylistStored { channel, version } => self.on_playlist_stored(channel, version),
+            Msg::ManifestStored {
+                session,
+                count,
+                ended,
+            } => self.on_manifest_stored(&session, count, ended),
             Msg::Tick => self.on_tick(),
         }
-        self.metrics
-            .gauge_set("livebucket_sessions_live", self.sessions.live_count() as i64);
+        self.metrics.gauge_set(
+            "livebucket_sessions_live",
+            self.sessions.live_count() as i64,
+        );
     }
 
     /// The approved session a path under the HLS directory belongs to.
@@ -287,6 +338,7 @@ impl Pipeline {
             done_at: None,
             ending_version: None,
             idle_ended: false,
+            manifest: ManifestState::default(),
         };
         if !recovering {
             ch.begin_session();
@@ -393,7 +445,9 @@ impl Pipeline {
         let Some(ch) = self.channels.get_mut(&pipe.channel) else {
             return;
         };
-        let key_ms = name_ms(&name).unwrap_or_else(now_ms).max(ch.last_key_ms + 1);
+        let key_ms = name_ms(&name)
+            .unwrap_or_else(now_ms)
+            .max(ch.last_key_ms + 1);
         ch.last_key_ms = key_ms;
         let span = info_span!("stream", session = %id, channel = %pipe.meta.channel, key = key_ms);
         let _g = span.enter();
@@ -460,7 +514,10 @@ impl Pipeline {
             Err(_) => return,
         };
         let last_seq = pipe.last_seq;
-        for entry in entries.iter().filter(|e| last_seq.is_none_or(|s| e.seq > s)) {
+        for entry in entries
+            .iter()
+            .filter(|e| last_seq.is_none_or(|s| e.seq > s))
+        {
             let found = self.pipes[id]
                 .captures
                 .iter()
@@ -484,7 +541,13 @@ impl Pipeline {
                 Some(i) => {
                     let key = pipe.captures[i].key_ms;
                     self.assign_orphans_before(id, key);
-                    self.assign(id, i, entry.extinf.clone(), entry.duration_ms, Some(entry.seq));
+                    self.assign(
+                        id,
+                        i,
+                        entry.extinf.clone(),
+                        entry.duration_ms,
+                        Some(entry.seq),
+                    );
                 }
                 None => {
                     error!(session = %id, fragment = %entry.uri, "nginx listed a fragment that is gone; it cannot be uploaded");
@@ -496,7 +559,11 @@ impl Pipeline {
         // needed in nginx's directory.
         let listed: HashSet<&str> = entries.iter().map(|e| e.uri.as_str()).collect();
         if let Some(pipe) = self.pipes.get_mut(id) {
-            for c in pipe.captures.iter_mut().filter(|c| c.assigned && !c.original_removed) {
+            for c in pipe
+                .captures
+                .iter_mut()
+                .filter(|c| c.assigned && !c.original_removed)
+            {
                 if !listed.contains(c.name.as_str()) {
                     let orig = dir.join(&c.name);
                     let same = identity(&orig).is_ok_and(|i| i == c.ident);
@@ -594,25 +661,34 @@ impl Pipeline {
         metrics.gauge_add("livebucket_uploads_pending", 1);
         self.tracker.spawn(
             async move {
-                let stored = upload::until_stored(&object, &permits, &cancel, &metrics, max_backoff, || {
-                    let file = file.clone();
-                    let (store, meta, object, extinf) = (&store, &meta, &object, &extinf);
-                    async move {
-                        let body = tokio::fs::read(&file).await.map(Bytes::from).map_err(|e| {
-                            crate::store::StoreError::Request {
-                                op: "read",
-                                bucket: meta.bucket.clone(),
-                                key: object.clone(),
-                                message: e.to_string(),
-                                retriable: true,
-                            }
-                        })?;
-                        store
-                            .put_fragment(&meta.key_id, &meta.bucket, object, body, extinf, &meta.id)
-                            .await
-                    }
-                })
-                .await;
+                let stored =
+                    upload::until_stored(&object, &permits, &cancel, &metrics, max_backoff, || {
+                        let file = file.clone();
+                        let (store, meta, object, extinf) = (&store, &meta, &object, &extinf);
+                        async move {
+                            let body =
+                                tokio::fs::read(&file).await.map(Bytes::from).map_err(|e| {
+                                    crate::store::StoreError::Request {
+                                        op: "read",
+                                        bucket: meta.bucket.clone(),
+                                        key: object.clone(),
+                                        message: e.to_string(),
+                                        retriable: true,
+                                    }
+                                })?;
+                            store
+                                .put_fragment(
+                                    &meta.key_id,
+                                    &meta.bucket,
+                                    object,
+                                    body,
+                                    extinf,
+                                    &meta.id,
+                                )
+                                .await
+                        }
+                    })
+                    .await;
                 metrics.gauge_add("livebucket_uploads_pending", -1);
                 if stored.is_some() {
                     metrics.inc("livebucket_fragments_uploaded_total", "");
@@ -677,7 +753,97 @@ impl Pipeline {
         }
         if changed {
             let chid = pipe.channel.clone();
+            let due = pipe
+                .manifest
+                .last_upload
+                .is_none_or(|t| t.elapsed() >= MANIFEST_EVERY);
             self.upload_playlist(&chid);
+            if due {
+                self.upload_manifest(id, false);
+            }
+        }
+    }
+
+    /// Rewrites the session's manifest with every fragment published so far.
+    fn upload_manifest(&mut self, id: &str, ended: bool) {
+        let Some(pipe) = self.pipes.get_mut(id) else {
+            return;
+        };
+        if pipe.manifest.uploading {
+            return;
+        }
+        pipe.manifest.uploading = true;
+        pipe.manifest.last_upload = Some(Instant::now());
+        let count = pipe.published;
+        let manifest = crate::index::Manifest {
+            version: 1,
+            session: pipe.meta.id.clone(),
+            channel: pipe.meta.channel.clone(),
+            started_ms: pipe.meta.started_ms,
+            ended,
+            fragments: pipe.segs[..count]
+                .iter()
+                .map(|s| crate::index::IndexedFragment {
+                    k: s.key_ms,
+                    d: s.duration_ms,
+                })
+                .collect(),
+        };
+        let body = match serde_json::to_vec(&manifest) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot serialise manifest");
+                return;
+            }
+        };
+        let meta = pipe.meta.clone();
+        let object = crate::index::manifest_key(&meta.channel, meta.started_ms, &meta.id);
+        let (store, metrics, permits, cancel, tx) = (
+            self.store.clone(),
+            self.metrics.clone(),
+            self.permits.clone(),
+            self.cancel.clone(),
+            self.tx.clone(),
+        );
+        let max_backoff = Duration::from_secs(self.cfg.upload.max_backoff_secs);
+        let span = info_span!("stream", session = %meta.id, channel = %meta.channel, key = %object);
+        self.tracker.spawn(
+            async move {
+                let stored =
+                    upload::until_stored(&object, &permits, &cancel, &metrics, max_backoff, || {
+                        store.put_json(&meta.key_id, &meta.bucket, &object, body.clone())
+                    })
+                    .await;
+                if stored.is_some() {
+                    let _ = tx.send(Msg::ManifestStored {
+                        session: meta.id.clone(),
+                        count,
+                        ended,
+                    });
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn on_manifest_stored(&mut self, id: &str, count: usize, ended: bool) {
+        let Some(pipe) = self.pipes.get_mut(id) else {
+            return;
+        };
+        pipe.manifest.uploading = false;
+        pipe.manifest.stored_count = pipe.manifest.stored_count.max(count);
+        pipe.manifest.stored_final |= ended;
+        let Some(version) = pipe.ending_version else {
+            return;
+        };
+        if !pipe.manifest.stored_final {
+            self.upload_manifest(id, true);
+        } else if self
+            .channels
+            .get(&pipe.channel)
+            .is_some_and(|c| c.stored_version >= version)
+        {
+            self.finish(id);
         }
     }
 
@@ -709,13 +875,21 @@ impl Pipeline {
         let cache_control = self.cfg.upload.playlist_cache_control.clone();
         let object = playlist_key(&chid.channel, &chid.playlist);
         let chid = chid.clone();
-        let span = info_span!("stream", bucket = %chid.bucket, channel = %chid.channel, key = %object);
+        let span =
+            info_span!("stream", bucket = %chid.bucket, channel = %chid.channel, key = %object);
         self.tracker.spawn(
             async move {
-                let stored = upload::until_stored(&object, &permits, &cancel, &metrics, max_backoff, || {
-                    store.put_playlist(&key_id, &chid.bucket, &object, body.clone(), &cache_control)
-                })
-                .await;
+                let stored =
+                    upload::until_stored(&object, &permits, &cancel, &metrics, max_backoff, || {
+                        store.put_playlist(
+                            &key_id,
+                            &chid.bucket,
+                            &object,
+                            body.clone(),
+                            &cache_control,
+                        )
+                    })
+                    .await;
                 if stored.is_some() {
                     metrics.inc("livebucket_playlists_uploaded_total", "");
                     let _ = tx.send(Msg::PlaylistStored {
@@ -735,12 +909,23 @@ impl Pipeline {
             if let Err(e) = ch.save(&self.cfg.state_dir, &chid) {
                 warn!(error = %e, "cannot save channel state");
             }
+            if ch.version == version {
+                let body = ch.render(self.cfg.live.target_duration_secs);
+                self.live_cache
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(chid.clone(), body);
+            }
         }
         self.upload_playlist(&chid);
         let finished: Vec<String> = self
             .pipes
             .iter()
-            .filter(|(_, p)| p.channel == chid && p.ending_version.is_some_and(|v| v <= version))
+            .filter(|(_, p)| {
+                p.channel == chid
+                    && p.manifest.stored_final
+                    && p.ending_version.is_some_and(|v| v <= version)
+            })
             .map(|(id, _)| id.clone())
             .collect();
         for id in finished {
@@ -753,6 +938,16 @@ impl Pipeline {
         let idle = self.cfg.hold_interval() * self.cfg.live.idle_end_factor;
         let ids: Vec<String> = self.pipes.keys().cloned().collect();
         for id in ids {
+            let p = &self.pipes[&id];
+            if p.published > p.manifest.stored_count
+                && !p.manifest.uploading
+                && p.ending_version.is_none()
+                && p.manifest
+                    .last_upload
+                    .is_none_or(|t| t.elapsed() >= MANIFEST_EVERY)
+            {
+                self.upload_manifest(&id, false);
+            }
             let p = &self.pipes[&id];
             if p.ending_version.is_some() {
                 continue;
@@ -772,10 +967,9 @@ impl Pipeline {
             let chid = p.channel.clone();
             // Another session may already be live on this channel (a fast
             // reconnect): then the playlist goes on without ENDLIST.
-            let other_live = self
-                .pipes
-                .iter()
-                .any(|(o, q)| o != &id && q.channel == chid && q.ending_version.is_none() && !q.idle_ended);
+            let other_live = self.pipes.iter().any(|(o, q)| {
+                o != &id && q.channel == chid && q.ending_version.is_none() && !q.idle_ended
+            });
             let Some(ch) = self.channels.get_mut(&chid) else {
                 continue;
             };
@@ -786,16 +980,18 @@ impl Pipeline {
             let span = info_span!("stream", session = %id, channel = %chid.channel);
             let _g = span.enter();
             if done {
-                info!(fragments = self.pipes[&id].segs.len(), "session ended; finishing playlist");
+                info!(
+                    fragments = self.pipes[&id].segs.len(),
+                    "session ended; finishing playlist"
+                );
                 self.sessions.end_live(&id);
                 if let Some(p) = self.pipes.get_mut(&id) {
                     p.ending_version = Some(version);
                 }
-                if self.channels.get(&chid).is_some_and(|c| c.stored_version >= version) {
-                    self.finish(&id);
-                } else {
-                    self.upload_playlist(&chid);
-                }
+                // Finished once both the ended playlist and the final
+                // manifest are stored (whichever comes last finishes it).
+                self.upload_playlist(&chid);
+                self.upload_manifest(&id, true);
             } else {
                 info!("no new fragment for a while; playlist ended until fragments resume");
                 if let Some(p) = self.pipes.get_mut(&id) {

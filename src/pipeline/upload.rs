@@ -99,25 +99,37 @@ mod tests {
         let cancel = CancellationToken::new();
         let metrics = Metrics::default();
         let calls = AtomicU32::new(0);
-        let r = until_stored("x", &permits, &cancel, &metrics, Duration::from_secs(1), || {
-            let n = calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                if n < 5 {
-                    Err(StoreError::UnknownKey("k".into()))
-                } else {
-                    Ok(())
+        let r = until_stored(
+            "x",
+            &permits,
+            &cancel,
+            &metrics,
+            Duration::from_secs(1),
+            || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 5 {
+                        Err(StoreError::UnknownKey("k".into()))
+                    } else {
+                        Ok(())
+                    }
                 }
-            }
-        })
+            },
+        )
         .await;
         assert_eq!(r, Some(()));
         assert_eq!(calls.load(Ordering::SeqCst), 6);
         assert_eq!(metrics.counter("livebucket_upload_failures_total", ""), 5);
 
         cancel.cancel();
-        let r = until_stored("y", &permits, &cancel, &metrics, Duration::from_secs(1), || async {
-            Err(StoreError::UnknownKey("k".into()))
-        })
+        let r = until_stored(
+            "y",
+            &permits,
+            &cancel,
+            &metrics,
+            Duration::from_secs(1),
+            || async { Err(StoreError::UnknownKey("k".into())) },
+        )
         .await;
         assert_eq!(r, None);
     }

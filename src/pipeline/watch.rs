@@ -92,7 +92,10 @@ mod tests {
     fn classifies_nginx_operations() {
         let close = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
             .add_path("/h/s/1.ts".into());
-        assert_eq!(classify(&close), vec![FsEvent::FragmentClosed("/h/s/1.ts".into())]);
+        assert_eq!(
+            classify(&close),
+            vec![FsEvent::FragmentClosed("/h/s/1.ts".into())]
+        );
         let bak_close = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
             .add_path("/h/s/index.m3u8.bak".into());
         assert!(classify(&bak_close).is_empty());
