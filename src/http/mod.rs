@@ -82,9 +82,19 @@ impl AppState {
     pub fn spool_full(&self) -> bool {
         let cfg = self.config();
         let dir = cfg.spool_dir();
-        crate::pipeline::capture::fs_usage(&dir)
+        let full = crate::pipeline::capture::fs_usage(&dir)
             .or_else(|_| crate::pipeline::capture::fs_usage(&cfg.state_dir))
-            .is_ok_and(|u| u >= cfg.spool.spool_high_water)
+            .is_ok_and(|u| u >= cfg.spool.spool_high_water);
+        self.metrics
+            .gauge_set("livebucket_spool_full", i64::from(full));
+        if full {
+            tracing::error!(
+                spool = %dir.display(),
+                high_water = cfg.spool.spool_high_water,
+                "SPOOL FULL: refusing new publishes so live streams keep their space"
+            );
+        }
+        full
     }
 }
 

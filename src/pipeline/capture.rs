@@ -53,6 +53,28 @@ pub fn copy_fragment(src: &Path, dir: &Path, key_ms: u64) -> std::io::Result<(Pa
     Ok((dst, after))
 }
 
+/// Moves a capture file to the on-disk spool durably: copy, fsync, fsync the
+/// directory, then remove the tmpfs copy. A crash in between leaves two
+/// identical copies, which is harmless.
+pub fn move_to_spool(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    let name = file
+        .file_name()
+        .ok_or_else(|| std::io::Error::other("capture file without a name"))?;
+    std::fs::create_dir_all(dir)?;
+    let dst = dir.join(name);
+    let tmp = dst.with_extension("ts.tmp");
+    {
+        let bytes = std::fs::read(file)?;
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &dst)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    std::fs::remove_file(file)?;
+    Ok(dst)
+}
+
 /// Fraction of the filesystem holding `path` that is in use (0.0–1.0).
 pub fn fs_usage(path: &Path) -> std::io::Result<f64> {
     use std::ffi::CString;
@@ -89,6 +111,10 @@ mod tests {
         assert_eq!(dst, dir.path().join("cap/42.ts"));
         assert_eq!(std::fs::read(&dst).unwrap(), vec![7u8; 1880]);
         assert_eq!(id.size, 1880);
+        let moved = move_to_spool(&dst, &dir.path().join("spool")).unwrap();
+        assert_eq!(moved, dir.path().join("spool/42.ts"));
+        assert!(!dst.exists());
+        assert_eq!(std::fs::read(&moved).unwrap().len(), 1880);
         assert!(fs_usage(dir.path()).unwrap() <= 1.0);
         assert_eq!(name_ms("1732571234567.ts"), Some(1_732_571_234_567));
         assert_eq!(name_ms("index.m3u8"), None);

@@ -657,6 +657,7 @@ impl Pipeline {
         let key_ms = seg.key_ms;
         let extinf = seg.extinf.clone();
         let object = fragment_key(&meta.channel, key_ms);
+        let spool_twin = self.spool_dir.join(&meta.id).join(format!("{key_ms}.ts"));
         let span = info_span!("stream", session = %meta.id, channel = %meta.channel, key = %object);
         metrics.gauge_add("livebucket_uploads_pending", 1);
         self.tracker.spawn(
@@ -664,18 +665,25 @@ impl Pipeline {
                 let stored =
                     upload::until_stored(&object, &permits, &cancel, &metrics, max_backoff, || {
                         let file = file.clone();
+                        let twin = spool_twin.clone();
                         let (store, meta, object, extinf) = (&store, &meta, &object, &extinf);
                         async move {
-                            let body =
-                                tokio::fs::read(&file).await.map(Bytes::from).map_err(|e| {
-                                    crate::store::StoreError::Request {
-                                        op: "read",
-                                        bucket: meta.bucket.clone(),
-                                        key: object.clone(),
-                                        message: e.to_string(),
-                                        retriable: true,
-                                    }
-                                })?;
+                            // The capture may have moved to the spool since.
+                            let read = match tokio::fs::read(&file).await {
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                                    tokio::fs::read(&twin).await
+                                }
+                                other => other,
+                            };
+                            let body = read.map(Bytes::from).map_err(|e| {
+                                crate::store::StoreError::Request {
+                                    op: "read",
+                                    bucket: meta.bucket.clone(),
+                                    key: object.clone(),
+                                    message: e.to_string(),
+                                    retriable: true,
+                                }
+                            })?;
                             store
                                 .put_fragment(
                                     &meta.key_id,
@@ -933,7 +941,61 @@ impl Pipeline {
         }
     }
 
+    /// Past the tmpfs high-water mark: move pending captures to the on-disk
+    /// spool, and drop nginx's copies of fragments already captured (even
+    /// inside nginx's window: nobody plays from nginx), so nginx keeps room to
+    /// write new fragments.
+    fn relieve_pressure(&mut self) {
+        let high_water = self.cfg.spool.tmpfs_high_water;
+        let over = capture::fs_usage(&self.capture_dir).is_ok_and(|u| u >= high_water);
+        if !over {
+            return;
+        }
+        let mut moved = 0usize;
+        for (id, pipe) in self.pipes.iter_mut() {
+            let hls = self.hls_dir.join(id);
+            for c in pipe.captures.iter_mut() {
+                if !c.original_removed {
+                    let orig = hls.join(&c.name);
+                    if identity(&orig).is_ok_and(|i| i == c.ident)
+                        && c.file.as_ref().is_none_or(|f| *f != orig)
+                    {
+                        let _ = std::fs::remove_file(&orig);
+                        c.original_removed = true;
+                    }
+                }
+                let Some(file) = c.file.as_ref() else {
+                    continue;
+                };
+                if !file.starts_with(&self.capture_dir) {
+                    continue;
+                }
+                let dst_dir = self.spool_dir.join(id);
+                match capture::move_to_spool(file, &dst_dir) {
+                    Ok(dst) => {
+                        c.file = Some(dst);
+                        moved += 1;
+                    }
+                    Err(e) => {
+                        error!(error = %e, file = %file.display(), "cannot move capture to the spool");
+                        self.metrics.inc("livebucket_spool_errors_total", "");
+                        return;
+                    }
+                }
+            }
+        }
+        if moved > 0 {
+            warn!(
+                moved,
+                "tmpfs past its high-water mark; pending fragments moved to the spool"
+            );
+            self.metrics
+                .add("livebucket_spooled_total", "", moved as u64);
+        }
+    }
+
     fn on_tick(&mut self) {
+        self.relieve_pressure();
         let grace = Duration::from_millis(self.cfg.live.done_grace_ms);
         let idle = self.cfg.hold_interval() * self.cfg.live.idle_end_factor;
         let ids: Vec<String> = self.pipes.keys().cloned().collect();
