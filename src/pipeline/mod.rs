@@ -1027,6 +1027,12 @@ impl Pipeline {
                 continue; // still storing; the next tick looks again
             }
             let chid = p.channel.clone();
+            if done && p.published == 0 {
+                // Approved but never relayed a fragment: nothing to end.
+                self.sessions.end_live(&id);
+                self.finish(&id);
+                continue;
+            }
             // Another session may already be live on this channel (a fast
             // reconnect): then the playlist goes on without ENDLIST.
             let other_live = self.pipes.iter().any(|(o, q)| {
