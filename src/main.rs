@@ -2,6 +2,7 @@
 //! Errors are printed with their whole chain and exit with status 1 (2 for
 //! usage errors, from clap).
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -261,10 +262,11 @@ fn sign_push(
             stream_key.len()
         );
     }
-    println!("{url}");
-    println!("OBS server: {endpoint}");
-    println!("OBS stream key: {stream_key}");
-    println!("ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'");
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{url}")?;
+    writeln!(out, "OBS server: {endpoint}")?;
+    writeln!(out, "OBS stream key: {stream_key}")?;
+    writeln!(out, "ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'")?;
     Ok(())
 }
 
@@ -533,6 +535,13 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // `livebucket sign push | head -n1` closes stdout early: not an error.
+        Err(e)
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) =>
+        {
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("livebucket: error: {e:#}");
             ExitCode::FAILURE

@@ -1,0 +1,118 @@
+//! ffmpeg as the streamer (a small test pattern and a tone, pushed in real
+//! time) and ffprobe to check what landed in the bucket.
+
+use std::path::Path;
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use super::TestDir;
+use super::process::{Proc, Stop, run};
+
+/// A running push; killed (SIGKILL) when dropped.
+pub struct Push {
+    proc: Proc,
+}
+
+/// Pushes `seconds` of 320x240 30 fps H.264 (keyframe every 2 s) + AAC to
+/// `url` in real time (`-re`). Its log goes to `DIR/ffmpeg-N.log`.
+pub fn push(dir: &TestDir, url: &str, seconds: u32) -> Push {
+    push_with_args(dir, url, seconds, &[])
+}
+
+/// [`push`] with more output options before the URL, e.g.
+/// `["-rtmp_tcurl", "rtmp://demo.live.example.com:1935/live"]`.
+pub fn push_with_args(dir: &TestDir, url: &str, seconds: u32, output_args: &[&str]) -> Push {
+    let log = dir.unique_file("ffmpeg", "log");
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-g", "60"])
+        .args(["-c:a", "aac", "-b:a", "64k"])
+        .args(output_args)
+        .args(["-f", "flv", url]);
+    Push {
+        proc: Proc::spawn("ffmpeg", cmd, &log, Stop::Kill),
+    }
+}
+
+impl Push {
+    /// Waits for ffmpeg to exit; panics, with its log, after `timeout`.
+    pub async fn exit_within(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.proc.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "ffmpeg still running after {timeout:?}; its log:\n{}",
+                    self.proc.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// `Some(status)` once ffmpeg has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.proc.try_wait()
+    }
+
+    /// Stops the push now (the streamer vanishes without closing).
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    pub fn log(&self) -> String {
+        self.proc.log()
+    }
+}
+
+/// What ffprobe says of a media file.
+#[derive(Debug)]
+pub struct Probe {
+    /// e.g. `mpegts`
+    pub format_name: String,
+    /// (codec_type, codec_name), e.g. `("video", "h264")`, in stream order.
+    pub streams: Vec<(String, String)>,
+}
+
+pub fn ffprobe(path: &Path) -> Probe {
+    let mut cmd = Command::new("ffprobe");
+    cmd.args(["-v", "error", "-of", "json"])
+        .args([
+            "-show_entries",
+            "format=format_name:stream=codec_type,codec_name",
+        ])
+        .arg(path);
+    let json: serde_json::Value = serde_json::from_str(&run("ffprobe", &mut cmd))
+        .unwrap_or_else(|e| panic!("ffprobe printed invalid JSON: {e}"));
+    let field = |v: &serde_json::Value, name: &str| v[name].as_str().unwrap_or_default().to_owned();
+    Probe {
+        format_name: field(&json["format"], "format_name"),
+        streams: json["streams"]
+            .as_array()
+            .map(|streams| {
+                streams
+                    .iter()
+                    .map(|s| (field(s, "codec_type"), field(s, "codec_name")))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
+/// The (codec_type, codec_name) pairs of `path`'s streams.
+pub fn ffprobe_streams(path: &Path) -> Vec<(String, String)> {
+    ffprobe(path).streams
+}

@@ -1,0 +1,389 @@
+//! The livebucket binary under test (`serve`, `sign push`), plus an
+//! independent implementation of the push-URL signature so tests can forge
+//! good and bad URLs without trusting the code under test.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use hmac::{KeyInit, Mac};
+use percent_encoding::{NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
+
+use super::TestDir;
+use super::garage::Key;
+use super::process::{Proc, Stop, run};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_livebucket");
+
+/// How long `serve` may take to answer `/healthz`.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub struct Livebucket {
+    config_path: PathBuf,
+    listen: SocketAddr,
+    log: PathBuf,
+    proc: Option<Proc>,
+}
+
+impl Livebucket {
+    /// Writes `config` to `DIR/livebucket.toml`, runs
+    /// `livebucket serve --config DIR/livebucket.toml` and waits for
+    /// `GET /healthz` to answer 200 on the config's `listen` address.
+    pub fn start(dir: &TestDir, config: &str) -> Livebucket {
+        let config_path = dir.join("livebucket.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let listen = listen_of(config);
+        let mut lb = Livebucket {
+            config_path,
+            listen,
+            log: dir.join("livebucket.log"),
+            proc: None,
+        };
+        lb.spawn();
+        lb
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(BIN);
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "livebucket=debug,info".into());
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("RUST_LOG", filter)
+            .env("NO_COLOR", "1");
+        let mut proc = Proc::spawn("livebucket", cmd, &self.log, Stop::Kill);
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            proc.assert_running();
+            match http_get(self.listen, "/healthz") {
+                Ok((200, _)) => break,
+                Ok((status, body)) if Instant::now() >= deadline => {
+                    panic!(
+                        "livebucket's /healthz still answers {status} after {START_TIMEOUT:?}: {body}"
+                    )
+                }
+                Err(e) if Instant::now() >= deadline => {
+                    panic!(
+                        "livebucket's /healthz on {} did not answer within {START_TIMEOUT:?}: {e}",
+                        self.listen
+                    )
+                }
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+        self.proc = Some(proc);
+    }
+
+    pub fn config_path(&self) -> &Path {
+        &self.config_path
+    }
+
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// `http://IP:PORT`, nginx's `HOOKS_URL`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.listen)
+    }
+
+    /// Everything livebucket logged so far, across restarts.
+    pub fn log(&self) -> String {
+        super::process::read_lossy(&self.log)
+    }
+
+    /// Panics, with the log, if livebucket exited.
+    pub fn assert_running(&mut self) {
+        self.proc
+            .as_mut()
+            .expect("livebucket is stopped")
+            .assert_running();
+    }
+
+    /// SIGKILL: a crash, nothing flushed.
+    pub fn kill9(&mut self) {
+        let mut proc = self.proc.take().expect("livebucket is already stopped");
+        proc.kill();
+    }
+
+    /// SIGTERM and wait up to `timeout` for a graceful exit; panics, with the
+    /// log, if it takes longer. Returns the exit status.
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        let mut proc = self.proc.take().expect("livebucket is already stopped");
+        proc.signal("TERM");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = proc.try_wait() {
+                return status;
+            }
+            if Instant::now() >= deadline {
+                proc.kill();
+                panic!(
+                    "livebucket did not exit within {timeout:?} of SIGTERM; its log:\n{}",
+                    super::process::tail(&self.log())
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts `serve` again with the same config (killing it first if it
+    /// still runs) and waits for `/healthz`.
+    pub fn restart(&mut self) {
+        if let Some(mut proc) = self.proc.take() {
+            proc.kill();
+        }
+        self.spawn();
+    }
+
+    /// `GET path` on livebucket's listen address: (status, body).
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get(self.listen, path)
+    }
+
+    /// The PID of the running `serve`.
+    pub fn pid(&self) -> Option<u32> {
+        self.proc.as_ref().and_then(Proc::pid)
+    }
+
+    /// SIGHUP, by PID: livebucket reloads its config file.
+    pub fn reload(&mut self) {
+        self.assert_running();
+        self.proc
+            .as_ref()
+            .expect("livebucket is stopped")
+            .signal("HUP");
+    }
+
+    /// The value of one series in `/metrics`, e.g.
+    /// `livebucket_push_rejected_total{reason="channel_live"}`; 0 when the
+    /// series is absent (counters appear at their first increment).
+    pub fn metric(&self, series: &str) -> u64 {
+        let (status, body) = self
+            .get("/metrics")
+            .unwrap_or_else(|e| panic!("GET /metrics on {}: {e}", self.listen));
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == series).then(|| {
+                    value
+                        .parse()
+                        .unwrap_or_else(|_| panic!("/metrics: {series} is {value:?}"))
+                })
+            })
+            .unwrap_or(0)
+    }
+}
+
+/// The `listen` address of a livebucket config (its default when absent).
+fn listen_of(config: &str) -> SocketAddr {
+    let value: toml::Table = toml::from_str(config)
+        .unwrap_or_else(|e| panic!("the test's livebucket config is not TOML: {e}\n{config}"));
+    match value.get("listen") {
+        Some(toml::Value::String(s)) => s.parse().expect("listen is not IP:PORT"),
+        None => "127.0.0.1:8089".parse().unwrap(),
+        Some(other) => panic!("listen is not a string: {other}"),
+    }
+}
+
+/// A minimal HTTP/1.0 GET (the harness needs no HTTP client crate):
+/// (status, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let response = String::from_utf8_lossy(&response);
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// A livebucket config for the harness's processes. `extra` is appended
+/// before `[[keys]]` and must hold whole tables (`[live]`, `[upload]`, …).
+pub struct ConfigParams<'a> {
+    pub listen: SocketAddr,
+    pub state_dir: &'a Path,
+    pub hls_dir: &'a Path,
+    pub relay_url: &'a str,
+    pub s3_endpoint: &'a str,
+    /// (key, buckets it may push to)
+    pub keys: &'a [(&'a Key, &'a [&'a str])],
+    pub extra: &'a str,
+}
+
+pub fn config_toml(p: &ConfigParams<'_>) -> String {
+    let mut out = format!(
+        "listen = {listen}\nstate_dir = {state}\n\n[nginx]\nhls_dir = {hls}\nrelay_url = {relay}\n\n\
+         [s3]\nendpoint = {endpoint}\nregion = {region}\nforce_path_style = true\n\n{extra}\n",
+        listen = toml_str(&p.listen.to_string()),
+        state = toml_str(p.state_dir.to_str().unwrap()),
+        hls = toml_str(p.hls_dir.to_str().unwrap()),
+        relay = toml_str(p.relay_url),
+        endpoint = toml_str(p.s3_endpoint),
+        region = toml_str(super::garage::REGION),
+        extra = p.extra,
+    );
+    for (key, buckets) in p.keys {
+        let buckets: Vec<String> = buckets.iter().map(|b| toml_str(b)).collect();
+        out += &format!(
+            "\n[[keys]]\nid = {}\nsecret = {}\nbuckets = [{}]\n",
+            toml_str(&key.id),
+            toml_str(&key.secret),
+            buckets.join(", ")
+        );
+    }
+    out
+}
+
+fn toml_str(s: &str) -> String {
+    toml::Value::String(s.to_owned()).to_string()
+}
+
+/// `livebucket sign push … --expires-in 3600`: the push URL (first line of
+/// stdout).
+pub fn sign_push(config: &Path, bucket: &str, channel: &str, rtmp_base: &str) -> String {
+    sign_push_args(
+        config,
+        bucket,
+        channel,
+        rtmp_base,
+        &["--expires-in", "3600"],
+    )
+}
+
+/// `livebucket sign push … --expires-in 3600 EXTRA…`, e.g. with
+/// `["--scheme", "oss", "--playlist-name", "live.m3u8"]`.
+pub fn sign_push_with(
+    config: &Path,
+    bucket: &str,
+    channel: &str,
+    rtmp_base: &str,
+    extra: &[&str],
+) -> String {
+    let mut args = vec!["--expires-in", "3600"];
+    args.extend_from_slice(extra);
+    sign_push_args(config, bucket, channel, rtmp_base, &args)
+}
+
+/// `livebucket sign push … --expires UNIX_TIME`.
+pub fn sign_push_expiring_at(
+    config: &Path,
+    bucket: &str,
+    channel: &str,
+    rtmp_base: &str,
+    expires: u64,
+) -> String {
+    sign_push_args(
+        config,
+        bucket,
+        channel,
+        rtmp_base,
+        &["--expires", &expires.to_string()],
+    )
+}
+
+fn sign_push_args(
+    config: &Path,
+    bucket: &str,
+    channel: &str,
+    rtmp_base: &str,
+    expiry: &[&str],
+) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["sign", "push", "--config"])
+        .arg(config)
+        .args([
+            "--bucket",
+            bucket,
+            "--channel",
+            channel,
+            "--endpoint",
+            rtmp_base,
+        ])
+        .args(expiry);
+    let out = run("livebucket sign push", &mut cmd);
+    let url = out.lines().next().unwrap_or_default().trim().to_owned();
+    assert!(
+        url.starts_with("rtmp://"),
+        "livebucket sign push printed no rtmp:// URL first: {out:?}"
+    );
+    url
+}
+
+/// The documented push URL, computed here rather than by livebucket:
+/// `RTMP_BASE/CHANNEL?Bucket=B&AccessKeyId=K&Expires=E&Signature=S` with
+/// `S = base64(HMAC-SHA1(secret, E + "\n/" + B + "/" + CHANNEL))`,
+/// percent-encoded.
+pub fn push_url(rtmp_base: &str, channel: &str, bucket: &str, key: &Key, expires: u64) -> String {
+    let signature = push_signature(&key.secret, bucket, channel, expires);
+    format!(
+        "{}/{channel}?Bucket={}&AccessKeyId={}&Expires={expires}&Signature={}",
+        rtmp_base.trim_end_matches('/'),
+        enc(bucket),
+        enc(&key.id),
+        enc(&signature),
+    )
+}
+
+/// `base64(HMAC-SHA1(secret, E + "\n/" + B + "/" + CHANNEL))`, not encoded.
+pub fn push_signature(secret: &str, bucket: &str, channel: &str, expires: u64) -> String {
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{expires}\n/{bucket}/{channel}").as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+fn enc(s: &str) -> String {
+    utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
+}
+
+/// The decoded value of query parameter `name` in `url`.
+pub fn query_param(url: &str, name: &str) -> Option<String> {
+    let (_, query) = url.split_once('?')?;
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then(|| percent_decode_str(v).decode_utf8_lossy().into_owned())
+    })
+}
+
+/// `url` with query parameter `name` set to `value` (encoded here).
+pub fn with_query_param(url: &str, name: &str, value: &str) -> String {
+    let (base, query) = url.split_once('?').unwrap_or((url, ""));
+    let mut found = false;
+    let mut pairs: Vec<String> = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, _)) if k == name => {
+                found = true;
+                format!("{k}={}", enc(value))
+            }
+            _ => pair.to_owned(),
+        })
+        .collect();
+    if !found {
+        pairs.push(format!("{name}={}", enc(value)));
+    }
+    format!("{base}?{}", pairs.join("&"))
+}
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
