@@ -1027,8 +1027,11 @@ impl Pipeline {
                 continue; // still storing; the next tick looks again
             }
             let chid = p.channel.clone();
-            if done && p.published == 0 {
-                // Approved but never relayed a fragment: nothing to end.
+            if p.published == 0 {
+                // Approved but never relayed a fragment (the publisher left
+                // before or right after approval; nginx may even have sent
+                // on_publish_done before livebucket approved): nothing to end,
+                // and the channel must not stay locked.
                 self.sessions.end_live(&id);
                 self.finish(&id);
                 continue;
@@ -1062,6 +1065,9 @@ impl Pipeline {
                 self.upload_manifest(&id, true);
             } else {
                 info!("no new fragment for a while; playlist ended until fragments resume");
+                // The channel is free for a new publisher; a stalled one is
+                // refused at its next on_update.
+                self.sessions.end_live(&id);
                 if let Some(p) = self.pipes.get_mut(&id) {
                     p.idle_ended = true;
                 }
