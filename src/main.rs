@@ -286,9 +286,20 @@ fn sign_play(
             .context("--key-name must be CHANNEL/PLAYLIST for --via-livebucket")?;
         let query =
             presign::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
+        // The signature covers the decoded names; the URL needs them encoded
+        // (an OSS playlist name may hold spaces or non-ASCII).
+        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+            .remove(b'-')
+            .remove(b'.')
+            .remove(b'_')
+            .remove(b'~');
+        let enc = |s| percent_encoding::utf8_percent_encode(s, SEGMENT);
         println!(
-            "{}/play/{bucket}/{channel}/{playlist}?{query}",
-            base.trim_end_matches('/')
+            "{}/play/{}/{}/{}?{query}",
+            base.trim_end_matches('/'),
+            enc(bucket),
+            enc(channel),
+            enc(playlist)
         );
         return Ok(());
     }

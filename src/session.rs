@@ -170,6 +170,16 @@ impl Sessions {
             .cloned()
     }
 
+    /// A known session of this publisher, live or not (an idle-ended session
+    /// still gets its `on_publish_done`).
+    pub fn find_known(&self, clientid: &str, name: &str) -> Option<SessionMeta> {
+        self.lock()
+            .known
+            .values()
+            .find(|m| m.clientid == clientid && m.name == name)
+            .cloned()
+    }
+
     pub fn is_live(&self, id: &str) -> bool {
         self.lock().live.values().any(|v| v == id)
     }

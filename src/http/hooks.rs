@@ -158,7 +158,11 @@ fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
 
 pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     match parse_callback(&body) {
-        Ok(cb) => match app.sessions.find_live(&cb.clientid, &cb.name) {
+        Ok(cb) => match app
+            .sessions
+            .find_live(&cb.clientid, &cb.name)
+            .or_else(|| app.sessions.find_known(&cb.clientid, &cb.name))
+        {
             Some(s) => {
                 info!(session = %s.id, channel = %s.channel, "publisher gone");
                 app.sessions.end_live(&s.id);

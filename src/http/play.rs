@@ -60,11 +60,28 @@ pub(super) fn verify(
     Ok((key.clone(), expires))
 }
 
+/// The query as a map. A parameter given twice with different values is
+/// refused: which one was signed, and which one a cache in front keyed on,
+/// would be ambiguous.
+pub(super) fn query_map(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, HttpError> {
+    let mut map = HashMap::with_capacity(pairs.len());
+    for (name, value) in pairs {
+        if map.get(&name).is_some_and(|old| *old != value) {
+            return Err(HttpError::BadRequest(format!(
+                "query parameter {name} is given twice with different values"
+            )));
+        }
+        map.insert(name, value);
+    }
+    Ok(map)
+}
+
 pub async fn play(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel, playlist)): Path<(String, String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
+    let q = query_map(q)?;
     if !playlist.ends_with(".m3u8") {
         return Err(HttpError::NotFound(
             "only playlists (.m3u8) are served here".into(),

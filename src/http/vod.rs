@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 use super::error::HttpError;
-use super::play::{unix_now, verify};
+use super::play::{query_map, unix_now, verify};
 use crate::auth::presign::{SIGV4_MAX_EXPIRY, SigV4Presigner};
 use crate::vod::{self, Uris};
 
@@ -77,8 +77,9 @@ fn source_header(v: &vod::Vod) -> (header::HeaderName, HeaderValue) {
 pub async fn get_vod(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
+    let q = query_map(q)?;
     let v = build(&app, &bucket, &channel, &q).await?;
     Ok((
         [
@@ -96,8 +97,9 @@ pub async fn get_vod(
 pub async fn post_vod(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel)): Path<(String, String)>,
-    Query(q): Query<HashMap<String, String>>,
+    Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
+    let q = query_map(q)?;
     let name = q.get("name").map_or("vod.m3u8", String::as_str).to_owned();
     crate::auth::push::validate_playlist_name(&name)
         .map_err(|e| HttpError::BadRequest(format!("name: {e}")))?;

@@ -1014,7 +1014,11 @@ impl Pipeline {
             if p.ending_version.is_some() {
                 continue;
             }
-            let done = p.done_at.is_some_and(|t| t.elapsed() >= grace);
+            // An idle-ended session whose publish_done never comes (nginx
+            // restarted, or it came while livebucket was down) is done after
+            // a while longer.
+            let done = p.done_at.is_some_and(|t| t.elapsed() >= grace)
+                || (p.idle_ended && p.last_activity.elapsed() >= idle * 4);
             let idle_now = !p.idle_ended && p.last_activity.elapsed() >= idle;
             if !(done || idle_now) {
                 continue;
