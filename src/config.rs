@@ -555,6 +555,13 @@ mod tests {
     }
 
     #[test]
+    fn deploy_example_parses() {
+        // The example users copy must stay in step with the schema.
+        let c = parse(include_str!("../deploy/livebucket.toml.example")).unwrap();
+        assert_eq!(c.nginx.hls_dir, Path::new("/dev/shm/livebucket/hls"));
+    }
+
+    #[test]
     fn wildcard_bucket() {
         let c = parse(&MINIMAL.replace("[\"demo\"]", "[\"*\"]")).unwrap();
         assert!(c.key("GK123").unwrap().may_write("anything"));
