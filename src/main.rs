@@ -266,7 +266,10 @@ fn sign_push(
     writeln!(out, "{url}")?;
     writeln!(out, "OBS server: {endpoint}")?;
     writeln!(out, "OBS stream key: {stream_key}")?;
-    writeln!(out, "ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'")?;
+    writeln!(
+        out,
+        "ffmpeg -re -i INPUT -c:v libx264 -g 60 -c:a aac -f flv '{url}'"
+    )?;
     Ok(())
 }
 

@@ -63,7 +63,9 @@ pub(super) fn verify(
 /// The query as a map. A parameter given twice with different values is
 /// refused: which one was signed, and which one a cache in front keyed on,
 /// would be ambiguous.
-pub(super) fn query_map(pairs: Vec<(String, String)>) -> Result<HashMap<String, String>, HttpError> {
+pub(super) fn query_map(
+    pairs: Vec<(String, String)>,
+) -> Result<HashMap<String, String>, HttpError> {
     let mut map = HashMap::with_capacity(pairs.len());
     for (name, value) in pairs {
         if map.get(&name).is_some_and(|old| *old != value) {
