@@ -307,23 +307,6 @@ impl Store {
             }
         }
     }
-
-    /// Whether the object exists (used only on crash recovery, to learn if a
-    /// fragment whose local copy is gone was stored before the crash).
-    pub async fn exists(&self, key_id: &str, bucket: &str, key: &str) -> Result<bool, StoreError> {
-        match self
-            .client(key_id)?
-            .head_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(false),
-            Err(e) => Err(classify("HEAD", bucket, key, e)),
-        }
-    }
 }
 
 fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
