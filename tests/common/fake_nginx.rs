@@ -17,15 +17,12 @@ use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 use super::TestDir;
 use super::fragments::Ledger;
 use super::garage::Key;
+use super::httpc::Response;
 use super::livebucket::push_url;
 use super::process::run;
 
-/// A minimal HTTP/1.0 form POST: (status, headers, body).
-pub fn http_post_form(
-    addr: SocketAddr,
-    path: &str,
-    body: &str,
-) -> std::io::Result<(u16, Vec<(String, String)>, String)> {
+/// A minimal HTTP/1.0 form POST, as nginx-rtmp's notify module sends it.
+pub fn http_post_form(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Response> {
     let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     write!(
@@ -36,19 +33,23 @@ pub fn http_post_form(
     )?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let mut lines = head.split("\r\n");
     let status = lines
         .next()
         .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
         .collect();
-    Ok((status, headers, body.to_owned()))
+    Ok(Response {
+        status,
+        headers,
+        body: body.as_bytes().to_vec(),
+    })
 }
 
 fn enc(s: &str) -> String {
@@ -96,15 +97,11 @@ impl FakePublisher {
             enc(channel),
             publisher.query
         );
-        let (status, headers, text) = http_post_form(hooks, "/hooks/on_publish", &body)
+        let answer = http_post_form(hooks, "/hooks/on_publish", &body)
             .unwrap_or_else(|e| panic!("on_publish to livebucket failed: {e}"));
-        let location = headers
-            .iter()
-            .find(|(k, _)| k == "location")
-            .map(|(_, v)| v.clone());
-        let session = match (status, location) {
+        let session = match (answer.status, answer.header("location")) {
             (302, Some(location)) => location.rsplit('/').next().unwrap_or_default().to_owned(),
-            _ => panic!("on_publish was not approved: {status} {headers:?} {text}"),
+            _ => panic!("on_publish was not approved: {answer:?}"),
         };
         assert!(
             session.len() == 32 && session.bytes().all(|b| b.is_ascii_hexdigit()),
@@ -131,11 +128,13 @@ impl FakePublisher {
             enc(&self.channel),
             self.query
         );
-        let (status, _, text) = http_post_form(self.hooks, "/hooks/on_publish_done", &body)
+        let answer = http_post_form(self.hooks, "/hooks/on_publish_done", &body)
             .unwrap_or_else(|e| panic!("on_publish_done to livebucket failed: {e}"));
         assert!(
-            (200..300).contains(&status),
-            "on_publish_done answered {status}: {text}"
+            (200..300).contains(&answer.status),
+            "on_publish_done answered {}: {}",
+            answer.status,
+            answer.text()
         );
     }
 }
@@ -182,8 +181,8 @@ impl HlsWriter {
     /// if needed), write, close.
     pub fn write_fragment(&self, name: &str, bytes: &[u8]) {
         let path = self.dir.join(name);
-        let mut f = File::create(&path)
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
+        let mut f =
+            File::create(&path).unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()));
         f.write_all(bytes)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
         drop(f);

@@ -198,7 +198,10 @@ fn record(root: &Path, path: &Path, ledger: &Ledger) {
     if name.ends_with(".ts") {
         match std::fs::read(path) {
             Ok(bytes) => ledger.add(session, name, &bytes),
-            Err(e) => ledger.error(format!("cannot read closed fragment {}: {e}", path.display())),
+            Err(e) => ledger.error(format!(
+                "cannot read closed fragment {}: {e}",
+                path.display()
+            )),
         }
     } else if name == "index.m3u8" {
         // A later rename may already have replaced it: that version lists

@@ -7,7 +7,8 @@
 //! - it is a valid reload of the previous version (`hlscheck::check_reload`).
 //!   After `#EXT-X-ENDLIST` a new session may reopen the playlist: that
 //!   version must then be a valid reload of the ended one as if it had not
-//!   ended (same segments, same numbering, only new ones at the tail).
+//!   ended (same segments, same numbering, only new ones at the tail), and
+//!   its first new segment must carry `#EXT-X-DISCONTINUITY`.
 //!
 //! Polls that fail (S3 down) are counted, not errors. Violations are
 //! collected and reported all at once by [`PlaylistWatch::finish`].
@@ -171,7 +172,10 @@ async fn poll_loop(
         let last = stop.load(Ordering::SeqCst);
         let result = poll_once(&s3, &bucket, &channel, &playlist_key, &observed).await;
         if result.is_err() {
-            observed.lock().unwrap_or_else(|p| p.into_inner()).failed_polls += 1;
+            observed
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .failed_polls += 1;
         }
         if last {
             return;

@@ -25,7 +25,13 @@ impl Tmpfs {
         run(
             "mount tmpfs (the end-to-end tests run as root)",
             Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+                .args([
+                    "-t",
+                    "tmpfs",
+                    "-o",
+                    &format!("size={size},mode=0755"),
+                    "tmpfs",
+                ])
                 .arg(&path),
         );
         Tmpfs {
@@ -56,7 +62,10 @@ impl Drop for Tmpfs {
                 .status()
                 .is_ok_and(|s| s.success());
         if !unmounted {
-            eprintln!("harness: cannot unmount the tmpfs at {}", self.path.display());
+            eprintln!(
+                "harness: cannot unmount the tmpfs at {}",
+                self.path.display()
+            );
             // Leave the directory: removing it would empty the mounted tmpfs
             // but fail on the mount point itself.
             if let Some(dir) = self.dir.take() {

@@ -1,0 +1,788 @@
+#![cfg(feature = "e2e")]
+//! The pipeline's promises, end to end: every fragment nginx closes ends up in
+//! the bucket, unaltered, exactly once, and every playlist version a viewer
+//! can read lists only stored fragments, in order; through an S3 outage, a
+//! `kill -9`, a full tmpfs, a rewritten fragment name, and both ways a
+//! stream ends.
+//!
+//! Each test keeps its own record of what nginx wrote (`common::fragments`:
+//! a second inotify watcher copies every fragment at close, keyed by name and
+//! SHA-256; the synthetic writer of `common::fake_nginx` records directly),
+//! polls the playlist throughout (`common::playlist_watch`, which checks
+//! every version it sees), and ends with [`assert_bucket_matches`], which
+//! compares the bucket's bytes with the record.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::fake_nginx::{FakePublisher, HlsWriter, fragment_name_now, make_ts};
+use common::fragments::{Copy, Ledger, Recorder, sha256_hex};
+use common::playlist_watch::{Observed, PlaylistWatch, Version};
+use common::process::{Proc, Stop};
+use common::tmpfs::Tmpfs;
+use common::*;
+
+const CHANNEL: &str = "cam";
+
+/// Every test's config: a short upload backoff, so stored-after-outage
+/// shows up within seconds.
+const UPLOAD: &str = "[upload]\nmax_backoff_secs = 2\n";
+/// A window holding a whole test's fragments: the final playlist must then
+/// list every stored fragment.
+const WHOLE_WINDOW: &str = "[live]\nwindow_segments = 200\n";
+
+/// Garage, livebucket and (optionally) nginx-rtmp, plus the test's own
+/// record of the HLS directory. Fields drop in order: the recorder, then
+/// livebucket, nginx, Garage, and the directory last.
+struct Rig {
+    _recorder: Option<Recorder>,
+    livebucket: Livebucket,
+    nginx: Option<Nginx>,
+    garage: Garage,
+    s3: S3,
+    hls_dir: PathBuf,
+    state_dir: PathBuf,
+    ledger: Ledger,
+    dir: TestDir,
+}
+
+impl Rig {
+    /// With nginx; `extra` is added to livebucket's config after [`UPLOAD`].
+    fn start(name: &str, extra: &str) -> Rig {
+        Self::build(name, true, None, extra)
+    }
+
+    /// Without nginx: the test writes the HLS directory itself.
+    fn start_without_nginx(name: &str, extra: &str) -> Rig {
+        Self::build(name, false, None, extra)
+    }
+
+    /// With nginx writing HLS to `hls_dir` (e.g. on a tmpfs of the test's).
+    fn start_with_hls_dir(name: &str, hls_dir: PathBuf, extra: &str) -> Rig {
+        Self::build(name, true, Some(hls_dir), extra)
+    }
+
+    fn build(name: &str, with_nginx: bool, hls_dir: Option<PathBuf>, extra: &str) -> Rig {
+        let dir = TestDir::new(name);
+        let mut garage = Garage::start(&dir);
+        garage.create_bucket(BUCKET);
+        let key = garage.key().clone();
+        let listen = free_addr();
+        let hls_dir = hls_dir.unwrap_or_else(|| dir.join("hls"));
+        let nginx = with_nginx.then(|| Nginx::start(&dir, &format!("http://{listen}"), &hls_dir));
+        std::fs::create_dir_all(&hls_dir).unwrap();
+        let ledger = Ledger::new(dir.join("nginx-wrote"));
+        // Recording starts before livebucket, which may delete fragments.
+        let recorder = with_nginx.then(|| Recorder::start(&hls_dir, &ledger));
+        let state_dir = dir.subdir("state");
+        let relay_url = nginx
+            .as_ref()
+            .map_or_else(|| "rtmp://127.0.0.1:1935/hls".to_owned(), Nginx::relay_url);
+        let config = config_toml(&ConfigParams {
+            listen,
+            state_dir: &state_dir,
+            hls_dir: &hls_dir,
+            relay_url: &relay_url,
+            s3_endpoint: garage.endpoint(),
+            keys: &[(&key, &[BUCKET])],
+            extra: &format!("{UPLOAD}{extra}"),
+        });
+        let livebucket = Livebucket::start(&dir, &config);
+        Rig {
+            _recorder: recorder,
+            s3: garage.s3(),
+            livebucket,
+            nginx,
+            garage,
+            hls_dir,
+            state_dir,
+            ledger,
+            dir,
+        }
+    }
+
+    fn nginx(&self) -> &Nginx {
+        self.nginx.as_ref().expect("this rig has no nginx")
+    }
+
+    fn push_url(&self, channel: &str) -> String {
+        sign_push(
+            self.livebucket.config_path(),
+            BUCKET,
+            channel,
+            &self.nginx().push_base(),
+        )
+    }
+
+    /// ffmpeg pushes `seconds` of test pattern to `channel`.
+    fn push(&self, channel: &str, seconds: u32) -> Push {
+        push(&self.dir, &self.push_url(channel), seconds)
+    }
+
+    fn watch(&self, channel: &str) -> PlaylistWatch {
+        PlaylistWatch::start(&self.s3, BUCKET, channel)
+    }
+
+    /// on_publish as nginx sends it, for the synthetic writer.
+    fn fake_publish(&self, channel: &str, clientid: u32) -> (FakePublisher, String) {
+        FakePublisher::publish(
+            self.livebucket.listen(),
+            self.garage.key(),
+            BUCKET,
+            channel,
+            clientid,
+        )
+    }
+}
+
+/// A fragment in the bucket, matched to the fragment nginx wrote.
+#[derive(Debug)]
+struct StoredFragment {
+    key: String,
+    key_ms: u64,
+    sha256: String,
+    /// The version nginx wrote with these bytes.
+    copy: Copy,
+}
+
+/// What [`assert_bucket_matches`] also demands of the final playlist.
+#[derive(Clone, Copy, PartialEq)]
+enum FinalPlaylist {
+    /// Lists every stored fragment, in key order (the window holds them all).
+    ListsAll,
+    /// Slides: only its keys' order and existence are checked (by the watch).
+    Window,
+}
+
+/// Compares `CHANNEL/*.ts` in the bucket with what nginx wrote (the ledger)
+/// and what the playlist watch saw, and panics listing every violation:
+/// - every stored fragment equals, byte for byte, a fragment nginx closed,
+///   under a key at or shortly after that fragment's name (epoch ms);
+/// - no fragment version is stored twice;
+/// - every fragment version an nginx playlist listed is stored;
+/// - every stored fragment appeared in some playlist version;
+/// - the final playlist ended, and with [`FinalPlaylist::ListsAll`] lists
+///   exactly the stored fragments in key order.
+///
+/// Returns the stored fragments in key order.
+async fn assert_bucket_matches(
+    rig: &Rig,
+    channel: &str,
+    observed: &Observed,
+    final_playlist: FinalPlaylist,
+) -> Vec<StoredFragment> {
+    rig.ledger.assert_complete();
+    let copies = rig.ledger.copies();
+    let objects = rig.s3.list(BUCKET, &format!("{channel}/")).await;
+    let mut problems = Vec::new();
+    let mut stored = Vec::new();
+    // Copy index → the keys holding it.
+    let mut keys_of: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
+    for (key, _) in objects.iter().filter(|(k, _)| k.ends_with(".ts")) {
+        let key_ms: u64 = key
+            .strip_prefix(&format!("{channel}/"))
+            .and_then(|n| n.strip_suffix(".ts"))
+            .filter(|d| d.len() == 13)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or_else(|| panic!("{key} is not CHANNEL/<13-digit epoch ms>.ts"));
+        let sha256 = sha256_hex(&rig.s3.get(BUCKET, key).await);
+        // Two pushes of the same test pattern give byte-identical fragments:
+        // the version meant is the one that started last before the key.
+        let same_bytes = copies
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.sha256 == sha256);
+        let Some((i, copy)) = same_bytes
+            .clone()
+            .filter(|(_, c)| name_ms(&c.name).is_some_and(|n| n <= key_ms))
+            .max_by_key(|(_, c)| name_ms(&c.name))
+            .or_else(|| same_bytes.clone().next())
+        else {
+            problems.push(format!("{key} matches no fragment nginx wrote (altered?)"));
+            continue;
+        };
+        if !name_ms(&copy.name).is_some_and(|n| (n..n + 10_000).contains(&key_ms)) {
+            problems.push(format!(
+                "{key} holds nginx's {}/{}: the key is not its start time",
+                copy.session, copy.name
+            ));
+        }
+        keys_of.entry(i).or_default().push(key);
+        stored.push(StoredFragment {
+            key: key.clone(),
+            key_ms,
+            sha256,
+            copy: copy.clone(),
+        });
+    }
+    for (i, keys) in keys_of.iter().filter(|(_, k)| k.len() > 1) {
+        let c = &copies[*i];
+        problems.push(format!(
+            "nginx's {}/{} is stored {} times: {keys:?}",
+            c.session,
+            c.name,
+            keys.len()
+        ));
+    }
+    let missing: Vec<String> = copies
+        .iter()
+        .enumerate()
+        .filter(|(i, c)| c.listed && !keys_of.contains_key(i))
+        .map(|(_, c)| {
+            format!(
+                "{}/{} ({} bytes, copy {})",
+                c.session,
+                c.name,
+                c.size,
+                c.path.display()
+            )
+        })
+        .collect();
+    if !missing.is_empty() {
+        problems.push(format!(
+            "{} fragment(s) nginx listed are not in the bucket:\n  {}",
+            missing.len(),
+            missing.join("\n  ")
+        ));
+    }
+    let ever_listed = observed.all_keys();
+    let never: Vec<&str> = stored
+        .iter()
+        .map(|s| s.key.as_str())
+        .filter(|k| !ever_listed.contains(*k))
+        .collect();
+    if !never.is_empty() {
+        problems.push(format!("stored but in no playlist version seen: {never:?}"));
+    }
+    let last = observed.latest().expect("no playlist seen");
+    if !last.playlist.ended {
+        problems.push("the final playlist has no #EXT-X-ENDLIST".into());
+    }
+    if final_playlist == FinalPlaylist::ListsAll {
+        let all: Vec<&str> = stored.iter().map(|s| s.key.as_str()).collect();
+        if last.keys != all {
+            problems.push(format!(
+                "the final playlist does not list exactly the stored fragments:\n  listed {:?}\n  stored {all:?}",
+                last.keys
+            ));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "the bucket does not hold what nginx wrote ({} fragment versions recorded, {} stored):\n{}\n\
+         final playlist:\n{}",
+        copies.len(),
+        stored.len(),
+        problems.join("\n"),
+        last.text
+    );
+    stored
+}
+
+/// A `ready` check: the playlist lists at least `n` segments.
+fn at_least(n: usize) -> impl Fn(&Version) -> Result<(), String> {
+    move |v| {
+        if v.keys.len() >= n {
+            Ok(())
+        } else {
+            Err(format!("{} of {n} segments listed", v.keys.len()))
+        }
+    }
+}
+
+/// A `ready` check: the playlist has `#EXT-X-ENDLIST`.
+fn ended(v: &Version) -> Result<(), String> {
+    if v.playlist.ended {
+        Ok(())
+    } else {
+        Err("no #EXT-X-ENDLIST yet".into())
+    }
+}
+
+/// Waits for ffmpeg to finish and asserts it succeeded: nginx (and through
+/// it livebucket) accepted the whole push.
+async fn assert_push_succeeds(push: &mut Push, timeout: Duration) {
+    let status = push.exit_within(timeout).await;
+    assert!(
+        status.success(),
+        "the push failed ({status}); ffmpeg:\n{}",
+        push.log()
+    );
+}
+
+/// Regular files anywhere under `dir` (none if it does not exist).
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => todo.push(entry.path()),
+                Ok(t) if t.is_file() => out.push(entry.path()),
+                _ => {}
+            }
+        }
+    }
+    out
+}
+
+/// Fraction of the filesystem holding `path` in use, as `df` computes it.
+fn fs_usage(path: &Path) -> f64 {
+    let out = common::process::run(
+        "df",
+        Command::new("df")
+            .args(["--output=size,avail", "-B1"])
+            .arg(path),
+    );
+    let nums: Vec<f64> = out
+        .lines()
+        .nth(1)
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    match nums[..] {
+        [size, avail] if size > 0.0 => 1.0 - avail / size,
+        _ => panic!("cannot read df's output: {out:?}"),
+    }
+}
+
+/// The epoch ms of a `system`-named fragment (`1732571234567.ts`).
+fn name_ms(name: &str) -> Option<u64> {
+    name.strip_suffix(".ts")?.parse().ok()
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
+
+/// Runs blocking harness code (process start/stop) without stalling the
+/// playlist watch on this runtime.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
+
+/// 1. A plain push: every playlist version lists only stored fragments, under
+///    13-digit epoch-ms keys (this push's time), strictly increasing; nothing
+///    nginx wrote is missing, duplicated or altered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn playlist_versions_list_only_stored_fragments_in_key_order() {
+    let rig = Rig::start("ordering", "");
+    let watch = rig.watch(CHANNEL);
+    let started_ms = now_ms();
+    let mut push = rig.push(CHANNEL, 20);
+    assert_push_succeeds(&mut push, secs(60)).await;
+    watch.wait_for("#EXT-X-ENDLIST", secs(30), ended).await;
+    let ended_ms = now_ms();
+    let observed = watch.finish().await;
+
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::Window).await;
+    assert!(stored.len() >= 8, "a 20 s push stored only {stored:?}");
+    for s in &stored {
+        assert!(
+            (started_ms..=ended_ms).contains(&s.key_ms),
+            "{} is not an epoch-ms time during the push ({started_ms}..{ended_ms})",
+            s.key
+        );
+    }
+    assert!(
+        observed.versions.len() >= 5,
+        "the playlist was seen in only {} versions: the watch did not follow it",
+        observed.versions.len()
+    );
+}
+
+/// 2. S3 down for 60 s in the middle of a 100 s push: the push goes on,
+///    livebucket keeps capturing, and afterwards every fragment is stored and
+///    the playlist catches up and ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_outage_loses_nothing_and_playlist_catches_up() {
+    let mut rig = Rig::start("outage", WHOLE_WINDOW);
+    let watch = rig.watch(CHANNEL);
+    let mut push = rig.push(CHANNEL, 100);
+    let push_started = Instant::now();
+    watch
+        .wait_for("two segments before the outage", secs(30), at_least(2))
+        .await;
+    tokio::time::sleep_until((push_started + secs(20)).into()).await;
+
+    blocking(|| rig.garage.stop());
+    let outage_ms = now_ms();
+    let listed_before = watch.latest().map_or(0, |v| v.keys.len());
+    tokio::time::sleep(secs(60)).await;
+    assert!(
+        push.try_wait().is_none(),
+        "the push ended during the S3 outage; ffmpeg:\n{}",
+        push.log()
+    );
+    rig.livebucket.assert_running();
+    let waiting = files_under(&rig.dir.join("capture"));
+    assert!(
+        waiting.len() >= 20,
+        "after 60 s without S3 only {} captures wait to be stored",
+        waiting.len()
+    );
+    blocking(|| rig.garage.start_again());
+    let back_ms = now_ms();
+
+    assert_push_succeeds(&mut push, secs(60)).await;
+    watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
+    let observed = watch.finish().await;
+    assert!(
+        observed.failed_polls > 0,
+        "the watch never noticed the outage"
+    );
+
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    let during = stored
+        .iter()
+        .filter(|s| (outage_ms..back_ms).contains(&s.key_ms))
+        .count();
+    assert!(
+        during >= 25 && stored.len() > listed_before + during,
+        "{during} fragments stored from the 60 s outage, {} in all",
+        stored.len()
+    );
+}
+
+/// 3. `kill -9` of livebucket mid-push, restarted 5 s later with the same
+///    config and state: every fragment nginx wrote is stored exactly once,
+///    unaltered, and the playlist carries on across the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_and_restart_stores_every_fragment_once() {
+    let mut rig = Rig::start("crash", WHOLE_WINDOW);
+    let watch = rig.watch(CHANNEL);
+    let mut push = rig.push(CHANNEL, 30);
+    let push_started = Instant::now();
+    watch
+        .wait_for("two segments before the crash", secs(30), at_least(2))
+        .await;
+    // nginx calls on_update every 10 s from the publish, and drops the
+    // stream when livebucket does not answer (nginx-rtmp treats a refused
+    // or broken reply as a failure even with notify_update_strict off). The
+    // 5 s outage therefore sits between two updates: from 11 s to ~17 s.
+    tokio::time::sleep_until((push_started + secs(11)).into()).await;
+    // Right after nginx closes a fragment, while livebucket captures and
+    // uploads it: the crash hits work in flight, not an idle process.
+    let closed = rig.ledger.copies().len();
+    wait_until(
+        "nginx to close a fragment",
+        secs(10),
+        millis(2),
+        async || {
+            if rig.ledger.copies().len() > closed {
+                Ok(())
+            } else {
+                Err("none yet")
+            }
+        },
+    )
+    .await;
+    blocking(|| rig.livebucket.kill9());
+    tokio::time::sleep(secs(5)).await;
+    blocking(|| rig.livebucket.restart());
+
+    assert_push_succeeds(&mut push, secs(60)).await;
+    watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
+    let observed = watch.finish().await;
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    assert!(stored.len() >= 12, "a 30 s push stored only {stored:?}");
+}
+
+/// ffmpeg pushing a constant 4 Mbit/s (padded CBR), to fill a tmpfs fast.
+fn push_cbr(dir: &TestDir, url: &str, seconds: u32) -> Proc {
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "warning", "-re"])
+        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
+        .args(["-t", &seconds.to_string()])
+        .args([
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-tune",
+            "zerolatency",
+        ])
+        .args(["-pix_fmt", "yuv420p", "-g", "60"])
+        .args([
+            "-b:v", "4M", "-minrate", "4M", "-maxrate", "4M", "-bufsize", "1M",
+        ])
+        .args(["-x264-params", "nal-hrd=cbr"])
+        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url]);
+    Proc::spawn(
+        "ffmpeg",
+        cmd,
+        &dir.unique_file("ffmpeg-cbr", "log"),
+        Stop::Kill,
+    )
+}
+
+/// 4. With S3 down, captures fill the tmpfs past `spool.tmpfs_high_water`
+///    and move to the on-disk spool; once S3 is back everything is stored and
+///    the spool (and the capture area) end empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_tmpfs_spills_to_spool_and_drains() {
+    // Declared first, dropped last: everything writing to it stops before.
+    let shm = Tmpfs::mount("space", "40m");
+    let mut rig = Rig::start_with_hls_dir(
+        "space",
+        shm.join("hls"),
+        &format!("{WHOLE_WINDOW}\n[spool]\ntmpfs_high_water = 0.3\n"),
+    );
+    let spool = rig.state_dir.join("spool");
+    let capture = shm.join("capture");
+    blocking(|| rig.garage.stop());
+    let watch = rig.watch(CHANNEL);
+    let mut push = push_cbr(&rig.dir, &rig.push_url(CHANNEL), 32);
+
+    // The highest tmpfs use seen: livebucket deletes nginx's fragments as
+    // they leave nginx's window, so the use also goes down.
+    let mut peak: f64 = 0.0;
+    let spooled = wait_until(
+        "captures in the on-disk spool",
+        secs(45),
+        millis(100),
+        async || {
+            let files = files_under(&spool);
+            let usage = fs_usage(shm.path());
+            peak = peak.max(usage);
+            if let Some(status) = push.try_wait() {
+                panic!("the push ended ({status}) before anything was spooled");
+            }
+            if files.len() >= 2 {
+                Ok(files)
+            } else {
+                Err(format!(
+                    "{} spooled; tmpfs {:.0}% used, captures: {:?}",
+                    files.len(),
+                    usage * 100.0,
+                    files_under(&capture)
+                ))
+            }
+        },
+    )
+    .await;
+    assert!(
+        peak >= 0.3,
+        "captures went to the spool ({spooled:?}) with the tmpfs never more than {:.0}% used",
+        peak * 100.0
+    );
+    blocking(|| rig.garage.start_again());
+
+    let status = wait_until("the push to end", secs(60), millis(200), async || {
+        push.try_wait().ok_or("ffmpeg still running")
+    })
+    .await;
+    assert!(
+        status.success(),
+        "the push failed ({status}): {}",
+        push.log()
+    );
+    watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
+    let observed = watch.finish().await;
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    assert!(stored.len() >= 12, "a 32 s push stored only {stored:?}");
+    wait_until(
+        "spool and capture area empty",
+        secs(20),
+        millis(200),
+        async || {
+            let left: Vec<PathBuf> = files_under(&spool)
+                .into_iter()
+                .chain(files_under(&capture))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("left: {left:?}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// 5. nginx truncates and rewrites a fragment name after livebucket captured
+///    it: both versions are stored, under distinct keys, with their own bytes,
+///    and the playlist lists both in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewritten_fragment_name_stores_both_versions() {
+    let rig = Rig::start_without_nginx("reused", "[live]\ndone_grace_ms = 500\n");
+    let first = make_ts(&rig.dir, "testsrc=size=160x120:rate=30", 2);
+    let second = make_ts(&rig.dir, "smptebars=size=160x120:rate=30", 2);
+    assert_ne!(first, second);
+    let watch = rig.watch(CHANNEL);
+    let (publisher, session) = rig.fake_publish(CHANNEL, 1);
+    let mut nginx = HlsWriter::new(&rig.hls_dir, &session, &rig.ledger);
+
+    let name = fragment_name_now();
+    nginx.write_fragment(&name, &first);
+    nginx.list(&name, "2.000");
+    watch
+        .wait_for("the first version stored and listed", secs(20), at_least(1))
+        .await;
+    nginx.write_fragment(&name, &second);
+    // nginx's window now holds the name twice; its sequence goes on.
+    nginx.list(&name, "2.000");
+    let both = watch
+        .wait_for("the second version listed", secs(20), at_least(2))
+        .await;
+    publisher.publish_done();
+    watch.wait_for("#EXT-X-ENDLIST", secs(20), ended).await;
+    let observed = watch.finish().await;
+
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    let shas: Vec<&str> = stored.iter().map(|s| s.sha256.as_str()).collect();
+    assert_eq!(
+        shas,
+        [sha256_hex(&first), sha256_hex(&second)],
+        "stored {stored:#?}"
+    );
+    let keys: Vec<&str> = stored.iter().map(|s| s.key.as_str()).collect();
+    assert_eq!(
+        both.keys, keys,
+        "the playlist lists the two versions in order"
+    );
+    assert!(stored.iter().all(|s| s.copy.name == name));
+}
+
+/// 6a. A push that ends normally (`on_publish_done`) finishes the playlist
+///     with `#EXT-X-ENDLIST`, listing nginx's last fragment; a second push to
+///     the channel continues it: same segments and numbering, then exactly
+///     one `#EXT-X-DISCONTINUITY` before the new session's fragments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_done_ends_playlist_and_next_push_continues_it() {
+    let rig = Rig::start("end", WHOLE_WINDOW);
+    let watch = rig.watch(CHANNEL);
+
+    let mut push = rig.push(CHANNEL, 12);
+    assert_push_succeeds(&mut push, secs(60)).await;
+    let first = watch.wait_for("#EXT-X-ENDLIST", secs(30), ended).await;
+    let sessions_first: BTreeSet<String> =
+        rig.ledger.copies().into_iter().map(|c| c.session).collect();
+    assert_eq!(sessions_first.len(), 1, "one push, one session directory");
+    assert_last_listed_is_nginx_last(&rig, &first, &sessions_first).await;
+
+    let mut push = rig.push(CHANNEL, 12);
+    assert_push_succeeds(&mut push, secs(60)).await;
+    let n = first.keys.len();
+    let both = watch
+        .wait_for("the second session ended", secs(30), |v| {
+            ended(v)?;
+            if v.keys.len() > n {
+                Ok(())
+            } else {
+                Err("no fragment of the second push yet".into())
+            }
+        })
+        .await;
+    let observed = watch.finish().await;
+
+    let p = &both.playlist;
+    assert_eq!(
+        both.keys[..n],
+        first.keys[..],
+        "the first session's segments"
+    );
+    assert_eq!(p.media_sequence, first.playlist.media_sequence);
+    assert_eq!(
+        p.discontinuity_sequence,
+        first.playlist.discontinuity_sequence
+    );
+    assert_eq!(
+        p.discontinuities, 1,
+        "exactly one #EXT-X-DISCONTINUITY:\n{}",
+        both.text
+    );
+    assert!(
+        p.discontinuity_flags[n],
+        "the discontinuity is not at the second session's first segment:\n{}",
+        both.text
+    );
+    let sessions: BTreeSet<String> = rig.ledger.copies().into_iter().map(|c| c.session).collect();
+    let second: BTreeSet<String> = sessions.difference(&sessions_first).cloned().collect();
+    assert_eq!(second.len(), 1, "the second push, one new session");
+    assert_last_listed_is_nginx_last(&rig, &both, &second).await;
+    assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+}
+
+/// The last segment of `version` holds the bytes of the last fragment nginx
+/// listed in `sessions`.
+async fn assert_last_listed_is_nginx_last(
+    rig: &Rig,
+    version: &Version,
+    sessions: &BTreeSet<String>,
+) {
+    let last_copy = rig
+        .ledger
+        .copies()
+        .into_iter()
+        .filter(|c| c.listed && sessions.contains(&c.session))
+        .max_by(|a, b| a.name.cmp(&b.name))
+        .expect("nginx listed no fragment");
+    let last_key = version.keys.last().expect("empty playlist");
+    let bytes = rig.s3.get(BUCKET, last_key).await;
+    assert_eq!(
+        sha256_hex(&bytes),
+        last_copy.sha256,
+        "the ended playlist's last segment {last_key} is not nginx's last fragment {} \
+         (copy {}):\n{}",
+        last_copy.name,
+        last_copy.path.display(),
+        version.text
+    );
+}
+
+/// 6b. A session whose fragments stop without `on_publish_done` gets
+///     `#EXT-X-ENDLIST` once `live.idle_end_factor × live.target_duration_secs`
+///     passed without a new fragment, not before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_session_ends_playlist_without_publish_done() {
+    let idle = secs(2 * 2);
+    let rig = Rig::start_without_nginx(
+        "idle",
+        "[live]\ntarget_duration_secs = 2\nidle_end_factor = 2\n",
+    );
+    let bytes = make_ts(&rig.dir, "testsrc=size=160x120:rate=30", 2);
+    let watch = rig.watch(CHANNEL);
+    let (_publisher, session) = rig.fake_publish(CHANNEL, 1);
+    let mut nginx = HlsWriter::new(&rig.hls_dir, &session, &rig.ledger);
+    let base: u64 = now_ms();
+    for i in 0..3 {
+        let name = format!("{}.ts", base + i * 2000);
+        nginx.write_fragment(&name, &bytes[..bytes.len() - 188 * i as usize]);
+        nginx.list(&name, "2.000");
+    }
+    let last_write = Instant::now();
+    watch
+        .wait_for("three segments listed", secs(20), at_least(3))
+        .await;
+    let end = watch
+        .wait_for(
+            "#EXT-X-ENDLIST without on_publish_done",
+            idle + secs(15),
+            ended,
+        )
+        .await;
+    let after = end.seen_at - last_write;
+    assert!(
+        after >= idle,
+        "ENDLIST came {after:?} after the last fragment, before the {idle:?} idle time"
+    );
+    let observed = watch.finish().await;
+    assert!(
+        observed.versions[..observed.versions.len() - 1]
+            .iter()
+            .all(|v| !v.playlist.ended),
+        "an earlier version already had ENDLIST"
+    );
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    assert_eq!(stored.len(), 3, "{stored:#?}");
+}
