@@ -75,10 +75,18 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         store.clone(),
         live_cache,
     ));
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {} (config field `listen`)", config.listen))?;
-    info!(listen = %config.listen, hls_dir = %config.nginx.hls_dir.display(), "livebucket serving");
+    let listener = match inherited_listener()? {
+        Some(l) => {
+            info!("using the listening socket passed by the service manager");
+            l
+        }
+        None => tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| {
+                format!("cannot listen on {} (config field `listen`)", config.listen)
+            })?,
+    };
+    info!(listen = %listener.local_addr()?, hls_dir = %config.nginx.hls_dir.display(), "livebucket serving");
 
     let reload_state = state.clone();
     let reload_store = store.clone();
@@ -105,6 +113,34 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         error!(error = %e, "pipeline task failed");
     }
     Ok(())
+}
+
+/// A listening socket passed by systemd socket activation (`LISTEN_PID`,
+/// `LISTEN_FDS`, first fd 3). While livebucket restarts, the socket stays open
+/// and nginx's callbacks wait in its backlog instead of being refused: nginx-
+/// rtmp drops a live stream whose `on_update` cannot connect.
+fn inherited_listener() -> anyhow::Result<Option<tokio::net::TcpListener>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_some_and(|p| p == std::process::id());
+    let fds = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    if !ours || fds == 0 {
+        return Ok(None);
+    }
+    use std::os::fd::FromRawFd;
+    // SAFETY: with LISTEN_PID naming this process, the service manager
+    // guarantees fd 3 is an open listening socket handed to us alone.
+    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
+    std_listener
+        .set_nonblocking(true)
+        .context("the inherited socket (fd 3) is not a TCP listener")?;
+    Ok(Some(tokio::net::TcpListener::from_std(std_listener).context(
+        "the inherited socket (fd 3) is not a TCP listener",
+    )?))
 }
 
 async fn shutdown_signal() {

@@ -30,17 +30,29 @@ pub fn identity(path: &Path) -> std::io::Result<Identity> {
     })
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// nginx rewrote the name while it was read: these bytes are a mix of
+    /// two versions. The new version's own close event captures it.
+    #[error("fragment changed while it was being captured")]
+    Changed,
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Copies `src` to `dir/<key>.ts` through a temp name, so a capture file that
 /// exists under its final name is complete. Returns the bytes' identity as
 /// read; fails if the file changed while it was being read.
-pub fn copy_fragment(src: &Path, dir: &Path, key_ms: u64) -> std::io::Result<(PathBuf, Identity)> {
+pub fn copy_fragment(
+    src: &Path,
+    dir: &Path,
+    key_ms: u64,
+) -> Result<(PathBuf, Identity), CaptureError> {
     let before = identity(src)?;
     let bytes = std::fs::read(src)?;
     let after = identity(src)?;
     if before != after || bytes.len() as u64 != after.size {
-        return Err(std::io::Error::other(
-            "fragment changed while it was being captured",
-        ));
+        return Err(CaptureError::Changed);
     }
     std::fs::create_dir_all(dir)?;
     let dst = dir.join(format!("{key_ms}.ts"));

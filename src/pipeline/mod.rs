@@ -473,6 +473,12 @@ impl Pipeline {
                     file = Some(f);
                     break;
                 }
+                Err(capture::CaptureError::Changed) => {
+                    // Not a space problem: uploading nginx's file now could
+                    // store the next version twice. Its own close comes next.
+                    warn!(fragment = %name, "fragment rewritten while captured; waiting for its next close");
+                    return;
+                }
                 Err(e) => warn!(error = %e, dir = %dir.display(), "capture failed here"),
             }
         }
@@ -1130,8 +1136,20 @@ fn replay(
                 spool,
             } => {
                 ch.last_key_ms = ch.last_key_ms.max(key);
-                let area = if spool { spool_dir } else { capture_dir };
-                let file = area.join(&id).join(format!("{key}.ts"));
+                // The copy may have landed in the other area (the preferred
+                // one was full) or moved to the spool since.
+                let (first, second) = if spool {
+                    (spool_dir, capture_dir)
+                } else {
+                    (capture_dir, spool_dir)
+                };
+                let name_ts = format!("{key}.ts");
+                let file = first.join(&id).join(&name_ts);
+                let file = if file.exists() {
+                    file
+                } else {
+                    second.join(&id).join(&name_ts)
+                };
                 let file = if stored.contains(&key) {
                     let _ = std::fs::remove_file(&file);
                     None
