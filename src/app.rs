@@ -138,9 +138,10 @@ fn inherited_listener() -> anyhow::Result<Option<tokio::net::TcpListener>> {
     std_listener
         .set_nonblocking(true)
         .context("the inherited socket (fd 3) is not a TCP listener")?;
-    Ok(Some(tokio::net::TcpListener::from_std(std_listener).context(
-        "the inherited socket (fd 3) is not a TCP listener",
-    )?))
+    Ok(Some(
+        tokio::net::TcpListener::from_std(std_listener)
+            .context("the inherited socket (fd 3) is not a TCP listener")?,
+    ))
 }
 
 async fn shutdown_signal() {
