@@ -53,25 +53,44 @@ struct Rig {
 impl Rig {
     /// With nginx; `extra` is added to livebucket's config after [`UPLOAD`].
     fn start(name: &str, extra: &str) -> Rig {
-        Self::build(name, true, None, extra)
+        Self::build(name, true, None, extra, false)
+    }
+
+    /// With nginx, and livebucket serving on a listening socket the test
+    /// holds across restarts (systemd socket activation), logging every
+    /// request it answers.
+    fn start_with_held_socket(name: &str, extra: &str) -> Rig {
+        Self::build(name, true, None, extra, true)
     }
 
     /// Without nginx: the test writes the HLS directory itself.
     fn start_without_nginx(name: &str, extra: &str) -> Rig {
-        Self::build(name, false, None, extra)
+        Self::build(name, false, None, extra, false)
     }
 
     /// With nginx writing HLS to `hls_dir` (e.g. on a tmpfs of the test's).
     fn start_with_hls_dir(name: &str, hls_dir: PathBuf, extra: &str) -> Rig {
-        Self::build(name, true, Some(hls_dir), extra)
+        Self::build(name, true, Some(hls_dir), extra, false)
     }
 
-    fn build(name: &str, with_nginx: bool, hls_dir: Option<PathBuf>, extra: &str) -> Rig {
+    fn build(
+        name: &str,
+        with_nginx: bool,
+        hls_dir: Option<PathBuf>,
+        extra: &str,
+        held_socket: bool,
+    ) -> Rig {
         let dir = TestDir::new(name);
         let mut garage = Garage::start(&dir);
         garage.create_bucket(BUCKET);
         let key = garage.key().clone();
-        let listen = free_addr();
+        // Held for the whole test by livebucket's harness, which passes it
+        // to every `serve` as fd 3.
+        let socket = held_socket
+            .then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0"));
+        let listen = socket
+            .as_ref()
+            .map_or_else(free_addr, |s| s.local_addr().unwrap());
         let hls_dir = hls_dir.unwrap_or_else(|| dir.join("hls"));
         let nginx = with_nginx.then(|| Nginx::start(&dir, &format!("http://{listen}"), &hls_dir));
         std::fs::create_dir_all(&hls_dir).unwrap();
@@ -91,7 +110,14 @@ impl Rig {
             keys: &[(&key, &[BUCKET])],
             extra: &format!("{UPLOAD}{extra}"),
         });
-        let livebucket = Livebucket::start(&dir, &config);
+        let livebucket = Livebucket::start_with(
+            &dir,
+            &config,
+            common::livebucket::Options {
+                socket,
+                log: if held_socket { "tower_http=debug" } else { "" },
+            },
+        );
         Rig {
             _recorder: recorder,
             s3: garage.s3(),
@@ -494,6 +520,131 @@ async fn kill_9_and_restart_stores_every_fragment_once() {
     let observed = watch.finish().await;
     let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
     assert!(stored.len() >= 12, "a 30 s push stored only {stored:?}");
+}
+
+/// When [`outage_across_first_update`] stopped and restarted livebucket.
+struct Outage {
+    /// livebucket approved the push: nginx's first `on_update` for it is due
+    /// 10 s later.
+    approved: Instant,
+    /// The restarted livebucket answered `/healthz` (epoch ms).
+    restarted_ms: u64,
+}
+
+/// Waits for livebucket to approve `push`, SIGKILLs it 8 s after the
+/// approval and restarts it 14 s after: down across nginx's first
+/// `on_update` for the stream, due 10 s after the approval.
+async fn outage_across_first_update(rig: &mut Rig, push: &mut Push) -> Outage {
+    let livebucket = &rig.livebucket;
+    wait_until(
+        "livebucket to approve the push",
+        secs(20),
+        millis(20),
+        async || {
+            if let Some(status) = push.try_wait() {
+                panic!(
+                    "the push ended ({status}) before approval; ffmpeg:\n{}",
+                    push.log()
+                );
+            }
+            match livebucket.metric("livebucket_push_accepted_total") {
+                0 => Err("no push approved yet"),
+                _ => Ok(()),
+            }
+        },
+    )
+    .await;
+    let approved = Instant::now();
+    tokio::time::sleep_until((approved + secs(8)).into()).await;
+    if let Some(status) = push.try_wait() {
+        panic!(
+            "the push ended ({status}) before the outage; ffmpeg:\n{}",
+            push.log()
+        );
+    }
+    blocking(|| rig.livebucket.kill9());
+    tokio::time::sleep_until((approved + secs(14)).into()).await;
+    blocking(|| rig.livebucket.restart());
+    Outage {
+        approved,
+        restarted_ms: now_ms(),
+    }
+}
+
+/// 3b. The same crash with livebucket's listening socket held across it, as
+///     systemd holds `deploy/livebucket.socket`: livebucket is down from 8 s
+///     to 14 s after approving a 40 s push, across nginx's first `on_update`
+///     (due at 10 s). The update waits in the socket's backlog, the restarted
+///     process answers it, nginx keeps the stream, and every fragment nginx
+///     wrote is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_with_held_socket_keeps_live_streams() {
+    let mut rig = Rig::start_with_held_socket("held-socket", WHOLE_WINDOW);
+    let watch = rig.watch(CHANNEL);
+    let mut push = rig.push(CHANNEL, 40);
+    let outage = outage_across_first_update(&mut rig, &mut push).await;
+
+    // nginx sends the first update 10 s after the approval, none while one
+    // is unanswered, and the next 10 s after an answer: an on_update the new
+    // process answers before 19 s was sent at 10 s, while it was down.
+    wait_until(
+        "the restarted livebucket to answer the queued on_update",
+        (outage.approved + secs(19)).saturating_duration_since(Instant::now()),
+        millis(100),
+        async || {
+            let log = rig.livebucket.log();
+            let since_restart = log
+                .rsplit_once("=== harness: starting livebucket")
+                .map_or("", |(_, after)| after);
+            since_restart
+                .lines()
+                .any(|l| l.contains("uri=/hooks/on_update") && l.contains("status=200"))
+                .then_some(())
+                .ok_or("no on_update answered since the restart")
+        },
+    )
+    .await;
+
+    assert_push_succeeds(&mut push, secs(60)).await;
+    let error_log = rig.nginx().error_log();
+    assert!(
+        !error_log.contains("notify: update failed"),
+        "nginx saw an on_update fail:\n{error_log}"
+    );
+    watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
+    let observed = watch.finish().await;
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    let after_restart = stored
+        .iter()
+        .filter(|s| s.key_ms >= outage.restarted_ms)
+        .count();
+    assert!(
+        stored.len() >= 17 && after_restart >= 10,
+        "a 40 s push stored {} fragments, {after_restart} started after the restart: {stored:#?}",
+        stored.len()
+    );
+}
+
+/// 3c. The control of 3b: the same outage without a held socket. nginx's
+///     first on_update is refused, nginx drops the stream, and the push
+///     fails long before its 40 s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_without_held_socket_drops_live_streams() {
+    let mut rig = Rig::start("no-held-socket", WHOLE_WINDOW);
+    let mut push = rig.push(CHANNEL, 40);
+    let outage = outage_across_first_update(&mut rig, &mut push).await;
+    let status = push.exit_within(secs(30)).await;
+    let ran = outage.approved.elapsed();
+    assert!(
+        !status.success() && ran < secs(30),
+        "the push was not dropped: it exited {status} {ran:?} after approval; ffmpeg:\n{}",
+        push.log()
+    );
+    let error_log = rig.nginx().error_log();
+    assert!(
+        error_log.contains("notify: update failed"),
+        "nginx logged no failed on_update:\n{error_log}"
+    );
 }
 
 /// ffmpeg pushing a constant 4 Mbit/s (padded CBR), to fill a tmpfs fast.

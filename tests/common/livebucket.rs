@@ -3,7 +3,9 @@
 //! good and bad URLs without trusting the code under test.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
@@ -25,7 +27,27 @@ pub struct Livebucket {
     config_path: PathBuf,
     listen: SocketAddr,
     log: PathBuf,
+    /// Added to the harness's `RUST_LOG` filter.
+    log_directives: &'static str,
     proc: Option<Proc>,
+    /// The listening socket the test holds across restarts, if any; after
+    /// `proc` so it outlives the last process.
+    socket: Option<TcpListener>,
+}
+
+/// How [`Livebucket::start_with`] runs `serve`.
+#[derive(Default)]
+pub struct Options {
+    /// A listening socket the test holds for livebucket, as systemd holds
+    /// `deploy/livebucket.socket`: every `serve`, restarts included, gets it
+    /// as fd 3 with `LISTEN_FDS=1` and `LISTEN_PID` set to its own PID, and
+    /// serves on it instead of binding `listen` (which must be its address).
+    /// While no process runs, connections wait in its backlog instead of
+    /// being refused.
+    pub socket: Option<TcpListener>,
+    /// `RUST_LOG` directives added to the harness's filter, e.g.
+    /// `"tower_http=debug"` to log every request with its status.
+    pub log: &'static str,
 }
 
 impl Livebucket {
@@ -33,22 +55,71 @@ impl Livebucket {
     /// `livebucket serve --config DIR/livebucket.toml` and waits for
     /// `GET /healthz` to answer 200 on the config's `listen` address.
     pub fn start(dir: &TestDir, config: &str) -> Livebucket {
+        Self::start_with(dir, config, Options::default())
+    }
+
+    /// [`Livebucket::start`] with [`Options`].
+    pub fn start_with(dir: &TestDir, config: &str, options: Options) -> Livebucket {
         let config_path = dir.join("livebucket.toml");
         std::fs::write(&config_path, config).unwrap();
         let listen = listen_of(config);
+        if let Some(socket) = &options.socket {
+            let held = socket.local_addr().unwrap();
+            assert_eq!(
+                held, listen,
+                "the config's `listen` must be the held socket's address"
+            );
+        }
         let mut lb = Livebucket {
             config_path,
             listen,
             log: dir.join("livebucket.log"),
+            log_directives: options.log,
             proc: None,
+            socket: options.socket,
         };
         lb.spawn();
         lb
     }
 
+    /// `serve`, or with a held socket `sh -c 'LISTEN_PID=$$ LISTEN_FDS=1
+    /// exec "$0" "$@"' BIN serve …` with the socket as fd 3: `$$` is the
+    /// shell's PID, which `exec` hands to livebucket.
+    fn command(&self) -> Command {
+        let Some(socket) = &self.socket else {
+            return Command::new(BIN);
+        };
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"LISTEN_PID=$$ LISTEN_FDS=1 exec "$0" "$@""#)
+            .arg(BIN);
+        let fd = socket.as_raw_fd();
+        // SAFETY: between fork and exec the closure calls only dup2 and
+        // fcntl, which are async-signal-safe, and allocates nothing.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // dup2 clears FD_CLOEXEC on the new fd, but not when `fd` is
+                // already 3; clear it either way.
+                let flags = libc::fcntl(3, libc::F_GETFD);
+                if flags == -1 || libc::fcntl(3, libc::F_SETFD, flags & !libc::FD_CLOEXEC) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        cmd
+    }
+
     fn spawn(&mut self) {
-        let mut cmd = Command::new(BIN);
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "livebucket=debug,info".into());
+        let mut cmd = self.command();
+        let mut filter =
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "livebucket=debug,info".into());
+        if !self.log_directives.is_empty() {
+            filter = format!("{filter},{}", self.log_directives);
+        }
         cmd.arg("serve")
             .arg("--config")
             .arg(&self.config_path)
@@ -130,8 +201,9 @@ impl Livebucket {
         }
     }
 
-    /// Starts `serve` again with the same config (killing it first if it
-    /// still runs) and waits for `/healthz`.
+    /// Starts `serve` again with the same config and, if the test holds
+    /// one, the same listening socket (killing it first if it still runs),
+    /// and waits for `/healthz`.
     pub fn restart(&mut self) {
         if let Some(mut proc) = self.proc.take() {
             proc.kill();
