@@ -365,8 +365,10 @@ impl Pipeline {
             {
                 p.done_at = Some(Instant::now());
             }
+        } else {
+            // (Recovered sessions are rescanned together, right after.)
+            self.rescan_dir(&meta.id);
         }
-        self.rescan_dir(&meta.id);
     }
 
     fn rescan_all(&mut self) {
@@ -581,6 +583,7 @@ impl Pipeline {
                 }
             }
             pipe.last_activity = Instant::now();
+            prune(pipe);
         }
     }
 
@@ -733,6 +736,9 @@ impl Pipeline {
             let _ = std::fs::remove_file(&f);
         }
         self.advance(id);
+        if let Some(pipe) = self.pipes.get_mut(id) {
+            prune(pipe);
+        }
     }
 
     /// Moves the stored prefix of the session into the channel window.
@@ -1102,6 +1108,18 @@ impl Pipeline {
         self.sessions.finish(id);
         info!(session = %id, channel = %pipe.meta.channel, fragments = pipe.segs.len(), "session finished");
     }
+}
+
+/// Forgets captures that are done with (stored, listed, nginx's copy gone
+/// and published), so a day-long session keeps only what is in flight.
+fn prune(pipe: &mut SessionPipe) {
+    // Keys grow in listing order, so the published ones are those up to the
+    // last published key.
+    let Some(last) = pipe.published.checked_sub(1).map(|i| pipe.segs[i].key_ms) else {
+        return;
+    };
+    pipe.captures
+        .retain(|c| !(c.assigned && c.file.is_none() && c.original_removed && c.key_ms <= last));
 }
 
 fn name_ms_of(pipe: &SessionPipe, key_ms: u64) -> Option<u64> {
