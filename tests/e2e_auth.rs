@@ -21,109 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use common::ffmpeg::push_with_args;
-use common::hlscheck::{CheckedPlaylist, check_playlist};
 use common::livebucket::sign_push_with;
 use common::rawrtmp::{NoWaitOutcome, make_flv, publish_without_waiting, read_flv};
+use common::stored::{Stored, at_least_segments, ended, read_playlist, wait_for_playlist};
 use common::*;
-
-/// A channel's live playlist as read from the bucket, and what was stored
-/// beside it.
-struct Stored {
-    /// Every (key, size) under `CHANNEL/`, listed after the playlist was read.
-    objects: Vec<(String, u64)>,
-    playlist: CheckedPlaylist,
-    /// The object keys of the playlist's segments, in playlist order.
-    segment_keys: Vec<String>,
-}
-
-impl Stored {
-    fn segment_objects(&self) -> BTreeSet<&str> {
-        self.objects
-            .iter()
-            .map(|(k, _)| k.as_str())
-            .filter(|k| k.ends_with(".ts"))
-            .collect()
-    }
-}
-
-/// Waits until `CHANNEL/PLAYLIST` is `ready`. Every read asserts that the
-/// playlist is valid (RFC 8216, `common::hlscheck`) and that every segment it
-/// lists is in the bucket. Fails fast if `push` fails.
-async fn wait_for_playlist(
-    s3: &S3,
-    channel: &str,
-    playlist_name: &str,
-    push: &mut Push,
-    what: &str,
-    ready: impl Fn(&CheckedPlaylist) -> Result<(), String>,
-) -> Stored {
-    let playlist_key = format!("{channel}/{playlist_name}");
-    wait_until(
-        &format!("s3://{BUCKET}/{playlist_key}: {what}"),
-        secs(60),
-        millis(500),
-        async || {
-            if let Some(status) = push.try_wait().filter(|s| !s.success()) {
-                panic!("the push failed ({status}); ffmpeg's log:\n{}", push.log());
-            }
-            read_playlist(s3, &playlist_key, &ready).await
-        },
-    )
-    .await
-}
-
-/// One read of the playlist at `playlist_key` (see [`wait_for_playlist`]).
-async fn read_playlist(
-    s3: &S3,
-    playlist_key: &str,
-    ready: &impl Fn(&CheckedPlaylist) -> Result<(), String>,
-) -> Result<Stored, String> {
-    let prefix = format!("{}/", playlist_key.rsplit_once('/').unwrap().0);
-    let before = s3.list(BUCKET, &prefix).await;
-    if !before.iter().any(|(k, _)| k == playlist_key) {
-        return Err(format!("no playlist yet; objects: {before:?}"));
-    }
-    // Playlist first, then the listing: whatever the playlist names must be
-    // in a listing made after it.
-    let playlist =
-        String::from_utf8(s3.get(BUCKET, playlist_key).await).expect("the playlist is not UTF-8");
-    let objects = s3.list(BUCKET, &prefix).await;
-    let stored: BTreeSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
-    let checked = check_playlist(&playlist).unwrap_or_else(|violations| {
-        panic!("{playlist_key} is not a valid playlist:\n{violations}\n{playlist}")
-    });
-    let listed = segment_keys(playlist_key, &checked.uris);
-    let missing: Vec<&String> = listed
-        .iter()
-        .filter(|k| !stored.contains(k.as_str()))
-        .collect();
-    assert!(
-        missing.is_empty(),
-        "the playlist lists segments that are not in the bucket: {missing:?}\n\
-         playlist:\n{playlist}\nobjects: {objects:?}"
-    );
-    ready(&checked).map_err(|why| format!("{why}; the playlist:\n{playlist}"))?;
-    Ok(Stored {
-        objects,
-        playlist: checked,
-        segment_keys: listed,
-    })
-}
-
-/// The object keys of segment URIs in the playlist stored at `playlist_key`:
-/// the URIs must be plain relative names.
-fn segment_keys(playlist_key: &str, uris: &[String]) -> Vec<String> {
-    let dir = playlist_key.rsplit_once('/').map_or("", |(d, _)| d);
-    uris.iter()
-        .map(|uri| {
-            assert!(
-                !uri.contains("://") && !uri.starts_with('/') && !uri.contains('?'),
-                "segment URI {uri:?} in {playlist_key} is not a plain relative URI"
-            );
-            format!("{dir}/{uri}")
-        })
-        .collect()
-}
 
 /// Waits until `CHANNEL/PLAYLIST` ends with `#EXT-X-ENDLIST`, whatever became
 /// of the push (for pushes the server dropped).
@@ -136,24 +37,6 @@ async fn wait_for_ended_playlist(s3: &S3, channel: &str, playlist_name: &str) ->
         async || read_playlist(s3, &playlist_key, &ended).await,
     )
     .await
-}
-
-fn at_least_segments(n: usize) -> impl Fn(&CheckedPlaylist) -> Result<(), String> {
-    move |p| {
-        if p.uris.len() >= n {
-            Ok(())
-        } else {
-            Err(format!("{} of {n} segments listed", p.uris.len()))
-        }
-    }
-}
-
-fn ended(p: &CheckedPlaylist) -> Result<(), String> {
-    if p.ended {
-        Ok(())
-    } else {
-        Err("no #EXT-X-ENDLIST yet".into())
-    }
 }
 
 /// The `session` metadata of every `.ts` object under `CHANNEL/`.

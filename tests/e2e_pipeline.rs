@@ -20,6 +20,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::fake_nginx::{FakePublisher, HlsWriter, fragment_name_now, make_ts};
+use common::ffmpeg::push_command;
 use common::fragments::{Copy, Ledger, Recorder, sha256_hex};
 use common::playlist_watch::{Observed, PlaylistWatch, Version};
 use common::process::{Proc, Stop};
@@ -649,25 +650,23 @@ async fn restart_without_held_socket_drops_live_streams() {
 
 /// ffmpeg pushing a constant 4 Mbit/s (padded CBR), to fill a tmpfs fast.
 fn push_cbr(dir: &TestDir, url: &str, seconds: u32) -> Proc {
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=640x360:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-g", "60"])
-        .args([
-            "-b:v", "4M", "-minrate", "4M", "-maxrate", "4M", "-bufsize", "1M",
-        ])
-        .args(["-x264-params", "nal-hrd=cbr"])
-        .args(["-c:a", "aac", "-b:a", "64k", "-f", "flv", url]);
+    let cmd = push_command(
+        "testsrc=size=640x360:rate=30",
+        url,
+        seconds,
+        &[
+            "-b:v",
+            "4M",
+            "-minrate",
+            "4M",
+            "-maxrate",
+            "4M",
+            "-bufsize",
+            "1M",
+            "-x264-params",
+            "nal-hrd=cbr",
+        ],
+    );
     Proc::spawn(
         "ffmpeg",
         cmd,

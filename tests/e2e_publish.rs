@@ -10,100 +10,8 @@
 
 mod common;
 
-use std::collections::BTreeSet;
-
-use common::hlscheck::{CheckedPlaylist, check_playlist};
+use common::stored::{at_least_segments, ended, wait_for_playlist};
 use common::*;
-
-/// A channel's live playlist as read from the bucket, and what was stored
-/// beside it.
-struct Stored {
-    /// Every (key, size) under `CHANNEL/`, listed after the playlist was read.
-    objects: Vec<(String, u64)>,
-    playlist: CheckedPlaylist,
-    /// The object keys of the playlist's segments, in playlist order.
-    segment_keys: Vec<String>,
-}
-
-/// Waits until `channel`'s playlist is `ready`. Every time it reads the
-/// playlist it asserts that the playlist is valid (RFC 8216,
-/// `common::hlscheck`) and that every segment it lists is already in the
-/// bucket: livebucket uploads a playlist only after its segments. Fails fast
-/// if the push fails.
-async fn wait_for_playlist(
-    s3: &S3,
-    channel: &str,
-    push: &mut Push,
-    what: &str,
-    ready: impl Fn(&CheckedPlaylist) -> Result<(), String>,
-) -> Stored {
-    let playlist_key = format!("{channel}/index.m3u8");
-    wait_until(
-        &format!("s3://{BUCKET}/{playlist_key}: {what}"),
-        secs(60),
-        millis(500),
-        async || {
-            if let Some(status) = push.try_wait().filter(|s| !s.success()) {
-                panic!("the push failed ({status}); ffmpeg's log:\n{}", push.log());
-            }
-            let before = s3.list(BUCKET, &format!("{channel}/")).await;
-            if !before.iter().any(|(k, _)| *k == playlist_key) {
-                return Err(format!("no playlist yet; objects: {before:?}"));
-            }
-            // Playlist first, then the listing: whatever the playlist names
-            // must be in a listing made after it.
-            let playlist = String::from_utf8(s3.get(BUCKET, &playlist_key).await)
-                .expect("the playlist is not UTF-8");
-            let objects = s3.list(BUCKET, &format!("{channel}/")).await;
-            let stored: BTreeSet<&str> = objects.iter().map(|(k, _)| k.as_str()).collect();
-            let checked = check_playlist(&playlist).unwrap_or_else(|violations| {
-                panic!("{playlist_key} is not a valid playlist:\n{violations}\n{playlist}")
-            });
-            let listed = segment_keys(&playlist_key, &checked.uris);
-            let missing: Vec<&String> = listed
-                .iter()
-                .filter(|k| !stored.contains(k.as_str()))
-                .collect();
-            assert!(
-                missing.is_empty(),
-                "the playlist lists segments that are not in the bucket: {missing:?}\n\
-                 playlist:\n{playlist}\nobjects: {objects:?}"
-            );
-            ready(&checked).map_err(|why| format!("{why}; the playlist:\n{playlist}"))?;
-            Ok(Stored {
-                objects,
-                playlist: checked,
-                segment_keys: listed,
-            })
-        },
-    )
-    .await
-}
-
-/// The object keys of segment URIs in the playlist stored at `playlist_key`:
-/// the URIs must be relative, and resolve against the playlist's key.
-fn segment_keys(playlist_key: &str, uris: &[String]) -> Vec<String> {
-    let dir = playlist_key.rsplit_once('/').map_or("", |(d, _)| d);
-    uris.iter()
-        .map(|uri| {
-            assert!(
-                !uri.contains("://") && !uri.starts_with('/') && !uri.contains('?'),
-                "segment URI {uri:?} in {playlist_key} is not a plain relative URI"
-            );
-            let mut parts: Vec<&str> = dir.split('/').filter(|p| !p.is_empty()).collect();
-            for part in uri.split('/') {
-                match part {
-                    "." | "" => {}
-                    ".." => {
-                        parts.pop();
-                    }
-                    p => parts.push(p),
-                }
-            }
-            parts.join("/")
-        })
-        .collect()
-}
 
 /// The `extinf` user metadata of a segment, which must be a positive decimal
 /// number of seconds.
@@ -136,6 +44,7 @@ async fn signed_push_stores_segments_and_playlist() {
     let stored = wait_for_playlist(
         &stack.s3,
         channel,
+        "index.m3u8",
         &mut push,
         "two segments listed",
         at_least_segments(2),
@@ -199,35 +108,25 @@ async fn signed_push_stores_segments_and_playlist() {
 
     // Once the streamer is gone the playlist is finished, and the bucket
     // holds the whole push, not just its start.
-    let ended = wait_for_playlist(&stack.s3, channel, &mut push, "#EXT-X-ENDLIST", |p| {
-        if p.ended {
-            Ok(())
-        } else {
-            Err("no #EXT-X-ENDLIST yet".into())
-        }
-    })
+    let done = wait_for_playlist(
+        &stack.s3,
+        channel,
+        "index.m3u8",
+        &mut push,
+        "#EXT-X-ENDLIST",
+        ended,
+    )
     .await;
     let mut stored_seconds = 0.0;
-    for (key, _) in ended.objects.iter().filter(|(k, _)| k.ends_with(".ts")) {
+    for (key, _) in done.objects.iter().filter(|(k, _)| k.ends_with(".ts")) {
         stored_seconds += extinf_of(key, &stack.s3.head(BUCKET, key).await);
     }
     assert!(
         stored_seconds >= f64::from(PUSH_SECONDS) - 4.0,
         "a {PUSH_SECONDS} s push stored only {stored_seconds:.3} s of segments \
          (nginx's and livebucket's logs follow): {:?}",
-        ended.objects
+        done.objects
     );
-}
-
-/// A `ready` check for [`wait_for_playlist`].
-fn at_least_segments(n: usize) -> impl Fn(&CheckedPlaylist) -> Result<(), String> {
-    move |p| {
-        if p.uris.len() >= n {
-            Ok(())
-        } else {
-            Err(format!("{} of {n} segments listed", p.uris.len()))
-        }
-    }
 }
 
 #[tokio::test]
@@ -293,6 +192,7 @@ async fn bad_push_urls_are_refused_and_store_nothing() {
     wait_for_playlist(
         &stack.s3,
         "control",
+        "index.m3u8",
         &mut control,
         "two segments listed",
         at_least_segments(2),

@@ -63,6 +63,28 @@ fn config_arg(stack: &Stack) -> &str {
     stack.livebucket.config_path().to_str().unwrap()
 }
 
+/// `livebucket vod` of `channel` in [`BUCKET`] over `[start, end)` (epoch
+/// seconds), with `extra` options; panics unless it succeeds. Returns its
+/// stderr.
+fn livebucket_vod(stack: &Stack, channel: &str, start: u64, end: u64, extra: &[&str]) -> String {
+    let (start, end) = (start.to_string(), end.to_string());
+    let mut args = vec![
+        "vod",
+        "--config",
+        config_arg(stack),
+        "--bucket",
+        BUCKET,
+        "--channel",
+        channel,
+        "--start",
+        &start,
+        "--end",
+        &end,
+    ];
+    args.extend_from_slice(extra);
+    livebucket(&args).1
+}
+
 /// `livebucket sign play --via-livebucket URL --key-name CHANNEL/PLAYLIST
 /// EXPIRY…`: a `/play` URL (or, with PLAYLIST = `vod`, the signature of the
 /// VOD API).
@@ -103,6 +125,22 @@ fn vod_api_url(stack: &Stack, channel: &str, params: &str) -> String {
         "{}/api/v1/buckets/{BUCKET}/channels/{channel}/vod?{params}&{query}",
         stack.livebucket.url()
     )
+}
+
+/// `METHOD` (GET or POST) on `channel`'s VOD API with `params`; asserts
+/// that it answers 200.
+async fn vod_api_ok(stack: &Stack, method: &str, channel: &str, params: &str) -> httpc::Response {
+    let url = vod_api_url(stack, channel, params);
+    let resp = httpc::request(method, &url)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+    assert_eq!(
+        resp.status,
+        200,
+        "{method} vod of {channel}?{params}: {}",
+        resp.text()
+    );
+    resp
 }
 
 /// The `.ts` object keys under `CHANNEL/`, in key (= time) order.
@@ -432,24 +470,13 @@ async fn vod_over_two_sessions() {
 
     // The whole range by the CLI, with presigned URLs.
     let vod_file = stack.dir.join("vod.m3u8");
-    let (start_s, end_s) = (start.to_string(), end.to_string());
-    let (_, stderr) = livebucket(&[
-        "vod",
-        "--config",
-        config_arg(&stack),
-        "--bucket",
-        BUCKET,
-        "--channel",
+    let stderr = livebucket_vod(
+        &stack,
         channel,
-        "--start",
-        &start_s,
-        "--end",
-        &end_s,
-        "--urls",
-        "presigned",
-        "--out",
-        vod_file.to_str().unwrap(),
-    ]);
+        start,
+        end,
+        &["--urls", "presigned", "--out", vod_file.to_str().unwrap()],
+    );
     assert!(
         stderr.contains(&format!("{} segments from the index", all.len())),
         "livebucket vod said: {stderr}"
@@ -493,13 +520,7 @@ async fn vod_over_two_sessions() {
 
     // The same range from the API.
     let range = format!("start={start}&end={end}");
-    let resp = httpc::get(&vod_api_url(
-        &stack,
-        channel,
-        &format!("{range}&urls=presigned"),
-    ))
-    .await;
-    assert_eq!(resp.status, 200, "GET vod: {}", resp.text());
+    let resp = vod_api_ok(&stack, "GET", channel, &format!("{range}&urls=presigned")).await;
     assert_eq!(resp.header("x-livebucket-vod-source"), Some("index"));
     assert_eq!(
         resp.header("content-type"),
@@ -513,13 +534,7 @@ async fn vod_over_two_sessions() {
     assert_eq!(api.discontinuity_flags, vod.discontinuity_flags);
 
     // POST stores CHANNEL/vod.m3u8 (relative URIs by default).
-    let resp = httpc::post(&vod_api_url(
-        &stack,
-        channel,
-        &format!("{range}&name=vod.m3u8"),
-    ))
-    .await;
-    assert_eq!(resp.status, 200, "POST vod: {}", resp.text());
+    let resp = vod_api_ok(&stack, "POST", channel, &format!("{range}&name=vod.m3u8")).await;
     assert_eq!(resp.header("x-livebucket-vod-source"), Some("index"));
     let body: serde_json::Value = serde_json::from_slice(&resp.body)
         .unwrap_or_else(|e| panic!("POST vod answered no JSON ({e}): {}", resp.text()));
@@ -568,8 +583,7 @@ async fn vod_over_two_sessions() {
     let mid2 = key_ms(&all[n1 + 2]) / 1000 + 1;
     for (s, e) in [(mid1, end), (between, end), (start, mid2), (mid1, mid2)] {
         let want = keys_in(&all, s, e);
-        let resp = httpc::get(&vod_api_url(&stack, channel, &format!("start={s}&end={e}"))).await;
-        assert_eq!(resp.status, 200, "GET vod [{s}, {e}): {}", resp.text());
+        let resp = vod_api_ok(&stack, "GET", channel, &format!("start={s}&end={e}")).await;
         let text = resp.text();
         let got = check_playlist(&text)
             .unwrap_or_else(|v| panic!("VOD [{s}, {e}) is not valid:\n{v}\n{text}"));
@@ -587,18 +601,13 @@ async fn vod_over_two_sessions() {
 
     // A playlist name that needs encoding in a URL (OSS allows spaces):
     // `sign play --via-livebucket` must print a URL that works.
-    let resp = httpc::post(&vod_api_url(
+    vod_api_ok(
         &stack,
+        "POST",
         channel,
         &format!("{range}&name=my%20vod.m3u8"),
-    ))
+    )
     .await;
-    assert_eq!(
-        resp.status,
-        200,
-        "POST vod name=my vod.m3u8: {}",
-        resp.text()
-    );
     let play = sign_play_via(
         &stack,
         &format!("{channel}/my vod.m3u8"),
@@ -692,8 +701,7 @@ async fn vod_falls_back_to_listing_without_manifests() {
     let range = format!("start={start}&end={end}");
     let mut answers = Vec::new();
     for (ch, source) in [(channel, "index"), (copy, "listing")] {
-        let resp = httpc::get(&vod_api_url(&stack, ch, &range)).await;
-        assert_eq!(resp.status, 200, "GET vod of {ch}: {}", resp.text());
+        let resp = vod_api_ok(&stack, "GET", ch, &range).await;
         assert_eq!(
             resp.header("x-livebucket-vod-source"),
             Some(source),
@@ -724,30 +732,12 @@ async fn vod_falls_back_to_listing_without_manifests() {
         .collect();
     assert!(!want.is_empty() && want.len() < keys.len(), "{want:?}");
     for ch in [channel, copy] {
-        let resp = httpc::get(&vod_api_url(&stack, ch, &format!("start={mid}&end={end}"))).await;
-        assert_eq!(
-            resp.status,
-            200,
-            "GET vod of {ch} from {mid}: {}",
-            resp.text()
-        );
+        let resp = vod_api_ok(&stack, "GET", ch, &format!("start={mid}&end={end}")).await;
         let got = check_playlist(&resp.text()).unwrap();
         assert_eq!(got.uris, want, "VOD of {ch} from {mid}");
     }
 
-    let (_, stderr) = livebucket(&[
-        "vod",
-        "--config",
-        config_arg(&stack),
-        "--bucket",
-        BUCKET,
-        "--channel",
-        copy,
-        "--start",
-        &start.to_string(),
-        "--end",
-        &end.to_string(),
-    ]);
+    let stderr = livebucket_vod(&stack, copy, start, end, &[]);
     assert!(
         stderr.contains(&format!("{} segments from the listing", keys.len())),
         "livebucket vod said: {stderr}"

@@ -9,12 +9,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::TestDir;
+use super::ffmpeg::TestMedia;
 use super::fragments::Ledger;
 use super::garage::Key;
 use super::httpc::Response;
@@ -220,14 +220,16 @@ pub fn make_ts(dir: &TestDir, video: &str, seconds: u32) -> Vec<u8> {
     let path = dir.unique_file("fragment", "ts");
     run(
         "ffmpeg (making a test fragment)",
-        Command::new("ffmpeg")
-            .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
-            .args(["-f", "lavfi", "-i", video])
-            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-            .args(["-t", &seconds.to_string()])
-            .args(["-c:v", "libx264", "-preset", "ultrafast", "-g", "60"])
-            .args(["-pix_fmt", "yuv420p", "-c:a", "aac", "-f", "mpegts", "-y"])
-            .arg(&path),
+        TestMedia {
+            video,
+            tone_hz: 440,
+            seconds,
+            gop: 60,
+            live: false,
+        }
+        .command("error")
+        .args(["-f", "mpegts", "-y"])
+        .arg(&path),
     );
     std::fs::read(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }

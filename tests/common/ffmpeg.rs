@@ -13,6 +13,44 @@ pub struct Push {
     proc: Proc,
 }
 
+/// A lavfi test pattern and a sine tone, encoded the way every test media is:
+/// H.264 (libx264 ultrafast, yuv420p) + AAC.
+pub struct TestMedia<'a> {
+    /// The lavfi video source, e.g. `testsrc=size=320x240:rate=30`.
+    pub video: &'a str,
+    /// The tone's frequency in Hz (sampled at 44.1 kHz).
+    pub tone_hz: u32,
+    pub seconds: u32,
+    /// Frames from one keyframe to the next (`-g`).
+    pub gop: u32,
+    /// As a live streamer: the inputs read in real time (`-re`) and x264
+    /// tuned for zero latency. Otherwise encoded as fast as ffmpeg can.
+    pub live: bool,
+}
+
+impl TestMedia<'_> {
+    /// `ffmpeg`, logging at `loglevel`, with these inputs and codecs; the
+    /// caller adds any other output options, the format and the output.
+    pub fn command(&self, loglevel: &str) -> Command {
+        let mut cmd = Command::new("ffmpeg");
+        cmd.args(["-nostdin", "-hide_banner", "-loglevel", loglevel]);
+        if self.live {
+            cmd.arg("-re");
+        }
+        cmd.args(["-f", "lavfi", "-i", self.video])
+            .args(["-f", "lavfi", "-i"])
+            .arg(format!("sine=frequency={}:sample_rate=44100", self.tone_hz))
+            .args(["-t", &self.seconds.to_string()])
+            .args(["-c:v", "libx264", "-preset", "ultrafast"]);
+        if self.live {
+            cmd.args(["-tune", "zerolatency"]);
+        }
+        cmd.args(["-pix_fmt", "yuv420p", "-g", &self.gop.to_string()])
+            .args(["-c:a", "aac"]);
+        cmd
+    }
+}
+
 /// Pushes `seconds` of 320x240 30 fps H.264 (keyframe every 2 s) + AAC to
 /// `url` in real time (`-re`). Its log goes to `DIR/ffmpeg-N.log`.
 pub fn push(dir: &TestDir, url: &str, seconds: u32) -> Push {
@@ -23,26 +61,28 @@ pub fn push(dir: &TestDir, url: &str, seconds: u32) -> Push {
 /// `["-rtmp_tcurl", "rtmp://demo.live.example.com:1935/live"]`.
 pub fn push_with_args(dir: &TestDir, url: &str, seconds: u32, output_args: &[&str]) -> Push {
     let log = dir.unique_file("ffmpeg", "log");
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "warning", "-re"])
-        .args(["-f", "lavfi", "-i", "testsrc=size=320x240:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-        ])
-        .args(["-pix_fmt", "yuv420p", "-g", "60"])
-        .args(["-c:a", "aac", "-b:a", "64k"])
-        .args(output_args)
-        .args(["-f", "flv", url]);
+    let cmd = push_command("testsrc=size=320x240:rate=30", url, seconds, output_args);
     Push {
         proc: Proc::spawn("ffmpeg", cmd, &log, Stop::Kill),
     }
+}
+
+/// The ffmpeg command of a push: `seconds` of lavfi `video` (30 fps, a
+/// keyframe every 2 s) and a 440 Hz tone at 64 kbit/s, as FLV to `url` in
+/// real time, with `output_args` (e.g. bitrate options) before the URL.
+pub fn push_command(video: &str, url: &str, seconds: u32, output_args: &[&str]) -> Command {
+    let media = TestMedia {
+        video,
+        tone_hz: 440,
+        seconds,
+        gop: 60,
+        live: true,
+    };
+    let mut cmd = media.command("warning");
+    cmd.args(["-b:a", "64k"])
+        .args(output_args)
+        .args(["-f", "flv", url]);
+    cmd
 }
 
 impl Push {

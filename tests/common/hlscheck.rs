@@ -450,32 +450,27 @@ fn finish(errs: Vec<String>) -> Result<(), String> {
 }
 
 fn differences(a: &CheckedPlaylist, b: &CheckedPlaylist) -> String {
-    let mut d = Vec::new();
-    if a.media_sequence != b.media_sequence {
-        d.push("media sequence");
-    }
-    if a.discontinuity_sequence != b.discontinuity_sequence {
-        d.push("discontinuity sequence");
-    }
-    if a.target_duration != b.target_duration {
-        d.push("target duration");
-    }
-    if a.uris != b.uris {
-        d.push("uris");
-    }
-    if a.durations != b.durations {
-        d.push("durations");
-    }
-    if a.discontinuity_flags != b.discontinuity_flags {
-        d.push("discontinuities");
-    }
-    if a.ended != b.ended {
-        d.push("ENDLIST");
-    }
-    if a.vod != b.vod {
-        d.push("playlist type");
-    }
-    d.join(", ")
+    let fields = [
+        (a.media_sequence != b.media_sequence, "media sequence"),
+        (
+            a.discontinuity_sequence != b.discontinuity_sequence,
+            "discontinuity sequence",
+        ),
+        (a.target_duration != b.target_duration, "target duration"),
+        (a.uris != b.uris, "uris"),
+        (a.durations != b.durations, "durations"),
+        (
+            a.discontinuity_flags != b.discontinuity_flags,
+            "discontinuities",
+        ),
+        (a.ended != b.ended, "ENDLIST"),
+        (a.vod != b.vod, "playlist type"),
+    ];
+    let differ: Vec<&str> = fields
+        .into_iter()
+        .filter_map(|(differs, name)| differs.then_some(name))
+        .collect();
+    differ.join(", ")
 }
 
 /// A `decimal-integer` attribute (§4.2): digits only, fits in u64.

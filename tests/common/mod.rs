@@ -28,6 +28,7 @@ pub mod playlist_watch;
 pub mod process;
 pub mod rawrtmp;
 pub mod s3;
+pub mod stored;
 pub mod tmpfs;
 
 use std::fmt::Display;

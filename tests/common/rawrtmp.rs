@@ -11,7 +11,6 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use rml_rtmp::rml_amf0::Amf0Value;
 use rml_rtmp::time::RtmpTimestamp;
 
 use super::TestDir;
+use super::ffmpeg::TestMedia;
 use super::process::run;
 
 /// FLV tag types.
@@ -42,21 +42,15 @@ pub struct FlvTag {
 /// to `DIR/NAME.flv`, as fast as it can; returns the path.
 pub fn make_flv(dir: &TestDir, name: &str, seconds: u32) -> PathBuf {
     let path = dir.join(format!("{name}.flv"));
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-nostdin", "-hide_banner", "-loglevel", "error", "-y"])
-        .args(["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=30"])
-        .args(["-f", "lavfi", "-i", "sine=frequency=880:sample_rate=44100"])
-        .args(["-t", &seconds.to_string()])
-        .args([
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-pix_fmt",
-            "yuv420p",
-        ])
-        .args(["-g", "30", "-c:a", "aac", "-b:a", "64k", "-f", "flv"])
-        .arg(&path);
+    let mut cmd = TestMedia {
+        video: "testsrc2=size=160x120:rate=30",
+        tone_hz: 880,
+        seconds,
+        gop: 30,
+        live: false,
+    }
+    .command("error");
+    cmd.args(["-b:a", "64k", "-y", "-f", "flv"]).arg(&path);
     run("ffmpeg (writing an FLV)", &mut cmd);
     path
 }
