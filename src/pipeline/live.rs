@@ -10,7 +10,7 @@
 //! - a new session continuing a playlist starts with a discontinuity.
 //!
 //! The window is saved to `state_dir/channels/` after each playlist upload so
-//! a restart continues the same numbering.
+//! a restart after a crash continues the same numbering.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -84,7 +84,13 @@ impl ChannelLive {
             std::fs::create_dir_all(dir)?;
         }
         let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        crate::session::write_durably(&path, &body)
+        // Saved after every playlist upload, from the pipeline's own task: a
+        // temp file and a rename keep it whole across a crash of livebucket,
+        // without an fsync stalling every channel several times a second. (A
+        // power cut loses the tmpfs fragments this describes anyway.)
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, &body)?;
+        std::fs::rename(&tmp, &path)
     }
 
     /// A new publish session begins on this channel.
