@@ -723,8 +723,15 @@ impl Pipeline {
         let Some(pipe) = self.pipes.get_mut(id) else {
             return;
         };
-        if let Some(s) = pipe.segs.iter_mut().find(|s| s.key_ms == key_ms) {
-            s.stored = true;
+        // Keys grow in listing order, so a day-long session need not be
+        // scanned; the scan stays as a fallback should that ever not hold.
+        let found = pipe
+            .segs
+            .binary_search_by_key(&key_ms, |s| s.key_ms)
+            .ok()
+            .or_else(|| pipe.segs.iter().position(|s| s.key_ms == key_ms));
+        if let Some(i) = found {
+            pipe.segs[i].stored = true;
         }
         let _ = pipe.journal.append(&Entry::Stored { key: key_ms });
         let dir = self.hls_dir.join(id);
