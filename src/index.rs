@@ -6,7 +6,10 @@
 //! outside the channel's own prefix so tools that list `CHANNEL/` see only
 //! media. The pipeline rewrites a session's manifest as fragments are stored
 //! (S3 cannot append) and a last time when the session ends; a manifest lists
-//! only fragments already in the bucket. Because manifest keys start with the
+//! only fragments already in the bucket. A long session is split into
+//! several manifest objects of up to an hour each (the later ones keyed by
+//! their first fragment), so rewriting stays cheap; consecutive manifests of
+//! one session read as one. Because manifest keys start with the
 //! session's start time, the sessions that can overlap a range are a prefix
 //! listing away.
 //!
@@ -74,8 +77,11 @@ pub const GAP_MS: u64 = 1_000;
 pub fn select(manifests: &[Manifest], start_ms: u64, end_ms: u64) -> Vec<RangeFragment> {
     let mut out: Vec<RangeFragment> = Vec::new();
     let mut prev_end: Option<u64> = None;
+    let mut prev_session: Option<&str> = None;
     for m in manifests {
-        let mut first_of_session = true;
+        // A later chunk of the same session continues it.
+        let mut first_of_session = prev_session != Some(m.session.as_str());
+        prev_session = Some(m.session.as_str());
         for f in m
             .fragments
             .iter()
@@ -161,6 +167,22 @@ mod tests {
         assert_eq!(disc, vec![false, false, true]);
         assert!(sel[0].session_start && sel[2].session_start && !sel[1].session_start);
         assert!(select(&[a, b], 7000, 20_000).is_empty());
+    }
+
+    #[test]
+    fn chunks_of_one_session_read_as_one() {
+        let first = m("a", &[(1000, 2000), (3000, 2000)]);
+        let second = m("a", &[(5000, 2000), (7000, 2000)]);
+        let other = m("b", &[(20_000, 2000)]);
+        let sel = select(&[first, second, other], 0, u64::MAX);
+        assert_eq!(
+            sel.iter().map(|f| f.discontinuity).collect::<Vec<_>>(),
+            vec![false, false, false, false, true]
+        );
+        assert_eq!(
+            sel.iter().map(|f| f.session_start).collect::<Vec<_>>(),
+            vec![true, false, false, false, true]
+        );
     }
 
     #[test]

@@ -64,7 +64,10 @@ pub enum Msg {
     },
     ManifestStored {
         session: String,
+        /// `segs[..count]` are now in stored manifests.
         count: usize,
+        /// The chunk is full: the next upload starts a new manifest object.
+        full: bool,
         ended: bool,
     },
     Tick,
@@ -144,11 +147,18 @@ struct SessionPipe {
 #[derive(Default)]
 struct ManifestState {
     uploading: bool,
-    /// Fragments listed by the last stored manifest.
+    /// Fragments listed by the stored manifests.
     stored_count: usize,
     stored_final: bool,
     last_upload: Option<Instant>,
+    /// Index in `segs` where the manifest object being written starts.
+    chunk_start: usize,
 }
+
+/// Fragments per manifest object (an hour of 2 s fragments): a live
+/// manifest is rewritten every few seconds, so one object per session would
+/// make a day-long session's uploads grow with the square of its length.
+const MANIFEST_CHUNK: usize = 1800;
 
 /// How often a live session's manifest is rewritten: it grows with the
 /// session, so not at every fragment.
@@ -270,8 +280,9 @@ impl Pipeline {
             Msg::ManifestStored {
                 session,
                 count,
+                full,
                 ended,
-            } => self.on_manifest_stored(&session, count, ended),
+            } => self.on_manifest_stored(&session, count, full, ended),
             Msg::Tick => self.on_tick(),
         }
         self.metrics.gauge_set(
@@ -801,14 +812,24 @@ impl Pipeline {
         }
         pipe.manifest.uploading = true;
         pipe.manifest.last_upload = Some(Instant::now());
-        let count = pipe.published;
+        let start = pipe.manifest.chunk_start;
+        let count = pipe.published.min(start + MANIFEST_CHUNK);
+        let full = count - start == MANIFEST_CHUNK;
+        // The session's last object says so; earlier full chunks do not.
+        let ended = ended && count == pipe.published;
+        // The first chunk is keyed by the session's start, later ones by
+        // their first fragment, so keys stay in time order.
+        let chunk_ms = match start {
+            0 => pipe.meta.started_ms,
+            i => pipe.segs[i].key_ms,
+        };
         let manifest = crate::index::Manifest {
             version: 1,
             session: pipe.meta.id.clone(),
             channel: pipe.meta.channel.clone(),
             started_ms: pipe.meta.started_ms,
             ended,
-            fragments: pipe.segs[..count]
+            fragments: pipe.segs[start..count]
                 .iter()
                 .map(|s| crate::index::IndexedFragment {
                     k: s.key_ms,
@@ -824,7 +845,7 @@ impl Pipeline {
             }
         };
         let meta = pipe.meta.clone();
-        let object = crate::index::manifest_key(&meta.channel, meta.started_ms, &meta.id);
+        let object = crate::index::manifest_key(&meta.channel, chunk_ms, &meta.id);
         let (store, metrics, permits, cancel, tx) = (
             self.store.clone(),
             self.metrics.clone(),
@@ -845,6 +866,7 @@ impl Pipeline {
                     let _ = tx.send(Msg::ManifestStored {
                         session: meta.id.clone(),
                         count,
+                        full,
                         ended,
                     });
                 }
@@ -853,13 +875,16 @@ impl Pipeline {
         );
     }
 
-    fn on_manifest_stored(&mut self, id: &str, count: usize, ended: bool) {
+    fn on_manifest_stored(&mut self, id: &str, count: usize, full: bool, ended: bool) {
         let Some(pipe) = self.pipes.get_mut(id) else {
             return;
         };
         pipe.manifest.uploading = false;
         pipe.manifest.stored_count = pipe.manifest.stored_count.max(count);
         pipe.manifest.stored_final |= ended;
+        if full {
+            pipe.manifest.chunk_start = count;
+        }
         let Some(version) = pipe.ending_version else {
             return;
         };
