@@ -24,11 +24,9 @@
 //! - Live playlists always carry `#EXT-X-DISCONTINUITY-SEQUENCE`, even when it
 //!   is 0: a reader never has to know the default, and a checker comparing
 //!   reloads sees the value explicitly.
-//! - [`live_window`] applied to a growing list yields playlists that satisfy
-//!   the reload rules of §6.2.1–6.2.2: media sequence and discontinuity
-//!   sequence never decrease, a segment keeps its sequence number, and no
-//!   segment is removed while that would leave less than three target
-//!   durations of media.
+//! - The live window itself (which fragments, which sequence numbers across
+//!   reloads) is `pipeline::live`'s; it is checked there against the reload
+//!   rules of §6.2.1–6.2.2.
 //!
 //! Not handled: encrypted HLS (`hls_keys on`). `#EXT-X-KEY` in nginx's
 //! playlist is ignored like any other unknown tag.
@@ -447,56 +445,13 @@ fn write_uri(out: &mut String, uri: &str) {
     }
 }
 
-/// The live window over `all`, the ordered list of every segment uploaded so
-/// far for a session or channel.
-///
-/// Keeps the last `window` segments, extended back where history allows
-/// until they last at least three target durations, since §6.2.2 forbids
-/// removing a segment when less would remain. `media_sequence` is the index
-/// of the first kept segment in `all`, and `discontinuity_sequence` counts
-/// the discontinuity tags of the segments before it: removing a segment that
-/// carries one increments the sequence (§6.2.2).
-///
-/// Both only grow as `all` grows, so consecutive calls produce valid
-/// reloads. The three-target-durations rule uses `target_duration` as given
-/// (at least 1); it is what the caller keeps constant.
-pub fn live_window(
-    all: &[Segment],
-    window: usize,
-    target_duration: u64,
-    ended: bool,
-) -> LivePlaylist {
-    let floor = all.len().saturating_sub(window);
-    let min_ms = target_duration.max(1).saturating_mul(3000);
-    let mut start = all.len();
-    let mut kept_ms = 0u64;
-    // Walk back to the count floor, then further while the kept media is
-    // shorter than three target durations. Both bounds only move forward as
-    // `all` grows, so the start never moves back.
-    for s in all.iter().rev() {
-        if start <= floor && kept_ms >= min_ms {
-            break;
-        }
-        start -= 1;
-        kept_ms = kept_ms.saturating_add(s.duration_ms);
-    }
-    let slid_out = &all[..start];
-    LivePlaylist {
-        target_duration,
-        media_sequence: start as u64,
-        discontinuity_sequence: slid_out.iter().filter(|s| s.discontinuity).count() as u64,
-        segments: all[start..].to_vec(),
-        ended,
-    }
-}
-
 #[cfg(test)]
 #[path = "../tests/common/hlscheck.rs"]
-mod hlscheck;
+pub(crate) mod hlscheck;
 
 #[cfg(test)]
 mod tests {
-    use super::hlscheck::{CheckedPlaylist, check_playlist, check_reload};
+    use super::hlscheck::{CheckedPlaylist, check_playlist};
     use super::*;
     use proptest::prelude::*;
     use time::{Date, Month};
@@ -836,27 +791,6 @@ mod tests {
         accepted(&text);
     }
 
-    #[test]
-    fn live_window_counts_slid_out_discontinuities() {
-        let all: Vec<Segment> = (0..10)
-            .map(|i| seg(&format!("{i}.ts"), 2000, i % 3 == 0))
-            .collect();
-        // 4 segments of 2 s cover 3 × 2 s, so the window holds.
-        let p = live_window(&all, 4, 2, false);
-        assert_eq!(p.media_sequence, 6);
-        // Segments 0 and 3 slid out; 6 (with its tag) and 9 remain.
-        assert_eq!(p.discontinuity_sequence, 2);
-        assert_eq!(p.segments, all[6..]);
-        // With a 4 s target, 3 segments are too short: extended to 6.
-        let p = live_window(&all, 3, 4, true);
-        assert_eq!(p.media_sequence, 4);
-        assert_eq!(p.discontinuity_sequence, 2);
-        assert!(p.ended);
-        // Not enough history: everything is kept.
-        let p = live_window(&all[..2], 1, 4, false);
-        assert_eq!((p.media_sequence, p.segments.len()), (0, 2));
-    }
-
     fn nginx_text(media_sequence: u64, entries: &[(u64, bool)], crlf: bool) -> String {
         let mut s = format!(
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:{media_sequence}\n#EXT-X-TARGETDURATION:9\n\n"
@@ -928,49 +862,6 @@ mod tests {
             };
             let c = accepted(&render_live(&p));
             prop_assert!(c.target_duration >= target.max(1));
-        }
-
-        /// Sliding a growing list: every consecutive pair of rendered
-        /// playlists passes the independent reload checks, and ending the
-        /// stream freezes it.
-        #[test]
-        fn live_window_reloads_follow_rfc(
-            list in proptest::collection::vec(
-                (100u64..=6_000, proptest::bool::weighted(0.2)),
-                1..60,
-            ),
-            window in 0usize..8,
-            step in 1usize..4,
-        ) {
-            const TARGET: u64 = 6;
-            let all: Vec<Segment> = list
-                .iter()
-                .enumerate()
-                .map(|(i, (ms, d))| seg(&format!("seg/{i}.ts"), *ms, *d))
-                .collect();
-            let mut prev: Option<CheckedPlaylist> = None;
-            let mut ns: Vec<usize> = (1..=all.len()).step_by(step).collect();
-            if ns.last() != Some(&all.len()) {
-                ns.push(all.len());
-            }
-            for n in ns {
-                let p = live_window(&all[..n], window, TARGET, false);
-                let first = usize::try_from(p.media_sequence).unwrap();
-                prop_assert_eq!(&p.segments[..], &all[first..n]);
-                let disc = all[..first].iter().filter(|s| s.discontinuity).count();
-                prop_assert_eq!(p.discontinuity_sequence, disc as u64);
-                let next = accepted(&render_live(&p));
-                if let Some(prev) = &prev
-                    && let Err(e) = check_reload(prev, &next)
-                {
-                    return Err(TestCaseError::fail(e));
-                }
-                prev = Some(next);
-            }
-            let Some(last) = prev else { unreachable!("list is never empty") };
-            let ended = accepted(&render_live(&live_window(&all, window, TARGET, true)));
-            prop_assert!(check_reload(&last, &ended).is_ok());
-            prop_assert!(check_reload(&ended, &ended).is_ok());
         }
     }
 }

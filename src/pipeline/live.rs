@@ -164,6 +164,67 @@ impl ChannelLive {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hls::hlscheck::{CheckedPlaylist, check_playlist, check_reload};
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Fragments appended one by one, sessions ending and new ones
+        /// continuing the playlist: every consecutive pair of rendered
+        /// playlists passes the independent checker's reload rules.
+        #[test]
+        fn reloads_follow_rfc(
+            steps in proptest::collection::vec(
+                (100u64..=6_000, proptest::bool::weighted(0.15)),
+                1..60,
+            ),
+            window in 3usize..8,
+        ) {
+            const TARGET: u64 = 6;
+            let mut c = ChannelLive::default();
+            let mut prev: Option<CheckedPlaylist> = None;
+            for (i, (ms, new_session)) in steps.iter().enumerate() {
+                let mut reopened = None;
+                if *new_session {
+                    c.end();
+                    let ended = check_playlist(&c.render(TARGET)).map_err(TestCaseError::fail)?;
+                    if let Some(p) = &prev {
+                        check_reload(p, &ended).map_err(TestCaseError::fail)?;
+                    }
+                    // A new publish reopens the ended playlist (by design, as
+                    // OSS does): not a reload RFC 8216 allows, so it is
+                    // checked for continuity instead.
+                    reopened = Some(ended);
+                    prev = None;
+                    c.begin_session();
+                }
+                c.append(
+                    WindowSeg {
+                        key_ms: 1_700_000_000_000 + i as u64 * 10_000,
+                        extinf: String::new(),
+                        duration_ms: *ms,
+                        discontinuity: false,
+                        program_date_time_ms: None,
+                    },
+                    window,
+                    TARGET,
+                );
+                let next = check_playlist(&c.render(TARGET)).map_err(TestCaseError::fail)?;
+                if let Some(ended) = &reopened {
+                    prop_assert!(next.media_sequence >= ended.media_sequence);
+                    // Continuing a non-empty playlist starts with a discontinuity.
+                    let continues = !ended.uris.is_empty();
+                    prop_assert_eq!(next.discontinuity_flags.last(), Some(&continues));
+                    prop_assert!(!next.ended);
+                }
+                if let Some(p) = &prev {
+                    check_reload(p, &next).map_err(TestCaseError::fail)?;
+                }
+                prev = Some(next);
+            }
+        }
+    }
 
     fn seg(k: u64) -> WindowSeg {
         WindowSeg {
