@@ -14,14 +14,15 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::bucket_check::{self, FinalPlaylist, StoredFragment};
 use common::fake_nginx::{FakePublisher, HlsWriter, fragment_name_now, make_ts};
 use common::ffmpeg::push_command;
-use common::fragments::{Copy, Ledger, Recorder, sha256_hex};
+use common::fragments::{Ledger, Recorder, sha256_hex};
 use common::playlist_watch::{Observed, PlaylistWatch, Version};
 use common::process::{Proc, Stop};
 use common::tmpfs::Tmpfs;
@@ -166,148 +167,15 @@ impl Rig {
     }
 }
 
-/// A fragment in the bucket, matched to the fragment nginx wrote.
-#[derive(Debug)]
-struct StoredFragment {
-    key: String,
-    key_ms: u64,
-    sha256: String,
-    /// The version nginx wrote with these bytes.
-    copy: Copy,
-}
-
-/// What [`assert_bucket_matches`] also demands of the final playlist.
-#[derive(Clone, Copy, PartialEq)]
-enum FinalPlaylist {
-    /// Lists every stored fragment, in key order (the window holds them all).
-    ListsAll,
-    /// Slides: only its keys' order and existence are checked (by the watch).
-    Window,
-}
-
-/// Compares `CHANNEL/*.ts` in the bucket with what nginx wrote (the ledger)
-/// and what the playlist watch saw, and panics listing every violation:
-/// - every stored fragment equals, byte for byte, a fragment nginx closed,
-///   under a key at or shortly after that fragment's name (epoch ms);
-/// - no fragment version is stored twice;
-/// - every fragment version an nginx playlist listed is stored;
-/// - every stored fragment appeared in some playlist version;
-/// - the final playlist ended, and with [`FinalPlaylist::ListsAll`] lists
-///   exactly the stored fragments in key order.
-///
-/// Returns the stored fragments in key order.
+/// [`bucket_check::assert_bucket_matches`] on the rig's record and bucket.
 async fn assert_bucket_matches(
     rig: &Rig,
     channel: &str,
     observed: &Observed,
     final_playlist: FinalPlaylist,
 ) -> Vec<StoredFragment> {
-    rig.ledger.assert_complete();
-    let copies = rig.ledger.copies();
-    let objects = rig.s3.list(BUCKET, &format!("{channel}/")).await;
-    let mut problems = Vec::new();
-    let mut stored = Vec::new();
-    // Copy index → the keys holding it.
-    let mut keys_of: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for (key, _) in objects.iter().filter(|(k, _)| k.ends_with(".ts")) {
-        let key_ms: u64 = key
-            .strip_prefix(&format!("{channel}/"))
-            .and_then(|n| n.strip_suffix(".ts"))
-            .filter(|d| d.len() == 13)
-            .and_then(|d| d.parse().ok())
-            .unwrap_or_else(|| panic!("{key} is not CHANNEL/<13-digit epoch ms>.ts"));
-        let sha256 = sha256_hex(&rig.s3.get(BUCKET, key).await);
-        // Two pushes of the same test pattern give byte-identical fragments:
-        // the version meant is the one that started last before the key.
-        let same_bytes = copies
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| c.sha256 == sha256);
-        let Some((i, copy)) = same_bytes
-            .clone()
-            .filter(|(_, c)| name_ms(&c.name).is_some_and(|n| n <= key_ms))
-            .max_by_key(|(_, c)| name_ms(&c.name))
-            .or_else(|| same_bytes.clone().next())
-        else {
-            problems.push(format!("{key} matches no fragment nginx wrote (altered?)"));
-            continue;
-        };
-        if !name_ms(&copy.name).is_some_and(|n| (n..n + 10_000).contains(&key_ms)) {
-            problems.push(format!(
-                "{key} holds nginx's {}/{}: the key is not its start time",
-                copy.session, copy.name
-            ));
-        }
-        keys_of.entry(i).or_default().push(key);
-        stored.push(StoredFragment {
-            key: key.clone(),
-            key_ms,
-            sha256,
-            copy: copy.clone(),
-        });
-    }
-    for (i, keys) in keys_of.iter().filter(|(_, k)| k.len() > 1) {
-        let c = &copies[*i];
-        problems.push(format!(
-            "nginx's {}/{} is stored {} times: {keys:?}",
-            c.session,
-            c.name,
-            keys.len()
-        ));
-    }
-    let missing: Vec<String> = copies
-        .iter()
-        .enumerate()
-        .filter(|(i, c)| c.listed && !keys_of.contains_key(i))
-        .map(|(_, c)| {
-            format!(
-                "{}/{} ({} bytes, copy {})",
-                c.session,
-                c.name,
-                c.size,
-                c.path.display()
-            )
-        })
-        .collect();
-    if !missing.is_empty() {
-        problems.push(format!(
-            "{} fragment(s) nginx listed are not in the bucket:\n  {}",
-            missing.len(),
-            missing.join("\n  ")
-        ));
-    }
-    let ever_listed = observed.all_keys();
-    let never: Vec<&str> = stored
-        .iter()
-        .map(|s| s.key.as_str())
-        .filter(|k| !ever_listed.contains(*k))
-        .collect();
-    if !never.is_empty() {
-        problems.push(format!("stored but in no playlist version seen: {never:?}"));
-    }
-    let last = observed.latest().expect("no playlist seen");
-    if !last.playlist.ended {
-        problems.push("the final playlist has no #EXT-X-ENDLIST".into());
-    }
-    if final_playlist == FinalPlaylist::ListsAll {
-        let all: Vec<&str> = stored.iter().map(|s| s.key.as_str()).collect();
-        if last.keys != all {
-            problems.push(format!(
-                "the final playlist does not list exactly the stored fragments:\n  listed {:?}\n  stored {all:?}",
-                last.keys
-            ));
-        }
-    }
-    assert!(
-        problems.is_empty(),
-        "the bucket does not hold what nginx wrote ({} fragment versions recorded, {} stored):\n{}\n\
-         final playlist:\n{}",
-        copies.len(),
-        stored.len(),
-        problems.join("\n"),
-        last.text
-    );
-    stored
+    bucket_check::assert_bucket_matches(&rig.ledger, &rig.s3, channel, observed, final_playlist)
+        .await
 }
 
 /// A `ready` check: the playlist lists at least `n` segments.
@@ -376,11 +244,6 @@ fn fs_usage(path: &Path) -> f64 {
         [size, avail] if size > 0.0 => 1.0 - avail / size,
         _ => panic!("cannot read df's output: {out:?}"),
     }
-}
-
-/// The epoch ms of a `system`-named fragment (`1732571234567.ts`).
-fn name_ms(name: &str) -> Option<u64> {
-    name.strip_suffix(".ts")?.parse().ok()
 }
 
 fn now_ms() -> u64 {

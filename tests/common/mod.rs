@@ -16,6 +16,7 @@
 // Each tests/e2e_*.rs compiles this module on its own and uses a part of it.
 #![allow(dead_code, unused_imports)]
 
+pub mod bucket_check;
 pub mod fake_nginx;
 pub mod ffmpeg;
 pub mod fragments;
