@@ -1,0 +1,57 @@
+# livebucket's image. Build context: the repository root (see .dockerignore).
+#
+#   docker build -f deploy/docker/livebucket.Dockerfile .
+#       the default target, `runtime`: livebucket compiled in a Rust image,
+#       copied into debian:bookworm-slim (what compose.yaml builds)
+#   docker build -f deploy/docker/livebucket.Dockerfile --target runtime-prebuilt \
+#       --build-arg LIVEBUCKET_BIN=target/release/livebucket .
+#       the same runtime image around a binary built beforehand (for glibc
+#       2.36, i.e. on Debian 12); scripts/docker-images does this for the
+#       tests, where no Rust image can be pulled
+#
+# Both targets are `runtime-base` plus the binary at /usr/local/bin/livebucket.
+# The stages are in this order on purpose: Docker's classic builder (Debian's
+# docker.io and docker-compose 1.29) builds every stage above --target, so
+# runtime-prebuilt must come before the Rust stage to build without it.
+
+ARG RUST_VERSION=1.95
+
+FROM debian:bookworm-slim AS runtime-base
+# ca-certificates: S3 over https (AWS, most providers). Nothing else: the
+# entrypoint is bash, setpriv comes with util-linux.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends ca-certificates \
+    && rm -rf /var/lib/apt/lists/*
+# www-data (uid 33) is nginx's worker user: livebucket deletes uploaded
+# fragments in the directories nginx creates (mode 0744) in the HLS volume.
+# A fresh state volume takes the owner of /var/lib/livebucket.
+RUN install -d -o www-data -g www-data -m 0750 /var/lib/livebucket /run/livebucket-config
+COPY deploy/docker/livebucket-docker /usr/local/bin/livebucket-docker
+# Callbacks and /play (compose.yaml does not publish it: see there).
+EXPOSE 8089
+HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
+    CMD ["livebucket-docker", "healthcheck"]
+# SIGTERM: stop taking callbacks, finish uploads in flight, journal the rest.
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["livebucket-docker"]
+CMD ["serve"]
+
+FROM runtime-base AS runtime-prebuilt
+# Path of the binary inside the build context; the file must be called
+# `livebucket`. The trailing `*` lets a context without it pass here: the
+# classic builder also runs this stage on its way to `runtime` (its first
+# source, the entrypoint again, is always there). scripts/docker-images
+# checks that a prebuilt image runs `livebucket --version`.
+ARG LIVEBUCKET_BIN=target/release/livebucket
+COPY deploy/docker/livebucket-docker ${LIVEBUCKET_BIN}* /usr/local/bin/
+
+FROM rust:${RUST_VERSION}-bookworm AS build
+WORKDIR /src
+COPY Cargo.toml Cargo.lock ./
+COPY src src
+RUN cargo build --release --locked --bin livebucket \
+    && install -m 0755 target/release/livebucket /livebucket
+
+FROM runtime-base AS runtime
+COPY --from=build /livebucket /usr/local/bin/livebucket
+RUN livebucket --version

@@ -1,0 +1,19 @@
+# nginx-rtmp for livebucket's compose stack: Debian's nginx and
+# libnginx-mod-rtmp, configured at start from environment variables by
+# scripts/render-nginx-conf (deploy/docker/nginx-rtmp-docker). Build context:
+# the repository root.
+#
+#   docker build -f deploy/docker/nginx-rtmp.Dockerfile .
+
+FROM debian:bookworm-slim
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends nginx libnginx-mod-rtmp \
+    && rm -rf /var/lib/apt/lists/*
+COPY scripts/lib.sh scripts/render-nginx-conf /opt/livebucket/scripts/
+COPY nginx/nginx.conf.in /opt/livebucket/nginx/
+COPY deploy/docker/nginx-rtmp-docker deploy/docker/nginx-http.conf /opt/livebucket/deploy/docker/
+# RTMP for streamers; /play and the VOD API for viewers (nginx-http.conf).
+EXPOSE 1935 8080
+HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["/opt/livebucket/deploy/docker/nginx-rtmp-docker", "healthcheck"]
+ENTRYPOINT ["/opt/livebucket/deploy/docker/nginx-rtmp-docker"]
