@@ -8,7 +8,9 @@
 //! directory goes last (kept on failure, its path printed).
 //!
 //! [`Stack`] starts the usual set in one call. External tools are installed by
-//! `scripts/install-deps`; Garage is found through `GARAGE_BIN`.
+//! `scripts/install-deps`; Garage is found through `GARAGE_BIN`. `compose`
+//! runs the same programs as the docker compose stack of `deploy/docker/`
+//! instead, owned by a guard that takes it down with its volumes.
 //!
 //! Waiting is always a poll with a deadline ([`wait_until`]), never a fixed
 //! sleep that a slow machine could outrun.
@@ -17,6 +19,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bucket_check;
+pub mod compose;
 pub mod fake_nginx;
 pub mod ffmpeg;
 pub mod fragments;
