@@ -383,3 +383,163 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     );
     eprintln!("e2e_compose: {}", clock.report());
 }
+
+/// `docker run --rm --network none IMAGE ARGS…` with `-e`/`-v` options
+/// before the image: the livebucket image's entrypoint, no stack around it.
+fn run_image(image: &str, options: &[String], args: &[&str]) -> String {
+    run(
+        &format!("docker run {image} {}", args.join(" ")),
+        docker()
+            .args(["run", "--rm", "--network", "none"])
+            .args(options)
+            .arg(image)
+            .args(args),
+    )
+}
+
+/// Asserts that the first line of `livebucket sign push` output is a push
+/// URL for `bucket`/[`CHANNEL`] signed by `key`.
+fn assert_push_signed_by(signed: &str, key: &Key, bucket: &str, expires: u64) {
+    let url = signed.lines().next().unwrap_or_default();
+    let param = |name| query_param(url, name).unwrap_or_default();
+    assert!(
+        url.starts_with(&format!("rtmp://live.example.com/live/{CHANNEL}?"))
+            && param("Bucket") == bucket
+            && param("AccessKeyId") == key.id
+            && param("Expires") == expires.to_string()
+            && param("Signature") == push_signature(&key.secret, bucket, CHANNEL, expires),
+        "{url} is not a push URL for {bucket}/{CHANNEL} signed by {}",
+        key.id
+    );
+}
+
+/// The README's "any S3" settings reach livebucket's config: the entrypoint
+/// renders AWS-style environment variables (region, virtual-hosted
+/// buckets, a public endpoint, the secret from a mounted file) into a config
+/// the CLI signs with; and a mounted config (`LIVEBUCKET_CONFIG`) is used as
+/// it is. No S3 is contacted: signing is local.
+#[test]
+fn livebucket_image_takes_any_s3_from_the_environment_or_a_mounted_config() {
+    if let Err(reason) = compose::docker_ready() {
+        eprintln!("e2e_compose: SKIPPED, Docker cannot run here: {reason}");
+        return;
+    }
+    let images = compose::build_images(Path::new(env!("CARGO_BIN_EXE_livebucket")));
+    let dir = TestDir::new("compose-config");
+    let key = Key {
+        id: "AKIAIOSFODNN7EXAMPLE".into(),
+        secret: "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY".into(),
+    };
+    let secret_file = dir.join("secret");
+    std::fs::write(&secret_file, format!("{}\n", key.secret)).unwrap();
+    // Root's, mode 0600, as `deploy/docker/setup` writes it: the entrypoint
+    // reads it before dropping to www-data.
+    chmod(&secret_file, 0o600);
+    let env = |name: &str, value: &str| ["-e".to_owned(), format!("{name}={value}")];
+    let mut options: Vec<String> = [
+        env(
+            "LIVEBUCKET_S3_ENDPOINT",
+            "https://s3.eu-west-1.amazonaws.com",
+        ),
+        env(
+            "LIVEBUCKET_S3_PUBLIC_ENDPOINT",
+            "https://s3.eu-west-1.amazonaws.com",
+        ),
+        env("LIVEBUCKET_S3_REGION", "eu-west-1"),
+        env("LIVEBUCKET_S3_FORCE_PATH_STYLE", "false"),
+        env("LIVEBUCKET_KEY_ID", &key.id),
+        env("LIVEBUCKET_SECRET_FILE", "/run/secrets/livebucket_secret"),
+        env("LIVEBUCKET_BUCKETS", "tv-live,radio"),
+    ]
+    .concat();
+    options.extend([
+        "-v".to_owned(),
+        format!(
+            "{}:/run/secrets/livebucket_secret:ro",
+            secret_file.display()
+        ),
+    ]);
+
+    let expires = unix_now() + 600;
+    let expires_arg = expires.to_string();
+    let signed = run_image(
+        &images.livebucket,
+        &options,
+        &[
+            "sign",
+            "push",
+            "--bucket",
+            "tv-live",
+            "--channel",
+            CHANNEL,
+            "--expires",
+            &expires_arg,
+            "--endpoint",
+            "rtmp://live.example.com/live",
+        ],
+    );
+    assert_push_signed_by(&signed, &key, "tv-live", expires);
+    let presigned = run_image(
+        &images.livebucket,
+        &options,
+        &[
+            "sign",
+            "play",
+            "--bucket",
+            "radio",
+            "--key-name",
+            "cam/index.m3u8",
+            "--expires-in",
+            "60",
+        ],
+    );
+    assert!(
+        presigned.starts_with("https://radio.s3.eu-west-1.amazonaws.com/cam/index.m3u8?")
+            && presigned.contains("%2Feu-west-1%2Fs3%2Faws4_request"),
+        "not a virtual-hosted eu-west-1 URL: {presigned}"
+    );
+
+    // A mounted config wins over the environment.
+    let config = dir.join("livebucket.toml");
+    let mounted_key = Key {
+        id: "GK0000000000000000000000aa".into(),
+        secret: garage::random_hex(32),
+    };
+    let state = dir.subdir("state");
+    std::fs::write(
+        &config,
+        config_toml(&ConfigParams {
+            listen: "0.0.0.0:8089".parse().unwrap(),
+            state_dir: &state,
+            hls_dir: Path::new("/dev/shm/livebucket/hls"),
+            relay_url: "rtmp://127.0.0.1:1935/hls",
+            s3_endpoint: "http://s3.example.com:9000",
+            keys: &[(&mounted_key, &[BUCKET])],
+            extra: "",
+        }),
+    )
+    .unwrap();
+    options.extend([
+        "-e".to_owned(),
+        "LIVEBUCKET_CONFIG=/etc/livebucket/livebucket.toml".to_owned(),
+        "-v".to_owned(),
+        format!("{}:/etc/livebucket/livebucket.toml:ro", config.display()),
+    ]);
+    let signed = run_image(
+        &images.livebucket,
+        &options,
+        &[
+            "sign",
+            "push",
+            "--bucket",
+            BUCKET,
+            "--channel",
+            CHANNEL,
+            "--expires",
+            &expires_arg,
+            "--endpoint",
+            "rtmp://live.example.com/live",
+        ],
+    );
+    assert_push_signed_by(&signed, &mounted_key, BUCKET, expires);
+}
