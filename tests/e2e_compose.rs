@@ -327,6 +327,21 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
     let observed = watch.finish().await;
     clock.lap("rest of the push, playlist ended");
+    // livebucket's own count agrees: fragments uploaded since the restart,
+    // none given up (the counters restart with the process).
+    let metrics = blocking(|| stack.exec("livebucket", &["livebucket-docker", "metrics"]));
+    let counter = |series: &str| {
+        metrics.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.strip_prefix(' '))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+    };
+    assert!(
+        counter("livebucket_fragments_uploaded_total").is_some_and(|n| n > 0)
+            && counter("livebucket_fragments_lost_total").unwrap_or(0) == 0,
+        "livebucket-docker metrics:\n{metrics}"
+    );
     let nginx_log = blocking(|| stack.logs("nginx-rtmp"));
     assert!(
         !nginx_log.contains("notify: update failed"),
