@@ -20,6 +20,7 @@ pub mod config;
 pub mod hls;
 pub mod http;
 pub mod index;
+pub mod logfmt;
 pub mod metrics;
 pub mod pipeline;
 pub mod session;

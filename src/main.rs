@@ -117,10 +117,47 @@ enum Sign {
         #[arg(long)]
         sigv2: bool,
         /// Sign a livebucket `/play` URL (playlist with presigned segments)
-        /// on this livebucket base URL, e.g. http://127.0.0.1:8089.
+        /// on this livebucket base URL (its public listener), e.g.
+        /// http://127.0.0.1:8080.
         #[arg(long, value_name = "LIVEBUCKET_URL")]
         via_livebucket: Option<String>,
     },
+    /// A signed VOD API URL on livebucket's public listener. The signature
+    /// binds the method, the range, the URL mode and (with --post) the name.
+    Vod {
+        #[command(flatten)]
+        key: KeyArgs,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long)]
+        channel: String,
+        /// Range start, Unix seconds.
+        #[arg(long)]
+        start: u64,
+        /// Range end, Unix seconds.
+        #[arg(long)]
+        end: u64,
+        /// Segment URIs of the playlist: relative, or presigned S3 URLs.
+        #[arg(long, value_enum, default_value_t = VodUris::Relative)]
+        urls: VodUris,
+        /// Sign a POST that stores the playlist as CHANNEL/NAME (default: a GET).
+        #[arg(long)]
+        post: bool,
+        /// With --post: the object name (default vod.m3u8).
+        #[arg(long, requires = "post")]
+        name: Option<String>,
+        #[command(flatten)]
+        expiry: Expiry,
+        /// livebucket's public base URL, e.g. http://127.0.0.1:8080.
+        #[arg(long, value_name = "LIVEBUCKET_URL")]
+        via_livebucket: String,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum VodUris {
+    Relative,
+    Presigned,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,6 +310,48 @@ fn sign_push(
     Ok(())
 }
 
+fn sign_vod(
+    key: &KeyArgs,
+    scope: presign::VodScope<'_>,
+    expires: u64,
+    base: &str,
+) -> anyhow::Result<()> {
+    let (k, config) = signing_key(key, scope.bucket)?;
+    check_play_lifetime(config.as_ref(), expires)?;
+    if !scope.name.is_empty() {
+        push::validate_playlist_name(scope.name).context("--name")?;
+    }
+    let query = presign::vod_query(&k.id, &k.secret, &scope, expires)?;
+    let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
+    println!(
+        "{}/api/v1/buckets/{}/channels/{}/vod?{query}",
+        base.trim_end_matches('/'),
+        enc(scope.bucket),
+        enc(scope.channel),
+    );
+    Ok(())
+}
+
+/// livebucket refuses a play or VOD URL that expires later than
+/// `auth.max_play_lifetime_secs` from now; say so before printing one.
+fn check_play_lifetime(config: Option<&Config>, expires: u64) -> anyhow::Result<()> {
+    let max = config.map_or(604_800, |c| c.auth.max_play_lifetime_secs);
+    if expires > unix_now() + max {
+        bail!(
+            "the URL would expire more than {max} s from now; livebucket refuses it (auth.max_play_lifetime_secs)"
+        );
+    }
+    Ok(())
+}
+
+/// One URL path segment: RFC 3986 unreserved characters stay, the rest is
+/// percent-encoded.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 fn sign_play(
     key: &KeyArgs,
     bucket: &str,
@@ -284,6 +363,7 @@ fn sign_play(
 ) -> anyhow::Result<()> {
     let (k, config) = signing_key(key, bucket)?;
     if let Some(base) = via {
+        check_play_lifetime(config.as_ref(), expiry.unix())?;
         let (channel, playlist) = object
             .rsplit_once('/')
             .context("--key-name must be CHANNEL/PLAYLIST for --via-livebucket")?;
@@ -291,12 +371,7 @@ fn sign_play(
             presign::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
         // The signature covers the decoded names; the URL needs them encoded
         // (an OSS playlist name may hold spaces or non-ASCII).
-        const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-            .remove(b'-')
-            .remove(b'.')
-            .remove(b'_')
-            .remove(b'~');
-        let enc = |s| percent_encoding::utf8_percent_encode(s, SEGMENT);
+        let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
         println!(
             "{}/play/{}/{}/{}?{query}",
             base.trim_end_matches('/'),
@@ -308,13 +383,7 @@ fn sign_play(
     }
     let endpoint = endpoint
         .map(str::to_owned)
-        .or_else(|| {
-            config.as_ref().map(|c| {
-                c.s3.public_endpoint
-                    .clone()
-                    .unwrap_or_else(|| c.s3.endpoint.clone())
-            })
-        })
+        .or_else(|| config.as_ref().map(|c| c.s3.viewer_endpoint().to_owned()))
         .context("give --endpoint (or --config with s3.endpoint)")?;
     let path_style = config.as_ref().is_none_or(|c| c.s3.force_path_style);
     let region = config
@@ -414,22 +483,21 @@ async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
     if let Some(name) = a.put {
         push::validate_playlist_name(name).context("--put")?;
     }
-    let endpoint = config
-        .s3
-        .public_endpoint
-        .clone()
-        .unwrap_or_else(|| config.s3.endpoint.clone());
+    let endpoint = config.s3.viewer_endpoint().to_owned();
     let path_style = config.s3.force_path_style;
     let uris = match a.urls {
         UriMode::Relative => Uris::Relative,
         UriMode::Absolute => Uris::Absolute {
-            base: a.base_url.context("--urls absolute needs --base-url")?,
+            base: a
+                .base_url
+                .context("--urls absolute needs --base-url")?
+                .to_owned(),
         },
         UriMode::Presigned if a.sigv2 => Uris::SigV2 {
-            key_id: &k.id,
-            secret: &k.secret,
+            key_id: k.id.clone(),
+            secret: k.secret.clone(),
             expires: unix_now() + a.expires_in,
-            endpoint: &endpoint,
+            endpoint,
             path_style,
         },
         UriMode::Presigned => Uris::SigV4 {
@@ -440,12 +508,21 @@ async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
                 time::OffsetDateTime::now_utc(),
                 std::time::Duration::from_secs(a.expires_in),
             )?,
-            endpoint: &endpoint,
+            endpoint,
             path_style,
         },
     };
     let store = livebucket::store::Store::new(&config.s3, std::slice::from_ref(&k));
-    let v = vod::build(&store, &k.id, a.bucket, a.channel, a.start, a.end, &uris).await?;
+    let v = vod::build(
+        &store,
+        &k.id,
+        a.bucket,
+        a.channel,
+        (a.start, a.end),
+        config.vod.max_fragments,
+        &uris,
+    )
+    .await?;
     eprintln!(
         "livebucket: {} segments from the {}",
         v.segments,
@@ -512,6 +589,38 @@ fn main() -> ExitCode {
             endpoint.as_deref(),
             sigv2,
             via_livebucket.as_deref(),
+        ),
+        Command::Sign(Sign::Vod {
+            key,
+            bucket,
+            channel,
+            start,
+            end,
+            urls,
+            post,
+            name,
+            expiry,
+            via_livebucket,
+        }) => sign_vod(
+            &key,
+            presign::VodScope {
+                method: if post { "POST" } else { "GET" },
+                bucket: &bucket,
+                channel: &channel,
+                start,
+                end,
+                urls: match urls {
+                    VodUris::Relative => "relative",
+                    VodUris::Presigned => "presigned",
+                },
+                name: match (post, &name) {
+                    (false, _) => "",
+                    (true, Some(n)) => n,
+                    (true, None) => "vod.m3u8",
+                },
+            },
+            expiry.unix(),
+            &via_livebucket,
         ),
         Command::Vod {
             key,

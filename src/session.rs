@@ -180,6 +180,17 @@ impl Sessions {
             .cloned()
     }
 
+    /// The live playlist names of the sessions livebucket knows for this
+    /// channel (live or still being stored).
+    pub fn playlists_of(&self, bucket: &str, channel: &str) -> Vec<String> {
+        self.lock()
+            .known
+            .values()
+            .filter(|m| m.bucket == bucket && m.channel == channel)
+            .map(|m| m.playlist.clone())
+            .collect()
+    }
+
     pub fn is_live(&self, id: &str) -> bool {
         self.lock().live.values().any(|v| v == id)
     }

@@ -599,7 +599,9 @@ async fn restart_with_held_socket_keeps_live_streams() {
                 .map_or("", |(_, after)| after);
             since_restart
                 .lines()
-                .any(|l| l.contains("uri=/hooks/on_update") && l.contains("status=200"))
+                .any(|l| {
+                    l.contains("hook{call=") && l.contains("on_update") && l.contains("status=200")
+                })
                 .then_some(())
                 .ok_or("no on_update answered since the restart")
         },

@@ -112,6 +112,9 @@ pub enum Reject {
     InvalidPlaylistName { name: String, reason: &'static str },
     #[error("too many failed attempts from this address; refused until its ban ends")]
     TooManyFailures,
+    /// `auth.one_time_push`: this push URL was already used.
+    #[error("this push URL was already used (auth.one_time_push)")]
+    Replayed,
 }
 
 impl Reject {
@@ -144,6 +147,7 @@ impl Reject {
             Reject::InvalidTcUrl(_) => "invalid_tcurl",
             Reject::InvalidPlaylistName { .. } => "invalid_playlist_name",
             Reject::TooManyFailures => "too_many_failures",
+            Reject::Replayed => "replayed",
         }
     }
 }

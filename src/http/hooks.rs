@@ -19,6 +19,8 @@ use super::AppState;
 use super::error::HttpError;
 use crate::auth::callback::{Callback, parse_callback};
 use crate::auth::push::{Reject, verify_publish, verify_update};
+use crate::auth::replay::ReplayError;
+use crate::logfmt::Esc;
 use crate::session::{SessionMeta, new_session_id};
 
 /// A refused push waits this long before its answer, which slows guessing.
@@ -38,25 +40,32 @@ fn close(mut resp: Response) -> Response {
 }
 
 /// Logs and counts a refusal (the reason, never the secret or signature).
+/// Every client-supplied field is escaped onto one line.
 fn refused(app: &AppState, cb: Option<&Callback>, err: &HttpError) {
     app.metrics
         .inc("livebucket_push_rejected_total", err.code());
+    let detail = err.to_string();
     match cb {
         Some(cb) => info!(
             reason = err.code(),
-            detail = %err,
-            app = %cb.app,
-            name = %cb.name,
-            addr = %cb.addr,
-            clientid = %cb.clientid,
-            call = %cb.call,
+            detail = %Esc(&detail),
+            app = %Esc(&cb.app),
+            name = %Esc(&cb.name),
+            addr = %Esc(&cb.addr),
+            clientid = %Esc(&cb.clientid),
+            call = %Esc(&cb.call),
             "callback refused"
         ),
-        None => info!(reason = err.code(), detail = %err, "callback refused"),
+        None => info!(reason = err.code(), detail = %Esc(&detail), "callback refused"),
     }
 }
 
+fn answered(app: &AppState, call: &'static str) {
+    app.metrics.inc("livebucket_hooks_total", call);
+}
+
 pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "publish");
     let cb = match parse_callback(&body) {
         Ok(cb) => cb,
         Err(reject) => {
@@ -85,7 +94,19 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     if !cfg.nginx.public_apps.iter().any(|a| a == &cb.app) {
         return Err(HttpError::WrongApp(cb.app.clone()));
     }
-    let grant = verify_publish(cb, &cfg.keys, &cfg.auth, unix_now())?;
+    let now = unix_now();
+    let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
+    if cfg.auth.one_time_push {
+        // Verified above, so the signature parameter is present.
+        let signature = cb.client_param("Signature").unwrap_or_default();
+        let forget_after = grant.expires.saturating_add(cfg.auth.clock_skew_secs);
+        app.replay
+            .first_use(&grant.key_id, signature, forget_after, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => HttpError::Refused(Reject::Replayed),
+                save @ ReplayError::Save { .. } => HttpError::Unavailable(save.to_string()),
+            })?;
+    }
     if app.spool_full() {
         return Err(HttpError::Unavailable(
             "spool past its high-water mark; refusing new publishes to protect live ones".into(),
@@ -114,7 +135,7 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     let location = format!("{}/{}", cfg.nginx.relay_url.trim_end_matches('/'), meta.id);
     info!(
         session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
-        key_id = %meta.key_id, addr = %meta.addr, "push approved"
+        key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
     );
     app.metrics.inc("livebucket_push_accepted_total", "");
     app.pipeline.started(meta);
@@ -122,6 +143,7 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
 }
 
 pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "update");
     let result = parse_callback(&body)
         .map_err(HttpError::from)
         .and_then(|cb| {
@@ -157,6 +179,7 @@ fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
 }
 
 pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "publish_done");
     match parse_callback(&body) {
         Ok(cb) => match app
             .sessions
@@ -169,7 +192,7 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
                 app.pipeline.done(&s.id);
             }
             None => {
-                warn!(name = %cb.name, clientid = %cb.clientid, "publish_done for no live session")
+                warn!(name = %Esc(&cb.name), clientid = %Esc(&cb.clientid), "publish_done for no live session")
             }
         },
         Err(e) => warn!(reason = e.code(), "unparsable publish_done"),

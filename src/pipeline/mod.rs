@@ -404,7 +404,8 @@ impl Pipeline {
         let playlist = self.pipes.get(id).map(|p| dir.join(p.meta.playlist_file()));
         let listed: Vec<String> = playlist
             .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|p| capture::read_nofollow(p).ok())
+            .map(|(b, _)| b)
             .and_then(|b| crate::hls::parse_nginx(&b).ok())
             .map(|es| es.into_iter().map(|e| e.uri).collect())
             .unwrap_or_default();
@@ -437,8 +438,14 @@ impl Pipeline {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             return;
         };
-        let Ok(ident) = identity(path) else {
-            return;
+        let ident = match identity(path) {
+            Ok(i) => i,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    warn!(error = %e, "not captured");
+                }
+                return;
+            }
         };
         let high_water = self.cfg.spool.tmpfs_high_water;
         let use_spool = capture::fs_usage(&self.capture_dir)
@@ -524,7 +531,8 @@ impl Pipeline {
         };
         let dir = self.hls_dir.join(id);
         let path = dir.join(pipe.meta.playlist_file());
-        let entries = match std::fs::read(&path).map(|b| crate::hls::parse_nginx(&b)) {
+        let entries = match capture::read_nofollow(&path).map(|(b, _)| crate::hls::parse_nginx(&b))
+        {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
                 warn!(path = %path.display(), error = %e, "unparsable nginx playlist");
