@@ -42,8 +42,11 @@ fn close(mut resp: Response) -> Response {
 /// Logs and counts a refusal (the reason, never the secret or signature).
 /// Every client-supplied field is escaped onto one line.
 fn refused(app: &AppState, cb: Option<&Callback>, err: &HttpError) {
-    app.metrics
-        .inc("livebucket_push_rejected_total", err.code());
+    log_refusal(&app.metrics, cb, err);
+}
+
+fn log_refusal(metrics: &crate::metrics::Metrics, cb: Option<&Callback>, err: &HttpError) {
+    metrics.inc("livebucket_push_rejected_total", err.code());
     let detail = err.to_string();
     match cb {
         Some(cb) => info!(
@@ -198,4 +201,86 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
         Err(e) => warn!(reason = e.code(), "unparsable publish_done"),
     }
     close(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A writer that keeps what the fmt layer writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What one refusal logs, through the same fmt layer `main` installs.
+    fn logged(cb: Option<&Callback>, err: &HttpError) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_refusal(&Metrics::default(), cb, err);
+        });
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-z]{0,8}(\\n|\\r|\\u{1b}\\[2J|\\u{2028}|%0A)[ -~]{0,40}".prop_map(|s| s),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A body crafted to forge log lines (newlines, escape sequences,
+        /// line separators in any field) is logged on exactly one line.
+        #[test]
+        fn every_refusal_is_one_log_line(
+            app in hostile(), name in hostile(), addr in hostile(),
+            clientid in hostile(), call in hostile(),
+        ) {
+            let cb = Callback {
+                call: call.clone(),
+                app,
+                name: name.clone(),
+                addr,
+                clientid,
+                tcurl: String::new(),
+                client: Vec::new(),
+            };
+            let errors = [
+                HttpError::Refused(Reject::UnknownKey { key_id: name.clone() }),
+                HttpError::WrongApp(call),
+                HttpError::Refused(Reject::InvalidChannel { name, reason: "x" }),
+            ];
+            for err in &errors {
+                for cb in [Some(&cb), None] {
+                    let text = logged(cb, err);
+                    prop_assert_eq!(text.matches('\n').count(), 1, "{:?}", text);
+                    prop_assert!(text.ends_with('\n'));
+                    prop_assert!(!text.contains('\r') && !text.contains('\u{1b}') && !text.contains('\u{2028}'), "{:?}", text);
+                }
+            }
+        }
+    }
 }

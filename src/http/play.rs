@@ -41,7 +41,7 @@ pub(super) fn unix_now() -> u64 {
 /// before any key is looked up. Refusals are logged and counted here, with
 /// the reason; the caller answers the uniform 403.
 pub(super) fn verify_signed(
-    app: &AppState,
+    metrics: &crate::metrics::Metrics,
     cfg: &Config,
     q: &HashMap<String, String>,
     bucket: &str,
@@ -85,7 +85,7 @@ pub(super) fn verify_signed(
                 (HttpError::BadSignature(presign::PresignError::Expired), _) => "expired",
                 _ => e.code(),
             };
-            app.metrics.inc("livebucket_requests_refused_total", reason);
+            metrics.inc("livebucket_requests_refused_total", reason);
             info!(
                 reason,
                 detail = %Esc(&e.to_string()),
@@ -132,9 +132,15 @@ pub async fn play(
         ));
     }
     let cfg = app.config();
-    let (key, expires) = verify_signed(&app, &cfg, &q, &bucket, |secret, expires, now, sig| {
-        presign::verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
-    })?;
+    let (key, expires) = verify_signed(
+        &app.metrics,
+        &cfg,
+        &q,
+        &bucket,
+        |secret, expires, now, sig| {
+            presign::verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
+        },
+    )?;
     let chid = ChannelId {
         bucket: bucket.clone(),
         channel: channel.clone(),
@@ -206,4 +212,89 @@ pub async fn play(
         out,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn config() -> Config {
+        Config::parse(
+            r#"
+            [hooks]
+            secret = "hooks-secret-for-the-unit-tests-0001"
+            [nginx]
+            hls_dir = "/dev/shm/livebucket/hls"
+            [s3]
+            endpoint = "http://127.0.0.1:3900"
+            [[keys]]
+            id = "GKknown"
+            secret = "known-secret-0123"
+            buckets = ["live"]
+            [[keys]]
+            id = "GKoff"
+            secret = "disabled-secret-0123"
+            buckets = ["live"]
+            disabled = true
+            "#,
+            std::path::Path::new("test.toml"),
+        )
+        .unwrap()
+    }
+
+    async fn answer(cfg: &Config, key_id: &str, expires: u64, sig: &str) -> (u16, Vec<u8>) {
+        let q: HashMap<String, String> = [
+            ("AccessKeyId", key_id.to_owned()),
+            ("Expires", expires.to_string()),
+            ("Signature", sig.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let err = verify_signed(&Metrics::default(), cfg, &q, "live", |secret, e, now, s| {
+            presign::verify_play(secret, "live", "cam1", "index.m3u8", e, now, s)
+        })
+        .expect_err("a forged signature was accepted");
+        let resp = err.into_response();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        (status, body.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// For any forged signature, an existing key, a disabled key and a
+        /// key id that does not exist get the same answer.
+        #[test]
+        fn refusals_do_not_reveal_whether_a_key_exists(
+            unknown in "GK[A-Za-z0-9]{1,24}",
+            sig in prop_oneof!["[A-Za-z0-9_-]{43}", "[ -~]{0,60}"],
+            ahead in 0u64..700_000,
+        ) {
+            prop_assume!(unknown != "GKknown" && unknown != "GKoff");
+            let cfg = config();
+            let expires = unix_now() + ahead;
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let known = rt.block_on(answer(&cfg, "GKknown", expires, &sig));
+            prop_assert_eq!(known.0, 403);
+            prop_assert_eq!(&rt.block_on(answer(&cfg, &unknown, expires, &sig)), &known);
+            prop_assert_eq!(&rt.block_on(answer(&cfg, "GKoff", expires, &sig)), &known);
+        }
+    }
+
+    #[tokio::test]
+    async fn play_urls_longer_than_the_cap_are_refused() {
+        let cfg = config();
+        let too_far = unix_now() + cfg.auth.max_play_lifetime_secs + 60;
+        let sig =
+            presign::sign_play("known-secret-0123", "live", "cam1", "index.m3u8", too_far).unwrap();
+        assert_eq!(answer(&cfg, "GKknown", too_far, &sig).await.0, 403);
+        let sig = presign::sign_play("known-secret-0123", "live", "cam1", "index.m3u8", u64::MAX)
+            .unwrap();
+        assert_eq!(answer(&cfg, "GKknown", u64::MAX, &sig).await.0, 403);
+    }
 }

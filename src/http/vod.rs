@@ -78,9 +78,13 @@ async fn admit(
         urls,
         name,
     };
-    let (key, expires) = verify_signed(app, &cfg, q, bucket, |secret, expires, now, sig| {
-        presign::verify_vod(secret, &scope, expires, now, sig)
-    })?;
+    let (key, expires) = verify_signed(
+        &app.metrics,
+        &cfg,
+        q,
+        bucket,
+        |secret, expires, now, sig| presign::verify_vod(secret, &scope, expires, now, sig),
+    )?;
     vod::check_range(start, end, cfg.vod.max_range_secs)?;
     let permit = app.vod_builds.clone().try_acquire_owned().map_err(|_| {
         app.metrics.inc("livebucket_vod_refused_total", "busy");

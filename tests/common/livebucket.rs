@@ -320,7 +320,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
-/// A livebucket config for the harness's processes. `extra` is appended
+/// A livebucket config for the harness's processes: hooks on `listen`
+/// with [`HOOKS_SECRET`], allowed from 127.0.0.1 only (nginx's address; other
+/// loopback addresses such as 127.0.0.2 play outsiders). `extra` is appended
 /// before `[[keys]]` and must hold whole tables (`[live]`, `[upload]`, …,
 /// but not `[listen]` or `[hooks]`, which the harness writes).
 pub struct ConfigParams<'a> {
@@ -338,7 +340,7 @@ pub struct ConfigParams<'a> {
 pub fn config_toml(p: &ConfigParams<'_>) -> String {
     let mut out = format!(
         "state_dir = {state}\n\n[listen]\nhooks = {listen}\npublic = {public}\noperator = {operator}\n\n\
-         [hooks]\nsecret = {secret}\n\n[nginx]\nhls_dir = {hls}\nrelay_url = {relay}\n\n\
+         [hooks]\nsecret = {secret}\nallow = [\"127.0.0.1/32\"]\n\n[nginx]\nhls_dir = {hls}\nrelay_url = {relay}\n\n\
          [s3]\nendpoint = {endpoint}\nregion = {region}\nforce_path_style = true\n\n{extra}\n",
         listen = toml_str(&p.listen.to_string()),
         public = toml_str(&super::free_addr().to_string()),
