@@ -21,6 +21,7 @@ pub mod hls;
 pub mod http;
 pub mod index;
 pub mod metrics;
+pub mod oss;
 pub mod pipeline;
 pub mod session;
 pub mod store;
