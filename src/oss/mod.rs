@@ -30,5 +30,7 @@
 //! carries a secret or a signature, and an unknown access key id is refused
 //! exactly like a wrong signature.
 
+pub mod channel;
 pub mod error;
+pub mod route;
 pub mod sign;
