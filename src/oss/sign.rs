@@ -662,7 +662,12 @@ mod tests {
     /// DOC_DATE as Unix seconds.
     const DOC_NOW: i64 = 1_132_253_398;
 
-    fn doc_headers(auth: &str) -> Vec<(String, Vec<u8>)> {
+    /// Owned headers and query, borrowed into a [`RequestView`] per case.
+    type Headers = Vec<(String, Vec<u8>)>;
+    type Query = Vec<(String, String)>;
+    type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
+    fn doc_headers(auth: &str) -> Headers {
         vec![
             (
                 "Content-MD5".into(),
@@ -797,7 +802,7 @@ mod tests {
     #[test]
     fn every_signed_field_is_bound() {
         let good = doc_headers(&format!("OSS {DOC_ID}:{DOC_SIG}"));
-        let edit = |name: &str, value: Option<&str>| -> Vec<(String, Vec<u8>)> {
+        let edit = |name: &str, value: Option<&str>| -> Headers {
             let mut h: Vec<_> = good.iter().filter(|(n, _)| n != name).cloned().collect();
             if let Some(value) = value {
                 h.push((name.to_string(), value.as_bytes().to_vec()));
@@ -805,13 +810,7 @@ mod tests {
             h
         };
         let q_live = vec![("live".to_string(), String::new())];
-        let cases: Vec<(
-            &str,
-            &str,
-            &str,
-            Vec<(String, String)>,
-            Vec<(String, Vec<u8>)>,
-        )> = vec![
+        let cases: Vec<(&str, &str, &str, Query, Headers)> = vec![
             ("verb", "POST", "nelson", vec![], good.clone()),
             ("bucket", "PUT", "nelson", vec![], good.clone()),
             ("object", "PUT", "nelson2", vec![], good.clone()),
@@ -965,7 +964,7 @@ mod tests {
                 ("Date".to_string(), DOC_DATE.as_bytes().to_vec()),
             ]
         };
-        let cases: Vec<(Vec<(String, Vec<u8>)>, Vec<(&str, &str)>, AuthError)> = vec![
+        let cases: Vec<(Headers, Pairs, AuthError)> = vec![
             (vec![], vec![], AuthError::MissingAuth),
             (
                 header("AWS id:x"),
