@@ -34,3 +34,4 @@ pub mod channel;
 pub mod error;
 pub mod route;
 pub mod sign;
+pub mod xml;
