@@ -192,11 +192,14 @@ fn invalid(message: impl Into<String>) -> OssError {
 }
 
 /// Text that XML 1.0 can carry and that survives a round trip through a
-/// parser's end-of-line normalization: no control characters but `\t`, `\n`.
+/// parser's end-of-line normalization ([`is_xml_char`] throughout).
 pub(crate) fn is_xml_text(text: &str) -> bool {
-    !text
-        .chars()
-        .any(|c| (c.is_control() && c != '\t' && c != '\n') || c == '\u{FFFE}' || c == '\u{FFFF}')
+    text.chars().all(is_xml_char)
+}
+
+/// No control characters but `\t` and `\n`, and none of XML's non-characters.
+pub(crate) fn is_xml_char(c: char) -> bool {
+    !((c.is_control() && c != '\t' && c != '\n') || c == '\u{FFFE}' || c == '\u{FFFF}')
 }
 
 /// A LiveChannel name: a valid push name ([`push::validate_channel`]), not

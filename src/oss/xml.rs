@@ -41,7 +41,7 @@ use time::OffsetDateTime;
 
 use super::channel::{
     ChannelStat, ChannelStatus, DEFAULT_FRAG_COUNT, DEFAULT_FRAG_DURATION, DEFAULT_PLAYLIST_NAME,
-    HlsTarget, LiveChannelConfig, LiveRecord, Snapshot,
+    HlsTarget, LiveChannelConfig, LiveRecord, Snapshot, is_xml_char,
 };
 use super::error::{ErrorParts, OssError};
 
@@ -408,14 +408,7 @@ impl Doc {
         self.open(name);
         let clean: String = text
             .chars()
-            .map(|c| {
-                if (c.is_control() && c != '\t' && c != '\n') || c == '\u{FFFE}' || c == '\u{FFFF}'
-                {
-                    '\u{FFFD}'
-                } else {
-                    c
-                }
-            })
+            .map(|c| if is_xml_char(c) { c } else { '\u{FFFD}' })
             .collect();
         self.0
             .push_str(&quick_xml::escape::partial_escape(clean.as_str()));
