@@ -22,6 +22,7 @@ pub mod http;
 pub mod index;
 pub mod logfmt;
 pub mod metrics;
+pub mod oss;
 pub mod pipeline;
 pub mod session;
 pub mod store;
