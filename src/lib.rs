@@ -16,6 +16,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod hls;
 pub mod http;

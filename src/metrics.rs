@@ -72,6 +72,10 @@ const HELP: &[(&str, &str)] = &[
         "Signed /play and VOD requests refused, by reason.",
     ),
     (
+        "livebucket_api_refused_total",
+        "OSS API requests refused before their operation (authentication, key policy).",
+    ),
+    (
         "livebucket_vod_refused_total",
         "VOD requests refused for cost, by reason (busy, too_many_fragments).",
     ),

@@ -115,6 +115,12 @@ pub enum Reject {
     /// `auth.one_time_push`: this push URL was already used.
     #[error("this push URL was already used (auth.one_time_push)")]
     Replayed,
+    /// `channels.unknown = "refuse"` and the channel was never created.
+    #[error("no such channel (channels.unknown = \"refuse\")")]
+    NoSuchChannel,
+    /// The channel's status is `disabled` (PutLiveChannelStatus).
+    #[error("the channel is disabled")]
+    ChannelDisabled,
 }
 
 impl Reject {
@@ -148,6 +154,8 @@ impl Reject {
             Reject::InvalidPlaylistName { .. } => "invalid_playlist_name",
             Reject::TooManyFailures => "too_many_failures",
             Reject::Replayed => "replayed",
+            Reject::NoSuchChannel => "no_such_channel",
+            Reject::ChannelDisabled => "channel_disabled",
         }
     }
 }

@@ -11,8 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub mod api;
 pub mod listen;
 
+pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
 
 /// What went wrong loading the configuration.
@@ -65,6 +67,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub vod: VodConfig,
     #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub channels: ChannelsConfig,
+    #[serde(default)]
     pub keys: Vec<AccessKey>,
 }
 
@@ -81,6 +87,14 @@ pub struct NginxConfig {
     /// application are refused.
     #[serde(default = "default_public_apps")]
     pub public_apps: Vec<String>,
+    /// Fragment lengths (seconds) with an internal application of their own,
+    /// named `<relay app>_<N>s` (`hls_5s`), as `scripts/render-nginx-conf`
+    /// writes them from `HLS_FRAGMENTS`. nginx-rtmp's `hls_fragment` is per
+    /// application, so a channel's `FragDuration` picks the longest of these
+    /// not above it (the shortest if all are); empty: every push goes to
+    /// `relay_url` and its application's `hls_fragment`.
+    #[serde(default = "default_fragment_durations")]
+    pub fragment_durations: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -264,6 +278,9 @@ fn default_state_dir() -> PathBuf {
 }
 fn default_relay_url() -> String {
     "rtmp://127.0.0.1:1935/hls".into()
+}
+fn default_fragment_durations() -> Vec<u32> {
+    vec![1, 2, 3, 4, 5, 6, 8, 10]
 }
 fn default_public_apps() -> Vec<String> {
     vec!["live".into()]
@@ -496,6 +513,18 @@ impl S3Config {
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         listen::validate(&self.listen, &self.limits)?;
+        api::validate(&self.api)?;
+        if self
+            .nginx
+            .fragment_durations
+            .iter()
+            .any(|&d| !(1..=100).contains(&d))
+        {
+            return Err(invalid(
+                "nginx.fragment_durations",
+                "must be seconds from 1 to 100 (OSS's FragDuration range)",
+            ));
+        }
         let hooks_secret = listen::hooks_secret(&self.hooks)?;
         if !self.nginx.hls_dir.is_absolute() {
             return Err(invalid(

@@ -63,6 +63,27 @@ fn log_refusal(metrics: &crate::metrics::Metrics, cb: Option<&Callback>, err: &H
     }
 }
 
+/// Adds the finished push to its channel's history (GetLiveChannelHistory),
+/// in the background: nginx need not wait for S3.
+fn record_history(app: &Arc<AppState>, s: &SessionMeta) {
+    let app = app.clone();
+    let s = s.clone();
+    tokio::spawn(async move {
+        let push = crate::oss::channel::LiveRecord {
+            start: (s.started_ms / 1000) as i64,
+            end: unix_now() as i64,
+            remote_addr: s.addr.clone(),
+        };
+        if let Err(e) = app
+            .channels
+            .record_push(&s.key_id, &s.bucket, &s.channel, push)
+            .await
+        {
+            warn!(error = %e, channel = %s.channel, "cannot record the push in the channel's history");
+        }
+    });
+}
+
 fn answered(app: &AppState, call: &'static str) {
     app.metrics.inc("livebucket_hooks_total", call);
 }
@@ -78,7 +99,7 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
             return err.into_response();
         }
     };
-    match publish(&app, &cb) {
+    match publish(&app, &cb).await {
         Ok(resp) => close(resp),
         Err(err) => {
             refused(&app, Some(&cb), &err);
@@ -91,7 +112,7 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
     }
 }
 
-fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
+async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     app.limiter.check(&cb.addr, Instant::now())?;
     let cfg = app.config();
     if !cfg.nginx.public_apps.iter().any(|a| a == &cb.app) {
@@ -99,6 +120,12 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     }
     let now = unix_now();
     let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
+    let record = app
+        .channels
+        .get(&grant.key_id, &grant.bucket, &grant.channel)
+        .await
+        .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+    let plan = crate::channels::plan_push(record.as_ref(), &cfg)?;
     if cfg.auth.one_time_push {
         // Verified above, so the signature parameter is present.
         let signature = cb.client_param("Signature").unwrap_or_default();
@@ -119,7 +146,12 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         id: new_session_id(),
         bucket: grant.bucket,
         channel: grant.channel,
-        playlist: grant.playlist_name,
+        // A playlistName in the push URL wins over the channel's.
+        playlist: if cb.client_param("playlistName").is_some() {
+            grant.playlist_name
+        } else {
+            plan.playlist
+        },
         key_id: grant.key_id,
         clientid: cb.clientid.clone(),
         name: cb.name.clone(),
@@ -128,6 +160,7 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        shape: plan.shape,
     };
     let meta = app.sessions.begin(meta).map_err(|e| match e {
         crate::session::SessionError::ChannelLive { bucket, channel } => {
@@ -135,7 +168,7 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         }
         other => HttpError::Unavailable(other.to_string()),
     })?;
-    let location = format!("{}/{}", cfg.nginx.relay_url.trim_end_matches('/'), meta.id);
+    let location = format!("{}/{}", plan.relay_url, meta.id);
     info!(
         session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
         key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
@@ -147,21 +180,19 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
 
 pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "update");
-    let result = parse_callback(&body)
-        .map_err(HttpError::from)
-        .and_then(|cb| {
-            update(&app, &cb).map_err(|e| (e, cb)).map_err(|(e, cb)| {
-                refused(&app, Some(&cb), &e);
-                e
-            })
-        });
+    let result = match parse_callback(&body) {
+        Ok(cb) => update(&app, &cb)
+            .await
+            .inspect_err(|e| refused(&app, Some(&cb), e)),
+        Err(e) => Err(HttpError::from(e)),
+    };
     match result {
         Ok(()) => close(StatusCode::OK.into_response()),
         Err(e) => e.into_response(),
     }
 }
 
-fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
+async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     // Only publishers are re-checked. `update_play` comes from nginx's own
     // relay to the HLS application (its local side "plays" the public
     // stream; `deny play all` admits no other player): refusing it would
@@ -178,6 +209,18 @@ fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     if grant.bucket != session.bucket || grant.key_id != session.key_id {
         return Err(HttpError::UnknownSession);
     }
+    // A channel disabled since the push began drops it now. A store that
+    // cannot answer keeps the stream: an S3 outage must not end live pushes.
+    match app
+        .channels
+        .get(&session.key_id, &session.bucket, &session.channel)
+        .await
+    {
+        Ok(record) => crate::channels::still_allowed(record.as_ref())?,
+        Err(e) => {
+            warn!(error = %e, channel = %session.channel, "cannot read the channel record; keeping the push")
+        }
+    }
     Ok(())
 }
 
@@ -193,6 +236,7 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
                 info!(session = %s.id, channel = %s.channel, "publisher gone");
                 app.sessions.end_live(&s.id);
                 app.pipeline.done(&s.id);
+                record_history(&app, &s);
             }
             None => {
                 warn!(name = %Esc(&cb.name), clientid = %Esc(&cb.clientid), "publish_done for no live session")

@@ -1,7 +1,8 @@
 //! livebucket's HTTP surfaces, one router each, never sharing a listener:
 //! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`;
 //!   a request without the per-install secret gets 403 and changes nothing;
-//! - public: `/play/…` and the VOD API, for viewers and API clients;
+//! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
+//!   viewers and API clients;
 //! - operator: `/metrics`, `/healthz`.
 //!
 //! Handlers stay thin; everything they decide is in `auth`, `session` and the
@@ -9,6 +10,7 @@
 
 pub mod error;
 pub mod hooks;
+pub mod oss;
 pub mod play;
 pub mod server;
 pub mod vod;
@@ -50,6 +52,8 @@ pub struct AppState {
     pub replay: PushReplay,
     /// One permit per VOD build in progress (`vod.max_concurrent_builds`).
     pub vod_builds: Arc<Semaphore>,
+    /// Channel records (the OSS LiveChannel API's state).
+    pub channels: crate::channels::ChannelStore,
 }
 
 impl AppState {
@@ -64,6 +68,7 @@ impl AppState {
         let limiter = FailureLimiter::from_config(&config.auth);
         let replay = PushReplay::open(&config.state_dir.join("push-signatures.json"));
         let vod_builds = Arc::new(Semaphore::new(config.vod.max_concurrent_builds));
+        let store_for_channels = store.clone();
         AppState {
             config: RwLock::new(config),
             sessions,
@@ -74,6 +79,7 @@ impl AppState {
             live_cache,
             replay,
             vod_builds,
+            channels: crate::channels::ChannelStore::new(store_for_channels),
         }
     }
 
@@ -181,10 +187,13 @@ pub fn public_router(state: Arc<AppState>) -> Router {
             "/api/v1/buckets/{bucket}/channels/{channel}/vod",
             get(vod::get_vod).post(vod::post_vod),
         )
+        // /play and the VOD API take their parameters in the query.
+        .route_layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Anything else is the OSS LiveChannel API (bucket-addressed paths),
+        // which bounds its own body so that it can answer OSS's error.
+        .fallback(oss::api)
         .layer((
             TraceLayer::new_for_http(),
-            // The API takes its parameters in the query; bodies are not read.
-            RequestBodyLimitLayer::new(MAX_BODY_BYTES),
             TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout),
         ))
         .with_state(state)

@@ -769,11 +769,11 @@ impl Pipeline {
 
     /// Moves the stored prefix of the session into the channel window.
     fn advance(&mut self, id: &str) {
-        let window = self.cfg.live.window_segments;
-        let target = self.cfg.live.target_duration_secs;
         let Some(pipe) = self.pipes.get_mut(id) else {
             return;
         };
+        let shape = pipe.meta.shape_or(&self.cfg.live);
+        let (window, target) = (shape.window_segments, shape.target_duration_secs);
         let Some(ch) = self.channels.get_mut(&pipe.channel) else {
             return;
         };
@@ -914,18 +914,19 @@ impl Pipeline {
         if ch.uploading || ch.stored_version >= ch.version {
             return;
         }
-        // The session that writes: any session of this channel knows the key.
-        let Some(key_id) = self
-            .pipes
-            .values()
-            .find(|p| &p.channel == chid)
-            .map(|p| p.meta.key_id.clone())
-        else {
+        // The session that writes: any session of this channel knows the key
+        // and the playlist's target duration.
+        let Some((key_id, target)) = self.pipes.values().find(|p| &p.channel == chid).map(|p| {
+            (
+                p.meta.key_id.clone(),
+                p.meta.shape_or(&self.cfg.live).target_duration_secs,
+            )
+        }) else {
             return;
         };
         ch.uploading = true;
         let version = ch.version;
-        let body = ch.render(self.cfg.live.target_duration_secs);
+        let body = ch.render(target);
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let permits = self.permits.clone();
@@ -963,6 +964,13 @@ impl Pipeline {
     }
 
     fn on_playlist_stored(&mut self, chid: ChannelId, version: u64) {
+        let target = self
+            .pipes
+            .values()
+            .find(|p| p.channel == chid)
+            .map_or(self.cfg.live.target_duration_secs, |p| {
+                p.meta.shape_or(&self.cfg.live).target_duration_secs
+            });
         if let Some(ch) = self.channels.get_mut(&chid) {
             ch.uploading = false;
             ch.stored_version = ch.stored_version.max(version);
@@ -970,7 +978,7 @@ impl Pipeline {
                 warn!(error = %e, "cannot save channel state");
             }
             if ch.version == version {
-                let body = ch.render(self.cfg.live.target_duration_secs);
+                let body = ch.render(target);
                 self.live_cache
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -1264,5 +1272,14 @@ impl SessionMeta {
     /// session's own playlist name only names the object in S3.
     pub fn playlist_file(&self) -> &'static str {
         "index.m3u8"
+    }
+
+    /// This session's live window and target duration: its channel's, or
+    /// the `[live]` defaults.
+    pub fn shape_or(&self, live: &crate::config::LiveConfig) -> crate::session::LiveShape {
+        self.shape.unwrap_or(crate::session::LiveShape {
+            window_segments: live.window_segments,
+            target_duration_secs: live.target_duration_secs,
+        })
     }
 }
