@@ -444,4 +444,52 @@ async fn refusals_are_oss_errors_and_change_nothing() {
     assert_eq!(api.ok("get", &[("channel", "keep")]), before);
     let listed = api.ok("list", &[]);
     assert_eq!(listed["channels"].as_array().unwrap().len(), 1, "{listed}");
+
+    // `livebucket channel …` goes through the same API.
+    let config = stack.livebucket.config_path().to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::livebucket::BIN);
+        cmd.arg("channel")
+            .args(args)
+            .args(["--config", &config, "--bucket", BUCKET]);
+        common::process::run("livebucket channel", &mut cmd)
+    };
+    cli(&[
+        "create",
+        "--channel",
+        "fromcli",
+        "--frag-duration",
+        "2",
+        "--playlist-name",
+        "cli.m3u8",
+    ]);
+    let info = api.ok("get", &[("channel", "fromcli")]);
+    assert_eq!(
+        (&info["frag_duration"], &info["playlist_name"]),
+        (&Value::from(2), &Value::from("cli.m3u8"))
+    );
+    let shown = cli(&["get", "--channel", "fromcli"]);
+    assert!(
+        shown.contains("FragDuration: 2") && shown.contains("PlaylistName: cli.m3u8"),
+        "{shown}"
+    );
+    assert!(cli(&["ls"]).contains("Name: fromcli"));
+    cli(&["status", "--channel", "fromcli", "disabled"]);
+    assert!(cli(&["stat", "--channel", "fromcli"]).contains("Status: Disabled"));
+    cli(&["rm", "--channel", "fromcli"]);
+    api.fails("get", &[("channel", "fromcli")], 404, "NoSuchLiveChannel");
+    let mut cmd = std::process::Command::new(common::livebucket::BIN);
+    cmd.args([
+        "channel",
+        "get",
+        "--channel",
+        "fromcli",
+        "--config",
+        &config,
+        "--bucket",
+        BUCKET,
+    ]);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NoSuchLiveChannel"));
 }

@@ -699,8 +699,24 @@ async fn full_tmpfs_spills_to_spool_and_drains() {
     let mut push = push_cbr(&rig.dir, &rig.push_url(CHANNEL), 32);
 
     // The highest tmpfs use seen: livebucket deletes nginx's fragments as
-    // they leave nginx's window, so the use also goes down.
-    let mut peak: f64 = 0.0;
+    // they leave nginx's window, so the use also goes down. A sampler
+    // thread looks every 5 ms, so a busy machine does not hide the peak.
+    let peak_bits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0f64.to_bits()));
+    let sampling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let sampler = {
+        let (peak_bits, sampling, path) =
+            (peak_bits.clone(), sampling.clone(), shm.path().to_owned());
+        std::thread::spawn(move || {
+            use std::sync::atomic::Ordering::Relaxed;
+            while sampling.load(Relaxed) {
+                let usage = fs_usage(&path);
+                if usage > f64::from_bits(peak_bits.load(Relaxed)) {
+                    peak_bits.store(usage.to_bits(), Relaxed);
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        })
+    };
     let spooled = wait_until(
         "captures in the on-disk spool",
         secs(45),
@@ -708,7 +724,6 @@ async fn full_tmpfs_spills_to_spool_and_drains() {
         async || {
             let files = files_under(&spool);
             let usage = fs_usage(shm.path());
-            peak = peak.max(usage);
             if let Some(status) = push.try_wait() {
                 panic!("the push ended ({status}) before anything was spooled");
             }
@@ -725,6 +740,9 @@ async fn full_tmpfs_spills_to_spool_and_drains() {
         },
     )
     .await;
+    sampling.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = sampler.join();
+    let peak = f64::from_bits(peak_bits.load(std::sync::atomic::Ordering::Relaxed));
     assert!(
         peak >= 0.3,
         "captures went to the spool ({spooled:?}) with the tmpfs never more than {:.0}% used",

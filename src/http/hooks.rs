@@ -23,6 +23,10 @@ use crate::auth::replay::ReplayError;
 use crate::logfmt::Esc;
 use crate::session::{SessionMeta, new_session_id};
 
+/// How long `on_publish` waits for a channel record from S3 (cached after
+/// the first read).
+const CHANNEL_LOOKUP: Duration = Duration::from_secs(2);
+
 /// A refused push waits this long before its answer, which slows guessing.
 const FAILURE_DELAY: Duration = Duration::from_millis(250);
 
@@ -120,11 +124,25 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     }
     let now = unix_now();
     let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
-    let record = app
-        .channels
-        .get(&grant.key_id, &grant.bucket, &grant.channel)
-        .await
-        .map_err(|e| HttpError::Unavailable(e.to_string()))?;
+    // An S3 outage must not stop new pushes: a channel whose record cannot
+    // be read (and is not cached) is treated as one nobody created.
+    let record = match tokio::time::timeout(
+        CHANNEL_LOOKUP,
+        app.channels
+            .get(&grant.key_id, &grant.bucket, &grant.channel),
+    )
+    .await
+    {
+        Ok(Ok(record)) => record,
+        Ok(Err(e)) => {
+            warn!(error = %e, channel = %grant.channel, "cannot read the channel record; treating the channel as unknown");
+            None
+        }
+        Err(_) => {
+            warn!(channel = %grant.channel, "the channel record did not come within {CHANNEL_LOOKUP:?}; treating the channel as unknown");
+            None
+        }
+    };
     let plan = crate::channels::plan_push(record.as_ref(), &cfg)?;
     if cfg.auth.one_time_push {
         // Verified above, so the signature parameter is present.
