@@ -285,21 +285,7 @@ mod tests {
     use crate::oss::channel::HlsTarget;
 
     fn cfg(extra: &str) -> Config {
-        Config::parse(
-            &format!(
-                r#"
-                [hooks]
-                secret = "hooks-secret-for-the-unit-tests-0001"
-                [nginx]
-                hls_dir = "/dev/shm/livebucket/hls"
-                [s3]
-                endpoint = "http://127.0.0.1:3900"
-                {extra}
-                "#
-            ),
-            std::path::Path::new("t.toml"),
-        )
-        .unwrap()
+        crate::config::for_tests(extra)
     }
 
     fn record(status: ChannelStatus, frag_duration: u32, frag_count: u32) -> ChannelRecord {

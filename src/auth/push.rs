@@ -648,7 +648,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// percent-decoded, so keeping every character a path may hold as it is keeps
 /// such URLs verifiable. A channel with a character outside `pchar` (one of
 /// `"#%<>?[]^`{|}`) gets a correctly encoded URL that still cannot verify.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -645,6 +645,21 @@ impl RawConfig {
     }
 }
 
+/// A valid config for unit tests elsewhere: the required fields, then
+/// `extra` (whole tables, keys).
+#[cfg(test)]
+pub fn for_tests(extra: &str) -> Config {
+    let text = format!(
+        "[hooks]\nsecret = \"hooks-secret-for-the-unit-tests-0001\"\n\
+         [nginx]\nhls_dir = \"/dev/shm/livebucket/hls\"\n\
+         [s3]\nendpoint = \"http://127.0.0.1:3900\"\n{extra}"
+    );
+    match Config::parse(&text, Path::new("test.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("test config: {e}\n{text}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -222,14 +222,8 @@ mod tests {
     use crate::metrics::Metrics;
 
     fn config() -> Config {
-        Config::parse(
+        crate::config::for_tests(
             r#"
-            [hooks]
-            secret = "hooks-secret-for-the-unit-tests-0001"
-            [nginx]
-            hls_dir = "/dev/shm/livebucket/hls"
-            [s3]
-            endpoint = "http://127.0.0.1:3900"
             [[keys]]
             id = "GKknown"
             secret = "known-secret-0123"
@@ -240,9 +234,7 @@ mod tests {
             buckets = ["live"]
             disabled = true
             "#,
-            std::path::Path::new("test.toml"),
         )
-        .unwrap()
     }
 
     async fn answer(cfg: &Config, key_id: &str, expires: u64, sig: &str) -> (u16, Vec<u8>) {

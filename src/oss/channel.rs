@@ -447,26 +447,9 @@ pub fn channel_urls(
     channel: &str,
     playlist: &str,
 ) -> (String, String) {
-    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    use percent_encoding::utf8_percent_encode;
     // RFC 3986 pchar stays; the rest (including `%`, `?`, `#`, `/`) is encoded.
-    const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-        .remove(b'-')
-        .remove(b'.')
-        .remove(b'_')
-        .remove(b'~')
-        .remove(b'!')
-        .remove(b'$')
-        .remove(b'&')
-        .remove(b'\'')
-        .remove(b'(')
-        .remove(b')')
-        .remove(b'*')
-        .remove(b'+')
-        .remove(b',')
-        .remove(b';')
-        .remove(b'=')
-        .remove(b':')
-        .remove(b'@');
+    const SEGMENT: &percent_encoding::AsciiSet = push::PATH_SEGMENT;
     let base = |template: &str| {
         template
             .replace("{bucket}", bucket)
