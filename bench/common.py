@@ -27,6 +27,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 import urllib.parse
 from pathlib import Path
 
@@ -400,9 +401,36 @@ def parse_observed(line: str) -> dict | None:
 # -------------------------------------------------------------- livebucket
 
 
-def livebucket_config(listen: int, state_dir: Path, hls_dir: Path, s3_endpoint: str, key_id: str, secret: str) -> str:
-    return f"""listen = "127.0.0.1:{listen}"
-state_dir = "{state_dir}"
+# The hooks secret of the bench's livebucket configs (it only needs to match
+# what the bench's fake nginx sends).
+HOOKS_SECRET = "bench-hooks-secret-0123456789abcdef0123"
+
+
+class LivebucketPorts(typing.NamedTuple):
+    """livebucket's three listeners: nginx's callbacks, /play and the API,
+    /metrics and /healthz."""
+
+    hooks: int
+    public: int
+    operator: int
+
+    @staticmethod
+    def free() -> "LivebucketPorts":
+        return LivebucketPorts(free_port(), free_port(), free_port())
+
+
+def livebucket_config(
+    ports: LivebucketPorts, state_dir: Path, hls_dir: Path, s3_endpoint: str, key_id: str, secret: str
+) -> str:
+    return f"""state_dir = "{state_dir}"
+
+[listen]
+hooks = "127.0.0.1:{ports.hooks}"
+public = "127.0.0.1:{ports.public}"
+operator = "127.0.0.1:{ports.operator}"
+
+[hooks]
+secret = "{HOOKS_SECRET}"
 
 [nginx]
 hls_dir = "{hls_dir}"
@@ -460,7 +488,7 @@ def http_get(port: int, path: str) -> tuple[int, str]:
     return resp.status, body
 
 
-def publish(port: int, clientid: int, bucket: str, channel: str, key_id: str, secret: str) -> str:
+def publish(ports: LivebucketPorts, clientid: int, bucket: str, channel: str, key_id: str, secret: str) -> str:
     """POSTs a signed on_publish like nginx-rtmp does; returns the session id
     (the last path segment of the 302's Location)."""
     expires = int(time.time()) + 3600
@@ -469,14 +497,16 @@ def publish(port: int, clientid: int, bucket: str, channel: str, key_id: str, se
         f"Bucket={urllib.parse.quote(bucket, safe='')}&AccessKeyId={key_id}"
         f"&Expires={expires}&Signature={urllib.parse.quote(sig, safe='')}"
     )
-    status, headers = http_post(port, "/hooks/on_publish", nginx_callback_body("publish", clientid, channel, query))
+    status, headers = http_post(
+        ports.hooks, f"/hooks/{HOOKS_SECRET}/on_publish", nginx_callback_body("publish", clientid, channel, query)
+    )
     if status != 302:
         raise RuntimeError(f"on_publish for {bucket}/{channel} answered {status}")
     return headers["location"].rstrip("/").rsplit("/", 1)[1]
 
 
-def publish_done(port: int, clientid: int, channel: str) -> None:
-    http_post(port, "/hooks/on_publish_done", nginx_callback_body("publish_done", clientid, channel))
+def publish_done(ports: LivebucketPorts, clientid: int, channel: str) -> None:
+    http_post(ports.hooks, f"/hooks/{HOOKS_SECRET}/on_publish_done", nginx_callback_body("publish_done", clientid, channel))
 
 
 # ------------------------------------------------------- a minimal S3 PUT

@@ -418,8 +418,8 @@ class RcloneLoop:
 # ------------------------------------------------------------------ driver
 
 
-def start_livebucket(ctx, run_dir: Path, hls: Path, state_dir: Path) -> tuple[common.Proc, int]:
-    port = common.free_port()
+def start_livebucket(ctx, run_dir: Path, hls: Path, state_dir: Path) -> tuple[common.Proc, common.LivebucketPorts]:
+    port = common.LivebucketPorts.free()
     cfg = run_dir / "livebucket.toml"
     g = ctx.garage
     cfg.write_text(common.livebucket_config(port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret))
@@ -430,13 +430,13 @@ def start_livebucket(ctx, run_dir: Path, hls: Path, state_dir: Path) -> tuple[co
         env={"NO_COLOR": "1"},
     )
     common.wait_until(
-        "livebucket's /healthz", lambda: (proc.assert_running(), common.http_get(port, "/healthz")[0] == 200)[1]
+        "livebucket's /healthz", lambda: (proc.assert_running(), common.http_get(port.operator, "/healthz")[0] == 200)[1]
     )
     return proc, port
 
 
-def metric(port: int, series: str) -> float:
-    _, body = common.http_get(port, "/metrics")
+def metric(port: common.LivebucketPorts, series: str) -> float:
+    _, body = common.http_get(port.operator, "/metrics")
     for line in body.splitlines():
         if line.startswith(series + " "):
             return float(line.split()[-1])
@@ -578,7 +578,7 @@ class Run:
         if self.is_lb:
             # Give the sessions their end (ENDLIST playlist, final manifest).
             time.sleep(4)
-            _, metrics = common.http_get(lb_port, "/metrics")
+            _, metrics = common.http_get(lb_port.operator, "/metrics")
             (self.run_dir / "metrics.txt").write_text(metrics)
         if proc:
             proc.stop()

@@ -204,7 +204,7 @@ def main() -> None:
         cfg = garage_dir / "livebucket-vod.toml"
         cfg.write_text(
             common.livebucket_config(
-                common.free_port(), garage_dir / "lb-state", Path("/nonexistent/hls"), g.endpoint, g.key_id, g.secret
+                common.LivebucketPorts.free(), garage_dir / "lb-state", Path("/nonexistent/hls"), g.endpoint, g.key_id, g.secret
             )
         )
         rows = []

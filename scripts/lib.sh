@@ -6,11 +6,15 @@
 #   LIVEBUCKET_CACHE  where tools built for livebucket live (~/.cache/livebucket)
 #   GARAGE_VERSION    the Garage release the tests and the demo run
 #   GARAGE_BIN        that Garage binary; honoured when already set
+#   OSS2_PYTHON       a python with Alibaba's oss2 SDK (a venv in the cache)
 
 LIVEBUCKET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIVEBUCKET_CACHE=${LIVEBUCKET_CACHE:-$HOME/.cache/livebucket}
 GARAGE_VERSION=2.5.0
 GARAGE_BIN=${GARAGE_BIN:-$LIVEBUCKET_CACHE/garage-$GARAGE_VERSION/bin/garage}
+# Alibaba's Python SDK, the OSS client the channel API tests drive.
+OSS2_VERSION=2.19.1
+OSS2_PYTHON=${OSS2_PYTHON:-$LIVEBUCKET_CACHE/oss2-$OSS2_VERSION/bin/python}
 
 # Message on stderr, prefixed with the script's name.
 say() {

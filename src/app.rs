@@ -1,7 +1,11 @@
 //! Wires config → store → sessions → pipeline → HTTP, and stops them in order.
 //!
-//! Shutdown (SIGTERM/SIGINT): the HTTP server stops accepting, the watcher is
-//! dropped, uploads in flight get a few seconds, then the pipeline stops. What
+//! Three HTTP listeners (hooks, public, operator; see `http`), each bound
+//! from the config or taken from systemd socket activation by name.
+//!
+//! Shutdown (SIGTERM/SIGINT): the listeners stop accepting and open
+//! connections finish their request, the watcher is dropped, uploads in
+//! flight get a few seconds, then the pipeline stops. What
 //! is not stored yet stays in capture/spool files and journals, and the next
 //! start picks it up. SIGHUP reloads keys and auth policy without touching
 //! live streams.
@@ -17,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
 use crate::config::Config;
-use crate::http::{AppState, router};
+use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::pipeline::{self, Pipeline, watch};
 use crate::session::Sessions;
@@ -28,15 +32,19 @@ const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let config = Arc::new(Config::load(&config_path)?);
+    // Live fragments, captures, journals and the spool are nobody else's
+    // business: new files get no permission for "other".
+    // SAFETY: umask only swaps the process's file-creation mask.
+    unsafe { libc::umask(0o027) };
+    raise_fd_limit();
     for dir in [
-        config.nginx.hls_dir.clone(),
         config.capture_dir(),
         config.spool_dir(),
         config.state_dir.clone(),
     ] {
-        std::fs::create_dir_all(&dir)
-            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+        private_dir(&dir)?;
     }
+    warn_if_open(&config.nginx.hls_dir)?;
     let metrics = Arc::new(Metrics::default());
     let store = Store::new(&config.s3, &config.keys);
     let (sessions, recovered) = Sessions::open(&config.state_dir)?;
@@ -71,38 +79,82 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         config.clone(),
         sessions,
         handle,
-        metrics,
+        metrics.clone(),
         store.clone(),
         live_cache,
     ));
-    let listener = match inherited_listener()? {
-        Some(l) => {
-            info!("using the listening socket passed by the service manager");
-            l
-        }
-        None => tokio::net::TcpListener::bind(config.listen)
-            .await
-            .with_context(|| {
-                format!("cannot listen on {} (config field `listen`)", config.listen)
-            })?,
-    };
-    info!(listen = %listener.local_addr()?, hls_dir = %config.nginx.hls_dir.display(), "livebucket serving");
+    let mut inherited = http::server::inherited()?;
+    let limits = &config.limits;
+    let allow_cfg = config.hooks.clone();
+    let surfaces = [
+        (
+            "hooks",
+            &config.listen.hooks,
+            http::hooks_router(state.clone()),
+            Some(Arc::new(move |ip| allow_cfg.allows(ip)) as http::server::PeerFilter),
+        ),
+        (
+            "public",
+            &config.listen.public,
+            http::public_router(state.clone()),
+            None,
+        ),
+        (
+            "operator",
+            &config.listen.operator,
+            http::operator_router(state.clone()),
+            None,
+        ),
+    ];
+    let stop_http = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let mut servers = Vec::new();
+    for (name, addr, router, allow) in surfaces {
+        let bound = match inherited.iter().position(|(n, _)| n == name) {
+            Some(i) => inherited.swap_remove(i).1,
+            None => http::server::bind(addr)
+                .await
+                .with_context(|| format!("config field `listen.{name}`"))?,
+        };
+        info!(listener = name, address = %bound.describe(), "listening");
+        let surface = http::server::Surface {
+            name,
+            router,
+            header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            max_connections: limits.max_connections,
+            allow,
+            metrics: metrics.clone(),
+        };
+        servers.push(tokio::spawn(http::server::serve(
+            bound,
+            surface,
+            stop_http.clone(),
+            connections.clone(),
+        )));
+    }
+    if let Some((name, _)) = inherited.first() {
+        warn!(socket = %name, "socket activation passed a socket no listener uses (names: hooks, public, operator)");
+    }
+    info!(hls_dir = %config.nginx.hls_dir.display(), "livebucket serving");
 
     let reload_state = state.clone();
     let reload_store = store.clone();
     let reload_path = config_path.clone();
     tokio::spawn(async move { reload_on_sighup(&reload_path, &reload_state, &reload_store).await });
 
-    let http_cancel = cancel.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            http_cancel.cancel();
-        })
-        .await
-        .context("HTTP server failed")?;
-
+    shutdown_signal().await;
     info!("shutting down");
+    stop_http.cancel();
+    for server in servers {
+        let _ = server.await;
+    }
+    connections.close();
+    if tokio::time::timeout(DRAIN, connections.wait())
+        .await
+        .is_err()
+    {
+        warn!("HTTP connections still open at shutdown; closing them");
+    }
     drop(watcher);
     uploads.close();
     if tokio::time::timeout(DRAIN, uploads.wait()).await.is_err() {
@@ -115,33 +167,67 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A listening socket passed by systemd socket activation (`LISTEN_PID`,
-/// `LISTEN_FDS`, first fd 3). While livebucket restarts, the socket stays open
-/// and nginx's callbacks wait in its backlog instead of being refused: nginx-
-/// rtmp drops a live stream whose `on_update` cannot connect.
-fn inherited_listener() -> anyhow::Result<Option<tokio::net::TcpListener>> {
-    let ours = std::env::var("LISTEN_PID")
-        .ok()
-        .and_then(|p| p.parse::<u32>().ok())
-        .is_some_and(|p| p == std::process::id());
-    let fds = std::env::var("LISTEN_FDS")
-        .ok()
-        .and_then(|n| n.parse::<u32>().ok())
-        .unwrap_or(0);
-    if !ours || fds == 0 {
-        return Ok(None);
+/// Creates `dir` if needed and takes "other"'s permissions off it, so a
+/// local user can neither list nor read what is inside.
+fn private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let meta = std::fs::metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
+    let mode = meta.permissions().mode();
+    if mode & 0o007 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode & !0o007))
+            .with_context(|| {
+                format!(
+                    "{} is open to every local user (mode {:o}) and cannot be restricted",
+                    dir.display(),
+                    mode & 0o777
+                )
+            })?;
+        info!(dir = %dir.display(), "removed other users' access");
     }
-    use std::os::fd::FromRawFd;
-    // SAFETY: with LISTEN_PID naming this process, the service manager
-    // guarantees fd 3 is an open listening socket handed to us alone.
-    let std_listener = unsafe { std::net::TcpListener::from_raw_fd(3) };
-    std_listener
-        .set_nonblocking(true)
-        .context("the inherited socket (fd 3) is not a TCP listener")?;
-    Ok(Some(
-        tokio::net::TcpListener::from_std(std_listener)
-            .context("the inherited socket (fd 3) is not a TCP listener")?,
-    ))
+    Ok(())
+}
+
+/// nginx's worker writes `hls_dir`, so livebucket does not change its mode;
+/// it creates it `0750` when missing and says so loudly when every local
+/// user may read live fragments there (the tmpfs line in
+/// deploy/fstab.example mounts it `0750`).
+fn warn_if_open(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot stat {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o007 != 0 {
+        warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o777),
+            "nginx.hls_dir is open to every local user, who can read live fragments before they are published; mount it mode=0750"
+        );
+    }
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit: every connection
+/// and every capture takes one, and `limits.max_connections` per listener
+/// should be what bounds them.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                warn!("cannot raise the open-file limit");
+            }
+        }
+    }
 }
 
 async fn shutdown_signal() {

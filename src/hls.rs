@@ -61,6 +61,12 @@ pub enum HlsError {
     UriWithoutExtinf { line: usize, uri: String },
     #[error("line {line}: #EXTINF is not followed by a segment URI")]
     ExtinfWithoutUri { line: usize },
+    /// nginx (`hls_nested on`) lists bare file names; anything else could
+    /// point outside the session directory.
+    #[error(
+        "line {line}: segment URI {uri:?} is not a plain file name in the playlist's directory"
+    )]
+    UnsafeUri { line: usize, uri: String },
     #[error("sequence number overflows: MEDIA-SEQUENCE {media_sequence} + entry {index}")]
     SequenceOverflow { media_sequence: u64, index: usize },
 }
@@ -131,6 +137,16 @@ pub struct LivePlaylist {
 /// `#EXT-X-MEDIA-SEQUENCE` (we refuse to guess sequence numbers, since they
 /// name objects in the bucket), a value that does not parse, a URI without
 /// EXTINF or the reverse.
+/// A name that stays in the directory it is joined to: no separator, no
+/// `.`/`..` (nor any leading dot), no scheme, no control character.
+pub fn is_plain_file_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && !name
+            .chars()
+            .any(|c| c == '/' || c == '\\' || c == ':' || c == '?' || c == '#' || c.is_control())
+}
+
 pub fn parse_nginx(text: &[u8]) -> Result<Vec<NginxEntry>, HlsError> {
     let text = std::str::from_utf8(text).map_err(|e| HlsError::NotUtf8 {
         offset: e.valid_up_to(),
@@ -168,6 +184,12 @@ pub fn parse_nginx(text: &[u8]) -> Result<Vec<NginxEntry>, HlsError> {
                     uri: text.to_owned(),
                 });
             };
+            if !is_plain_file_name(text) {
+                return Err(HlsError::UnsafeUri {
+                    line,
+                    uri: text.to_owned(),
+                });
+            }
             raw.push((text.to_owned(), p.extinf, p.duration_ms, discontinuity));
             discontinuity = false;
             continue;
@@ -285,12 +307,12 @@ fn rounded_secs(duration_ms: u64) -> u64 {
 /// The smallest valid TARGETDURATION for these segments: the largest EXTINF
 /// rounded to the nearest integer (2.5 s → 3, 2.4 s → 2), and at least 1.
 pub fn min_target_duration(segments: &[Segment]) -> u64 {
-    segments
-        .iter()
-        .map(|s| rounded_secs(s.duration_ms))
-        .max()
-        .unwrap_or(0)
-        .max(1)
+    target_duration_of(segments.iter().map(|s| s.duration_ms))
+}
+
+/// [`min_target_duration`] of segments with these durations.
+pub fn target_duration_of(durations_ms: impl Iterator<Item = u64>) -> u64 {
+    durations_ms.map(rounded_secs).max().unwrap_or(0).max(1)
 }
 
 /// Renders a live playlist. The TARGETDURATION written is
@@ -323,12 +345,31 @@ pub fn render_live(p: &LivePlaylist) -> String {
 /// machine, about 1.6 ms (13.7 MB) with 300-byte presigned URIs.
 pub fn render_vod(segments: &[Segment], media_sequence: u64) -> String {
     let mut out = String::with_capacity(capacity_for(segments));
-    write_header(&mut out, min_target_duration(segments), media_sequence);
-    out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    out.push_str(&vod_head(min_target_duration(segments), media_sequence));
     write_segments(&mut out, segments);
-    out.push_str("#EXT-X-ENDLIST\n");
+    out.push_str(VOD_TAIL);
     out
 }
+
+/// A VOD playlist in parts, for a response streamed chunk by chunk:
+/// `vod_head`, then [`vod_segments`] of each chunk in order, then
+/// [`VOD_TAIL`]; together the same bytes as [`render_vod`].
+pub fn vod_head(target_duration: u64, media_sequence: u64) -> String {
+    let mut out = String::with_capacity(160);
+    write_header(&mut out, target_duration, media_sequence);
+    out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
+    out
+}
+
+/// The lines of these segments; see [`vod_head`].
+pub fn vod_segments(segments: &[Segment]) -> String {
+    let mut out = String::with_capacity(capacity_for(segments));
+    write_segments(&mut out, segments);
+    out
+}
+
+/// The end of a VOD playlist; see [`vod_head`].
+pub const VOD_TAIL: &str = "#EXT-X-ENDLIST\n";
 
 /// Bytes to reserve: an upper bound on the output unless a URI needs
 /// escaping, so rendering does not reallocate.
@@ -515,6 +556,28 @@ mod tests {
                 entry(13, "1732571236569.ts", "2.000", 2000, false),
             ]
         );
+    }
+
+    #[test]
+    fn refuses_uris_that_leave_the_directory() {
+        for uri in [
+            "../other/1.ts",
+            "..",
+            "/etc/passwd",
+            "sub/1.ts",
+            ".hidden.ts",
+            "http://x/1.ts",
+            "a\\b.ts",
+        ] {
+            let text = format!("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:1\n#EXTINF:2.0,\n{uri}\n");
+            assert!(
+                matches!(
+                    parse_nginx(text.as_bytes()),
+                    Err(HlsError::UnsafeUri { line: 4, .. })
+                ),
+                "{uri}"
+            );
+        }
     }
 
     #[test]

@@ -16,11 +16,14 @@
 
 pub mod app;
 pub mod auth;
+pub mod channels;
 pub mod config;
 pub mod hls;
 pub mod http;
 pub mod index;
+pub mod logfmt;
 pub mod metrics;
+pub mod oss;
 pub mod pipeline;
 pub mod session;
 pub mod store;

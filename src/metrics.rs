@@ -55,6 +55,36 @@ const HELP: &[(&str, &str)] = &[
         "livebucket_unknown_dirs_total",
         "HLS directories that belong to no approved session.",
     ),
+    (
+        "livebucket_hooks_total",
+        "nginx callbacks answered, by call (publish, update_publish, publish_done, ...).",
+    ),
+    (
+        "livebucket_hooks_forged_total",
+        "Requests on the hooks listener without the hooks secret or from a peer outside hooks.allow.",
+    ),
+    (
+        "livebucket_connections_refused_total",
+        "Connections closed at accept because their listener was at limits.max_connections.",
+    ),
+    (
+        "livebucket_requests_refused_total",
+        "Signed /play and VOD requests refused, by reason.",
+    ),
+    (
+        "livebucket_api_refused_total",
+        "OSS API requests refused before their operation (authentication, key policy).",
+    ),
+    (
+        "livebucket_vod_refused_total",
+        "VOD requests refused for cost, by reason (busy, too_many_fragments).",
+    ),
+];
+
+/// The label name of each labelled series; `reason` when not listed.
+const LABEL_NAMES: &[(&str, &str)] = &[
+    ("livebucket_hooks_total", "call"),
+    ("livebucket_connections_refused_total", "listener"),
 ];
 
 impl Metrics {
@@ -97,7 +127,11 @@ impl Metrics {
             if label.is_empty() {
                 let _ = writeln!(out, "{name} {v}");
             } else {
-                let _ = writeln!(out, "{name}{{reason=\"{label}\"}} {v}");
+                let label_name = LABEL_NAMES
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map_or("reason", |(_, l)| l);
+                let _ = writeln!(out, "{name}{{{label_name}=\"{label}\"}} {v}");
             }
         }
         drop(counters);

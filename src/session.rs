@@ -32,6 +32,20 @@ pub struct SessionMeta {
     pub name: String,
     pub addr: String,
     pub started_ms: u64,
+    /// The live playlist's window and target duration for this push, from
+    /// its channel's `Target`; `None` (and sessions saved before channels
+    /// existed): the `[live]` defaults.
+    #[serde(default)]
+    pub shape: Option<LiveShape>,
+}
+
+/// A live playlist's shape.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LiveShape {
+    /// Segments in the window (at least 3, RFC 8216 §6.2.2).
+    pub window_segments: usize,
+    /// `#EXT-X-TARGETDURATION`, fixed while the playlist is live.
+    pub target_duration_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -180,6 +194,27 @@ impl Sessions {
             .cloned()
     }
 
+    /// The live playlist names of the sessions livebucket knows for this
+    /// channel (live or still being stored).
+    pub fn playlists_of(&self, bucket: &str, channel: &str) -> Vec<String> {
+        self.lock()
+            .known
+            .values()
+            .filter(|m| m.bucket == bucket && m.channel == channel)
+            .map(|m| m.playlist.clone())
+            .collect()
+    }
+
+    /// The live session of a channel, if any.
+    pub fn live_of(&self, bucket: &str, channel: &str) -> Option<SessionMeta> {
+        let inner = self.lock();
+        inner
+            .live
+            .get(&(bucket.to_owned(), channel.to_owned()))
+            .and_then(|id| inner.known.get(id))
+            .cloned()
+    }
+
     pub fn is_live(&self, id: &str) -> bool {
         self.lock().live.values().any(|v| v == id)
     }
@@ -242,6 +277,7 @@ mod tests {
             name: channel.into(),
             addr: "127.0.0.1".into(),
             started_ms: 1,
+            shape: None,
         }
     }
 

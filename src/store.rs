@@ -223,6 +223,18 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes an object; deleting a missing one succeeds (S3 semantics).
+    pub async fn delete(&self, key_id: &str, bucket: &str, key: &str) -> Result<(), StoreError> {
+        self.client(key_id)?
+            .delete_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| classify("DELETE", bucket, key, e))?;
+        Ok(())
+    }
+
     pub async fn get(&self, key_id: &str, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
         let out = self
             .client(key_id)?

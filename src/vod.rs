@@ -8,11 +8,13 @@
 //! absolute under a base URL, or presigned (SigV4, or SigV2 for legacy
 //! servers) for private buckets.
 
-use futures::stream::{self, StreamExt, TryStreamExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::auth::presign::{PresignError, S3Location, SigV4Presigner, presign_v2_get};
-use crate::hls::{Segment, render_vod};
+use crate::hls::{Segment, VOD_TAIL, target_duration_of, vod_head, vod_segments};
 use crate::index::{self, Manifest, RangeFragment};
 use crate::store::{Store, StoreError, fragment_key, fragment_name};
 
@@ -26,6 +28,12 @@ pub enum VodError {
     },
     #[error("{0}")]
     BadRange(String),
+    /// More fragments than `vod.max_fragments`: found before any
+    /// per-fragment request or URL is made.
+    #[error(
+        "the range holds more than {max} fragments (config vod.max_fragments); ask for a shorter range"
+    )]
+    TooManyFragments { max: usize },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("presigning segment URLs: {0}")]
@@ -34,22 +42,23 @@ pub enum VodError {
     BadManifest { key: String, message: String },
 }
 
-/// How segment URIs are written.
-pub enum Uris<'a> {
+/// How segment URIs are written. Owns its strings, so a streamed response
+/// can carry it.
+pub enum Uris {
     Relative,
     Absolute {
-        base: &'a str,
+        base: String,
     },
     SigV4 {
         presigner: SigV4Presigner,
-        endpoint: &'a str,
+        endpoint: String,
         path_style: bool,
     },
     SigV2 {
-        key_id: &'a str,
-        secret: &'a str,
+        key_id: String,
+        secret: String,
         expires: u64,
-        endpoint: &'a str,
+        endpoint: String,
         path_style: bool,
     },
 }
@@ -91,14 +100,16 @@ pub fn check_range(start: u64, end: u64, max_secs: u64) -> Result<(), VodError> 
     Ok(())
 }
 
-/// Reads the fragments of `[start_s, end_s)`.
+/// Reads the fragments of `[start_s, end_s)`, at most `max_fragments` of
+/// them: past that `TooManyFragments`, found from the manifests, or while
+/// listing before any HEAD.
 pub async fn fragments(
     store: &Store,
     key_id: &str,
     bucket: &str,
     channel: &str,
-    start_s: u64,
-    end_s: u64,
+    (start_s, end_s): (u64, u64),
+    max_fragments: usize,
 ) -> Result<(Vec<RangeFragment>, Source), VodError> {
     let (start_ms, end_ms) = (start_s.saturating_mul(1000), end_s.saturating_mul(1000));
     let prefix = index::manifest_prefix(channel);
@@ -125,16 +136,28 @@ pub async fn fragments(
             .buffered(8)
             .try_collect()
             .await?;
-        return Ok((index::select(&loaded, start_ms, end_ms), Source::Index));
+        let selected = index::select(&loaded, start_ms, end_ms);
+        if selected.len() > max_fragments {
+            return Err(VodError::TooManyFragments { max: max_fragments });
+        }
+        return Ok((selected, Source::Index));
     }
     let media_prefix = format!("{channel}/");
     let first = format!("{media_prefix}{:013}", start_ms.saturating_sub(1));
     let last = fragment_key(channel, end_ms);
+    // Stop listing one key past the cap: enough to refuse, without listing
+    // (and later HEADing) a week of fragments.
+    // (An atomic, not a Cell: the future holding it must be Send.)
+    let listed_count = AtomicUsize::new(0);
     let keys = store
         .list(key_id, bucket, &media_prefix, Some(&first), |k| {
-            k >= last.as_str()
+            let n = listed_count.fetch_add(1, Ordering::Relaxed) + 1;
+            k >= last.as_str() || n > max_fragments + 1
         })
         .await?;
+    if keys.len() > max_fragments {
+        return Err(VodError::TooManyFragments { max: max_fragments });
+    }
     let timed: Vec<u64> = keys
         .iter()
         .filter_map(|k| k.strip_prefix(&media_prefix))
@@ -166,9 +189,48 @@ pub fn render(
     bucket: &str,
     channel: &str,
     frags: &[RangeFragment],
-    uris: &Uris<'_>,
+    uris: &Uris,
 ) -> Result<String, VodError> {
-    let segments = frags
+    let mut out = head(frags);
+    out.push_str(&vod_segments(&segments(bucket, channel, frags, uris)?));
+    out.push_str(VOD_TAIL);
+    Ok(out)
+}
+
+/// Segments rendered per chunk of a streamed playlist: a few hundred kB of
+/// presigned URLs, so a week-long playlist never sits in memory whole.
+const STREAM_CHUNK: usize = 1000;
+
+/// [`render`] as a stream of text chunks, built as they are sent.
+pub fn render_stream(
+    bucket: String,
+    channel: String,
+    frags: Vec<RangeFragment>,
+    uris: Uris,
+) -> impl Stream<Item = Result<String, VodError>> + Send + 'static {
+    let head = head(&frags);
+    let chunks = (0..frags.len().div_ceil(STREAM_CHUNK)).map(move |i| {
+        let part = &frags[i * STREAM_CHUNK..((i + 1) * STREAM_CHUNK).min(frags.len())];
+        segments(&bucket, &channel, part, &uris).map(|s| vod_segments(&s))
+    });
+    stream::iter(
+        std::iter::once(Ok(head))
+            .chain(chunks)
+            .chain(std::iter::once(Ok(VOD_TAIL.to_owned()))),
+    )
+}
+
+fn head(frags: &[RangeFragment]) -> String {
+    vod_head(target_duration_of(frags.iter().map(|f| f.duration_ms)), 0)
+}
+
+fn segments(
+    bucket: &str,
+    channel: &str,
+    frags: &[RangeFragment],
+    uris: &Uris,
+) -> Result<Vec<Segment>, VodError> {
+    frags
         .iter()
         .map(|f| {
             let name = fragment_name(f.key_ms);
@@ -208,8 +270,7 @@ pub fn render(
                     .flatten(),
             })
         })
-        .collect::<Result<Vec<_>, VodError>>()?;
-    Ok(render_vod(&segments, 0))
+        .collect()
 }
 
 /// Fragments of the range rendered as a playlist; `Empty` when there are none.
@@ -218,24 +279,38 @@ pub async fn build(
     key_id: &str,
     bucket: &str,
     channel: &str,
-    start_s: u64,
-    end_s: u64,
-    uris: &Uris<'_>,
+    range: (u64, u64),
+    max_fragments: usize,
+    uris: &Uris,
 ) -> Result<Vod, VodError> {
-    let (frags, source) = fragments(store, key_id, bucket, channel, start_s, end_s).await?;
-    if frags.is_empty() {
-        return Err(VodError::Empty {
-            channel: channel.to_owned(),
-            start: start_s,
-            end: end_s,
-        });
-    }
+    let (frags, source) =
+        nonempty_fragments(store, key_id, bucket, channel, range, max_fragments).await?;
     let playlist = render(bucket, channel, &frags, uris)?;
     Ok(Vod {
         playlist,
         source,
         segments: frags.len(),
     })
+}
+
+/// [`fragments`], with `Empty` when there are none.
+pub async fn nonempty_fragments(
+    store: &Store,
+    key_id: &str,
+    bucket: &str,
+    channel: &str,
+    range: (u64, u64),
+    max_fragments: usize,
+) -> Result<(Vec<RangeFragment>, Source), VodError> {
+    let (frags, source) = fragments(store, key_id, bucket, channel, range, max_fragments).await?;
+    if frags.is_empty() {
+        return Err(VodError::Empty {
+            channel: channel.to_owned(),
+            start: range.0,
+            end: range.1,
+        });
+    }
+    Ok((frags, source))
 }
 
 #[cfg(test)]
@@ -277,7 +352,7 @@ mod tests {
             "cam",
             &frags,
             &Uris::Absolute {
-                base: "https://cdn/b/",
+                base: "https://cdn/b/".into(),
             },
         )
         .unwrap();
@@ -285,5 +360,24 @@ mod tests {
             abs.contains("\nhttps://cdn/b/cam/1700000000000.ts\n"),
             "{abs}"
         );
+    }
+
+    #[test]
+    fn streamed_playlist_is_the_rendered_one() {
+        let frags: Vec<RangeFragment> = (0..2_345u64)
+            .map(|i| RangeFragment {
+                key_ms: 1_700_000_000_000 + i * 2000,
+                duration_ms: 2000 + i % 7,
+                discontinuity: i == 1500,
+                session_start: i == 0 || i == 1500,
+            })
+            .collect();
+        let whole = render("b", "cam", &frags, &Uris::Relative).unwrap();
+        let chunks: Vec<String> = futures::executor::block_on(
+            render_stream("b".into(), "cam".into(), frags, Uris::Relative).try_collect(),
+        )
+        .unwrap();
+        assert_eq!(chunks.len(), 2 + 3, "head, three chunks, tail");
+        assert_eq!(chunks.concat(), whole);
     }
 }

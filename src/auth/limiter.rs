@@ -14,7 +14,10 @@
 //!   oldest unbanned ones, and banned addresses only as a last resort, so that
 //!   flooding the table from many addresses does not lift a ban cheaply;
 //! - a lock poisoned by a panic elsewhere is recovered, not propagated: the
-//!   counters stay meaningful whatever the panicking thread was doing.
+//!   counters stay meaningful whatever the panicking thread was doing;
+//! - [`FailureLimiter::reconfigure`] (SIGHUP) changes the policy and keeps
+//!   the counts and bans already made; the new numbers apply from the next
+//!   check or failure.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -53,20 +56,27 @@ impl Entry {
 /// `Arc`; all methods take `&self`.
 #[derive(Debug)]
 pub struct FailureLimiter {
+    policy: Mutex<Policy>,
+    max_entries: usize,
+    entries: Mutex<HashMap<String, Entry>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Policy {
     max_failures: u32,
     window: Duration,
     ban: Duration,
-    max_entries: usize,
-    entries: Mutex<HashMap<String, Entry>>,
 }
 
 impl FailureLimiter {
     /// `max_failures == 0` turns the limiter off (nothing is ever banned).
     pub fn new(max_failures: u32, window: Duration, ban: Duration) -> Self {
         Self {
-            max_failures,
-            window,
-            ban,
+            policy: Mutex::new(Policy {
+                max_failures,
+                window,
+                ban,
+            }),
             max_entries: DEFAULT_MAX_ENTRIES,
             entries: Mutex::new(HashMap::new()),
         }
@@ -80,6 +90,25 @@ impl FailureLimiter {
             Duration::from_secs(auth.failure_window_secs),
             Duration::from_secs(auth.ban_secs),
         )
+    }
+
+    /// Takes a reloaded `[auth]` policy, keeping what was counted.
+    pub fn reconfigure(&self, auth: &AuthConfig) {
+        *self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Policy {
+            max_failures: auth.max_failures,
+            window: Duration::from_secs(auth.failure_window_secs),
+            ban: Duration::from_secs(auth.ban_secs),
+        };
+    }
+
+    fn policy(&self) -> Policy {
+        *self
+            .policy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Changes the bound on tracked addresses (at least 1).
@@ -101,13 +130,14 @@ impl FailureLimiter {
     /// window starts a ban. Attempts refused by [`Self::check`] need not be
     /// recorded: failures during a ban change nothing.
     pub fn record_failure(&self, addr: &str, now: Instant) {
-        if self.max_failures == 0 {
+        let policy = self.policy();
+        if policy.max_failures == 0 {
             return;
         }
         let addr = key(addr);
         let mut entries = self.lock();
         if !entries.contains_key(addr) && entries.len() >= self.max_entries {
-            self.make_room(&mut entries, now);
+            self.make_room(&mut entries, now, policy.window);
         }
         let entry = entries.entry(addr.to_owned()).or_insert(Entry {
             window_start: now,
@@ -122,15 +152,15 @@ impl FailureLimiter {
             return;
         }
         if entry.banned_until.is_some()
-            || now.saturating_duration_since(entry.window_start) >= self.window
+            || now.saturating_duration_since(entry.window_start) >= policy.window
         {
             entry.window_start = now;
             entry.failures = 0;
             entry.banned_until = None;
         }
         entry.failures = entry.failures.saturating_add(1);
-        if entry.failures >= self.max_failures {
-            entry.banned_until = Some(now + self.ban);
+        if entry.failures >= policy.max_failures {
+            entry.banned_until = Some(now + policy.ban);
         }
     }
 
@@ -151,8 +181,8 @@ impl FailureLimiter {
 
     /// Frees at least one slot, and about an eighth of the table when it has
     /// to evict live entries, so the O(n) sweep is paid once per many inserts.
-    fn make_room(&self, entries: &mut HashMap<String, Entry>, now: Instant) {
-        entries.retain(|_, e| !e.finished_at(now, self.window));
+    fn make_room(&self, entries: &mut HashMap<String, Entry>, now: Instant, window: Duration) {
+        entries.retain(|_, e| !e.finished_at(now, window));
         if entries.len() < self.max_entries {
             return;
         }
@@ -196,6 +226,26 @@ mod tests {
 
     fn limiter() -> FailureLimiter {
         FailureLimiter::new(3, WINDOW, BAN)
+    }
+
+    #[test]
+    fn reconfigure_applies_the_new_policy_and_keeps_counts() {
+        let l = limiter();
+        let t0 = Instant::now();
+        l.record_failure("a", t0);
+        l.record_failure("a", t0);
+        assert!(l.check("a", t0).is_ok());
+        l.reconfigure(&AuthConfig {
+            max_failures: 1,
+            ban_secs: 5,
+            ..AuthConfig::default()
+        });
+        l.record_failure("a", t0);
+        assert!(l.check("a", t0).is_err(), "the new, lower limit bans");
+        assert!(
+            l.check("a", t0 + Duration::from_secs(6)).is_ok(),
+            "the new ban length applies"
+        );
     }
 
     #[test]

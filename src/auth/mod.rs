@@ -8,3 +8,4 @@ pub mod callback;
 pub mod limiter;
 pub mod presign;
 pub mod push;
+pub mod replay;

@@ -29,6 +29,22 @@
 //!   includes its extension, e.g. `index.m3u8`), and
 //!   `S = base64url-no-pad(HMAC-SHA256(secret, string to sign))` (43
 //!   characters). A URL is valid up to and including second `E`.
+//! * **livebucket VOD API signatures**, for
+//!   `GET|POST /api/v1/buckets/B/channels/C/vod?start=..&end=..&urls=..[&name=..]&AccessKeyId=K&Expires=E&Signature=S`:
+//!   [`sign_vod`], [`vod_query`], [`verify_vod`]. The signature binds
+//!   everything the URL grants, so a link cannot be turned into another
+//!   request: the method, the range, the URL mode and (for POST) the object
+//!   name it writes:
+//!
+//!   ```text
+//!   "LIVEBUCKET-VOD\n" + METHOD + "\n" + E + "\n/" + B + "/" + C + "\n"
+//!     + START + "\n" + END + "\n" + URLS + "\n" + NAME
+//!   ```
+//!
+//!   with METHOD `GET` or `POST`, START and END the range in unix seconds,
+//!   URLS `relative` or `presigned` (the value in effect, so an omitted
+//!   `urls` is signed as `relative`), NAME the object name for POST
+//!   (`vod.m3u8` when omitted) and empty for GET; `S` as for play.
 //!
 //! # Invariants
 //!
@@ -76,6 +92,7 @@ const KEY_SEGMENTS: &AsciiSet = &UNRESERVED.remove(b'/');
 const MAX_KEY_LEN: usize = 1024;
 
 const PLAY_PREFIX: &str = "LIVEBUCKET-PLAY\n";
+const VOD_PREFIX: &str = "LIVEBUCKET-VOD\n";
 
 /// Length of a base64url-no-pad HMAC-SHA256.
 const PLAY_SIGNATURE_LEN: usize = 43;
@@ -355,6 +372,18 @@ pub fn verify_play(
     now_unix: u64,
     signature: &str,
 ) -> Result<(), PresignError> {
+    let mac = play_mac(secret, bucket, channel, playlist, expires)?;
+    check_tag(mac, signature, expires, now_unix)
+}
+
+/// The signature check shared by play and VOD URLs: shape, then MAC in
+/// constant time, then expiry (so `Expired` only answers a genuine URL).
+fn check_tag(
+    mac: Hmac<Sha256>,
+    signature: &str,
+    expires: u64,
+    now_unix: u64,
+) -> Result<(), PresignError> {
     if signature.len() != PLAY_SIGNATURE_LEN {
         return Err(PresignError::Malformed("signature has the wrong length"));
     }
@@ -363,13 +392,116 @@ pub fn verify_play(
     let tag = URL_SAFE_NO_PAD
         .decode(signature)
         .map_err(|_| PresignError::Malformed("signature is not base64url without padding"))?;
-    let mac = play_mac(secret, bucket, channel, playlist, expires)?;
     mac.verify_slice(&tag)
         .map_err(|_| PresignError::BadSignature)?;
     if now_unix > expires {
         return Err(PresignError::Expired);
     }
     Ok(())
+}
+
+/// What a VOD API URL grants; every field is signed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VodScope<'a> {
+    /// `GET` (read the playlist) or `POST` (store it as `name`).
+    pub method: &'a str,
+    pub bucket: &'a str,
+    pub channel: &'a str,
+    /// Range start and end, unix seconds.
+    pub start: u64,
+    pub end: u64,
+    /// `relative` or `presigned`.
+    pub urls: &'a str,
+    /// The object name a POST writes; empty for GET.
+    pub name: &'a str,
+}
+
+/// The VOD signature `S` of `scope` until `expires`; see the module doc.
+pub fn sign_vod(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<String, PresignError> {
+    let mac = vod_mac(secret, scope, expires)?;
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The query string of a VOD API URL for `scope` (no leading `?`): the range,
+/// the URL mode, the name for POST, then `AccessKeyId`, `Expires`,
+/// `Signature`.
+pub fn vod_query(
+    key_id: &str,
+    secret: &str,
+    scope: &VodScope<'_>,
+    expires: u64,
+) -> Result<String, PresignError> {
+    if key_id.is_empty() {
+        return Err(PresignError::Malformed("access key id must be non-empty"));
+    }
+    let signature = sign_vod(secret, scope, expires)?;
+    let mut q = format!(
+        "start={}&end={}&urls={}",
+        scope.start, scope.end, scope.urls
+    );
+    if !scope.name.is_empty() {
+        q += &format!("&name={}", utf8_percent_encode(scope.name, UNRESERVED));
+    }
+    q += &format!(
+        "&AccessKeyId={}&Expires={expires}&Signature={signature}",
+        utf8_percent_encode(key_id, UNRESERVED)
+    );
+    Ok(q)
+}
+
+/// Checks a VOD API signature for exactly `scope` at `now_unix`; errors as
+/// for [`verify_play`].
+pub fn verify_vod(
+    secret: &str,
+    scope: &VodScope<'_>,
+    expires: u64,
+    now_unix: u64,
+    signature: &str,
+) -> Result<(), PresignError> {
+    let mac = vod_mac(secret, scope, expires)?;
+    check_tag(mac, signature, expires, now_unix)
+}
+
+fn vod_mac(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<Hmac<Sha256>, PresignError> {
+    for name in [scope.bucket, scope.channel] {
+        if !is_single_segment(name) {
+            return Err(PresignError::Malformed(
+                "bucket and channel must each be one non-empty path segment",
+            ));
+        }
+    }
+    if !matches!(scope.method, "GET" | "POST") {
+        return Err(PresignError::Malformed("method must be GET or POST"));
+    }
+    if !matches!(scope.urls, "relative" | "presigned") {
+        return Err(PresignError::Malformed(
+            "urls must be relative or presigned",
+        ));
+    }
+    // GET writes nothing, so it names nothing; POST always names its object.
+    if (scope.method == "GET") != scope.name.is_empty()
+        || (!scope.name.is_empty() && !is_single_segment(scope.name))
+    {
+        return Err(PresignError::Malformed(
+            "name is one path segment for POST and empty for GET",
+        ));
+    }
+    let mut mac = new_mac::<Sha256>(secret.as_bytes())?;
+    mac.update(VOD_PREFIX.as_bytes());
+    mac.update(
+        format!(
+            "{method}\n{expires}\n/{bucket}/{channel}\n{start}\n{end}\n{urls}\n{name}",
+            method = scope.method,
+            bucket = scope.bucket,
+            channel = scope.channel,
+            start = scope.start,
+            end = scope.end,
+            urls = scope.urls,
+            name = scope.name,
+        )
+        .as_bytes(),
+    );
+    Ok(mac)
 }
 
 /// The play MAC with the string to sign already fed in.
@@ -992,6 +1124,98 @@ mod tests {
             1_700_000_000,
             sig,
         )
+    }
+
+    // VOD signatures, made with Python's hmac module:
+    //
+    // python3 -c 'import hmac,hashlib,base64;print(base64.urlsafe_b64encode(hmac.new(b"vod-secret",b"LIVEBUCKET-VOD\nGET\n1700003600\n/live/cam1\n1700000000\n1700000600\nrelative\n",hashlib.sha256).digest()).rstrip(b"=").decode())'
+    // -> 9w84sXFaSrNpe3y1tmC6-TjMsDR3Isb10Mnb2OITGzQ
+    // python3 -c 'import hmac,hashlib,base64;print(base64.urlsafe_b64encode(hmac.new(b"vod-secret",b"LIVEBUCKET-VOD\nPOST\n1700003600\n/live/cam1\n1700000000\n1700000600\npresigned\nvod.m3u8",hashlib.sha256).digest()).rstrip(b"=").decode())'
+    // -> gYCKvkLeww-hvLVt_2yocQNd9Q53ZJL8x1gvQLQJGmY
+    const VOD_GET: VodScope<'static> = VodScope {
+        method: "GET",
+        bucket: "live",
+        channel: "cam1",
+        start: 1_700_000_000,
+        end: 1_700_000_600,
+        urls: "relative",
+        name: "",
+    };
+
+    #[test]
+    fn vod_signatures_match_python_and_bind_every_field() {
+        let get = sign_vod("vod-secret", &VOD_GET, PLAY_EXPIRES).unwrap();
+        assert_eq!(get, "9w84sXFaSrNpe3y1tmC6-TjMsDR3Isb10Mnb2OITGzQ");
+        let post = VodScope {
+            method: "POST",
+            urls: "presigned",
+            name: "vod.m3u8",
+            ..VOD_GET
+        };
+        assert_eq!(
+            sign_vod("vod-secret", &post, PLAY_EXPIRES).unwrap(),
+            "gYCKvkLeww-hvLVt_2yocQNd9Q53ZJL8x1gvQLQJGmY"
+        );
+        let now = 1_700_000_000;
+        assert_eq!(
+            verify_vod("vod-secret", &VOD_GET, PLAY_EXPIRES, now, &get),
+            Ok(())
+        );
+        let others = [
+            VodScope {
+                method: "POST",
+                name: "vod.m3u8",
+                ..VOD_GET
+            },
+            VodScope {
+                start: VOD_GET.start - 1,
+                ..VOD_GET
+            },
+            VodScope {
+                end: VOD_GET.end + 86_400,
+                ..VOD_GET
+            },
+            VodScope {
+                urls: "presigned",
+                ..VOD_GET
+            },
+            VodScope {
+                channel: "cam2",
+                ..VOD_GET
+            },
+            VodScope {
+                bucket: "other",
+                ..VOD_GET
+            },
+        ];
+        for other in others {
+            assert_eq!(
+                verify_vod("vod-secret", &other, PLAY_EXPIRES, now, &get),
+                Err(PresignError::BadSignature),
+                "{other:?}"
+            );
+        }
+        // A GET never names an object; a POST always does.
+        let get_named = VodScope {
+            name: "x.m3u8",
+            ..VOD_GET
+        };
+        assert!(matches!(
+            sign_vod("s", &get_named, 1),
+            Err(PresignError::Malformed(_))
+        ));
+        let post_unnamed = VodScope {
+            method: "POST",
+            ..VOD_GET
+        };
+        assert!(matches!(
+            sign_vod("s", &post_unnamed, 1),
+            Err(PresignError::Malformed(_))
+        ));
+        assert_eq!(
+            vod_query("GK1", "vod-secret", &VOD_GET, PLAY_EXPIRES).unwrap(),
+            "start=1700000000&end=1700000600&urls=relative&AccessKeyId=GK1&Expires=1700003600&Signature=9w84sXFaSrNpe3y1tmC6-TjMsDR3Isb10Mnb2OITGzQ"
+        );
     }
 
     #[test]

@@ -112,6 +112,15 @@ pub enum Reject {
     InvalidPlaylistName { name: String, reason: &'static str },
     #[error("too many failed attempts from this address; refused until its ban ends")]
     TooManyFailures,
+    /// `auth.one_time_push`: this push URL was already used.
+    #[error("this push URL was already used (auth.one_time_push)")]
+    Replayed,
+    /// `channels.unknown = "refuse"` and the channel was never created.
+    #[error("no such channel (channels.unknown = \"refuse\")")]
+    NoSuchChannel,
+    /// The channel's status is `disabled` (PutLiveChannelStatus).
+    #[error("the channel is disabled")]
+    ChannelDisabled,
 }
 
 impl Reject {
@@ -144,6 +153,9 @@ impl Reject {
             Reject::InvalidTcUrl(_) => "invalid_tcurl",
             Reject::InvalidPlaylistName { .. } => "invalid_playlist_name",
             Reject::TooManyFailures => "too_many_failures",
+            Reject::Replayed => "replayed",
+            Reject::NoSuchChannel => "no_such_channel",
+            Reject::ChannelDisabled => "channel_disabled",
         }
     }
 }
@@ -636,7 +648,7 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 /// percent-decoded, so keeping every character a path may hold as it is keeps
 /// such URLs verifiable. A channel with a character outside `pchar` (one of
 /// `"#%<>?[]^`{|}`) gets a correctly encoded URL that still cannot verify.
-const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+pub const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'-')
     .remove(b'.')
     .remove(b'_')

@@ -1,6 +1,12 @@
 //! The HTTP boundary's error: every failure of a handler becomes one of these,
 //! mapped to a status in one `match`. Details go to the log, never secrets;
 //! nginx only needs the status (anything but 2xx/3xx drops the publisher).
+//!
+//! Every authorisation refusal (403) answers the same body, `forbidden`,
+//! whatever the reason: an unknown key id, a wrong signature and an expired
+//! URL look alike to the caller, so the answer tells an attacker nothing
+//! about which key ids exist. The reason goes to the log and the
+//! `livebucket_push_rejected_total` counter.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +34,12 @@ pub enum HttpError {
     BadRequest(String),
     #[error("{0}")]
     NotFound(String),
+    /// The request would cost more than the configured bounds allow.
+    #[error("{0}")]
+    TooLarge(String),
+    /// Too many requests of this kind in progress; try again shortly.
+    #[error("{0}")]
+    Busy(String),
     /// S3 failed while answering.
     #[error("storage: {0}")]
     Storage(#[from] crate::store::StoreError),
@@ -39,6 +51,7 @@ impl From<crate::vod::VodError> for HttpError {
         match e {
             VodError::Empty { .. } => HttpError::NotFound(e.to_string()),
             VodError::BadRange(m) => HttpError::BadRequest(m),
+            VodError::TooManyFragments { .. } => HttpError::TooLarge(e.to_string()),
             VodError::Store(s) => HttpError::Storage(s),
             VodError::Presign(p) => HttpError::BadRequest(p.to_string()),
             VodError::BadManifest { .. } => HttpError::Unavailable(e.to_string()),
@@ -58,6 +71,8 @@ impl HttpError {
             HttpError::BadSignature(_) => "bad_play_signature",
             HttpError::BadRequest(_) => "bad_request",
             HttpError::NotFound(_) => "not_found",
+            HttpError::TooLarge(_) => "too_large",
+            HttpError::Busy(_) => "busy",
             HttpError::Storage(_) => "storage",
         }
     }
@@ -72,6 +87,8 @@ impl HttpError {
             HttpError::BadSignature(_) => StatusCode::FORBIDDEN,
             HttpError::BadRequest(_) => StatusCode::BAD_REQUEST,
             HttpError::NotFound(_) => StatusCode::NOT_FOUND,
+            HttpError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            HttpError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             HttpError::Storage(crate::store::StoreError::NotFound { .. }) => StatusCode::NOT_FOUND,
             HttpError::Storage(_) => StatusCode::BAD_GATEWAY,
         }
@@ -81,19 +98,74 @@ impl HttpError {
 impl IntoResponse for HttpError {
     fn into_response(self) -> Response {
         let status = self.status();
-        // Client errors say what to fix; server-side failures only their kind,
-        // with the details in the log.
-        let body = if status.is_client_error() && !matches!(self, HttpError::Refused(_)) {
+        // Refusals say nothing; other client errors say what to fix;
+        // server-side failures only their kind, with the details in the log.
+        let body = if status == StatusCode::FORBIDDEN {
+            "forbidden\n".to_owned()
+        } else if status.is_client_error() {
             format!("{}: {}\n", self.code(), self)
         } else {
             if status.is_server_error() {
-                tracing::warn!(error = %self, "request failed");
+                tracing::warn!(error = %crate::logfmt::Esc(&self.to_string()), "request failed");
             }
-            format!("{}\n", self.code())
+            match &self {
+                // Says which bound to wait for; nothing internal.
+                HttpError::Busy(m) => format!("{}: {m}\n", self.code()),
+                _ => format!("{}\n", self.code()),
+            }
         };
         let mut resp = (status, body).into_response();
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if matches!(self, HttpError::Busy(_)) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::presign::PresignError;
+
+    async fn answer(e: HttpError) -> (StatusCode, Vec<(String, String)>, String) {
+        let resp = e.into_response();
+        let status = resp.status();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        (status, headers, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    /// Whatever the reason, a refusal is the same bytes: an unknown key id
+    /// cannot be told from a wrong signature or an expired URL.
+    #[tokio::test]
+    async fn every_refusal_answers_the_same() {
+        let reasons = [
+            HttpError::Refused(Reject::UnknownKey {
+                key_id: "GKnotthere".into(),
+            }),
+            HttpError::Refused(Reject::BadSignature),
+            HttpError::Refused(Reject::KeyDisabled {
+                key_id: "GK1".into(),
+            }),
+            HttpError::Refused(Reject::Replayed),
+            HttpError::BadSignature(PresignError::BadSignature),
+            HttpError::BadSignature(PresignError::Expired),
+            HttpError::BadSignature(PresignError::Malformed("signature has the wrong length")),
+            HttpError::ChannelLive("b/c".into()),
+            HttpError::UnknownSession,
+        ];
+        let first = answer(HttpError::Refused(Reject::Unsigned)).await;
+        assert_eq!(first.0, StatusCode::FORBIDDEN);
+        assert_eq!(first.2, "forbidden\n");
+        for e in reasons {
+            assert_eq!(answer(e).await, first);
+        }
     }
 }

@@ -19,7 +19,13 @@ use super::AppState;
 use super::error::HttpError;
 use crate::auth::callback::{Callback, parse_callback};
 use crate::auth::push::{Reject, verify_publish, verify_update};
+use crate::auth::replay::ReplayError;
+use crate::logfmt::Esc;
 use crate::session::{SessionMeta, new_session_id};
+
+/// How long `on_publish` waits for a channel record from S3 (cached after
+/// the first read).
+const CHANNEL_LOOKUP: Duration = Duration::from_secs(2);
 
 /// A refused push waits this long before its answer, which slows guessing.
 const FAILURE_DELAY: Duration = Duration::from_millis(250);
@@ -38,25 +44,56 @@ fn close(mut resp: Response) -> Response {
 }
 
 /// Logs and counts a refusal (the reason, never the secret or signature).
+/// Every client-supplied field is escaped onto one line.
 fn refused(app: &AppState, cb: Option<&Callback>, err: &HttpError) {
-    app.metrics
-        .inc("livebucket_push_rejected_total", err.code());
+    log_refusal(&app.metrics, cb, err);
+}
+
+fn log_refusal(metrics: &crate::metrics::Metrics, cb: Option<&Callback>, err: &HttpError) {
+    metrics.inc("livebucket_push_rejected_total", err.code());
+    let detail = err.to_string();
     match cb {
         Some(cb) => info!(
             reason = err.code(),
-            detail = %err,
-            app = %cb.app,
-            name = %cb.name,
-            addr = %cb.addr,
-            clientid = %cb.clientid,
-            call = %cb.call,
+            detail = %Esc(&detail),
+            app = %Esc(&cb.app),
+            name = %Esc(&cb.name),
+            addr = %Esc(&cb.addr),
+            clientid = %Esc(&cb.clientid),
+            call = %Esc(&cb.call),
             "callback refused"
         ),
-        None => info!(reason = err.code(), detail = %err, "callback refused"),
+        None => info!(reason = err.code(), detail = %Esc(&detail), "callback refused"),
     }
 }
 
+/// Adds the finished push to its channel's history (GetLiveChannelHistory),
+/// in the background: nginx need not wait for S3.
+fn record_history(app: &Arc<AppState>, s: &SessionMeta) {
+    let app = app.clone();
+    let s = s.clone();
+    tokio::spawn(async move {
+        let push = crate::oss::channel::LiveRecord {
+            start: (s.started_ms / 1000) as i64,
+            end: unix_now() as i64,
+            remote_addr: s.addr.clone(),
+        };
+        if let Err(e) = app
+            .channels
+            .record_push(&s.key_id, &s.bucket, &s.channel, push)
+            .await
+        {
+            warn!(error = %e, channel = %s.channel, "cannot record the push in the channel's history");
+        }
+    });
+}
+
+fn answered(app: &AppState, call: &'static str) {
+    app.metrics.inc("livebucket_hooks_total", call);
+}
+
 pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "publish");
     let cb = match parse_callback(&body) {
         Ok(cb) => cb,
         Err(reject) => {
@@ -66,7 +103,7 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
             return err.into_response();
         }
     };
-    match publish(&app, &cb) {
+    match publish(&app, &cb).await {
         Ok(resp) => close(resp),
         Err(err) => {
             refused(&app, Some(&cb), &err);
@@ -79,13 +116,45 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
     }
 }
 
-fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
+async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     app.limiter.check(&cb.addr, Instant::now())?;
     let cfg = app.config();
     if !cfg.nginx.public_apps.iter().any(|a| a == &cb.app) {
         return Err(HttpError::WrongApp(cb.app.clone()));
     }
-    let grant = verify_publish(cb, &cfg.keys, &cfg.auth, unix_now())?;
+    let now = unix_now();
+    let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
+    // An S3 outage must not stop new pushes: a channel whose record cannot
+    // be read (and is not cached) is treated as one nobody created.
+    let record = match tokio::time::timeout(
+        CHANNEL_LOOKUP,
+        app.channels
+            .get(&grant.key_id, &grant.bucket, &grant.channel),
+    )
+    .await
+    {
+        Ok(Ok(record)) => record,
+        Ok(Err(e)) => {
+            warn!(error = %e, channel = %grant.channel, "cannot read the channel record; treating the channel as unknown");
+            None
+        }
+        Err(_) => {
+            warn!(channel = %grant.channel, "the channel record did not come within {CHANNEL_LOOKUP:?}; treating the channel as unknown");
+            None
+        }
+    };
+    let plan = crate::channels::plan_push(record.as_ref(), &cfg)?;
+    if cfg.auth.one_time_push {
+        // Verified above, so the signature parameter is present.
+        let signature = cb.client_param("Signature").unwrap_or_default();
+        let forget_after = grant.expires.saturating_add(cfg.auth.clock_skew_secs);
+        app.replay
+            .first_use(&grant.key_id, signature, forget_after, now)
+            .map_err(|e| match e {
+                ReplayError::Replayed => HttpError::Refused(Reject::Replayed),
+                save @ ReplayError::Save { .. } => HttpError::Unavailable(save.to_string()),
+            })?;
+    }
     if app.spool_full() {
         return Err(HttpError::Unavailable(
             "spool past its high-water mark; refusing new publishes to protect live ones".into(),
@@ -95,7 +164,12 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         id: new_session_id(),
         bucket: grant.bucket,
         channel: grant.channel,
-        playlist: grant.playlist_name,
+        // A playlistName in the push URL wins over the channel's.
+        playlist: if cb.client_param("playlistName").is_some() {
+            grant.playlist_name
+        } else {
+            plan.playlist
+        },
         key_id: grant.key_id,
         clientid: cb.clientid.clone(),
         name: cb.name.clone(),
@@ -104,6 +178,7 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
+        shape: plan.shape,
     };
     let meta = app.sessions.begin(meta).map_err(|e| match e {
         crate::session::SessionError::ChannelLive { bucket, channel } => {
@@ -111,10 +186,10 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         }
         other => HttpError::Unavailable(other.to_string()),
     })?;
-    let location = format!("{}/{}", cfg.nginx.relay_url.trim_end_matches('/'), meta.id);
+    let location = format!("{}/{}", plan.relay_url, meta.id);
     info!(
         session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
-        key_id = %meta.key_id, addr = %meta.addr, "push approved"
+        key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
     );
     app.metrics.inc("livebucket_push_accepted_total", "");
     app.pipeline.started(meta);
@@ -122,21 +197,20 @@ fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
 }
 
 pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
-    let result = parse_callback(&body)
-        .map_err(HttpError::from)
-        .and_then(|cb| {
-            update(&app, &cb).map_err(|e| (e, cb)).map_err(|(e, cb)| {
-                refused(&app, Some(&cb), &e);
-                e
-            })
-        });
+    answered(&app, "update");
+    let result = match parse_callback(&body) {
+        Ok(cb) => update(&app, &cb)
+            .await
+            .inspect_err(|e| refused(&app, Some(&cb), e)),
+        Err(e) => Err(HttpError::from(e)),
+    };
     match result {
         Ok(()) => close(StatusCode::OK.into_response()),
         Err(e) => e.into_response(),
     }
 }
 
-fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
+async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     // Only publishers are re-checked. `update_play` comes from nginx's own
     // relay to the HLS application (its local side "plays" the public
     // stream; `deny play all` admits no other player): refusing it would
@@ -153,10 +227,23 @@ fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     if grant.bucket != session.bucket || grant.key_id != session.key_id {
         return Err(HttpError::UnknownSession);
     }
+    // A channel disabled since the push began drops it now. A store that
+    // cannot answer keeps the stream: an S3 outage must not end live pushes.
+    match app
+        .channels
+        .get(&session.key_id, &session.bucket, &session.channel)
+        .await
+    {
+        Ok(record) => crate::channels::still_allowed(record.as_ref())?,
+        Err(e) => {
+            warn!(error = %e, channel = %session.channel, "cannot read the channel record; keeping the push")
+        }
+    }
     Ok(())
 }
 
 pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "publish_done");
     match parse_callback(&body) {
         Ok(cb) => match app
             .sessions
@@ -167,12 +254,95 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
                 info!(session = %s.id, channel = %s.channel, "publisher gone");
                 app.sessions.end_live(&s.id);
                 app.pipeline.done(&s.id);
+                record_history(&app, &s);
             }
             None => {
-                warn!(name = %cb.name, clientid = %cb.clientid, "publish_done for no live session")
+                warn!(name = %Esc(&cb.name), clientid = %Esc(&cb.clientid), "publish_done for no live session")
             }
         },
         Err(e) => warn!(reason = e.code(), "unparsable publish_done"),
     }
     close(StatusCode::OK.into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    /// A writer that keeps what the fmt layer writes.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// What one refusal logs, through the same fmt layer `main` installs.
+    fn logged(cb: Option<&Callback>, err: &HttpError) -> String {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            log_refusal(&Metrics::default(), cb, err);
+        });
+        let bytes = out.0.lock().unwrap().clone();
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn hostile() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<String>(),
+            "[a-z]{0,8}(\\n|\\r|\\u{1b}\\[2J|\\u{2028}|%0A)[ -~]{0,40}".prop_map(|s| s),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// A body crafted to forge log lines (newlines, escape sequences,
+        /// line separators in any field) is logged on exactly one line.
+        #[test]
+        fn every_refusal_is_one_log_line(
+            app in hostile(), name in hostile(), addr in hostile(),
+            clientid in hostile(), call in hostile(),
+        ) {
+            let cb = Callback {
+                call: call.clone(),
+                app,
+                name: name.clone(),
+                addr,
+                clientid,
+                tcurl: String::new(),
+                client: Vec::new(),
+            };
+            let errors = [
+                HttpError::Refused(Reject::UnknownKey { key_id: name.clone() }),
+                HttpError::WrongApp(call),
+                HttpError::Refused(Reject::InvalidChannel { name, reason: "x" }),
+            ];
+            for err in &errors {
+                for cb in [Some(&cb), None] {
+                    let text = logged(cb, err);
+                    prop_assert_eq!(text.matches('\n').count(), 1, "{:?}", text);
+                    prop_assert!(text.ends_with('\n'));
+                    prop_assert!(!text.contains('\r') && !text.contains('\u{1b}') && !text.contains('\u{2028}'), "{:?}", text);
+                }
+            }
+        }
+    }
 }

@@ -1,34 +1,44 @@
-//! livebucket's HTTP surface: nginx callbacks under `/hooks`, `/metrics`,
-//! `/healthz`. Handlers stay thin; everything they decide is in `auth`,
-//! `session` and the pipeline.
+//! livebucket's HTTP surfaces, one router each, never sharing a listener:
+//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`;
+//!   a request without the per-install secret gets 403 and changes nothing;
+//! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
+//!   viewers and API clients;
+//! - operator: `/metrics`, `/healthz`.
+//!
+//! Handlers stay thin; everything they decide is in `auth`, `session` and the
+//! pipeline. [`server`] runs each router with timeouts and a connection cap.
 
 pub mod error;
 pub mod hooks;
+pub mod oss;
 pub mod play;
+pub mod server;
 pub mod vod;
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
-use axum::response::IntoResponse;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use subtle::ConstantTimeEq;
+use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
+use tracing::info;
 
+use crate::auth::callback::MAX_BODY_BYTES;
 use crate::auth::limiter::FailureLimiter;
+use crate::auth::replay::PushReplay;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::{LiveCache, PipelineHandle};
 use crate::session::Sessions;
 use crate::store::Store;
-
-/// nginx cuts name + query at 255 bytes, so a real callback body is well
-/// under this; anything larger is not from nginx.
-const MAX_HOOK_BODY: usize = 8 * 1024;
 
 pub struct AppState {
     config: RwLock<Arc<Config>>,
@@ -38,6 +48,12 @@ pub struct AppState {
     pub limiter: FailureLimiter,
     pub store: Store,
     pub live_cache: LiveCache,
+    /// Push signatures already used, for `auth.one_time_push`.
+    pub replay: PushReplay,
+    /// One permit per VOD build in progress (`vod.max_concurrent_builds`).
+    pub vod_builds: Arc<Semaphore>,
+    /// Channel records (the OSS LiveChannel API's state).
+    pub channels: crate::channels::ChannelStore,
 }
 
 impl AppState {
@@ -49,11 +65,10 @@ impl AppState {
         store: Store,
         live_cache: LiveCache,
     ) -> AppState {
-        let limiter = FailureLimiter::new(
-            config.auth.max_failures,
-            Duration::from_secs(config.auth.failure_window_secs),
-            Duration::from_secs(config.auth.ban_secs),
-        );
+        let limiter = FailureLimiter::from_config(&config.auth);
+        let replay = PushReplay::open(&config.state_dir.join("push-signatures.json"));
+        let vod_builds = Arc::new(Semaphore::new(config.vod.max_concurrent_builds));
+        let store_for_channels = store.clone();
         AppState {
             config: RwLock::new(config),
             sessions,
@@ -62,6 +77,9 @@ impl AppState {
             limiter,
             store,
             live_cache,
+            replay,
+            vod_builds,
+            channels: crate::channels::ChannelStore::new(store_for_channels),
         }
     }
 
@@ -73,8 +91,11 @@ impl AppState {
     }
 
     /// Swaps in a reloaded configuration; live streams are untouched, and
-    /// the next `on_update` of each checks its key against the new one.
+    /// the next `on_update` of each checks its key against the new one. The
+    /// failure limiter takes the new policy and keeps what it counted.
+    /// Listener addresses, limits and the hooks secret take a restart.
     pub fn set_config(&self, config: Arc<Config>) {
+        self.limiter.reconfigure(&config.auth);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -98,31 +119,94 @@ impl AppState {
     }
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
-    let hooks = Router::new()
-        .route("/on_publish", post(hooks::on_publish))
-        .route("/on_update", post(hooks::on_update))
-        .route("/on_publish_done", post(hooks::on_publish_done))
-        .layer((
-            RequestBodyLimitLayer::new(MAX_HOOK_BODY),
-            // nginx gives up on a callback after 10 s by default; answer first.
-            TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(8)),
-        ));
+/// nginx's callbacks: `/hooks/SECRET/CALL`. The secret is checked before
+/// routing, so a wrong one gets 403 whatever the path. The request span
+/// names the call, never the URI, which holds the secret.
+pub fn hooks_router(state: Arc<AppState>) -> Router {
+    let request_timeout = Duration::from_secs(state.config().limits.request_timeout_secs);
     Router::new()
-        .nest("/hooks", hooks)
+        .route("/hooks/{secret}/on_publish", post(hooks::on_publish))
+        .route("/hooks/{secret}/on_update", post(hooks::on_update))
+        .route(
+            "/hooks/{secret}/on_publish_done",
+            post(hooks::on_publish_done),
+        )
+        .layer((
+            TraceLayer::new_for_http().make_span_with(|req: &Request| {
+                let call = req.uri().path().rsplit('/').next().unwrap_or_default();
+                let call = match call {
+                    "on_publish" | "on_update" | "on_publish_done" => call,
+                    _ => "other",
+                };
+                tracing::debug_span!("hook", call)
+            }),
+            middleware::from_fn_with_state(state.clone(), require_hooks_secret),
+            RequestBodyLimitLayer::new(MAX_BODY_BYTES),
+            // nginx gives up on a callback after 10 s by default; answer first.
+            TimeoutLayer::with_status_code(
+                StatusCode::SERVICE_UNAVAILABLE,
+                request_timeout.min(Duration::from_secs(8)),
+            ),
+        ))
+        .with_state(state)
+}
+
+/// 403 unless the path is `/hooks/<the configured secret>/…`, compared in
+/// constant time. The refusal is logged without the path.
+async fn require_hooks_secret(
+    State(app): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let given = req
+        .uri()
+        .path()
+        .strip_prefix("/hooks/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or_default();
+    let expected = app.config();
+    let ok: bool = given
+        .as_bytes()
+        .ct_eq(expected.hooks_secret().as_bytes())
+        .into();
+    if ok {
+        return next.run(req).await;
+    }
+    app.metrics.inc("livebucket_hooks_forged_total", "secret");
+    let peer = req.extensions().get::<server::Peer>().and_then(|p| p.0);
+    info!(peer = ?peer, reason = "wrong_hooks_secret", "callback refused: the hooks secret is missing or wrong");
+    (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+}
+
+/// `/play` and the VOD API: what viewers and API clients reach.
+pub fn public_router(state: Arc<AppState>) -> Router {
+    let request_timeout = Duration::from_secs(state.config().limits.request_timeout_secs);
+    Router::new()
         .route("/play/{bucket}/{channel}/{playlist}", get(play::play))
         .route(
             "/api/v1/buckets/{bucket}/channels/{channel}/vod",
             get(vod::get_vod).post(vod::post_vod),
         )
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        // /play and the VOD API take their parameters in the query.
+        .route_layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        // Anything else is the OSS LiveChannel API (bucket-addressed paths),
+        // which bounds its own body so that it can answer OSS's error.
+        .fallback(oss::api)
         .layer((
             TraceLayer::new_for_http(),
-            TimeoutLayer::with_status_code(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Duration::from_secs(60),
-            ),
+            TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout),
+        ))
+        .with_state(state)
+}
+
+/// `/metrics` and `/healthz`, for operators.
+pub fn operator_router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Duration::from_secs(10),
         ))
         .with_state(state)
 }

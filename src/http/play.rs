@@ -15,10 +15,14 @@ use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
+use tracing::info;
+
 use super::AppState;
 use super::error::HttpError;
 use crate::auth::presign::{self, S3Location, SigV4Presigner};
+use crate::auth::push::Reject;
 use crate::config::{AccessKey, Config};
+use crate::logfmt::Esc;
 use crate::pipeline::live::ChannelId;
 
 pub(super) fn unix_now() -> u64 {
@@ -28,13 +32,20 @@ pub(super) fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The verified signer of a play or API request.
-pub(super) fn verify(
+/// The verified signer of a play or VOD request and the URL's expiry.
+///
+/// `check` verifies the signature with a secret (play or VOD scheme). An
+/// unknown, disabled or foreign key is checked against a throwaway secret
+/// too, so the answer and its timing do not tell whether the key id exists.
+/// An `Expires` further away than `auth.max_play_lifetime_secs` is refused
+/// before any key is looked up. Refusals are logged and counted here, with
+/// the reason; the caller answers the uniform 403.
+pub(super) fn verify_signed(
+    metrics: &crate::metrics::Metrics,
     cfg: &Config,
     q: &HashMap<String, String>,
     bucket: &str,
-    channel: &str,
-    what: &str,
+    check: impl Fn(&str, u64, u64, &str) -> Result<(), presign::PresignError>,
 ) -> Result<(AccessKey, u64), HttpError> {
     let missing = |p: &str| HttpError::BadRequest(format!("query parameter {p} is missing"));
     let key_id = q.get("AccessKeyId").ok_or_else(|| missing("AccessKeyId"))?;
@@ -44,21 +55,52 @@ pub(super) fn verify(
         .parse()
         .map_err(|_| HttpError::BadRequest("Expires must be Unix seconds".into()))?;
     let signature = q.get("Signature").ok_or_else(|| missing("Signature"))?;
-    let key = cfg
-        .key(key_id)
-        .filter(|k| !k.disabled && k.may_write(bucket))
-        .ok_or(HttpError::BadSignature(presign::PresignError::BadSignature))?;
-    presign::verify_play(
-        &key.secret,
-        bucket,
-        channel,
-        what,
-        expires,
-        unix_now(),
-        signature,
-    )?;
-    Ok((key.clone(), expires))
+    let now = unix_now();
+    let result = (|| {
+        let max = cfg.auth.max_play_lifetime_secs;
+        if expires > now.saturating_add(max) {
+            return Err(HttpError::Refused(Reject::ExpiresTooFar {
+                expires,
+                now,
+                max_lifetime: max,
+            }));
+        }
+        let key = cfg
+            .key(key_id)
+            .filter(|k| !k.disabled && k.may_write(bucket));
+        let secret = key.map_or(UNKNOWN_KEY_SECRET, |k| k.secret.as_str());
+        check(secret, expires, now, signature)?;
+        key.cloned()
+            .ok_or(HttpError::BadSignature(presign::PresignError::BadSignature))
+    })();
+    match result {
+        Ok(key) => Ok((key, expires)),
+        Err(e) => {
+            let reason = match (&e, cfg.key(key_id)) {
+                (HttpError::BadSignature(_), None) => "unknown_key",
+                (HttpError::BadSignature(_), Some(k)) if k.disabled => "key_disabled",
+                (HttpError::BadSignature(_), Some(k)) if !k.may_write(bucket) => {
+                    "bucket_not_allowed"
+                }
+                (HttpError::BadSignature(presign::PresignError::Expired), _) => "expired",
+                _ => e.code(),
+            };
+            metrics.inc("livebucket_requests_refused_total", reason);
+            info!(
+                reason,
+                detail = %Esc(&e.to_string()),
+                key_id = %Esc(key_id),
+                bucket = %Esc(bucket),
+                "signed request refused"
+            );
+            Err(e)
+        }
+    }
 }
+
+/// Stands in for the secret of a key that does not exist (or may not sign
+/// for this bucket), so such a request costs the same HMAC as a real one.
+const UNKNOWN_KEY_SECRET: &str = "livebucket: no such key";
 
 /// The query as a map. A parameter given twice with different values is
 /// refused: which one was signed, and which one a cache in front keyed on,
@@ -90,7 +132,15 @@ pub async fn play(
         ));
     }
     let cfg = app.config();
-    let (key, expires) = verify(&cfg, &q, &bucket, &channel, &playlist)?;
+    let (key, expires) = verify_signed(
+        &app.metrics,
+        &cfg,
+        &q,
+        &bucket,
+        |secret, expires, now, sig| {
+            presign::verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
+        },
+    )?;
     let chid = ChannelId {
         bucket: bucket.clone(),
         channel: channel.clone(),
@@ -111,11 +161,7 @@ pub async fn play(
                 .map_err(|_| HttpError::Unavailable(format!("{object} is not UTF-8")))?
         }
     };
-    let endpoint = cfg
-        .s3
-        .public_endpoint
-        .clone()
-        .unwrap_or_else(|| cfg.s3.endpoint.clone());
+    let endpoint = cfg.s3.viewer_endpoint();
     let now = unix_now();
     let lifetime = expires
         .saturating_sub(now)
@@ -140,7 +186,7 @@ pub async fn play(
         } else {
             let object = format!("{channel}/{uri}");
             let loc = S3Location {
-                endpoint: &endpoint,
+                endpoint,
                 path_style: cfg.s3.force_path_style,
                 bucket: &bucket,
                 key: &object,
@@ -166,4 +212,81 @@ pub async fn play(
         out,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::metrics::Metrics;
+
+    fn config() -> Config {
+        crate::config::for_tests(
+            r#"
+            [[keys]]
+            id = "GKknown"
+            secret = "known-secret-0123"
+            buckets = ["live"]
+            [[keys]]
+            id = "GKoff"
+            secret = "disabled-secret-0123"
+            buckets = ["live"]
+            disabled = true
+            "#,
+        )
+    }
+
+    async fn answer(cfg: &Config, key_id: &str, expires: u64, sig: &str) -> (u16, Vec<u8>) {
+        let q: HashMap<String, String> = [
+            ("AccessKeyId", key_id.to_owned()),
+            ("Expires", expires.to_string()),
+            ("Signature", sig.to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
+        let err = verify_signed(&Metrics::default(), cfg, &q, "live", |secret, e, now, s| {
+            presign::verify_play(secret, "live", "cam1", "index.m3u8", e, now, s)
+        })
+        .expect_err("a forged signature was accepted");
+        let resp = err.into_response();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1024).await.unwrap();
+        (status, body.to_vec())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// For any forged signature, an existing key, a disabled key and a
+        /// key id that does not exist get the same answer.
+        #[test]
+        fn refusals_do_not_reveal_whether_a_key_exists(
+            unknown in "GK[A-Za-z0-9]{1,24}",
+            sig in prop_oneof!["[A-Za-z0-9_-]{43}", "[ -~]{0,60}"],
+            ahead in 0u64..700_000,
+        ) {
+            prop_assume!(unknown != "GKknown" && unknown != "GKoff");
+            let cfg = config();
+            let expires = unix_now() + ahead;
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let known = rt.block_on(answer(&cfg, "GKknown", expires, &sig));
+            prop_assert_eq!(known.0, 403);
+            prop_assert_eq!(&rt.block_on(answer(&cfg, &unknown, expires, &sig)), &known);
+            prop_assert_eq!(&rt.block_on(answer(&cfg, "GKoff", expires, &sig)), &known);
+        }
+    }
+
+    #[tokio::test]
+    async fn play_urls_longer_than_the_cap_are_refused() {
+        let cfg = config();
+        let too_far = unix_now() + cfg.auth.max_play_lifetime_secs + 60;
+        let sig =
+            presign::sign_play("known-secret-0123", "live", "cam1", "index.m3u8", too_far).unwrap();
+        assert_eq!(answer(&cfg, "GKknown", too_far, &sig).await.0, 403);
+        let sig = presign::sign_play("known-secret-0123", "live", "cam1", "index.m3u8", u64::MAX)
+            .unwrap();
+        assert_eq!(answer(&cfg, "GKknown", u64::MAX, &sig).await.0, 403);
+    }
 }

@@ -7,9 +7,14 @@
 //! the queue of record until the fragment is stored. Captures go to the tmpfs
 //! capture directory, or to the on-disk spool once the tmpfs is past its
 //! high-water mark.
+//!
+//! Symbolic links are never followed: a fragment or playlist is read only if
+//! it and its session directory are themselves a regular file and a
+//! directory, and the file is opened with `O_NOFOLLOW`. A link planted in the
+//! HLS directory (say to a private key) is refused, not uploaded.
 
-use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::io::{Read, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// Size and modification time: what tells two versions of one name apart.
@@ -19,15 +24,63 @@ pub struct Identity {
     pub mtime_ns: u64,
 }
 
+/// The identity of the regular file at `path`; an error for a symbolic
+/// link or anything else that is not a regular file.
 pub fn identity(path: &Path) -> std::io::Result<Identity> {
-    let m = std::fs::metadata(path)?;
+    let m = std::fs::symlink_metadata(path)?;
+    if !m.file_type().is_file() {
+        return Err(not_regular(path));
+    }
+    Ok(identity_of(&m))
+}
+
+fn identity_of(m: &std::fs::Metadata) -> Identity {
     let mtime_ns = (m.mtime() as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(m.mtime_nsec() as u64);
-    Ok(Identity {
+    Identity {
         size: m.size(),
         mtime_ns,
-    })
+    }
+}
+
+fn not_regular(path: &Path) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!(
+            "{} is not a regular file in a real directory (symbolic links are not followed)",
+            crate::logfmt::Esc(&path.to_string_lossy())
+        ),
+    )
+}
+
+/// Reads the regular file at `path` without following a symbolic link, in
+/// it or in its parent directory. Returns the bytes and the identity of the
+/// file they came from.
+pub fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
+    if let Some(dir) = path.parent()
+        && !std::fs::symlink_metadata(dir)?.file_type().is_dir()
+    {
+        return Err(not_regular(path));
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| {
+            if e.raw_os_error() == Some(libc::ELOOP) {
+                not_regular(path)
+            } else {
+                e
+            }
+        })?;
+    let m = file.metadata()?;
+    if !m.file_type().is_file() {
+        return Err(not_regular(path));
+    }
+    let mut bytes = Vec::with_capacity(m.size() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, identity_of(&m)))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +101,7 @@ pub fn copy_fragment(
     dir: &Path,
     key_ms: u64,
 ) -> Result<(PathBuf, Identity), CaptureError> {
-    let before = identity(src)?;
-    let bytes = std::fs::read(src)?;
+    let (bytes, before) = read_nofollow(src)?;
     let after = identity(src)?;
     if before != after || bytes.len() as u64 != after.size {
         return Err(CaptureError::Changed);
@@ -103,6 +155,31 @@ pub fn fs_usage(path: &Path) -> std::io::Result<f64> {
         return Ok(0.0);
     }
     Ok(1.0 - st.f_bavail as f64 / total)
+}
+
+#[cfg(test)]
+mod nofollow_tests {
+    use super::*;
+
+    #[test]
+    fn symlinks_are_never_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"private").unwrap();
+        let session = dir.path().join("session");
+        std::fs::create_dir(&session).unwrap();
+        let link = session.join("1732571234567.ts");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        assert!(identity(&link).is_err());
+        assert!(read_nofollow(&link).is_err());
+        assert!(copy_fragment(&link, &dir.path().join("cap"), 1).is_err());
+        // A session directory that is a link is refused too.
+        let linked_dir = dir.path().join("linked");
+        std::os::unix::fs::symlink(&session, &linked_dir).unwrap();
+        std::fs::write(session.join("1.ts"), b"x").unwrap();
+        assert!(read_nofollow(&linked_dir.join("1.ts")).is_err());
+        assert_eq!(read_nofollow(&session.join("1.ts")).unwrap().0, b"x");
+    }
 }
 
 /// Epoch milliseconds from a `system`-named fragment (`1732571234567.ts`).

@@ -404,7 +404,8 @@ impl Pipeline {
         let playlist = self.pipes.get(id).map(|p| dir.join(p.meta.playlist_file()));
         let listed: Vec<String> = playlist
             .as_ref()
-            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|p| capture::read_nofollow(p).ok())
+            .map(|(b, _)| b)
             .and_then(|b| crate::hls::parse_nginx(&b).ok())
             .map(|es| es.into_iter().map(|e| e.uri).collect())
             .unwrap_or_default();
@@ -437,8 +438,14 @@ impl Pipeline {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             return;
         };
-        let Ok(ident) = identity(path) else {
-            return;
+        let ident = match identity(path) {
+            Ok(i) => i,
+            Err(e) => {
+                if e.kind() == std::io::ErrorKind::InvalidInput {
+                    warn!(error = %e, "not captured");
+                }
+                return;
+            }
         };
         let high_water = self.cfg.spool.tmpfs_high_water;
         let use_spool = capture::fs_usage(&self.capture_dir)
@@ -524,7 +531,8 @@ impl Pipeline {
         };
         let dir = self.hls_dir.join(id);
         let path = dir.join(pipe.meta.playlist_file());
-        let entries = match std::fs::read(&path).map(|b| crate::hls::parse_nginx(&b)) {
+        let entries = match capture::read_nofollow(&path).map(|(b, _)| crate::hls::parse_nginx(&b))
+        {
             Ok(Ok(e)) => e,
             Ok(Err(e)) => {
                 warn!(path = %path.display(), error = %e, "unparsable nginx playlist");
@@ -761,11 +769,11 @@ impl Pipeline {
 
     /// Moves the stored prefix of the session into the channel window.
     fn advance(&mut self, id: &str) {
-        let window = self.cfg.live.window_segments;
-        let target = self.cfg.live.target_duration_secs;
         let Some(pipe) = self.pipes.get_mut(id) else {
             return;
         };
+        let shape = pipe.meta.shape_or(&self.cfg.live);
+        let (window, target) = (shape.window_segments, shape.target_duration_secs);
         let Some(ch) = self.channels.get_mut(&pipe.channel) else {
             return;
         };
@@ -906,18 +914,19 @@ impl Pipeline {
         if ch.uploading || ch.stored_version >= ch.version {
             return;
         }
-        // The session that writes: any session of this channel knows the key.
-        let Some(key_id) = self
-            .pipes
-            .values()
-            .find(|p| &p.channel == chid)
-            .map(|p| p.meta.key_id.clone())
-        else {
+        // The session that writes: any session of this channel knows the key
+        // and the playlist's target duration.
+        let Some((key_id, target)) = self.pipes.values().find(|p| &p.channel == chid).map(|p| {
+            (
+                p.meta.key_id.clone(),
+                p.meta.shape_or(&self.cfg.live).target_duration_secs,
+            )
+        }) else {
             return;
         };
         ch.uploading = true;
         let version = ch.version;
-        let body = ch.render(self.cfg.live.target_duration_secs);
+        let body = ch.render(target);
         let store = self.store.clone();
         let metrics = self.metrics.clone();
         let permits = self.permits.clone();
@@ -955,6 +964,13 @@ impl Pipeline {
     }
 
     fn on_playlist_stored(&mut self, chid: ChannelId, version: u64) {
+        let target = self
+            .pipes
+            .values()
+            .find(|p| p.channel == chid)
+            .map_or(self.cfg.live.target_duration_secs, |p| {
+                p.meta.shape_or(&self.cfg.live).target_duration_secs
+            });
         if let Some(ch) = self.channels.get_mut(&chid) {
             ch.uploading = false;
             ch.stored_version = ch.stored_version.max(version);
@@ -962,7 +978,7 @@ impl Pipeline {
                 warn!(error = %e, "cannot save channel state");
             }
             if ch.version == version {
-                let body = ch.render(self.cfg.live.target_duration_secs);
+                let body = ch.render(target);
                 self.live_cache
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -1256,5 +1272,14 @@ impl SessionMeta {
     /// session's own playlist name only names the object in S3.
     pub fn playlist_file(&self) -> &'static str {
         "index.m3u8"
+    }
+
+    /// This session's live window and target duration: its channel's, or
+    /// the `[live]` defaults.
+    pub fn shape_or(&self, live: &crate::config::LiveConfig) -> crate::session::LiveShape {
+        self.shape.unwrap_or(crate::session::LiveShape {
+            window_segments: live.window_segments,
+            target_duration_secs: live.target_duration_secs,
+        })
     }
 }

@@ -52,6 +52,11 @@ pub fn http_post_form(addr: SocketAddr, path: &str, body: &str) -> std::io::Resu
     })
 }
 
+/// `/hooks/SECRET/CALL`, as the harness's nginx.conf calls it.
+pub fn hook_path(call: &str) -> String {
+    format!("/hooks/{}/{call}", super::livebucket::HOOKS_SECRET)
+}
+
 fn enc(s: &str) -> String {
     utf8_percent_encode(s, NON_ALPHANUMERIC).to_string()
 }
@@ -97,7 +102,7 @@ impl FakePublisher {
             enc(channel),
             publisher.query
         );
-        let answer = http_post_form(hooks, "/hooks/on_publish", &body)
+        let answer = http_post_form(hooks, &hook_path("on_publish"), &body)
             .unwrap_or_else(|e| panic!("on_publish to livebucket failed: {e}"));
         let session = match (answer.status, answer.header("location")) {
             (302, Some(location)) => location.rsplit('/').next().unwrap_or_default().to_owned(),
@@ -128,7 +133,7 @@ impl FakePublisher {
             enc(&self.channel),
             self.query
         );
-        let answer = http_post_form(self.hooks, "/hooks/on_publish_done", &body)
+        let answer = http_post_form(self.hooks, &hook_path("on_publish_done"), &body)
             .unwrap_or_else(|e| panic!("on_publish_done to livebucket failed: {e}"));
         assert!(
             (200..300).contains(&answer.status),

@@ -67,6 +67,19 @@ pub fn push_with_args(dir: &TestDir, url: &str, seconds: u32, output_args: &[&st
     }
 }
 
+/// Pushes `media` (which should be `live`) to `url` as FLV, with
+/// `output_args` before the URL.
+pub fn push_media(dir: &TestDir, media: &TestMedia, url: &str, output_args: &[&str]) -> Push {
+    let log = dir.unique_file("ffmpeg", "log");
+    let mut cmd = media.command("warning");
+    cmd.args(["-b:a", "64k"])
+        .args(output_args)
+        .args(["-f", "flv", url]);
+    Push {
+        proc: Proc::spawn("ffmpeg", cmd, &log, Stop::Kill),
+    }
+}
+
 /// The ffmpeg command of a push: `seconds` of lavfi `video` (30 fps, a
 /// keyframe every 2 s) and a 440 Hz tone at 64 kbit/s, as FLV to `url` in
 /// real time, with `output_args` (e.g. bitrate options) before the URL.

@@ -52,12 +52,21 @@ pub async fn post(url: &str) -> Response {
 
 /// `METHOD url` with an empty body.
 pub async fn request(method: &str, url: &str) -> std::io::Result<Response> {
-    tokio::time::timeout(TIMEOUT, exchange(method, url))
+    request_with_headers(method, url, &[]).await
+}
+
+/// `METHOD url` with an empty body and these extra headers.
+pub async fn request_with_headers(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    tokio::time::timeout(TIMEOUT, exchange(method, url, headers))
         .await
         .map_err(|_| std::io::Error::other(format!("no answer within {TIMEOUT:?}")))?
 }
 
-async fn exchange(method: &str, url: &str) -> std::io::Result<Response> {
+async fn exchange(method: &str, url: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     let rest = url
         .strip_prefix("http://")
         .ok_or_else(|| std::io::Error::other("only http:// URLs are supported"))?;
@@ -67,9 +76,13 @@ async fn exchange(method: &str, url: &str) -> std::io::Result<Response> {
         None => (rest, "/".to_owned()),
     };
     let mut stream = TcpStream::connect(authority).await?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
         "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-         Content-Length: 0\r\nUser-Agent: livebucket-tests\r\n\r\n"
+         Content-Length: 0\r\nUser-Agent: livebucket-tests\r\n{extra}\r\n"
     );
     stream.write_all(head.as_bytes()).await?;
     let mut raw = Vec::new();

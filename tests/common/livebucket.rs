@@ -23,9 +23,15 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_livebucket");
 /// How long `serve` may take to answer `/healthz`.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
+/// The hooks secret every harness config and nginx.conf carry.
+pub const HOOKS_SECRET: &str = "harness-hooks-secret-0123456789abcdef";
+
 pub struct Livebucket {
     config_path: PathBuf,
+    /// The hooks listener (TCP; the harness does not use a Unix socket here).
     listen: SocketAddr,
+    public: SocketAddr,
+    operator: SocketAddr,
     log: PathBuf,
     /// Added to the harness's `RUST_LOG` filter.
     log_directives: &'static str,
@@ -38,10 +44,11 @@ pub struct Livebucket {
 /// How [`Livebucket::start_with`] runs `serve`.
 #[derive(Default)]
 pub struct Options {
-    /// A listening socket the test holds for livebucket, as systemd holds
-    /// `deploy/livebucket.socket`: every `serve`, restarts included, gets it
-    /// as fd 3 with `LISTEN_FDS=1` and `LISTEN_PID` set to its own PID, and
-    /// serves on it instead of binding `listen` (which must be its address).
+    /// A listening socket the test holds for livebucket's hooks listener,
+    /// as systemd holds `deploy/livebucket.socket`: every `serve`, restarts
+    /// included, gets it as fd 3 with `LISTEN_FDS=1` and `LISTEN_PID` set to
+    /// its own PID, and serves nginx's callbacks on it instead of binding
+    /// `listen.hooks` (which must be its address).
     /// While no process runs, connections wait in its backlog instead of
     /// being refused.
     pub socket: Option<TcpListener>,
@@ -53,7 +60,7 @@ pub struct Options {
 impl Livebucket {
     /// Writes `config` to `DIR/livebucket.toml`, runs
     /// `livebucket serve --config DIR/livebucket.toml` and waits for
-    /// `GET /healthz` to answer 200 on the config's `listen` address.
+    /// `GET /healthz` to answer 200 on the config's `listen.operator`.
     pub fn start(dir: &TestDir, config: &str) -> Livebucket {
         Self::start_with(dir, config, Options::default())
     }
@@ -62,17 +69,19 @@ impl Livebucket {
     pub fn start_with(dir: &TestDir, config: &str, options: Options) -> Livebucket {
         let config_path = dir.join("livebucket.toml");
         std::fs::write(&config_path, config).unwrap();
-        let listen = listen_of(config);
+        let [listen, public, operator] = listen_of(config);
         if let Some(socket) = &options.socket {
             let held = socket.local_addr().unwrap();
             assert_eq!(
                 held, listen,
-                "the config's `listen` must be the held socket's address"
+                "the config's `listen.hooks` must be the held socket's address"
             );
         }
         let mut lb = Livebucket {
             config_path,
             listen,
+            public,
+            operator,
             log: dir.join("livebucket.log"),
             log_directives: options.log,
             proc: None,
@@ -129,7 +138,7 @@ impl Livebucket {
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             proc.assert_running();
-            match http_get(self.listen, "/healthz") {
+            match http_get(self.operator, "/healthz") {
                 Ok((200, _)) => break,
                 Ok((status, body)) if Instant::now() >= deadline => {
                     panic!(
@@ -139,7 +148,7 @@ impl Livebucket {
                 Err(e) if Instant::now() >= deadline => {
                     panic!(
                         "livebucket's /healthz on {} did not answer within {START_TIMEOUT:?}: {e}",
-                        self.listen
+                        self.operator
                     )
                 }
                 _ => std::thread::sleep(Duration::from_millis(50)),
@@ -152,13 +161,24 @@ impl Livebucket {
         &self.config_path
     }
 
+    /// The hooks listener's address (nginx's callbacks).
     pub fn listen(&self) -> SocketAddr {
         self.listen
     }
 
-    /// `http://IP:PORT`, nginx's `HOOKS_URL`.
+    /// The public listener's address (`/play`, the VOD API).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public
+    }
+
+    /// The operator listener's address (`/metrics`, `/healthz`).
+    pub fn operator_addr(&self) -> SocketAddr {
+        self.operator
+    }
+
+    /// `http://IP:PORT` of the public listener.
     pub fn url(&self) -> String {
-        format!("http://{}", self.listen)
+        format!("http://{}", self.public)
     }
 
     /// Everything livebucket logged so far, across restarts.
@@ -211,9 +231,14 @@ impl Livebucket {
         self.spawn();
     }
 
-    /// `GET path` on livebucket's listen address: (status, body).
+    /// `GET path` on the listener that serves it (`/metrics` and
+    /// `/healthz` on the operator listener, the rest on the public one):
+    /// (status, body).
     pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
-        http_get(self.listen, path)
+        let operator = ["/metrics", "/healthz"]
+            .iter()
+            .any(|p| path.split('?').next() == Some(*p));
+        http_get(if operator { self.operator } else { self.public }, path)
     }
 
     /// The PID of the running `serve`.
@@ -236,7 +261,7 @@ impl Livebucket {
     pub fn metric(&self, series: &str) -> u64 {
         let (status, body) = self
             .get("/metrics")
-            .unwrap_or_else(|e| panic!("GET /metrics on {}: {e}", self.listen));
+            .unwrap_or_else(|e| panic!("GET /metrics on {}: {e}", self.operator));
         assert_eq!(status, 200, "GET /metrics: {body}");
         body.lines()
             .filter(|l| !l.starts_with('#'))
@@ -252,15 +277,26 @@ impl Livebucket {
     }
 }
 
-/// The `listen` address of a livebucket config (its default when absent).
-fn listen_of(config: &str) -> SocketAddr {
+/// The `[listen]` addresses of a livebucket config: hooks, public, operator
+/// (their defaults when absent).
+fn listen_of(config: &str) -> [SocketAddr; 3] {
     let value: toml::Table = toml::from_str(config)
         .unwrap_or_else(|e| panic!("the test's livebucket config is not TOML: {e}\n{config}"));
-    match value.get("listen") {
-        Some(toml::Value::String(s)) => s.parse().expect("listen is not IP:PORT"),
-        None => "127.0.0.1:8089".parse().unwrap(),
-        Some(other) => panic!("listen is not a string: {other}"),
-    }
+    let listen = value.get("listen").and_then(toml::Value::as_table);
+    let addr = |name: &str, default: &str| -> SocketAddr {
+        match listen.and_then(|t| t.get(name)) {
+            Some(toml::Value::String(s)) => s
+                .parse()
+                .unwrap_or_else(|_| panic!("listen.{name} is not IP:PORT: {s}")),
+            None => default.parse().unwrap(),
+            Some(other) => panic!("listen.{name} is not a string: {other}"),
+        }
+    };
+    [
+        addr("hooks", "127.0.0.1:8089"),
+        addr("public", "127.0.0.1:8080"),
+        addr("operator", "127.0.0.1:9090"),
+    ]
 }
 
 /// A minimal HTTP/1.0 GET (the harness needs no HTTP client crate):
@@ -284,9 +320,13 @@ pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> 
     Ok((status, body))
 }
 
-/// A livebucket config for the harness's processes. `extra` is appended
-/// before `[[keys]]` and must hold whole tables (`[live]`, `[upload]`, …).
+/// A livebucket config for the harness's processes: hooks on `listen`
+/// with [`HOOKS_SECRET`], allowed from 127.0.0.1 only (nginx's address; other
+/// loopback addresses such as 127.0.0.2 play outsiders). `extra` is appended
+/// before `[[keys]]` and must hold whole tables (`[live]`, `[upload]`, …,
+/// but not `[listen]` or `[hooks]`, which the harness writes).
 pub struct ConfigParams<'a> {
+    /// The hooks listener; the public and operator listeners get free ports.
     pub listen: SocketAddr,
     pub state_dir: &'a Path,
     pub hls_dir: &'a Path,
@@ -299,9 +339,13 @@ pub struct ConfigParams<'a> {
 
 pub fn config_toml(p: &ConfigParams<'_>) -> String {
     let mut out = format!(
-        "listen = {listen}\nstate_dir = {state}\n\n[nginx]\nhls_dir = {hls}\nrelay_url = {relay}\n\n\
+        "state_dir = {state}\n\n[listen]\nhooks = {listen}\npublic = {public}\noperator = {operator}\n\n\
+         [hooks]\nsecret = {secret}\nallow = [\"127.0.0.1/32\"]\n\n[nginx]\nhls_dir = {hls}\nrelay_url = {relay}\n\n\
          [s3]\nendpoint = {endpoint}\nregion = {region}\nforce_path_style = true\n\n{extra}\n",
         listen = toml_str(&p.listen.to_string()),
+        public = toml_str(&super::free_addr().to_string()),
+        operator = toml_str(&super::free_addr().to_string()),
+        secret = toml_str(HOOKS_SECRET),
         state = toml_str(p.state_dir.to_str().unwrap()),
         hls = toml_str(p.hls_dir.to_str().unwrap()),
         relay = toml_str(p.relay_url),

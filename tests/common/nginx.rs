@@ -53,6 +53,10 @@ impl Nginx {
             .env("PUBLIC_APP", PUBLIC_APP)
             .env("HLS_APP", HLS_APP)
             .env("HOOKS_URL", hooks_url.trim_end_matches('/'))
+            .env("HOOKS_SECRET", super::livebucket::HOOKS_SECRET)
+            // Tests read nginx's info lines ("notify: update failed"); the
+            // secrets they log are the harness's own.
+            .env("ERROR_LOG_LEVEL", "info")
             .env("HLS_DIR", hls_dir);
         for (name, value) in values {
             render.env(name, value);

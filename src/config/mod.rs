@@ -6,11 +6,16 @@
 //! OSS and RGW deployments do), so keys live here, not in S3's own config.
 
 use std::collections::HashSet;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+
+pub mod api;
+pub mod listen;
+
+pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
+pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
 
 /// What went wrong loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -38,9 +43,14 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
-    /// Address of livebucket's HTTP server (nginx callbacks, playback, API).
-    #[serde(default = "default_listen")]
-    pub listen: SocketAddr,
+    /// Where each HTTP surface listens: nginx's callbacks, the public
+    /// endpoints, the operator endpoints.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    #[serde(default)]
+    pub hooks: HooksConfig,
+    #[serde(default)]
+    pub limits: LimitsConfig,
     /// Directory on disk for livebucket's own state: session journals, spool.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -56,6 +66,10 @@ pub struct RawConfig {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub vod: VodConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub channels: ChannelsConfig,
     #[serde(default)]
     pub keys: Vec<AccessKey>,
 }
@@ -73,6 +87,14 @@ pub struct NginxConfig {
     /// application are refused.
     #[serde(default = "default_public_apps")]
     pub public_apps: Vec<String>,
+    /// Fragment lengths (seconds) with an internal application of their own,
+    /// named `<relay app>_<N>s` (`hls_5s`), as `scripts/render-nginx-conf`
+    /// writes them from `HLS_FRAGMENTS`. nginx-rtmp's `hls_fragment` is per
+    /// application, so a channel's `FragDuration` picks the longest of these
+    /// not above it (the shortest if all are); empty: every push goes to
+    /// `relay_url` and its application's `hls_fragment`.
+    #[serde(default = "default_fragment_durations")]
+    pub fragment_durations: Vec<u32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -115,6 +137,15 @@ pub struct AuthConfig {
     pub failure_window_secs: u64,
     #[serde(default = "default_ban")]
     pub ban_secs: u64,
+    /// Longest lifetime of a play or VOD URL: an `Expires` further than this
+    /// in the future is refused (SigV4's own limit is 7 days).
+    #[serde(default = "default_max_lifetime")]
+    pub max_play_lifetime_secs: u64,
+    /// Accept each push URL once: its signature is remembered until it
+    /// expires and a second publish with it is refused (`replayed`). Off by
+    /// default, as on OSS: an encoder that reconnects reuses its URL.
+    #[serde(default)]
+    pub one_time_push: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -179,16 +210,33 @@ pub struct VodConfig {
     /// Longest time range one VOD playlist may cover (OSS allows one day).
     #[serde(default = "default_max_range")]
     pub max_range_secs: u64,
+    /// Most fragments one VOD playlist may list; a larger range is refused
+    /// with 413 before any per-fragment work (a day of 2 s fragments is
+    /// 43,200).
+    #[serde(default = "default_max_fragments")]
+    pub max_fragments: usize,
+    /// VOD playlists built at once; further requests get 503 with
+    /// `Retry-After`.
+    #[serde(default = "default_max_builds")]
+    pub max_concurrent_builds: usize,
 }
 
 fn default_max_range() -> u64 {
     7 * 24 * 3600
+}
+fn default_max_fragments() -> usize {
+    50_000
+}
+fn default_max_builds() -> usize {
+    4
 }
 
 impl Default for VodConfig {
     fn default() -> Self {
         Self {
             max_range_secs: default_max_range(),
+            max_fragments: default_max_fragments(),
+            max_concurrent_builds: default_max_builds(),
         }
     }
 }
@@ -225,14 +273,14 @@ impl AccessKey {
     }
 }
 
-fn default_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8089))
-}
 fn default_state_dir() -> PathBuf {
     PathBuf::from("/var/lib/livebucket")
 }
 fn default_relay_url() -> String {
     "rtmp://127.0.0.1:1935/hls".into()
+}
+fn default_fragment_durations() -> Vec<u32> {
+    vec![1, 2, 3, 4, 5, 6, 8, 10]
 }
 fn default_public_apps() -> Vec<String> {
     vec!["live".into()]
@@ -296,6 +344,8 @@ impl Default for AuthConfig {
             max_failures: default_max_failures(),
             failure_window_secs: default_failure_window(),
             ban_secs: default_ban(),
+            max_play_lifetime_secs: default_max_lifetime(),
+            one_time_push: false,
         }
     }
 }
@@ -333,9 +383,20 @@ impl Default for LiveConfig {
 }
 
 /// A configuration that passed [`RawConfig::validate`].
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     pub raw: RawConfig,
+    /// `hooks.secret`, or the content of `hooks.secret_file`, checked.
+    hooks_secret: String,
+}
+
+impl std::fmt::Debug for Config {
+    // The raw config redacts its own secrets; the hooks secret is left out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("raw", &self.raw)
+            .finish_non_exhaustive()
+    }
 }
 
 impl std::ops::Deref for Config {
@@ -357,9 +418,14 @@ impl Config {
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_owned(),
-            message: e.to_string(),
+            message: parse_message(text, &e),
         })?;
         raw.validate()
+    }
+
+    /// The secret every nginx callback URL carries.
+    pub fn hooks_secret(&self) -> &str {
+        &self.hooks_secret
     }
 
     pub fn key(&self, id: &str) -> Option<&AccessKey> {
@@ -388,8 +454,78 @@ impl Config {
     }
 }
 
+/// A TOML error as "line L, column C: message" without the excerpt of the
+/// file that `toml`'s own text quotes, and with quoted values elided: the
+/// line may hold a secret, and the log is no place for it.
+fn parse_message(text: &str, e: &toml::de::Error) -> String {
+    let mut message = redact_quoted(e.message());
+    if message.contains("ListenConfig") {
+        message.push_str(
+            " (`listen` is a table now: [listen] hooks = \"127.0.0.1:8089\", public = …, operator = …)",
+        );
+    }
+    match e.span() {
+        Some(span) => {
+            let before = &text.as_bytes()[..span.start.min(text.len())];
+            let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+            let column = before.iter().rev().take_while(|&&b| b != b'\n').count() + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// `message` with every "…" string and every `…` literal that is not a
+/// plain field name replaced by an ellipsis.
+fn redact_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(i) = rest.find(['"', '`']) {
+        let quote = rest.as_bytes()[i] as char;
+        out.push_str(&rest[..=i]);
+        let after = &rest[i + 1..];
+        let Some(end) = after.find(quote) else {
+            out.push('…');
+            return out;
+        };
+        let inner = &after[..end];
+        let field_name = quote == '`'
+            && inner.starts_with(|c: char| c.is_ascii_lowercase())
+            && inner
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        out.push_str(if field_name { inner } else { "…" });
+        out.push(quote);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    out
+}
+
+impl S3Config {
+    /// The endpoint written into URLs for viewers: `public_endpoint` when
+    /// set, else `endpoint`.
+    pub fn viewer_endpoint(&self) -> &str {
+        self.public_endpoint.as_deref().unwrap_or(&self.endpoint)
+    }
+}
+
 impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
+        listen::validate(&self.listen, &self.limits)?;
+        api::validate(&self.api)?;
+        if self
+            .nginx
+            .fragment_durations
+            .iter()
+            .any(|&d| !(1..=100).contains(&d))
+        {
+            return Err(invalid(
+                "nginx.fragment_durations",
+                "must be seconds from 1 to 100 (OSS's FragDuration range)",
+            ));
+        }
+        let hooks_secret = listen::hooks_secret(&self.hooks)?;
         if !self.nginx.hls_dir.is_absolute() {
             return Err(invalid(
                 "nginx.hls_dir",
@@ -442,6 +578,15 @@ impl RawConfig {
         if self.auth.max_lifetime_secs == 0 {
             return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));
         }
+        if self.auth.max_play_lifetime_secs == 0 {
+            return Err(invalid("auth.max_play_lifetime_secs", "must be at least 1"));
+        }
+        if self.vod.max_fragments == 0 {
+            return Err(invalid("vod.max_fragments", "must be at least 1"));
+        }
+        if self.vod.max_concurrent_builds == 0 {
+            return Err(invalid("vod.max_concurrent_builds", "must be at least 1"));
+        }
         if let Some(domain) = &self.auth.oss_live_domain
             && (domain.is_empty() || domain.starts_with('.') || domain.contains('/'))
         {
@@ -480,6 +625,12 @@ impl RawConfig {
             if key.secret.len() < 8 {
                 return Err(invalid(field("secret"), "must be at least 8 characters"));
             }
+            if listen::is_placeholder(&key.secret) {
+                return Err(invalid(
+                    field("secret"),
+                    "is still the example's placeholder: set the secret of this key on your S3 server",
+                ));
+            }
             if key.buckets.is_empty() {
                 return Err(invalid(
                     field("buckets"),
@@ -487,7 +638,25 @@ impl RawConfig {
                 ));
             }
         }
-        Ok(Config { raw: self })
+        Ok(Config {
+            raw: self,
+            hooks_secret,
+        })
+    }
+}
+
+/// A valid config for unit tests elsewhere: the required fields, then
+/// `extra` (whole tables, keys).
+#[cfg(test)]
+pub fn for_tests(extra: &str) -> Config {
+    let text = format!(
+        "[hooks]\nsecret = \"hooks-secret-for-the-unit-tests-0001\"\n\
+         [nginx]\nhls_dir = \"/dev/shm/livebucket/hls\"\n\
+         [s3]\nendpoint = \"http://127.0.0.1:3900\"\n{extra}"
+    );
+    match Config::parse(&text, Path::new("test.toml")) {
+        Ok(c) => c,
+        Err(e) => panic!("test config: {e}\n{text}"),
     }
 }
 
@@ -496,6 +665,8 @@ mod tests {
     use super::*;
 
     const MINIMAL: &str = r#"
+        [hooks]
+        secret = "hooks-secret-for-the-unit-tests-0001"
         [nginx]
         hls_dir = "/dev/shm/livebucket/hls"
         [s3]
@@ -513,7 +684,8 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.listen.hooks, "127.0.0.1:8089".parse().unwrap());
+        assert_eq!(c.hooks_secret(), "hooks-secret-for-the-unit-tests-0001");
         assert_eq!(c.s3.region, "garage");
         assert!(c.s3.force_path_style);
         assert_eq!(c.nginx.public_apps, vec!["live".to_string()]);
@@ -552,13 +724,66 @@ mod tests {
     fn debug_never_prints_secret() {
         let c = parse(MINIMAL).unwrap();
         assert!(!format!("{c:?}").contains("0123456789abcdef"));
+        assert!(!format!("{c:?}").contains("hooks-secret-for"));
     }
 
     #[test]
-    fn deploy_example_parses() {
-        // The example users copy must stay in step with the schema.
-        let c = parse(include_str!("../deploy/livebucket.toml.example")).unwrap();
+    fn deploy_example_refuses_its_placeholders_then_parses() {
+        // The example users copy must stay in step with the schema, and must
+        // not start with secrets everyone knows.
+        let example = include_str!("../../deploy/livebucket.toml.example");
+        let err = parse(example).unwrap_err().to_string();
+        assert!(err.contains("hooks.secret"), "{err}");
+        let dir = tempfile::tempdir().unwrap();
+        let secret_file = dir.path().join("hooks.secret");
+        std::fs::write(&secret_file, "0123456789abcdef0123456789abcdef\n").unwrap();
+        let edited = example.replace(
+            "/etc/livebucket/hooks.secret",
+            secret_file.to_str().unwrap(),
+        );
+        let err = parse(&edited).unwrap_err().to_string();
+        assert!(err.contains("keys[0].secret"), "{err}");
+        let c = parse(&edited.replace(
+            "replace-with-the-64-hex-secret-of-this-key",
+            "a-real-secret-of-this-key",
+        ))
+        .unwrap();
         assert_eq!(c.nginx.hls_dir, Path::new("/dev/shm/livebucket/hls"));
+        assert_eq!(c.hooks_secret(), "0123456789abcdef0123456789abcdef");
+    }
+
+    #[test]
+    fn parse_errors_never_quote_the_file() {
+        let secret = "s3cr3t-Value-that-must-not-leak";
+        for text in [
+            format!("{MINIMAL}\n[[keys]]\nid = \"GK9\"\nsecret = \"{secret}\nbuckets = [\"*\"]\n"),
+            format!("{MINIMAL}\n[[keys]]\nid = \"GK9\"\nsecret = {secret}\nbuckets = [\"*\"]\n"),
+            format!(
+                "{MINIMAL}\n[[keys]]\nid = \"GK9\"\nsecret = [\"{secret}\"]\nbuckets = [\"*\"]\n"
+            ),
+            format!(
+                "{MINIMAL}\n[[keys]]\nid = \"GK9\"\nsecret = 918273645546372819\nbuckets = [\"*\"]\n"
+            ),
+            format!(
+                "{MINIMAL}\n[[keys]]\nid = \"GK9\"\nbuckets = [\"*\"]\nsecret = \"{secret}\"\nbuckets = [\"*\"]\n"
+            ),
+        ] {
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(
+                !err.contains(secret) && !err.contains("918273645546372819"),
+                "{err}"
+            );
+            assert!(err.contains("line "), "no line number: {err}");
+        }
+        // Field names still help.
+        let err = parse(&format!("{MINIMAL}\n[upload]\nconcurency = 3\n")).unwrap_err();
+        assert!(err.to_string().contains("concurency"), "{err}");
+    }
+
+    #[test]
+    fn legacy_listen_string_says_what_changed() {
+        let err = parse(&format!("listen = \"127.0.0.1:8089\"\n{MINIMAL}")).unwrap_err();
+        assert!(err.to_string().contains("[listen]"), "{err}");
     }
 
     #[test]

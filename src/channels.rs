@@ -1,0 +1,354 @@
+//! Channels, as the OSS LiveChannel API manages them: records in the bucket
+//! under `.livebucket/channels/` ([`crate::oss::channel`] owns their format
+//! and keys), read and written here, and what a channel's record means for a
+//! push ([`plan_push`]).
+//!
+//! The records live in the bucket so they survive the node and any node that
+//! serves the bucket sees them. This node is the writer of record (Garage
+//! ignores conditional PUTs, so two writers could not be made safe here; a
+//! coordinator comes with clustering), so a write-through cache answers
+//! `on_publish` and `on_update` without a round trip to S3 after the first
+//! read of a channel.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::auth::push::Reject;
+use crate::config::{Config, UnknownChannels};
+use crate::oss::channel::{
+    self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
+};
+use crate::session::LiveShape;
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored record of {channel} is unreadable: {message}")]
+    Corrupt { channel: String, message: String },
+}
+
+type CacheKey = (String, String);
+
+/// Channel records in their buckets, with a write-through cache.
+pub struct ChannelStore {
+    store: Store,
+    cache: Mutex<HashMap<CacheKey, Option<ChannelRecord>>>,
+}
+
+impl ChannelStore {
+    pub fn new(store: Store) -> ChannelStore {
+        ChannelStore {
+            store,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn cached(&self, bucket: &str, channel: &str) -> Option<Option<ChannelRecord>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(bucket.to_owned(), channel.to_owned()))
+            .cloned()
+    }
+
+    fn remember(&self, bucket: &str, channel: &str, record: Option<ChannelRecord>) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert((bucket.to_owned(), channel.to_owned()), record);
+    }
+
+    /// The channel's record; `None` if it was never created (or deleted).
+    pub async fn get(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<Option<ChannelRecord>, ChannelError> {
+        if let Some(hit) = self.cached(bucket, channel) {
+            return Ok(hit);
+        }
+        let record =
+            match self
+                .store
+                .get(key_id, bucket, &model::channel_key(channel))
+                .await
+            {
+                Ok(bytes) => Some(model::decode_channel(channel, &bytes).map_err(|e| {
+                    ChannelError::Corrupt {
+                        channel: channel.to_owned(),
+                        message: e.to_string(),
+                    }
+                })?),
+                Err(StoreError::NotFound { .. }) => None,
+                Err(e) => return Err(e.into()),
+            };
+        self.remember(bucket, channel, record.clone());
+        Ok(record)
+    }
+
+    /// Stores (creates or overwrites) a channel's record.
+    pub async fn put(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        record: ChannelRecord,
+    ) -> Result<(), ChannelError> {
+        let body = model::encode_channel(&record).map_err(|e| ChannelError::Corrupt {
+            channel: record.name.clone(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put_json(key_id, bucket, &model::channel_key(&record.name), body)
+            .await?;
+        self.remember(bucket, &record.name.clone(), Some(record));
+        Ok(())
+    }
+
+    /// Forgets a channel: its record and its history. Its media stays.
+    pub async fn delete(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<(), ChannelError> {
+        self.store
+            .delete(key_id, bucket, &model::channel_key(channel))
+            .await?;
+        self.store
+            .delete(key_id, bucket, &model::history_key(channel))
+            .await?;
+        self.remember(bucket, channel, None);
+        Ok(())
+    }
+
+    /// One ListLiveChannel page: records of channels whose names start with
+    /// `prefix`, after `marker`, at most `max_keys`, and the next marker.
+    pub async fn list(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        prefix: &str,
+        marker: &str,
+        max_keys: u16,
+    ) -> Result<(Vec<ChannelRecord>, Option<String>), ChannelError> {
+        let start_after = model::list_start_after(marker);
+        let want = usize::from(max_keys) + 1;
+        let seen = std::sync::atomic::AtomicUsize::new(0);
+        let keys = self
+            .store
+            .list(
+                key_id,
+                bucket,
+                &model::list_prefix(prefix),
+                start_after.as_deref(),
+                |k| {
+                    // Stop once one more channel than a page is listed.
+                    model::channel_from_key(k).is_some()
+                        && seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) >= want
+                },
+            )
+            .await?;
+        let names: Vec<String> = keys
+            .iter()
+            .filter_map(|k| model::channel_from_key(k))
+            .map(str::to_owned)
+            .collect();
+        let (page, next) = model::paginate(names, max_keys);
+        let mut records = Vec::with_capacity(page.len());
+        for name in page {
+            if let Some(r) = self.get(key_id, bucket, &name).await? {
+                records.push(r);
+            }
+        }
+        Ok((records, next))
+    }
+
+    /// The last pushes of a channel, oldest first.
+    pub async fn history(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<Vec<LiveRecord>, ChannelError> {
+        match self
+            .store
+            .get(key_id, bucket, &model::history_key(channel))
+            .await
+        {
+            Ok(bytes) => model::decode_history(&bytes).map_err(|e| ChannelError::Corrupt {
+                channel: channel.to_owned(),
+                message: e.to_string(),
+            }),
+            Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Adds a finished push to the channel's history (the last
+    /// [`model::HISTORY_LEN`] are kept).
+    pub async fn record_push(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+        push: LiveRecord,
+    ) -> Result<(), ChannelError> {
+        let mut records = self.history(key_id, bucket, channel).await?;
+        model::record_push(&mut records, push);
+        let body = model::encode_history(&records).map_err(|e| ChannelError::Corrupt {
+            channel: channel.to_owned(),
+            message: e.to_string(),
+        })?;
+        self.store
+            .put_json(key_id, bucket, &model::history_key(channel), body)
+            .await?;
+        Ok(())
+    }
+}
+
+/// What a push to a channel gets, decided from its record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushPlan {
+    /// The live playlist's object name, unless the push URL names one.
+    pub playlist: String,
+    /// The live window and target duration; `None`: `[live]`'s.
+    pub shape: Option<LiveShape>,
+    /// Where nginx relays the approved stream (`…/<session id>` is appended).
+    pub relay_url: String,
+}
+
+/// The decision for a push to a channel whose record is `record`: refused
+/// while disabled, refused when unknown under `channels.unknown = "refuse"`,
+/// otherwise the channel's playlist name, window (`FragCount`, at least 3;
+/// the live window also keeps three target durations, RFC 8216 §6.2.2),
+/// target duration (`FragDuration` + 1 s: nginx cuts at the first keyframe
+/// after the fragment length, so a keyframe interval of at most a second
+/// keeps fragments within it) and the internal application whose
+/// `hls_fragment` is closest to `FragDuration`.
+pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Reject> {
+    let default = PushPlan {
+        playlist: crate::auth::push::DEFAULT_PLAYLIST.to_owned(),
+        shape: None,
+        relay_url: cfg.nginx.relay_url.trim_end_matches('/').to_owned(),
+    };
+    let Some(record) = record else {
+        return match cfg.channels.unknown {
+            UnknownChannels::Create => Ok(default),
+            UnknownChannels::Refuse => Err(Reject::NoSuchChannel),
+        };
+    };
+    let c: &LiveChannelConfig = &record.config;
+    if c.status == ChannelStatus::Disabled {
+        return Err(Reject::ChannelDisabled);
+    }
+    let frag = c.target.frag_duration;
+    Ok(PushPlan {
+        playlist: c.target.playlist_name.clone(),
+        shape: Some(LiveShape {
+            window_segments: (c.target.frag_count as usize).max(3),
+            target_duration_secs: u64::from(frag) + 1,
+        }),
+        relay_url: relay_for(&default.relay_url, &cfg.nginx.fragment_durations, frag),
+    })
+}
+
+/// The internal application for a fragment length: `<relay app>_<N>s` for
+/// the longest configured N not above `frag` (the shortest if all are), or
+/// the default relay when none is configured.
+pub fn relay_for(relay_url: &str, durations: &[u32], frag: u32) -> String {
+    let best = durations
+        .iter()
+        .copied()
+        .filter(|&d| d <= frag)
+        .max()
+        .or_else(|| durations.iter().copied().min());
+    match best {
+        Some(n) => format!("{relay_url}_{n}s"),
+        None => relay_url.to_owned(),
+    }
+}
+
+/// Whether a live push may go on: its channel was not disabled since.
+pub fn still_allowed(record: Option<&ChannelRecord>) -> Result<(), Reject> {
+    match record {
+        Some(r) if r.config.status == ChannelStatus::Disabled => Err(Reject::ChannelDisabled),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oss::channel::HlsTarget;
+
+    fn cfg(extra: &str) -> Config {
+        crate::config::for_tests(extra)
+    }
+
+    fn record(status: ChannelStatus, frag_duration: u32, frag_count: u32) -> ChannelRecord {
+        ChannelRecord {
+            name: "cam".into(),
+            config: LiveChannelConfig {
+                status,
+                target: HlsTarget {
+                    frag_duration,
+                    frag_count,
+                    playlist_name: "live.m3u8".into(),
+                },
+                ..LiveChannelConfig::default()
+            },
+            last_modified: 0,
+        }
+    }
+
+    #[test]
+    fn unknown_channels_follow_the_policy() {
+        let plan = plan_push(None, &cfg("")).unwrap();
+        assert_eq!(plan.playlist, "index.m3u8");
+        assert_eq!(plan.shape, None);
+        assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls");
+        assert_eq!(
+            plan_push(None, &cfg("[channels]\nunknown = \"refuse\"")),
+            Err(Reject::NoSuchChannel)
+        );
+    }
+
+    #[test]
+    fn a_channel_shapes_its_push() {
+        let plan = plan_push(Some(&record(ChannelStatus::Enabled, 5, 4)), &cfg("")).unwrap();
+        assert_eq!(plan.playlist, "live.m3u8");
+        assert_eq!(
+            plan.shape,
+            Some(LiveShape {
+                window_segments: 4,
+                target_duration_secs: 6
+            })
+        );
+        assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_5s");
+        // Short windows keep three segments.
+        let plan = plan_push(Some(&record(ChannelStatus::Enabled, 1, 1)), &cfg("")).unwrap();
+        assert_eq!(
+            plan.shape,
+            Some(LiveShape {
+                window_segments: 3,
+                target_duration_secs: 2
+            })
+        );
+        assert_eq!(
+            plan_push(Some(&record(ChannelStatus::Disabled, 5, 3)), &cfg("")),
+            Err(Reject::ChannelDisabled)
+        );
+    }
+
+    #[test]
+    fn relay_picks_the_closest_application() {
+        let d = [1, 2, 3, 4, 5, 6, 8, 10];
+        assert_eq!(relay_for("r/hls", &d, 7), "r/hls_6s");
+        assert_eq!(relay_for("r/hls", &d, 100), "r/hls_10s");
+        assert_eq!(relay_for("r/hls", &[5, 10], 1), "r/hls_5s");
+        assert_eq!(relay_for("r/hls", &[], 5), "r/hls");
+    }
+}

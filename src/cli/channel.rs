@@ -1,0 +1,370 @@
+//! `livebucket channel create|ls|get|status|stat|history|rm`: the OSS
+//! LiveChannel API of a running livebucket, called as Alibaba's SDKs call it
+//! (path-style requests signed with OSS signature V1), so the CLI exercises
+//! exactly what SDK users get.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use quick_xml::events::Event;
+
+use super::args::{KeyArgs, signing_key};
+use livebucket::config::{Config, ListenAddr};
+use livebucket::oss::channel::{HlsTarget, LiveChannelConfig};
+use livebucket::oss::{sign, xml};
+
+#[derive(Subcommand)]
+pub(super) enum Channel {
+    /// Create (or overwrite) a channel: PutLiveChannel.
+    Create {
+        #[command(flatten)]
+        at: Target,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// Create it disabled (pushes refused).
+        #[arg(long)]
+        disabled: bool,
+        /// Seconds per fragment (1–100).
+        #[arg(long, default_value_t = 5)]
+        frag_duration: u32,
+        /// Fragments in the live playlist (1–100; livebucket keeps at least 3).
+        #[arg(long, default_value_t = 3)]
+        frag_count: u32,
+        /// The live playlist's object name.
+        #[arg(long, default_value = "playlist.m3u8")]
+        playlist_name: String,
+    },
+    /// List channels: ListLiveChannel.
+    Ls {
+        #[command(flatten)]
+        api: Api,
+        #[arg(long)]
+        bucket: String,
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long, default_value = "")]
+        marker: String,
+        #[arg(long, default_value_t = 100)]
+        max_keys: u16,
+    },
+    /// A channel's configuration: GetLiveChannelInfo.
+    Get {
+        #[command(flatten)]
+        at: Target,
+    },
+    /// Enable or disable a channel: PutLiveChannelStatus. Disabling drops a
+    /// live publisher at nginx's next on_update.
+    Status {
+        #[command(flatten)]
+        at: Target,
+        /// enabled or disabled
+        status: String,
+    },
+    /// Who is live, with what: GetLiveChannelStat.
+    Stat {
+        #[command(flatten)]
+        at: Target,
+    },
+    /// The last pushes: GetLiveChannelHistory.
+    History {
+        #[command(flatten)]
+        at: Target,
+    },
+    /// Delete a channel (its media stays): DeleteLiveChannel.
+    Rm {
+        #[command(flatten)]
+        at: Target,
+    },
+}
+
+#[derive(Args)]
+pub(super) struct Api {
+    #[command(flatten)]
+    key: KeyArgs,
+    /// livebucket's public URL (default: `listen.public` of --config).
+    #[arg(long)]
+    api_url: Option<String>,
+}
+
+#[derive(Args)]
+pub(super) struct Target {
+    #[command(flatten)]
+    api: Api,
+    #[arg(long)]
+    bucket: String,
+    #[arg(long)]
+    channel: String,
+}
+
+/// Path segments: unreserved characters stay, the rest is encoded (oss2
+/// quotes keys with `safe=''`).
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
+    match cmd {
+        Channel::Create {
+            at,
+            description,
+            disabled,
+            frag_duration,
+            frag_count,
+            playlist_name,
+        } => {
+            let config = LiveChannelConfig {
+                description,
+                status: if disabled {
+                    livebucket::oss::channel::ChannelStatus::Disabled
+                } else {
+                    livebucket::oss::channel::ChannelStatus::Enabled
+                },
+                target: HlsTarget {
+                    frag_duration,
+                    frag_count,
+                    playlist_name,
+                },
+                snapshot: None,
+            };
+            config
+                .validate()
+                .map_err(|e| anyhow::anyhow!("{}", e.parts().message))?;
+            let body = xml::render_info(&config);
+            let out = call(
+                &at.api,
+                &at.bucket,
+                &at.channel,
+                &[("live", "")],
+                "PUT",
+                body,
+            )
+            .await?;
+            print_xml(&out);
+        }
+        Channel::Ls {
+            api,
+            bucket,
+            prefix,
+            marker,
+            max_keys,
+        } => {
+            let max = max_keys.to_string();
+            let query = [
+                ("live", ""),
+                ("prefix", prefix.as_str()),
+                ("marker", marker.as_str()),
+                ("max-keys", max.as_str()),
+            ];
+            print_xml(&call(&api, &bucket, "", &query, "GET", String::new()).await?);
+        }
+        Channel::Get { at } => print_xml(&get(&at, &[("live", "")]).await?),
+        Channel::Status { at, status } => {
+            if !matches!(status.as_str(), "enabled" | "disabled") {
+                bail!("status must be enabled or disabled");
+            }
+            let q = [("live", ""), ("status", status.as_str())];
+            call(&at.api, &at.bucket, &at.channel, &q, "PUT", String::new()).await?;
+            println!("{}/{}: {status}", at.bucket, at.channel);
+        }
+        Channel::Stat { at } => print_xml(&get(&at, &[("live", ""), ("comp", "stat")]).await?),
+        Channel::History { at } => {
+            print_xml(&get(&at, &[("live", ""), ("comp", "history")]).await?)
+        }
+        Channel::Rm { at } => {
+            call(
+                &at.api,
+                &at.bucket,
+                &at.channel,
+                &[("live", "")],
+                "DELETE",
+                String::new(),
+            )
+            .await?;
+            println!("deleted {}/{} (its media stays)", at.bucket, at.channel);
+        }
+    }
+    Ok(())
+}
+
+async fn get(at: &Target, query: &[(&str, &str)]) -> anyhow::Result<String> {
+    call(
+        &at.api,
+        &at.bucket,
+        &at.channel,
+        query,
+        "GET",
+        String::new(),
+    )
+    .await
+}
+
+/// One signed request; the body of a 2xx answer, else the OSS error as the
+/// error.
+async fn call(
+    api: &Api,
+    bucket: &str,
+    object: &str,
+    query: &[(&str, &str)],
+    method: &str,
+    body: String,
+) -> anyhow::Result<String> {
+    let (key, config) = signing_key(&api.key, bucket)?;
+    let base = api_url(api.api_url.as_deref(), config.as_ref())?;
+    let (host, port) = host_port(&base)?;
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let content_type = if body.is_empty() {
+        ""
+    } else {
+        "application/xml"
+    };
+    let headers: Vec<(&str, &[u8])> = vec![
+        ("date", date.as_bytes()),
+        ("content-type", content_type.as_bytes()),
+    ];
+    let query_owned: Vec<(String, String)> = query
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let view = sign::RequestView {
+        method,
+        bucket,
+        object,
+        query: &query_owned,
+        headers: &headers,
+    };
+    let authorization = sign::authorization_header(&key.id, &key.secret, &view)
+        .map_err(|e| anyhow::anyhow!("cannot sign the request: {e}"))?;
+    let mut path = format!("/{}/{}", bucket, utf8_percent_encode(object, SEGMENT));
+    let q: Vec<String> = query
+        .iter()
+        .map(|(k, v)| {
+            if v.is_empty() {
+                (*k).to_owned()
+            } else {
+                format!("{k}={}", utf8_percent_encode(v, SEGMENT))
+            }
+        })
+        .collect();
+    path = format!("{path}?{}", q.join("&"));
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(&path)
+        .header("host", format!("{host}:{port}"))
+        .header("date", &date)
+        .header("authorization", authorization);
+    if !content_type.is_empty() {
+        req = req.header("content-type", content_type);
+    }
+    let req = req.body(Full::new(Bytes::from(body)))?;
+    let stream = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect((host.as_str(), port)),
+    )
+    .await
+    .with_context(|| format!("{base}: no connection within 10 s"))?
+    .with_context(|| format!("cannot connect to {base}"))?;
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+        .await
+        .context("no answer within 60 s")??;
+    let status = resp.status();
+    let text = String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
+    if !status.is_success() {
+        let code = leaf(&text, "Code").unwrap_or_else(|| status.to_string());
+        let message = leaf(&text, "Message").unwrap_or_default();
+        bail!("{method} {path}: {code}: {message}");
+    }
+    Ok(text)
+}
+
+/// `http://host:port` of the API: the flag, or the config's public listener.
+fn api_url(flag: Option<&str>, config: Option<&Config>) -> anyhow::Result<String> {
+    if let Some(u) = flag {
+        return Ok(u.trim_end_matches('/').to_owned());
+    }
+    match config.map(|c| &c.listen.public) {
+        Some(ListenAddr::Tcp(a)) => Ok(format!("http://{a}")),
+        _ => bail!("give --api-url (livebucket's public URL, e.g. http://127.0.0.1:8080)"),
+    }
+}
+
+fn host_port(base: &str) -> anyhow::Result<(String, u16)> {
+    let rest = base
+        .strip_prefix("http://")
+        .context("--api-url must be http://HOST:PORT (put TLS in front of livebucket)")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once(':') {
+        Some((h, p)) => Ok((
+            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
+            p.parse().context("bad port in --api-url")?,
+        )),
+        None => Ok((authority.to_owned(), 80)),
+    }
+}
+
+/// The text of the first `<name>` element.
+fn leaf(text: &str, name: &str) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_str(text);
+    let mut inside = false;
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) => inside = e.name().as_ref() == name.as_bytes(),
+            Event::Text(t) if inside => return t.decode().ok().map(|s| s.into_owned()),
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+/// An XML answer as an indented outline: elements with text as
+/// `Name: text`, others as headings.
+fn print_xml(text: &str) {
+    let mut reader = quick_xml::Reader::from_str(text);
+    reader.config_mut().trim_text(true);
+    let mut depth = 0usize;
+    let mut pending: Option<String> = None;
+    let indent = |d: usize| "  ".repeat(d.saturating_sub(1));
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(e)) => {
+                if let Some(open) = pending.take() {
+                    println!("{}{open}", indent(depth));
+                }
+                depth += 1;
+                pending = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+            }
+            Ok(Event::Text(t)) => {
+                if let Some(open) = pending.take() {
+                    let value = t.decode().map(|s| s.into_owned()).unwrap_or_default();
+                    println!("{}{open}: {value}", indent(depth));
+                }
+            }
+            Ok(Event::Empty(e)) => {
+                if let Some(open) = pending.take() {
+                    println!("{}{open}", indent(depth));
+                }
+                println!(
+                    "{}{}:",
+                    indent(depth + 1),
+                    String::from_utf8_lossy(e.name().as_ref())
+                );
+            }
+            Ok(Event::End(_)) => {
+                if let Some(open) = pending.take() {
+                    println!("{}{open}:", indent(depth));
+                }
+                depth = depth.saturating_sub(1);
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            _ => {}
+        }
+    }
+}

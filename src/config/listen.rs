@@ -1,0 +1,337 @@
+//! The network surfaces of the configuration: where each listener binds,
+//! how nginx's callbacks are authenticated, and what a connection may cost.
+//!
+//! Three listeners, never sharing a socket (README "Security"):
+//! - `hooks`: nginx-rtmp's callbacks only. A Unix socket (the systemd
+//!   deployment) or TCP restricted to `hooks.allow`; every callback URL
+//!   carries the per-install `hooks.secret`, so a process that can reach
+//!   the socket still cannot forge a callback without reading nginx.conf.
+//! - `public`: viewers and API clients (`/play`, the VOD API).
+//! - `operator`: `/metrics` and `/healthz`.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::Deserialize;
+
+use super::{ConfigError, invalid};
+
+/// Where a listener binds: `IP:PORT` or `unix:/absolute/path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            let path = Path::new(path);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{s:?}: a Unix socket needs an absolute path, e.g. unix:/run/livebucket/hooks.sock"
+                ));
+            }
+            return Ok(ListenAddr::Unix(path.to_owned()));
+        }
+        s.parse()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{s:?}: use IP:PORT (e.g. 127.0.0.1:8089) or unix:/absolute/path"))
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// `[listen]`: one address per surface.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// nginx-rtmp's callbacks (`HOOKS_URL` in nginx.conf).
+    #[serde(default = "default_hooks")]
+    pub hooks: ListenAddr,
+    /// Viewers and API clients: `/play`, the VOD API.
+    #[serde(default = "default_public")]
+    pub public: ListenAddr,
+    /// Operators: `/metrics`, `/healthz`.
+    #[serde(default = "default_operator")]
+    pub operator: ListenAddr,
+}
+
+fn default_hooks() -> ListenAddr {
+    ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8089)))
+}
+fn default_public() -> ListenAddr {
+    ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))
+}
+fn default_operator() -> ListenAddr {
+    ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            hooks: default_hooks(),
+            public: default_public(),
+            operator: default_operator(),
+        }
+    }
+}
+
+/// `[hooks]`: how nginx's callbacks prove they come from nginx.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// The per-install secret in every callback URL
+    /// (`…/hooks/SECRET/on_publish`), written into nginx.conf by
+    /// `scripts/render-nginx-conf`. Prefer `secret_file`.
+    #[serde(default)]
+    pub secret: Option<String>,
+    /// A file holding the secret (one line), readable by livebucket only.
+    #[serde(default)]
+    pub secret_file: Option<PathBuf>,
+    /// TCP peers allowed on the hooks listener (ignored for a Unix socket).
+    #[serde(default = "default_allow")]
+    pub allow: Vec<IpNet>,
+}
+
+impl fmt::Debug for HooksConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HooksConfig")
+            .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
+            .field("secret_file", &self.secret_file)
+            .field("allow", &self.allow)
+            .finish()
+    }
+}
+
+fn default_allow() -> Vec<IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
+}
+
+impl Default for HooksConfig {
+    fn default() -> Self {
+        Self {
+            secret: None,
+            secret_file: None,
+            allow: default_allow(),
+        }
+    }
+}
+
+impl HooksConfig {
+    /// Whether a TCP peer may call the hooks listener.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        self.allow.iter().any(|net| net.contains(&ip))
+    }
+}
+
+/// The shortest accepted hooks secret: 128 bits as hex.
+const MIN_SECRET_LEN: usize = 32;
+
+/// The callback secret, read from `secret` or `secret_file` and checked: it
+/// goes into a URL path and an nginx directive, so only `[A-Za-z0-9_-]`.
+/// Errors never quote it.
+pub fn hooks_secret(h: &HooksConfig) -> Result<String, ConfigError> {
+    let generate = "generate one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`";
+    let secret = match (&h.secret, &h.secret_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "hooks.secret",
+                "and hooks.secret_file are both set; keep one",
+            ));
+        }
+        (Some(s), None) => s.clone(),
+        (None, Some(path)) => std::fs::read_to_string(path)
+            .map_err(|e| {
+                invalid(
+                    "hooks.secret_file",
+                    format!("cannot be read ({}): {e}", path.display()),
+                )
+            })?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            return Err(invalid(
+                "hooks.secret_file",
+                format!("(or hooks.secret) is required: nginx's callbacks carry it; {generate}"),
+            ));
+        }
+    };
+    if is_placeholder(&secret) {
+        return Err(invalid(
+            "hooks.secret",
+            format!("is still the example's placeholder; {generate}"),
+        ));
+    }
+    if secret.len() < MIN_SECRET_LEN
+        || !secret
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(invalid(
+            "hooks.secret",
+            format!(
+                "must be at least {MIN_SECRET_LEN} characters of A-Z a-z 0-9 - _ (it goes into nginx.conf and a URL path); {generate}"
+            ),
+        ));
+    }
+    Ok(secret)
+}
+
+/// Placeholders in the shipped examples: a config copied without editing
+/// must not start with a secret everyone knows.
+pub fn is_placeholder(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    lower.starts_with("replace") || lower.contains("changeme") || lower.contains("change-me")
+}
+
+/// `[limits]`: what one connection may cost.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// A connection that has not sent a whole request head within this many
+    /// seconds (new, or idle between keep-alive requests) is closed.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout_secs: u64,
+    /// A request not answered within this many seconds gets 503.
+    #[serde(default = "default_request_timeout")]
+    pub request_timeout_secs: u64,
+    /// Open connections per listener; beyond it new ones are closed at once
+    /// (counted in `livebucket_connections_refused_total`).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_header_timeout() -> u64 {
+    10
+}
+fn default_request_timeout() -> u64 {
+    60
+}
+fn default_max_connections() -> usize {
+    4096
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            header_read_timeout_secs: default_header_timeout(),
+            request_timeout_secs: default_request_timeout(),
+            max_connections: default_max_connections(),
+        }
+    }
+}
+
+/// Checks `[listen]` and `[limits]`.
+pub fn validate(listen: &ListenConfig, limits: &LimitsConfig) -> Result<(), ConfigError> {
+    let all = [
+        ("listen.hooks", &listen.hooks),
+        ("listen.public", &listen.public),
+        ("listen.operator", &listen.operator),
+    ];
+    for (i, (field, addr)) in all.iter().enumerate() {
+        if let Some((other, _)) = all[..i].iter().find(|(_, a)| a == addr) {
+            return Err(invalid(
+                *field,
+                format!("is the same address as {other}: each surface needs its own listener"),
+            ));
+        }
+    }
+    if limits.header_read_timeout_secs == 0 {
+        return Err(invalid(
+            "limits.header_read_timeout_secs",
+            "must be at least 1",
+        ));
+    }
+    if limits.request_timeout_secs == 0 {
+        return Err(invalid("limits.request_timeout_secs", "must be at least 1"));
+    }
+    if limits.max_connections == 0 {
+        return Err(invalid("limits.max_connections", "must be at least 1"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listen_addresses_parse() {
+        assert_eq!(
+            "127.0.0.1:1".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Tcp("127.0.0.1:1".parse().unwrap())
+        );
+        assert_eq!(
+            "unix:/run/x.sock".parse::<ListenAddr>().unwrap(),
+            ListenAddr::Unix("/run/x.sock".into())
+        );
+        assert!("unix:rel.sock".parse::<ListenAddr>().is_err());
+        assert!("localhost:80".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn allow_list_matches_mapped_ipv4() {
+        let h = HooksConfig::default();
+        assert!(h.allows("127.0.0.1".parse().unwrap()));
+        assert!(h.allows("::ffff:127.0.0.9".parse().unwrap()));
+        assert!(h.allows("::1".parse().unwrap()));
+        assert!(!h.allows("10.0.0.1".parse().unwrap()));
+        assert!(!h.allows("::ffff:10.0.0.1".parse().unwrap()));
+    }
+
+    #[test]
+    fn secret_rules() {
+        let with = |s: &str| HooksConfig {
+            secret: Some(s.into()),
+            ..HooksConfig::default()
+        };
+        let good = "0123456789abcdef0123456789abcdef";
+        assert_eq!(hooks_secret(&with(good)).unwrap(), good);
+        for bad in [
+            "short",
+            "0123456789abcdef0123456789abcde/",
+            "replace-with-a-secret-0123456789abcdef",
+        ] {
+            let err = hooks_secret(&with(bad)).unwrap_err().to_string();
+            assert!(err.contains("hooks.secret"), "{err}");
+            assert!(!err.contains(bad), "the error quotes the secret: {err}");
+        }
+        assert!(hooks_secret(&HooksConfig::default()).is_err());
+    }
+
+    #[test]
+    fn one_listener_per_surface() {
+        let same = ListenConfig {
+            public: default_hooks(),
+            ..ListenConfig::default()
+        };
+        let err = validate(&same, &LimitsConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("listen.public"), "{err}");
+    }
+}

@@ -1,0 +1,372 @@
+//! The OSS LiveChannel REST API on the public listener, for Alibaba's SDKs
+//! (`oss2`, …) and our own `livebucket channel` CLI.
+//!
+//! Thin: [`crate::oss`] resolves the bucket from the host or path, checks the
+//! OSS V1 signature and decides the operation; [`crate::channels`] reads and
+//! writes the records; this file only wires them and renders the answer.
+//! Every refusal is OSS's error XML with an `x-oss-request-id`, logged here
+//! with its precise reason (never a secret or signature). An unknown access
+//! key id is answered exactly like a wrong signature.
+//!
+//! Authorisation: the signing key must be enabled and allowed to write the
+//! bucket (`keys[].buckets`), the same rule as for pushes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use tracing::{info, warn};
+
+use super::AppState;
+use super::play::unix_now;
+use crate::channels::ChannelError;
+use crate::config::{AccessKey, Config};
+use crate::logfmt::Esc;
+use crate::oss::channel::{self as model, ChannelRecord, LiveSession};
+use crate::oss::error::OssError;
+use crate::oss::route::{self, Addressing, Operation};
+use crate::oss::{sign, xml};
+use crate::vod::{self, Uris};
+
+const XML: &str = "application/xml";
+
+/// Everything not routed elsewhere on the public listener.
+pub async fn api(
+    State(app): State<Arc<AppState>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = crate::session::new_session_id()[..24].to_uppercase();
+    let cfg = app.config();
+    let head = method == Method::HEAD;
+    let result = match axum::body::to_bytes(body, xml::MAX_CONFIG_BYTES).await {
+        Ok(body) => handle(&app, &cfg, &method, &uri, &headers, &body).await,
+        Err(_) => Err(OssError::EntityTooLarge {
+            max: xml::MAX_CONFIG_BYTES,
+        }),
+    };
+    match result {
+        Ok(resp) => with_request_id(resp, &request_id),
+        Err(e) => {
+            let parts = e.parts();
+            if parts.status >= 500 {
+                warn!(request_id, error = %e, "OSS API request failed");
+            }
+            let status = StatusCode::from_u16(parts.status).unwrap_or(StatusCode::BAD_REQUEST);
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or_default();
+            let body = if head {
+                String::new()
+            } else {
+                xml::render_error(&parts, &request_id, host)
+            };
+            let resp = (status, [(header::CONTENT_TYPE, XML)], body).into_response();
+            with_request_id(resp, &request_id)
+        }
+    }
+}
+
+fn with_request_id(mut resp: Response, id: &str) -> Response {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        resp.headers_mut().insert("x-oss-request-id", v);
+    }
+    resp
+}
+
+fn addressing(cfg: &Config) -> Addressing {
+    Addressing {
+        api_domain: cfg.api.domain.clone(),
+        custom_domains: cfg
+            .api
+            .custom_domains
+            .iter()
+            .map(|(h, b)| (h.clone(), b.clone()))
+            .collect(),
+    }
+}
+
+async fn handle(
+    app: &AppState,
+    cfg: &Config,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Response, OssError> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let target = route::resolve(host, uri.path(), &addressing(cfg))?;
+    let query = route::parse_query(uri.query().unwrap_or_default())?;
+    let header_pairs: Vec<(&str, &[u8])> = headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_bytes()))
+        .collect();
+    let view = sign::RequestView {
+        method: method.as_str(),
+        bucket: &target.bucket,
+        object: &target.object,
+        query: &query,
+        headers: &header_pairs,
+    };
+    let key = authenticate(app, cfg, &view)?;
+    let op = route::route(method.as_str(), &target.object, &query)?;
+    execute(app, cfg, &key, &target.bucket, op, body).await
+}
+
+/// The key that signed the request, enabled and allowed on its bucket.
+fn authenticate(
+    app: &AppState,
+    cfg: &Config,
+    view: &sign::RequestView<'_>,
+) -> Result<AccessKey, OssError> {
+    let refuse = |reason: &str, key_id: &str, e: OssError| {
+        app.metrics.inc("livebucket_api_refused_total", "auth");
+        info!(
+            reason,
+            key_id = %Esc(key_id),
+            bucket = %Esc(view.bucket),
+            "OSS API request refused"
+        );
+        e
+    };
+    let creds = sign::parse(view).map_err(|e| refuse(&e.to_string(), "", e.into()))?;
+    let key = cfg.key(creds.key_id());
+    let now = unix_now() as i64;
+    let window = Duration::from_secs(cfg.api.date_window_secs);
+    creds
+        .verify(view, key.map(|k| k.secret.as_str()), now, window)
+        .map_err(|e| refuse(&e.to_string(), creds.key_id(), e.into()))?;
+    match key {
+        Some(k) if !k.disabled && k.may_write(view.bucket) => Ok(k.clone()),
+        _ => Err(refuse(
+            "key disabled or not allowed on this bucket",
+            creds.key_id(),
+            OssError::AccessDenied("this access key may not manage this bucket".into()),
+        )),
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> OssError {
+    warn!(error = %Esc(&e.to_string()), "OSS API storage failure");
+    OssError::InternalError
+}
+
+impl From<ChannelError> for OssError {
+    fn from(e: ChannelError) -> Self {
+        internal(e)
+    }
+}
+
+fn xml_ok(body: String) -> Response {
+    ([(header::CONTENT_TYPE, XML)], body).into_response()
+}
+
+async fn existing(
+    app: &AppState,
+    key: &AccessKey,
+    bucket: &str,
+    channel: &str,
+) -> Result<ChannelRecord, OssError> {
+    app.channels
+        .get(&key.id, bucket, channel)
+        .await?
+        .ok_or(OssError::NoSuchLiveChannel)
+}
+
+async fn execute(
+    app: &AppState,
+    cfg: &Config,
+    key: &AccessKey,
+    bucket: &str,
+    op: Operation,
+    body: &Bytes,
+) -> Result<Response, OssError> {
+    let live = |channel: &str| app.sessions.live_of(bucket, channel);
+    match op {
+        Operation::PutLiveChannel { channel } => {
+            model::validate_channel_name(&channel)?;
+            let config = xml::parse_config(body)?;
+            if live(&channel).is_some() {
+                return Err(OssError::ChannelStillLive);
+            }
+            if let Some(s) = &config.snapshot {
+                crate::auth::push::validate_bucket(&s.dest_bucket)
+                    .map_err(|e| OssError::InvalidArgument(format!("Snapshot DestBucket: {e}")))?;
+                if !key.may_write(&s.dest_bucket) {
+                    return Err(OssError::AccessDenied(
+                        "this access key may not write the snapshot's DestBucket".into(),
+                    ));
+                }
+            }
+            let (publish, play) = urls(cfg, bucket, &channel, &config.target.playlist_name);
+            let record = ChannelRecord {
+                name: channel,
+                config,
+                last_modified: unix_now() as i64,
+            };
+            app.channels.put(&key.id, bucket, record).await?;
+            Ok(xml_ok(xml::render_create_result(&publish, &play)))
+        }
+        Operation::ListLiveChannel(p) => {
+            let (records, next) = app
+                .channels
+                .list(&key.id, bucket, &p.prefix, &p.marker, p.max_keys)
+                .await?;
+            let listed: Vec<xml::ListedChannel> = records
+                .into_iter()
+                .map(|r| {
+                    let (publish_url, play_url) =
+                        urls(cfg, bucket, &r.name, &r.config.target.playlist_name);
+                    xml::ListedChannel {
+                        name: r.name,
+                        description: r.config.description,
+                        status: r.config.status,
+                        last_modified: r.last_modified,
+                        publish_url,
+                        play_url,
+                    }
+                })
+                .collect();
+            Ok(xml_ok(xml::render_list(&xml::ListResult {
+                prefix: &p.prefix,
+                marker: &p.marker,
+                max_keys: p.max_keys,
+                next_marker: next.as_deref(),
+                channels: &listed,
+            })))
+        }
+        Operation::GetLiveChannelInfo { channel } => {
+            let r = existing(app, key, bucket, &channel).await?;
+            Ok(xml_ok(xml::render_info(&r.config)))
+        }
+        Operation::DeleteLiveChannel { channel } => {
+            existing(app, key, bucket, &channel).await?;
+            if live(&channel).is_some() {
+                return Err(OssError::ChannelStillLive);
+            }
+            app.channels.delete(&key.id, bucket, &channel).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Operation::PutLiveChannelStatus { channel, status } => {
+            let mut r = existing(app, key, bucket, &channel).await?;
+            r.config.status = status;
+            r.last_modified = unix_now() as i64;
+            // A live publisher of a disabled channel is dropped at its next
+            // on_update (nginx's notify_update_timeout).
+            app.channels.put(&key.id, bucket, r).await?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Operation::GetLiveChannelStat { channel } => {
+            let r = existing(app, key, bucket, &channel).await?;
+            let session = live(&channel).map(|s| LiveSession {
+                connected: (s.started_ms / 1000) as i64,
+                remote_addr: s.addr.clone(),
+                video: None,
+                audio: None,
+            });
+            let stat = model::ChannelStat::new(r.config.status, session);
+            Ok(xml_ok(xml::render_stat(&stat)))
+        }
+        Operation::GetLiveChannelHistory { channel } => {
+            existing(app, key, bucket, &channel).await?;
+            let records = app.channels.history(&key.id, bucket, &channel).await?;
+            Ok(xml_ok(xml::render_history(&records)))
+        }
+        Operation::PostVodPlaylist {
+            channel,
+            playlist,
+            range,
+        } => {
+            let r = existing(app, key, bucket, &channel).await?;
+            if playlist == r.config.target.playlist_name
+                || playlist == crate::auth::push::DEFAULT_PLAYLIST
+                || app
+                    .sessions
+                    .playlists_of(bucket, &channel)
+                    .contains(&playlist)
+            {
+                return Err(OssError::InvalidArgument(format!(
+                    "{playlist} is this channel's live playlist"
+                )));
+            }
+            let text = vod_playlist(app, cfg, key, bucket, &channel, range).await?;
+            app.store
+                .put_playlist(
+                    &key.id,
+                    bucket,
+                    &crate::store::playlist_key(&channel, &playlist),
+                    text,
+                    "max-age=60",
+                )
+                .await
+                .map_err(internal)?;
+            Ok(StatusCode::OK.into_response())
+        }
+        Operation::GetVodPlaylist { channel, range } => {
+            existing(app, key, bucket, &channel).await?;
+            let text = vod_playlist(app, cfg, key, bucket, &channel, range).await?;
+            Ok(([(header::CONTENT_TYPE, "application/x-mpegURL")], text).into_response())
+        }
+    }
+}
+
+/// A VOD playlist with relative URIs (next to the fragments, as OSS writes
+/// it), within the same bounds as livebucket's own VOD API.
+async fn vod_playlist(
+    app: &AppState,
+    cfg: &Config,
+    key: &AccessKey,
+    bucket: &str,
+    channel: &str,
+    range: route::VodRange,
+) -> Result<String, OssError> {
+    let _permit = app.vod_builds.clone().try_acquire_owned().map_err(|_| {
+        app.metrics.inc("livebucket_vod_refused_total", "busy");
+        OssError::InvalidArgument("too many VOD playlists are being built; retry shortly".into())
+    })?;
+    let v = vod::build(
+        &app.store,
+        &key.id,
+        bucket,
+        channel,
+        (range.start, range.end),
+        cfg.vod.max_fragments,
+        &Uris::Relative,
+    )
+    .await
+    .map_err(|e| match e {
+        vod::VodError::Empty { .. }
+        | vod::VodError::TooManyFragments { .. }
+        | vod::VodError::BadRange(_) => OssError::InvalidArgument(e.to_string()),
+        other => internal(other),
+    })?;
+    Ok(v.playlist)
+}
+
+/// `PublishUrls` and `PlayUrls` of a channel.
+pub fn urls(cfg: &Config, bucket: &str, channel: &str, playlist: &str) -> (String, String) {
+    let publish = cfg
+        .api
+        .publish_url
+        .clone()
+        .unwrap_or_else(|| match &cfg.auth.oss_live_domain {
+            Some(d) => format!("rtmp://{{bucket}}.{d}/live"),
+            None => "rtmp://127.0.0.1:1935/live".to_owned(),
+        });
+    let play = cfg.api.play_url.clone().unwrap_or_else(|| {
+        format!(
+            "{}/{{bucket}}",
+            cfg.s3.viewer_endpoint().trim_end_matches('/')
+        )
+    });
+    model::channel_urls(&publish, &play, bucket, channel, playlist)
+}

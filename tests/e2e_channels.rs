@@ -1,0 +1,495 @@
+#![cfg(feature = "e2e")]
+//! The OSS LiveChannel API, driven by Alibaba's own Python SDK (`oss2`,
+//! `tests/oss2/client.py`) against real nginx-rtmp, ffmpeg, Garage and
+//! livebucket: create with a custom Target and PlaylistName, list with
+//! pagination, push with a URL from the SDK's `sign_rtmp_url`, stat while
+//! live, disable (the push drops, the next is refused), enable, history,
+//! Post/GetVodPlaylist, delete refused while live and allowed after; and the
+//! refusals: bad signature, unknown key, another tenant's bucket, a skewed
+//! date, malformed and oversized XML, each with OSS's code and nothing
+//! changed.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::ffmpeg::{Push, TestMedia, push_media};
+use common::stored::{ended, read_playlist};
+use common::*;
+use hmac::{KeyInit, Mac};
+use serde_json::Value;
+
+/// What livebucket's `auth.oss_live_domain` is in these tests.
+const LIVE_DOMAIN: &str = "live.test";
+
+/// `client.py ENDPOINT BUCKET KEY_ID SECRET OP ARGS…` with oss2.
+fn oss2(endpoint: &str, bucket: &str, key: (&str, &str), op: &str, args: &[(&str, &str)]) -> Value {
+    let python = std::env::var("OSS2_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/livebucket/oss2-2.19.1/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let mut cmd = std::process::Command::new(&python);
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oss2/client.py"))
+        .args([endpoint, bucket, key.0, key.1, op])
+        .args(args.iter().map(|(k, v)| format!("{k}={v}")));
+    let out = common::process::run(&format!("oss2 {op}"), &mut cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("oss2 {op} printed no JSON ({e}): {out}"))
+}
+
+struct Api<'a> {
+    stack: &'a Stack,
+    endpoint: String,
+}
+
+impl Api<'_> {
+    fn call(&self, op: &str, args: &[(&str, &str)]) -> Value {
+        let key = self.stack.key();
+        oss2(&self.endpoint, BUCKET, (&key.id, &key.secret), op, args)
+    }
+
+    /// `op`, which must succeed.
+    fn ok(&self, op: &str, args: &[(&str, &str)]) -> Value {
+        let v = self.call(op, args);
+        assert!(v.get("error").is_none(), "oss2 {op} {args:?}: {v}");
+        v
+    }
+
+    /// `op`, which must fail with OSS `code` and `status`.
+    fn fails(&self, op: &str, args: &[(&str, &str)], status: u64, code: &str) {
+        let v = self.call(op, args);
+        assert_eq!(v["error"]["code"], code, "oss2 {op} {args:?}: {v}");
+        assert_eq!(v["error"]["status"], status, "oss2 {op} {args:?}: {v}");
+    }
+}
+
+/// A 640x360 25 fps push with a keyframe every second (so fragments follow
+/// the channel's FragDuration), presenting the OSS host in tcUrl.
+fn push_oss(stack: &Stack, signed: &str, seconds: u32) -> Push {
+    let host = format!("{BUCKET}.{LIVE_DOMAIN}");
+    let port = stack.nginx.push_base();
+    let port = port
+        .trim_start_matches("rtmp://127.0.0.1:")
+        .split('/')
+        .next()
+        .unwrap();
+    let local = signed.replacen(&host, &format!("127.0.0.1:{port}"), 1);
+    let media = TestMedia {
+        video: "testsrc=size=640x360:rate=25",
+        tone_hz: 440,
+        seconds,
+        gop: 25,
+        live: true,
+    };
+    push_media(
+        &stack.dir,
+        &media,
+        &local,
+        &["-rtmp_tcurl", &format!("rtmp://{host}/live")],
+    )
+}
+
+fn sign_rtmp(stack: &Stack, channel: &str) -> String {
+    let key = stack.key();
+    // oss2's sign_rtmp_url takes a lifetime in seconds, not a time.
+    let expires = "3600";
+    let v = oss2(
+        &format!("http://{LIVE_DOMAIN}"),
+        BUCKET,
+        (&key.id, &key.secret),
+        "sign_rtmp_url",
+        &[("channel", channel), ("expires", expires)],
+    );
+    let url = v["url"].as_str().unwrap().to_owned();
+    assert!(
+        url.starts_with(&format!("rtmp://{BUCKET}.{LIVE_DOMAIN}/live/{channel}?")),
+        "sign_rtmp_url: {url}"
+    );
+    url
+}
+
+async fn wait_live(api: &Api<'_>, channel: &str) -> Value {
+    wait_until(
+        "the channel to be Live",
+        secs(30),
+        millis(300),
+        async || {
+            let v = api.ok("stat", &[("channel", channel)]);
+            (v["status"] == "Live").then_some(v.clone()).ok_or(v)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oss2_manages_channels_end_to_end() {
+    let stack = Stack::start_with(
+        "channels",
+        &format!(
+            "[auth]\noss_live_domain = \"{LIVE_DOMAIN}\"\n\n[channels]\nunknown = \"refuse\"\n"
+        ),
+    );
+    let api = Api {
+        stack: &stack,
+        endpoint: stack.livebucket.url(),
+    };
+    let t0 = common::livebucket::unix_now() - 1;
+
+    // Create, with a custom Target and PlaylistName.
+    let created = api.ok(
+        "create",
+        &[
+            ("channel", "cam"),
+            ("description", "front door"),
+            ("frag_duration", "3"),
+            ("frag_count", "4"),
+            ("playlist_name", "live.m3u8"),
+        ],
+    );
+    assert_eq!(
+        created["publish_url"],
+        format!("rtmp://{BUCKET}.{LIVE_DOMAIN}/live/cam")
+    );
+    assert!(
+        created["play_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("/{BUCKET}/cam/live.m3u8")),
+        "{created}"
+    );
+    let info = api.ok("get", &[("channel", "cam")]);
+    assert_eq!(
+        (
+            &info["status"],
+            &info["description"],
+            &info["frag_duration"],
+            &info["frag_count"],
+            &info["playlist_name"]
+        ),
+        (
+            &Value::from("enabled"),
+            &Value::from("front door"),
+            &Value::from(3),
+            &Value::from(4),
+            &Value::from("live.m3u8")
+        )
+    );
+    // A push to a channel nobody created is refused (channels.unknown).
+    let mut stray = push_oss(&stack, &sign_rtmp(&stack, "stray"), 4);
+    assert!(!stray.exit_within(secs(20)).await.success());
+
+    // List with pagination: five channels, two per page, each seen once.
+    for name in ["a1", "a2", "a3", "a4"] {
+        api.ok("create", &[("channel", name)]);
+    }
+    let mut seen = Vec::new();
+    let mut marker = String::new();
+    for _ in 0..5 {
+        let page = api.ok("list", &[("max_keys", "2"), ("marker", &marker)]);
+        for c in page["channels"].as_array().unwrap() {
+            seen.push(c["name"].as_str().unwrap().to_owned());
+        }
+        if page["is_truncated"] != true {
+            break;
+        }
+        marker = page["next_marker"].as_str().unwrap().to_owned();
+    }
+    seen.sort();
+    assert_eq!(seen, ["a1", "a2", "a3", "a4", "cam"]);
+    let prefixed = api.ok("list", &[("prefix", "a")]);
+    assert_eq!(prefixed["channels"].as_array().unwrap().len(), 4);
+
+    // Push #1 with the SDK's sign_rtmp_url; stat while live.
+    let url = sign_rtmp(&stack, "cam");
+    let mut push = push_oss(&stack, &url, 60);
+    let stat = wait_live(&api, "cam").await;
+    assert!(
+        stat["remote_addr"]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1"),
+        "{stat}"
+    );
+    // Stored fragments follow FragDuration (3 s; keyframes every second) in
+    // the channel's own playlist object.
+    let stored = wait_until(
+        "three fragments in live.m3u8",
+        secs(40),
+        millis(500),
+        async || {
+            read_playlist(
+                &stack.s3,
+                "cam/live.m3u8",
+                &common::stored::at_least_segments(3),
+            )
+            .await
+        },
+    )
+    .await;
+    for d in &stored.playlist.durations[..stored.playlist.durations.len() - 1] {
+        assert!(
+            (2.5..=4.2).contains(d),
+            "fragment of {d} s: {:?}",
+            stored.playlist.durations
+        );
+    }
+    assert_eq!(stored.playlist.target_duration, 4);
+    // Delete is refused while live.
+    api.fails("delete", &[("channel", "cam")], 409, "ChannelStillLive");
+    api.fails("create", &[("channel", "cam")], 409, "ChannelStillLive");
+
+    // Disable: the live push drops within nginx's update interval (10 s),
+    // the next push is refused.
+    api.ok("status", &[("channel", "cam"), ("status", "disabled")]);
+    assert_eq!(api.ok("stat", &[("channel", "cam")])["status"], "Disabled");
+    let status = push.exit_within(secs(25)).await;
+    assert!(!status.success(), "the push survived disabling its channel");
+    let mut refused = push_oss(&stack, &sign_rtmp(&stack, "cam"), 4);
+    assert!(!refused.exit_within(secs(20)).await.success());
+    assert!(
+        stack
+            .livebucket
+            .metric("livebucket_push_rejected_total{reason=\"channel_disabled\"}")
+            >= 1
+    );
+
+    // Enable, and two more pushes.
+    api.ok("status", &[("channel", "cam"), ("status", "enabled")]);
+    for _ in 0..2 {
+        let mut p = push_oss(&stack, &sign_rtmp(&stack, "cam"), 6);
+        assert!(p.exit_within(secs(30)).await.success(), "{}", p.log());
+        wait_until("the session to end", secs(30), millis(300), async || {
+            let v = api.ok("stat", &[("channel", "cam")]);
+            (v["status"] == "Idle").then_some(()).ok_or(v)
+        })
+        .await;
+    }
+    wait_until("the playlist to end", secs(30), millis(500), async || {
+        read_playlist(&stack.s3, "cam/live.m3u8", &ended).await
+    })
+    .await;
+    let history = wait_until(
+        "three pushes in the history",
+        secs(20),
+        millis(300),
+        async || {
+            let v = api.ok("history", &[("channel", "cam")]);
+            (v["records"].as_array().unwrap().len() >= 3)
+                .then_some(v.clone())
+                .ok_or(v)
+        },
+    )
+    .await;
+    for r in history["records"].as_array().unwrap() {
+        assert!(
+            r["remote_addr"].as_str().unwrap().starts_with("127.0.0.1"),
+            "{r}"
+        );
+    }
+
+    // VOD over everything pushed.
+    let t1 = (common::livebucket::unix_now() + 1).to_string();
+    let t0 = t0.to_string();
+    api.ok(
+        "post_vod",
+        &[
+            ("channel", "cam"),
+            ("playlist", "vod.m3u8"),
+            ("start", &t0),
+            ("end", &t1),
+        ],
+    );
+    let posted = read_playlist(&stack.s3, "cam/vod.m3u8", &ended)
+        .await
+        .unwrap();
+    assert!(
+        posted.playlist.vod && posted.playlist.uris.len() >= 6,
+        "{:?}",
+        posted.playlist.uris
+    );
+    let got = api.ok(
+        "get_vod",
+        &[("channel", "cam"), ("start", &t0), ("end", &t1)],
+    );
+    let text = got["playlist"].as_str().unwrap();
+    assert_eq!(
+        common::hlscheck::check_playlist(text).map(|p| p.uris),
+        Ok(posted.playlist.uris.clone())
+    );
+    api.fails(
+        "post_vod",
+        &[
+            ("channel", "cam"),
+            ("playlist", "live.m3u8"),
+            ("start", &t0),
+            ("end", &t1),
+        ],
+        400,
+        "InvalidArgument",
+    );
+
+    // Delete once idle; the media stays.
+    api.ok("delete", &[("channel", "cam")]);
+    api.fails("get", &[("channel", "cam")], 404, "NoSuchLiveChannel");
+    assert!(!stack.s3.list(BUCKET, "cam/").await.is_empty());
+}
+
+/// An OSS V1 `Authorization` header made here, independently of livebucket.
+fn oss_v1(secret: &str, to_sign: &str) -> String {
+    let mut mac = hmac::Hmac::<sha1::Sha1>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(to_sign.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refusals_are_oss_errors_and_change_nothing() {
+    let stack = Stack::start("channels-refused");
+    let api = Api {
+        stack: &stack,
+        endpoint: stack.livebucket.url(),
+    };
+    api.ok("create", &[("channel", "keep"), ("description", "before")]);
+    let before = api.ok("get", &[("channel", "keep")]);
+    let key = stack.key();
+    let as_key = |id: &str, secret: &str, bucket: &str, op: &str, args: &[(&str, &str)]| {
+        oss2(&api.endpoint, bucket, (id, secret), op, args)
+    };
+    let code = |v: &Value| (v["error"]["status"].clone(), v["error"]["code"].clone());
+    // A wrong secret and an unknown key id: the same answer.
+    let wrong = as_key(
+        &key.id,
+        "not-the-secret-0000",
+        BUCKET,
+        "create",
+        &[("channel", "keep")],
+    );
+    let unknown = as_key(
+        "GKnobody00000000000000000",
+        "x",
+        BUCKET,
+        "create",
+        &[("channel", "keep")],
+    );
+    assert_eq!(
+        code(&wrong),
+        (Value::from(403), Value::from("SignatureDoesNotMatch"))
+    );
+    assert_eq!(code(&wrong), code(&unknown));
+    assert_eq!(wrong["error"]["message"], unknown["error"]["message"]);
+    // Another tenant's bucket: the key may not write it.
+    let other = as_key(
+        &key.id,
+        &key.secret,
+        OTHER_BUCKET,
+        "create",
+        &[("channel", "x")],
+    );
+    assert_eq!(
+        code(&other),
+        (Value::from(403), Value::from("AccessDenied"))
+    );
+    // Malformed and oversized configurations, through oss2's own transport.
+    let bad_xml = api.call(
+        "raw_put_config",
+        &[
+            ("channel", "keep"),
+            ("body", "<LiveChannelConfiguration><Status>on"),
+        ],
+    );
+    assert_eq!(
+        code(&bad_xml),
+        (Value::from(400), Value::from("MalformedXML"))
+    );
+    let big = api.call("raw_put_config", &[("channel", "keep"), ("size", "70000")]);
+    assert_eq!(
+        code(&big),
+        (Value::from(400), Value::from("EntityTooLarge"))
+    );
+    let long = "d".repeat(200);
+    api.fails(
+        "create",
+        &[("channel", "keep"), ("description", &long)],
+        400,
+        "InvalidArgument",
+    );
+    // A Date twenty minutes old, signed correctly (by this test's own HMAC).
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now() - Duration::from_secs(1200));
+    let path = format!("/{BUCKET}/keep");
+    let to_sign = format!("GET\n\n\n{date}\n/{BUCKET}/keep?live");
+    let auth = format!("OSS {}:{}", key.id, oss_v1(&key.secret, &to_sign));
+    let url = format!("{}{path}?live", stack.livebucket.url());
+    let resp =
+        httpc::request_with_headers("GET", &url, &[("Date", &date), ("Authorization", &auth)])
+            .await
+            .unwrap();
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert!(
+        resp.text().contains("<Code>RequestTimeTooSkewed</Code>"),
+        "{}",
+        resp.text()
+    );
+    // The same request dated now works: the signer above is right.
+    let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+    let to_sign = format!("GET\n\n\n{date}\n/{BUCKET}/keep?live");
+    let auth = format!("OSS {}:{}", key.id, oss_v1(&key.secret, &to_sign));
+    let resp =
+        httpc::request_with_headers("GET", &url, &[("Date", &date), ("Authorization", &auth)])
+            .await
+            .unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(resp.header("x-oss-request-id").is_some());
+    // Nothing changed.
+    assert_eq!(api.ok("get", &[("channel", "keep")]), before);
+    let listed = api.ok("list", &[]);
+    assert_eq!(listed["channels"].as_array().unwrap().len(), 1, "{listed}");
+
+    // `livebucket channel …` goes through the same API.
+    let config = stack.livebucket.config_path().to_str().unwrap().to_owned();
+    let cli = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(common::livebucket::BIN);
+        cmd.arg("channel")
+            .args(args)
+            .args(["--config", &config, "--bucket", BUCKET]);
+        common::process::run("livebucket channel", &mut cmd)
+    };
+    cli(&[
+        "create",
+        "--channel",
+        "fromcli",
+        "--frag-duration",
+        "2",
+        "--playlist-name",
+        "cli.m3u8",
+    ]);
+    let info = api.ok("get", &[("channel", "fromcli")]);
+    assert_eq!(
+        (&info["frag_duration"], &info["playlist_name"]),
+        (&Value::from(2), &Value::from("cli.m3u8"))
+    );
+    let shown = cli(&["get", "--channel", "fromcli"]);
+    assert!(
+        shown.contains("FragDuration: 2") && shown.contains("PlaylistName: cli.m3u8"),
+        "{shown}"
+    );
+    assert!(cli(&["ls"]).contains("Name: fromcli"));
+    cli(&["status", "--channel", "fromcli", "disabled"]);
+    assert!(cli(&["stat", "--channel", "fromcli"]).contains("Status: Disabled"));
+    cli(&["rm", "--channel", "fromcli"]);
+    api.fails("get", &[("channel", "fromcli")], 404, "NoSuchLiveChannel");
+    let mut cmd = std::process::Command::new(common::livebucket::BIN);
+    cmd.args([
+        "channel",
+        "get",
+        "--channel",
+        "fromcli",
+        "--config",
+        &config,
+        "--bucket",
+        BUCKET,
+    ]);
+    let out = cmd.output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("NoSuchLiveChannel"));
+}
