@@ -23,12 +23,15 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 # www-data (uid 33) is nginx's worker user: livebucket deletes uploaded
-# fragments in the directories nginx creates (mode 0744) in the HLS volume.
+# fragments in the directories nginx creates (mode 0744) in the HLS volume,
+# and nginx's worker connects to the hooks socket (0660) in /run/livebucket.
 # A fresh state volume takes the owner of /var/lib/livebucket.
-RUN install -d -o www-data -g www-data -m 0750 /var/lib/livebucket /run/livebucket-config
+RUN install -d -o www-data -g www-data -m 0750 /var/lib/livebucket /run/livebucket-config /run/livebucket
 COPY deploy/docker/livebucket-docker /usr/local/bin/livebucket-docker
-# Callbacks and /play (compose.yaml does not publish it: see there).
-EXPOSE 8089
+# The public listener: /play, the VOD API, the OSS LiveChannel API. nginx's
+# callbacks come over the Unix socket /run/livebucket/hooks.sock; /metrics
+# and /healthz answer on the container's 127.0.0.1:9090 only.
+EXPOSE 8080
 HEALTHCHECK --interval=5s --timeout=3s --start-period=20s --retries=3 \
     CMD ["livebucket-docker", "healthcheck"]
 # SIGTERM: stop taking callbacks, finish uploads in flight, journal the rest.

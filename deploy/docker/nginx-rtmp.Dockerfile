@@ -11,9 +11,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 COPY scripts/lib.sh scripts/render-nginx-conf /opt/livebucket/scripts/
 COPY nginx/nginx.conf.in /opt/livebucket/nginx/
-COPY deploy/docker/nginx-rtmp-docker deploy/docker/nginx-http.conf /opt/livebucket/deploy/docker/
-# RTMP for streamers; /play and the VOD API for viewers (nginx-http.conf).
-EXPOSE 1935 8080
+COPY deploy/docker/nginx-rtmp-docker /opt/livebucket/deploy/docker/
+# RTMP for streamers. Viewers and API clients go to livebucket's own port.
+EXPOSE 1935
 HEALTHCHECK --interval=5s --timeout=3s --start-period=10s --retries=3 \
     CMD ["/opt/livebucket/deploy/docker/nginx-rtmp-docker", "healthcheck"]
 ENTRYPOINT ["/opt/livebucket/deploy/docker/nginx-rtmp-docker"]
