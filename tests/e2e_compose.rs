@@ -4,7 +4,8 @@
 //! the harness's Garage), `up` with the Garage profile, a signed push from
 //! the host to the published RTMP port with the livebucket container
 //! restarted in the middle, playback of the signed `/play` URL, and `down -v`
-//! leaving nothing behind.
+//! leaving nothing behind. nginx's callbacks reach livebucket over the Unix
+//! socket the two containers share, never over a published port.
 //!
 //! What nginx wrote is recorded from the host (`common::fragments`, on the
 //! HLS tmpfs volume where the daemon mounts it), the playlist is polled in
@@ -17,6 +18,8 @@
 
 mod common;
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -24,6 +27,7 @@ use std::time::{Duration, Instant};
 use common::bucket_check::{FinalPlaylist, assert_bucket_matches};
 use common::compose::{self, Compose, docker};
 use common::fragments::{Ledger, Recorder};
+use common::livebucket::push_url;
 use common::playlist_watch::{PlaylistWatch, Version};
 use common::process::run;
 use common::*;
@@ -80,11 +84,81 @@ impl Clock {
     }
 }
 
-/// Lines of livebucket's log (tower_http at debug) answering `on_update`.
-fn updates_answered(log: &str) -> usize {
-    log.lines()
-        .filter(|l| l.contains("uri=/hooks/on_update") && l.contains("status=200"))
-        .count()
+/// The value of `series` (`name{labels}`) in Prometheus text, if present.
+fn counter(metrics: &str, series: &str) -> Option<u64> {
+    metrics.lines().find_map(|l| {
+        l.strip_prefix(series)
+            .and_then(|v| v.strip_prefix(' '))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    })
+}
+
+/// `on_update` calls the running livebucket process has handled (its
+/// counters start at zero with the process).
+fn updates_handled(stack: &Compose) -> u64 {
+    let metrics = stack.exec("livebucket", &["livebucket-docker", "metrics"]);
+    counter(&metrics, "livebucket_hooks_total{call=\"update\"}").unwrap_or(0)
+}
+
+/// nginx-rtmp's `on_publish` form body for a push of `channel` with the push
+/// URL's `query`, as its notify module writes it.
+fn on_publish_body(channel: &str, query: &str) -> String {
+    format!(
+        "app=live&flashver=FMLE%2F3.0&swfurl=&tcurl=rtmp%3A%2F%2F127.0.0.1%3A1935%2Flive\
+         &pageurl=&addr=127.0.0.1&clientid=7&call=publish&name={channel}&type=live&{query}"
+    )
+}
+
+/// POSTs a form to `addr` (`IP:PORT`) and returns the status of the HTTP
+/// answer; `None` when nothing answering HTTP is there within 2 s (the RTMP
+/// port waits for a handshake).
+fn post_status(addr: &str, path: &str, body: &str) -> Option<u16> {
+    let addr = addr.parse().ok()?;
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut head = [0u8; 64];
+    let n = stream.read(&mut head).ok()?;
+    let text = String::from_utf8_lossy(&head[..n]);
+    text.strip_prefix("HTTP/1.")?
+        .get(2..5)
+        .and_then(|s| s.parse().ok())
+}
+
+/// The TCP sockets listening in `service`'s network namespace, as
+/// `IP:PORT` (IPv4) or `[HEX]:PORT` (IPv6), from /proc/net/tcp{,6}.
+fn tcp_listeners(stack: &Compose, service: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = stack.exec(service, &["cat", table]);
+        for fields in text
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        {
+            // sl local_address rem_address st …; st 0A is LISTEN.
+            let (Some(local), Some(&"0A")) = (fields.get(1), fields.get(3)) else {
+                continue;
+            };
+            let Some((ip, port)) = local.split_once(':') else {
+                continue;
+            };
+            let port = u16::from_str_radix(port, 16).unwrap_or(0);
+            let ip = match u32::from_str_radix(ip, 16) {
+                Ok(v) if ip.len() == 8 => std::net::Ipv4Addr::from(v.swap_bytes()).to_string(),
+                _ => format!("[{ip}]"),
+            };
+            found.push(format!("{ip}:{port}"));
+        }
+    }
+    found.sort();
+    found
 }
 
 /// The mount options of the filesystem mounted at `path`, from the host's
@@ -161,6 +235,12 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     let secret_file = dir.join("livebucket_secret");
     std::fs::write(&secret_file, format!("{}\n", key.secret)).unwrap();
     chmod(&secret_file, 0o600);
+    // The hooks secret, as `setup` writes it: root's, mode 0600, read by
+    // both entrypoints as root.
+    let hooks_secret = garage::random_hex(32);
+    let hooks_secret_file = dir.join("hooks_secret");
+    std::fs::write(&hooks_secret_file, &hooks_secret).unwrap();
+    chmod(&hooks_secret_file, 0o600);
     let (rtmp, play, s3_port) = (free_port(), free_port(), free_port());
     let s3_endpoint = format!("http://127.0.0.1:{s3_port}");
     let play_base = format!("http://127.0.0.1:{play}");
@@ -169,6 +249,7 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         ("NGINX_RTMP_IMAGE", images.nginx_rtmp.clone()),
         ("GARAGE_IMAGE", images.garage.clone()),
         ("LIVEBUCKET_SECRET_FILE", secret_file.display().to_string()),
+        ("HOOKS_SECRET_FILE", hooks_secret_file.display().to_string()),
         ("LIVEBUCKET_KEY_ID", key.id.clone()),
         ("LIVEBUCKET_BUCKET", BUCKET.to_owned()),
         ("RTMP_PUBLISH", format!("127.0.0.1:{rtmp}")),
@@ -181,12 +262,9 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         ),
         ("LIVEBUCKET_PLAY_URL", play_base.clone()),
         ("HLS_TMPFS_SIZE", TMPFS_SIZE.to_owned()),
-        // Every request with its status: the test times the restart on
-        // nginx's on_update calls.
-        (
-            "LIVEBUCKET_LOG",
-            "livebucket=debug,tower_http=debug,info".into(),
-        ),
+        ("LIVEBUCKET_LOG", "livebucket=debug,info".into()),
+        // nginx logs a failed on_update ("notify: update failed") at info.
+        ("NGINX_ERROR_LOG_LEVEL", "info".into()),
     ];
     let mut stack = Compose::new(&dir, "stack", &env, &["garage"]);
     blocking(|| {
@@ -202,22 +280,93 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     });
     clock.lap("up");
 
-    // Only nginx-rtmp and Garage publish ports; livebucket's port, which
-    // carries nginx's callbacks, stays on the stack's network.
-    let published = blocking(|| {
-        let id = stack.container("livebucket");
-        run("docker port", docker().args(["port", &id]))
+    // livebucket publishes its public port only; it listens on TCP there
+    // and on its operator port on the container's loopback, and takes
+    // nginx's callbacks on the Unix socket alone.
+    let (published, listeners) = blocking(|| {
+        (
+            stack.published_ports("livebucket"),
+            tcp_listeners(&stack, "livebucket"),
+        )
     });
-    assert!(
-        published.trim().is_empty(),
-        "livebucket publishes ports: {published}"
-    );
-    let hooks = httpc::post(&format!("{play_base}/hooks/on_publish")).await;
     assert_eq!(
-        hooks.status,
-        404,
-        "the public port forwards /hooks: {}",
-        hooks.text()
+        published,
+        [("8080/tcp".to_owned(), format!("127.0.0.1:{play}"))],
+        "livebucket publishes other ports"
+    );
+    // (127.0.0.11 is Docker's DNS resolver, in every container's namespace.)
+    let listeners: Vec<&String> = listeners
+        .iter()
+        .filter(|l| !l.starts_with("127.0.0.11:"))
+        .collect();
+    assert_eq!(
+        listeners,
+        ["0.0.0.0:8080", "127.0.0.1:9090"],
+        "livebucket's TCP listeners"
+    );
+    // No published port takes a callback, even one carrying the right
+    // secret and a validly signed push: the public port refuses it
+    // (OSS error XML: the path is no LiveChannel operation), Garage refuses
+    // it, the RTMP port speaks no HTTP. Nothing reached the hooks.
+    let forged_url = push_url(
+        "rtmp://127.0.0.1:1935/live",
+        "forged",
+        BUCKET,
+        &key,
+        unix_now() + 600,
+    );
+    let forged = on_publish_body("forged", forged_url.split_once('?').unwrap().1);
+    let hook_path = format!("/hooks/{hooks_secret}/on_publish");
+    let every_port: Vec<(String, String, String)> = blocking(|| {
+        ["livebucket", "nginx-rtmp", "garage"]
+            .iter()
+            .flat_map(|service| {
+                stack
+                    .published_ports(service)
+                    .into_iter()
+                    .map(|(port, host)| ((*service).to_owned(), port, host))
+            })
+            .collect()
+    });
+    assert_eq!(every_port.len(), 3, "published ports: {every_port:?}");
+    for (service, port, host) in &every_port {
+        let status = blocking(|| post_status(host, &hook_path, &forged));
+        eprintln!("e2e_compose: {service} {port}: POST /hooks/SECRET/on_publish: {status:?}");
+        assert!(
+            status.is_none_or(|s| s >= 400),
+            "{service} {port} on {host} answered {status:?} to POST /hooks/SECRET/on_publish"
+        );
+        if service == "livebucket" {
+            assert!(
+                matches!(status, Some(403 | 404)),
+                "the public port answered {status:?} to POST /hooks/SECRET/on_publish"
+            );
+        }
+    }
+    let metrics = blocking(|| stack.exec("livebucket", &["livebucket-docker", "metrics"]));
+    for series in [
+        "livebucket_hooks_total{call=\"publish\"}",
+        "livebucket_hooks_forged_total{reason=\"secret\"}",
+        "livebucket_push_accepted_total",
+    ] {
+        assert_eq!(
+            counter(&metrics, series).unwrap_or(0),
+            0,
+            "{series} after the forged callbacks; livebucket-docker metrics:\n{metrics}"
+        );
+    }
+    // The public port serves the OSS LiveChannel API: an unsigned
+    // ListLiveChannel (path-style, the host is an IP address) is refused
+    // with OSS's error XML.
+    let list = httpc::get(&format!("{play_base}/{BUCKET}?live")).await;
+    assert!(
+        list.status == 403
+            && list.text().contains("<Code>AccessDenied</Code>")
+            && list.header("x-oss-request-id").is_some(),
+        "unsigned GET /{BUCKET}?live on the public port: {} {:?}\n{}",
+        list.status,
+        list.headers,
+        list.text()
     );
 
     // The HLS volume is a tmpfs of the requested size, owned by www-data.
@@ -275,11 +424,9 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
             if let Some(status) = push.try_wait() {
                 panic!("the push ended early ({status}); ffmpeg:\n{}", push.log());
             }
-            let answered = blocking(|| updates_answered(&stack.logs("livebucket")));
-            if answered >= 2 {
-                Ok(())
-            } else {
-                Err(format!("{answered} answered"))
+            match blocking(|| updates_handled(&stack)) {
+                n if n >= 2 => Ok(()),
+                n => Err(format!("{n} handled")),
             }
         },
     )
@@ -301,20 +448,16 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         "the restarted livebucket did not pick up the live session; its log:\n{log}"
     );
 
-    // The restarted process answers nginx's next on_update calls for the
-    // live stream (nginx-rtmp reaches it through nginx-http.conf's
-    // forwarder, which looks livebucket up again).
+    // The restarted process (its counters start at zero) answers nginx's
+    // next on_update calls for the live stream, on the socket it bound anew
+    // in the shared volume.
     wait_until(
         "the restarted livebucket to answer nginx's next on_update calls",
         secs(20),
         millis(200),
-        async || {
-            let log = blocking(|| stack.logs("livebucket"));
-            let since_restart = log.rsplit_once("livebucket serving").map_or("", |(_, l)| l);
-            match updates_answered(since_restart) {
-                n if n >= 2 => Ok(()),
-                n => Err(format!("{n} answered since the restart")),
-            }
+        async || match blocking(|| updates_handled(&stack)) {
+            n if n >= 2 => Ok(()),
+            n => Err(format!("{n} handled since the restart")),
         },
     )
     .await;
@@ -330,22 +473,23 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     // livebucket's own count agrees: fragments uploaded since the restart,
     // none given up (the counters restart with the process).
     let metrics = blocking(|| stack.exec("livebucket", &["livebucket-docker", "metrics"]));
-    let counter = |series: &str| {
-        metrics.lines().find_map(|l| {
-            l.strip_prefix(series)
-                .and_then(|v| v.strip_prefix(' '))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-    };
     assert!(
-        counter("livebucket_fragments_uploaded_total").is_some_and(|n| n > 0)
-            && counter("livebucket_fragments_lost_total").unwrap_or(0) == 0,
+        counter(&metrics, "livebucket_fragments_uploaded_total").is_some_and(|n| n > 0)
+            && counter(&metrics, "livebucket_fragments_lost_total").unwrap_or(0) == 0
+            && counter(&metrics, "livebucket_hooks_forged_total{reason=\"secret\"}").unwrap_or(0)
+                == 0,
         "livebucket-docker metrics:\n{metrics}"
     );
+    // nginx logs at info here (NGINX_ERROR_LOG_LEVEL): its callbacks are
+    // there, and none failed.
     let nginx_log = blocking(|| stack.logs("nginx-rtmp"));
     assert!(
-        !nginx_log.contains("notify: update failed"),
-        "nginx saw an on_update fail across the restart:\n{nginx_log}"
+        nginx_log.contains("notify: publish") && !nginx_log.contains("notify: update failed"),
+        "nginx logged no callback, or an on_update failed across the restart:\n{nginx_log}"
+    );
+    assert!(
+        s3.list(BUCKET, "forged/").await.is_empty(),
+        "the forged on_publish stored something"
     );
     let stored =
         assert_bucket_matches(&ledger, &s3, CHANNEL, &observed, FinalPlaylist::Window).await;
@@ -380,6 +524,42 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         );
     }
     clock.lap("play");
+
+    // Channels through the OSS API on the public port: made by the CLI in
+    // the container (its config's listen.public), listed by the CLI on the
+    // host through the published port. PublishUrls is the stack's RTMP URL.
+    let created = blocking(|| {
+        stack.exec(
+            "livebucket",
+            &[
+                "livebucket-docker",
+                "channel",
+                "create",
+                "--bucket",
+                BUCKET,
+                "--channel",
+                "api-check",
+            ],
+        )
+    });
+    assert!(
+        created.contains(&format!("Url: rtmp://127.0.0.1:{rtmp}/live/api-check")),
+        "livebucket-docker channel create: {created}"
+    );
+    let listed = blocking(|| {
+        run(
+            "livebucket channel ls",
+            Command::new(common::livebucket::BIN)
+                .args(["channel", "ls", "--bucket", BUCKET, "--config"])
+                .arg(&host_config)
+                .args(["--api-url", &play_base]),
+        )
+    });
+    assert!(
+        listed.contains("Name: api-check"),
+        "livebucket channel ls through the published port: {listed}"
+    );
+    clock.lap("channels");
 
     // Garage waits for idle keep-alive connections at SIGTERM: close ours.
     drop(s3);
@@ -430,7 +610,7 @@ fn assert_push_signed_by(signed: &str, key: &Key, bucket: &str, expires: u64) {
 
 /// The README's "any S3" settings reach livebucket's config: the entrypoint
 /// renders AWS-style environment variables (region, virtual-hosted
-/// buckets, a public endpoint, the secret from a mounted file) into a config
+/// buckets, a public endpoint, the secrets from mounted files) into a config
 /// the CLI signs with; and a mounted config (`LIVEBUCKET_CONFIG`) is used as
 /// it is. No S3 is contacted: signing is local.
 #[test]
@@ -450,6 +630,9 @@ fn livebucket_image_takes_any_s3_from_the_environment_or_a_mounted_config() {
     // Root's, mode 0600, as `deploy/docker/setup` writes it: the entrypoint
     // reads it before dropping to www-data.
     chmod(&secret_file, 0o600);
+    let hooks_secret_file = dir.join("hooks_secret");
+    std::fs::write(&hooks_secret_file, garage::random_hex(32)).unwrap();
+    chmod(&hooks_secret_file, 0o600);
     let env = |name: &str, value: &str| ["-e".to_owned(), format!("{name}={value}")];
     let mut options: Vec<String> = [
         env(
@@ -465,6 +648,7 @@ fn livebucket_image_takes_any_s3_from_the_environment_or_a_mounted_config() {
         env("LIVEBUCKET_KEY_ID", &key.id),
         env("LIVEBUCKET_SECRET_FILE", "/run/secrets/livebucket_secret"),
         env("LIVEBUCKET_BUCKETS", "tv-live,radio"),
+        env("LIVEBUCKET_HOOKS_SECRET_FILE", "/run/secrets/hooks_secret"),
     ]
     .concat();
     options.extend([
@@ -472,6 +656,11 @@ fn livebucket_image_takes_any_s3_from_the_environment_or_a_mounted_config() {
         format!(
             "{}:/run/secrets/livebucket_secret:ro",
             secret_file.display()
+        ),
+        "-v".to_owned(),
+        format!(
+            "{}:/run/secrets/hooks_secret:ro",
+            hooks_secret_file.display()
         ),
     ]);
 
@@ -524,7 +713,7 @@ fn livebucket_image_takes_any_s3_from_the_environment_or_a_mounted_config() {
     std::fs::write(
         &config,
         config_toml(&ConfigParams {
-            listen: "0.0.0.0:8089".parse().unwrap(),
+            listen: "127.0.0.1:8089".parse().unwrap(),
             state_dir: &state,
             hls_dir: Path::new("/dev/shm/livebucket/hls"),
             relay_url: "rtmp://127.0.0.1:1935/hls",

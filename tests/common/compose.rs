@@ -299,11 +299,26 @@ impl Compose {
         )
     }
 
-    /// `docker-compose exec -T SERVICE ARGS…`: stdout.
+    /// `docker exec` of `ARGS…` in `service`'s container (as
+    /// `docker-compose exec -T` runs it, without docker-compose's start-up
+    /// time, so a test may poll with it): stdout.
     pub fn exec(&self, service: &str, args: &[&str]) -> String {
-        let mut all = vec!["exec", "-T", service];
-        all.extend_from_slice(args);
-        self.run(&all)
+        let id = self.container(service);
+        run(
+            &format!("docker exec {service} {}", args.join(" ")),
+            docker().arg("exec").arg(&id).args(args),
+        )
+    }
+
+    /// The ports `service` publishes on the host, from `docker port`:
+    /// (container port as `8080/tcp`, host `IP:PORT`).
+    pub fn published_ports(&self, service: &str) -> Vec<(String, String)> {
+        let id = self.container(service);
+        run("docker port", docker().args(["port", &id]))
+            .lines()
+            .filter_map(|l| l.split_once(" -> "))
+            .map(|(port, host)| (port.trim().to_owned(), host.trim().to_owned()))
+            .collect()
     }
 
     /// The host directory where the daemon mounted the project's volume
