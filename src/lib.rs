@@ -25,5 +25,6 @@ pub mod metrics;
 pub mod oss;
 pub mod pipeline;
 pub mod session;
+pub mod stat;
 pub mod store;
 pub mod vod;
