@@ -81,7 +81,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_snapshot_failures_total",
-        "Channel snapshots that failed, by reason (fragment, ffmpeg, timeout, not_jpeg, upload); the next due fragment tries again.",
+        "Channel snapshots that failed, by reason (fragment, no_picture, ffmpeg, timeout, not_jpeg, upload); the next due fragment tries again.",
     ),
     (
         "livebucket_snapshots_skipped_total",

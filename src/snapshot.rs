@@ -14,7 +14,9 @@
 //! `Interval` older: snapshots are at least `Interval` apart and at most one
 //! fragment later than that (as on OSS, a stretch without a keyframe gets
 //! none). Offering the same or an older fragment again is never due, so
-//! `latest.jpg` never goes back in time.
+//! `latest.jpg` never goes back in time. A fragment without a picture (a
+//! session's first fragment can hold audio before the first keyframe) does
+//! not count: the channel's next fragment is due at once.
 //!
 //! # What the `Snapshot` fields mean here ([`SnapshotPlan`])
 //!
@@ -174,6 +176,9 @@ pub enum SnapshotError {
     Spawn(std::io::Error),
     #[error("ffmpeg failed ({status}): {stderr}")]
     Ffmpeg { status: String, stderr: String },
+    /// The fragment holds no video picture to take.
+    #[error("the fragment has no picture")]
+    NoPicture,
     #[error("ffmpeg took longer than {0:?}")]
     Timeout(Duration),
     #[error("ffmpeg's output is not a JPEG of at most {MAX_JPEG_BYTES} bytes ({0} bytes)")]
@@ -188,6 +193,7 @@ impl SnapshotError {
         match self {
             SnapshotError::Fragment { .. } => "fragment",
             SnapshotError::Spawn(_) | SnapshotError::Ffmpeg { .. } => "ffmpeg",
+            SnapshotError::NoPicture => "no_picture",
             SnapshotError::Timeout(_) => "timeout",
             SnapshotError::NotJpeg(_) => "not_jpeg",
             SnapshotError::Upload(_) => "upload",
@@ -270,9 +276,10 @@ impl Snapshotter {
                 return Offer::AtCapacity;
             };
             state.busy = true;
-            state.last_ms = Some(request.fragment_ms);
-            permit
+            let previous = state.last_ms.replace(request.fragment_ms);
+            (permit, previous)
         };
+        let (permit, previous) = permit;
         let this = self.clone();
         let span = info_span!("snapshot", bucket = %request.bucket, channel = %request.channel, key_ms = request.fragment_ms);
         self.tracker.spawn(
@@ -284,6 +291,12 @@ impl Snapshotter {
                 };
                 match this.take(&request).await {
                     Ok(taken) => debug!(key = %taken.key, size = taken.size, "snapshot stored"),
+                    Err(SnapshotError::NoPicture) => {
+                        debug!("no picture in this fragment; the next one is due");
+                        if let Some(state) = this.lock().get_mut(&_done.id) {
+                            state.last_ms = previous;
+                        }
+                    }
                     Err(e) => warn!(error = %e, "snapshot failed"),
                 }
                 drop(permit);
@@ -398,8 +411,15 @@ pub async fn jpeg_of(fragment: &Path) -> Result<Vec<u8>, SnapshotError> {
         .await
         .map_err(|_| SnapshotError::Timeout(FFMPEG_TIMEOUT))?
         .map_err(SnapshotError::Spawn)?;
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // No video to decode: ffmpeg says "Output file [#0] does not contain any
+    // stream" (and fails), or encodes nothing ("Output file is empty").
+    if output.stdout.is_empty()
+        && (output.status.success() || stderr.contains("does not contain any stream"))
+    {
+        return Err(SnapshotError::NoPicture);
+    }
     if !output.status.success() {
-        let stderr = String::from_utf8_lossy(&output.stderr);
         let stderr: String = stderr.trim().chars().take(500).collect();
         return Err(SnapshotError::Ffmpeg {
             status: output.status.to_string(),
