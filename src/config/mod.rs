@@ -83,7 +83,8 @@ pub struct NginxConfig {
     pub public_apps: Vec<String>,
     /// nginx-rtmp's `rtmp_stat` page (`STAT_LISTEN` in nginx.conf), where
     /// livebucket reads a live stream's video size, frame rate, codecs and
-    /// bandwidth: `http://IP:PORT/PATH`, plain HTTP, on loopback.
+    /// bandwidth: `http://IP:PORT/PATH` (plain HTTP, on loopback), or
+    /// `unix:/SOCKET:/PATH` for a Unix socket (as `HOOKS_URL` spells it).
     #[serde(default = "default_stat_url")]
     pub stat_url: String,
 }
@@ -102,10 +103,28 @@ impl NginxConfig {
     }
 }
 
-/// `http://AUTHORITY/PATH` split into `(AUTHORITY, /PATH)`: the only form
-/// `nginx.stat_url` takes (no https, userinfo, query or fragment; the
-/// authority is `HOST:PORT`, the port required).
-pub fn split_http_url(url: &str) -> Option<(&str, &str)> {
+/// Where `nginx.stat_url` points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatTarget<'a> {
+    /// `http://AUTHORITY/PATH`: AUTHORITY is `HOST:PORT`, the port required.
+    Tcp { authority: &'a str, path: &'a str },
+    /// `unix:/SOCKET:/PATH`.
+    Unix { socket: &'a Path, path: &'a str },
+}
+
+/// The two forms `nginx.stat_url` takes (no https, userinfo, query or
+/// fragment); `None` for anything else.
+pub fn parse_stat_url(url: &str) -> Option<StatTarget<'_>> {
+    if let Some(rest) = url.strip_prefix("unix:") {
+        let (socket, path) = rest.rsplit_once(':')?;
+        let socket = Path::new(socket);
+        return (socket.is_absolute()
+            && socket.file_name().is_some()
+            && !rest.contains('\0')
+            && path.starts_with('/')
+            && is_plain_path(path))
+        .then_some(StatTarget::Unix { socket, path });
+    }
     let rest = url.strip_prefix("http://")?;
     let (authority, path) = match rest.find('/') {
         Some(i) => rest.split_at(i),
@@ -117,10 +136,13 @@ pub fn split_http_url(url: &str) -> Option<(&str, &str)> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
-    let path_ok = path
-        .bytes()
-        .all(|b| b.is_ascii_graphic() && !b"?#%\\".contains(&b));
-    (host_ok && port_ok && path_ok).then_some((authority, path))
+    (host_ok && port_ok && is_plain_path(path)).then_some(StatTarget::Tcp { authority, path })
+}
+
+/// A request path without query, fragment or escapes, sent as is.
+fn is_plain_path(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_graphic() && !b"?#%\\".contains(&b))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -562,10 +584,10 @@ impl RawConfig {
                 "must end with the internal application's name, e.g. rtmp://127.0.0.1:1935/hls",
             ));
         }
-        if split_http_url(&self.nginx.stat_url).is_none() {
+        if parse_stat_url(&self.nginx.stat_url).is_none() {
             return Err(invalid(
                 "nginx.stat_url",
-                "must look like http://127.0.0.1:8090/stat (plain http, IP or host with a port, a path; STAT_LISTEN in nginx.conf)",
+                "must look like http://127.0.0.1:8090/stat (plain http, IP or host with a port, a path) or unix:/run/livebucket/stat.sock:/stat (STAT_LISTEN in nginx.conf)",
             ));
         }
         if self.nginx.public_apps.is_empty() {
@@ -802,17 +824,25 @@ mod tests {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.nginx.stat_url, "http://127.0.0.1:8090/stat");
         assert_eq!(c.nginx.hls_app(), "hls");
+        let tcp = |authority, path| Some(StatTarget::Tcp { authority, path });
         assert_eq!(
-            split_http_url("http://127.0.0.1:8090/stat"),
-            Some(("127.0.0.1:8090", "/stat"))
+            parse_stat_url("http://127.0.0.1:8090/stat"),
+            tcp("127.0.0.1:8090", "/stat")
         );
         assert_eq!(
-            split_http_url("http://[::1]:8090/a/b"),
-            Some(("[::1]:8090", "/a/b"))
+            parse_stat_url("http://[::1]:8090/a/b"),
+            tcp("[::1]:8090", "/a/b")
         );
         assert_eq!(
-            split_http_url("http://localhost:8090"),
-            Some(("localhost:8090", "/"))
+            parse_stat_url("http://localhost:8090"),
+            tcp("localhost:8090", "/")
+        );
+        assert_eq!(
+            parse_stat_url("unix:/run/livebucket/stat.sock:/stat"),
+            Some(StatTarget::Unix {
+                socket: Path::new("/run/livebucket/stat.sock"),
+                path: "/stat"
+            })
         );
         for bad in [
             "https://127.0.0.1:8090/stat",
@@ -823,8 +853,12 @@ mod tests {
             "http://127.0.0.1:8090/stat?x",
             "http://127.0.0.1:8090/st at",
             "127.0.0.1:8090/stat",
+            "unix:/run/stat.sock",
+            "unix:run/stat.sock:/stat",
+            "unix:/run/stat.sock:stat",
+            "unix:/:/stat",
         ] {
-            assert_eq!(split_http_url(bad), None, "{bad}");
+            assert_eq!(parse_stat_url(bad), None, "{bad}");
             let text = MINIMAL.replace(
                 "[s3]",
                 &format!("stat_url = {}\n[s3]", toml::Value::from(bad)),

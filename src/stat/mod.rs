@@ -56,7 +56,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{NginxConfig, split_http_url};
+use crate::config::{NginxConfig, StatTarget, parse_stat_url};
 use crate::oss::channel::{AudioStat, VideoStat};
 
 pub mod page;
@@ -116,8 +116,8 @@ impl StatSource {
         StatSource::new(&nginx.stat_url, nginx.hls_app())
     }
 
-    /// `url` is `http://HOST:PORT/PATH` ([`split_http_url`]); anything else
-    /// fails at the first fetch.
+    /// `url` is `http://HOST:PORT/PATH` or `unix:/SOCKET:/PATH`
+    /// ([`parse_stat_url`]); anything else fails at the first fetch.
     pub fn new(url: &str, hls_app: &str) -> StatSource {
         StatSource {
             url: url.to_owned(),
@@ -162,34 +162,25 @@ async fn http_get(url: &str) -> Result<Vec<u8>, StatError> {
         url: url.to_owned(),
         message,
     };
-    let (authority, path) =
-        split_http_url(url).ok_or_else(|| fail("not an http://HOST:PORT/PATH URL".into()))?;
-    let host = authority
-        .strip_prefix('[')
-        .and_then(|a| a.split_once("]:"))
-        .map(|(ip, port)| format!("{ip}:{port}"));
-    let mut stream = TcpStream::connect(host.as_deref().unwrap_or(authority))
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: livebucket\r\nAccept: text/xml\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    let mut response = Vec::new();
-    let limit = (MAX_STAT_BYTES + 64 * 1024) as u64;
-    (&mut stream)
-        .take(limit + 1)
-        .read_to_end(&mut response)
-        .await
-        .map_err(|e| fail(e.to_string()))?;
-    if response.len() as u64 > limit {
-        return Err(fail(format!(
-            "the answer is larger than {MAX_STAT_BYTES} bytes"
-        )));
+    let target = parse_stat_url(url)
+        .ok_or_else(|| fail("not an http://HOST:PORT/PATH or unix:/SOCKET:/PATH URL".into()))?;
+    let response = match target {
+        StatTarget::Tcp { authority, path } => {
+            // `[::1]:8090` is how a URL writes it, `::1:8090`… is not: connect
+            // to what is inside the brackets.
+            let addr = authority
+                .strip_prefix('[')
+                .and_then(|a| a.split_once("]:"))
+                .map(|(ip, port)| format!("{ip}:{port}"));
+            let stream = TcpStream::connect(addr.as_deref().unwrap_or(authority)).await;
+            exchange(stream, authority, path).await
+        }
+        StatTarget::Unix { socket, path } => {
+            let stream = tokio::net::UnixStream::connect(socket).await;
+            exchange(stream, "localhost", path).await
+        }
     }
+    .map_err(|e| fail(e.to_string()))?;
     let (status, body) = split_response(&response).map_err(|m| fail(m.into()))?;
     if status != 200 {
         return Err(StatError::Status {
@@ -198,6 +189,32 @@ async fn http_get(url: &str) -> Result<Vec<u8>, StatError> {
         });
     }
     Ok(body.to_vec())
+}
+
+/// Sends the request on a fresh connection and reads the answer to its
+/// close, at most [`MAX_STAT_BYTES`] of body.
+async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
+    stream: std::io::Result<S>,
+    host: &str,
+    path: &str,
+) -> std::io::Result<Vec<u8>> {
+    let mut stream = stream?;
+    let request = format!(
+        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: livebucket\r\nAccept: text/xml\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    let limit = (MAX_STAT_BYTES + 64 * 1024) as u64;
+    (&mut stream)
+        .take(limit + 1)
+        .read_to_end(&mut response)
+        .await?;
+    if response.len() as u64 > limit {
+        return Err(std::io::Error::other(format!(
+            "the answer is larger than {MAX_STAT_BYTES} bytes"
+        )));
+    }
+    Ok(response)
 }
 
 /// An HTTP/1.x response read to the close: its status and body, checked
@@ -454,6 +471,35 @@ mod tests {
             format!(
                 "GET /stat HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: livebucket\r\nAccept: text/xml\r\n\r\n"
             )
+        );
+    }
+
+    #[tokio::test]
+    async fn fetches_over_a_unix_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("stat.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut request = vec![0u8; 1024];
+            let n = conn.read(&mut request).await.unwrap();
+            request.truncate(n);
+            let mut answer =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", IDLE.len()).into_bytes();
+            answer.extend_from_slice(IDLE);
+            conn.write_all(&answer).await.unwrap();
+            request
+        });
+        let url = format!("unix:{}:/stat", socket.display());
+        let got = StatSource::new(&url, "hls")
+            .session_stats(&[SESSION])
+            .await
+            .unwrap();
+        assert!(got.is_empty());
+        let request = String::from_utf8(server.await.unwrap()).unwrap();
+        assert!(
+            request.starts_with("GET /stat HTTP/1.0\r\nHost: localhost\r\n"),
+            "{request}"
         );
     }
 
