@@ -44,8 +44,9 @@
 //! The parser takes any bytes: it never panics, ignores elements it does not
 //! know, treats an unreadable number as unknown, and refuses only documents
 //! that are not XML, not `<rtmp>`, or nested absurdly deep. The fetch is one
-//! HTTP/1.0 GET over a fresh TCP connection with an overall deadline
-//! ([`STAT_TIMEOUT`]) and a size cap, so a hung nginx cannot hold up the API.
+//! HTTP/1.0 GET over a fresh TCP or Unix-socket connection with an overall
+//! deadline ([`STAT_TIMEOUT`]) and a size cap, so a hung nginx cannot hold
+//! up the API.
 //! A hand-written request rather than an HTTP client crate: the crate has
 //! none (hyper is built server-only), and nginx answers an HTTP/1.0 request
 //! with a `Content-Length` body and a close, which is all this needs.
