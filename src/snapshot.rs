@@ -43,9 +43,9 @@
 //! next fragment brings a newer picture). A failure is logged and counted
 //! (`livebucket_snapshot_failures_total`) and never retried: the next due
 //! fragment tries again. Nothing here touches fragments, playlists or their
-//! uploads: the fragment file is only opened for reading (`O_NOFOLLOW`) and
-//! handed to ffmpeg as its standard input, so deleting it meanwhile is
-//! harmless.
+//! uploads: [`Snapshotter::offer`] opens the fragment for reading
+//! (`O_NOFOLLOW`) before it returns and hands it to ffmpeg as its standard
+//! input, so the pipeline may move or delete it at once.
 
 use std::collections::HashMap;
 use std::os::unix::fs::OpenOptionsExt;
@@ -163,6 +163,9 @@ pub enum Offer {
     Busy,
     /// Due, but `max_concurrent` snapshots are running: skipped.
     AtCapacity,
+    /// Due, but the fragment could not be opened (counted as a `fragment`
+    /// failure); the channel's next fragment is due.
+    NoFragment,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -224,6 +227,8 @@ pub struct Snapshotter {
     metrics: Arc<Metrics>,
     tracker: TaskTracker,
     permits: Arc<Semaphore>,
+    /// The ffmpeg program; `ffmpeg` from `PATH` unless changed.
+    ffmpeg: PathBuf,
     /// (bucket, channel) → last snapshot and whether one runs.
     channels: Arc<Mutex<HashMap<(String, String), ChannelState>>>,
 }
@@ -242,8 +247,16 @@ impl Snapshotter {
             metrics,
             tracker,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            ffmpeg: PathBuf::from("ffmpeg"),
             channels: Arc::default(),
         }
+    }
+
+    /// Runs `program` instead of `ffmpeg` from `PATH` (an ffmpeg elsewhere;
+    /// the tests' stand-ins).
+    pub fn with_ffmpeg(mut self, program: impl Into<PathBuf>) -> Snapshotter {
+        self.ffmpeg = program.into();
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), ChannelState>> {
@@ -251,8 +264,10 @@ impl Snapshotter {
     }
 
     /// A fragment of the channel was captured: starts a snapshot of it in
-    /// the background if it is due and there is room. Never blocks; the
-    /// outcome is logged and counted.
+    /// the background if it is due and there is room. Never waits: the
+    /// fragment is opened here, before this returns (so the caller may
+    /// move or delete it at once), and ffmpeg and the uploads run in a task.
+    /// The outcome is logged and counted.
     pub fn offer(&self, request: SnapshotRequest) -> Offer {
         let id = (request.bucket.clone(), request.channel.clone());
         let permit = {
@@ -280,6 +295,19 @@ impl Snapshotter {
             (permit, previous)
         };
         let (permit, previous) = permit;
+        let file = match open_fragment(&request.fragment) {
+            Ok(file) => file,
+            Err(e) => {
+                if let Some(state) = self.lock().get_mut(&id) {
+                    state.busy = false;
+                    state.last_ms = previous;
+                }
+                self.metrics
+                    .inc("livebucket_snapshot_failures_total", e.reason());
+                warn!(bucket = %request.bucket, channel = %request.channel, error = %e, "snapshot failed");
+                return Offer::NoFragment;
+            }
+        };
         let this = self.clone();
         let span = info_span!("snapshot", bucket = %request.bucket, channel = %request.channel, key_ms = request.fragment_ms);
         self.tracker.spawn(
@@ -289,7 +317,7 @@ impl Snapshotter {
                     snapshotter: &this,
                     id,
                 };
-                match this.take(&request).await {
+                match this.counted(this.take_file(&request, file).await) {
                     Ok(taken) => debug!(key = %taken.key, size = taken.size, "snapshot stored"),
                     Err(SnapshotError::NoPicture) => {
                         debug!("no picture in this fragment; the next one is due");
@@ -319,7 +347,14 @@ impl Snapshotter {
     /// Takes and stores one snapshot now, whether due or not (no limits
     /// apply), counting the outcome.
     pub async fn take(&self, request: &SnapshotRequest) -> Result<Taken, SnapshotError> {
-        let result = take_snapshot(&self.store, request).await;
+        let result = match open_fragment(&request.fragment) {
+            Ok(file) => self.take_file(request, file).await,
+            Err(e) => Err(e),
+        };
+        self.counted(result)
+    }
+
+    fn counted(&self, result: Result<Taken, SnapshotError>) -> Result<Taken, SnapshotError> {
         match &result {
             Ok(_) => self.metrics.inc("livebucket_snapshots_total", ""),
             Err(e) => self
@@ -343,11 +378,25 @@ impl Drop for Done<'_> {
     }
 }
 
-/// JPEG of the fragment's first picture, then both objects: the timestamped
-/// one (immutable) first, so `latest.jpg` is always also stored under its
-/// own time.
-async fn take_snapshot(store: &Store, request: &SnapshotRequest) -> Result<Taken, SnapshotError> {
-    let jpeg = Bytes::from(jpeg_of(&request.fragment).await?);
+impl Snapshotter {
+    /// JPEG of the fragment's first picture, then both objects: the
+    /// timestamped one (immutable) first, so `latest.jpg` is always also
+    /// stored under its own time.
+    async fn take_file(
+        &self,
+        request: &SnapshotRequest,
+        fragment: std::fs::File,
+    ) -> Result<Taken, SnapshotError> {
+        let jpeg = Bytes::from(jpeg_of(fragment, &self.ffmpeg).await?);
+        store_jpeg(&self.store, request, jpeg).await
+    }
+}
+
+async fn store_jpeg(
+    store: &Store,
+    request: &SnapshotRequest,
+    jpeg: Bytes,
+) -> Result<Taken, SnapshotError> {
     let (key, latest_key) = request.keys();
     let bucket = &request.plan.dest_bucket;
     let size = jpeg.len();
@@ -379,9 +428,9 @@ async fn take_snapshot(store: &Store, request: &SnapshotRequest) -> Result<Taken
     })
 }
 
-/// The first picture of an MPEG-TS fragment as a JPEG, by ffmpeg.
-pub async fn jpeg_of(fragment: &Path) -> Result<Vec<u8>, SnapshotError> {
-    let file = std::fs::OpenOptions::new()
+/// Opens a fragment for ffmpeg: a regular file, not through a symbolic link.
+fn open_fragment(fragment: &Path) -> Result<std::fs::File, SnapshotError> {
+    std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW)
         .open(fragment)
@@ -395,13 +444,17 @@ pub async fn jpeg_of(fragment: &Path) -> Result<Vec<u8>, SnapshotError> {
         .map_err(|source| SnapshotError::Fragment {
             path: fragment.to_owned(),
             source,
-        })?;
-    let child = tokio::process::Command::new("ffmpeg")
+        })
+}
+
+/// The first picture of an open MPEG-TS fragment as a JPEG, by `ffmpeg`.
+async fn jpeg_of(fragment: std::fs::File, ffmpeg: &Path) -> Result<Vec<u8>, SnapshotError> {
+    let child = tokio::process::Command::new(ffmpeg)
         .args(["-nostdin", "-hide_banner", "-loglevel", "error"])
         .args(["-threads", "1", "-i", "pipe:0", "-an", "-sn", "-dn"])
         .args(["-frames:v", "1", "-q:v", "3", "-threads", "1"])
         .args(["-f", "image2pipe", "-c:v", "mjpeg", "pipe:1"])
-        .stdin(Stdio::from(file))
+        .stdin(Stdio::from(fragment))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
@@ -577,18 +630,20 @@ mod tests {
         assert!(!is_jpeg(&[]));
     }
 
-    #[tokio::test]
-    async fn fragments_that_are_not_plain_files_are_refused_before_ffmpeg() {
+    #[test]
+    fn fragments_that_are_not_plain_files_are_refused_before_ffmpeg() {
         let dir = tempfile::tempdir().unwrap();
         let link = dir.path().join("link.ts");
         std::os::unix::fs::symlink("/etc/hostname", &link).unwrap();
         for path in [link, dir.path().to_owned(), dir.path().join("missing.ts")] {
-            let err = jpeg_of(&path).await.unwrap_err();
+            let err = open_fragment(&path).unwrap_err();
             assert_eq!(err.reason(), "fragment", "{}: {err}", path.display());
         }
     }
 
-    fn snapshotter(max: usize) -> (Snapshotter, Arc<Metrics>, TaskTracker) {
+    /// A snapshotter whose "ffmpeg" is `program` (`false`: fails, `true`:
+    /// succeeds and writes nothing), so no test here needs ffmpeg or S3.
+    fn snapshotter(max: usize, program: &str) -> (Snapshotter, Arc<Metrics>, TaskTracker) {
         let s3 = S3Config {
             endpoint: "http://127.0.0.1:9".into(),
             region: "garage".into(),
@@ -598,21 +653,19 @@ mod tests {
         let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();
         let store = Store::new(&s3, &[key(&["*"])]);
-        (
-            Snapshotter::new(store, metrics.clone(), tracker.clone(), max),
-            metrics,
-            tracker,
-        )
+        let s = Snapshotter::new(store, metrics.clone(), tracker.clone(), max).with_ffmpeg(program);
+        (s, metrics, tracker)
     }
 
     /// The limits, on a current-thread runtime where spawned snapshots only
-    /// run once the test awaits (their fragment is missing, so they fail
-    /// without ffmpeg or S3).
+    /// run once the test awaits.
     #[tokio::test]
     async fn one_per_channel_and_a_global_cap() {
-        let (s, metrics, tracker) = snapshotter(2);
-        let missing = PathBuf::from("/nonexistent/fragment.ts");
-        let r = |channel: &str, ms| request("media", channel, "media", ms, missing.clone());
+        let (s, metrics, tracker) = snapshotter(2, "false");
+        let dir = tempfile::tempdir().unwrap();
+        let fragment = dir.path().join("1.ts");
+        std::fs::write(&fragment, b"not really MPEG-TS").unwrap();
+        let r = |channel: &str, ms| request("media", channel, "media", ms, fragment.clone());
         assert_eq!(s.offer(r("a", 10_000)), Offer::Started);
         assert_eq!(s.offer(r("a", 10_000)), Offer::NotDue);
         assert_eq!(s.offer(r("a", 11_000)), Offer::NotDue);
@@ -628,24 +681,61 @@ mod tests {
             1
         );
 
+        // The fragment was opened by offer(): deleting it now is harmless
+        // (here "ffmpeg" fails anyway, with the file open as its stdin).
+        std::fs::remove_file(&fragment).unwrap();
         tracker.close();
         tracker.wait().await;
         assert_eq!(
-            metrics.counter("livebucket_snapshot_failures_total", "fragment"),
+            metrics.counter("livebucket_snapshot_failures_total", "ffmpeg"),
             2
         );
         assert_eq!(metrics.counter("livebucket_snapshots_total", ""), 0);
+
+        // A fragment that cannot be opened: counted, and the channel's clock
+        // is not moved.
+        assert_eq!(s.offer(r("a", 12_000)), Offer::NoFragment);
+        assert_eq!(
+            metrics.counter("livebucket_snapshot_failures_total", "fragment"),
+            1
+        );
+        std::fs::write(&fragment, b"x").unwrap();
         // Done (failed): the channel is free and its clock kept the attempt.
         assert_eq!(s.offer(r("a", 11_000)), Offer::NotDue);
         assert_eq!(s.offer(r("a", 12_000)), Offer::Started);
         // A skipped channel was not marked: its next fragment is due.
         assert_eq!(s.offer(r("c", 10_500)), Offer::Started);
-        // forget(): a new push starts with a snapshot, once none is running.
+        // forget() does nothing while one runs, then a new push starts with
+        // a snapshot.
         s.forget("media", "a");
         assert_eq!(s.offer(r("a", 12_001)), Offer::NotDue);
         tracker.wait().await;
         s.forget("media", "a");
         assert_eq!(s.offer(r("a", 12_001)), Offer::Started);
         tracker.wait().await;
+    }
+
+    /// "ffmpeg" that succeeds with no output: no picture, so the attempt does
+    /// not count and the next fragment is due at once.
+    #[tokio::test]
+    async fn a_fragment_without_a_picture_does_not_count() {
+        let (s, metrics, tracker) = snapshotter(2, "true");
+        let dir = tempfile::tempdir().unwrap();
+        let fragment = dir.path().join("1.ts");
+        std::fs::write(&fragment, b"audio only").unwrap();
+        let r = |ms| request("media", "a", "media", ms, fragment.clone());
+        tracker.close();
+        assert_eq!(s.offer(r(10_000)), Offer::Started);
+        tracker.wait().await;
+        assert_eq!(
+            metrics.counter("livebucket_snapshot_failures_total", "no_picture"),
+            1
+        );
+        assert_eq!(s.offer(r(10_001)), Offer::Started);
+        tracker.wait().await;
+        assert_eq!(
+            metrics.counter("livebucket_snapshot_failures_total", "no_picture"),
+            2
+        );
     }
 }
