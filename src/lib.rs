@@ -26,5 +26,7 @@ pub mod metrics;
 pub mod oss;
 pub mod pipeline;
 pub mod session;
+pub mod snapshot;
+pub mod stat;
 pub mod store;
 pub mod vod;

@@ -79,6 +79,18 @@ const HELP: &[(&str, &str)] = &[
         "livebucket_vod_refused_total",
         "VOD requests refused for cost, by reason (busy, too_many_fragments).",
     ),
+    (
+        "livebucket_snapshots_total",
+        "Channel snapshots stored (the timestamped JPEG and latest.jpg).",
+    ),
+    (
+        "livebucket_snapshot_failures_total",
+        "Channel snapshots that failed, by reason (fragment, no_picture, ffmpeg, timeout, not_jpeg, upload); the next due fragment tries again.",
+    ),
+    (
+        "livebucket_snapshots_skipped_total",
+        "Due snapshots not started, by reason: busy (one is running for the channel) or capacity (the global cap is reached).",
+    ),
 ];
 
 /// The label name of each labelled series; `reason` when not listed.

@@ -75,6 +75,9 @@ pub fn new_session_id() -> String {
     hex::encode(rand::random::<[u8; 16]>())
 }
 
+/// In a session's state directory: its publisher has gone.
+const ENDED: &str = "ended";
+
 /// Whether `name` can be a session id (and so a directory we may upload).
 pub fn looks_like_id(name: &str) -> bool {
     name.len() == 32
@@ -85,7 +88,8 @@ pub fn looks_like_id(name: &str) -> bool {
 
 impl Sessions {
     /// Opens the session store under `state_dir/sessions` and returns the
-    /// sessions a previous run left unfinished; they are known and live again.
+    /// sessions a previous run left unfinished; they are known again, and
+    /// live unless their publisher had gone (`end_live` marks that on disk).
     pub fn open(state_dir: &Path) -> Result<(Sessions, Vec<SessionMeta>), SessionError> {
         let dir = state_dir.join("sessions");
         std::fs::create_dir_all(&dir).map_err(|source| SessionError::Io {
@@ -105,18 +109,26 @@ impl Sessions {
             };
             match serde_json::from_slice::<SessionMeta>(&text) {
                 Ok(meta) if looks_like_id(&meta.id) => {
-                    inner
-                        .live
-                        .insert((meta.bucket.clone(), meta.channel.clone()), meta.id.clone());
-                    inner.known.insert(meta.id.clone(), meta.clone());
-                    found.push(meta);
+                    let ended = entry.path().join(ENDED).exists();
+                    found.push((meta, ended));
                 }
                 Ok(_) | Err(_) => {
                     tracing::warn!(path = %path.display(), "ignoring unreadable session state");
                 }
             }
         }
-        found.sort_by_key(|m| m.started_ms);
+        // Oldest first, so that of two unended sessions of a channel the
+        // newer is its live one.
+        found.sort_by_key(|(m, _)| m.started_ms);
+        for (meta, ended) in &found {
+            if !ended {
+                inner
+                    .live
+                    .insert((meta.bucket.clone(), meta.channel.clone()), meta.id.clone());
+            }
+            inner.known.insert(meta.id.clone(), meta.clone());
+        }
+        let found: Vec<SessionMeta> = found.into_iter().map(|(m, _)| m).collect();
         Ok((
             Sessions {
                 dir,
@@ -226,8 +238,12 @@ impl Sessions {
     /// The publisher went away: the channel is free for a new push, while the
     /// pipeline may still be storing this session's last fragments.
     pub fn end_live(&self, id: &str) {
-        let mut inner = self.lock();
-        inner.live.retain(|_, v| v != id);
+        self.lock().live.retain(|_, v| v != id);
+        // A restart before the session is finished recovers it as ended.
+        let marker = self.session_dir(id).join(ENDED);
+        if let Err(e) = std::fs::File::create(&marker) {
+            tracing::warn!(path = %marker.display(), error = %e, "cannot mark the session ended");
+        }
     }
 
     /// Everything of the session is stored: forget it.
@@ -298,6 +314,11 @@ mod tests {
         assert!(s2.is_live(&a));
 
         s2.end_live(&a);
+        // Recovered again, it is known but no longer live.
+        let (s3, found) = Sessions::open(dir.path()).unwrap();
+        assert_eq!(found, vec![meta(&a, "cam")]);
+        assert!(!s3.is_live(&a));
+        assert!(s3.get(&a).is_some());
         s2.begin(meta(&new_session_id(), "cam")).unwrap();
         s2.finish(&a);
         assert!(s2.get(&a).is_none());

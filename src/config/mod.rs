@@ -95,6 +95,68 @@ pub struct NginxConfig {
     /// `relay_url` and its application's `hls_fragment`.
     #[serde(default = "default_fragment_durations")]
     pub fragment_durations: Vec<u32>,
+    /// nginx-rtmp's `rtmp_stat` page (`STAT_LISTEN` in nginx.conf), where
+    /// livebucket reads a live stream's video size, frame rate, codecs and
+    /// bandwidth: `http://IP:PORT/PATH` (plain HTTP, on loopback), or
+    /// `unix:/SOCKET:/PATH` for a Unix socket (as `HOOKS_URL` spells it).
+    #[serde(default = "default_stat_url")]
+    pub stat_url: String,
+}
+
+impl NginxConfig {
+    /// The internal application's name: the last path segment of
+    /// `relay_url` (`hls` in `rtmp://127.0.0.1:1935/hls`), where each
+    /// session's stream is named by its id.
+    pub fn hls_app(&self) -> &str {
+        let relay = self.relay_url.trim_end_matches('/');
+        let path = relay
+            .strip_prefix("rtmp://")
+            .and_then(|rest| rest.split_once('/'))
+            .map_or("", |(_, path)| path);
+        path.rsplit('/').next().unwrap_or("")
+    }
+}
+
+/// Where `nginx.stat_url` points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatTarget<'a> {
+    /// `http://AUTHORITY/PATH`: AUTHORITY is `HOST:PORT`, the port required.
+    Tcp { authority: &'a str, path: &'a str },
+    /// `unix:/SOCKET:/PATH`.
+    Unix { socket: &'a Path, path: &'a str },
+}
+
+/// The two forms `nginx.stat_url` takes (no https, userinfo, query or
+/// fragment); `None` for anything else.
+pub fn parse_stat_url(url: &str) -> Option<StatTarget<'_>> {
+    if let Some(rest) = url.strip_prefix("unix:") {
+        let (socket, path) = rest.rsplit_once(':')?;
+        let socket = Path::new(socket);
+        return (socket.is_absolute()
+            && socket.file_name().is_some()
+            && !rest.contains('\0')
+            && path.starts_with('/')
+            && is_plain_path(path))
+        .then_some(StatTarget::Unix { socket, path });
+    }
+    let rest = url.strip_prefix("http://")?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    let (host, port) = authority.rsplit_once(':')?;
+    let host_ok = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    let port_ok = !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+    (host_ok && port_ok && is_plain_path(path)).then_some(StatTarget::Tcp { authority, path })
+}
+
+/// A request path without query, fragment or escapes, sent as is.
+fn is_plain_path(path: &str) -> bool {
+    path.bytes()
+        .all(|b| b.is_ascii_graphic() && !b"?#%\\".contains(&b))
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -284,6 +346,9 @@ fn default_fragment_durations() -> Vec<u32> {
 }
 fn default_public_apps() -> Vec<String> {
     vec!["live".into()]
+}
+fn default_stat_url() -> String {
+    "http://127.0.0.1:8090/stat".into()
 }
 fn default_region() -> String {
     "garage".into()
@@ -542,6 +607,18 @@ impl RawConfig {
                 "must look like rtmp://127.0.0.1:1935/hls (nginx only relays to rtmp:// URLs with an IP address)",
             ));
         }
+        if self.nginx.hls_app().is_empty() {
+            return Err(invalid(
+                "nginx.relay_url",
+                "must end with the internal application's name, e.g. rtmp://127.0.0.1:1935/hls",
+            ));
+        }
+        if parse_stat_url(&self.nginx.stat_url).is_none() {
+            return Err(invalid(
+                "nginx.stat_url",
+                "must look like http://127.0.0.1:8090/stat (plain http, IP or host with a port, a path) or unix:/run/livebucket/stat.sock:/stat (STAT_LISTEN in nginx.conf)",
+            ));
+        }
         if self.nginx.public_apps.is_empty() {
             return Err(invalid(
                 "nginx.public_apps",
@@ -784,6 +861,63 @@ mod tests {
     fn legacy_listen_string_says_what_changed() {
         let err = parse(&format!("listen = \"127.0.0.1:8089\"\n{MINIMAL}")).unwrap_err();
         assert!(err.to_string().contains("[listen]"), "{err}");
+    }
+
+    #[test]
+    fn stat_url_and_hls_app() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.nginx.stat_url, "http://127.0.0.1:8090/stat");
+        assert_eq!(c.nginx.hls_app(), "hls");
+        let tcp = |authority, path| Some(StatTarget::Tcp { authority, path });
+        assert_eq!(
+            parse_stat_url("http://127.0.0.1:8090/stat"),
+            tcp("127.0.0.1:8090", "/stat")
+        );
+        assert_eq!(
+            parse_stat_url("http://[::1]:8090/a/b"),
+            tcp("[::1]:8090", "/a/b")
+        );
+        assert_eq!(
+            parse_stat_url("http://localhost:8090"),
+            tcp("localhost:8090", "/")
+        );
+        assert_eq!(
+            parse_stat_url("unix:/run/livebucket/stat.sock:/stat"),
+            Some(StatTarget::Unix {
+                socket: Path::new("/run/livebucket/stat.sock"),
+                path: "/stat"
+            })
+        );
+        for bad in [
+            "https://127.0.0.1:8090/stat",
+            "http://127.0.0.1/stat",
+            "http://:8090/stat",
+            "http://127.0.0.1:80x/stat",
+            "http://u@127.0.0.1:8090/stat",
+            "http://127.0.0.1:8090/stat?x",
+            "http://127.0.0.1:8090/st at",
+            "127.0.0.1:8090/stat",
+            "unix:/run/stat.sock",
+            "unix:run/stat.sock:/stat",
+            "unix:/run/stat.sock:stat",
+            "unix:/:/stat",
+        ] {
+            assert_eq!(parse_stat_url(bad), None, "{bad}");
+            let text = MINIMAL.replace(
+                "[s3]",
+                &format!("stat_url = {}\n[s3]", toml::Value::from(bad)),
+            );
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains("nginx.stat_url"), "{bad}: {err}");
+        }
+        let custom = MINIMAL.replace(
+            "[s3]",
+            "relay_url = \"rtmp://127.0.0.1:1935/internal/\"\n[s3]",
+        );
+        assert_eq!(parse(&custom).unwrap().nginx.hls_app(), "internal");
+        let no_app = MINIMAL.replace("[s3]", "relay_url = \"rtmp://127.0.0.1:1935\"\n[s3]");
+        let err = parse(&no_app).unwrap_err().to_string();
+        assert!(err.contains("nginx.relay_url"), "{err}");
     }
 
     #[test]

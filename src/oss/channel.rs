@@ -112,7 +112,9 @@ pub struct HlsTarget {
 }
 
 /// `Snapshot`: OSS takes snapshots with a RAM role into another bucket and
-/// notifies MNS. livebucket stores and returns it; it takes no snapshots.
+/// notifies MNS. livebucket takes them with the push's key
+/// ([`crate::snapshot`]); `RoleName` and `NotifyTopic` are stored and
+/// returned but unused (no RAM roles; no notification is sent).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {

@@ -95,11 +95,14 @@ pub enum CaptureError {
 
 /// Copies `src` to `dir/<key>.ts` through a temp name, so a capture file that
 /// exists under its final name is complete. Returns the bytes' identity as
-/// read; fails if the file changed while it was being read.
+/// read; fails if the file changed while it was being read. `durable` (a
+/// capture going straight to the on-disk spool) fsyncs the file and the
+/// directory before the capture counts, as a move to the spool does.
 pub fn copy_fragment(
     src: &Path,
     dir: &Path,
     key_ms: u64,
+    durable: bool,
 ) -> Result<(PathBuf, Identity), CaptureError> {
     let (bytes, before) = read_nofollow(src)?;
     let after = identity(src)?;
@@ -112,8 +115,14 @@ pub fn copy_fragment(
     {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(&bytes)?;
+        if durable {
+            f.sync_all()?;
+        }
     }
     std::fs::rename(&tmp, &dst)?;
+    if durable {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
     Ok((dst, after))
 }
 
@@ -172,7 +181,7 @@ mod nofollow_tests {
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         assert!(identity(&link).is_err());
         assert!(read_nofollow(&link).is_err());
-        assert!(copy_fragment(&link, &dir.path().join("cap"), 1).is_err());
+        assert!(copy_fragment(&link, &dir.path().join("cap"), 1, false).is_err());
         // A session directory that is a link is refused too.
         let linked_dir = dir.path().join("linked");
         std::os::unix::fs::symlink(&session, &linked_dir).unwrap();
@@ -196,7 +205,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let src = dir.path().join("1732571234567.ts");
         std::fs::write(&src, vec![7u8; 188 * 10]).unwrap();
-        let (dst, id) = copy_fragment(&src, &dir.path().join("cap"), 42).unwrap();
+        let (dst, id) = copy_fragment(&src, &dir.path().join("cap"), 42, true).unwrap();
         assert_eq!(dst, dir.path().join("cap/42.ts"));
         assert_eq!(std::fs::read(&dst).unwrap(), vec![7u8; 1880]);
         assert_eq!(id.size, 1880);

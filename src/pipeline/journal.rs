@@ -3,12 +3,13 @@
 //! Written before the step's side effect, so that after a crash the journal
 //! knows every key it ever chose for a fragment (a key must never be reused
 //! for different bytes) and every duration nginx gave. A torn last line (crash
-//! mid-write) is ignored. Appends are not fsync'd: they protect against a
+//! mid-write) is cut off when the journal is opened, so the lines appended
+//! after it start on a line of their own and are read at the next start. Appends are not fsync'd: they protect against a
 //! crash of livebucket, which the page cache survives; a power cut loses the
 //! tmpfs fragments the journal describes anyway.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -46,24 +47,22 @@ pub struct Journal {
 impl Journal {
     /// Opens (creating) the journal and returns what it already holds.
     pub fn open(path: &Path) -> std::io::Result<(Journal, Vec<Entry>)> {
-        let mut entries = Vec::new();
-        match File::open(path) {
-            Ok(f) => {
-                for line in BufReader::new(f).lines() {
-                    let line = line?;
-                    match serde_json::from_str::<Entry>(&line) {
-                        Ok(e) => entries.push(e),
-                        Err(_) => {
-                            tracing::warn!(path = %path.display(), "ignoring torn journal line");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => return Err(e),
-        }
+        };
+        let (entries, valid) = read_entries(&bytes);
         let file = OpenOptions::new().create(true).append(true).open(path)?;
+        if valid < bytes.len() {
+            tracing::warn!(
+                path = %path.display(),
+                dropped_bytes = bytes.len() - valid,
+                "cutting a torn journal line"
+            );
+            // Appends (O_APPEND) then start right after the last whole line.
+            file.set_len(valid as u64)?;
+        }
         Ok((
             Journal {
                 path: path.to_owned(),
@@ -83,6 +82,24 @@ impl Journal {
     pub fn path(&self) -> &Path {
         &self.path
     }
+}
+
+/// The entries of whole, parsable lines up to the first that is not, and
+/// how many bytes they take.
+fn read_entries(bytes: &[u8]) -> (Vec<Entry>, usize) {
+    let mut entries = Vec::new();
+    let mut valid = 0;
+    for line in bytes.split_inclusive(|&b| b == b'\n') {
+        let Some(body) = line.strip_suffix(b"\n") else {
+            break;
+        };
+        match serde_json::from_slice::<Entry>(body) {
+            Ok(e) => entries.push(e),
+            Err(_) => break,
+        }
+        valid += line.len();
+    }
+    (entries, valid)
 }
 
 #[cfg(test)]
@@ -117,7 +134,13 @@ mod tests {
             .unwrap()
             .write_all(b"{\"t\":\"sto")
             .unwrap();
+        let (mut j, entries) = Journal::open(&p).unwrap();
+        assert_eq!(entries, vec![a.clone(), b.clone()]);
+        // What is appended after a torn line is read at the next start.
+        let c = Entry::Stored { key: 1 };
+        j.append(&c).unwrap();
+        drop(j);
         let (_, entries) = Journal::open(&p).unwrap();
-        assert_eq!(entries, vec![a, b]);
+        assert_eq!(entries, vec![a, b, c]);
     }
 }

@@ -488,7 +488,8 @@ impl Pipeline {
         };
         let mut file = None;
         for dir in &dirs {
-            match capture::copy_fragment(path, dir, key_ms) {
+            let durable = dir.starts_with(&self.spool_dir);
+            match capture::copy_fragment(path, dir, key_ms, durable) {
                 Ok((f, _)) => {
                     file = Some(f);
                     break;

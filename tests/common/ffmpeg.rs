@@ -80,6 +80,20 @@ pub fn push_media(dir: &TestDir, media: &TestMedia, url: &str, output_args: &[&s
     }
 }
 
+/// [`push`] of another lavfi `video` (30 fps unless it says otherwise), e.g.
+/// `testsrc=size=640x360:rate=25`.
+pub fn push_video(dir: &TestDir, video: &str, url: &str, seconds: u32) -> Push {
+    let log = dir.unique_file("ffmpeg", "log");
+    Push {
+        proc: Proc::spawn(
+            "ffmpeg",
+            push_command(video, url, seconds, &[]),
+            &log,
+            Stop::Kill,
+        ),
+    }
+}
+
 /// The ffmpeg command of a push: `seconds` of lavfi `video` (30 fps, a
 /// keyframe every 2 s) and a 440 Hz tone at 64 kbit/s, as FLV to `url` in
 /// real time, with `output_args` (e.g. bitrate options) before the URL.

@@ -16,6 +16,7 @@ pub const HLS_APP: &str = "hls";
 
 pub struct Nginx {
     rtmp_port: u16,
+    stat_port: u16,
     prefix: PathBuf,
     // Last: stopped before anything else of this struct goes.
     proc: Proc,
@@ -42,6 +43,9 @@ impl Nginx {
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", hls_dir.display()));
         super::chmod(hls_dir, 0o777);
         let rtmp_port = super::free_port();
+        // Every nginx gets its own rtmp_stat port (the template's default
+        // 8090 would be shared by tests running at once).
+        let stat_port = super::free_port();
 
         let mut render = Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -57,7 +61,8 @@ impl Nginx {
             // Tests read nginx's info lines ("notify: update failed"); the
             // secrets they log are the harness's own.
             .env("ERROR_LOG_LEVEL", "info")
-            .env("HLS_DIR", hls_dir);
+            .env("HLS_DIR", hls_dir)
+            .env("STAT_LISTEN", format!("127.0.0.1:{stat_port}"));
         for (name, value) in values {
             render.env(name, value);
         }
@@ -95,6 +100,7 @@ impl Nginx {
         }
         Nginx {
             rtmp_port,
+            stat_port,
             prefix,
             proc,
         }
@@ -112,6 +118,12 @@ impl Nginx {
     /// livebucket's `nginx.relay_url`: `rtmp://127.0.0.1:PORT/hls`.
     pub fn relay_url(&self) -> String {
         format!("rtmp://127.0.0.1:{}/{HLS_APP}", self.rtmp_port)
+    }
+
+    /// nginx-rtmp's `rtmp_stat` page (livebucket's `nginx.stat_url`):
+    /// `http://127.0.0.1:PORT/stat`.
+    pub fn stat_url(&self) -> String {
+        format!("http://127.0.0.1:{}/stat", self.stat_port)
     }
 
     pub fn error_log(&self) -> String {
