@@ -131,6 +131,27 @@ fn post_status(addr: &str, path: &str, body: &str) -> Option<u16> {
         .and_then(|s| s.parse().ok())
 }
 
+/// `GET path` over HTTP/1.0 on the Unix socket `socket`: (status, body).
+fn unix_get(socket: &Path, path: &str) -> (u16, String) {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", socket.display()));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream
+        .read_to_string(&mut text)
+        .unwrap_or_else(|e| panic!("GET {path} on {}: {e}", socket.display()));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (status, body.to_owned())
+}
+
 /// The TCP sockets listening in `service`'s network namespace, as
 /// `IP:PORT` (IPv4) or `[HEX]:PORT` (IPv6), from /proc/net/tcp{,6}.
 fn tcp_listeners(stack: &Compose, service: &str) -> Vec<String> {
@@ -283,10 +304,11 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     // livebucket publishes its public port only; it listens on TCP there
     // and on its operator port on the container's loopback, and takes
     // nginx's callbacks on the Unix socket alone.
-    let (published, listeners) = blocking(|| {
+    let (published, listeners, nginx_listeners) = blocking(|| {
         (
             stack.published_ports("livebucket"),
             tcp_listeners(&stack, "livebucket"),
+            tcp_listeners(&stack, "nginx-rtmp"),
         )
     });
     assert_eq!(
@@ -295,14 +317,29 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         "livebucket publishes other ports"
     );
     // (127.0.0.11 is Docker's DNS resolver, in every container's namespace.)
-    let listeners: Vec<&String> = listeners
-        .iter()
-        .filter(|l| !l.starts_with("127.0.0.11:"))
-        .collect();
+    let not_dns = |all: &[String]| -> Vec<String> {
+        all.iter()
+            .filter(|l| !l.starts_with("127.0.0.11:"))
+            .cloned()
+            .collect()
+    };
     assert_eq!(
-        listeners,
+        not_dns(&listeners),
         ["0.0.0.0:8080", "127.0.0.1:9090"],
         "livebucket's TCP listeners"
+    );
+    // nginx listens on TCP for RTMP only: its statistics page is a socket
+    // in the volume the two containers share, which answers.
+    assert_eq!(
+        not_dns(&nginx_listeners),
+        ["0.0.0.0:1935"],
+        "nginx-rtmp's TCP listeners"
+    );
+    let sockets = blocking(|| stack.volume_mountpoint("sockets"));
+    let (status, page) = blocking(|| unix_get(&sockets.join("stat.sock"), "/stat"));
+    assert!(
+        status == 200 && page.contains("<rtmp>") && page.contains("<name>hls</name>"),
+        "GET /stat on nginx-rtmp's stat.sock: {status}\n{page}"
     );
     // No published port takes a callback, even one carrying the right
     // secret and a validly signed push: the public port refuses it
