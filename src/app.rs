@@ -67,6 +67,12 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             sessions: sessions.clone(),
             live_cache: live_cache.clone(),
+            snapshots: crate::snapshot::Snapshotter::new(
+                store.clone(),
+                metrics.clone(),
+                uploads.clone(),
+                crate::snapshot::DEFAULT_MAX_CONCURRENT,
+            ),
         },
         &handle,
         cancel.child_token(),

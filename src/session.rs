@@ -37,6 +37,9 @@ pub struct SessionMeta {
     /// existed): the `[live]` defaults.
     #[serde(default)]
     pub shape: Option<LiveShape>,
+    /// The channel's snapshots, if its `Snapshot` asks for them.
+    #[serde(default)]
+    pub snapshot: Option<crate::snapshot::SnapshotPlan>,
 }
 
 /// A live playlist's shape.
@@ -294,6 +297,7 @@ mod tests {
             addr: "127.0.0.1".into(),
             started_ms: 1,
             shape: None,
+            snapshot: None,
         }
     }
 

@@ -74,8 +74,9 @@ pub const FFMPEG_TIMEOUT: Duration = Duration::from_secs(20);
 /// Largest JPEG accepted from ffmpeg.
 pub const MAX_JPEG_BYTES: usize = 16 << 20;
 
-/// A channel's `Snapshot`, checked against the key that will write it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A channel's `Snapshot`, checked against the key that will write it. Kept
+/// with the session's state, so a recovered session keeps taking them.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotPlan {
     pub dest_bucket: String,
     /// Seconds, in [`FRAG_RANGE`].

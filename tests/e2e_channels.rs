@@ -212,6 +212,39 @@ async fn oss2_manages_channels_end_to_end() {
             .starts_with("127.0.0.1"),
         "{stat}"
     );
+    // Stat reports what ffmpeg really sends, measured by nginx-rtmp; the
+    // bandwidths once nginx's first 10 s window has passed.
+    let stat = wait_until(
+        "stat with video and audio",
+        secs(30),
+        millis(500),
+        async || {
+            let v = api.ok("stat", &[("channel", "cam")]);
+            let measured = v["video"]["bandwidth"].as_u64().is_some_and(|b| b > 0)
+                && v["audio"]["bandwidth"].as_u64().is_some_and(|b| b > 0);
+            measured.then_some(v.clone()).ok_or(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        (
+            &stat["video"]["width"],
+            &stat["video"]["height"],
+            &stat["video"]["frame_rate"],
+            &stat["video"]["codec"],
+            &stat["audio"]["codec"],
+            &stat["audio"]["sample_rate"],
+        ),
+        (
+            &Value::from(640),
+            &Value::from(360),
+            &Value::from(25),
+            &Value::from("H264"),
+            &Value::from("AAC"),
+            &Value::from(44100),
+        ),
+        "{stat}"
+    );
     // Stored fragments follow FragDuration (3 s; keyframes every second) in
     // the channel's own playlist object.
     let stored = wait_until(
@@ -329,6 +362,41 @@ async fn oss2_manages_channels_end_to_end() {
         400,
         "InvalidArgument",
     );
+
+    // Snapshots: every Interval seconds a JPEG of the picture, the newest
+    // also at a stable key.
+    let snap_xml = format!(
+        "<LiveChannelConfiguration><Description/><Status>enabled</Status>\
+         <Target><Type>HLS</Type><FragDuration>2</FragDuration><FragCount>3</FragCount>\
+         <PlaylistName>playlist.m3u8</PlaylistName></Target>\
+         <Snapshot><RoleName>role</RoleName><DestBucket>{BUCKET}</DestBucket>\
+         <NotifyTopic>topic</NotifyTopic><Interval>2</Interval></Snapshot>\
+         </LiveChannelConfiguration>"
+    );
+    assert_eq!(
+        api.ok("create_xml", &[("channel", "snap"), ("body", &snap_xml)])["status"],
+        200
+    );
+    let mut p = push_oss(&stack, &sign_rtmp(&stack, "snap"), 10);
+    assert!(p.exit_within(secs(30)).await.success(), "{}", p.log());
+    let jpegs = wait_until(
+        "snapshots in the bucket",
+        secs(20),
+        millis(500),
+        async || {
+            let listed = stack.s3.list(BUCKET, "snap/snapshot/").await;
+            (listed.len() >= 3 && listed.iter().any(|(k, _)| k == "snap/snapshot/latest.jpg"))
+                .then_some(listed.clone())
+                .ok_or(format!("{listed:?}"))
+        },
+    )
+    .await;
+    for (key, _) in &jpegs {
+        let head = stack.s3.head(BUCKET, key).await;
+        assert_eq!(head.content_type.as_deref(), Some("image/jpeg"), "{key}");
+        let body = stack.s3.get(BUCKET, key).await;
+        assert!(body.starts_with(&[0xFF, 0xD8]), "{key} is not a JPEG");
+    }
 
     // Delete once idle; the media stays.
     api.ok("delete", &[("channel", "cam")]);

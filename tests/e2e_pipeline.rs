@@ -105,6 +105,7 @@ impl Rig {
             .map_or_else(|| "rtmp://127.0.0.1:1935/hls".to_owned(), Nginx::relay_url);
         let config = config_toml(&ConfigParams {
             listen,
+            stat_url: nginx.as_ref().map(Nginx::stat_url).as_deref(),
             state_dir: &state_dir,
             hls_dir: &hls_dir,
             relay_url: &relay_url,

@@ -224,6 +224,7 @@ fn cli_signature_matches_documented_algorithm() {
     };
     let config = config_toml(&ConfigParams {
         listen: free_addr(),
+        stat_url: None,
         state_dir: &dir.subdir("state"),
         hls_dir: &dir.join("hls"),
         relay_url: "rtmp://127.0.0.1:1935/hls",

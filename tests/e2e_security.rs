@@ -460,6 +460,7 @@ async fn sighup_applies_a_new_limiter_policy() {
     };
     let config = config_toml(&ConfigParams {
         listen: hooks,
+        stat_url: None,
         state_dir: &dir.subdir("state"),
         hls_dir: &dir.join("hls"),
         relay_url: "rtmp://127.0.0.1:1935/hls",

@@ -144,6 +144,17 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         }
     };
     let plan = crate::channels::plan_push(record.as_ref(), &cfg)?;
+    let snapshot = record
+        .as_ref()
+        .and_then(|r| r.config.snapshot.as_ref())
+        .zip(cfg.key(&grant.key_id))
+        .and_then(|(s, key)| {
+            crate::snapshot::SnapshotPlan::new(s, key)
+                .inspect_err(
+                    |e| warn!(error = %e, channel = %grant.channel, "no snapshots for this push"),
+                )
+                .ok()
+        });
     if cfg.auth.one_time_push {
         // Verified above, so the signature parameter is present.
         let signature = cb.client_param("Signature").unwrap_or_default();
@@ -179,6 +190,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0),
         shape: plan.shape,
+        snapshot,
     };
     let meta = app.sessions.begin(meta).map_err(|e| match e {
         crate::session::SessionError::ChannelLive { bucket, channel } => {

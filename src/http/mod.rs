@@ -54,6 +54,8 @@ pub struct AppState {
     pub vod_builds: Arc<Semaphore>,
     /// Channel records (the OSS LiveChannel API's state).
     pub channels: crate::channels::ChannelStore,
+    /// nginx-rtmp's statistics page, for GetLiveChannelStat.
+    pub stat: crate::stat::StatSource,
 }
 
 impl AppState {
@@ -66,6 +68,7 @@ impl AppState {
         live_cache: LiveCache,
     ) -> AppState {
         let limiter = FailureLimiter::from_config(&config.auth);
+        let stat_source = crate::stat::StatSource::from_config(&config.nginx);
         let replay = PushReplay::open(&config.state_dir.join("push-signatures.json"));
         let vod_builds = Arc::new(Semaphore::new(config.vod.max_concurrent_builds));
         let store_for_channels = store.clone();
@@ -80,6 +83,7 @@ impl AppState {
             replay,
             vod_builds,
             channels: crate::channels::ChannelStore::new(store_for_channels),
+            stat: stat_source,
         }
     }
 

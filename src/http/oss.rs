@@ -201,11 +201,12 @@ async fn execute(
             if let Some(s) = &config.snapshot {
                 crate::auth::push::validate_bucket(&s.dest_bucket)
                     .map_err(|e| OssError::InvalidArgument(format!("Snapshot DestBucket: {e}")))?;
-                if !key.may_write(&s.dest_bucket) {
-                    return Err(OssError::AccessDenied(
+                crate::snapshot::SnapshotPlan::new(s, key).map_err(|e| match e {
+                    crate::snapshot::PlanError::BucketNotAllowed { .. } => OssError::AccessDenied(
                         "this access key may not write the snapshot's DestBucket".into(),
-                    ));
-                }
+                    ),
+                    other => OssError::InvalidArgument(other.to_string()),
+                })?;
             }
             let (publish, play) = urls(cfg, bucket, &channel, &config.target.playlist_name);
             let record = ChannelRecord {
@@ -267,12 +268,27 @@ async fn execute(
         }
         Operation::GetLiveChannelStat { channel } => {
             let r = existing(app, key, bucket, &channel).await?;
-            let session = live(&channel).map(|s| LiveSession {
-                connected: (s.started_ms / 1000) as i64,
-                remote_addr: s.addr.clone(),
-                video: None,
-                audio: None,
-            });
+            let session = match live(&channel) {
+                None => None,
+                Some(s) => {
+                    // Measured by nginx from the stream itself; without the
+                    // page the answer is Live with no Video/Audio, as OSS
+                    // gives just after a publisher connects.
+                    let mut measured = app
+                        .stat
+                        .session_stats(&[&s.id])
+                        .await
+                        .inspect_err(|e| warn!(error = %e, "no stream statistics from nginx"))
+                        .unwrap_or_default();
+                    let stat = measured.remove(&s.id);
+                    Some(LiveSession {
+                        connected: (s.started_ms / 1000) as i64,
+                        remote_addr: s.addr.clone(),
+                        video: stat.as_ref().and_then(|m| m.video.clone()),
+                        audio: stat.and_then(|m| m.audio),
+                    })
+                }
+            };
             let stat = model::ChannelStat::new(r.config.status, session);
             Ok(xml_ok(xml::render_stat(&stat)))
         }

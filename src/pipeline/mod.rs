@@ -170,6 +170,8 @@ pub struct Shared {
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
     pub live_cache: LiveCache,
+    /// Takes the channels' snapshots from captured fragments.
+    pub snapshots: crate::snapshot::Snapshotter,
 }
 
 pub struct Pipeline {
@@ -188,6 +190,7 @@ pub struct Pipeline {
     channels: HashMap<ChannelId, ChannelLive>,
     unknown_dirs: HashSet<PathBuf>,
     live_cache: LiveCache,
+    snapshots: crate::snapshot::Snapshotter,
 }
 
 fn now_ms() -> u64 {
@@ -210,6 +213,7 @@ impl Pipeline {
             metrics,
             sessions,
             live_cache,
+            snapshots,
         } = shared;
         Pipeline {
             hls_dir: cfg.nginx.hls_dir.clone(),
@@ -227,6 +231,7 @@ impl Pipeline {
             channels: HashMap::new(),
             unknown_dirs: HashSet::new(),
             live_cache,
+            snapshots,
         }
     }
 
@@ -514,6 +519,17 @@ impl Pipeline {
         };
         debug!(fragment = %name, size = ident.size, "captured");
         self.metrics.inc("livebucket_fragments_captured_total", "");
+        if let Some(plan) = &pipe.meta.snapshot {
+            // Never waits: the snapshotter opens the file before it returns.
+            self.snapshots.offer(crate::snapshot::SnapshotRequest {
+                key_id: pipe.meta.key_id.clone(),
+                bucket: pipe.meta.bucket.clone(),
+                channel: pipe.meta.channel.clone(),
+                plan: plan.clone(),
+                fragment: file.clone(),
+                fragment_ms: key_ms,
+            });
+        }
         pipe.captures.push(CaptureRec {
             name,
             key_ms,
@@ -1154,6 +1170,9 @@ impl Pipeline {
         let _ = std::fs::remove_dir_all(self.capture_dir.join(id));
         let _ = std::fs::remove_dir_all(self.spool_dir.join(id));
         self.unknown_dirs.remove(&self.hls_dir.join(id));
+        if let Some(meta) = self.sessions.get(id) {
+            self.snapshots.forget(&meta.bucket, &meta.channel);
+        }
         self.sessions.finish(id);
         info!(session = %id, channel = %pipe.meta.channel, fragments = pipe.segs.len(), "session finished");
     }

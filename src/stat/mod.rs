@@ -269,17 +269,28 @@ pub fn session_stats_in(
     session_ids: &[&str],
 ) -> HashMap<String, StreamStat> {
     let mut out = HashMap::new();
-    let Some(internal) = apps.iter().find(|a| a.name == hls_app) else {
-        return out;
+    // The internal applications: `hls_app` and its per-fragment-length
+    // siblings `<hls_app>_<N>s` (channels' FragDuration).
+    let is_internal = |name: &str| {
+        name == hls_app
+            || name
+                .strip_prefix(hls_app)
+                .and_then(|rest| rest.strip_prefix('_'))
+                .and_then(|rest| rest.strip_suffix('s'))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
     };
+    let internal: Vec<&Application> = apps.iter().filter(|a| is_internal(&a.name)).collect();
     for id in session_ids {
-        let Some(stream) = internal.streams.iter().find(|s| s.name == *id) else {
+        let Some((app, stream)) = internal
+            .iter()
+            .find_map(|a| a.streams.iter().find(|s| s.name == *id).map(|s| (a, s)))
+        else {
             continue;
         };
-        let relay_suffix = format!("/{hls_app}/{id}");
+        let relay_suffix = format!("/{}/{id}", app.name);
         let publisher = apps
             .iter()
-            .filter(|a| a.name != hls_app)
+            .filter(|a| !is_internal(&a.name))
             .flat_map(|a| &a.streams)
             .find(|s| {
                 s.clients
@@ -366,6 +377,14 @@ mod tests {
         assert!(stats(LIVE, &["b8d092932c8f7d3e2ad874cf3a0dcef1"]).is_empty());
         // Another internal application name finds nothing.
         assert!(session_stats_in(&parse(LIVE).unwrap(), "live2", &[SESSION]).is_empty());
+        // A channel with a FragDuration relays to `hls_<N>s`: found there too,
+        // with the same publisher.
+        let text = String::from_utf8_lossy(LIVE)
+            .replace("<name>hls</name>", "<name>hls_3s</name>")
+            .replace("/hls/", "/hls_3s/");
+        let moved = stats(text.as_bytes(), &[SESSION]);
+        assert_eq!(moved.get(SESSION), got.get(SESSION));
+        assert!(session_stats_in(&parse(text.as_bytes()).unwrap(), "hls_3", &[SESSION]).is_empty());
     }
 
     #[test]

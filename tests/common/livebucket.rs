@@ -331,6 +331,8 @@ pub struct ConfigParams<'a> {
     pub state_dir: &'a Path,
     pub hls_dir: &'a Path,
     pub relay_url: &'a str,
+    /// nginx's rtmp_stat page, when the test has an nginx.
+    pub stat_url: Option<&'a str>,
     pub s3_endpoint: &'a str,
     /// (key, buckets it may push to)
     pub keys: &'a [(&'a Key, &'a [&'a str])],
@@ -341,7 +343,10 @@ pub fn config_toml(p: &ConfigParams<'_>) -> String {
     let mut out = format!(
         "state_dir = {state}\n\n[listen]\nhooks = {listen}\npublic = {public}\noperator = {operator}\n\n\
          [hooks]\nsecret = {secret}\nallow = [\"127.0.0.1/32\"]\n\n[nginx]\nhls_dir = {hls}\nrelay_url = {relay}\n\n\
-         [s3]\nendpoint = {endpoint}\nregion = {region}\nforce_path_style = true\n\n{extra}\n",
+         {stat}\n[s3]\nendpoint = {endpoint}\nregion = {region}\nforce_path_style = true\n\n{extra}\n",
+        stat = p
+            .stat_url
+            .map_or(String::new(), |u| format!("stat_url = {}\n", toml_str(u))),
         listen = toml_str(&p.listen.to_string()),
         public = toml_str(&super::free_addr().to_string()),
         operator = toml_str(&super::free_addr().to_string()),

@@ -207,6 +207,7 @@ impl Stack {
         let state_dir = dir.subdir("state");
         let config = config_toml(&ConfigParams {
             listen,
+            stat_url: Some(&nginx.stat_url()),
             state_dir: &state_dir,
             hls_dir: &hls_dir,
             relay_url: &nginx.relay_url(),
