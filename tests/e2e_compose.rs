@@ -563,27 +563,51 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     }
     clock.lap("play");
 
-    // Channels through the OSS API on the public port: made by the CLI in
-    // the container (its config's listen.public), listed by the CLI on the
-    // host through the published port. PublishUrls is the stack's RTMP URL.
-    let created = blocking(|| {
-        stack.exec(
-            "livebucket",
-            &[
-                "livebucket-docker",
-                "channel",
-                "create",
-                "--bucket",
-                BUCKET,
-                "--channel",
-                "api-check",
-            ],
-        )
-    });
+    // Channels through the OSS API on the public port: one made by the CLI
+    // in the container (its config's listen.public; PublishUrls is the
+    // stack's RTMP URL), pushed to, its GetLiveChannelStat reporting what
+    // nginx measures (rtmp_stat, read over the shared socket), and listed
+    // by the CLI on the host through the published port.
+    let stat_channel = "statcam";
+    let channel_cli = |args: &[&str]| {
+        let mut all = vec!["livebucket-docker", "channel"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--bucket", BUCKET, "--channel", stat_channel]);
+        blocking(|| stack.exec("livebucket", &all))
+    };
+    let created = channel_cli(&["create", "--frag-duration", "2"]);
     assert!(
-        created.contains(&format!("Url: rtmp://127.0.0.1:{rtmp}/live/api-check")),
+        created.contains(&format!("Url: rtmp://127.0.0.1:{rtmp}/live/{stat_channel}")),
         "livebucket-docker channel create: {created}"
     );
+    let url = sign_push(
+        &host_config,
+        BUCKET,
+        stat_channel,
+        &format!("rtmp://127.0.0.1:{rtmp}/live"),
+    );
+    let mut stat_push = common::ffmpeg::push(&dir, &url, 30);
+    wait_until(
+        "GetLiveChannelStat to report the push's video",
+        secs(20),
+        millis(300),
+        async || {
+            if let Some(status) = stat_push.try_wait() {
+                panic!(
+                    "the push ended early ({status}); ffmpeg:\n{}",
+                    stat_push.log()
+                );
+            }
+            let stat = channel_cli(&["stat"]);
+            ["Status: Live", "Width: 320", "Height: 240", "Codec: H264"]
+                .iter()
+                .all(|line| stat.contains(line))
+                .then_some(())
+                .ok_or(stat)
+        },
+    )
+    .await;
+    stat_push.kill();
     let listed = blocking(|| {
         run(
             "livebucket channel ls",
@@ -594,7 +618,7 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         )
     });
     assert!(
-        listed.contains("Name: api-check"),
+        listed.contains(&format!("Name: {stat_channel}")),
         "livebucket channel ls through the published port: {listed}"
     );
     clock.lap("channels");
