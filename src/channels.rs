@@ -224,9 +224,11 @@ pub struct PushPlan {
 /// while disabled, refused when unknown under `channels.unknown = "refuse"`,
 /// otherwise the channel's playlist name, window (`FragCount`, at least 3;
 /// the live window also keeps three target durations, RFC 8216 §6.2.2),
-/// target duration (`FragDuration` + 1 s: nginx cuts at the first keyframe
-/// after the fragment length, so a keyframe interval of at most a second
-/// keeps fragments within it) and the internal application whose
+/// target duration (twice `FragDuration`, at least `[live]`'s: nginx cuts
+/// at the first keyframe after the fragment length, and a relayed session's
+/// first fragment also carries the audio before the first keyframe, so a
+/// fragment may run well past `FragDuration`; the target must never change
+/// while the playlist is live) and the internal application whose
 /// `hls_fragment` is closest to `FragDuration`.
 pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Reject> {
     let default = PushPlan {
@@ -249,7 +251,7 @@ pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPla
         playlist: c.target.playlist_name.clone(),
         shape: Some(LiveShape {
             window_segments: (c.target.frag_count as usize).max(3),
-            target_duration_secs: u64::from(frag) + 1,
+            target_duration_secs: cfg.live.target_duration_secs.max(2 * u64::from(frag)),
         }),
         relay_url: relay_for(&default.relay_url, &cfg.nginx.fragment_durations, frag),
     })
@@ -324,7 +326,7 @@ mod tests {
             plan.shape,
             Some(LiveShape {
                 window_segments: 4,
-                target_duration_secs: 6
+                target_duration_secs: 10
             })
         );
         assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_5s");
@@ -334,7 +336,7 @@ mod tests {
             plan.shape,
             Some(LiveShape {
                 window_segments: 3,
-                target_duration_secs: 2
+                target_duration_secs: 6
             })
         );
         assert_eq!(

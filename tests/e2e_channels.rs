@@ -268,7 +268,7 @@ async fn oss2_manages_channels_end_to_end() {
             stored.playlist.durations
         );
     }
-    assert_eq!(stored.playlist.target_duration, 4);
+    assert_eq!(stored.playlist.target_duration, 6);
     // Delete is refused while live.
     api.fails("delete", &[("channel", "cam")], 409, "ChannelStillLive");
     api.fails("create", &[("channel", "cam")], 409, "ChannelStillLive");
