@@ -222,17 +222,15 @@ impl Store {
         body: String,
         cache_control: &str,
     ) -> Result<(), StoreError> {
-        self.client(key_id)?
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(PLAYLIST_CONTENT_TYPE)
-            .cache_control(cache_control)
-            .body(ByteStream::from(Bytes::from(body)))
-            .send()
-            .await
-            .map_err(|e| classify("PUT", bucket, key, e))?;
-        Ok(())
+        self.put_object(
+            key_id,
+            bucket,
+            key,
+            Bytes::from(body),
+            PLAYLIST_CONTENT_TYPE,
+            cache_control,
+        )
+        .await
     }
 
     /// Stores a whole object with its content type and cache policy
