@@ -825,6 +825,32 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     );
     assert_eq!(segment.body, stack.s3.get(BUCKET, &keys[0]).await);
 
+    // Five reloads of the same play URL, seconds apart while the window
+    // moves: a segment keeps its URI (RFC 8216 §6.2.1), whatever the clock.
+    let mut seen: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    let mut repeats = 0;
+    for _ in 0..5 {
+        let text = httpc::get(&url).await.text();
+        let reload = check_playlist(&text).unwrap();
+        for (uri, key) in reload
+            .uris
+            .iter()
+            .zip(presigned_keys(&stack.garage, &reload, &text))
+        {
+            match seen.get(&key) {
+                Some(before) => {
+                    assert_eq!(before, uri, "{key} changed its URI between reloads");
+                    repeats += 1;
+                }
+                None => {
+                    seen.insert(key, uri.clone());
+                }
+            }
+        }
+        tokio::time::sleep(millis(1500)).await;
+    }
+    assert!(repeats >= 8, "too few segments seen twice ({repeats})");
+
     // ffmpeg plays the live stream from the signed URL.
     let mut ffmpeg = Command::new("ffmpeg");
     ffmpeg
@@ -920,11 +946,12 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     let short_playlist = check_playlist(&resp.text()).unwrap();
     let segment_url = short_playlist.uris[0].clone();
-    // The segment URL lives as long as the play URL has left: at most 5 s.
+    // The segment URL ends exactly when the play URL does: it is signed
+    // at the play URL's expiry minus SigV4's 7 days, for 7 days.
     let lifetime: u64 = query_param(&segment_url, "X-Amz-Expires")
         .and_then(|e| e.parse().ok())
         .unwrap_or_else(|| panic!("no X-Amz-Expires in {segment_url}"));
-    assert!((1..=5).contains(&lifetime), "{segment_url}");
+    assert_eq!(lifetime, 604_800, "{segment_url}");
     let signed_at = query_param(&segment_url, "X-Amz-Date").unwrap();
     let d = |r: std::ops::Range<usize>| &signed_at[r];
     let signed_at = format!(
@@ -937,6 +964,8 @@ async fn play_serves_live_playlist_with_presigned_segments() {
         d(13..15)
     );
     let expires_at = utc_ms(&signed_at) / 1000 + lifetime;
+    let play_expires: u64 = query_param(&short, "Expires").unwrap().parse().unwrap();
+    assert_eq!(expires_at, play_expires, "{segment_url}");
     let first = httpc::get(&segment_url).await;
     assert_eq!(first.status, 200, "a fresh segment URL: {}", first.text());
     let refused = wait_until(

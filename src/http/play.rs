@@ -102,6 +102,23 @@ pub(super) fn verify_signed(
 /// for this bucket), so such a request costs the same HMAC as a real one.
 const UNKNOWN_KEY_SECRET: &str = "livebucket: no such key";
 
+/// The SigV4 signing time and lifetime of a play URL's segment URLs, fixed
+/// by the play URL's expiry rather than the clock: every reload of one play
+/// URL then names each segment by the same URI, as RFC 8216 §6.2.1 asks
+/// (and caches can keep them). They are signed at `expires` − 7 days for 7
+/// days, so they end with the play URL. A play URL valid for longer than
+/// that (`auth.max_play_lifetime_secs` above 7 days) would need a signing
+/// time in the future: its segments are signed now, for 7 days.
+fn segment_signing(expires: u64, now: u64) -> (u64, u64) {
+    let max = presign::SIGV4_MAX_EXPIRY.as_secs();
+    match expires.checked_sub(max) {
+        Some(at) if at <= now => (at, max),
+        Some(_) => (now, max),
+        // An expiry within the epoch's first week: no real URL.
+        None => (0, expires.max(1)),
+    }
+}
+
 /// The query as a map. A parameter given twice with different values is
 /// refused: which one was signed, and which one a cache in front keyed on,
 /// would be ambiguous.
@@ -170,12 +187,15 @@ pub async fn play(
     let signer = if sigv2 {
         None
     } else {
+        let (signed_at, valid_for) = segment_signing(expires, now);
+        let signed_at = time::OffsetDateTime::from_unix_timestamp(signed_at as i64)
+            .map_err(|_| HttpError::BadRequest("Expires is out of range".into()))?;
         Some(SigV4Presigner::new(
             &key.id,
             &key.secret,
             &cfg.s3.region,
-            time::OffsetDateTime::now_utc(),
-            Duration::from_secs(lifetime),
+            signed_at,
+            Duration::from_secs(valid_for),
         )?)
     };
     let mut out = String::with_capacity(text.len() * 4);
@@ -276,6 +296,20 @@ mod tests {
             prop_assert_eq!(&rt.block_on(answer(&cfg, &unknown, expires, &sig)), &known);
             prop_assert_eq!(&rt.block_on(answer(&cfg, "GKoff", expires, &sig)), &known);
         }
+    }
+
+    #[test]
+    fn segment_urls_are_signed_from_the_expiry_not_the_clock() {
+        let week = presign::SIGV4_MAX_EXPIRY.as_secs();
+        let expires = 1_800_000_000;
+        // Any moment before expiry gives the same signing time, so the same
+        // URIs, ending exactly at the play URL's expiry.
+        for now in [expires - 3600, expires - 60, expires - week] {
+            assert_eq!(segment_signing(expires, now), (expires - week, week));
+        }
+        // Longer than SigV4 allows: signed now, for the longest it allows.
+        let far = expires + 10 * week;
+        assert_eq!(segment_signing(far, expires), (expires, week));
     }
 
     #[tokio::test]
