@@ -72,8 +72,23 @@ pub struct Images {
 
 /// Builds the images from `livebucket_bin` and the Garage binary the
 /// harness uses, tagged `:e2e`. They are referred to by id: a concurrent run
-/// moving the tag cannot change what this one runs.
+/// moving the tag cannot change what this one runs. Built once per test
+/// process: the tests of one binary share them instead of racing two builds.
 pub fn build_images(livebucket_bin: &Path) -> Images {
+    static BUILT: std::sync::Mutex<Option<(std::path::PathBuf, Images)>> =
+        std::sync::Mutex::new(None);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some((bin, images)) = built.as_ref()
+        && bin == livebucket_bin
+    {
+        return images.clone();
+    }
+    let images = build_images_now(livebucket_bin);
+    *built = Some((livebucket_bin.to_owned(), images.clone()));
+    images
+}
+
+fn build_images_now(livebucket_bin: &Path) -> Images {
     let out = run(
         "scripts/docker-images",
         Command::new(format!("{SCRIPTS}/docker-images"))
