@@ -126,23 +126,12 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
     // An S3 outage must not stop new pushes: a channel whose record cannot
     // be read (and is not cached) is treated as one nobody created.
-    let record = match tokio::time::timeout(
-        CHANNEL_LOOKUP,
-        app.channels
-            .get(&grant.key_id, &grant.bucket, &grant.channel),
-    )
-    .await
-    {
-        Ok(Ok(record)) => record,
-        Ok(Err(e)) => {
-            warn!(error = %e, channel = %grant.channel, "cannot read the channel record; treating the channel as unknown");
+    let record = channel_record(app, &grant.key_id, &grant.bucket, &grant.channel)
+        .await
+        .unwrap_or_else(|why| {
+            warn!(channel = %grant.channel, "{why}; treating the channel as unknown");
             None
-        }
-        Err(_) => {
-            warn!(channel = %grant.channel, "the channel record did not come within {CHANNEL_LOOKUP:?}; treating the channel as unknown");
-            None
-        }
-    };
+        });
     let plan = crate::channels::plan_push(record.as_ref(), &cfg)?;
     let snapshot = record
         .as_ref()
@@ -241,17 +230,28 @@ async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     }
     // A channel disabled since the push began drops it now. A store that
     // cannot answer keeps the stream: an S3 outage must not end live pushes.
-    match app
-        .channels
-        .get(&session.key_id, &session.bucket, &session.channel)
-        .await
-    {
+    match channel_record(app, &session.key_id, &session.bucket, &session.channel).await {
         Ok(record) => crate::channels::still_allowed(record.as_ref())?,
-        Err(e) => {
-            warn!(error = %e, channel = %session.channel, "cannot read the channel record; keeping the push")
-        }
+        Err(why) => warn!(channel = %session.channel, "{why}; keeping the push"),
     }
     Ok(())
+}
+
+/// A channel's record for a callback, within [`CHANNEL_LOOKUP`] (nginx
+/// waits for the answer); `Err` says why there is none to go by.
+async fn channel_record(
+    app: &AppState,
+    key_id: &str,
+    bucket: &str,
+    channel: &str,
+) -> Result<Option<crate::oss::channel::ChannelRecord>, String> {
+    match tokio::time::timeout(CHANNEL_LOOKUP, app.channels.get(key_id, bucket, channel)).await {
+        Ok(Ok(record)) => Ok(record),
+        Ok(Err(e)) => Err(format!("cannot read the channel record ({e})")),
+        Err(_) => Err(format!(
+            "the channel record did not come within {CHANNEL_LOOKUP:?}"
+        )),
+    }
 }
 
 pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {

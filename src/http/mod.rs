@@ -67,23 +67,18 @@ impl AppState {
         store: Store,
         live_cache: LiveCache,
     ) -> AppState {
-        let limiter = FailureLimiter::from_config(&config.auth);
-        let stat_source = crate::stat::StatSource::from_config(&config.nginx);
-        let replay = PushReplay::open(&config.state_dir.join("push-signatures.json"));
-        let vod_builds = Arc::new(Semaphore::new(config.vod.max_concurrent_builds));
-        let store_for_channels = store.clone();
         AppState {
+            limiter: FailureLimiter::from_config(&config.auth),
+            replay: PushReplay::open(&config.state_dir.join("push-signatures.json")),
+            vod_builds: Arc::new(Semaphore::new(config.vod.max_concurrent_builds)),
+            channels: crate::channels::ChannelStore::new(store.clone()),
+            stat: crate::stat::StatSource::from_config(&config.nginx),
             config: RwLock::new(config),
             sessions,
             pipeline,
             metrics,
-            limiter,
             store,
             live_cache,
-            replay,
-            vod_builds,
-            channels: crate::channels::ChannelStore::new(store_for_channels),
-            stat: stat_source,
         }
     }
 
@@ -101,6 +96,42 @@ impl AppState {
     pub fn set_config(&self, config: Arc<Config>) {
         self.limiter.reconfigure(&config.auth);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
+    }
+
+    /// A VOD build slot, or `None` (counted) when `vod.max_concurrent_builds`
+    /// are in progress. Held until the playlist is sent or stored.
+    pub fn vod_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let permit = self.vod_builds.clone().try_acquire_owned().ok();
+        if permit.is_none() {
+            self.metrics.inc("livebucket_vod_refused_total", "busy");
+        }
+        permit
+    }
+
+    /// Whether `name` is (or was configured as) a live playlist of the
+    /// channel, which no VOD playlist may replace: `index.m3u8`, the
+    /// playlist of any session livebucket knows for it, or its channel's
+    /// `PlaylistName`.
+    pub async fn is_live_playlist(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+        name: &str,
+    ) -> bool {
+        name == crate::auth::push::DEFAULT_PLAYLIST
+            || self
+                .sessions
+                .playlists_of(bucket, channel)
+                .iter()
+                .any(|p| p == name)
+            || self
+                .channels
+                .get(key_id, bucket, channel)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|r| r.config.target.playlist_name == name)
     }
 
     /// Whether the on-disk spool is past its high-water mark.

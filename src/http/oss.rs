@@ -302,13 +302,10 @@ async fn execute(
             playlist,
             range,
         } => {
-            let r = existing(app, key, bucket, &channel).await?;
-            if playlist == r.config.target.playlist_name
-                || playlist == crate::auth::push::DEFAULT_PLAYLIST
-                || app
-                    .sessions
-                    .playlists_of(bucket, &channel)
-                    .contains(&playlist)
+            existing(app, key, bucket, &channel).await?;
+            if app
+                .is_live_playlist(&key.id, bucket, &channel, &playlist)
+                .await
             {
                 return Err(OssError::InvalidArgument(format!(
                     "{playlist} is this channel's live playlist"
@@ -345,8 +342,7 @@ async fn vod_playlist(
     channel: &str,
     range: route::VodRange,
 ) -> Result<String, OssError> {
-    let _permit = app.vod_builds.clone().try_acquire_owned().map_err(|_| {
-        app.metrics.inc("livebucket_vod_refused_total", "busy");
+    let _permit = app.vod_permit().ok_or_else(|| {
         OssError::InvalidArgument("too many VOD playlists are being built; retry shortly".into())
     })?;
     let v = vod::build(

@@ -86,8 +86,7 @@ async fn admit(
         |secret, expires, now, sig| presign::verify_vod(secret, &scope, expires, now, sig),
     )?;
     vod::check_range(start, end, cfg.vod.max_range_secs)?;
-    let permit = app.vod_builds.clone().try_acquire_owned().map_err(|_| {
-        app.metrics.inc("livebucket_vod_refused_total", "busy");
+    let permit = app.vod_permit().ok_or_else(|| {
         HttpError::Busy(format!(
             "{} VOD playlists are being built (config vod.max_concurrent_builds); retry shortly",
             cfg.vod.max_concurrent_builds
@@ -190,8 +189,9 @@ pub async fn post_vod(
         .map_err(|e| HttpError::BadRequest(format!("name: {e}")))?;
     let a = admit(&app, &bucket, &channel, &q, "POST", &name).await?;
     // A VOD playlist never replaces a live one, whoever signed it.
-    if name == crate::auth::push::DEFAULT_PLAYLIST
-        || app.sessions.playlists_of(&bucket, &channel).contains(&name)
+    if app
+        .is_live_playlist(&a.key.id, &bucket, &channel, &name)
+        .await
     {
         return Err(HttpError::BadRequest(format!(
             "name: {name} is this channel's live playlist; choose another name"
