@@ -19,7 +19,7 @@ use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
 };
 use crate::session::LiveShape;
-use crate::store::{Store, StoreError};
+use crate::store::{ObjectMeta, Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -101,7 +101,13 @@ impl ChannelStore {
             message: e.to_string(),
         })?;
         self.store
-            .put_json(key_id, bucket, &model::channel_key(&record.name), body)
+            .put(
+                key_id,
+                bucket,
+                &model::channel_key(&record.name),
+                body.into(),
+                &ObjectMeta::JSON,
+            )
             .await?;
         self.remember(bucket, &record.name.clone(), Some(record));
         Ok(())
@@ -203,7 +209,13 @@ impl ChannelStore {
             message: e.to_string(),
         })?;
         self.store
-            .put_json(key_id, bucket, &model::history_key(channel), body)
+            .put(
+                key_id,
+                bucket,
+                &model::history_key(channel),
+                body.into(),
+                &ObjectMeta::JSON,
+            )
             .await?;
         Ok(())
     }

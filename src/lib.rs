@@ -17,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod channels;
+pub mod clock;
 pub mod config;
 pub mod hls;
 pub mod http;

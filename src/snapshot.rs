@@ -63,8 +63,8 @@ use crate::config::AccessKey;
 use crate::metrics::Metrics;
 use crate::oss::channel::{FRAG_RANGE, Snapshot};
 use crate::store::{
-    FRAGMENT_CACHE_CONTROL, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_LATEST_CACHE_CONTROL, Store,
-    StoreError, latest_snapshot_key, snapshot_key, snapshot_prefix,
+    FRAGMENT_CACHE_CONTROL, ObjectMeta, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_LATEST_CACHE_CONTROL,
+    Store, StoreError, latest_snapshot_key, snapshot_key, snapshot_prefix,
 };
 
 /// ffmpeg processes at once, across channels, unless configured otherwise.
@@ -402,23 +402,29 @@ async fn store_jpeg(
     let bucket = &request.plan.dest_bucket;
     let size = jpeg.len();
     store
-        .put_object(
+        .put(
             &request.key_id,
             bucket,
             &key,
             jpeg.clone(),
-            SNAPSHOT_CONTENT_TYPE,
-            FRAGMENT_CACHE_CONTROL,
+            &ObjectMeta {
+                content_type: SNAPSHOT_CONTENT_TYPE,
+                cache_control: Some(FRAGMENT_CACHE_CONTROL),
+                metadata: &[],
+            },
         )
         .await?;
     store
-        .put_object(
+        .put(
             &request.key_id,
             bucket,
             &latest_key,
             jpeg,
-            SNAPSHOT_CONTENT_TYPE,
-            SNAPSHOT_LATEST_CACHE_CONTROL,
+            &ObjectMeta {
+                content_type: SNAPSHOT_CONTENT_TYPE,
+                cache_control: Some(SNAPSHOT_LATEST_CACHE_CONTROL),
+                metadata: &[],
+            },
         )
         .await?;
     Ok(Taken {

@@ -37,6 +37,39 @@ pub const FRAGMENT_CONTENT_TYPE: &str = "video/mp2t";
 pub const FRAGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 
+/// How an object is stored: content type, cache policy, user metadata.
+pub struct ObjectMeta<'a> {
+    pub content_type: &'a str,
+    pub cache_control: Option<&'a str>,
+    pub metadata: &'a [(&'a str, &'a str)],
+}
+
+impl<'a> ObjectMeta<'a> {
+    /// A fragment: immutable, with its duration and session as metadata.
+    pub fn fragment(metadata: &'a [(&'a str, &'a str)]) -> ObjectMeta<'a> {
+        ObjectMeta {
+            content_type: FRAGMENT_CONTENT_TYPE,
+            cache_control: Some(FRAGMENT_CACHE_CONTROL),
+            metadata,
+        }
+    }
+
+    pub fn playlist(cache_control: &'a str) -> ObjectMeta<'a> {
+        ObjectMeta {
+            content_type: PLAYLIST_CONTENT_TYPE,
+            cache_control: Some(cache_control),
+            metadata: &[],
+        }
+    }
+
+    /// livebucket's own JSON (manifests, channel records).
+    pub const JSON: ObjectMeta<'static> = ObjectMeta {
+        content_type: "application/json",
+        cache_control: None,
+        metadata: &[],
+    };
+}
+
 /// `CHANNEL/<13-digit epoch ms>.ts`
 pub fn fragment_key(channel: &str, key_ms: u64) -> String {
     format!("{channel}/{}", fragment_name(key_ms))
@@ -188,91 +221,29 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
     }
 
-    #[tracing::instrument(skip(self, body), fields(size = body.len()))]
-    pub async fn put_fragment(
+    /// Stores a whole object with its content type, cache policy and
+    /// metadata. Every PUT livebucket makes goes through here.
+    #[tracing::instrument(skip(self, body, object), fields(size = body.len()))]
+    pub async fn put(
         &self,
         key_id: &str,
         bucket: &str,
         key: &str,
         body: Bytes,
-        extinf: &str,
-        session: &str,
+        object: &ObjectMeta<'_>,
     ) -> Result<(), StoreError> {
-        self.client(key_id)?
+        let mut req = self
+            .client(key_id)?
             .put_object()
             .bucket(bucket)
             .key(key)
-            .content_type(FRAGMENT_CONTENT_TYPE)
-            .cache_control(FRAGMENT_CACHE_CONTROL)
-            .metadata("extinf", extinf)
-            .metadata("session", session)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| classify("PUT", bucket, key, e))?;
-        Ok(())
-    }
-
-    #[tracing::instrument(skip(self, body), fields(size = body.len()))]
-    pub async fn put_playlist(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        key: &str,
-        body: String,
-        cache_control: &str,
-    ) -> Result<(), StoreError> {
-        self.put_object(
-            key_id,
-            bucket,
-            key,
-            Bytes::from(body),
-            PLAYLIST_CONTENT_TYPE,
-            cache_control,
-        )
-        .await
-    }
-
-    /// Stores a whole object with its content type and cache policy
-    /// (snapshots).
-    #[tracing::instrument(skip(self, body), fields(size = body.len()))]
-    pub async fn put_object(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        key: &str,
-        body: Bytes,
-        content_type: &str,
-        cache_control: &str,
-    ) -> Result<(), StoreError> {
-        self.client(key_id)?
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type(content_type)
-            .cache_control(cache_control)
-            .body(ByteStream::from(body))
-            .send()
-            .await
-            .map_err(|e| classify("PUT", bucket, key, e))?;
-        Ok(())
-    }
-
-    /// Stores a small JSON object (VOD manifests).
-    pub async fn put_json(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        key: &str,
-        body: Vec<u8>,
-    ) -> Result<(), StoreError> {
-        self.client(key_id)?
-            .put_object()
-            .bucket(bucket)
-            .key(key)
-            .content_type("application/json")
-            .body(ByteStream::from(body))
-            .send()
+            .content_type(object.content_type)
+            .set_cache_control(object.cache_control.map(str::to_owned))
+            .body(ByteStream::from(body));
+        for (k, v) in object.metadata {
+            req = req.metadata(*k, *v);
+        }
+        req.send()
             .await
             .map_err(|e| classify("PUT", bucket, key, e))?;
         Ok(())

@@ -2,7 +2,6 @@
 //! expires.
 
 use std::path::PathBuf;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use clap::Args;
@@ -37,12 +36,7 @@ impl Expiry {
     }
 }
 
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(super) use livebucket::clock::unix_now;
 
 /// Finds the signing key: config first, then the environment.
 pub(super) fn signing_key(

@@ -87,7 +87,13 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
         (None, Some(name)) => {
             let object = livebucket::store::playlist_key(a.channel, name);
             store
-                .put_playlist(&k.id, a.bucket, &object, v.playlist, "max-age=60")
+                .put(
+                    &k.id,
+                    a.bucket,
+                    &object,
+                    v.playlist.into(),
+                    &livebucket::store::ObjectMeta::playlist("max-age=60"),
+                )
                 .await?;
             println!("s3://{}/{object}", a.bucket);
         }

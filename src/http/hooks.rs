@@ -7,7 +7,7 @@
 //! before the answer never reaches an application that writes HLS.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -30,12 +30,7 @@ const CHANNEL_LOOKUP: Duration = Duration::from_secs(2);
 /// A refused push waits this long before its answer, which slows guessing.
 const FAILURE_DELAY: Duration = Duration::from_millis(250);
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+use crate::clock::unix_now;
 
 fn close(mut resp: Response) -> Response {
     resp.headers_mut()
@@ -174,10 +169,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         clientid: cb.clientid.clone(),
         name: cb.name.clone(),
         addr: cb.addr.clone(),
-        started_ms: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0),
+        started_ms: crate::clock::unix_now_ms(),
         shape: plan.shape,
         snapshot,
     };

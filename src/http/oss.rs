@@ -313,12 +313,12 @@ async fn execute(
             }
             let text = vod_playlist(app, cfg, key, bucket, &channel, range).await?;
             app.store
-                .put_playlist(
+                .put(
                     &key.id,
                     bucket,
                     &crate::store::playlist_key(&channel, &playlist),
-                    text,
-                    "max-age=60",
+                    text.into(),
+                    &crate::store::ObjectMeta::playlist("max-age=60"),
                 )
                 .await
                 .map_err(internal)?;

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::header;
@@ -25,12 +25,7 @@ use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
 use crate::pipeline::live::ChannelId;
 
-pub(super) fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(super) use crate::clock::unix_now;
 
 /// The verified signer of a play or VOD request and the URL's expiry.
 ///

@@ -201,7 +201,13 @@ pub async fn post_vod(
     drop(a.permit);
     let object = crate::store::playlist_key(&channel, &name);
     app.store
-        .put_playlist(&a.key.id, &bucket, &object, playlist, "max-age=60")
+        .put(
+            &a.key.id,
+            &bucket,
+            &object,
+            playlist.into(),
+            &crate::store::ObjectMeta::playlist("max-age=60"),
+        )
         .await?;
     let body = serde_json::json!({
         "bucket": bucket,

@@ -4,7 +4,10 @@
 //! knows every key it ever chose for a fragment (a key must never be reused
 //! for different bytes) and every duration nginx gave. A torn last line (crash
 //! mid-write) is cut off when the journal is opened, so the lines appended
-//! after it start on a line of their own and are read at the next start. Appends are not fsync'd: they protect against a
+//! after it start on a line of their own and are read at the next start.
+//! When a session's manifest chunk is stored, the journal is rewritten to a
+//! checkpoint plus what is still in flight, so it does not grow with the
+//! session. Appends are not fsync'd: they protect against a
 //! crash of livebucket, which the page cache survives; a power cut loses the
 //! tmpfs fragments the journal describes anyway.
 
@@ -37,6 +40,20 @@ pub enum Entry {
     },
     /// The fragment `key` is stored in S3.
     Stored { key: u64 },
+    /// First line of a compacted journal: the session's first `base`
+    /// fragments are stored, published, in stored manifests and forgotten,
+    /// and those before `chunk_start` in closed manifest chunks; nginx's
+    /// entries up to `last_seq` were matched; keys up to `last_key` are spent.
+    Checkpoint {
+        base: u64,
+        /// Where the manifest object being written starts (≥ `base`).
+        chunk_start: u64,
+        last_seq: Option<u64>,
+        last_key: u64,
+        /// Names matched by estimate that nginx has not listed since.
+        #[serde(default)]
+        estimated: Vec<String>,
+    },
 }
 
 pub struct Journal {
@@ -81,6 +98,21 @@ impl Journal {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Replaces the journal with `entries` (compaction): written to a temp
+    /// file and renamed over, so a crash leaves the old or the new journal.
+    pub fn rewrite(&mut self, entries: &[Entry]) -> std::io::Result<()> {
+        let mut body = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut body, e).map_err(std::io::Error::other)?;
+            body.push(b'\n');
+        }
+        let tmp = self.path.with_extension("tmp");
+        std::fs::write(&tmp, &body)?;
+        std::fs::rename(&tmp, &self.path)?;
+        self.file = OpenOptions::new().append(true).open(&self.path)?;
+        Ok(())
     }
 }
 

@@ -50,6 +50,10 @@ pub struct ChannelLive {
     pub ended: bool,
     /// The next appended fragment starts a new session.
     pub pending_discontinuity: bool,
+    /// How many fragments of each unfinished session are in this playlist
+    /// (saved with it, so recovery knows where each session stands).
+    #[serde(default)]
+    pub published: std::collections::BTreeMap<String, usize>,
     #[serde(skip)]
     pub version: u64,
     #[serde(skip)]

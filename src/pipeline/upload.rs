@@ -1,20 +1,58 @@
-//! Storing one object, retried until it is stored or livebucket stops.
+//! The one uploader for fragments, playlists and manifests.
 //!
-//! Uploads never give up: the bytes stay in their capture or spool file (the
-//! queue of record) and a failing upload waits at most `max_backoff` between
-//! attempts, visible in `livebucket_upload_failures_total`. A stop cancels the
-//! wait; the file is still there for the next start. "Retriable?" is decided
-//! by the store; this module only decides how long to wait.
+//! Every job is retried until it is stored or livebucket stops: the bytes
+//! stay in their capture or spool file (the queue of record) and a failing
+//! upload waits at most `max_backoff` between attempts, visible in
+//! `livebucket_upload_failures_total`. A stop cancels the wait; the file is
+//! still there for the next start. "Retriable?" is decided by the store; this
+//! module only decides how long to wait.
+//!
+//! Media and the small objects (playlists, manifests) have separate permit
+//! pools, so a playlist never queues behind a backlog of fragments when S3
+//! falls behind. A channel has at most one playlist upload in flight, and a
+//! newer version replaces one whose PUT has not started: under overload the
+//! bucket gets the newest playlist, not every version.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::sync::Semaphore;
+use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, info_span};
 
+use super::Msg;
+use super::live::ChannelId;
+use super::machine::{Job, Stored};
 use crate::metrics::Metrics;
-use crate::store::StoreError;
+use crate::store::{ObjectMeta, Store, StoreError, fragment_key, playlist_key};
+
+/// Why an attempt failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UploadError {
+    /// The local copy could not be read (it is looked for again next time).
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl UploadError {
+    fn is_retriable(&self) -> bool {
+        match self {
+            UploadError::Read { .. } => true,
+            UploadError::Store(e) => e.is_retriable(),
+        }
+    }
+}
 
 /// Full-jitter exponential backoff: a random wait in `[0, min(cap, base·1.5^n)]`,
 /// at least 50 ms so a dead server is not hammered.
@@ -38,7 +76,7 @@ pub async fn until_stored<F, Fut>(
 ) -> Option<()>
 where
     F: FnMut() -> Fut,
-    Fut: Future<Output = Result<(), StoreError>>,
+    Fut: Future<Output = Result<(), UploadError>>,
 {
     let mut failures: u32 = 0;
     loop {
@@ -79,6 +117,262 @@ where
     }
 }
 
+/// Where a fragment job's bytes are: the file first, then its twin in the
+/// other area (a capture may move to the spool while it waits).
+pub struct FragmentFiles {
+    pub file: PathBuf,
+    pub twin: Option<PathBuf>,
+}
+
+/// The newest playlist of a channel not yet handed to a PUT.
+#[derive(Default)]
+struct PlaylistSlot {
+    next: Option<(u64, String, String)>,
+    running: bool,
+}
+
+#[derive(Clone)]
+pub struct Uploader {
+    store: Store,
+    metrics: Arc<Metrics>,
+    media: Arc<Semaphore>,
+    small: Arc<Semaphore>,
+    cancel: CancellationToken,
+    tracker: TaskTracker,
+    tx: UnboundedSender<Msg>,
+    max_backoff: Duration,
+    playlist_cache_control: Arc<str>,
+    slots: Arc<Mutex<HashMap<ChannelId, PlaylistSlot>>>,
+}
+
+pub struct UploaderConfig {
+    pub concurrency: usize,
+    pub max_backoff: Duration,
+    pub playlist_cache_control: String,
+}
+
+impl Uploader {
+    pub fn new(
+        store: Store,
+        metrics: Arc<Metrics>,
+        cfg: UploaderConfig,
+        cancel: CancellationToken,
+        tracker: TaskTracker,
+        tx: UnboundedSender<Msg>,
+    ) -> Uploader {
+        Uploader {
+            store,
+            metrics,
+            media: Arc::new(Semaphore::new(cfg.concurrency)),
+            small: Arc::new(Semaphore::new(cfg.concurrency)),
+            cancel,
+            tracker,
+            tx,
+            max_backoff: cfg.max_backoff,
+            playlist_cache_control: cfg.playlist_cache_control.into(),
+            slots: Arc::default(),
+        }
+    }
+
+    /// Starts `job`; its [`Stored`] report comes back as [`Msg::Stored`].
+    /// `files` locates a fragment job's bytes.
+    pub fn submit(&self, job: Job, files: Option<FragmentFiles>) {
+        match job {
+            Job::Fragment {
+                session,
+                key_id,
+                bucket,
+                channel,
+                key,
+                extinf,
+                ..
+            } => {
+                let Some(files) = files else {
+                    return;
+                };
+                let object = fragment_key(&channel, key);
+                let span =
+                    info_span!("stream", session = %session, channel = %channel, key = %object);
+                let up = self.clone();
+                self.metrics.gauge_add("livebucket_uploads_pending", 1);
+                self.tracker.spawn(
+                    async move {
+                        let stored = up
+                            .retry(&object, &up.media, || {
+                                up.put_fragment(
+                                    &files, &key_id, &bucket, &object, &extinf, &session,
+                                )
+                            })
+                            .await;
+                        up.metrics.gauge_add("livebucket_uploads_pending", -1);
+                        if stored {
+                            up.report(Stored::Fragment { session, key });
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Job::Manifest {
+                session,
+                key_id,
+                bucket,
+                object,
+                body,
+                count,
+                full,
+                ended,
+            } => {
+                let span = info_span!("stream", session = %session, key = %object);
+                let up = self.clone();
+                let body = Bytes::from(body);
+                self.tracker.spawn(
+                    async move {
+                        let stored = up
+                            .retry(&object, &up.small, || async {
+                                up.store
+                                    .put(&key_id, &bucket, &object, body.clone(), &ObjectMeta::JSON)
+                                    .await
+                                    .map_err(UploadError::from)
+                            })
+                            .await;
+                        if stored {
+                            up.report(Stored::Manifest {
+                                session,
+                                count,
+                                full,
+                                ended,
+                            });
+                        }
+                    }
+                    .instrument(span),
+                );
+            }
+            Job::Playlist {
+                channel,
+                version,
+                key_id,
+                body,
+            } => self.submit_playlist(channel, version, key_id, body),
+        }
+    }
+
+    fn submit_playlist(&self, channel: ChannelId, version: u64, key_id: String, body: String) {
+        {
+            let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            let slot = slots.entry(channel.clone()).or_default();
+            slot.next = Some((version, key_id, body));
+            if slot.running {
+                // The running loop takes it (superseding an older one).
+                return;
+            }
+            slot.running = true;
+        }
+        let object = playlist_key(&channel.channel, &channel.playlist);
+        let span = info_span!("stream", bucket = %channel.bucket, channel = %channel.channel, key = %object);
+        let up = self.clone();
+        self.tracker.spawn(
+            async move {
+                loop {
+                    // The permit first, then the newest body: a version
+                    // superseded while this waited is never sent.
+                    let permit = tokio::select! {
+                        p = up.small.clone().acquire_owned() => p.ok(),
+                        _ = up.cancel.cancelled() => None,
+                    };
+                    let taken = {
+                        let mut slots = up.slots.lock().unwrap_or_else(|p| p.into_inner());
+                        let next = slots.get_mut(&channel).and_then(|s| s.next.take());
+                        if next.is_none() || permit.is_none() {
+                            slots.remove(&channel);
+                        }
+                        next
+                    };
+                    let (Some(permit), Some((version, key_id, body))) = (permit, taken) else {
+                        return;
+                    };
+                    drop(permit);
+                    let body = Bytes::from(body);
+                    let meta = ObjectMeta::playlist(&up.playlist_cache_control);
+                    let stored = up
+                        .retry(&object, &up.small, || async {
+                            up.store
+                                .put(&key_id, &channel.bucket, &object, body.clone(), &meta)
+                                .await
+                                .map_err(UploadError::from)
+                        })
+                        .await;
+                    if !stored {
+                        return;
+                    }
+                    up.report(Stored::Playlist {
+                        channel: channel.clone(),
+                        version,
+                    });
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    async fn retry<F, Fut>(&self, what: &str, permits: &Arc<Semaphore>, attempt: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), UploadError>>,
+    {
+        until_stored(
+            what,
+            permits,
+            &self.cancel,
+            &self.metrics,
+            self.max_backoff,
+            attempt,
+        )
+        .await
+        .is_some()
+    }
+
+    async fn put_fragment(
+        &self,
+        files: &FragmentFiles,
+        key_id: &str,
+        bucket: &str,
+        object: &str,
+        extinf: &str,
+        session: &str,
+    ) -> Result<(), UploadError> {
+        let read = match tokio::fs::read(&files.file).await {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && files.twin.is_some() => {
+                let twin = files.twin.as_ref().unwrap_or(&files.file);
+                tokio::fs::read(twin)
+                    .await
+                    .map_err(|source| UploadError::Read {
+                        path: twin.clone(),
+                        source,
+                    })
+            }
+            other => other.map_err(|source| UploadError::Read {
+                path: files.file.clone(),
+                source,
+            }),
+        };
+        let metadata = [("extinf", extinf), ("session", session)];
+        self.store
+            .put(
+                key_id,
+                bucket,
+                object,
+                Bytes::from(read?),
+                &ObjectMeta::fragment(&metadata),
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn report(&self, stored: Stored) {
+        let _ = self.tx.send(Msg::Stored(stored));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -109,7 +403,7 @@ mod tests {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 async move {
                     if n < 5 {
-                        Err(StoreError::UnknownKey("k".into()))
+                        Err(UploadError::Store(StoreError::UnknownKey("k".into())))
                     } else {
                         Ok(())
                     }
@@ -128,7 +422,7 @@ mod tests {
             &cancel,
             &metrics,
             Duration::from_secs(1),
-            || async { Err(StoreError::UnknownKey("k".into())) },
+            || async { Err(UploadError::Store(StoreError::UnknownKey("k".into()))) },
         )
         .await;
         assert_eq!(r, None);

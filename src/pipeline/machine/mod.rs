@@ -1,0 +1,1007 @@
+//! The pipeline's decisions, as a state machine with no I/O.
+//!
+//! [`Core::handle`] takes one [`Input`] (a fragment closed, nginx's playlist
+//! read, an upload stored, a tick…) and returns the [`Effect`]s to carry out
+//! (journal, capture, upload, delete, publish a playlist…). The actor in
+//! `pipeline/mod.rs` does the I/O and feeds the outcomes back. Unit tests
+//! and the model-based property test in `tests.rs` drive it directly.
+//!
+//! The rules it keeps:
+//! - a fragment's key is new for the channel and journaled before its bytes
+//!   are copied, so a key never names two different fragments;
+//! - a fragment joins the channel window only once it and every earlier
+//!   fragment of its session are stored, so no playlist lists a fragment
+//!   that is not in the bucket;
+//! - bytes are deleted only once stored (nginx's own file only once it has
+//!   also left nginx's window);
+//! - the media sequence never goes back (`live.rs`).
+
+mod session;
+#[cfg(test)]
+mod tests;
+pub mod types;
+
+use std::collections::{BTreeMap, HashMap};
+
+use tracing::{error, info, warn};
+
+use crate::hls::NginxEntry;
+use crate::pipeline::capture::{Identity, name_ms};
+use crate::pipeline::journal::Entry;
+use crate::pipeline::live::{ChannelId, ChannelLive, WindowSeg};
+use crate::session::{LiveShape, SessionMeta};
+
+pub use session::{Bytes, Capture, Seg, SessionState};
+pub use types::{CaptureOutcome, Effect, Input, Job, Location, Ms, Stored};
+
+#[derive(Debug, Clone)]
+pub struct CoreConfig {
+    /// The live window and target duration of sessions without their own.
+    pub live: LiveShape,
+    /// How long after `on_publish_done` nginx's last fragment may still come.
+    pub done_grace_ms: u64,
+    /// No new fragment for this long ends the playlist until fragments resume.
+    pub idle_ms: u64,
+    /// How often a live session's manifest is rewritten: it grows with the
+    /// session, so not at every fragment.
+    pub manifest_every_ms: u64,
+    /// Fragments per manifest object (an hour of 2 s fragments): one object
+    /// per session would make a day-long session's uploads grow with the
+    /// square of its length.
+    pub manifest_chunk: usize,
+}
+
+/// A channel's playlist and where its uploads stand.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelState {
+    pub live: ChannelLive,
+    /// The newest version handed to the uploader.
+    pub requested: u64,
+}
+
+pub struct Core {
+    cfg: CoreConfig,
+    sessions: BTreeMap<String, SessionState>,
+    channels: HashMap<ChannelId, ChannelState>,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig) -> Core {
+        Core {
+            cfg,
+            sessions: BTreeMap::new(),
+            channels: HashMap::new(),
+        }
+    }
+
+    pub fn has_session(&self, id: &str) -> bool {
+        self.sessions.contains_key(id)
+    }
+
+    pub fn session(&self, id: &str) -> Option<&SessionState> {
+        self.sessions.get(id)
+    }
+
+    pub fn session_ids(&self) -> impl Iterator<Item = &String> {
+        self.sessions.keys()
+    }
+
+    pub fn has_channel(&self, id: &ChannelId) -> bool {
+        self.channels.contains_key(id)
+    }
+
+    /// Gives the core a channel's saved window before its first session.
+    /// The bucket may hold an older playlist than the saved one (a crash
+    /// between a PUT and the save, or before an ended playlist's PUT), so
+    /// the saved one counts as not yet uploaded.
+    pub fn load_channel(&mut self, id: ChannelId, mut live: ChannelLive) {
+        live.version = live.version.max(1);
+        live.stored_version = 0;
+        self.channels
+            .entry(id)
+            .or_insert(ChannelState { requested: 0, live });
+    }
+
+    pub fn channel(&self, id: &ChannelId) -> Option<&ChannelLive> {
+        self.channels.get(id).map(|c| &c.live)
+    }
+
+    pub fn handle(&mut self, input: Input) -> Vec<Effect> {
+        let mut fx = Vec::new();
+        match input {
+            Input::Open { meta, now } => self.open(meta, now, &mut fx),
+            Input::Recover {
+                meta,
+                entries,
+                files,
+                live,
+                now,
+            } => self.recover(meta, entries, &files, live, now, &mut fx),
+            Input::Closed {
+                session,
+                name,
+                ident,
+                spool,
+                wall_ms,
+                now,
+            } => self.closed(&session, name, ident, spool, wall_ms, now, &mut fx),
+            Input::Captured {
+                session,
+                key,
+                outcome,
+            } => self.captured(&session, key, outcome, &mut fx),
+            Input::Playlist {
+                session,
+                entries,
+                probed,
+                now,
+            } => self.playlist(&session, entries, probed, now, &mut fx),
+            Input::Done { session, now } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.done_at.get_or_insert(now);
+                }
+            }
+            Input::Stored(Stored::Fragment { session, key }) => {
+                self.fragment_stored(&session, key, &mut fx)
+            }
+            Input::Stored(Stored::Playlist { channel, version }) => {
+                self.playlist_stored(&channel, version, &mut fx)
+            }
+            Input::Stored(Stored::Manifest {
+                session,
+                count,
+                full,
+                ended,
+            }) => self.manifest_stored(&session, count, full, ended, &mut fx),
+            Input::Moved { session, key, ok } => {
+                if ok
+                    && let Some(c) = self
+                        .sessions
+                        .get_mut(&session)
+                        .and_then(|s| s.capture_mut(key))
+                    && c.bytes == Bytes::At(Location::Capture)
+                {
+                    c.bytes = Bytes::At(Location::Spool);
+                }
+            }
+            Input::Tick { now, pressure } => self.tick(now, pressure, &mut fx),
+            Input::EndCheck { session, done, now } => self.end_check(&session, done, now, &mut fx),
+        }
+        fx
+    }
+
+    fn shape(&self, meta: &SessionMeta) -> LiveShape {
+        meta.shape.unwrap_or(self.cfg.live)
+    }
+
+    fn open(&mut self, meta: SessionMeta, now: Ms, fx: &mut Vec<Effect>) {
+        let _ = fx;
+        if self.sessions.contains_key(&meta.id) {
+            return;
+        }
+        let s = SessionState::new(meta, now);
+        self.channels
+            .entry(s.channel.clone())
+            .or_default()
+            .live
+            .begin_session();
+        info!(session = %s.meta.id, channel = %s.meta.channel, "session started");
+        self.sessions.insert(s.meta.id.clone(), s);
+    }
+
+    fn recover(
+        &mut self,
+        meta: SessionMeta,
+        entries: Vec<Entry>,
+        files: &HashMap<u64, Location>,
+        live: bool,
+        now: Ms,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.sessions.contains_key(&meta.id) {
+            return;
+        }
+        let mut s = SessionState::new(meta, now);
+        let ch = self.channels.entry(s.channel.clone()).or_default();
+        crate::pipeline::recovery::replay(&mut s, entries, files, &mut ch.live, fx);
+        info!(
+            session = %s.meta.id,
+            captured = s.captures.len(),
+            listed = s.listed(),
+            "session recovered from journal"
+        );
+        let id = s.meta.id.clone();
+        for seg in s.segs.iter().filter(|g| !g.stored) {
+            if let Some(c) = s.captures.iter().find(|c| c.key == seg.key)
+                && let Bytes::At(at) = c.bytes
+            {
+                fx.push(fragment_job(&s.meta, c, seg, at));
+            }
+        }
+        if !live {
+            s.done_at = Some(now);
+        }
+        self.sessions.insert(id.clone(), s);
+        self.advance(&id, now, fx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn closed(
+        &mut self,
+        id: &str,
+        name: String,
+        ident: Identity,
+        spool: bool,
+        wall_ms: u64,
+        now: Ms,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if s.is_captured(&name, &ident) {
+            return;
+        }
+        let Some(ch) = self.channels.get_mut(&s.channel) else {
+            return;
+        };
+        let key = name_ms(&name)
+            .unwrap_or(wall_ms)
+            .max(ch.live.last_key_ms + 1);
+        ch.live.last_key_ms = key;
+        s.last_key = s.last_key.max(key);
+        fx.push(Effect::Journal {
+            session: id.to_owned(),
+            entry: Entry::Captured {
+                name: name.clone(),
+                key,
+                size: ident.size,
+                mtime_ns: ident.mtime_ns,
+                spool,
+            },
+        });
+        fx.push(Effect::Capture {
+            session: id.to_owned(),
+            name: name.clone(),
+            key,
+            spool,
+        });
+        s.captures.push(Capture {
+            name,
+            key,
+            ident,
+            bytes: Bytes::Pending,
+            assigned: false,
+            original_removed: false,
+        });
+        s.last_activity = now;
+    }
+
+    fn captured(&mut self, id: &str, key: u64, outcome: CaptureOutcome, fx: &mut Vec<Effect>) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        match outcome {
+            CaptureOutcome::Changed => {
+                // The key stays spent (journaled); nothing was kept under it.
+                s.captures.retain(|c| c.key != key);
+            }
+            CaptureOutcome::Kept(at) => {
+                let Some(c) = s.capture_mut(key) else {
+                    return;
+                };
+                c.bytes = Bytes::At(at);
+                if at == Location::Nginx {
+                    // Not ours to delete before it is stored and out of
+                    // nginx's window; `original_removed` stays false.
+                    error!(session = %id, fragment = %c.name, "capture impossible (capture dir and spool full?); uploading from nginx's file");
+                }
+                let name = c.name.clone();
+                fx.push(Effect::Count("livebucket_fragments_captured_total"));
+                if s.meta.snapshot.is_some() {
+                    fx.push(Effect::Snapshot {
+                        session: id.to_owned(),
+                        key,
+                        name,
+                        at,
+                    });
+                }
+            }
+        }
+    }
+
+    fn playlist(
+        &mut self,
+        id: &str,
+        entries: Vec<NginxEntry>,
+        probed: bool,
+        now: Ms,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let last_seq = s.last_seq;
+        let fresh = |e: &&NginxEntry| last_seq.is_none_or(|l| e.seq > l);
+        if !probed {
+            // Listed but never seen closed (a missed event): look first.
+            let names: Vec<String> = entries
+                .iter()
+                .filter(fresh)
+                .filter(|e| s.unassigned(&e.uri).is_none() && !s.estimated.contains(&e.uri))
+                .map(|e| e.uri.clone())
+                .collect();
+            if !names.is_empty() {
+                fx.push(Effect::Probe {
+                    session: id.to_owned(),
+                    names,
+                    entries,
+                });
+                return;
+            }
+        }
+        let default_ms = self.shape(&s.meta).target_duration_secs * 1000;
+        let names: Vec<&str> = entries.iter().map(|e| e.uri.as_str()).collect();
+        for e in entries.iter().filter(fresh) {
+            let Some(s) = self.sessions.get_mut(id) else {
+                return;
+            };
+            s.last_seq = Some(e.seq);
+            match s.unassigned(&e.uri) {
+                Some(i) => {
+                    let key = s.captures[i].key;
+                    let this = s.captures[i].clone();
+                    self.assign_orphans_before(id, Some((&this, &names)), default_ms, fx);
+                    self.assign(id, key, e.extinf.clone(), e.duration_ms, Some(e.seq), fx);
+                }
+                None if s.estimated.remove(&e.uri) => {}
+                None => {
+                    error!(session = %id, fragment = %e.uri, "nginx listed a fragment that is gone; it cannot be uploaded");
+                    fx.push(Effect::Count("livebucket_fragments_lost_total"));
+                }
+            }
+        }
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        // Fragments that left nginx's window are no longer needed in its
+        // directory once their bytes are elsewhere.
+        for c in s
+            .captures
+            .iter_mut()
+            .filter(|c| c.assigned && !c.original_removed)
+        {
+            // nginx's file is the only copy until stored: it goes at a
+            // later playlist update.
+            if !entries.iter().any(|e| e.uri == c.name) && c.bytes != Bytes::At(Location::Nginx) {
+                fx.push(Effect::RemoveNginxCopy {
+                    session: id.to_owned(),
+                    name: c.name.clone(),
+                    ident: c.ident,
+                });
+                c.original_removed = true;
+            }
+        }
+        s.last_activity = now;
+        s.prune();
+    }
+
+    /// Captures written before `before` that nginx does not list (they
+    /// left its window while livebucket was down) get estimated durations;
+    /// `None`: every unmatched capture (the session is ending).
+    fn assign_orphans_before(
+        &mut self,
+        id: &str,
+        before: Option<(&Capture, &[&str])>,
+        default_ms: u64,
+        fx: &mut Vec<Effect>,
+    ) {
+        let last = Capture {
+            name: String::new(),
+            key: u64::MAX,
+            ident: Identity {
+                size: 0,
+                mtime_ns: 0,
+            },
+            bytes: Bytes::Pending,
+            assigned: false,
+            original_removed: false,
+        };
+        let (before, listed) = before.unwrap_or((&last, &[]));
+        while let Some((i, duration_ms)) = self
+            .sessions
+            .get(id)
+            .and_then(|s| s.orphan_before(before, listed, default_ms))
+        {
+            let Some(s) = self.sessions.get(id) else {
+                return;
+            };
+            let key = s.captures[i].key;
+            warn!(session = %id, fragment = %s.captures[i].name, duration_ms, "fragment never listed by nginx; duration estimated from names");
+            let extinf = format!("{}.{:03}", duration_ms / 1000, duration_ms % 1000);
+            let name = s.captures[i].name.clone();
+            self.assign(id, key, extinf, duration_ms, None, fx);
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.estimated.insert(name);
+            }
+        }
+    }
+
+    fn assign(
+        &mut self,
+        id: &str,
+        key: u64,
+        extinf: String,
+        duration_ms: u64,
+        seq: Option<u64>,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let Some(c) = s.capture_mut(key) else {
+            return;
+        };
+        c.assigned = true;
+        let bytes = c.bytes;
+        fx.push(Effect::Journal {
+            session: id.to_owned(),
+            entry: Entry::Listed {
+                key,
+                extinf: extinf.clone(),
+                duration_ms,
+                seq,
+            },
+        });
+        let seg = Seg {
+            key,
+            seq,
+            extinf,
+            duration_ms,
+            stored: false,
+        };
+        if let Bytes::At(at) = bytes
+            && let Some(c) = s.captures.iter().find(|c| c.key == key)
+        {
+            fx.push(fragment_job(&s.meta, c, &seg, at));
+        }
+        s.segs.push_back(seg);
+    }
+
+    fn fragment_stored(&mut self, id: &str, key: u64, fx: &mut Vec<Effect>) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let before = s.mark_stored(key);
+        fx.push(Effect::Journal {
+            session: id.to_owned(),
+            entry: Entry::Stored { key },
+        });
+        fx.push(Effect::Count("livebucket_fragments_uploaded_total"));
+        if let Some(Bytes::At(at @ (Location::Capture | Location::Spool))) = before {
+            fx.push(Effect::RemoveCapture {
+                session: id.to_owned(),
+                key,
+                at,
+            });
+        }
+        let now = s.last_activity;
+        self.advance(id, now, fx);
+        if let Some(s) = self.sessions.get_mut(id) {
+            s.prune();
+        }
+    }
+
+    /// Moves the stored prefix of the session into the channel window.
+    fn advance(&mut self, id: &str, now: Ms, fx: &mut Vec<Effect>) {
+        let other_live = self.other_live(id);
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        let shape = s.meta.shape.unwrap_or(self.cfg.live);
+        let Some(ch) = self.channels.get_mut(&s.channel) else {
+            return;
+        };
+        let mut changed = false;
+        while let Some(seg) = s.seg(s.published).filter(|g| g.stored) {
+            let first = s.published == 0 || s.idle_ended;
+            let pdt = first.then(|| s.name_ms_of(seg.key).unwrap_or(s.meta.started_ms));
+            ch.live.append(
+                WindowSeg {
+                    key_ms: seg.key,
+                    extinf: seg.extinf.clone(),
+                    duration_ms: seg.duration_ms,
+                    discontinuity: false,
+                    program_date_time_ms: pdt,
+                },
+                shape.window_segments,
+                shape.target_duration_secs,
+            );
+            s.idle_ended = false;
+            s.published += 1;
+            changed = true;
+        }
+        if !changed {
+            return;
+        }
+        ch.live.published.insert(s.meta.id.clone(), s.published);
+        // A fragment nginx closed after the session ended: the playlist is
+        // ended again after it, and the final manifest rewritten.
+        let ending = s.ending_version.is_some();
+        if ending {
+            if !other_live {
+                ch.live.end();
+            }
+            s.ending_version = Some(ch.live.version);
+            s.manifest.stored_final = false;
+        }
+        let chid = s.channel.clone();
+        let due = s
+            .manifest
+            .last_upload
+            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.manifest_every_ms);
+        self.publish(&chid, fx);
+        if due || ending {
+            self.upload_manifest(id, ending, now, fx);
+        }
+    }
+
+    /// Hands the channel's newest playlist to the uploader, if it has not
+    /// had it.
+    fn publish(&mut self, chid: &ChannelId, fx: &mut Vec<Effect>) {
+        // Any session of the channel knows the key and the target duration.
+        let Some((key_id, target)) = self
+            .sessions
+            .values()
+            .find(|s| &s.channel == chid)
+            .map(|s| {
+                (
+                    s.meta.key_id.clone(),
+                    s.meta.shape.unwrap_or(self.cfg.live).target_duration_secs,
+                )
+            })
+        else {
+            return;
+        };
+        let Some(ch) = self.channels.get_mut(chid) else {
+            return;
+        };
+        if ch.requested >= ch.live.version || ch.live.stored_version >= ch.live.version {
+            return;
+        }
+        ch.requested = ch.live.version;
+        fx.push(Effect::Upload(Job::Playlist {
+            channel: chid.clone(),
+            version: ch.live.version,
+            key_id,
+            body: ch.live.render(target),
+        }));
+    }
+
+    fn upload_manifest(&mut self, id: &str, ended: bool, now: Ms, fx: &mut Vec<Effect>) {
+        let chunk = self.cfg.manifest_chunk;
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        if s.manifest.uploading {
+            return;
+        }
+        let start = s.manifest.chunk_start;
+        let count = s.published.min(start + chunk);
+        if count <= start && start > 0 {
+            // Nothing since the last full chunk (or, after a restart, the
+            // saved playlist is behind it): that object stands as the
+            // session's last (`ended` is informational; nothing reads it).
+            s.manifest.stored_final |= ended;
+            return;
+        }
+        let full = count - start == chunk;
+        // The session's last object says so; earlier full chunks do not.
+        let ended = ended && count == s.published;
+        // The first chunk is keyed by the session's start, later ones by
+        // their first fragment, so keys stay in time order.
+        let chunk_ms = match start {
+            0 => Some(s.meta.started_ms),
+            i => s.seg(i).map(|g| g.key),
+        };
+        let Some(chunk_ms) = chunk_ms else {
+            error!(session = %id, start, base = s.base, "manifest chunk start forgotten; not uploaded");
+            return;
+        };
+        let manifest = crate::index::Manifest {
+            version: 1,
+            session: s.meta.id.clone(),
+            channel: s.meta.channel.clone(),
+            started_ms: s.meta.started_ms,
+            ended,
+            fragments: (start..count)
+                .filter_map(|i| s.seg(i))
+                .map(|g| crate::index::IndexedFragment {
+                    k: g.key,
+                    d: g.duration_ms,
+                })
+                .collect(),
+        };
+        let body = match serde_json::to_vec(&manifest) {
+            Ok(b) => b,
+            Err(e) => {
+                error!(error = %e, "cannot serialise manifest");
+                return;
+            }
+        };
+        s.manifest.uploading = true;
+        s.manifest.last_upload = Some(now);
+        fx.push(Effect::Upload(Job::Manifest {
+            session: id.to_owned(),
+            key_id: s.meta.key_id.clone(),
+            bucket: s.meta.bucket.clone(),
+            object: crate::index::manifest_key(&s.meta.channel, chunk_ms, &s.meta.id),
+            body,
+            count,
+            full,
+            ended,
+        }));
+    }
+
+    fn manifest_stored(
+        &mut self,
+        id: &str,
+        count: usize,
+        full: bool,
+        ended: bool,
+        fx: &mut Vec<Effect>,
+    ) {
+        let Some(s) = self.sessions.get_mut(id) else {
+            return;
+        };
+        s.manifest.uploading = false;
+        s.manifest.stored_count = s.manifest.stored_count.max(count);
+        s.manifest.stored_final |= ended;
+        if full && count > s.manifest.chunk_start {
+            s.manifest.chunk_start = count;
+            // The closed chunk is in the bucket: forget it here and in the
+            // journal, so neither grows with the session.
+            s.prune();
+            s.forget_before(count);
+            fx.push(Effect::CompactJournal {
+                session: id.to_owned(),
+            });
+        }
+        let Some(version) = s.ending_version else {
+            return;
+        };
+        let now = s.last_activity;
+        if !s.manifest.stored_final {
+            self.upload_manifest(id, true, now, fx);
+            self.finish_if_stored(id, fx);
+        } else if s.settled()
+            && self
+                .channels
+                .get(&s.channel)
+                .is_some_and(|c| c.live.stored_version >= version)
+        {
+            self.finish(id, fx);
+        }
+    }
+
+    fn playlist_stored(&mut self, chid: &ChannelId, version: u64, fx: &mut Vec<Effect>) {
+        let target = self
+            .sessions
+            .values()
+            .find(|s| &s.channel == chid)
+            .map_or(self.cfg.live.target_duration_secs, |s| {
+                s.meta.shape.unwrap_or(self.cfg.live).target_duration_secs
+            });
+        let Some(ch) = self.channels.get_mut(chid) else {
+            return;
+        };
+        ch.live.stored_version = ch.live.stored_version.max(version);
+        fx.push(Effect::Count("livebucket_playlists_uploaded_total"));
+        fx.push(Effect::SaveChannel(chid.clone()));
+        if ch.live.version == version {
+            fx.push(Effect::CacheLive {
+                channel: chid.clone(),
+                body: ch.live.render(target),
+            });
+        }
+        let finished: Vec<String> = self
+            .sessions
+            .values()
+            .filter(|s| {
+                &s.channel == chid
+                    && s.manifest.stored_final
+                    && s.settled()
+                    && s.ending_version.is_some_and(|v| v <= version)
+            })
+            .map(|s| s.meta.id.clone())
+            .collect();
+        for id in finished {
+            self.finish(&id, fx);
+        }
+    }
+
+    fn tick(&mut self, now: Ms, pressure: bool, fx: &mut Vec<Effect>) {
+        if pressure {
+            self.relieve(fx);
+        }
+        let ids: Vec<String> = self.sessions.keys().cloned().collect();
+        for id in ids {
+            let Some(s) = self.sessions.get(&id) else {
+                continue;
+            };
+            let due = s
+                .manifest
+                .last_upload
+                .is_none_or(|t| now.saturating_sub(t) >= self.cfg.manifest_every_ms);
+            if s.published > s.manifest.stored_count && s.ending_version.is_none() && due {
+                self.upload_manifest(&id, false, now, fx);
+            }
+            let Some(s) = self.sessions.get(&id) else {
+                continue;
+            };
+            if s.ending_version.is_some() {
+                // Ended, but nginx closed another fragment since.
+                if !s.settled() {
+                    fx.push(Effect::FinalLook {
+                        session: id,
+                        done: true,
+                    });
+                }
+                continue;
+            }
+            let quiet = now.saturating_sub(s.last_activity);
+            // An idle-ended session whose publish_done never comes (nginx
+            // restarted, or it came while livebucket was down) is done after
+            // a while longer.
+            let done = s
+                .done_at
+                .is_some_and(|t| now.saturating_sub(t) >= self.cfg.done_grace_ms)
+                || (s.idle_ended && quiet >= self.cfg.idle_ms * 4);
+            let idle_now = !s.idle_ended && quiet >= self.cfg.idle_ms;
+            if done || idle_now {
+                fx.push(Effect::FinalLook { session: id, done });
+            }
+        }
+    }
+
+    /// Past the tmpfs high-water mark: pending captures go to the on-disk
+    /// spool, and nginx's copies of captured fragments go (even inside
+    /// nginx's window: nobody plays from nginx), so nginx keeps room.
+    fn relieve(&mut self, fx: &mut Vec<Effect>) {
+        for (id, s) in self.sessions.iter_mut() {
+            for c in s.captures.iter_mut() {
+                if !c.original_removed
+                    && matches!(
+                        c.bytes,
+                        Bytes::Stored | Bytes::At(Location::Capture | Location::Spool)
+                    )
+                {
+                    fx.push(Effect::RemoveNginxCopy {
+                        session: id.clone(),
+                        name: c.name.clone(),
+                        ident: c.ident,
+                    });
+                    c.original_removed = true;
+                }
+                if c.bytes == Bytes::At(Location::Capture) {
+                    fx.push(Effect::MoveToSpool {
+                        session: id.clone(),
+                        key: c.key,
+                    });
+                }
+            }
+        }
+    }
+
+    fn end_check(&mut self, id: &str, done: bool, now: Ms, fx: &mut Vec<Effect>) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let default_ms = self.shape(&s.meta).target_duration_secs * 1000;
+        let ended = s.ending_version.is_some();
+        self.assign_orphans_before(id, None, default_ms, fx);
+        if ended {
+            return; // what is left is stored, then ends the playlist again
+        }
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        if s.published < s.listed() || s.captures.iter().any(|c| !c.assigned) {
+            return; // still storing; the next tick looks again
+        }
+        let chid = s.channel.clone();
+        let other_live = self.other_live(id);
+        if s.published == 0 {
+            // Approved but never relayed a fragment (the publisher left
+            // before or right after approval; nginx may even have sent
+            // on_publish_done before livebucket approved): the channel must
+            // not stay locked, and a playlist an earlier session left open
+            // for this one is ended. A stalled publisher may still be
+            // writing its first fragment: its directory stays until the
+            // session is done.
+            fx.push(Effect::EndLive {
+                session: id.to_owned(),
+            });
+            if !done {
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.idle_ended = true;
+                }
+                return;
+            }
+            if !other_live
+                && let Some(ch) = self.channels.get_mut(&chid)
+                && !ch.live.window.is_empty()
+            {
+                ch.live.end();
+                self.publish(&chid, fx);
+            }
+            self.finish(id, fx);
+            return;
+        }
+        let Some(ch) = self.channels.get_mut(&chid) else {
+            return;
+        };
+        if !other_live {
+            ch.live.end();
+        }
+        let version = ch.live.version;
+        fx.push(Effect::EndLive {
+            session: id.to_owned(),
+        });
+        if done {
+            info!(session = %id, listed = self.sessions.get(id).map_or(0, SessionState::listed), "session ended; finishing playlist");
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.ending_version = Some(version);
+            }
+            // Finished once both the ended playlist and the final manifest
+            // are stored (whichever comes last finishes it).
+            self.publish(&chid, fx);
+            self.upload_manifest(id, true, now, fx);
+            self.finish_if_stored(id, fx);
+        } else {
+            info!(session = %id, "no new fragment for a while; playlist ended until fragments resume");
+            if let Some(s) = self.sessions.get_mut(id) {
+                s.idle_ended = true;
+            }
+            if let Some(ch) = self.channels.get_mut(&chid) {
+                ch.live.begin_session();
+            }
+            self.publish(&chid, fx);
+        }
+    }
+
+    /// Another session is live on `id`'s channel (a fast reconnect): then
+    /// the playlist goes on without ENDLIST.
+    fn other_live(&self, id: &str) -> bool {
+        let Some(chid) = self.sessions.get(id).map(|s| &s.channel) else {
+            return false;
+        };
+        self.sessions.values().any(|o| {
+            o.meta.id != id && &o.channel == chid && o.ending_version.is_none() && !o.idle_ended
+        })
+    }
+
+    /// A session whose ended playlist and final manifest were both already
+    /// stored is finished now.
+    fn finish_if_stored(&mut self, id: &str, fx: &mut Vec<Effect>) {
+        let Some(s) = self.sessions.get(id) else {
+            return;
+        };
+        let stored = s.manifest.stored_final
+            && s.settled()
+            && s.ending_version.is_some_and(|v| {
+                self.channels
+                    .get(&s.channel)
+                    .is_some_and(|c| c.live.stored_version >= v)
+            });
+        if stored {
+            self.finish(id, fx);
+        }
+    }
+
+    fn finish(&mut self, id: &str, fx: &mut Vec<Effect>) {
+        if let Some(s) = self.sessions.remove(id) {
+            if let Some(ch) = self.channels.get_mut(&s.channel)
+                && ch.live.published.remove(id).is_some()
+            {
+                fx.push(Effect::SaveChannel(s.channel.clone()));
+            }
+            info!(session = %id, channel = %s.meta.channel, fragments = s.listed(), "session finished");
+            fx.push(Effect::Finish {
+                session: id.to_owned(),
+            });
+        }
+    }
+
+    /// What the session's journal must hold: a checkpoint for what was
+    /// forgotten, then every capture, listing and store still relevant.
+    pub fn journal_of(&self, id: &str) -> Option<Vec<Entry>> {
+        let s = self.sessions.get(id)?;
+        let mut out = vec![Entry::Checkpoint {
+            base: s.base as u64,
+            chunk_start: s.manifest.chunk_start as u64,
+            last_seq: s.last_seq,
+            last_key: s.last_key,
+            estimated: s.estimated.iter().cloned().collect(),
+        }];
+        let captured = |c: &Capture| Entry::Captured {
+            name: c.name.clone(),
+            key: c.key,
+            size: c.ident.size,
+            mtime_ns: c.ident.mtime_ns,
+            spool: c.bytes == Bytes::At(Location::Spool),
+        };
+        // Listings in nginx's order (keys need not follow it), each after
+        // its capture if that is still held (a pruned one is stored and
+        // published).
+        for g in &s.segs {
+            if let Some(c) = s.captures.iter().find(|c| c.key == g.key) {
+                out.push(captured(c));
+            }
+            out.push(Entry::Listed {
+                key: g.key,
+                extinf: g.extinf.clone(),
+                duration_ms: g.duration_ms,
+                seq: g.seq,
+            });
+            if g.stored {
+                out.push(Entry::Stored { key: g.key });
+            }
+        }
+        // Captures not matched yet. (A pending one's outcome comes before
+        // the next journal line anyway.)
+        for c in s
+            .captures
+            .iter()
+            .filter(|c| c.bytes != Bytes::Pending && !s.segs.iter().any(|g| g.key == c.key))
+        {
+            out.push(captured(c));
+            if c.bytes == Bytes::Stored {
+                out.push(Entry::Stored { key: c.key });
+            }
+        }
+        Some(out)
+    }
+}
+
+/// A capture as recovery rebuilds it.
+pub fn session_capture(name: String, key: u64, ident: Identity, bytes: Bytes) -> Capture {
+    Capture {
+        name,
+        key,
+        ident,
+        bytes,
+        assigned: false,
+        original_removed: false,
+    }
+}
+
+/// A listed fragment as recovery rebuilds it.
+pub fn session_seg(
+    key: u64,
+    seq: Option<u64>,
+    extinf: String,
+    duration_ms: u64,
+    stored: bool,
+) -> Seg {
+    Seg {
+        key,
+        seq,
+        extinf,
+        duration_ms,
+        stored,
+    }
+}
+
+fn fragment_job(meta: &SessionMeta, c: &Capture, seg: &Seg, at: Location) -> Effect {
+    Effect::Upload(Job::Fragment {
+        session: meta.id.clone(),
+        key_id: meta.key_id.clone(),
+        bucket: meta.bucket.clone(),
+        channel: meta.channel.clone(),
+        key: seg.key,
+        extinf: seg.extinf.clone(),
+        name: c.name.clone(),
+        at,
+    })
+}

@@ -1,0 +1,226 @@
+//! The vocabulary of the pipeline's state machine: what happens to it
+//! ([`Input`]) and what it asks the world to do ([`Effect`]). Plain data, so
+//! a test can feed inputs and read effects without a file system or S3.
+
+use std::collections::HashMap;
+
+use crate::hls::NginxEntry;
+use crate::pipeline::capture::Identity;
+use crate::pipeline::journal::Entry;
+use crate::pipeline::live::ChannelId;
+use crate::session::SessionMeta;
+
+/// Milliseconds on a monotonic clock chosen by the caller.
+pub type Ms = u64;
+
+/// Where a fragment's bytes are kept until they are stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Location {
+    /// The capture area (tmpfs, beside nginx's directory).
+    Capture,
+    /// The on-disk spool (fsync'd).
+    Spool,
+    /// Only nginx's own file: capturing was impossible.
+    Nginx,
+}
+
+/// What became of a capture the state machine asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaptureOutcome {
+    /// The bytes are safe at this location.
+    Kept(Location),
+    /// nginx rewrote the file while it was copied; its next close comes.
+    Changed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stored {
+    Fragment {
+        session: String,
+        key: u64,
+    },
+    Playlist {
+        channel: ChannelId,
+        version: u64,
+    },
+    Manifest {
+        session: String,
+        /// Fragments (absolute index) the stored manifest object ends at.
+        count: usize,
+        /// The chunk is full: the next upload starts a new manifest object.
+        full: bool,
+        ended: bool,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// `on_publish` approved a new session.
+    Open {
+        meta: SessionMeta,
+        now: Ms,
+    },
+    /// A session found on disk at start: its journal and which capture files
+    /// exist (by key), and whether nginx still has its publisher.
+    Recover {
+        meta: SessionMeta,
+        entries: Vec<Entry>,
+        files: HashMap<u64, Location>,
+        live: bool,
+        now: Ms,
+    },
+    /// nginx closed fragment `name` (this version of it: `ident`).
+    Closed {
+        session: String,
+        name: String,
+        ident: Identity,
+        /// Past the tmpfs high-water mark: capture straight to the spool.
+        spool: bool,
+        /// Wall clock, for a key when the name carries no time.
+        wall_ms: u64,
+        now: Ms,
+    },
+    Captured {
+        session: String,
+        key: u64,
+        outcome: CaptureOutcome,
+    },
+    /// nginx's playlist for the session as it is now. `probed`: the files
+    /// it lists that were not captured have just been looked for.
+    Playlist {
+        session: String,
+        entries: Vec<NginxEntry>,
+        probed: bool,
+        now: Ms,
+    },
+    /// `on_publish_done`.
+    Done {
+        session: String,
+        now: Ms,
+    },
+    Stored(Stored),
+    /// A capture was moved to the spool (`false`: the move failed).
+    Moved {
+        session: String,
+        key: u64,
+        ok: bool,
+    },
+    Tick {
+        now: Ms,
+        pressure: bool,
+    },
+    /// After the last look at an ending session's directory.
+    EndCheck {
+        session: String,
+        done: bool,
+        now: Ms,
+    },
+}
+
+/// An upload; the uploader retries it until it is stored and reports
+/// [`Stored`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Job {
+    Fragment {
+        session: String,
+        key_id: String,
+        bucket: String,
+        channel: String,
+        key: u64,
+        extinf: String,
+        /// nginx's file name, for [`Location::Nginx`].
+        name: String,
+        at: Location,
+    },
+    /// A newer version of a channel's playlist supersedes one whose upload
+    /// has not started.
+    Playlist {
+        channel: ChannelId,
+        version: u64,
+        key_id: String,
+        body: String,
+    },
+    Manifest {
+        session: String,
+        key_id: String,
+        bucket: String,
+        object: String,
+        body: Vec<u8>,
+        count: usize,
+        full: bool,
+        ended: bool,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Append to the session's journal (before the effects that follow).
+    Journal {
+        session: String,
+        entry: Entry,
+    },
+    /// Copy nginx's file `name` to `key`'s capture file (to the spool first
+    /// if `spool`), then report [`Input::Captured`].
+    Capture {
+        session: String,
+        name: String,
+        key: u64,
+        spool: bool,
+    },
+    /// Look for these listed but uncaptured files (report each as
+    /// [`Input::Closed`]), then give the playlist back with `probed` set.
+    Probe {
+        session: String,
+        names: Vec<String>,
+        entries: Vec<NginxEntry>,
+    },
+    Upload(Job),
+    /// Remove nginx's file if it is still this version.
+    RemoveNginxCopy {
+        session: String,
+        name: String,
+        ident: Identity,
+    },
+    /// The fragment is stored: its capture file is no longer needed.
+    RemoveCapture {
+        session: String,
+        key: u64,
+        at: Location,
+    },
+    MoveToSpool {
+        session: String,
+        key: u64,
+    },
+    Snapshot {
+        session: String,
+        key: u64,
+        name: String,
+        at: Location,
+    },
+    /// Persist the channel's window (for continuity after a restart).
+    SaveChannel(ChannelId),
+    /// The newest stored playlist, for `/play`.
+    CacheLive {
+        channel: ChannelId,
+        body: String,
+    },
+    /// Rewrite the session's journal as [`super::Core::journal_of`] says.
+    CompactJournal {
+        session: String,
+    },
+    /// Look at the session's directory a last time, then report
+    /// [`Input::EndCheck`].
+    FinalLook {
+        session: String,
+        done: bool,
+    },
+    /// The channel is free for a new publisher.
+    EndLive {
+        session: String,
+    },
+    /// Everything of the session is stored: remove its local files.
+    Finish {
+        session: String,
+    },
+    Count(&'static str),
+}

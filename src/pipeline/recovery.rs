@@ -1,0 +1,142 @@
+//! Rebuilding a session from its journal after a restart, without I/O: the
+//! caller says which capture files exist; this decides what they are.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::pipeline::capture::Identity;
+use crate::pipeline::journal::Entry;
+use crate::pipeline::live::ChannelLive;
+use crate::pipeline::machine::types::{Effect, Location};
+use crate::pipeline::machine::{Bytes, SessionState};
+
+/// Where a journaled capture's file may be, preferred first: the area it was
+/// copied to, then the other (the preferred one was full, or it was moved to
+/// the spool since).
+pub fn candidates(spool: bool) -> [Location; 2] {
+    if spool {
+        [Location::Spool, Location::Capture]
+    } else {
+        [Location::Capture, Location::Spool]
+    }
+}
+
+/// Fills `s` from the journal `entries`; `files` gives the location of each
+/// capture file that exists, by key. Capture files of stored fragments are
+/// removed (effects pushed to `fx`).
+pub fn replay(
+    s: &mut SessionState,
+    entries: Vec<Entry>,
+    files: &HashMap<u64, Location>,
+    ch: &mut ChannelLive,
+    fx: &mut Vec<Effect>,
+) {
+    let stored: HashSet<u64> = entries
+        .iter()
+        .filter_map(|e| match e {
+            Entry::Stored { key } => Some(*key),
+            _ => None,
+        })
+        .collect();
+    for e in entries {
+        match e {
+            Entry::Checkpoint {
+                base,
+                chunk_start,
+                last_seq,
+                last_key,
+                estimated,
+            } => {
+                s.estimated.extend(estimated);
+                let base = usize::try_from(base).unwrap_or(usize::MAX);
+                let chunk_start = usize::try_from(chunk_start).unwrap_or(base).max(base);
+                s.base = base;
+                s.published = base;
+                s.manifest.chunk_start = chunk_start;
+                s.manifest.stored_count = chunk_start;
+                s.last_seq = last_seq;
+                s.last_key = s.last_key.max(last_key);
+                ch.last_key_ms = ch.last_key_ms.max(last_key);
+            }
+            Entry::Captured {
+                name,
+                key,
+                size,
+                mtime_ns,
+                ..
+            } => {
+                ch.last_key_ms = ch.last_key_ms.max(key);
+                s.last_key = s.last_key.max(key);
+                let file = files.get(&key).copied();
+                let bytes = if stored.contains(&key) {
+                    if let Some(at) = file {
+                        fx.push(Effect::RemoveCapture {
+                            session: s.meta.id.clone(),
+                            key,
+                            at,
+                        });
+                    }
+                    Bytes::Stored
+                } else if let Some(at) = file {
+                    Bytes::At(at)
+                } else {
+                    // The crash came between the journal line and the copy:
+                    // forget this capture; the rescan captures nginx's file
+                    // again under a new key.
+                    continue;
+                };
+                s.captures.push(crate::pipeline::machine::session_capture(
+                    name,
+                    key,
+                    Identity { size, mtime_ns },
+                    bytes,
+                ));
+            }
+            Entry::Listed {
+                key,
+                extinf,
+                duration_ms,
+                seq,
+            } => {
+                // A compacted journal lists by key, not by nginx's order.
+                s.last_seq = s.last_seq.max(seq);
+                let known = match s.capture_mut(key) {
+                    Some(c) => {
+                        c.assigned = true;
+                        if seq.is_none() {
+                            let name = c.name.clone();
+                            s.estimated.insert(name);
+                        }
+                        true
+                    }
+                    // After compaction a published fragment's capture may be
+                    // gone; it is stored and still in the manifest chunk.
+                    None => stored.contains(&key),
+                };
+                if known {
+                    s.segs.push_back(crate::pipeline::machine::session_seg(
+                        key,
+                        seq,
+                        extinf,
+                        duration_ms,
+                        stored.contains(&key),
+                    ));
+                }
+            }
+            Entry::Stored { .. } => {}
+        }
+    }
+    // Fragments already in the saved playlist were published before the
+    // crash; state saved before that count existed: those keyed up to the
+    // window's last.
+    s.published = match ch.published.get(&s.meta.id) {
+        Some(&n) => n.clamp(s.base, s.listed()),
+        None => {
+            let last_published = ch.window.back().map(|w| w.key_ms);
+            s.base
+                + s.segs
+                    .iter()
+                    .take_while(|g| last_published.is_some_and(|k| g.key <= k))
+                    .count()
+        }
+    };
+}
