@@ -390,6 +390,55 @@ async fn kill_9_and_restart_stores_every_fragment_once() {
     assert!(stored.len() >= 12, "a 30 s push stored only {stored:?}");
 }
 
+/// 3b. SIGTERM while uploads are in flight (S3 down, so they cannot finish):
+///     livebucket exits within its drain time, keeps what it had not stored
+///     on disk, and the next start stores every fragment exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_uploads_exits_in_time_and_loses_nothing() {
+    let mut rig = Rig::start("sigterm", WHOLE_WINDOW);
+    let watch = rig.watch(CHANNEL);
+    let mut push = rig.push(CHANNEL, 30);
+    let push_started = Instant::now();
+    watch
+        .wait_for("two segments before the stop", secs(30), at_least(2))
+        .await;
+    // Between nginx's on_update calls (every 10 s), as in the crash test.
+    tokio::time::sleep_until((push_started + secs(11)).into()).await;
+    blocking(|| rig.garage.stop());
+    wait_until(
+        "an upload to be waiting for S3",
+        secs(10),
+        millis(20),
+        async || match rig.livebucket.metric("livebucket_uploads_pending") {
+            0 => Err("none pending"),
+            _ => Ok(()),
+        },
+    )
+    .await;
+    let signalled = Instant::now();
+    let status = blocking(|| rig.livebucket.terminate(secs(15)));
+    let took = signalled.elapsed();
+    assert!(status.success(), "livebucket exited with {status} on SIGTERM");
+    // The drain is 5 s for connections and 5 s for uploads.
+    assert!(took < secs(12), "SIGTERM took {took:?}");
+    let log = rig.livebucket.log();
+    assert!(
+        log.contains("uploads still running at shutdown"),
+        "the stop did not wait for the uploads; log:\n{log}"
+    );
+    let mut waiting = files_under(&rig.dir.join("capture"));
+    waiting.extend(files_under(&rig.state_dir.join("spool")));
+    assert!(!waiting.is_empty(), "nothing left to store after the stop");
+    blocking(|| rig.garage.start_again());
+    blocking(|| rig.livebucket.restart());
+
+    assert_push_succeeds(&mut push, secs(60)).await;
+    watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
+    let observed = watch.finish().await;
+    let stored = assert_bucket_matches(&rig, CHANNEL, &observed, FinalPlaylist::ListsAll).await;
+    assert!(stored.len() >= 12, "a 30 s push stored only {stored:?}");
+}
+
 /// When [`outage_across_first_update`] stopped and restarted livebucket.
 struct Outage {
     /// livebucket approved the push: nginx's first `on_update` for it is due
