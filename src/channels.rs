@@ -105,7 +105,7 @@ impl ChannelStore {
                 key_id,
                 bucket,
                 &model::channel_key(&record.name),
-                body.into(),
+                body,
                 &ObjectMeta::JSON,
             )
             .await?;
@@ -213,7 +213,7 @@ impl ChannelStore {
                 key_id,
                 bucket,
                 &model::history_key(channel),
-                body.into(),
+                body,
                 &ObjectMeta::JSON,
             )
             .await?;

@@ -656,6 +656,7 @@ mod tests {
             region: "garage".into(),
             force_path_style: true,
             public_endpoint: None,
+            sign_payload: false,
         };
         let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();

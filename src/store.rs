@@ -134,6 +134,15 @@ pub enum StoreError {
     },
 }
 
+/// Why [`Store::put_file`] failed: reading the local file, or the PUT.
+#[derive(Debug, thiserror::Error)]
+pub enum PutFileError {
+    #[error("reading the local file: {0}")]
+    Read(std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 impl StoreError {
     pub fn is_retriable(&self) -> bool {
         match self {
@@ -223,13 +232,13 @@ impl Store {
 
     /// Stores a whole object with its content type, cache policy and
     /// metadata. Every PUT livebucket makes goes through here.
-    #[tracing::instrument(skip(self, body, object), fields(size = body.len()))]
+    #[tracing::instrument(skip(self, body, object))]
     pub async fn put(
         &self,
         key_id: &str,
         bucket: &str,
         key: &str,
-        body: Bytes,
+        body: impl Into<ByteStream>,
         object: &ObjectMeta<'_>,
     ) -> Result<(), StoreError> {
         let mut req = self
@@ -239,14 +248,34 @@ impl Store {
             .key(key)
             .content_type(object.content_type)
             .set_cache_control(object.cache_control.map(str::to_owned))
-            .body(ByteStream::from(body));
+            .body(body.into());
         for (k, v) in object.metadata {
             req = req.metadata(*k, *v);
         }
-        req.send()
-            .await
-            .map_err(|e| classify("PUT", bucket, key, e))?;
+        let sent = if self.s3.sign_payload {
+            req.send().await
+        } else {
+            req.customize().disable_payload_signing().send().await
+        };
+        sent.map_err(|e| classify("PUT", bucket, key, e))?;
         Ok(())
+    }
+
+    /// Stores the file at `path`, streamed from disk (never whole in memory).
+    pub async fn put_file(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+        object: &ObjectMeta<'_>,
+    ) -> Result<(), PutFileError> {
+        let body = ByteStream::read_from()
+            .path(path)
+            .build()
+            .await
+            .map_err(|e| PutFileError::Read(std::io::Error::other(e)))?;
+        Ok(self.put(key_id, bucket, key, body, object).await?)
     }
 
     /// Deletes an object; deleting a missing one succeeds (S3 semantics).

@@ -418,7 +418,10 @@ async fn sigterm_during_uploads_exits_in_time_and_loses_nothing() {
     let signalled = Instant::now();
     let status = blocking(|| rig.livebucket.terminate(secs(15)));
     let took = signalled.elapsed();
-    assert!(status.success(), "livebucket exited with {status} on SIGTERM");
+    assert!(
+        status.success(),
+        "livebucket exited with {status} on SIGTERM"
+    );
     // The drain is 5 s for connections and 5 s for uploads.
     assert!(took < secs(12), "SIGTERM took {took:?}");
     let log = rig.livebucket.log();

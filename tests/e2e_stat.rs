@@ -212,6 +212,7 @@ async fn snapshots_of(stack: &Stack, fragment: &Path) {
         region: stack.garage.region().into(),
         force_path_style: true,
         public_endpoint: None,
+        sign_payload: false,
     };
     let metrics = Arc::new(Metrics::default());
     let tracker = TaskTracker::new();

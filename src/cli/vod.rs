@@ -91,7 +91,7 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
                     &k.id,
                     a.bucket,
                     &object,
-                    v.playlist.into(),
+                    v.playlist.into_bytes(),
                     &livebucket::store::ObjectMeta::playlist("max-age=60"),
                 )
                 .await?;

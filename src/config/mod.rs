@@ -175,6 +175,13 @@ pub struct S3Config {
     /// differs from `endpoint` (e.g. a public hostname).
     #[serde(default)]
     pub public_endpoint: Option<String>,
+    /// Hash every PUT's body into its SigV4 signature. Off by default: the
+    /// hash costs more CPU than the rest of an upload, and with `https://`
+    /// TLS already protects the body; turn it on for plain `http://` across
+    /// a network you do not trust. (Without it, requests carry
+    /// `UNSIGNED-PAYLOAD`, which Garage, MinIO, Ceph RGW and AWS accept.)
+    #[serde(default)]
+    pub sign_payload: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

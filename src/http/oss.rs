@@ -317,7 +317,7 @@ async fn execute(
                     &key.id,
                     bucket,
                     &crate::store::playlist_key(&channel, &playlist),
-                    text.into(),
+                    text.into_bytes(),
                     &crate::store::ObjectMeta::playlist("max-age=60"),
                 )
                 .await

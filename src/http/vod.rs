@@ -205,7 +205,7 @@ pub async fn post_vod(
             &a.key.id,
             &bucket,
             &object,
-            playlist.into(),
+            playlist.into_bytes(),
             &crate::store::ObjectMeta::playlist("max-age=60"),
         )
         .await?;

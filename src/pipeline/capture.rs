@@ -13,7 +13,7 @@
 //! directory, and the file is opened with `O_NOFOLLOW`. A link planted in the
 //! HLS directory (say to a private key) is refused, not uploaded.
 
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -58,12 +58,21 @@ fn not_regular(path: &Path) -> std::io::Error {
 /// it or in its parent directory. Returns the bytes and the identity of the
 /// file they came from.
 pub fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
+    let (mut file, m) = open_nofollow(path)?;
+    let mut bytes = Vec::with_capacity(m.size() as usize);
+    file.read_to_end(&mut bytes)?;
+    Ok((bytes, identity_of(&m)))
+}
+
+/// Opens the regular file at `path` for reading without following a
+/// symbolic link, in it or in its parent directory.
+fn open_nofollow(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     if let Some(dir) = path.parent()
         && !std::fs::symlink_metadata(dir)?.file_type().is_dir()
     {
         return Err(not_regular(path));
     }
-    let mut file = std::fs::OpenOptions::new()
+    let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
@@ -78,9 +87,7 @@ pub fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
     if !m.file_type().is_file() {
         return Err(not_regular(path));
     }
-    let mut bytes = Vec::with_capacity(m.size() as usize);
-    file.read_to_end(&mut bytes)?;
-    Ok((bytes, identity_of(&m)))
+    Ok((file, m))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,20 +111,26 @@ pub fn copy_fragment(
     key_ms: u64,
     durable: bool,
 ) -> Result<(PathBuf, Identity), CaptureError> {
-    let (bytes, before) = read_nofollow(src)?;
-    let after = identity(src)?;
-    if before != after || bytes.len() as u64 != after.size {
-        return Err(CaptureError::Changed);
-    }
+    let (mut from, m) = open_nofollow(src)?;
+    let before = identity_of(&m);
     std::fs::create_dir_all(dir)?;
     let dst = dir.join(format!("{key_ms}.ts"));
     let tmp = dir.join(format!("{key_ms}.ts.tmp"));
-    {
+    let copied = {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        // File to file: the kernel copies (copy_file_range or sendfile), no
+        // buffer of the fragment's size in this process.
+        let n = std::io::copy(&mut from, &mut f)?;
         if durable {
             f.sync_all()?;
         }
+        n
+    };
+    // Same name, same inode: nginx rewriting it in place shows here.
+    let after = identity_of(&from.metadata()?);
+    if before != after || copied != after.size || identity(src)? != after {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(CaptureError::Changed);
     }
     std::fs::rename(&tmp, &dst)?;
     if durable {
@@ -137,9 +150,9 @@ pub fn move_to_spool(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
     let dst = dir.join(name);
     let tmp = dst.with_extension("ts.tmp");
     {
-        let bytes = std::fs::read(file)?;
+        let mut from = std::fs::File::open(file)?;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        std::io::copy(&mut from, &mut f)?;
         f.sync_all()?;
     }
     std::fs::rename(&tmp, &dst)?;

@@ -103,6 +103,12 @@ const MANIFEST_CHUNK: usize = 1800;
 /// How often a live session's manifest is rewritten.
 const MANIFEST_EVERY: Duration = Duration::from_secs(10);
 
+/// How often changed channel windows are saved. Saving at every playlist
+/// upload cost more CPU than the capture copy; a restart after a crash
+/// recovers a staler window by publishing again what its sessions stored
+/// since (see `recovery`), so only the save frequency is traded here.
+const CHANNEL_SAVE_EVERY: Duration = Duration::from_secs(5);
+
 /// What the pipeline shares with the HTTP side.
 pub struct Shared {
     pub store: crate::store::Store,
@@ -130,6 +136,9 @@ pub struct Pipeline {
     epoch: Instant,
     /// A move to the spool failed during this tick: try no more until the next.
     spool_failed: bool,
+    /// Channels whose window changed since it was last saved.
+    unsaved: HashSet<ChannelId>,
+    last_save: Instant,
 }
 
 fn wall_ms() -> u64 {
@@ -189,6 +198,8 @@ impl Pipeline {
             snapshots,
             epoch: Instant::now(),
             spool_failed: false,
+            unsaved: HashSet::new(),
+            last_save: Instant::now(),
         }
     }
 
@@ -212,6 +223,7 @@ impl Pipeline {
             };
             self.handle(msg);
         }
+        self.save_channels();
         info!("pipeline stopped; unfinished work stays on disk for the next start");
     }
 
@@ -247,6 +259,9 @@ impl Pipeline {
                 let pressure = capture::fs_usage(&self.capture_dir).is_ok_and(|u| u >= high_water);
                 let now = self.now();
                 self.feed(Input::Tick { now, pressure });
+                if self.last_save.elapsed() >= CHANNEL_SAVE_EVERY {
+                    self.save_channels();
+                }
             }
         }
         self.metrics.gauge_set(
@@ -368,11 +383,7 @@ impl Pipeline {
                 }
             }
             Effect::SaveChannel(chid) => {
-                if let Some(ch) = self.core.channel(&chid)
-                    && let Err(e) = ch.save(&self.cfg.state_dir, &chid)
-                {
-                    warn!(error = %e, "cannot save channel state");
-                }
+                self.unsaved.insert(chid);
             }
             Effect::CacheLive { channel, body } => {
                 self.live_cache
@@ -381,6 +392,12 @@ impl Pipeline {
                     .insert(channel, body);
             }
             Effect::CompactJournal { session } => {
+                // The journal is about to forget fragments that only the
+                // channel's saved window then vouches for: save it first.
+                if let Some(s) = self.core.session(&session) {
+                    self.unsaved.insert(s.channel.clone());
+                    self.save_channels();
+                }
                 if let Some(entries) = self.core.journal_of(&session)
                     && let Some(j) = self.journals.get_mut(&session)
                 {
@@ -401,8 +418,23 @@ impl Pipeline {
                 self.feed(Input::EndCheck { session, done, now });
             }
             Effect::EndLive { session } => self.sessions.end_live(&session),
-            Effect::Finish { session } => self.finish(&session),
+            Effect::Finish { session, channel } => {
+                self.unsaved.insert(channel);
+                self.save_channels();
+                self.finish(&session);
+            }
             Effect::Count(name) => self.metrics.inc(name, ""),
+        }
+    }
+
+    fn save_channels(&mut self) {
+        self.last_save = Instant::now();
+        for chid in std::mem::take(&mut self.unsaved) {
+            if let Some(ch) = self.core.channel(&chid)
+                && let Err(e) = ch.save(&self.cfg.state_dir, &chid)
+            {
+                warn!(channel = %chid.channel, error = %e, "cannot save channel state");
+            }
         }
     }
 

@@ -30,7 +30,7 @@ use super::Msg;
 use super::live::ChannelId;
 use super::machine::{Job, Stored};
 use crate::metrics::Metrics;
-use crate::store::{ObjectMeta, Store, StoreError, fragment_key, playlist_key};
+use crate::store::{ObjectMeta, PutFileError, Store, StoreError, fragment_key, playlist_key};
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -85,8 +85,13 @@ where
                 p = permits.acquire() => p.ok()?,
                 _ = cancel.cancelled() => return None,
             };
+            // Boxed, and only once a permit is held: an SDK request future
+            // is tens of kB, and a backlog of thousands of queued uploads
+            // must not each carry one (each waiting task is then a few
+            // hundred bytes).
+            let request = Box::pin(attempt());
             tokio::select! {
-                r = attempt() => r,
+                r = request => r,
                 _ = cancel.cancelled() => return None,
             }
         };
@@ -340,32 +345,28 @@ impl Uploader {
         extinf: &str,
         session: &str,
     ) -> Result<(), UploadError> {
-        let read = match tokio::fs::read(&files.file).await {
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && files.twin.is_some() => {
-                let twin = files.twin.as_ref().unwrap_or(&files.file);
-                tokio::fs::read(twin)
-                    .await
-                    .map_err(|source| UploadError::Read {
-                        path: twin.clone(),
-                        source,
-                    })
-            }
-            other => other.map_err(|source| UploadError::Read {
-                path: files.file.clone(),
-                source,
-            }),
+        // The capture may have moved to the spool since the job was made.
+        let path = match &files.twin {
+            Some(twin) if !files.file.exists() => twin,
+            _ => &files.file,
         };
         let metadata = [("extinf", extinf), ("session", session)];
         self.store
-            .put(
+            .put_file(
                 key_id,
                 bucket,
                 object,
-                Bytes::from(read?),
+                path,
                 &ObjectMeta::fragment(&metadata),
             )
-            .await?;
-        Ok(())
+            .await
+            .map_err(|e| match e {
+                PutFileError::Read(source) => UploadError::Read {
+                    path: path.clone(),
+                    source,
+                },
+                PutFileError::Store(e) => UploadError::Store(e),
+            })
     }
 
     fn report(&self, stored: Stored) {

@@ -2,14 +2,20 @@
 //!
 //! nginx-rtmp writes a fragment in place and closes it (IN_CLOSE_WRITE), then
 //! writes `index.m3u8.bak` and renames it over `index.m3u8` (IN_MOVED_TO). Those
-//! two are the only events that matter. inotify misses what happens in a new
-//! directory before its watch is added, and drops events when its queue
-//! overflows (`Flag::Rescan`), so both turn into rescans.
+//! two are the only events that matter, so they are the only ones asked for:
+//! the `notify` crate watched every open and write too (its mask is fixed),
+//! and waking for each of nginx's writes was 42% of livebucket's CPU on the
+//! real ffmpeg → nginx path. Session directories sit one level under the HLS
+//! directory, so that is the whole tree watched. inotify misses what happens
+//! in a new directory before its watch is added, and drops events when its
+//! queue overflows, so both turn into rescans.
 
+use std::collections::HashMap;
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
-use notify::{RecommendedWatcher, RecursiveMode, Watcher};
+use futures::StreamExt;
+use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,90 +30,153 @@ pub enum FsEvent {
     Rescan,
 }
 
-/// Maps one notify event to what the pipeline needs; `None` for the rest.
-pub fn classify(event: &notify::Event) -> Vec<FsEvent> {
-    if event.need_rescan() {
-        return vec![FsEvent::Rescan];
+/// What the HLS directory itself is watched for: new session directories.
+const ROOT_MASK: WatchMask = WatchMask::CREATE
+    .union(WatchMask::MOVED_TO)
+    .union(WatchMask::ONLYDIR);
+/// What a session directory is watched for.
+const SESSION_MASK: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::MOVED_TO);
+
+/// The pipeline's event for inotify's `mask` on `name` in `dir`; `root`:
+/// `dir` is the HLS directory itself.
+pub fn classify(dir: &Path, root: bool, mask: EventMask, name: Option<&OsStr>) -> Option<FsEvent> {
+    if mask.contains(EventMask::Q_OVERFLOW) {
+        return Some(FsEvent::Rescan);
     }
-    let is_ts = |p: &Path| p.extension().is_some_and(|e| e == "ts");
-    let is_m3u8 = |p: &Path| p.extension().is_some_and(|e| e == "m3u8");
-    match event.kind {
-        EventKind::Access(AccessKind::Close(AccessMode::Write)) => event
-            .paths
-            .iter()
-            .filter(|p| is_ts(p))
-            .map(|p| FsEvent::FragmentClosed(p.clone()))
-            .collect(),
-        // A rename reports the new name as To, or both names as Both.
-        EventKind::Modify(ModifyKind::Name(RenameMode::To)) => event
-            .paths
-            .iter()
-            .filter(|p| is_m3u8(p))
-            .map(|p| FsEvent::PlaylistWritten(p.clone()))
-            .collect(),
-        EventKind::Modify(ModifyKind::Name(RenameMode::Both)) => event
-            .paths
-            .last()
-            .filter(|p| is_m3u8(p))
-            .map(|p| vec![FsEvent::PlaylistWritten(p.clone())])
-            .unwrap_or_default(),
-        EventKind::Create(CreateKind::Folder) => event
-            .paths
-            .iter()
-            .map(|p| FsEvent::DirCreated(p.clone()))
-            .collect(),
-        _ => Vec::new(),
+    let path = dir.join(name?);
+    if root {
+        return (mask.contains(EventMask::ISDIR)
+            && mask.intersects(EventMask::CREATE | EventMask::MOVED_TO))
+        .then_some(FsEvent::DirCreated(path));
+    }
+    if mask.contains(EventMask::ISDIR) {
+        return None;
+    }
+    let ext = path.extension().and_then(OsStr::to_str);
+    if mask.contains(EventMask::CLOSE_WRITE) && ext == Some("ts") {
+        Some(FsEvent::FragmentClosed(path))
+    } else if mask.contains(EventMask::MOVED_TO) && ext == Some("m3u8") {
+        Some(FsEvent::PlaylistWritten(path))
+    } else {
+        None
     }
 }
 
-/// Starts watching `dir` recursively; events go to `tx` until the returned
-/// watcher is dropped.
+/// Watching stops when this is dropped.
+pub struct Watcher {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts watching `dir` and its session directories; events go to `tx`
+/// until the returned watcher is dropped. Must run inside a tokio runtime.
 pub fn watch<T: From<FsEvent> + Send + 'static>(
     dir: &Path,
     tx: UnboundedSender<T>,
-) -> notify::Result<RecommendedWatcher> {
-    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-        let events = match res {
-            Ok(event) => classify(&event),
-            Err(e) => {
-                tracing::warn!(error = %e, "inotify error; rescanning");
-                vec![FsEvent::Rescan]
-            }
-        };
-        for e in events {
-            // The receiver is gone only during shutdown.
-            let _ = tx.send(T::from(e));
+) -> std::io::Result<Watcher> {
+    let inotify = Inotify::init()?;
+    let mut watches = inotify.watches();
+    let mut dirs: HashMap<WatchDescriptor, PathBuf> = HashMap::new();
+    let root = watches.add(dir, ROOT_MASK)?;
+    dirs.insert(root.clone(), dir.to_owned());
+    // Directories already there (a restart): their files are rescanned by
+    // the pipeline at start.
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            add_session_watch(&mut watches, &mut dirs, entry.path());
         }
-    })?;
-    watcher.watch(dir, RecursiveMode::Recursive)?;
-    Ok(watcher)
+    }
+    let mut events = inotify.into_event_stream(vec![0u8; 64 * 1024])?;
+    let task = tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            let event = match event {
+                Ok(e) => e,
+                Err(e) => {
+                    tracing::warn!(error = %e, "inotify read error; rescanning");
+                    let _ = tx.send(T::from(FsEvent::Rescan));
+                    continue;
+                }
+            };
+            if event.mask.contains(EventMask::IGNORED) {
+                dirs.remove(&event.wd);
+                continue;
+            }
+            let Some(in_dir) = dirs.get(&event.wd).cloned() else {
+                if event.mask.contains(EventMask::Q_OVERFLOW) {
+                    tracing::warn!("inotify queue overflowed; rescanning");
+                    let _ = tx.send(T::from(FsEvent::Rescan));
+                }
+                continue;
+            };
+            let fs_event = classify(&in_dir, event.wd == root, event.mask, event.name.as_deref());
+            if let Some(FsEvent::DirCreated(path)) = &fs_event {
+                add_session_watch(&mut watches, &mut dirs, path.clone());
+            }
+            if let Some(e) = fs_event {
+                // The receiver is gone only during shutdown.
+                let _ = tx.send(T::from(e));
+            }
+        }
+    });
+    Ok(Watcher { task })
+}
+
+fn add_session_watch(
+    watches: &mut Watches,
+    dirs: &mut HashMap<WatchDescriptor, PathBuf>,
+    path: PathBuf,
+) {
+    match watches.add(&path, SESSION_MASK) {
+        Ok(wd) => {
+            dirs.insert(wd, path);
+        }
+        // Gone already, or the watch limit: the rescans catch up.
+        Err(e) => tracing::warn!(dir = %path.display(), error = %e, "cannot watch directory"),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use notify::event::Flag;
 
     #[test]
     fn classifies_nginx_operations() {
-        let close = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
-            .add_path("/h/s/1.ts".into());
+        let s = Path::new("/h/s");
+        let name = |n: &'static str| Some(OsStr::new(n));
         assert_eq!(
-            classify(&close),
-            vec![FsEvent::FragmentClosed("/h/s/1.ts".into())]
+            classify(s, false, EventMask::CLOSE_WRITE, name("1.ts")),
+            Some(FsEvent::FragmentClosed("/h/s/1.ts".into()))
         );
-        let bak_close = notify::Event::new(EventKind::Access(AccessKind::Close(AccessMode::Write)))
-            .add_path("/h/s/index.m3u8.bak".into());
-        assert!(classify(&bak_close).is_empty());
-        let rename = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
-            .add_path("/h/s/index.m3u8.bak".into())
-            .add_path("/h/s/index.m3u8".into());
         assert_eq!(
-            classify(&rename),
-            vec![FsEvent::PlaylistWritten("/h/s/index.m3u8".into())]
+            classify(s, false, EventMask::CLOSE_WRITE, name("index.m3u8.bak")),
+            None
         );
-        let overflow = notify::Event::new(EventKind::Other).set_flag(Flag::Rescan);
-        assert_eq!(classify(&overflow), vec![FsEvent::Rescan]);
+        assert_eq!(
+            classify(s, false, EventMask::MOVED_TO, name("index.m3u8")),
+            Some(FsEvent::PlaylistWritten("/h/s/index.m3u8".into()))
+        );
+        assert_eq!(
+            classify(
+                Path::new("/h"),
+                true,
+                EventMask::CREATE | EventMask::ISDIR,
+                name("s")
+            ),
+            Some(FsEvent::DirCreated("/h/s".into()))
+        );
+        assert_eq!(
+            classify(Path::new("/h"), true, EventMask::CREATE, name("stray")),
+            None
+        );
+        assert_eq!(
+            classify(s, false, EventMask::Q_OVERFLOW, None),
+            Some(FsEvent::Rescan)
+        );
     }
 
     #[tokio::test]

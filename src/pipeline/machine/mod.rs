@@ -832,8 +832,17 @@ impl Core {
                 && let Some(ch) = self.channels.get_mut(&chid)
                 && !ch.live.window.is_empty()
             {
+                // Finished once that playlist is stored: a restart before
+                // then ends it again.
                 ch.live.end();
+                let version = ch.live.version;
+                if let Some(s) = self.sessions.get_mut(id) {
+                    s.ending_version = Some(version);
+                    s.manifest.stored_final = true;
+                }
                 self.publish(&chid, fx);
+                self.finish_if_stored(id, fx);
+                return;
             }
             self.finish(id, fx);
             return;
@@ -901,14 +910,13 @@ impl Core {
 
     fn finish(&mut self, id: &str, fx: &mut Vec<Effect>) {
         if let Some(s) = self.sessions.remove(id) {
-            if let Some(ch) = self.channels.get_mut(&s.channel)
-                && ch.live.published.remove(id).is_some()
-            {
-                fx.push(Effect::SaveChannel(s.channel.clone()));
+            if let Some(ch) = self.channels.get_mut(&s.channel) {
+                ch.live.published.remove(id);
             }
             info!(session = %id, channel = %s.meta.channel, fragments = s.listed(), "session finished");
             fx.push(Effect::Finish {
                 session: id.to_owned(),
+                channel: s.channel,
             });
         }
     }

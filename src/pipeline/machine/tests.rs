@@ -126,6 +126,7 @@ struct World {
     // Lost at a restart.
     pending: Vec<Job>,
     playlist_slot: Option<Job>,
+    save_lag: bool,
     violations: Vec<String>,
 }
 
@@ -148,6 +149,7 @@ impl World {
             final_playlist: None,
             pending: Vec::new(),
             playlist_slot: None,
+            save_lag: false,
             violations: Vec::new(),
         }
     }
@@ -258,8 +260,15 @@ impl World {
                 self.feed(Input::Moved { session, key, ok });
             }
             Effect::Snapshot { .. } | Effect::CacheLive { .. } => {}
-            Effect::SaveChannel(c) => self.saved = self.core.channel(&c).cloned(),
+            // The actor saves at most every few seconds: while `save_lag`
+            // the disk keeps an older window.
+            Effect::SaveChannel(c) => {
+                if !self.save_lag {
+                    self.saved = self.core.channel(&c).cloned();
+                }
+            }
             Effect::CompactJournal { session } => {
+                self.saved = self.core.channel(&chid()).cloned();
                 if let Some(j) = self.core.journal_of(&session) {
                     self.journals.insert(session, j);
                 }
@@ -274,7 +283,8 @@ impl World {
                     r.1 = false;
                 }
             }
-            Effect::Finish { session } => {
+            Effect::Finish { session, channel } => {
+                self.saved = self.core.channel(&channel).cloned();
                 self.journals.remove(&session);
                 self.capture_files.retain(|(s, _), _| s != &session);
                 self.nginx.remove(&session);
@@ -445,6 +455,7 @@ impl World {
                 self.read_playlist(&id);
             }
             Op::Complete(i) => self.complete(i),
+            Op::SaveLag(lag) => self.save_lag = lag,
             Op::Tick { dt, pressure } => {
                 self.now += dt;
                 self.pressure = pressure;
@@ -578,6 +589,7 @@ impl World {
 
     /// The publisher stops, S3 recovers: everything must end stored.
     fn drain(&mut self) {
+        self.save_lag = false;
         self.apply(&Op::Done);
         for _ in 0..400 {
             while !self.pending.is_empty() || self.playlist_slot.is_some() {
@@ -627,6 +639,7 @@ enum Op {
     Tick { dt: u64, pressure: bool },
     Done,
     Restart,
+    SaveLag(bool),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -639,6 +652,7 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(dt, pressure)| Op::Tick { dt, pressure }),
         1 => Just(Op::Done),
         1 => Just(Op::Restart),
+        1 => proptest::bool::ANY.prop_map(Op::SaveLag),
     ]
 }
 

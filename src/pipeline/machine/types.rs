@@ -204,7 +204,9 @@ pub enum Effect {
         channel: ChannelId,
         body: String,
     },
-    /// Rewrite the session's journal as [`super::Core::journal_of`] says.
+    /// Rewrite the session's journal as [`super::Core::journal_of`] says,
+    /// after saving its channel's window (which then vouches for the
+    /// fragments the journal forgets).
     CompactJournal {
         session: String,
     },
@@ -218,9 +220,12 @@ pub enum Effect {
     EndLive {
         session: String,
     },
-    /// Everything of the session is stored: remove its local files.
+    /// Everything of the session is stored: save the channel's window (its
+    /// journal no longer vouches for what it published), then remove the
+    /// session's local files.
     Finish {
         session: String,
+        channel: ChannelId,
     },
     Count(&'static str),
 }
