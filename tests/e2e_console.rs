@@ -68,13 +68,25 @@ const url = decodeURIComponent(location.hash.slice(1));
 if (url.startsWith("http")) {
   const script = document.createElement("script");
   script.src = new URL(url).origin + "/console/vendor/hls.js/hls.min.js";
-  script.onload = () => {
-    const hls = new Hls();
-    hls.on(Hls.Events.ERROR, (_, d) => { if (d.fatal) v.dataset.fatal = d.type + ": " + d.details; });
+  // As the console does (console/js/ui.js playHls): restart once at the
+  // fragment that brings video when the first one had audio only.
+  const start = (at) => {
+    const hls = new Hls({ startPosition: at });
+    hls.on(Hls.Events.ERROR, (_, d) => {
+      if (!d.fatal) return;
+      if (d.details === "bufferAppendError" && !v.dataset.restarts && d.frag) {
+        v.dataset.restarts = "1";
+        hls.destroy();
+        start(d.frag.start + d.frag.duration / 2);
+        return;
+      }
+      v.dataset.fatal = d.type + ": " + d.details;
+    });
     hls.loadSource(url);
     hls.attachMedia(v);
     v.play().catch(() => {});
   };
+  script.onload = () => start(-1);
   document.head.append(script);
 }
 </script>

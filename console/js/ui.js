@@ -98,21 +98,45 @@ export function videoElement(label) {
 /**
  * Plays `url` in `video` with hls.js (or natively where HLS is native).
  * `onFatal(message)` is called on an unrecoverable error. Returns a stop().
+ *
+ * One error is recovered: a session's first fragment can carry audio only
+ * (nginx-rtmp starts the relayed stream before the first keyframe reaches
+ * it), so hls.js opens an audio-only MediaSource and then cannot append the
+ * video that follows. The player is then restarted at the fragment that
+ * brought the video, once; `video.dataset.restarts` counts it.
  */
 export function playHls(video, url, onFatal) {
   const Hls = window.Hls;
-  if (Hls && Hls.isSupported()) {
-    const hls = new Hls({ lowLatencyMode: false });
+  if (!(Hls && Hls.isSupported())) {
+    video.src = url;
+    video.play().catch(() => {});
+    return () => { video.removeAttribute("src"); video.load(); };
+  }
+  let hls = null;
+  let restarted = false;
+  const start = (startPosition) => {
+    hls = new Hls({ startPosition });
     hls.on(Hls.Events.ERROR, (_, data) => {
-      if (data.fatal) onFatal(`${data.type}: ${data.details}`);
+      const why = data.error && data.error.message ? ` (${data.error.message})` : "";
+      console.warn(`hls.js ${data.fatal ? "fatal" : "recovered"} ${data.type}: ${data.details}${why}`);
+      if (!data.fatal) return;
+      const newTrack = data.details === Hls.ErrorDetails.BUFFER_APPEND_ERROR &&
+        /SourceBuffer, but it does not exist/.test(why);
+      if (newTrack && !restarted && data.frag) {
+        restarted = true;
+        video.dataset.restarts = String(Number(video.dataset.restarts || 0) + 1);
+        hls.destroy();
+        // Mid-fragment, so hls.js cannot pick the audio-only one at the boundary.
+        start(data.frag.start + data.frag.duration / 2);
+        return;
+      }
+      onFatal(`${data.type}: ${data.details}${why}`);
     });
     hls.loadSource(url);
     hls.attachMedia(video);
     video.play().catch(() => {});
     video.hls = hls;
-    return () => { hls.destroy(); video.hls = null; };
-  }
-  video.src = url;
-  video.play().catch(() => {});
-  return () => { video.removeAttribute("src"); video.load(); };
+  };
+  start(-1);
+  return () => { hls.destroy(); video.hls = null; };
 }

@@ -83,7 +83,7 @@ async function advances(page, selector, seconds, timeoutMs = 60000) {
     if (v.dataset.fatal) return { fatal: v.dataset.fatal };
     if (v.first === undefined && v.currentTime > 0) v.first = v.currentTime;
     return v.first !== undefined && v.currentTime - v.first >= s
-      ? { first: v.first, last: v.currentTime } : false;
+      ? { first: v.first, last: v.currentTime, restarts: Number(v.dataset.restarts || 0) } : false;
   }, [selector, seconds], timeoutMs);
 }
 
@@ -259,7 +259,8 @@ async function main() {
     result.vod = await until(page, "the VOD player to reach the end", () => {
       const v = document.querySelector("#vod-video");
       if (v.dataset.fatal) return { fatal: v.dataset.fatal };
-      return v.dataset.ended === "true" && { duration: v.duration, currentTime: v.currentTime };
+      return v.dataset.ended === "true" &&
+        { duration: v.duration, currentTime: v.currentTime, restarts: Number(v.dataset.restarts || 0) };
     }, null, 120000);
     result.vodUrl = await page.$eval("input[name=vodUrl]", (e) => e.value);
     await shot(page, "6-channel-vod");
