@@ -10,8 +10,9 @@
 //! page on another origin (while an origin not in `http.cors_origins` is
 //! refused); five reloads keep every segment URI; disabling drops the push;
 //! a picked push plays as VOD to its end; and no request carried the secret.
-//! Screenshots go to the test directory (`SCREENSHOT` lines, kept on failure;
-//! `LB_CONSOLE_ARTEFACTS=DIR` keeps a copy).
+//! Screenshots of each page are the test's artefacts: in
+//! `target/tmp/e2e_console/` (cargo's `CARGO_TARGET_TMPDIR`, kept after the
+//! run, replaced by the next), their paths printed.
 //!
 //! `js_signers_match_rust` checks the page's signers (console/js/sign.js)
 //! against the Rust ones in node, without a browser.
@@ -73,14 +74,15 @@ if (url.startsWith("http")) {
   const start = (at) => {
     const hls = new Hls({ startPosition: at });
     hls.on(Hls.Events.ERROR, (_, d) => {
-      if (!d.fatal) return;
-      if (d.details === "bufferAppendError" && !v.dataset.restarts && d.frag) {
+      const newTrack = d.details === "bufferAppendError" &&
+        /does not exist/.test(String(d.error && d.error.message));
+      if (newTrack && !v.dataset.restarts && d.frag) {
         v.dataset.restarts = "1";
         hls.destroy();
-        start(d.frag.start + d.frag.duration / 2);
+        start(d.frag.start + Math.min(0.5, d.frag.duration / 2));
         return;
       }
-      v.dataset.fatal = d.type + ": " + d.details;
+      if (d.fatal) v.dataset.fatal = d.type + ": " + d.details;
     });
     hls.loadSource(url);
     hls.attachMedia(v);
@@ -177,7 +179,10 @@ async fn the_console_in_chromium() {
         .await
         .unwrap_or_else(|e| panic!("PutBucketCors: {e:?}"));
 
-    let artefacts = stack.dir.subdir("console");
+    let artefacts = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e_console");
+    let _ = std::fs::remove_dir_all(&artefacts);
+    std::fs::create_dir_all(&artefacts).unwrap();
+    let profile = stack.dir.subdir("chromium-profile");
     let signals = stack.dir.subdir("signals");
     let mut cmd = Command::new("node");
     cmd.arg(repo("tests/console/drive.cjs"))
@@ -185,10 +190,12 @@ async fn the_console_in_chromium() {
         .env("LB_KEY_ID", &key.id)
         .env("LB_SECRET", &key.secret)
         .env("LB_BUCKET", BUCKET)
+        .env("LB_FOREIGN_BUCKET", OTHER_BUCKET)
         .env("LB_CHANNEL", CHANNEL)
         .env("LB_OTHER_ORIGIN", &allowed)
         .env("LB_DENIED_ORIGIN", &denied)
         .env("LB_ARTEFACTS", &artefacts)
+        .env("LB_PROFILE", &profile)
         .env("LB_SIGNALS", &signals)
         .env("LB_RTMP_ENDPOINT", stack.nginx.push_base())
         .env("LB_NODE_MODULES", node_modules());
@@ -224,15 +231,6 @@ async fn the_console_in_chromium() {
         println!("screenshot: {shot}");
         assert!(Path::new(&shot).is_file(), "{shot} was not written");
     }
-    if let Some(keep) = std::env::var_os("LB_CONSOLE_ARTEFACTS") {
-        let keep = PathBuf::from(keep);
-        std::fs::create_dir_all(&keep).unwrap();
-        for shot in lines_with(&log, "SCREENSHOT ") {
-            let shot = PathBuf::from(shot);
-            std::fs::copy(&shot, keep.join(shot.file_name().unwrap())).unwrap();
-        }
-    }
-
     // A wrong secret: refused in words, nothing kept.
     let refusal = r["refusal"].as_str().unwrap_or_default();
     assert!(
@@ -241,6 +239,13 @@ async fn the_console_in_chromium() {
     );
     assert_eq!(r["storedAfterRefusal"], 0, "a refused sign-in was stored");
     assert_eq!(r["signInFormAfterRefusal"], true);
+    // A key sees only its buckets.
+    let foreign = r["foreignRefusal"].as_str().unwrap_or_default();
+    assert!(
+        foreign.contains("may not manage this bucket"),
+        "refusal: {foreign}"
+    );
+    assert_eq!(r["storedAfterForeign"], 0, "a refused sign-in was stored");
     assert_eq!(r["createdStatus"], "Idle");
     let create_error = r["createError"].as_str().unwrap_or_default();
     assert!(
@@ -292,6 +297,12 @@ async fn the_console_in_chromium() {
         assert!(r[play]["fatal"].is_null(), "{play}: {}", r[play]);
         let advanced = r[play]["last"].as_f64().unwrap() - r[play]["first"].as_f64().unwrap();
         assert!(advanced >= 4.0, "{play}: {}", r[play]);
+        // At most the one restart past an audio-only first fragment.
+        assert!(
+            r[play]["restarts"].as_u64().unwrap() <= 1,
+            "{play}: {}",
+            r[play]
+        );
     }
     let latency = r["latency"]["seconds"].as_f64().unwrap();
     assert!(latency > 0.0, "latency {}", r["latency"]);
@@ -315,8 +326,21 @@ async fn the_console_in_chromium() {
         "livebucket did not log the drop as a disabled channel"
     );
 
+    let delete_live = r["deleteWhileLive"].as_str().unwrap_or_default();
+    assert!(
+        delete_live.starts_with("The channel is live"),
+        "delete while live: {delete_live}"
+    );
+    assert_eq!(r["enabledStatus"], "Idle");
+    assert_eq!(r["afterDelete"], "No channels yet.");
+
     // VOD: played to its end, no fatal error; the copyable URL plays too.
     assert!(r["vod"]["fatal"].is_null(), "vod: {}", r["vod"]);
+    assert!(
+        r["vod"]["restarts"].as_u64().unwrap() <= 1,
+        "vod: {}",
+        r["vod"]
+    );
     let duration = r["vod"]["duration"].as_f64().unwrap();
     assert!(duration >= 4.0, "vod: {}", r["vod"]);
     let vod_url = r["vodUrl"].as_str().unwrap();

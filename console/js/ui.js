@@ -119,18 +119,20 @@ export function playHls(video, url, onFatal) {
     hls.on(Hls.Events.ERROR, (_, data) => {
       const why = data.error && data.error.message ? ` (${data.error.message})` : "";
       console.warn(`hls.js ${data.fatal ? "fatal" : "recovered"} ${data.type}: ${data.details}${why}`);
-      if (!data.fatal) return;
+      // Fatal or not: hls.js would only drop that fragment's video and
+      // then stall, as the MediaSource has no video buffer.
       const newTrack = data.details === Hls.ErrorDetails.BUFFER_APPEND_ERROR &&
         /SourceBuffer, but it does not exist/.test(why);
       if (newTrack && !restarted && data.frag) {
         restarted = true;
         video.dataset.restarts = String(Number(video.dataset.restarts || 0) + 1);
         hls.destroy();
-        // Mid-fragment, so hls.js cannot pick the audio-only one at the boundary.
-        start(data.frag.start + data.frag.duration / 2);
+        // Just inside that fragment, beyond hls.js's lookup tolerance
+        // (0.25 s), so it cannot pick the audio-only one before it.
+        start(data.frag.start + Math.min(0.5, data.frag.duration / 2));
         return;
       }
-      onFatal(`${data.type}: ${data.details}${why}`);
+      if (data.fatal) onFatal(`${data.type}: ${data.details}${why}`);
     });
     hls.loadSource(url);
     hls.attachMedia(video);

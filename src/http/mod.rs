@@ -282,3 +282,53 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         app.metrics.render(),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn allow_origin(origins: &[&str], origin: &str) -> Option<String> {
+        let http = crate::config::HttpConfig {
+            cors_origins: origins.iter().map(|o| o.to_string()).collect(),
+        };
+        let app = Router::new()
+            .route("/play", get(|| async { "ok" }))
+            .layer(cors(&http));
+        let resp = app
+            .oneshot(
+                Request::get("/play")
+                    .header(header::ORIGIN, origin)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()
+                .get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+                .is_none()
+        );
+        resp.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn cors_answers_only_the_configured_origins() {
+        let listed = ["https://player.example.com", "http://127.0.0.1:8081"];
+        for origin in listed {
+            assert_eq!(allow_origin(&listed, origin).await.as_deref(), Some(origin));
+        }
+        assert_eq!(allow_origin(&listed, "https://evil.example").await, None);
+        assert_eq!(allow_origin(&[], "https://player.example.com").await, None);
+        assert_eq!(
+            allow_origin(&["*"], "https://any.example").await.as_deref(),
+            Some("*")
+        );
+    }
+}

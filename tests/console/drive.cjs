@@ -94,7 +94,7 @@ async function main() {
     headless: true,
     args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
       "--disable-background-networking", "--disable-component-update", "--disable-sync",
-      `--user-data-dir=${path.join(OUT, "chromium-profile")}`],
+      `--user-data-dir=${env("LB_PROFILE")}`],
   });
   try {
     const page = await browser.newPage();
@@ -118,8 +118,19 @@ async function main() {
     result.storedAfterRefusal = await page.evaluate(() => sessionStorage.length);
     result.signInFormAfterRefusal = Boolean(await page.$("#signin"));
 
-    say("STEP sign in");
+    say("STEP sign in to a bucket the key may not use");
     await fill(page, "input[name=secret]", SECRET);
+    await fill(page, "input[name=bucket]", env("LB_FOREIGN_BUCKET"));
+    await page.$eval("#signin .notice", (n) => { n.textContent = ""; });
+    await page.click("#signin button[type=submit]");
+    result.foreignRefusal = await until(page, "the refusal", () => {
+      const n = document.querySelector("#signin .notice.error");
+      return n && n.textContent;
+    });
+    result.storedAfterForeign = await page.evaluate(() => sessionStorage.length);
+
+    say("STEP sign in");
+    await fill(page, "input[name=bucket]", BUCKET);
     await page.click("#signin button[type=submit]");
     await page.waitForSelector("#channel-list");
 
@@ -172,6 +183,12 @@ async function main() {
         { width: img.naturalWidth, height: img.naturalHeight, alt: img.alt };
     }, CHANNEL, 60000);
     await shot(page, "2-channels");
+    // Delete while live: OSS's ChannelStillLive, in words.
+    await page.click(`li[data-channel="${CHANNEL}"] [data-action=delete]`);
+    result.deleteWhileLive = await until(page, "the delete refusal", () => {
+      const n = document.querySelector("main > .notice.error");
+      return n && n.textContent;
+    });
     await page.setViewport({ width: 360, height: 780 });
     await sleep(500);
     result.narrowOverflow = await page.evaluate(() => document.documentElement.scrollWidth - 360);
@@ -256,14 +273,37 @@ async function main() {
     }, null, 60000);
     // Played through at 4x so the test takes a quarter of the recording.
     await page.$eval("#vod-video", (v) => { v.playbackRate = 4; });
-    result.vod = await until(page, "the VOD player to reach the end", () => {
-      const v = document.querySelector("#vod-video");
-      if (v.dataset.fatal) return { fatal: v.dataset.fatal };
-      return v.dataset.ended === "true" &&
-        { duration: v.duration, currentTime: v.currentTime, restarts: Number(v.dataset.restarts || 0) };
-    }, null, 120000);
+    const vodState = () => page.$eval("#vod-video", (v) => JSON.stringify({
+      currentTime: v.currentTime, duration: v.duration, paused: v.paused, readyState: v.readyState,
+      buffered: [...Array(v.buffered.length).keys()].map((i) => [v.buffered.start(i), v.buffered.end(i)]),
+      error: v.error && v.error.message,
+    }));
+    try {
+      result.vod = await until(page, "the VOD player to reach the end", () => {
+        const v = document.querySelector("#vod-video");
+        if (v.dataset.fatal) return { fatal: v.dataset.fatal };
+        return v.dataset.ended === "true" &&
+          { duration: v.duration, currentTime: v.currentTime, restarts: Number(v.dataset.restarts || 0) };
+      }, null, 120000);
+    } catch (e) {
+      throw new Error(`${e.message}; the player: ${await vodState()}`);
+    }
     result.vodUrl = await page.$eval("input[name=vodUrl]", (e) => e.value);
     await shot(page, "6-channel-vod");
+
+    say("STEP enable and delete");
+    await page.click("section [data-action=toggle]");
+    result.enabledStatus = await until(page, "Idle again", () => {
+      const b = document.querySelector("h2 [data-role=status]");
+      return b && b.textContent === "Idle" && b.textContent;
+    });
+    await page.evaluate(() => { location.hash = "#/"; });
+    await page.waitForSelector(`li[data-channel="${CHANNEL}"] [data-action=delete]`);
+    await page.click(`li[data-channel="${CHANNEL}"] [data-action=delete]`);
+    result.afterDelete = await until(page, "the empty list", () => {
+      const empty = document.querySelector("#channel-list .empty");
+      return empty && empty.textContent;
+    });
 
     const secretIn = (s) => typeof s === "string" && s.includes(SECRET);
     result.requests = requests.length;
