@@ -214,7 +214,8 @@ async fn require_hooks_secret(
     (StatusCode::FORBIDDEN, "forbidden\n").into_response()
 }
 
-/// `/play` and the VOD API: what viewers and API clients reach.
+/// `/play`, the VOD API, the OSS API and the console: what viewers, API
+/// clients and operators' browsers reach.
 pub fn public_router(state: Arc<AppState>) -> Router {
     let request_timeout = Duration::from_secs(state.config().limits.request_timeout_secs);
     let signed = Router::new()
