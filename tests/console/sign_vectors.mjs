@@ -2,7 +2,11 @@
 // (tests/e2e_console.rs writes them to the JSON file given as argument).
 // Prints one line per vector and exits 1 on any difference.
 import { readFileSync } from "node:fs";
-import * as sign from "../../console/js/sign.js";
+import { webcrypto } from "node:crypto";
+
+// Node 18 (Debian 12's) has WebCrypto only as node:crypto's `webcrypto`.
+globalThis.crypto ??= webcrypto;
+const sign = await import("../../console/js/sign.js");
 
 const vectors = JSON.parse(readFileSync(process.argv[2], "utf8"));
 let bad = 0;
