@@ -7,6 +7,7 @@
 #   GARAGE_VERSION    the Garage release the tests and the demo run
 #   GARAGE_BIN        that Garage binary; honoured when already set
 #   OSS2_PYTHON       a python with Alibaba's oss2 SDK (a venv in the cache)
+#   CONSOLE_TEST_NODE puppeteer-core for the console test (npm ci in the cache)
 
 LIVEBUCKET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIVEBUCKET_CACHE=${LIVEBUCKET_CACHE:-$HOME/.cache/livebucket}
@@ -15,6 +16,9 @@ GARAGE_BIN=${GARAGE_BIN:-$LIVEBUCKET_CACHE/garage-$GARAGE_VERSION/bin/garage}
 # Alibaba's Python SDK, the OSS client the channel API tests drive.
 OSS2_VERSION=2.19.1
 OSS2_PYTHON=${OSS2_PYTHON:-$LIVEBUCKET_CACHE/oss2-$OSS2_VERSION/bin/python}
+# puppeteer-core, pinned by tests/console/package-lock.json, which drives
+# Chromium in the console test (tests/e2e_console.rs).
+CONSOLE_TEST_NODE=$LIVEBUCKET_CACHE/console-test-node
 
 # Message on stderr, prefixed with the script's name.
 say() {

@@ -1,10 +1,11 @@
 //! The `livebucket` command line: `serve`, `sign push|play|vod`, `vod`, `ls`,
-//! `channel …`. Each command has its module; this one parses the arguments
+//! `channel …`, `cors`. Each command has its module; this one parses the arguments
 //! and dispatches. Errors are printed with their whole chain and exit with
 //! status 1 (2 for usage errors, from clap).
 
 mod args;
 mod channel;
+mod cors;
 mod ls;
 mod sign;
 mod vod;
@@ -75,6 +76,17 @@ enum Command {
         /// For --urls presigned: lifetime of the segment URLs.
         #[arg(long, default_value_t = 3600)]
         expires_in: u64,
+    },
+    /// Let browsers on these origins GET the bucket's objects (S3
+    /// PutBucketCors): the console's origin and your players'.
+    Cors {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        bucket: String,
+        /// An origin such as http://127.0.0.1:8080, or *; repeatable.
+        #[arg(long = "origin", required = true)]
+        origins: Vec<String>,
     },
     /// List a bucket's objects with size, content type and metadata.
     Ls {
@@ -197,6 +209,11 @@ pub fn run() -> ExitCode {
         Command::Serve { config } => {
             runtime().and_then(|rt| rt.block_on(livebucket::app::serve(config)))
         }
+        Command::Cors {
+            config,
+            bucket,
+            origins,
+        } => runtime().and_then(|rt| rt.block_on(cors::cors(&config, &bucket, &origins))),
         Command::Ls {
             config,
             bucket,

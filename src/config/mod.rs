@@ -12,9 +12,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod api;
+pub mod http;
 pub mod listen;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
+pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
 
 /// What went wrong loading the configuration.
@@ -70,6 +72,9 @@ pub struct RawConfig {
     pub api: ApiConfig,
     #[serde(default)]
     pub channels: ChannelsConfig,
+    /// Cross-origin access to `/play` and the VOD API.
+    #[serde(default)]
+    pub http: HttpConfig,
     #[serde(default)]
     pub keys: Vec<AccessKey>,
 }
@@ -586,6 +591,7 @@ impl RawConfig {
     pub fn validate(self) -> Result<Config, ConfigError> {
         listen::validate(&self.listen, &self.limits)?;
         api::validate(&self.api)?;
+        http::validate(&self.http)?;
         if self
             .nginx
             .fragment_durations

@@ -2,12 +2,13 @@
 //! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`;
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
-//!   viewers and API clients;
+//!   viewers and API clients, and the web console at `/console/`;
 //! - operator: `/metrics`, `/healthz`.
 //!
 //! Handlers stay thin; everything they decide is in `auth`, `session` and the
 //! pipeline. [`server`] runs each router with timeouts and a connection cap.
 
+pub mod console;
 pub mod error;
 pub mod hooks;
 pub mod oss;
@@ -23,7 +24,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{any, get, post};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
@@ -213,17 +214,25 @@ async fn require_hooks_secret(
     (StatusCode::FORBIDDEN, "forbidden\n").into_response()
 }
 
-/// `/play` and the VOD API: what viewers and API clients reach.
+/// `/play`, the VOD API, the OSS API and the console: what viewers, API
+/// clients and operators' browsers reach.
 pub fn public_router(state: Arc<AppState>) -> Router {
     let request_timeout = Duration::from_secs(state.config().limits.request_timeout_secs);
-    Router::new()
+    let signed = Router::new()
         .route("/play/{bucket}/{channel}/{playlist}", get(play::play))
         .route(
             "/api/v1/buckets/{bucket}/channels/{channel}/vod",
             get(vod::get_vod).post(vod::post_vod),
         )
+        // Players on the origins in `http.cors_origins` may read them.
+        .layer(cors(&state.config().http));
+    Router::new()
+        .merge(signed)
         // /play and the VOD API take their parameters in the query.
         .route_layer(RequestBodyLimitLayer::new(MAX_BODY_BYTES))
+        .route("/console", get(console::redirect))
+        .route("/console/", any(console::serve))
+        .route("/console/{*path}", any(console::serve))
         // Anything else is the OSS LiveChannel API (bucket-addressed paths),
         // which bounds its own body so that it can answer OSS's error.
         .fallback(oss::api)
@@ -232,6 +241,28 @@ pub fn public_router(state: Arc<AppState>) -> Router {
             TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout),
         ))
         .with_state(state)
+}
+
+/// CORS for `/play` and the VOD API: the configured origins may GET them,
+/// without credentials (the signed URL is the only authority). Read at
+/// start; a change takes a restart.
+fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins = if http.any_origin() {
+        AllowOrigin::any()
+    } else {
+        // Validated at load: every entry is a plain origin, so a header value.
+        AllowOrigin::list(
+            http.cors_origins
+                .iter()
+                .filter_map(|o| axum::http::HeaderValue::from_str(o).ok()),
+        )
+    };
+    CorsLayer::new()
+        .allow_origin(origins)
+        .allow_methods([axum::http::Method::GET, axum::http::Method::HEAD])
+        .expose_headers([header::HeaderName::from_static("x-livebucket-vod-source")])
+        .max_age(Duration::from_secs(600))
 }
 
 /// `/metrics` and `/healthz`, for operators.
@@ -251,4 +282,54 @@ async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    async fn allow_origin(origins: &[&str], origin: &str) -> Option<String> {
+        let http = crate::config::HttpConfig {
+            cors_origins: origins.iter().map(|o| o.to_string()).collect(),
+        };
+        let app = Router::new()
+            .route("/play", get(|| async { "ok" }))
+            .layer(cors(&http));
+        let resp = app
+            .oneshot(
+                Request::get("/play")
+                    .header(header::ORIGIN, origin)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        assert!(
+            resp.headers()
+                .get(header::ACCESS_CONTROL_ALLOW_CREDENTIALS)
+                .is_none()
+        );
+        resp.headers()
+            .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn cors_answers_only_the_configured_origins() {
+        let listed = ["https://player.example.com", "http://127.0.0.1:8081"];
+        for origin in listed {
+            assert_eq!(allow_origin(&listed, origin).await.as_deref(), Some(origin));
+        }
+        assert_eq!(allow_origin(&listed, "https://evil.example").await, None);
+        assert_eq!(allow_origin(&[], "https://player.example.com").await, None);
+        assert_eq!(
+            allow_origin(&["*"], "https://any.example").await.as_deref(),
+            Some("*")
+        );
+    }
 }

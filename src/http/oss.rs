@@ -324,6 +324,24 @@ async fn execute(
                 .map_err(internal)?;
             Ok(StatusCode::OK.into_response())
         }
+        Operation::GetSnapshot { object } => {
+            let jpeg = app
+                .store
+                .get(&key.id, bucket, &object)
+                .await
+                .map_err(|e| match e {
+                    crate::store::StoreError::NotFound { .. } => OssError::NoSuchKey,
+                    other => internal(other),
+                })?;
+            Ok((
+                [
+                    (header::CONTENT_TYPE, crate::store::SNAPSHOT_CONTENT_TYPE),
+                    (header::CACHE_CONTROL, "private, max-age=5"),
+                ],
+                jpeg,
+            )
+                .into_response())
+        }
         Operation::GetVodPlaylist { channel, range } => {
             existing(app, key, bucket, &channel).await?;
             let text = vod_playlist(app, cfg, key, bucket, &channel, range).await?;

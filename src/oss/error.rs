@@ -56,6 +56,9 @@ pub enum OssError {
     InvalidObjectName(String),
     #[error("no such live channel")]
     NoSuchLiveChannel,
+    /// GetObject of a snapshot that is not stored (yet).
+    #[error("no such key")]
+    NoSuchKey,
     /// The channel has a live publisher, so it cannot be re-created or deleted.
     #[error("live channel is still live")]
     ChannelStillLive,
@@ -122,6 +125,7 @@ impl OssError {
                 "NoSuchLiveChannel",
                 "The specified live channel does not exist.".into(),
             ),
+            OssError::NoSuchKey => (404, "NoSuchKey", "The specified key does not exist.".into()),
             OssError::ChannelStillLive => (
                 409,
                 "ChannelStillLive",

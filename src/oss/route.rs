@@ -34,7 +34,12 @@
 //! | `GET /<channel>?live&comp=history` | GetLiveChannelHistory |
 //! | `POST /<channel>/<playlist>?vod&startTime=&endTime=` | PostVodPlaylist |
 //! | `GET /<channel>?vod&startTime=&endTime=` | GetVodPlaylist |
+//! | `GET /[<bucket>/]<channel>/snapshot/<latest or epoch ms>.jpg` | GetObject, of a snapshot only |
 //!
+//! GetObject is served for channel snapshots only ([`snapshot_object`]), so
+//! that the console can show `latest.jpg` through a presigned URL it signs
+//! in the page: the same key that may manage the bucket may read them, and
+//! livebucket is no general proxy to the bucket's other objects.
 //! Anything else is refused with an [`OssError`]: `NotImplemented` for
 //! requests that are not LiveChannel requests at all, `MethodNotAllowed` for
 //! a known resource with the wrong method, `InvalidArgument` for bad names
@@ -226,6 +231,10 @@ pub enum Operation {
         channel: String,
         range: VodRange,
     },
+    /// GetObject of a snapshot JPEG; `object` is its whole key.
+    GetSnapshot {
+        object: String,
+    },
 }
 
 /// ListLiveChannel's (unsigned) parameters.
@@ -256,8 +265,32 @@ pub fn route(
         (true, true) => Err(invalid("live and vod cannot be combined")),
         (true, false) => live_operation(method, object, query),
         (false, true) => vod_operation(method, object, query),
+        (false, false) if snapshot_object(object) => match method {
+            "GET" | "HEAD" => Ok(Operation::GetSnapshot {
+                object: object.to_owned(),
+            }),
+            _ => Err(OssError::MethodNotAllowed),
+        },
         (false, false) => Err(OssError::NotImplemented),
     }
+}
+
+/// Whether `object` is a snapshot's key ([`crate::store::snapshot_prefix`]):
+/// `[<bucket>/]<channel>/snapshot/latest.jpg` or `…/<epoch ms>.jpg`.
+pub fn snapshot_object(object: &str) -> bool {
+    let Some((prefix, file)) = object.rsplit_once("/snapshot/") else {
+        return false;
+    };
+    let stem = file.strip_suffix(".jpg").unwrap_or_default();
+    let stem_ok =
+        stem == "latest" || (!stem.is_empty() && stem.bytes().all(|b| b.is_ascii_digit()));
+    // The source bucket leads the key when the snapshot is in another bucket.
+    let channel = match prefix.split_once('/') {
+        None => prefix,
+        Some((bucket, channel)) if push::validate_bucket(bucket).is_ok() => channel,
+        Some(_) => return false,
+    };
+    stem_ok && !channel.contains('/') && validate_channel_name(channel).is_ok()
 }
 
 fn invalid(message: impl Into<String>) -> OssError {
@@ -705,5 +738,44 @@ mod tests {
             Err(OssError::NotImplemented)
         );
         assert_eq!(route("GET", "cam1", &[]), Err(OssError::NotImplemented));
+    }
+
+    #[test]
+    fn only_snapshots_are_objects_to_get() {
+        for object in [
+            "cam1/snapshot/latest.jpg",
+            "cam1/snapshot/1732571234567.jpg",
+            "media/cam1/snapshot/latest.jpg",
+        ] {
+            assert_eq!(
+                route("GET", object, &q(&[("OSSAccessKeyId", "K")])),
+                Ok(Operation::GetSnapshot {
+                    object: object.into()
+                }),
+                "{object}"
+            );
+        }
+        for object in [
+            "cam1/index.m3u8",
+            "cam1/1732571234567.ts",
+            "cam1/snapshot/latest.png",
+            "cam1/snapshot/x.jpg",
+            "cam1/snapshot/.jpg",
+            "cam1/snapshot/a/latest.jpg",
+            "a/b/cam1/snapshot/latest.jpg",
+            ".livebucket/channels/cam1/snapshot/latest.jpg",
+            "/snapshot/latest.jpg",
+            "snapshot/latest.jpg",
+        ] {
+            assert_eq!(
+                route("GET", object, &[]),
+                Err(OssError::NotImplemented),
+                "{object}"
+            );
+        }
+        assert_eq!(
+            route("PUT", "cam1/snapshot/latest.jpg", &[]),
+            Err(OssError::MethodNotAllowed)
+        );
     }
 }

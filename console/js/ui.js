@@ -1,0 +1,144 @@
+// Small DOM helpers shared by the views. Text goes in as text (never HTML),
+// so names and error messages from the API cannot inject markup.
+
+/** h("p", {class: "x"}, "text", child…): an element. */
+export function h(tag, attrs, ...children) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === false || v === null || v === undefined) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "class") el.className = v;
+    else el.setAttribute(k, v === true ? "" : String(v));
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    el.append(c instanceof Node ? c : String(c));
+  }
+  return el;
+}
+
+/** A labelled input (`<label>` wraps the text and the control). */
+export function field(label, attrs, hint) {
+  const input = h(attrs.tag || "input", { ...attrs, tag: null });
+  const wrap = h("label", { class: "field" }, h("span", {}, label), input);
+  if (hint) wrap.append(h("small", {}, hint));
+  return { wrap, input };
+}
+
+/** A status line read out by screen readers; `show(msg, isError)`. */
+export function notice() {
+  const el = h("p", { class: "notice", role: "status", "aria-live": "polite" });
+  el.show = (msg, isError) => {
+    el.textContent = msg || "";
+    el.classList.toggle("error", Boolean(isError));
+    el.setAttribute("role", isError ? "alert" : "status");
+  };
+  return el;
+}
+
+/** A read-only copyable value with a Copy button. */
+export function copyable(label, name) {
+  const input = h("input", { type: "text", readonly: true, name, spellcheck: "false" });
+  const button = h("button", {
+    type: "button",
+    onclick: async () => {
+      input.select();
+      try {
+        await navigator.clipboard.writeText(input.value);
+        button.textContent = "Copied";
+      } catch {
+        // Without clipboard permission the text stays selected to copy by hand.
+        button.textContent = "Selected";
+      }
+      setTimeout(() => { button.textContent = "Copy"; }, 1500);
+    },
+  }, "Copy");
+  const wrap = h("div", { class: "copy" }, h("label", { class: "field" }, h("span", {}, label), input), button);
+  return { wrap, input };
+}
+
+export function bitrate(bytesPerSecond) {
+  const kbit = (bytesPerSecond * 8) / 1000;
+  return kbit >= 1000 ? `${(kbit / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbit)} kbit/s`;
+}
+
+export function when(unixSeconds) {
+  return new Date(unixSeconds * 1000).toLocaleString();
+}
+
+export function duration(seconds) {
+  const s = Math.max(0, Math.round(seconds));
+  const hh = Math.floor(s / 3600), mm = Math.floor((s % 3600) / 60), ss = s % 60;
+  return hh ? `${hh} h ${mm} min` : mm ? `${mm} min ${ss} s` : `${ss} s`;
+}
+
+/** One line describing a channel's live stat (GetLiveChannelStat). */
+export function statLine(stat) {
+  if (stat.status !== "Live") return "";
+  const parts = [];
+  if (stat.video) {
+    const v = stat.video;
+    parts.push(`${v.width}x${v.height}`, `${v.frameRate} fps`, `${v.codec} ${bitrate(v.bandwidth)}`);
+  }
+  if (stat.audio) parts.push(`${stat.audio.codec} ${bitrate(stat.audio.bandwidth)}`);
+  if (stat.connected) parts.push(`since ${new Date(stat.connected).toLocaleTimeString()}`);
+  if (stat.remoteAddr) parts.push(`from ${stat.remoteAddr}`);
+  return parts.join(" · ");
+}
+
+/** A <video> element for hls.js, keyboard-reachable with native controls. */
+export function videoElement(label) {
+  const video = h("video", { controls: true, muted: true, playsinline: true, "aria-label": label });
+  // The attribute alone does not mute an element made by script; muted
+  // playback may start without a click.
+  video.muted = true;
+  return video;
+}
+
+/**
+ * Plays `url` in `video` with hls.js (or natively where HLS is native).
+ * `onFatal(message)` is called on an unrecoverable error. Returns a stop().
+ *
+ * One error is recovered: a session's first fragment can carry audio only
+ * (nginx-rtmp starts the relayed stream before the first keyframe reaches
+ * it), so hls.js opens an audio-only MediaSource and then cannot append the
+ * video that follows. The player is then restarted at the fragment that
+ * brought the video, once; `video.dataset.restarts` counts it.
+ */
+export function playHls(video, url, onFatal) {
+  const Hls = window.Hls;
+  if (!(Hls && Hls.isSupported())) {
+    video.src = url;
+    video.play().catch(() => {});
+    return () => { video.removeAttribute("src"); video.load(); };
+  }
+  let hls = null;
+  let restarted = false;
+  const start = (startPosition) => {
+    hls = new Hls({ startPosition });
+    hls.on(Hls.Events.ERROR, (_, data) => {
+      const why = data.error && data.error.message ? ` (${data.error.message})` : "";
+      console.warn(`hls.js ${data.fatal ? "fatal" : "recovered"} ${data.type}: ${data.details}${why}`);
+      // Fatal or not: hls.js would only drop that fragment's video and
+      // then stall, as the MediaSource has no video buffer.
+      const newTrack = data.details === Hls.ErrorDetails.BUFFER_APPEND_ERROR &&
+        /SourceBuffer, but it does not exist/.test(why);
+      if (newTrack && !restarted && data.frag) {
+        restarted = true;
+        video.dataset.restarts = String(Number(video.dataset.restarts || 0) + 1);
+        hls.destroy();
+        // Just inside that fragment, beyond hls.js's lookup tolerance
+        // (0.25 s), so it cannot pick the audio-only one before it.
+        start(data.frag.start + Math.min(0.5, data.frag.duration / 2));
+        return;
+      }
+      if (data.fatal) onFatal(`${data.type}: ${data.details}${why}`);
+    });
+    hls.loadSource(url);
+    hls.attachMedia(video);
+    video.play().catch(() => {});
+    video.hls = hls;
+  };
+  start(-1);
+  return () => { hls.destroy(); video.hls = null; };
+}
