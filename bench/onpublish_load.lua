@@ -1,9 +1,10 @@
 -- wrk script for bench/onpublish_load.py: every request is a different
 -- nginx-rtmp on_publish form body (one line of the bodies file each), so no
 -- two requests publish the same channel. Arguments (after `--`):
---   PATH  NTHREADS  BODIES_FILE  WANT_PER_THREAD
+--   PATH  NTHREADS  BODIES_FILE  WANT_PER_THREAD  DONE_PREFIX
 -- Thread i takes lines i, i+NTHREADS, ...; it stops once WANT_PER_THREAD
--- answers came back. Requests already in flight then (at most one per
+-- answers came back and creates DONE_PREFIX<i> (wrk itself runs until its
+-- -d duration or a SIGINT, which the driver sends once every thread is done). Requests already in flight then (at most one per
 -- connection) use the spare lines at the end of its share, never a channel
 -- another request used. done() prints one JSON line, marked, with the
 -- client-side latency percentiles in microseconds.
@@ -21,6 +22,7 @@ function init(args)
     path = args[1]
     local nthreads = tonumber(args[2])
     want = tonumber(args[4])
+    done_file = args[5] .. id
     bodies = {}
     local i = 0
     for line in io.lines(args[3]) do
@@ -44,7 +46,9 @@ end
 
 function response(status, hdrs, body)
     answered = answered + 1
-    if answered >= want then
+    if answered == want then
+        local f = io.open(done_file, "w")
+        f:close()
         wrk.thread:stop()
     end
 end
