@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -109,6 +110,10 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="measuring window, seconds (default 60)")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds after the last publisher starts")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--perf", action="store_true",
+        help="perf record livebucket over the window (run_dir/perf.data; implies --keep)",
+    )
     args = ap.parse_args()
     command = "bench/realpath.py " + " ".join(sys.argv[1:])
     if not common.LIVEBUCKET_BIN.exists():
@@ -157,10 +162,21 @@ def main() -> None:
         t0 = time.time()
         lb_cpu0, ngx_cpu0, g_cpu0 = lb.cpu_seconds(), tree_cpu(nginx.pid), g.proc.cpu_seconds()
         rss = []
+        perf = None
+        if args.perf:
+            perf = common.Proc(
+                "perf",
+                ["perf", "record", "-F", "499", "--call-graph", "dwarf,16384", "-p", str(lb.pid),
+                 "-o", str(run_dir / "perf.data")],
+                run_dir / "perf.log",
+                stop_signal=signal.SIGINT,
+            )
         while time.time() < t0 + args.duration:
             time.sleep(1.0)
             rss.append(lb.status_kb("VmRSS"))
         t1 = time.time()
+        if perf:
+            perf.stop(timeout=60)
         lb_cpu1, ngx_cpu1, g_cpu1 = lb.cpu_seconds(), tree_cpu(nginx.pid), g.proc.cpu_seconds()
         load_end = common.loadavg()
         hwm = lb.status_kb("VmHWM")
@@ -217,7 +233,7 @@ def main() -> None:
     finally:
         for p in publishers:
             p.stop()
-        ctx.close(args.keep)
+        ctx.close(args.keep or args.perf)
     header["load_end"] = common.loadavg()
     md = markdown(res, header, command)
     out_dir = common.BENCH_DIR / "results"
