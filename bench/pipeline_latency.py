@@ -872,7 +872,7 @@ def markdown_knee(results: list[dict], header: dict, command: str, floor: str = 
         "",
         "| channels | system | fragments | stored p50 / p99 / max ms | in playlist p50 / p99 / max ms "
         "| lag p50 / p99 / max ms | target s | lag > target | lost | early | CPU s per ch-h | peak RSS MiB "
-        "| fragment uploads pending p50 / max | Garage CPU s | load 1-min |",
+        "| uploads pending p50 / max | Garage CPU s | load 1-min |",
         "|---:|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
     ]
     for r in results:
