@@ -318,7 +318,8 @@ def session_run(ctx, fragments: int, rate: float, sample_s: float) -> dict:
         "every fragment uploaded", lambda: metric(port, "livebucket_fragments_uploaded_total") >= fragments,
         timeout=120, interval=1,
     )
-    sample()
+    if not samples or samples[-1]["uploaded"] < fragments:
+        sample()
     load_end = common.loadavg()
     hwm = proc.status_kb("VmHWM")
     journal_bytes = sum(f.stat().st_size for f in (run_dir / "state").rglob("journal"))
