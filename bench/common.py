@@ -38,7 +38,12 @@ GARAGE_BIN = Path(
     os.environ.get("GARAGE_BIN")
     or Path.home() / ".cache/livebucket/garage-2.5.0/bin/garage"
 )
-LIVEBUCKET_BIN = ROOT / "target/release/livebucket"
+# bench/run builds the release binary and passes it here; by hand, the
+# release build of this checkout (honouring CARGO_TARGET_DIR).
+LIVEBUCKET_BIN = Path(
+    os.environ.get("LIVEBUCKET_BIN")
+    or Path(os.environ.get("CARGO_TARGET_DIR") or ROOT / "target") / "release/livebucket"
+)
 GARAGE_DEV = ROOT / "scripts/garage-dev"
 REGION = "garage"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -144,6 +149,20 @@ def status_kb(pid: int, field: str) -> int:
             if line.startswith(field + ":"):
                 return int(line.split()[1])
     raise KeyError(field)
+
+
+def wait_with_usage(proc: "Proc", poll: float = 0.2, on_tick=None) -> float:
+    """Waits for `proc` to exit, calling `on_tick()` every `poll` seconds, and
+    returns the CPU seconds (utime+stime) it and its reaped children used, from
+    the kernel's rusage (a process's own /proc counters vanish when it exits)."""
+    while True:
+        pid, status, ru = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            proc.popen.returncode = os.waitstatus_to_exitcode(status)
+            return ru.ru_utime + ru.ru_stime
+        if on_tick:
+            on_tick()
+        time.sleep(poll)
 
 
 def tail(path: Path, lines: int = 30) -> str:
@@ -420,8 +439,16 @@ class LivebucketPorts(typing.NamedTuple):
 
 
 def livebucket_config(
-    ports: LivebucketPorts, state_dir: Path, hls_dir: Path, s3_endpoint: str, key_id: str, secret: str
+    ports: LivebucketPorts,
+    state_dir: Path,
+    hls_dir: Path,
+    s3_endpoint: str,
+    key_id: str,
+    secret: str,
+    nginx_extra: str = "",
 ) -> str:
+    """`nginx_extra`: more `[nginx]` lines (relay_url, stat_url) when a real
+    nginx-rtmp is in the run."""
     return f"""state_dir = "{state_dir}"
 
 [listen]
@@ -434,6 +461,7 @@ secret = "{HOOKS_SECRET}"
 
 [nginx]
 hls_dir = "{hls_dir}"
+{nginx_extra}
 
 [s3]
 endpoint = "{s3_endpoint}"
@@ -488,15 +516,21 @@ def http_get(port: int, path: str) -> tuple[int, str]:
     return resp.status, body
 
 
-def publish(ports: LivebucketPorts, clientid: int, bucket: str, channel: str, key_id: str, secret: str) -> str:
-    """POSTs a signed on_publish like nginx-rtmp does; returns the session id
-    (the last path segment of the 302's Location)."""
-    expires = int(time.time()) + 3600
+def push_query(bucket: str, channel: str, key_id: str, secret: str, lifetime: int = 3600) -> str:
+    """The query of a signed push URL (`rtmp://HOST/live/CHANNEL?QUERY`), as
+    nginx-rtmp passes it on in its callback bodies."""
+    expires = int(time.time()) + lifetime
     sig = push_signature(secret, expires, bucket, channel)
-    query = (
+    return (
         f"Bucket={urllib.parse.quote(bucket, safe='')}&AccessKeyId={key_id}"
         f"&Expires={expires}&Signature={urllib.parse.quote(sig, safe='')}"
     )
+
+
+def publish(ports: LivebucketPorts, clientid: int, bucket: str, channel: str, key_id: str, secret: str) -> str:
+    """POSTs a signed on_publish like nginx-rtmp does; returns the session id
+    (the last path segment of the 302's Location)."""
+    query = push_query(bucket, channel, key_id, secret)
     status, headers = http_post(
         ports.hooks, f"/hooks/{HOOKS_SECRET}/on_publish", nginx_callback_body("publish", clientid, channel, query)
     )
@@ -600,7 +634,12 @@ def machine() -> dict:
         except OSError:
             return "?"
 
-    commit = run("git", "rev-parse", "--short", "HEAD")
+    # The commit of the measured code: the last one that touched src/ or the
+    # build (bench-only commits on top do not change the binary).
+    commit = run("git", "log", "-1", "--format=%h", "--", "src", "Cargo.toml", "Cargo.lock", "build.rs")
+    head = run("git", "rev-parse", "--short", "HEAD")
+    if head != commit:
+        commit += f" (checkout {head})"
     dirty = run("git", "status", "--porcelain", "--", "src", "Cargo.toml", "Cargo.lock")
     return {
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),

@@ -318,7 +318,8 @@ def session_run(ctx, fragments: int, rate: float, sample_s: float) -> dict:
         "every fragment uploaded", lambda: metric(port, "livebucket_fragments_uploaded_total") >= fragments,
         timeout=120, interval=1,
     )
-    sample()
+    if not samples or samples[-1]["uploaded"] < fragments:
+        sample()
     load_end = common.loadavg()
     hwm = proc.status_kb("VmHWM")
     journal_bytes = sum(f.stat().st_size for f in (run_dir / "state").rglob("journal"))
@@ -338,16 +339,36 @@ def session_run(ctx, fragments: int, rate: float, sample_s: float) -> dict:
     }
 
 
+def rss_growth_line(samples: list[dict]) -> str:
+    """RSS growth per stored fragment over the second half of the session
+    (least squares), the number that says whether memory is flat."""
+    pts = [(smp["uploaded"], smp["rss_kb"] * 1024) for smp in samples[len(samples) // 2 :]]
+    if len(pts) < 2:
+        return "Too few samples for an RSS trend."
+    mx = sum(x for x, _ in pts) / len(pts)
+    my = sum(y for _, y in pts) / len(pts)
+    den = sum((x - mx) ** 2 for x, _ in pts) or 1
+    slope = sum((x - mx) * (y - my) for x, y in pts) / den
+    first, last = samples[0], samples[-1]
+    return (
+        f"RSS {first['rss_kb'] / 1024:.1f} MiB at {first['uploaded']} fragments, {last['rss_kb'] / 1024:.1f} MiB at "
+        f"{last['uploaded']}; second-half trend **{slope:+.0f} B per fragment** "
+        f"(× 43,200 fragments = {slope * 43200 / 1e6:+.1f} MB per channel-day)."
+    )
+
+
 def markdown_session(r: dict, header: dict, command: str) -> str:
     hours = r["fragments"] * 2 / 3600
     out = [
         f"Command: `{command}`  ",
-        f"Date: {header['date']}; load average at start: {r['load_start']}, at end: {r['load_end']}  ",
+        f"Date: {header['date']}; commit {header['commit']}; load average at start: {r['load_start']}, at end: {r['load_end']}  ",
         f"One channel, one session of {r['fragments']} fragments ({hours:.1f} h of 2 s fragments) "
         f"written {r['rate']:.0f}× per second (small bodies: this measures bookkeeping, not bytes). "
         f"Peak RSS {r['peak_rss_kb'] / 1024:.1f} MiB; {r['manifest_puts']} manifest PUTs, "
         f"{r['manifest_bytes_total'] / 1e6:.1f} MB in all, the last {r['manifest_last_bytes'] / 1e6:.2f} MB; "
         f"journal {r['journal_bytes'] / 1e6:.1f} MB.",
+        "",
+        rss_growth_line(r["samples"]),
         "",
         "| t (s) | fragments stored | session hours | RSS MiB | CPU ms per fragment (interval) |",
         "|---:|---:|---:|---:|---:|",
@@ -418,11 +439,15 @@ class RcloneLoop:
 # ------------------------------------------------------------------ driver
 
 
-def start_livebucket(ctx, run_dir: Path, hls: Path, state_dir: Path) -> tuple[common.Proc, common.LivebucketPorts]:
+def start_livebucket(
+    ctx, run_dir: Path, hls: Path, state_dir: Path, nginx_extra: str = ""
+) -> tuple[common.Proc, common.LivebucketPorts]:
     port = common.LivebucketPorts.free()
     cfg = run_dir / "livebucket.toml"
     g = ctx.garage
-    cfg.write_text(common.livebucket_config(port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret))
+    cfg.write_text(
+        common.livebucket_config(port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret, nginx_extra)
+    )
     proc = common.Proc(
         "livebucket",
         [str(common.LIVEBUCKET_BIN), "serve", "--config", str(cfg)],
@@ -446,9 +471,14 @@ def metric(port: common.LivebucketPorts, series: str) -> float:
 class Run:
     """One system × one channel count."""
 
-    def __init__(self, ctx, system: str, n: int, duration: float, sample_s: float, perf: bool = False):
+    def __init__(
+        self, ctx, system: str, n: int, duration: float, sample_s: float, perf: bool = False, drain_s: float = 30.0
+    ):
         self.ctx, self.system, self.n, self.duration, self.sample_s = ctx, system, n, duration, sample_s
         self.perf = perf
+        # How long to wait after the writer for every fragment to be listed:
+        # past the knee the floor itself is tens of seconds behind.
+        self.drain_s = drain_s
         # `livebucket-tmpfs`: livebucket with its state_dir on the tmpfs, which
         # takes the cost of its fsyncs out (an A/B for the disk default).
         self.is_lb = system in ("livebucket", "livebucket-tmpfs")
@@ -535,12 +565,23 @@ class Run:
         )
         t_start = spec["start_at"]
         next_sample = t_start
-        while writer.running():
+
+        pending = []
+
+        def sample_rss() -> None:
+            nonlocal next_sample
             now = time.time()
             if proc and now >= next_sample:
                 rss_samples.append((round(now - t_start, 1), proc.status_kb("VmRSS")))
+                if lb_port:
+                    # Uploads queued or in flight (fragments, playlists,
+                    # manifests): where a backlog builds up under overload.
+                    pending.append(metric(lb_port, "livebucket_uploads_pending"))
                 next_sample += self.sample_s
-            time.sleep(0.2)
+
+        # The writer's own CPU: for the bare-PUT floors it includes the PUTs,
+        # so the floor's client cost is it minus a writer that only writes.
+        writer_cpu = common.wait_with_usage(writer, on_tick=sample_rss)
         writer.stop()
         if writer.popen.returncode != 0:
             raise RuntimeError(f"writer failed: {common.tail(writer.log_path)}")
@@ -570,7 +611,7 @@ class Run:
             return wanted <= listed
 
         try:
-            common.wait_until("every fragment to be listed", drained, timeout=30, interval=0.5)
+            common.wait_until("every fragment to be listed", drained, timeout=self.drain_s, interval=0.5)
         except RuntimeError as e:
             log(f"{self.system} n={n}: {e}")
         if rclone:
@@ -608,6 +649,9 @@ class Run:
             rss_end_kb=rss_end,
             rss_samples=rss_samples,
             garage_cpu_s=round(g_cpu1 - g_cpu0, 2),
+            writer_cpu_s=round(writer_cpu, 2),
+            uploads_pending_max=max(pending) if pending else None,
+            uploads_pending_p50=common.percentile(pending, 50),
             load_start=load_start,
             load_end=load_end,
         )
@@ -620,6 +664,7 @@ def analyze(events: list[dict], records: list[dict]) -> dict:
     stored: dict[tuple[str, str], float] = {}
     put_dur: dict[tuple[str, str], float] = {}
     listed: dict[tuple[str, str], float] = {}
+    target = 0
     partial = 0
     methods = Counter()
     for r in sorted(records, key=lambda r: r["t"]):
@@ -637,9 +682,13 @@ def analyze(events: list[dict], records: list[dict]) -> dict:
                 put_dur[(ch, name)] = r["dur"]
         elif name.endswith(".m3u8"):
             for line in r["body"].splitlines():
+                if line.startswith("#EXT-X-TARGETDURATION:"):
+                    target = max(target, int(line.split(":", 1)[1] or 0))
                 if line.endswith(".ts") and not line.startswith("#"):
                     listed.setdefault((ch, line.rsplit("/", 1)[-1]), r["t"])
     a, b, wait, dur = [], [], [], []
+    # How far each playlist trails its own fragments: first listed − stored.
+    lag = []
     early = 0
     for e in events:
         k = (e["ch"], e["name"])
@@ -652,6 +701,8 @@ def analyze(events: list[dict], records: list[dict]) -> dict:
             b.append(listed[k] - e["t_close"])
             if k not in stored or listed[k] < stored[k]:
                 early += 1
+            elif k in stored:
+                lag.append(listed[k] - stored[k])
     pct = common.percentile
     return {
         "fragments": len(events),
@@ -666,6 +717,13 @@ def analyze(events: list[dict], records: list[dict]) -> dict:
         "listed_p99_s": pct(b, 99),
         "listed_max_s": max(b) if b else None,
         "listed_before_stored": early,
+        "lost": len(events) - len(a),
+        "never_listed": len(events) - len(b),
+        "target_duration_s": target or None,
+        "lag_p50_s": pct(lag, 50),
+        "lag_p99_s": pct(lag, 99),
+        "lag_max_s": max(lag) if lag else None,
+        "lag_over_target": sum(1 for x in lag if target and x > target),
         "put_start_p50_s": pct(wait, 50),
         "put_start_p99_s": pct(wait, 99),
         "put_dur_p50_s": pct(dur, 50),
@@ -706,7 +764,7 @@ def markdown_run(results: list[dict], header: dict, command: str) -> str:
     f = common.fmt_ms
     out = [
         f"Command: `{command}`  ",
-        f"Date: {header['date']}; load average (1/5/15 min) at start: {header['load_start']}, at end: {header['load_end']}  ",
+        f"Date: {header['date']}; commit {header['commit']}; load average (1/5/15 min) at start: {header['load_start']}, at end: {header['load_end']}  ",
         f"Fragments: {header['fragment_bytes']} bytes each (2 s, ~{header['fragment_bytes'] * 8 / 2 / 1e6:.1f} Mbit/s), 2 s per channel, channels staggered.",
         "",
         "| channels | system | fragments | (a) stored p50 / p99 / max ms | (b) in playlist p50 / p99 / max ms | playlist before fragment | partial PUTs | CPU s per channel-hour | peak RSS MiB | Garage CPU s | load 1-min start→end |",
@@ -762,6 +820,119 @@ def markdown_run(results: list[dict], header: dict, command: str) -> str:
                     f"p50 latency to stored {a['stored_p50_s'] / lb['stored_p50_s']:.1f}×, to listed "
                     f"{a['listed_p50_s'] / lb['listed_p50_s']:.1f}×"
                 )
+    return "\n".join(out + lines + cpu_lines(results)) + "\n"
+
+
+def floor_client_cpu(results: list[dict], system: str, n: int) -> float | None:
+    """CPU-s per channel-hour of a bare-PUT floor's client: its writer's CPU
+    minus that of a writer that only writes files (the median over the other
+    systems' runs at the same channel count)."""
+    own = next((r for r in results if r["system"] == system and r["channels"] == n), None)
+    plain = [r["writer_cpu_s"] for r in results if r["channels"] == n and r["system"] not in BASELINES]
+    if own is None or not plain:
+        return None
+    extra = own["writer_cpu_s"] - common.percentile(plain, 50)
+    return round(extra / (n * own["run_s"] / 3600), 2)
+
+
+def cpu_lines(results: list[dict]) -> list[str]:
+    """CPU per channel-hour: livebucket against the Python watcher and the
+    bare-PUT floor's client, per channel count."""
+    out = []
+    for n in sorted({r["channels"] for r in results}):
+        row = {r["system"]: r for r in results if r["channels"] == n}
+        parts = []
+        for system in ("livebucket", "livebucket-tmpfs", "pywatcher", "rclone"):
+            if system in row and row[system]["cpu_s_per_channel_hour"] is not None:
+                parts.append(f"{system} {row[system]['cpu_s_per_channel_hour']:.1f}")
+        for floor in BASELINES:
+            c = floor_client_cpu(results, floor, n)
+            if c is not None:
+                parts.append(f"{floor} client {c:.1f} (writer CPU minus a writer that only writes)")
+        if parts:
+            out.append(f"- {n} channel(s), CPU-s per channel-hour: " + "; ".join(parts))
+    return out
+
+
+def floor_keeps_up(r: dict) -> bool:
+    """The floor keeps up when it stores every fragment and its p99 stays
+    within one fragment period (nothing queues behind the next fragment)."""
+    return r["lost"] == 0 and r["stored_p99_s"] is not None and r["stored_p99_s"] <= PERIOD
+
+
+def markdown_knee(results: list[dict], header: dict, command: str, floor: str = "rawput") -> str:
+    f = common.fmt_ms
+    out = [
+        f"Command: `{command}`  ",
+        f"Date: {header['date']}; commit {header['commit']}; load average (1/5/15 min) at start: "
+        f"{header['load_start']}, at end: {header['load_end']}  ",
+        f"Fragments: {header['fragment_bytes']} bytes each (2 s, ~{header['fragment_bytes'] * 8 / 2 / 1e6:.1f} Mbit/s) "
+        "per channel. \"lag\" = first PUT of the channel's playlist listing a fragment − that fragment's first "
+        "complete PUT (how far the playlist trails its stored fragments); \"lost\" = never stored by the end of the "
+        "drain; \"early\" = listed in a playlist PUT answered before the fragment's.",
+        "",
+        "| channels | system | fragments | stored p50 / p99 / max ms | in playlist p50 / p99 / max ms "
+        "| lag p50 / p99 / max ms | target s | lag > target | lost | early | CPU s per ch-h | peak RSS MiB "
+        "| uploads pending p50 / max | Garage CPU s | load 1-min |",
+        "|---:|---|---:|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for r in results:
+        rss = "–" if r["peak_rss_kb"] is None else f"{r['peak_rss_kb'] / 1024:.1f}"
+        cpu = "–" if r["cpu_s_per_channel_hour"] is None else f"{r['cpu_s_per_channel_hour']:.1f}"
+        pend = "–"
+        if r.get("uploads_pending_max") is not None:
+            pend = f"{r['uploads_pending_p50']:.0f} / {r['uploads_pending_max']:.0f}"
+        out.append(
+            f"| {r['channels']} | {r['system']} | {r['fragments']} "
+            f"| {f(r['stored_p50_s'])} / {f(r['stored_p99_s'])} / {f(r['stored_max_s'])} "
+            f"| {f(r['listed_p50_s'])} / {f(r['listed_p99_s'])} / {f(r['listed_max_s'])} "
+            f"| {f(r['lag_p50_s'])} / {f(r['lag_p99_s'])} / {f(r['lag_max_s'])} "
+            f"| {r['target_duration_s'] or '–'} | {r['lag_over_target']} | {r['lost']} | {r['listed_before_stored']} "
+            f"| {cpu} | {rss} | {pend} | {r['garage_cpu_s']:.1f} "
+            f"| {r['load_start'].split()[0]}→{r['load_end'].split()[0]} |"
+        )
+    out.append("")
+    by = {(r["system"], r["channels"]): r for r in results}
+    steps = sorted({r["channels"] for r in results})
+    kept = [n for n in steps if (floor, n) in by and floor_keeps_up(by[(floor, n)])]
+    knee = max(kept) if kept else None
+    lines = []
+    if knee is None:
+        lines.append(f"- Knee: the floor ({floor}) kept up at none of the steps {steps} (p99 ≤ {PERIOD:.0f} s, 0 lost).")
+    else:
+        lines.append(
+            f"- Knee: **{knee} channels**, the largest step where the floor ({floor}) stored every fragment with "
+            f"p99 ≤ {PERIOD:.0f} s (kept up at {kept} of {steps})."
+        )
+        lb, fl = by.get(("livebucket", knee)), by[(floor, knee)]
+        if lb and lb["stored_p99_s"] and fl["stored_p99_s"]:
+            ratio = lb["stored_p99_s"] / fl["stored_p99_s"]
+            lines.append(
+                f"- At the knee: livebucket stored p99 {f(lb['stored_p99_s'])} ms vs floor {f(fl['stored_p99_s'])} ms "
+                f"= **{ratio:.2f}×** (goal ≤ 1.5×: {'met' if ratio <= 1.5 else 'missed'}); in playlist p99 "
+                f"{f(lb['listed_p99_s'])} ms vs {f(fl['listed_p99_s'])} ms."
+            )
+    for n in steps:
+        if knee is not None and n <= knee:
+            continue
+        lb, fl = by.get(("livebucket", n)), by.get((floor, n))
+        if not lb:
+            continue
+        rss = lb["peak_rss_kb"] / 1024 if lb["peak_rss_kb"] else None
+        verdict = [
+            f"lag max {f(lb['lag_max_s'])} ms against a target duration of {lb['target_duration_s']} s "
+            f"({lb['lag_over_target']} fragments listed more than one target duration after they were stored)",
+            f"lost {lb['lost']}",
+            f"playlists ahead of their fragments {lb['listed_before_stored']}",
+            f"peak RSS {rss:.1f} MiB" + (" (goal ≤ 64 MB at 500)" if n == 500 else "") if rss else "peak RSS –",
+        ]
+        if fl and fl["stored_p99_s"] and lb["stored_p99_s"]:
+            verdict.insert(
+                0,
+                f"stored p50/p99 {f(lb['stored_p50_s'])}/{f(lb['stored_p99_s'])} ms vs floor "
+                f"{f(fl['stored_p50_s'])}/{f(fl['stored_p99_s'])} ms",
+            )
+        lines.append(f"- Past the knee, {n} channels, livebucket: " + "; ".join(verdict) + ".")
     return "\n".join(out + lines) + "\n"
 
 
@@ -769,7 +940,7 @@ def markdown_soak(r: dict, header: dict, command: str) -> str:
     samples = r["rss_samples"]
     out = [
         f"Command: `{command}`  ",
-        f"Date: {header['date']}; load average at start: {r['load_start']}, at end: {r['load_end']}  ",
+        f"Date: {header['date']}; commit {header['commit']}; load average at start: {r['load_start']}, at end: {r['load_end']}  ",
         f"{r['channels']} channels for {r['run_s']:.0f} s ({r['fragments']} fragments): "
         f"CPU {r['cpu_s']:.1f} s = {r['cpu_s_per_channel_hour']:.1f} s per channel-hour; "
         f"peak RSS (VmHWM) {r['peak_rss_kb'] / 1024:.1f} MiB; "
@@ -823,6 +994,12 @@ def main() -> None:
     s.add_argument("--duration", type=float, default=600.0)
     s.add_argument("--sample", type=float, default=10.0)
     s.add_argument("--keep", action="store_true")
+    k = sub.add_parser("knee", help="step the channel count up to overload: the floor's knee, livebucket past it")
+    k.add_argument("--steps", default="100,200,300,400,500")
+    k.add_argument("--systems", default="rawput,livebucket")
+    k.add_argument("--duration", type=float, default=20.0, help="seconds of writing per step (default 20)")
+    k.add_argument("--drain", type=float, default=90.0, help="seconds to wait for the backlog after writing")
+    k.add_argument("--keep", action="store_true")
     ls = sub.add_parser("session", help="livebucket, one channel, one long session written faster than real time")
     ls.add_argument("--fragments", type=int, default=20_000)
     ls.add_argument("--rate", type=float, default=50.0, help="fragments written per second (default 50)")
@@ -860,6 +1037,17 @@ def main() -> None:
                         f" cpu/ch-h {res['cpu_s_per_channel_hour']}, fragments {res['fragments']}"
                         f" stored {res['stored']} listed {res['listed']}"
                     )
+        elif args.cmd == "knee":
+            for n in [int(x) for x in args.steps.split(",")]:
+                for system in args.systems.split(","):
+                    log(f"knee: {system}, {n} channels, {args.duration:.0f} s; load {common.loadavg()}")
+                    res = Run(ctx, system, n, args.duration, sample_s=1.0, drain_s=args.drain).execute()
+                    results.append(res)
+                    log(
+                        f"  stored p50/p99 {common.fmt_ms(res['stored_p50_s'])}/{common.fmt_ms(res['stored_p99_s'])} ms,"
+                        f" lag p99 {common.fmt_ms(res['lag_p99_s'])} ms, lost {res['lost']},"
+                        f" rss {res['peak_rss_kb']} kB"
+                    )
         elif args.cmd == "session":
             log(f"session: {args.fragments} fragments at {args.rate}/s; load {common.loadavg()}")
             results.append(session_run(ctx, args.fragments, args.rate, args.sample))
@@ -874,6 +1062,8 @@ def main() -> None:
     header["fragment_bytes"] = ctx.base_ts.stat().st_size + 188
     if args.cmd == "run":
         md = markdown_run(results, header, command)
+    elif args.cmd == "knee":
+        md = markdown_knee(results, header, command)
     elif args.cmd == "session":
         md = markdown_session(results[0], header, command)
     else:

@@ -259,7 +259,7 @@ def timed(fn) -> tuple[float, str]:
 def markdown(rows: list[dict], header: dict, fill_info: dict, command: str) -> str:
     out = [
         f"Command: `{command}`  ",
-        f"Date: {header['date']}; load average (1/5/15 min) at start: {header['load_start']}, at end: {header['load_end']}  ",
+        f"Date: {header['date']}; commit {header['commit']}; load average (1/5/15 min) at start: {header['load_start']}, at end: {header['load_end']}  ",
         f"Manifest sizes: {', '.join(f'{k}: {v / 1024:.0f} KiB' for k, v in fill_info['manifest_bytes'].items())}",
         "",
         "| range | fragments | method | runs | median s | min s | load 1-min | vs index (median) |",
