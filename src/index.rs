@@ -38,23 +38,11 @@ pub struct Manifest {
     pub fragments: Vec<IndexedFragment>,
 }
 
-pub const INDEX_PREFIX: &str = ".livebucket/index/";
-
-pub fn manifest_prefix(channel: &str) -> String {
-    format!("{INDEX_PREFIX}{channel}/")
-}
-
-pub fn manifest_key(channel: &str, started_ms: u64, session: &str) -> String {
-    format!(
-        "{}{started_ms:013}-{session}.json",
-        manifest_prefix(channel)
-    )
-}
+pub use crate::layout::{INDEX_PREFIX, manifest_key, manifest_prefix};
 
 /// Start time (ms) encoded in a manifest key.
 pub fn manifest_start(key: &str) -> Option<u64> {
-    let name = key.rsplit('/').next()?;
-    name.get(..13)?.parse().ok()
+    crate::layout::parse_manifest_key(key).map(|(ms, _)| ms)
 }
 
 /// A fragment selected for a VOD playlist.

@@ -22,6 +22,7 @@ pub mod config;
 pub mod hls;
 pub mod http;
 pub mod index;
+pub mod layout;
 pub mod logfmt;
 pub mod metrics;
 pub mod oss;

@@ -1,7 +1,7 @@
 //! Channel snapshots (OSS LiveChannel `Snapshot`): every `Interval` seconds
 //! a JPEG of the live picture, stored in `DestBucket` under a timestamped
 //! key and at a stable `latest.jpg` for thumbnails (keys:
-//! [`crate::store::snapshot_prefix`]).
+//! [`crate::layout::snapshot_prefix`]).
 //!
 //! # What is taken, when
 //!
@@ -60,11 +60,12 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::config::AccessKey;
+use crate::layout::{latest_snapshot_key, snapshot_key, snapshot_prefix};
 use crate::metrics::Metrics;
 use crate::oss::channel::{FRAG_RANGE, Snapshot};
 use crate::store::{
     FRAGMENT_CACHE_CONTROL, ObjectMeta, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_LATEST_CACHE_CONTROL,
-    Store, StoreError, latest_snapshot_key, snapshot_key, snapshot_prefix,
+    Store, StoreError,
 };
 
 /// ffmpeg processes at once, across channels, unless configured otherwise.

@@ -1,14 +1,7 @@
-//! The S3 side: one `aws-sdk-s3` client per access key, and the object key
-//! layout in one place.
-//!
-//! Layout (compatible with tools that already read such buckets):
-//! - fragments: `CHANNEL/<13-digit epoch ms>.ts`, `video/mp2t`, immutable,
-//!   metadata `extinf` (duration as the playlist writes it) and `session`;
-//! - live playlists: `CHANNEL/<playlist name>` (default `index.m3u8`);
-//! - snapshots (`crate::snapshot`), in the channel's `Snapshot/DestBucket`:
-//!   `CHANNEL/snapshot/<13-digit epoch ms>.jpg` (the first picture of the
-//!   fragment with that key) and `CHANNEL/snapshot/latest.jpg`, prefixed
-//!   with `BUCKET/` when the destination is not the channel's own bucket.
+//! The S3 side: one `aws-sdk-s3` client per access key, and how each kind
+//! of object is stored ([`ObjectMeta`]): fragments `video/mp2t`, immutable,
+//! with metadata `extinf` (duration as the playlist writes it) and `session`.
+//! The key layout is `crate::layout`'s.
 //!
 //! The SDK's own retries are off: the upload pipeline retries forever with its
 //! own backoff and keeps the bytes on local disk meanwhile, so an SDK retry
@@ -70,47 +63,9 @@ impl<'a> ObjectMeta<'a> {
     };
 }
 
-/// `CHANNEL/<13-digit epoch ms>.ts`
-pub fn fragment_key(channel: &str, key_ms: u64) -> String {
-    format!("{channel}/{}", fragment_name(key_ms))
-}
-
-/// The fragment's name relative to its playlist.
-pub fn fragment_name(key_ms: u64) -> String {
-    format!("{key_ms:013}.ts")
-}
-
-pub fn playlist_key(channel: &str, playlist: &str) -> String {
-    format!("{channel}/{playlist}")
-}
-
 pub const SNAPSHOT_CONTENT_TYPE: &str = "image/jpeg";
 /// `latest.jpg` changes every snapshot interval.
 pub const SNAPSHOT_LATEST_CACHE_CONTROL: &str = "max-age=1";
-
-/// Where the snapshots of `bucket`'s `channel` go in `dest_bucket`:
-/// `CHANNEL/snapshot/` in the channel's own bucket, `BUCKET/CHANNEL/snapshot/`
-/// in another one, so that same-named channels of two buckets sharing a
-/// destination never share a key (`latest.jpg` above all). Neither bucket
-/// nor channel names hold a `/`, so the two forms never meet either.
-pub fn snapshot_prefix(bucket: &str, channel: &str, dest_bucket: &str) -> String {
-    if bucket == dest_bucket {
-        format!("{channel}/snapshot/")
-    } else {
-        format!("{bucket}/{channel}/snapshot/")
-    }
-}
-
-/// `PREFIX<13-digit epoch ms>.jpg`: the snapshot taken from the fragment
-/// whose key is `key_ms`.
-pub fn snapshot_key(prefix: &str, key_ms: u64) -> String {
-    format!("{prefix}{key_ms:013}.jpg")
-}
-
-/// `PREFIXlatest.jpg`: the newest snapshot, at a stable key for thumbnails.
-pub fn latest_snapshot_key(prefix: &str) -> String {
-    format!("{prefix}latest.jpg")
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -395,35 +350,4 @@ fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
         )
         .build();
     Client::from_conf(conf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn key_layout() {
-        assert_eq!(
-            fragment_key("cam1", 1_732_571_234_567),
-            "cam1/1732571234567.ts"
-        );
-        assert_eq!(fragment_name(5), "0000000000005.ts");
-        assert_eq!(playlist_key("cam1", "index.m3u8"), "cam1/index.m3u8");
-        let own = snapshot_prefix("media", "cam1", "media");
-        assert_eq!(own, "cam1/snapshot/");
-        assert_eq!(
-            snapshot_key(&own, 1_732_571_234_567),
-            "cam1/snapshot/1732571234567.jpg"
-        );
-        assert_eq!(latest_snapshot_key(&own), "cam1/snapshot/latest.jpg");
-        let other = snapshot_prefix("media", "cam1", "thumbs");
-        assert_eq!(
-            latest_snapshot_key(&other),
-            "media/cam1/snapshot/latest.jpg"
-        );
-        assert_eq!(
-            snapshot_key(&other, 5),
-            "media/cam1/snapshot/0000000000005.jpg"
-        );
-    }
 }

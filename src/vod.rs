@@ -16,7 +16,8 @@ use time::OffsetDateTime;
 use crate::auth::presign::{PresignError, S3Location, SigV4Presigner, presign_v2_get};
 use crate::hls::{Segment, VOD_TAIL, target_duration_of, vod_head, vod_segments};
 use crate::index::{self, Manifest, RangeFragment};
-use crate::store::{Store, StoreError, fragment_key, fragment_name};
+use crate::layout::{fragment_key, fragment_name, parse_fragment_name};
+use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VodError {
@@ -161,8 +162,7 @@ pub async fn fragments(
     let timed: Vec<u64> = keys
         .iter()
         .filter_map(|k| k.strip_prefix(&media_prefix))
-        .filter(|n| n.len() == 16 && n.ends_with(".ts"))
-        .filter_map(|n| n[..13].parse().ok())
+        .filter_map(parse_fragment_name)
         .collect();
     let listed: Vec<(u64, u64)> = stream::iter(timed)
         .map(|k| async move {

@@ -85,7 +85,7 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
         (Some(path), _) => std::fs::write(path, &v.playlist)
             .with_context(|| format!("cannot write {}", path.display()))?,
         (None, Some(name)) => {
-            let object = livebucket::store::playlist_key(a.channel, name);
+            let object = livebucket::layout::playlist_key(a.channel, name);
             store
                 .put(
                     &k.id,

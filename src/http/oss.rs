@@ -316,7 +316,7 @@ async fn execute(
                 .put(
                     &key.id,
                     bucket,
-                    &crate::store::playlist_key(&channel, &playlist),
+                    &crate::layout::playlist_key(&channel, &playlist),
                     text.into_bytes(),
                     &crate::store::ObjectMeta::playlist("max-age=60"),
                 )

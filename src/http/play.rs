@@ -167,7 +167,7 @@ pub async fn play(
     let text = match cached {
         Some(t) => t,
         None => {
-            let object = crate::store::playlist_key(&channel, &playlist);
+            let object = crate::layout::playlist_key(&channel, &playlist);
             let bytes = app.store.get(&key.id, &bucket, &object).await?;
             String::from_utf8(bytes.to_vec())
                 .map_err(|_| HttpError::Unavailable(format!("{object} is not UTF-8")))?

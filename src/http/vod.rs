@@ -199,7 +199,7 @@ pub async fn post_vod(
     }
     let playlist = vod::render(&bucket, &channel, &a.frags, &a.uris)?;
     drop(a.permit);
-    let object = crate::store::playlist_key(&channel, &name);
+    let object = crate::layout::playlist_key(&channel, &name);
     app.store
         .put(
             &a.key.id,

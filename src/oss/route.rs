@@ -275,7 +275,7 @@ pub fn route(
     }
 }
 
-/// Whether `object` is a snapshot's key ([`crate::store::snapshot_prefix`]):
+/// Whether `object` is a snapshot's key ([`crate::layout::snapshot_prefix`]):
 /// `[<bucket>/]<channel>/snapshot/latest.jpg` or `…/<epoch ms>.jpg`.
 pub fn snapshot_object(object: &str) -> bool {
     let Some((prefix, file)) = object.rsplit_once("/snapshot/") else {

@@ -29,8 +29,9 @@ use tracing::{Instrument, info_span};
 use super::Msg;
 use super::live::ChannelId;
 use super::machine::{Job, Stored};
+use crate::layout::{fragment_key, playlist_key};
 use crate::metrics::Metrics;
-use crate::store::{ObjectMeta, PutFileError, Store, StoreError, fragment_key, playlist_key};
+use crate::store::{ObjectMeta, PutFileError, Store, StoreError};
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
