@@ -54,6 +54,21 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     }
 
     let cancel = CancellationToken::new();
+    let channels = Arc::new(crate::channels::ChannelStore::new(store.clone()));
+    let cluster = match &config.cluster {
+        Some(c) => Some(
+            crate::cluster::Cluster::start(
+                c.clone(),
+                sessions.clone(),
+                metrics.clone(),
+                channels.clone(),
+                cancel.child_token(),
+            )
+            .await
+            .context("cannot start cluster mode (config section `cluster`)")?,
+        ),
+        None => None,
+    };
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
     let live_cache = pipeline::LiveCache::default();
@@ -73,6 +88,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 uploads.clone(),
                 crate::snapshot::DEFAULT_MAX_CONCURRENT,
             ),
+            fence: cluster
+                .clone()
+                .map(|c| c as Arc<dyn pipeline::fence::Fence>),
         },
         &handle,
         cancel.child_token(),
@@ -81,14 +99,18 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let pipeline_cancel = cancel.clone();
     let pipeline_task = tokio::spawn(pipeline.run(recovered, rx));
 
-    let state = Arc::new(AppState::new(
-        config.clone(),
-        sessions,
-        handle,
-        metrics.clone(),
-        store.clone(),
-        live_cache,
-    ));
+    let state = Arc::new(
+        AppState::new(
+            config.clone(),
+            sessions,
+            handle,
+            metrics.clone(),
+            store.clone(),
+            live_cache,
+            channels,
+        )
+        .with_cluster(cluster.clone()),
+    );
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;
     let allow_cfg = config.hooks.clone();
@@ -169,6 +191,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     pipeline_cancel.cancel();
     if let Err(e) = pipeline_task.await {
         error!(error = %e, "pipeline task failed");
+    }
+    if let Some(c) = &cluster {
+        c.shutdown().await;
     }
     Ok(())
 }

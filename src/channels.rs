@@ -8,7 +8,8 @@
 //! ignores conditional PUTs, so two writers could not be made safe here; a
 //! coordinator comes with clustering), so a write-through cache answers
 //! `on_publish` and `on_update` without a round trip to S3 after the first
-//! read of a channel.
+//! read of a channel. In a cluster every node caches, so each write is
+//! announced (`announce_to`) and the other nodes `forget` their copy.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -35,6 +36,9 @@ type CacheKey = (String, String);
 pub struct ChannelStore {
     store: Store,
     cache: Mutex<HashMap<CacheKey, Option<ChannelRecord>>>,
+    /// In a cluster: told (bucket, channel) after every write of a record,
+    /// so the other nodes drop their cached copies.
+    changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<CacheKey>>,
 }
 
 impl ChannelStore {
@@ -42,7 +46,32 @@ impl ChannelStore {
         ChannelStore {
             store,
             cache: Mutex::new(HashMap::new()),
+            changes: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Where this store announces its writes (set once, by the cluster).
+    pub fn announce_to(&self, tx: tokio::sync::mpsc::UnboundedSender<CacheKey>) {
+        let _ = self.changes.set(tx);
+    }
+
+    fn announce(&self, bucket: &str, channel: &str) {
+        if let Some(tx) = self.changes.get() {
+            let _ = tx.send((bucket.to_owned(), channel.to_owned()));
+        }
+    }
+
+    /// Drops the cached record: another node changed it.
+    pub fn forget(&self, bucket: &str, channel: &str) {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&(bucket.to_owned(), channel.to_owned()));
+    }
+
+    /// Drops every cached record (changes may have been missed).
+    pub fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     fn cached(&self, bucket: &str, channel: &str) -> Option<Option<ChannelRecord>> {
@@ -109,7 +138,9 @@ impl ChannelStore {
                 &ObjectMeta::JSON,
             )
             .await?;
-        self.remember(bucket, &record.name.clone(), Some(record));
+        let name = record.name.clone();
+        self.remember(bucket, &name, Some(record));
+        self.announce(bucket, &name);
         Ok(())
     }
 
@@ -127,6 +158,7 @@ impl ChannelStore {
             .delete(key_id, bucket, &model::history_key(channel))
             .await?;
         self.remember(bucket, channel, None);
+        self.announce(bucket, channel);
         Ok(())
     }
 

@@ -40,6 +40,10 @@ pub struct SessionMeta {
     /// The channel's snapshots, if its `Snapshot` asks for them.
     #[serde(default)]
     pub snapshot: Option<crate::snapshot::SnapshotPlan>,
+    /// In a cluster: the channel's playlist as another node last stored it,
+    /// which this session continues (see `pipeline::fence::Resume`).
+    #[serde(default)]
+    pub resume: Option<Box<crate::pipeline::fence::Resume>>,
 }
 
 /// A live playlist's shape.
@@ -296,6 +300,7 @@ mod tests {
             started_ms: 1,
             shape: None,
             snapshot: None,
+            resume: None,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The `livebucket` command line: `serve`, `sign push|play|vod`, `vod`, `ls`,
-//! `channel …`, `cors`. Each command has its module; this one parses the arguments
-//! and dispatches. Errors are printed with their whole chain and exit with
+//! `channel …`, `cors`, `cluster status`. Each command has its module; this
+//! one parses the arguments and dispatches. Errors are printed with their whole chain and exit with
 //! status 1 (2 for usage errors, from clap).
 
 mod args;
@@ -88,6 +88,9 @@ enum Command {
         #[arg(long = "origin", required = true)]
         origins: Vec<String>,
     },
+    /// The cluster as etcd sees it (config section `cluster`).
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
     /// List a bucket's objects with size, content type and metadata.
     Ls {
         #[arg(long, short)]
@@ -97,6 +100,28 @@ enum Command {
         #[arg(long, default_value = "")]
         prefix: String,
     },
+}
+
+#[derive(Subcommand)]
+enum ClusterCmd {
+    /// Nodes, their lease health and the channels each one publishes.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+}
+
+async fn cluster_status(config: &std::path::Path) -> anyhow::Result<()> {
+    let config = livebucket::config::Config::load(config)?;
+    let cluster = config
+        .cluster
+        .as_ref()
+        .context("the config has no [cluster] section: this node runs alone")?;
+    let text = livebucket::cluster::status::render(cluster)
+        .await
+        .context("cannot read the cluster from etcd")?;
+    print!("{text}");
+    Ok(())
 }
 
 pub fn run() -> ExitCode {
@@ -206,6 +231,9 @@ pub fn run() -> ExitCode {
             }))
         }),
         Command::Channel(cmd) => runtime().and_then(|rt| rt.block_on(channel::run(cmd))),
+        Command::Cluster(ClusterCmd::Status { config }) => {
+            runtime().and_then(|rt| rt.block_on(cluster_status(&config)))
+        }
         Command::Serve { config } => {
             runtime().and_then(|rt| rt.block_on(livebucket::app::serve(config)))
         }

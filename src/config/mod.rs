@@ -12,10 +12,12 @@ use std::time::Duration;
 use serde::Deserialize;
 
 pub mod api;
+pub mod cluster;
 pub mod http;
 pub mod listen;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
+pub use cluster::ClusterConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
 
@@ -77,6 +79,10 @@ pub struct RawConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub keys: Vec<AccessKey>,
+    /// Several nodes, one bucket: coordination through etcd. Absent: this
+    /// node is alone and talks to no coordinator.
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -592,6 +598,9 @@ impl RawConfig {
         listen::validate(&self.listen, &self.limits)?;
         api::validate(&self.api)?;
         http::validate(&self.http)?;
+        if let Some(c) = &self.cluster {
+            cluster::validate(c)?;
+        }
         if self
             .nginx
             .fragment_durations

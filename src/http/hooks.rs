@@ -172,13 +172,27 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         started_ms: crate::clock::unix_now_ms(),
         shape: plan.shape,
         snapshot,
+        resume: None,
     };
-    let meta = app.sessions.begin(meta).map_err(|e| match e {
+    let meta = match &app.cluster {
+        Some(cluster) => claim_in_cluster(app, cluster, meta).await?,
+        None => meta,
+    };
+    let begun = app.sessions.begin(meta.clone()).map_err(|e| match e {
         crate::session::SessionError::ChannelLive { bucket, channel } => {
             HttpError::ChannelLive(format!("{bucket}/{channel}"))
         }
         other => HttpError::Unavailable(other.to_string()),
-    })?;
+    });
+    let meta = match begun {
+        Ok(m) => m,
+        Err(e) => {
+            if let Some(cluster) = &app.cluster {
+                cluster.unclaim(&meta.bucket, &meta.channel, &meta.id).await;
+            }
+            return Err(e);
+        }
+    };
     let location = format!("{}/{}", plan.relay_url, meta.id);
     info!(
         session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
@@ -187,6 +201,42 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     app.metrics.inc("livebucket_push_accepted_total", "");
     app.pipeline.started(meta);
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
+
+/// Cluster mode: takes the channel in etcd for this session (refused when
+/// another node publishes it) and reads where its playlist stands in the
+/// bucket, so the session continues it.
+async fn claim_in_cluster(
+    app: &AppState,
+    cluster: &crate::cluster::Cluster,
+    mut meta: SessionMeta,
+) -> Result<SessionMeta, HttpError> {
+    use crate::cluster::ClaimError;
+    cluster
+        .claim(&meta.bucket, &meta.channel, &meta.id)
+        .await
+        .map_err(|e| match e {
+            ClaimError::Live(node) => {
+                info!(channel = %meta.channel, node = %node, "channel live on another node");
+                HttpError::ChannelLive(format!("{}/{}", meta.bucket, meta.channel))
+            }
+            ClaimError::Unavailable(why) => HttpError::Unavailable(why),
+        })?;
+    let read = cluster.resume(
+        &app.store,
+        &meta.key_id,
+        &meta.bucket,
+        &meta.channel,
+        &meta.playlist,
+    );
+    meta.resume = match tokio::time::timeout(CHANNEL_LOOKUP, read).await {
+        Ok(r) => r.map(Box::new),
+        Err(_) => {
+            warn!(channel = %meta.channel, "the channel's playlist did not come within {CHANNEL_LOOKUP:?}; starting from this node's state");
+            None
+        }
+    };
+    Ok(meta)
 }
 
 pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -225,6 +275,24 @@ async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     match channel_record(app, &session.key_id, &session.bucket, &session.channel).await {
         Ok(record) => crate::channels::still_allowed(record.as_ref())?,
         Err(why) => warn!(channel = %session.channel, "{why}; keeping the push"),
+    }
+    if let Some(cluster) = &app.cluster {
+        use crate::cluster::decide::Update;
+        match cluster.update(&session.bucket, &session.channel) {
+            Update::Keep => {}
+            Update::Superseded(node) => {
+                info!(channel = %session.channel, node = %node, "another node publishes this channel now; dropping this publisher");
+                return Err(HttpError::ChannelLive(format!(
+                    "{}/{}",
+                    session.bucket, session.channel
+                )));
+            }
+            Update::CutOff => {
+                return Err(HttpError::Unavailable(
+                    "this node is cut off from the cluster coordinator; the publisher should reconnect to another node".into(),
+                ));
+            }
+        }
     }
     Ok(())
 }

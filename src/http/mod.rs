@@ -54,7 +54,9 @@ pub struct AppState {
     /// One permit per VOD build in progress (`vod.max_concurrent_builds`).
     pub vod_builds: Arc<Semaphore>,
     /// Channel records (the OSS LiveChannel API's state).
-    pub channels: crate::channels::ChannelStore,
+    pub channels: Arc<crate::channels::ChannelStore>,
+    /// The etcd coordination, when `[cluster]` is configured.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// nginx-rtmp's statistics page, for GetLiveChannelStat.
     pub stat: crate::stat::StatSource,
 }
@@ -67,12 +69,14 @@ impl AppState {
         metrics: Arc<Metrics>,
         store: Store,
         live_cache: LiveCache,
+        channels: Arc<crate::channels::ChannelStore>,
     ) -> AppState {
         AppState {
             limiter: FailureLimiter::from_config(&config.auth),
             replay: PushReplay::open(&config.state_dir.join("push-signatures.json")),
             vod_builds: Arc::new(Semaphore::new(config.vod.max_concurrent_builds)),
-            channels: crate::channels::ChannelStore::new(store.clone()),
+            channels,
+            cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),
             config: RwLock::new(config),
             sessions,
@@ -81,6 +85,12 @@ impl AppState {
             store,
             live_cache,
         }
+    }
+
+    /// Cluster mode: the hooks coordinate through `cluster`.
+    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
+        self.cluster = cluster;
+        self
     }
 
     pub fn config(&self) -> Arc<Config> {

@@ -97,6 +97,33 @@ impl ChannelLive {
         std::fs::rename(&tmp, &path)
     }
 
+    /// Takes over the playlist another node stored last ([`Resume`]), when it
+    /// is newer than what this node knows: the window, both sequences and
+    /// the key clock continue from it. Returns whether it was taken.
+    pub fn adopt(&mut self, r: &super::fence::Resume) -> bool {
+        let Some(last) = r.window.last().map(|w| w.key_ms) else {
+            return false;
+        };
+        if last <= self.last_key_ms {
+            return false;
+        }
+        *self = ChannelLive {
+            total: r.media_sequence + r.window.len() as u64,
+            discontinuity_sequence: r.discontinuity_sequence,
+            window: r.window.iter().cloned().collect(),
+            last_key_ms: last,
+            ended: r.ended,
+            pending_discontinuity: false,
+            // Not stored by this node yet: the next upload writes it.
+            version: self.version + 1,
+            stored_version: self.stored_version,
+            uploading: self.uploading,
+            // This node's own sessions keep their counts.
+            published: std::mem::take(&mut self.published),
+        };
+        true
+    }
+
     /// A new publish session begins on this channel.
     pub fn begin_session(&mut self) {
         if !self.window.is_empty() {

@@ -26,6 +26,7 @@
 //! nothing that reached the disk.
 
 pub mod capture;
+pub mod fence;
 pub mod journal;
 pub mod live;
 pub mod machine;
@@ -117,6 +118,8 @@ pub struct Shared {
     pub live_cache: LiveCache,
     /// Takes the channels' snapshots from captured fragments.
     pub snapshots: crate::snapshot::Snapshotter,
+    /// In a cluster: asked before every playlist and manifest upload.
+    pub fence: Option<Arc<dyn fence::Fence>>,
 }
 
 pub struct Pipeline {
@@ -159,6 +162,7 @@ impl Pipeline {
             sessions,
             live_cache,
             snapshots,
+            fence,
         } = shared;
         let uploader = Uploader::new(
             store,
@@ -167,6 +171,7 @@ impl Pipeline {
                 concurrency: cfg.upload.concurrency,
                 max_backoff: Duration::from_secs(cfg.upload.max_backoff_secs),
                 playlist_cache_control: cfg.upload.playlist_cache_control.clone(),
+                fence,
             },
             cancel.clone(),
             tracker,

@@ -27,6 +27,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
 use super::Msg;
+use super::fence::{Fence, FenceVerdict};
 use super::live::ChannelId;
 use super::machine::{Job, Stored};
 use crate::layout::{fragment_key, playlist_key};
@@ -44,12 +45,16 @@ pub enum UploadError {
     },
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The fence held the write back: this node cannot confirm it holds the
+    /// channel (cluster coordinator unreachable).
+    #[error("held back: this node cannot confirm it holds channel {0} (cluster coordinator unreachable)")]
+    Fenced(String),
 }
 
 impl UploadError {
     fn is_retriable(&self) -> bool {
         match self {
-            UploadError::Read { .. } => true,
+            UploadError::Read { .. } | UploadError::Fenced(_) => true,
             UploadError::Store(e) => e.is_retriable(),
         }
     }
@@ -149,12 +154,16 @@ pub struct Uploader {
     max_backoff: Duration,
     playlist_cache_control: Arc<str>,
     slots: Arc<Mutex<HashMap<ChannelId, PlaylistSlot>>>,
+    fence: Option<Arc<dyn Fence>>,
 }
 
 pub struct UploaderConfig {
     pub concurrency: usize,
     pub max_backoff: Duration,
     pub playlist_cache_control: String,
+    /// In a cluster: asked before every attempt of a playlist or manifest
+    /// upload (see [`super::fence`]).
+    pub fence: Option<Arc<dyn Fence>>,
 }
 
 impl Uploader {
@@ -177,6 +186,7 @@ impl Uploader {
             max_backoff: cfg.max_backoff,
             playlist_cache_control: cfg.playlist_cache_control.into(),
             slots: Arc::default(),
+            fence: cfg.fence,
         }
     }
 
@@ -222,6 +232,7 @@ impl Uploader {
                 session,
                 key_id,
                 bucket,
+                channel,
                 object,
                 body,
                 count,
@@ -235,6 +246,12 @@ impl Uploader {
                     async move {
                         let stored = up
                             .retry(&object, &up.small, || async {
+                                // A manifest is this session's own object:
+                                // held back while the node cannot reach the
+                                // coordinator, written otherwise.
+                                if up.fenced(&channel).await == Some(FenceVerdict::Hold) {
+                                    return Err(UploadError::Fenced(channel.channel.clone()));
+                                }
                                 up.store
                                     .put(&key_id, &bucket, &object, body.clone(), &ObjectMeta::JSON)
                                     .await
@@ -301,6 +318,19 @@ impl Uploader {
                     let meta = ObjectMeta::playlist(&up.playlist_cache_control);
                     let stored = up
                         .retry(&object, &up.small, || async {
+                            // Checked before every attempt: a retry may come
+                            // after this node lost the channel.
+                            match up.fenced(&channel).await {
+                                Some(FenceVerdict::Hold) => {
+                                    return Err(UploadError::Fenced(channel.channel.clone()));
+                                }
+                                // Another node's playlist now: this version is
+                                // done with, never written (the core may
+                                // finish its sessions; /play does not serve
+                                // this node's copy, see http::play).
+                                Some(FenceVerdict::Yield) => return Ok(()),
+                                Some(FenceVerdict::Write) | None => {}
+                            }
                             up.store
                                 .put(&key_id, &channel.bucket, &object, body.clone(), &meta)
                                 .await
@@ -318,6 +348,16 @@ impl Uploader {
             }
             .instrument(span),
         );
+    }
+
+    /// The fence's verdict for a write of `channel`'s objects; `None`
+    /// without a fence (a single node).
+    async fn fenced(&self, channel: &ChannelId) -> Option<FenceVerdict> {
+        let verdict = self.fence.as_ref()?.allow(channel).await;
+        if verdict != FenceVerdict::Write {
+            tracing::debug!(channel = %channel.channel, ?verdict, "fenced");
+        }
+        Some(verdict)
     }
 
     async fn retry<F, Fut>(&self, what: &str, permits: &Arc<Semaphore>, attempt: F) -> bool

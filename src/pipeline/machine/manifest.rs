@@ -65,6 +65,7 @@ impl Core {
             session: id.to_owned(),
             key_id: s.meta.key_id.clone(),
             bucket: s.meta.bucket.clone(),
+            channel: s.channel.clone(),
             object: crate::index::manifest_key(&s.meta.channel, chunk_ms, &s.meta.id),
             body,
             count,

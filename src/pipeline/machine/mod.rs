@@ -183,11 +183,18 @@ impl Core {
             return;
         }
         let s = SessionState::new(meta, now);
-        self.channels
-            .entry(s.channel.clone())
-            .or_default()
-            .live
-            .begin_session();
+        let ch = &mut self.channels.entry(s.channel.clone()).or_default().live;
+        // Another node published this channel last: continue its playlist
+        // (sequences, window), not this node's older state.
+        if let Some(r) = &s.meta.resume
+            && ch.adopt(r)
+        {
+            info!(
+                media_sequence = r.media_sequence,
+                "continuing the channel's playlist from the bucket"
+            );
+        }
+        ch.begin_session();
         info!(session = %s.meta.id, channel = %s.meta.channel, "session started");
         self.sessions.insert(s.meta.id.clone(), s);
     }

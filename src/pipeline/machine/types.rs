@@ -144,6 +144,8 @@ pub enum Job {
         session: String,
         key_id: String,
         bucket: String,
+        /// The session's channel (what a cluster's fence is asked about).
+        channel: ChannelId,
         object: String,
         body: Vec<u8>,
         count: usize,

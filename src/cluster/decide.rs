@@ -1,0 +1,262 @@
+//! The cluster's decisions, without etcd: what a claim, a fence check, an
+//! `on_update` and a lost lease mean, from what etcd answered and what this
+//! node knows. The async driver (`super`) asks etcd and does what these
+//! return; the tests below drive every case.
+
+use std::time::{Duration, Instant};
+
+use crate::pipeline::fence::FenceVerdict;
+
+/// A channel key as etcd holds it: who, and its create revision (the epoch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub node: String,
+    pub session: String,
+    pub epoch: i64,
+}
+
+/// What `on_publish` does with a channel's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Nobody holds it: create it on this node's lease.
+    Take,
+    /// This node holds it for a session that is no longer live here (it is
+    /// finishing, or a previous run of this node left it): hand it to the
+    /// new session, keeping the epoch.
+    TakeOver { epoch: i64 },
+    /// Someone publishes the channel: refuse (`channel_live`).
+    Refuse { node: String },
+}
+
+pub fn claim(current: Option<&Held>, me: &str, live_here: impl Fn(&str) -> bool) -> Claim {
+    match current {
+        None => Claim::Take,
+        Some(h) if h.node == me && !live_here(&h.session) => Claim::TakeOver { epoch: h.epoch },
+        Some(h) => Claim::Refuse {
+            node: h.node.clone(),
+        },
+    }
+}
+
+/// A channel this node published, as this node sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    /// The key is ours at this epoch (as far as we last heard).
+    Held { session: String, epoch: i64 },
+    /// Our lease expired with the key on it; the keeper tries to take the
+    /// key again once it has a new lease.
+    Lost { session: String },
+    /// Another node took the channel: this node writes its playlist no more.
+    Superseded { session: String, by: String },
+}
+
+impl Holding {
+    pub fn session(&self) -> &str {
+        match self {
+            Holding::Held { session, .. }
+            | Holding::Lost { session }
+            | Holding::Superseded { session, .. } => session,
+        }
+    }
+}
+
+/// Whether the lease can still be alive: renewed (the renewal *sent*) less
+/// than a TTL ago. Past that, etcd may have expired it and handed the
+/// channels to other nodes, whatever this node believes.
+pub fn lease_alive(last_renewal_sent: Option<Instant>, ttl: Duration, now: Instant) -> bool {
+    last_renewal_sent.is_some_and(|t| now.saturating_duration_since(t) < ttl)
+}
+
+/// What the fence transaction found at the channel's key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyState {
+    /// Its create revision is our epoch.
+    Ours,
+    Absent,
+    Other(Held),
+}
+
+/// The fence's verdict: `holding` is what this node knows, `lease` whether
+/// its lease can be alive, `found` the transaction's answer (`None`: etcd
+/// did not answer in time).
+pub fn fence(
+    holding: Option<&Holding>,
+    lease: bool,
+    me: &str,
+    found: Option<&KeyState>,
+) -> FenceVerdict {
+    match holding {
+        None | Some(Holding::Superseded { .. }) => return FenceVerdict::Yield,
+        Some(Holding::Lost { .. }) => return FenceVerdict::Hold,
+        Some(Holding::Held { .. }) => {}
+    }
+    if !lease {
+        return FenceVerdict::Hold;
+    }
+    match found {
+        Some(KeyState::Ours) => FenceVerdict::Write,
+        Some(KeyState::Other(h)) if h.node != me => FenceVerdict::Yield,
+        // Gone (our lease expired) or re-taken by this node at a new epoch
+        // the holding does not know yet: the keeper sorts it out.
+        Some(KeyState::Absent | KeyState::Other(_)) | None => FenceVerdict::Hold,
+    }
+}
+
+/// `on_update` for a live session: keep the publisher, or drop it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Update {
+    Keep,
+    /// Another node publishes the channel now.
+    Superseded(String),
+    /// This node cannot have its lease any more: its channels may already
+    /// be another node's; the publisher should reconnect to a healthy node.
+    CutOff,
+}
+
+pub fn update(holding: Option<&Holding>, lease: bool) -> Update {
+    match holding {
+        Some(Holding::Superseded { by, .. }) => Update::Superseded(by.clone()),
+        _ if !lease => Update::CutOff,
+        _ => Update::Keep,
+    }
+}
+
+/// After the keeper got a new lease: what to do with a holding whose key
+/// was on the old one, given who holds the key now.
+pub fn after_new_lease(h: &Holding, current: Option<&Held>, me: &str) -> Option<Claim> {
+    match h {
+        Holding::Superseded { .. } => None,
+        Holding::Held { .. } | Holding::Lost { .. } => Some(match current {
+            None => Claim::Take,
+            Some(c) if c.node == me => Claim::TakeOver { epoch: c.epoch },
+            Some(c) => Claim::Refuse {
+                node: c.node.clone(),
+            },
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn held(node: &str, session: &str, epoch: i64) -> Held {
+        Held {
+            node: node.into(),
+            session: session.into(),
+            epoch,
+        }
+    }
+
+    #[test]
+    fn claims() {
+        assert_eq!(claim(None, "a", |_| false), Claim::Take);
+        let mine = held("a", "s1", 7);
+        assert_eq!(
+            claim(Some(&mine), "a", |_| false),
+            Claim::TakeOver { epoch: 7 }
+        );
+        assert_eq!(
+            claim(Some(&mine), "a", |s| s == "s1"),
+            Claim::Refuse { node: "a".into() }
+        );
+        let theirs = held("b", "s1", 7);
+        assert_eq!(
+            claim(Some(&theirs), "a", |_| false),
+            Claim::Refuse { node: "b".into() }
+        );
+    }
+
+    #[test]
+    fn lease_alive_for_one_ttl_after_the_renewal_was_sent() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        assert!(!lease_alive(None, ttl, t0));
+        assert!(lease_alive(Some(t0), ttl, t0 + Duration::from_secs(9)));
+        assert!(!lease_alive(Some(t0), ttl, t0 + ttl));
+    }
+
+    #[test]
+    fn fence_writes_only_when_etcd_confirms_our_epoch() {
+        let h = Holding::Held {
+            session: "s".into(),
+            epoch: 5,
+        };
+        let other = KeyState::Other(held("b", "x", 9));
+        let me_again = KeyState::Other(held("a", "x", 9));
+        assert_eq!(
+            fence(Some(&h), true, "a", Some(&KeyState::Ours)),
+            FenceVerdict::Write
+        );
+        assert_eq!(
+            fence(Some(&h), true, "a", Some(&other)),
+            FenceVerdict::Yield
+        );
+        assert_eq!(
+            fence(Some(&h), true, "a", Some(&me_again)),
+            FenceVerdict::Hold
+        );
+        assert_eq!(
+            fence(Some(&h), true, "a", Some(&KeyState::Absent)),
+            FenceVerdict::Hold
+        );
+        // etcd silent, or the lease past its TTL: never write.
+        assert_eq!(fence(Some(&h), true, "a", None), FenceVerdict::Hold);
+        assert_eq!(
+            fence(Some(&h), false, "a", Some(&KeyState::Ours)),
+            FenceVerdict::Hold
+        );
+        // A channel this node does not hold (a session recovered after a
+        // crash, while another node carried on) is not written.
+        assert_eq!(
+            fence(None, true, "a", Some(&KeyState::Ours)),
+            FenceVerdict::Yield
+        );
+        let lost = Holding::Lost {
+            session: "s".into(),
+        };
+        assert_eq!(
+            fence(Some(&lost), true, "a", Some(&KeyState::Ours)),
+            FenceVerdict::Hold
+        );
+        let gone = Holding::Superseded {
+            session: "s".into(),
+            by: "b".into(),
+        };
+        assert_eq!(
+            fence(Some(&gone), true, "a", Some(&KeyState::Ours)),
+            FenceVerdict::Yield
+        );
+    }
+
+    #[test]
+    fn updates() {
+        let h = Holding::Held {
+            session: "s".into(),
+            epoch: 1,
+        };
+        assert_eq!(update(Some(&h), true), Update::Keep);
+        assert_eq!(update(Some(&h), false), Update::CutOff);
+        let gone = Holding::Superseded {
+            session: "s".into(),
+            by: "b".into(),
+        };
+        assert_eq!(update(Some(&gone), true), Update::Superseded("b".into()));
+    }
+
+    #[test]
+    fn new_lease_retakes_what_nobody_took() {
+        let lost = Holding::Lost {
+            session: "s".into(),
+        };
+        assert_eq!(after_new_lease(&lost, None, "a"), Some(Claim::Take));
+        assert_eq!(
+            after_new_lease(&lost, Some(&held("b", "x", 3)), "a"),
+            Some(Claim::Refuse { node: "b".into() })
+        );
+        assert_eq!(
+            after_new_lease(&lost, Some(&held("a", "s", 3)), "a"),
+            Some(Claim::TakeOver { epoch: 3 })
+        );
+    }
+}

@@ -1,0 +1,206 @@
+//! The etcd requests livebucket makes, each bounded by
+//! `cluster.request_timeout_ms` (a hook waits for some of them; an etcd that
+//! does not answer in time counts as unreachable).
+
+use std::time::Duration;
+
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+};
+
+use super::decide::{Held, KeyState};
+use super::keys::HolderValue;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdError {
+    #[error("etcd did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("etcd holds an unreadable value at {key}: {message}")]
+    BadValue { key: String, message: String },
+}
+
+/// A client with the per-request time limit.
+#[derive(Clone)]
+pub struct Etcd {
+    client: Client,
+    timeout: Duration,
+}
+
+impl Etcd {
+    /// Connects lazily: a member that is down is tried again at each request.
+    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Etcd, EtcdError> {
+        let options = ConnectOptions::new()
+            .with_connect_timeout(timeout)
+            .with_timeout(timeout)
+            .with_keep_alive(Duration::from_secs(2), timeout);
+        let client = bounded(timeout, Client::connect(endpoints, Some(options))).await?;
+        Ok(Etcd { client, timeout })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Who holds `key`, if anyone.
+    pub async fn holder(&self, key: &str) -> Result<Option<Held>, EtcdError> {
+        let mut c = self.client.clone();
+        let resp = bounded(self.timeout, c.get(key, None)).await?;
+        resp.kvs().first().map(|kv| held(key, kv)).transpose()
+    }
+
+    /// Creates `key` on `lease` if nobody holds it; the new epoch, or `None`
+    /// when someone does.
+    pub async fn take(
+        &self,
+        key: &str,
+        value: &HolderValue,
+        lease: i64,
+    ) -> Result<Option<i64>, EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                encode(value),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        let resp = bounded(self.timeout, c.txn(txn)).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()))
+            .flatten())
+    }
+
+    /// Rewrites `key` (this node's) for a new session or onto a new lease,
+    /// if it is still at `epoch`. Whether it was.
+    pub async fn take_over(
+        &self,
+        key: &str,
+        epoch: i64,
+        value: &HolderValue,
+        lease: i64,
+    ) -> Result<bool, EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, epoch)])
+            .and_then([TxnOp::put(
+                key,
+                encode(value),
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        Ok(bounded(self.timeout, c.txn(txn)).await?.succeeded())
+    }
+
+    /// Deletes `key` if it is still at `epoch`.
+    pub async fn release(&self, key: &str, epoch: i64) -> Result<(), EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, epoch)])
+            .and_then([TxnOp::delete(key, None)]);
+        let mut c = self.client.clone();
+        bounded(self.timeout, c.txn(txn)).await?;
+        Ok(())
+    }
+
+    /// The fence: one transaction that compares the key's create revision
+    /// with `epoch` and reads the key either way.
+    pub async fn check(&self, key: &str, epoch: i64) -> Result<KeyState, EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, epoch)])
+            .and_then([TxnOp::get(key, None)])
+            .or_else([TxnOp::get(key, None)]);
+        let mut c = self.client.clone();
+        let resp = bounded(self.timeout, c.txn(txn)).await?;
+        if resp.succeeded() {
+            return Ok(KeyState::Ours);
+        }
+        for op in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = op
+                && let Some(kv) = g.kvs().first()
+            {
+                return Ok(KeyState::Other(held(key, kv)?));
+            }
+        }
+        Ok(KeyState::Absent)
+    }
+
+    pub async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<i64>,
+    ) -> Result<(), EtcdError> {
+        let mut c = self.client.clone();
+        let options = lease.map(|l| PutOptions::new().with_lease(l));
+        bounded(self.timeout, c.put(key, value, options)).await?;
+        Ok(())
+    }
+
+    /// Every (key, value) under `prefix`.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, i64)>, EtcdError> {
+        let mut c = self.client.clone();
+        let resp = bounded(
+            self.timeout,
+            c.get(prefix, Some(GetOptions::new().with_prefix())),
+        )
+        .await?;
+        Ok(resp
+            .kvs()
+            .iter()
+            .map(|kv| {
+                (
+                    String::from_utf8_lossy(kv.key()).into_owned(),
+                    kv.value().to_vec(),
+                    kv.lease(),
+                )
+            })
+            .collect())
+    }
+
+    pub async fn grant(&self, ttl_secs: u64) -> Result<i64, EtcdError> {
+        let mut c = self.client.clone();
+        let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
+        Ok(bounded(self.timeout, c.lease_grant(ttl, None)).await?.id())
+    }
+
+    /// Seconds left on `lease`; `None` if it expired.
+    pub async fn time_to_live(&self, lease: i64) -> Result<Option<i64>, EtcdError> {
+        let mut c = self.client.clone();
+        let ttl = bounded(self.timeout, c.lease_time_to_live(lease, None))
+            .await?
+            .ttl();
+        Ok((ttl > 0).then_some(ttl))
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, EtcdError> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(r) => Ok(r?),
+        Err(_) => Err(EtcdError::Timeout(timeout)),
+    }
+}
+
+pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    // Plain structs of strings and numbers: serialising cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn held(key: &str, kv: &etcd_client::KeyValue) -> Result<Held, EtcdError> {
+    let v: HolderValue = serde_json::from_slice(kv.value()).map_err(|e| EtcdError::BadValue {
+        key: key.to_owned(),
+        message: e.to_string(),
+    })?;
+    Ok(Held {
+        node: v.node,
+        session: v.session,
+        epoch: kv.create_revision(),
+    })
+}

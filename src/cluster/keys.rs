@@ -1,0 +1,92 @@
+//! Where livebucket keeps its cluster state in etcd, and what the values say.
+//! Everything is under `cluster.prefix` (`/livebucket/` by default):
+//!
+//! - `nodes/<node id>`: a node is up (on the node's lease); [`NodeValue`].
+//! - `live/<bucket>/<channel>`: the channel's one publisher (on the holding
+//!   node's lease); [`HolderValue`]. The key's create revision is the
+//!   holder's epoch: a node fences its playlist writes on it.
+//! - `changes/<bucket>/<channel>`: bumped at every write of the channel's
+//!   record, so every node forgets its cached copy (etcd watch).
+//!
+//! Bucket and channel names hold no `/` (both are validated before any key
+//! is made), so a key splits back unambiguously.
+
+use serde::{Deserialize, Serialize};
+
+/// What a node says about itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeValue {
+    pub node: String,
+    /// Its operator URL (`cluster.advertise`), if given.
+    #[serde(default)]
+    pub advertise: Option<String>,
+    pub started_ms: u64,
+}
+
+/// Who publishes a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HolderValue {
+    pub node: String,
+    pub session: String,
+    pub since_ms: u64,
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+        }
+    }
+
+    pub fn nodes(&self) -> String {
+        format!("{}nodes/", self.prefix)
+    }
+
+    pub fn node(&self, node: &str) -> String {
+        format!("{}{node}", self.nodes())
+    }
+
+    pub fn live_prefix(&self) -> String {
+        format!("{}live/", self.prefix)
+    }
+
+    pub fn live(&self, bucket: &str, channel: &str) -> String {
+        format!("{}{bucket}/{channel}", self.live_prefix())
+    }
+
+    pub fn changes(&self) -> String {
+        format!("{}changes/", self.prefix)
+    }
+
+    pub fn change(&self, bucket: &str, channel: &str) -> String {
+        format!("{}{bucket}/{channel}", self.changes())
+    }
+
+    /// (bucket, channel) of a `live/` or `changes/` key under `under`.
+    pub fn split<'k>(&self, under: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+        key.strip_prefix(under)?.split_once('/')
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layout_and_split() {
+        let k = Keys::new("/lb/");
+        assert_eq!(k.live("b", "c"), "/lb/live/b/c");
+        assert_eq!(k.change("b", "c"), "/lb/changes/b/c");
+        assert_eq!(k.node("n1"), "/lb/nodes/n1");
+        assert_eq!(k.split(&k.changes(), "/lb/changes/b/c"), Some(("b", "c")));
+        assert_eq!(k.split(&k.live_prefix(), "/lb/changes/b/c"), None);
+        assert_eq!(k.split(&k.changes(), "/lb/changes/b"), None);
+    }
+}

@@ -1,0 +1,358 @@
+//! Many ingest nodes, one bucket: coordination through etcd.
+//!
+//! Off unless `[cluster]` is configured; a single node has no coordinator
+//! and nothing here runs. With it, every node keeps one lease in etcd
+//! (`cluster.lease_ttl_secs`, renewed every third of it) and:
+//!
+//! - **one publisher per channel**: `on_publish` creates the channel's key
+//!   (`live/<bucket>/<channel>`, [`keys`]) on the node's lease or refuses
+//!   with `channel_live`; the key stays while the session is known here (its
+//!   playlist ends under it) and is deleted when it is finished. A node that
+//!   dies loses its keys when its lease expires.
+//! - **fencing**: before every playlist upload the pipeline asks the
+//!   [`Fence`](crate::pipeline::fence::Fence); this node answers from one
+//!   etcd transaction comparing the key's create revision (the epoch) with
+//!   the one it took. It holds the write back when etcd does not answer or
+//!   its lease is past its TTL (so a node cut off from etcd stops writing
+//!   playlists within the TTL), and drops it for good when another node
+//!   holds the channel. What is left: a PUT already sent when the check
+//!   passed may land after the lease expired (up to one request timeout
+//!   plus the S3 request's own time), since S3 cannot fence.
+//! - **continuity**: a session continues the playlist the last holder
+//!   stored in the bucket ([`continuity`]).
+//! - **channel changes**: every record write bumps `changes/<bucket>/<channel>`;
+//!   every node watches `changes/` and drops its cached record, so `on_update`
+//!   re-reads it and a disable drops the publisher wherever it is.
+//!
+//! The decisions are in [`decide`] (no I/O); this module and [`tasks`] are
+//! the driver. Lock order: `state` is never held across an await.
+
+pub mod continuity;
+pub mod decide;
+pub mod etcd;
+pub mod keys;
+pub mod status;
+mod tasks;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use tracing::{error, info, warn};
+
+use crate::config::ClusterConfig;
+use crate::metrics::Metrics;
+use crate::pipeline::fence::{Fence, FenceVerdict, Resume};
+use crate::pipeline::live::ChannelId;
+use crate::session::Sessions;
+use decide::{Claim, Holding, Update};
+use etcd::{Etcd, EtcdError};
+use keys::{HolderValue, Keys};
+
+/// Why `on_publish` cannot have a channel.
+#[derive(Debug, thiserror::Error)]
+pub enum ClaimError {
+    #[error("channel is live on node {0}")]
+    Live(String),
+    #[error("cluster coordinator unavailable: {0}")]
+    Unavailable(String),
+}
+
+type ChannelKey = (String, String);
+
+#[derive(Default)]
+struct State {
+    lease: Option<i64>,
+    /// When the last renewal that etcd acknowledged was sent.
+    renewed: Option<Instant>,
+    /// Channels this node published and has not finished.
+    holdings: HashMap<ChannelKey, Holding>,
+    /// Said loudly once per outage.
+    cut_off_logged: bool,
+}
+
+pub struct Cluster {
+    cfg: ClusterConfig,
+    keys: Keys,
+    etcd: Etcd,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    state: Mutex<State>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl Cluster {
+    /// Connects to etcd and starts the lease keeper, the change watcher and
+    /// the change announcer; they stop with `cancel`.
+    pub async fn start(
+        cfg: ClusterConfig,
+        sessions: Arc<Sessions>,
+        metrics: Arc<Metrics>,
+        channels: Arc<crate::channels::ChannelStore>,
+        cancel: tokio_util::sync::CancellationToken,
+    ) -> Result<Arc<Cluster>, EtcdError> {
+        let etcd = Etcd::connect(
+            &cfg.endpoints,
+            Duration::from_millis(cfg.request_timeout_ms),
+        )
+        .await?;
+        let cluster = Arc::new(Cluster {
+            keys: Keys::new(&cfg.prefix),
+            cfg,
+            etcd,
+            sessions,
+            metrics,
+            state: Mutex::new(State::default()),
+        });
+        // The first lease before the first push, so a node that starts with
+        // etcd up takes pushes at once.
+        cluster.keep().await;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        channels.announce_to(tx);
+        tokio::spawn(tasks::keeper(cluster.clone(), cancel.clone()));
+        tokio::spawn(tasks::watch_changes(
+            cluster.clone(),
+            channels,
+            cancel.clone(),
+        ));
+        tokio::spawn(tasks::announce_changes(cluster.clone(), rx, cancel));
+        info!(node = %cluster.cfg.node_id, endpoints = ?cluster.cfg.endpoints, "cluster mode: coordinating through etcd");
+        Ok(cluster)
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.cfg.node_id
+    }
+
+    fn ttl(&self) -> Duration {
+        Duration::from_secs(self.cfg.lease_ttl_secs)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lease_alive(&self, s: &State) -> bool {
+        s.lease.is_some() && decide::lease_alive(s.renewed, self.ttl(), Instant::now())
+    }
+
+    fn holder_value(&self, session: &str) -> HolderValue {
+        HolderValue {
+            node: self.cfg.node_id.clone(),
+            session: session.to_owned(),
+            since_ms: now_ms(),
+            advertise: self.cfg.advertise.clone(),
+        }
+    }
+
+    /// `on_publish`: takes the channel for `session`, or says who has it.
+    pub async fn claim(
+        &self,
+        bucket: &str,
+        channel: &str,
+        session: &str,
+    ) -> Result<(), ClaimError> {
+        let lease = {
+            let s = self.lock();
+            match s.lease {
+                Some(l) if self.lease_alive(&s) => l,
+                _ => {
+                    return Err(ClaimError::Unavailable(
+                        "this node holds no live lease in etcd".into(),
+                    ));
+                }
+            }
+        };
+        let key = self.keys.live(bucket, channel);
+        let unavailable = |e: EtcdError| ClaimError::Unavailable(e.to_string());
+        let current = self.etcd.holder(&key).await.map_err(unavailable)?;
+        let value = self.holder_value(session);
+        let epoch = match decide::claim(current.as_ref(), self.node_id(), |s| {
+            self.sessions.is_live(s)
+        }) {
+            Claim::Take => self
+                .etcd
+                .take(&key, &value, lease)
+                .await
+                .map_err(unavailable)?,
+            Claim::TakeOver { epoch } => self
+                .etcd
+                .take_over(&key, epoch, &value, lease)
+                .await
+                .map_err(unavailable)?
+                .then_some(epoch),
+            Claim::Refuse { node } => return Err(ClaimError::Live(node)),
+        };
+        let Some(epoch) = epoch else {
+            // Lost a race between the read and the transaction.
+            let node = self
+                .etcd
+                .holder(&key)
+                .await
+                .ok()
+                .flatten()
+                .map_or_else(|| "another node".to_owned(), |h| h.node);
+            return Err(ClaimError::Live(node));
+        };
+        self.lock().holdings.insert(
+            (bucket.to_owned(), channel.to_owned()),
+            Holding::Held {
+                session: session.to_owned(),
+                epoch,
+            },
+        );
+        info!(bucket, channel, session, epoch, "channel taken in etcd");
+        Ok(())
+    }
+
+    /// Gives back a channel `claim` took for a session that did not start.
+    pub async fn unclaim(&self, bucket: &str, channel: &str, session: &str) {
+        let k = (bucket.to_owned(), channel.to_owned());
+        let epoch = {
+            let mut s = self.lock();
+            match s.holdings.get(&k) {
+                Some(Holding::Held { session: h, epoch }) if h == session => {
+                    let e = *epoch;
+                    s.holdings.remove(&k);
+                    Some(e)
+                }
+                _ => None,
+            }
+        };
+        if let Some(epoch) = epoch
+            && let Err(e) = self
+                .etcd
+                .release(&self.keys.live(bucket, channel), epoch)
+                .await
+        {
+            warn!(error = %e, bucket, channel, "cannot release the channel in etcd; it frees when the lease expires");
+        }
+    }
+
+    /// `on_update`: may this node's publisher of the channel go on?
+    pub fn update(&self, bucket: &str, channel: &str) -> Update {
+        let s = self.lock();
+        let h = s.holdings.get(&(bucket.to_owned(), channel.to_owned()));
+        decide::update(h, self.lease_alive(&s))
+    }
+
+    /// Where the channel's playlist stood in the bucket, for a new session.
+    pub async fn resume(
+        &self,
+        store: &crate::store::Store,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+        playlist: &str,
+    ) -> Option<Resume> {
+        let object = crate::store::playlist_key(channel, playlist);
+        match store.get(key_id, bucket, &object).await {
+            Ok(bytes) => {
+                let r = std::str::from_utf8(&bytes).ok().and_then(continuity::parse);
+                if r.is_none() {
+                    warn!(
+                        bucket,
+                        channel,
+                        "the channel's playlist in the bucket is not livebucket's; starting a new one"
+                    );
+                }
+                r
+            }
+            Err(crate::store::StoreError::NotFound { .. }) => None,
+            Err(e) => {
+                warn!(error = %e, bucket, channel, "cannot read the channel's playlist to continue it; starting from this node's state");
+                None
+            }
+        }
+    }
+
+    /// Who publishes a channel anywhere in the cluster.
+    pub async fn holder(
+        &self,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<Option<HolderValue>, EtcdError> {
+        let key = self.keys.live(bucket, channel);
+        let mut c = self.etcd.client();
+        let resp = tokio::time::timeout(self.etcd.timeout(), c.get(key.clone(), None))
+            .await
+            .map_err(|_| EtcdError::Timeout(self.etcd.timeout()))??;
+        resp.kvs()
+            .first()
+            .map(|kv| {
+                serde_json::from_slice(kv.value()).map_err(|e| EtcdError::BadValue {
+                    key,
+                    message: e.to_string(),
+                })
+            })
+            .transpose()
+    }
+
+    fn say_cut_off(&self, s: &mut State) {
+        if !s.cut_off_logged {
+            s.cut_off_logged = true;
+            let channels = s.holdings.len();
+            error!(
+                node = %self.cfg.node_id,
+                channels,
+                ttl_secs = self.cfg.lease_ttl_secs,
+                "CUT OFF FROM ETCD: this node's lease may have expired; it writes no playlist of its channels and refuses their publishers until etcd answers again"
+            );
+            self.metrics.inc("livebucket_cluster_cut_off_total", "");
+        }
+    }
+}
+
+impl Fence for Cluster {
+    fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict> {
+        Box::pin(async move {
+            let k = (channel.bucket.clone(), channel.channel.clone());
+            let (holding, lease) = {
+                let mut s = self.lock();
+                let lease = self.lease_alive(&s);
+                if !lease && s.holdings.contains_key(&k) {
+                    self.say_cut_off(&mut s);
+                }
+                (s.holdings.get(&k).cloned(), lease)
+            };
+            let found = match &holding {
+                Some(Holding::Held { epoch, .. }) if lease => {
+                    let key = self.keys.live(&channel.bucket, &channel.channel);
+                    match self.etcd.check(&key, *epoch).await {
+                        Ok(state) => Some(state),
+                        Err(e) => {
+                            warn!(error = %e, channel = %channel.channel, "fence check failed; playlist held back");
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            let verdict = decide::fence(holding.as_ref(), lease, self.node_id(), found.as_ref());
+            let label = match verdict {
+                FenceVerdict::Write => "write",
+                FenceVerdict::Hold => "hold",
+                FenceVerdict::Yield => "yield",
+            };
+            self.metrics.inc("livebucket_cluster_fence_total", label);
+            if let (FenceVerdict::Yield, Some(decide::KeyState::Other(h))) = (verdict, &found) {
+                let mut s = self.lock();
+                if let Some(entry) = s.holdings.get_mut(&k) {
+                    warn!(channel = %channel.channel, by = %h.node, "another node publishes this channel now; this node stops writing its playlist");
+                    *entry = Holding::Superseded {
+                        session: entry.session().to_owned(),
+                        by: h.node.clone(),
+                    };
+                }
+            }
+            verdict
+        })
+    }
+}

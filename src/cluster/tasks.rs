@@ -1,0 +1,334 @@
+//! The cluster's background tasks: the lease keeper (renews the node's
+//! lease, takes channels back onto a new lease, releases finished ones), the
+//! change watcher and the change announcer.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_client::{LeaseKeepAliveStream, LeaseKeeper, WatchOptions};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::decide::{self, Claim, Holding};
+use super::etcd::encode;
+use super::keys::NodeValue;
+use super::{Cluster, now_ms};
+use crate::channels::ChannelStore;
+
+/// An open keep-alive stream, and the lease it renews.
+type KeepAlive = (LeaseKeeper, LeaseKeepAliveStream, i64);
+
+/// How long a failed watch or announcement waits before trying again.
+const RETRY: Duration = Duration::from_secs(1);
+
+pub(super) async fn keeper(c: Arc<Cluster>, cancel: CancellationToken) {
+    let every = (c.ttl() / 3).max(Duration::from_millis(500));
+    let mut ka: Option<KeepAlive> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = cancel.cancelled() => break,
+        }
+        c.renew(&mut ka).await;
+        c.release_finished().await;
+        c.gauges();
+    }
+}
+
+impl Cluster {
+    /// At shutdown, after the pipeline stopped: revokes the lease, so this
+    /// node's channels are free at once rather than after the TTL (its
+    /// unfinished sessions are recovered at the next start, as on a single
+    /// node, but no longer write the playlist unless they hold the channel).
+    pub async fn shutdown(&self) {
+        let lease = self.lock().lease.take();
+        if let Some(lease) = lease {
+            let mut client = self.etcd.client();
+            let _ = tokio::time::timeout(self.etcd.timeout(), client.lease_revoke(lease)).await;
+            info!("cluster lease revoked at shutdown");
+        }
+    }
+
+    /// One round of the keeper: a lease if there is none, else a renewal.
+    pub(super) async fn keep(&self) {
+        self.renew(&mut None).await;
+    }
+
+    async fn renew(&self, ka: &mut Option<KeepAlive>) {
+        let lease = self.lock().lease;
+        let Some(lease) = lease else {
+            self.new_lease().await;
+            return;
+        };
+        let sent = Instant::now();
+        match self.keep_alive(ka, lease).await {
+            Ok(true) => {
+                let mut s = self.lock();
+                s.renewed = Some(sent);
+                if std::mem::take(&mut s.cut_off_logged) {
+                    info!("etcd answers again; lease renewed");
+                }
+            }
+            Ok(false) => {
+                *ka = None;
+                {
+                    let mut s = self.lock();
+                    s.lease = None;
+                    for h in s.holdings.values_mut() {
+                        if let Holding::Held { session, .. } = h {
+                            *h = Holding::Lost {
+                                session: session.clone(),
+                            };
+                        }
+                    }
+                    error!(
+                        channels = s.holdings.len(),
+                        "this node's etcd lease expired; its channels were released in etcd and are taken back where nobody took them"
+                    );
+                }
+                self.new_lease().await;
+            }
+            Err(e) => {
+                *ka = None;
+                let mut s = self.lock();
+                if self.lease_alive(&s) {
+                    warn!(error = %e, "cannot renew the etcd lease; retrying");
+                } else {
+                    self.say_cut_off(&mut s);
+                }
+            }
+        }
+    }
+
+    /// Renews once: `Ok(false)` when etcd says the lease is gone.
+    async fn keep_alive(
+        &self,
+        ka: &mut Option<KeepAlive>,
+        lease: i64,
+    ) -> Result<bool, super::EtcdError> {
+        let t = self.etcd.timeout();
+        let timeout = |_| super::EtcdError::Timeout(t);
+        if ka.as_ref().is_none_or(|(_, _, id)| *id != lease) {
+            let mut client = self.etcd.client();
+            let (k, s) = tokio::time::timeout(t, client.lease_keep_alive(lease))
+                .await
+                .map_err(timeout)??;
+            *ka = Some((k, s, lease));
+        }
+        let Some((keeper, stream, _)) = ka.as_mut() else {
+            return Ok(false);
+        };
+        tokio::time::timeout(t, keeper.keep_alive())
+            .await
+            .map_err(timeout)??;
+        match tokio::time::timeout(t, stream.message())
+            .await
+            .map_err(timeout)??
+        {
+            Some(resp) => Ok(resp.ttl() > 0),
+            None => Err(super::EtcdError::Etcd(etcd_client::Error::InvalidArgs(
+                "keep-alive stream closed".into(),
+            ))),
+        }
+    }
+
+    async fn new_lease(&self) {
+        let sent = Instant::now();
+        let lease = match self.etcd.grant(self.cfg.lease_ttl_secs).await {
+            Ok(l) => l,
+            Err(e) => {
+                let mut s = self.lock();
+                if s.holdings.is_empty() {
+                    warn!(error = %e, "cannot get a lease from etcd; pushes are refused until it answers");
+                } else {
+                    self.say_cut_off(&mut s);
+                }
+                return;
+            }
+        };
+        let node = NodeValue {
+            node: self.cfg.node_id.clone(),
+            advertise: self.cfg.advertise.clone(),
+            started_ms: now_ms(),
+        };
+        if let Err(e) = self
+            .etcd
+            .put(
+                &self.keys.node(&self.cfg.node_id),
+                encode(&node),
+                Some(lease),
+            )
+            .await
+        {
+            warn!(error = %e, "cannot register the node in etcd; retrying");
+            return;
+        }
+        {
+            let mut s = self.lock();
+            s.lease = Some(lease);
+            s.renewed = Some(sent);
+            s.cut_off_logged = false;
+        }
+        info!(
+            lease,
+            ttl_secs = self.cfg.lease_ttl_secs,
+            "etcd lease granted"
+        );
+        self.retake(lease).await;
+    }
+
+    /// Puts this node's channels onto its new lease, where nobody else took
+    /// them meanwhile.
+    async fn retake(&self, lease: i64) {
+        let held: Vec<_> = self
+            .lock()
+            .holdings
+            .iter()
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        for ((bucket, channel), h) in held {
+            let key = self.keys.live(&bucket, &channel);
+            let Ok(current) = self.etcd.holder(&key).await else {
+                continue;
+            };
+            let session = h.session().to_owned();
+            let value = self.holder_value(&session);
+            let next = match decide::after_new_lease(&h, current.as_ref(), self.node_id()) {
+                None => continue,
+                Some(Claim::Take) => match self.etcd.take(&key, &value, lease).await {
+                    Ok(Some(epoch)) => Holding::Held { session, epoch },
+                    _ => continue,
+                },
+                Some(Claim::TakeOver { epoch }) => {
+                    match self.etcd.take_over(&key, epoch, &value, lease).await {
+                        Ok(true) => Holding::Held { session, epoch },
+                        _ => continue,
+                    }
+                }
+                Some(Claim::Refuse { node }) => {
+                    warn!(bucket, channel, by = %node, "another node took this channel while this node was cut off");
+                    Holding::Superseded { session, by: node }
+                }
+            };
+            info!(bucket, channel, ?next, "channel after the new lease");
+            self.lock().holdings.insert((bucket, channel), next);
+        }
+    }
+
+    /// Deletes the keys of channels whose session here is finished.
+    async fn release_finished(&self) {
+        let done: Vec<_> = self
+            .lock()
+            .holdings
+            .iter()
+            .filter(|(_, h)| self.sessions.get(h.session()).is_none())
+            .map(|(k, h)| (k.clone(), h.clone()))
+            .collect();
+        for ((bucket, channel), h) in done {
+            if let Holding::Held { epoch, .. } = h {
+                let key = self.keys.live(&bucket, &channel);
+                if let Err(e) = self.etcd.release(&key, epoch).await {
+                    warn!(error = %e, bucket, channel, "cannot release the channel in etcd; retrying");
+                    continue;
+                }
+                info!(bucket, channel, "channel released in etcd");
+            }
+            let mut s = self.lock();
+            if s.holdings.get(&(bucket.clone(), channel.clone())) == Some(&h) {
+                s.holdings.remove(&(bucket, channel));
+            }
+        }
+    }
+
+    fn gauges(&self) {
+        let s = self.lock();
+        let alive = self.lease_alive(&s);
+        self.metrics
+            .gauge_set("livebucket_cluster_lease_alive", i64::from(alive));
+        let held = s
+            .holdings
+            .values()
+            .filter(|h| matches!(h, Holding::Held { .. }))
+            .count();
+        self.metrics
+            .gauge_set("livebucket_cluster_channels_held", held as i64);
+    }
+}
+
+/// Drops cached channel records that another node changed. A (re)started
+/// watch first drops them all: changes may have come meanwhile.
+pub(super) async fn watch_changes(
+    c: Arc<Cluster>,
+    channels: Arc<ChannelStore>,
+    cancel: CancellationToken,
+) {
+    let prefix = c.keys.changes();
+    loop {
+        let mut client = c.etcd.client();
+        let opened = tokio::time::timeout(
+            c.etcd.timeout(),
+            client.watch(prefix.clone(), Some(WatchOptions::new().with_prefix())),
+        )
+        .await;
+        match opened {
+            Ok(Ok(mut stream)) => {
+                channels.forget_all();
+                loop {
+                    let msg = tokio::select! {
+                        m = stream.message() => m,
+                        _ = cancel.cancelled() => return,
+                    };
+                    match msg {
+                        Ok(Some(resp)) => {
+                            for ev in resp.events() {
+                                let Some(kv) = ev.kv() else { continue };
+                                let key = String::from_utf8_lossy(kv.key());
+                                if let Some((bucket, channel)) = c.keys.split(&prefix, &key) {
+                                    channels.forget(bucket, channel);
+                                    c.metrics
+                                        .inc("livebucket_cluster_channel_changes_total", "");
+                                }
+                            }
+                        }
+                        Ok(None) => break,
+                        Err(e) => {
+                            warn!(error = %e, "etcd watch of channel changes broke; reopening");
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok(Err(e)) => warn!(error = %e, "cannot watch channel changes in etcd; retrying"),
+            Err(_) => warn!("etcd did not open the channel-change watch in time; retrying"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RETRY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Bumps `changes/<bucket>/<channel>` for every record this node writes,
+/// retrying until etcd takes it.
+pub(super) async fn announce_changes(
+    c: Arc<Cluster>,
+    mut rx: UnboundedReceiver<(String, String)>,
+    cancel: CancellationToken,
+) {
+    loop {
+        let (bucket, channel) = tokio::select! {
+            m = rx.recv() => match m { Some(m) => m, None => return },
+            _ = cancel.cancelled() => return,
+        };
+        let key = c.keys.change(&bucket, &channel);
+        let value = format!("{} {}", c.cfg.node_id, now_ms()).into_bytes();
+        while let Err(e) = c.etcd.put(&key, value.clone(), None).await {
+            warn!(error = %e, bucket, channel, "cannot announce a channel change in etcd; retrying");
+            tokio::select! {
+                _ = tokio::time::sleep(RETRY) => {}
+                _ = cancel.cancelled() => return,
+            }
+        }
+    }
+}

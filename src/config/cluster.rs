@@ -1,0 +1,150 @@
+//! `[cluster]`: several livebucket nodes writing one bucket, coordinated
+//! through etcd (see `crate::cluster`). Absent, livebucket runs alone and
+//! talks to no coordinator.
+
+use serde::Deserialize;
+
+use super::{ConfigError, invalid};
+
+/// `[cluster]`: where etcd is and who this node is.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// etcd's client URLs, every member (`http://10.0.0.1:2379`); the client
+    /// fails over between them.
+    pub endpoints: Vec<String>,
+    /// This node's name, unique in the cluster: it is written beside every
+    /// channel the node holds and shown by `livebucket cluster status`.
+    pub node_id: String,
+    /// Prefix of every key livebucket writes in etcd, so several clusters
+    /// (or other applications) may share one etcd.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Lifetime of the node's lease: a node that stops renewing it (dead, or
+    /// cut off from etcd) loses its channels after this long, and stops
+    /// writing their playlists by then.
+    #[serde(default = "default_lease_ttl")]
+    pub lease_ttl_secs: u64,
+    /// How long one etcd request may take before it counts as failed (the
+    /// hooks wait for it; nginx's callback timeout is longer).
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+    /// This node's operator URL (`http://10.0.0.2:8091`), advertised in etcd
+    /// for `livebucket cluster status` and for peers that forward channel
+    /// statistics. Optional.
+    #[serde(default)]
+    pub advertise: Option<String>,
+}
+
+fn default_prefix() -> String {
+    "/livebucket/".into()
+}
+
+fn default_lease_ttl() -> u64 {
+    10
+}
+
+fn default_request_timeout_ms() -> u64 {
+    1500
+}
+
+pub fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
+    if c.endpoints.is_empty() {
+        return Err(invalid(
+            "cluster.endpoints",
+            "must list etcd's client URLs, e.g. [\"http://127.0.0.1:2379\"]",
+        ));
+    }
+    for e in &c.endpoints {
+        if !(e.starts_with("http://") || e.starts_with("https://")) {
+            return Err(invalid(
+                "cluster.endpoints",
+                "must be http:// or https:// URLs, e.g. http://127.0.0.1:2379",
+            ));
+        }
+    }
+    if c.node_id.is_empty()
+        || c.node_id.len() > 64
+        || !c
+            .node_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    {
+        return Err(invalid(
+            "cluster.node_id",
+            "must be 1 to 64 characters of A-Z a-z 0-9 . _ -, unique in the cluster",
+        ));
+    }
+    if !c.prefix.starts_with('/') || !c.prefix.ends_with('/') {
+        return Err(invalid(
+            "cluster.prefix",
+            "must start and end with '/', e.g. \"/livebucket/\"",
+        ));
+    }
+    if !(2..=300).contains(&c.lease_ttl_secs) {
+        return Err(invalid(
+            "cluster.lease_ttl_secs",
+            "must be 2 to 300 seconds (renewed every third of it)",
+        ));
+    }
+    if !(100..=5000).contains(&c.request_timeout_ms) {
+        return Err(invalid(
+            "cluster.request_timeout_ms",
+            "must be 100 to 5000 ms (nginx waits for on_publish meanwhile)",
+        ));
+    }
+    if let Some(a) = &c.advertise
+        && !(a.starts_with("http://") || a.starts_with("https://"))
+    {
+        return Err(invalid(
+            "cluster.advertise",
+            "must be this node's operator URL, e.g. http://10.0.0.2:8091",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::for_tests;
+
+    fn err(extra: &str) -> String {
+        let text = format!(
+            "[hooks]\nsecret = \"hooks-secret-for-the-unit-tests-0001\"\n\
+             [nginx]\nhls_dir = \"/dev/shm/livebucket/hls\"\n\
+             [s3]\nendpoint = \"http://127.0.0.1:3900\"\n{extra}"
+        );
+        match crate::config::Config::parse(&text, std::path::Path::new("t.toml")) {
+            Ok(_) => panic!("accepted {extra}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn absent_means_single_node() {
+        assert!(for_tests("").cluster.is_none());
+    }
+
+    #[test]
+    fn defaults() {
+        let c = for_tests("[cluster]\nendpoints = [\"http://127.0.0.1:2379\"]\nnode_id = \"a\"\n");
+        let c = c.cluster.as_ref().unwrap();
+        assert_eq!(c.prefix, "/livebucket/");
+        assert_eq!(c.lease_ttl_secs, 10);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = err("[cluster]\nendpoints = []\nnode_id = \"a\"\n");
+        assert!(e.contains("cluster.endpoints"), "{e}");
+        let e = err("[cluster]\nendpoints = [\"http://x:1\"]\nnode_id = \"a b\"\n");
+        assert!(e.contains("cluster.node_id"), "{e}");
+        let e =
+            err("[cluster]\nendpoints = [\"http://x:1\"]\nnode_id = \"a\"\nlease_ttl_secs = 1\n");
+        assert!(e.contains("cluster.lease_ttl_secs"), "{e}");
+        let e = err("[cluster]\nendpoints = [\"http://x:1\"]\nnode_id = \"a\"\nprefix = \"lb\"\n");
+        assert!(e.contains("cluster.prefix"), "{e}");
+        let e = err("[cluster]\nendpoints = [\"x:1\"]\nnode_id = \"a\"\n");
+        assert!(e.contains("cluster.endpoints"), "{e}");
+    }
+}
