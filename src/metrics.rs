@@ -16,6 +16,26 @@ pub struct Metrics {
 /// Help text for each series, so `/metrics` explains itself.
 const HELP: &[(&str, &str)] = &[
     (
+        "livebucket_cluster_fence_total",
+        "Cluster mode: fence checks before playlist and manifest uploads, by verdict: write, hold (etcd unreachable or lease past its TTL; retried), yield (another node holds the channel).",
+    ),
+    (
+        "livebucket_cluster_lease_alive",
+        "Cluster mode: 1 while this node's etcd lease was renewed less than a TTL ago.",
+    ),
+    (
+        "livebucket_cluster_channels_held",
+        "Cluster mode: channels whose etcd key this node holds.",
+    ),
+    (
+        "livebucket_cluster_cut_off_total",
+        "Cluster mode: times this node found itself cut off from etcd past its lease TTL.",
+    ),
+    (
+        "livebucket_cluster_channel_changes_total",
+        "Cluster mode: channel-record changes seen through the etcd watch (cached records dropped).",
+    ),
+    (
         "livebucket_push_accepted_total",
         "Pushes approved by on_publish.",
     ),
@@ -97,6 +117,7 @@ const HELP: &[(&str, &str)] = &[
 const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_hooks_total", "call"),
     ("livebucket_connections_refused_total", "listener"),
+    ("livebucket_cluster_fence_total", "verdict"),
 ];
 
 impl Metrics {

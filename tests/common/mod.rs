@@ -19,7 +19,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod bucket_check;
+pub mod cluster;
 pub mod compose;
+pub mod etcd;
 pub mod fake_nginx;
 pub mod ffmpeg;
 pub mod fragments;

@@ -38,14 +38,30 @@ impl Nginx {
         hls_dir: &Path,
         values: &[(&str, &str)],
     ) -> Nginx {
+        // Every nginx gets its own rtmp_stat port (the template's default
+        // 8090 would be shared by tests running at once).
+        Self::start_on(
+            dir,
+            hooks_url,
+            hls_dir,
+            (super::free_port(), super::free_port()),
+            values,
+        )
+    }
+
+    /// Like [`Nginx::start_with`] on given (RTMP, rtmp_stat) ports: a node
+    /// restarted behind a load balancer keeps its address.
+    pub fn start_on(
+        dir: &TestDir,
+        hooks_url: &str,
+        hls_dir: &Path,
+        (rtmp_port, stat_port): (u16, u16),
+        values: &[(&str, &str)],
+    ) -> Nginx {
         let prefix = dir.subdir("nginx");
         std::fs::create_dir_all(hls_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", hls_dir.display()));
         super::chmod(hls_dir, 0o777);
-        let rtmp_port = super::free_port();
-        // Every nginx gets its own rtmp_stat port (the template's default
-        // 8090 would be shared by tests running at once).
-        let stat_port = super::free_port();
 
         let mut render = Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -108,6 +124,19 @@ impl Nginx {
 
     pub fn rtmp_port(&self) -> u16 {
         self.rtmp_port
+    }
+
+    pub fn stat_port(&self) -> u16 {
+        self.stat_port
+    }
+
+    /// SIGKILL to the master and its workers at once: the machine died.
+    pub fn kill9(&mut self) {
+        let children = self.proc.pid().map(super::process::children_of);
+        self.proc.kill();
+        for pid in children.into_iter().flatten() {
+            super::process::send_signal(pid, "KILL");
+        }
     }
 
     /// Where streamers push: `rtmp://127.0.0.1:PORT/live`.
