@@ -9,9 +9,10 @@
 //!    playlist (every version seen is a valid reload of the one before, with
 //!    one discontinuity), and once the dead node restarts, every fragment of
 //!    its window is in the bucket and in its VOD manifest.
-//! 2. A disable through one node drops the publisher on another. A node cut
-//!    off from etcd stops writing its channel's playlist and drops its
-//!    publisher.
+//! 2. GetLiveChannelStat asked of one node describes the stream another
+//!    node publishes; a disable through one node drops the publisher on
+//!    another. A node cut off from etcd stops writing its channel's playlist
+//!    and drops its publisher.
 
 mod common;
 
@@ -319,6 +320,27 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
         }
     })
     .await;
+    // Asked of node a, the stat comes from node c (etcd, then c's nginx).
+    let stat = wait_until(
+        "the stat through node a",
+        secs(20),
+        millis(500),
+        async || {
+            let text = channel(&["stat", "--channel", "dis"]);
+            if text.contains("Width") {
+                Ok(text)
+            } else {
+                Err(text)
+            }
+        },
+    )
+    .await;
+    assert!(
+        stat.contains("Status: Live")
+            && stat.contains("Width: 320")
+            && stat.contains("Codec: H264"),
+        "{stat}"
+    );
     channel(&["status", "--channel", "dis", "disabled"]);
     let status = p.exit_within(secs(30)).await;
     assert!(

@@ -23,12 +23,24 @@ pub struct NodeValue {
     pub started_ms: u64,
 }
 
+/// What a node's operator listener answers other nodes about a channel it
+/// publishes (`GET /cluster/v1/stat/<bucket>/<channel>`): nginx's
+/// measurements of the stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStat {
+    pub video: Option<crate::oss::channel::VideoStat>,
+    pub audio: Option<crate::oss::channel::AudioStat>,
+}
+
 /// Who publishes a channel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HolderValue {
     pub node: String,
     pub session: String,
     pub since_ms: u64,
+    /// The publisher's address, for GetLiveChannelStat on other nodes.
+    #[serde(default)]
+    pub addr: String,
     #[serde(default)]
     pub advertise: Option<String>,
 }

@@ -144,20 +144,24 @@ impl Cluster {
     }
 
     fn holder_value(&self, session: &str) -> HolderValue {
+        let meta = self.sessions.get(session);
         HolderValue {
             node: self.cfg.node_id.clone(),
             session: session.to_owned(),
-            since_ms: now_ms(),
+            since_ms: meta.as_ref().map_or_else(now_ms, |m| m.started_ms),
+            addr: meta.map(|m| m.addr).unwrap_or_default(),
             advertise: self.cfg.advertise.clone(),
         }
     }
 
-    /// `on_publish`: takes the channel for `session`, or says who has it.
+    /// `on_publish`: takes the channel for `session` (whose publisher is at
+    /// `addr`), or says who has it.
     pub async fn claim(
         &self,
         bucket: &str,
         channel: &str,
         session: &str,
+        addr: &str,
     ) -> Result<(), ClaimError> {
         let lease = {
             let s = self.lock();
@@ -173,7 +177,11 @@ impl Cluster {
         let key = self.keys.live(bucket, channel);
         let unavailable = |e: EtcdError| ClaimError::Unavailable(e.to_string());
         let current = self.etcd.holder(&key).await.map_err(unavailable)?;
-        let value = self.holder_value(session);
+        let value = HolderValue {
+            addr: addr.to_owned(),
+            since_ms: now_ms(),
+            ..self.holder_value(session)
+        };
         let epoch = match decide::claim(current.as_ref(), self.node_id(), |s| {
             self.sessions.is_live(s)
         }) {
@@ -293,6 +301,68 @@ impl Cluster {
                 })
             })
             .transpose()
+    }
+
+    /// Whether another node publishes the channel (etcd unreachable: no).
+    pub async fn live_elsewhere(&self, bucket: &str, channel: &str) -> bool {
+        match self.holder(bucket, channel).await {
+            Ok(h) => h.is_some_and(|h| h.node != self.cfg.node_id),
+            Err(e) => {
+                warn!(error = %e, bucket, channel, "cannot ask etcd who publishes the channel");
+                false
+            }
+        }
+    }
+
+    /// GetLiveChannelStat for a channel another node publishes: who and
+    /// since when from etcd, the stream's measurements from that node's
+    /// operator listener when it advertises one. `None`: nobody publishes it
+    /// elsewhere (or etcd cannot tell).
+    pub async fn remote_session(
+        &self,
+        bucket: &str,
+        channel: &str,
+    ) -> Option<crate::oss::channel::LiveSession> {
+        let h = match self.holder(bucket, channel).await {
+            Ok(Some(h)) if h.node != self.cfg.node_id => h,
+            Ok(_) => return None,
+            Err(e) => {
+                warn!(error = %e, bucket, channel, "cannot ask etcd who publishes the channel");
+                return None;
+            }
+        };
+        let measured = match &h.advertise {
+            Some(base) => {
+                let url = format!(
+                    "{}/cluster/v1/stat/{bucket}/{channel}",
+                    base.trim_end_matches('/')
+                );
+                // The same plain HTTP/1.0 GET that reads nginx's stat page.
+                let fetched = crate::stat::StatSource::new(&url, "")
+                    .with_timeout(self.etcd.timeout())
+                    .fetch()
+                    .await;
+                match fetched.map(|b| serde_json::from_slice::<keys::PeerStat>(&b)) {
+                    Ok(Ok(stat)) => Some(stat),
+                    Ok(Err(e)) => {
+                        warn!(error = %e, node = %h.node, "unreadable stream statistics from the node");
+                        None
+                    }
+                    Err(e) => {
+                        warn!(error = %e, node = %h.node, "no stream statistics from the node");
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let (video, audio) = measured.map_or((None, None), |m| (m.video, m.audio));
+        Some(crate::oss::channel::LiveSession {
+            connected: (h.since_ms / 1000) as i64,
+            remote_addr: h.addr,
+            video,
+            audio,
+        })
     }
 
     fn say_cut_off(&self, s: &mut State) {

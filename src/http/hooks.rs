@@ -213,7 +213,7 @@ async fn claim_in_cluster(
 ) -> Result<SessionMeta, HttpError> {
     use crate::cluster::ClaimError;
     cluster
-        .claim(&meta.bucket, &meta.channel, &meta.id)
+        .claim(&meta.bucket, &meta.channel, &meta.id, &meta.addr)
         .await
         .map_err(|e| match e {
             ClaimError::Live(node) => {

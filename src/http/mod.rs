@@ -12,6 +12,7 @@ pub mod console;
 pub mod error;
 pub mod hooks;
 pub mod oss;
+pub mod peer;
 pub mod play;
 pub mod server;
 pub mod vod;
@@ -280,6 +281,7 @@ pub fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/cluster/v1/stat/{bucket}/{channel}", get(peer::stat))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),

@@ -182,6 +182,14 @@ async fn existing(
         .ok_or(OssError::NoSuchLiveChannel)
 }
 
+/// Cluster mode: another node publishes the channel.
+async fn live_elsewhere(app: &AppState, bucket: &str, channel: &str) -> bool {
+    match &app.cluster {
+        Some(c) => c.live_elsewhere(bucket, channel).await,
+        None => false,
+    }
+}
+
 async fn execute(
     app: &AppState,
     cfg: &Config,
@@ -195,7 +203,7 @@ async fn execute(
         Operation::PutLiveChannel { channel } => {
             model::validate_channel_name(&channel)?;
             let config = xml::parse_config(body)?;
-            if live(&channel).is_some() {
+            if live(&channel).is_some() || live_elsewhere(app, bucket, &channel).await {
                 return Err(OssError::ChannelStillLive);
             }
             if let Some(s) = &config.snapshot {
@@ -251,7 +259,7 @@ async fn execute(
         }
         Operation::DeleteLiveChannel { channel } => {
             existing(app, key, bucket, &channel).await?;
-            if live(&channel).is_some() {
+            if live(&channel).is_some() || live_elsewhere(app, bucket, &channel).await {
                 return Err(OssError::ChannelStillLive);
             }
             app.channels.delete(&key.id, bucket, &channel).await?;
@@ -269,7 +277,11 @@ async fn execute(
         Operation::GetLiveChannelStat { channel } => {
             let r = existing(app, key, bucket, &channel).await?;
             let session = match live(&channel) {
-                None => None,
+                // In a cluster another node may publish it.
+                None => match &app.cluster {
+                    Some(c) => c.remote_session(bucket, &channel).await,
+                    None => None,
+                },
                 Some(s) => {
                     // Measured by nginx from the stream itself; without the
                     // page the answer is Live with no Video/Audio, as OSS

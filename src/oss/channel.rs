@@ -381,7 +381,7 @@ pub struct LiveSession {
     pub audio: Option<AudioStat>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VideoStat {
     pub width: u32,
     pub height: u32,
@@ -391,7 +391,7 @@ pub struct VideoStat {
     pub codec: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AudioStat {
     pub sample_rate: u32,
     /// Bytes per second.

@@ -53,7 +53,8 @@ impl Node {
         let key = garage.key().clone();
         let extra = format!(
             "[cluster]\nendpoints = {endpoints}\nnode_id = \"{name}\"\n\
-             lease_ttl_secs = {LEASE_TTL_SECS}\nrequest_timeout_ms = 700\n\n{extra}"
+             lease_ttl_secs = {LEASE_TTL_SECS}\nrequest_timeout_ms = 700\n\
+             advertise = \"http://@OPERATOR@\"\n\n{extra}"
         );
         let config = config_toml(&ConfigParams {
             listen,
@@ -65,6 +66,11 @@ impl Node {
             keys: &[(&key, &[BUCKET])],
             extra: &extra,
         });
+        // The node advertises its operator listener, whose port
+        // `config_toml` picked.
+        let table: toml::Table = toml::from_str(&config.replace("@OPERATOR@", "x")).unwrap();
+        let operator = table["listen"]["operator"].as_str().unwrap().to_owned();
+        let config = config.replace("@OPERATOR@", &operator);
         let livebucket = Livebucket::start(&dir, &config);
         Node {
             name: name.to_owned(),
