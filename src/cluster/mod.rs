@@ -303,6 +303,16 @@ impl Cluster {
             .transpose()
     }
 
+    /// Whether this node holds the channel now (as far as it knows).
+    pub fn holds(&self, bucket: &str, channel: &str) -> bool {
+        matches!(
+            self.lock()
+                .holdings
+                .get(&(bucket.to_owned(), channel.to_owned())),
+            Some(Holding::Held { .. })
+        )
+    }
+
     /// Whether another node publishes the channel (etcd unreachable: no).
     pub async fn live_elsewhere(&self, bucket: &str, channel: &str) -> bool {
         match self.holder(bucket, channel).await {

@@ -158,12 +158,21 @@ pub async fn play(
         channel: channel.clone(),
         playlist: playlist.clone(),
     };
-    let cached = app
-        .live_cache
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&chid)
-        .cloned();
+    // In a cluster this node's copy is current only while it publishes the
+    // channel; otherwise the bucket has the playlist another node wrote.
+    let current = app
+        .cluster
+        .as_ref()
+        .is_none_or(|c| c.holds(&bucket, &channel));
+    let cached = current
+        .then(|| {
+            app.live_cache
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(&chid)
+                .cloned()
+        })
+        .flatten();
     let text = match cached {
         Some(t) => t,
         None => {
