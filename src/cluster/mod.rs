@@ -68,9 +68,19 @@ struct State {
     renewed: Option<Instant>,
     /// Channels this node published and has not finished.
     holdings: HashMap<ChannelKey, Holding>,
+    /// Sessions `claim` took a channel for that `on_publish` has not begun
+    /// yet (it still reads the playlist): the keeper must not take them for
+    /// finished. Dropped by `started`/`unclaim`, or after [`PENDING`].
+    pending: HashMap<String, Instant>,
     /// Said loudly once per outage.
     cut_off_logged: bool,
+    /// Lease grants that failed in a row (logged now and then).
+    grant_failures: u32,
 }
+
+/// Longest an `on_publish` can keep a claimed session pending (its handler
+/// was dropped, say): past it, the keeper may release the channel.
+const PENDING: Duration = Duration::from_secs(30);
 
 pub struct Cluster {
     cfg: ClusterConfig,
@@ -209,15 +219,25 @@ impl Cluster {
                 .map_or_else(|| "another node".to_owned(), |h| h.node);
             return Err(ClaimError::Live(node));
         };
-        self.lock().holdings.insert(
-            (bucket.to_owned(), channel.to_owned()),
-            Holding::Held {
-                session: session.to_owned(),
-                epoch,
-            },
-        );
+        {
+            let mut s = self.lock();
+            s.pending.insert(session.to_owned(), Instant::now());
+            s.holdings.insert(
+                (bucket.to_owned(), channel.to_owned()),
+                Holding::Held {
+                    session: session.to_owned(),
+                    epoch,
+                },
+            );
+        }
         info!(bucket, channel, session, epoch, "channel taken in etcd");
         Ok(())
+    }
+
+    /// The session `claim` took a channel for has begun: from now on it is
+    /// released when it is finished.
+    pub fn started(&self, session: &str) {
+        self.lock().pending.remove(session);
     }
 
     /// Gives back a channel `claim` took for a session that did not start.
@@ -225,6 +245,7 @@ impl Cluster {
         let k = (bucket.to_owned(), channel.to_owned());
         let epoch = {
             let mut s = self.lock();
+            s.pending.remove(session);
             match s.holdings.get(&k) {
                 Some(Holding::Held { session: h, epoch }) if h == session => {
                     let e = *epoch;

@@ -139,10 +139,11 @@ impl Cluster {
             Ok(l) => l,
             Err(e) => {
                 let mut s = self.lock();
-                if s.holdings.is_empty() {
-                    warn!(error = %e, "cannot get a lease from etcd; pushes are refused until it answers");
-                } else {
+                s.grant_failures += 1;
+                if !s.holdings.is_empty() {
                     self.say_cut_off(&mut s);
+                } else if s.grant_failures == 1 || s.grant_failures.is_multiple_of(30) {
+                    warn!(error = %e, failures = s.grant_failures, "cannot get a lease from etcd; pushes are refused until it answers");
                 }
                 return;
             }
@@ -169,6 +170,7 @@ impl Cluster {
             s.lease = Some(lease);
             s.renewed = Some(sent);
             s.cut_off_logged = false;
+            s.grant_failures = 0;
         }
         info!(
             lease,
@@ -218,13 +220,18 @@ impl Cluster {
 
     /// Deletes the keys of channels whose session here is finished.
     async fn release_finished(&self) {
-        let done: Vec<_> = self
-            .lock()
-            .holdings
-            .iter()
-            .filter(|(_, h)| self.sessions.get(h.session()).is_none())
-            .map(|(k, h)| (k.clone(), h.clone()))
-            .collect();
+        let done: Vec<_> = {
+            let mut s = self.lock();
+            s.pending
+                .retain(|_, since| since.elapsed() < super::PENDING);
+            s.holdings
+                .iter()
+                .filter(|(_, h)| {
+                    !s.pending.contains_key(h.session()) && self.sessions.get(h.session()).is_none()
+                })
+                .map(|(k, h)| (k.clone(), h.clone()))
+                .collect()
+        };
         for ((bucket, channel), h) in done {
             if let Holding::Held { epoch, .. } = h {
                 let key = self.keys.live(&bucket, &channel);
@@ -264,6 +271,8 @@ pub(super) async fn watch_changes(
     cancel: CancellationToken,
 ) {
     let prefix = c.keys.changes();
+    // Failed opens in a row: logged at the first and every 30th.
+    let mut failures: u32 = 0;
     loop {
         let mut client = c.etcd.client();
         let opened = tokio::time::timeout(
@@ -273,6 +282,7 @@ pub(super) async fn watch_changes(
         .await;
         match opened {
             Ok(Ok(mut stream)) => {
+                failures = 0;
                 channels.forget_all();
                 loop {
                     let msg = tokio::select! {
@@ -299,8 +309,21 @@ pub(super) async fn watch_changes(
                     }
                 }
             }
-            Ok(Err(e)) => warn!(error = %e, "cannot watch channel changes in etcd; retrying"),
-            Err(_) => warn!("etcd did not open the channel-change watch in time; retrying"),
+            Ok(Err(e)) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    warn!(error = %e, failures, "cannot watch channel changes in etcd; retrying");
+                }
+            }
+            Err(_) => {
+                failures += 1;
+                if failures == 1 || failures.is_multiple_of(30) {
+                    warn!(
+                        failures,
+                        "etcd did not open the channel-change watch in time; retrying"
+                    );
+                }
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(RETRY) => {}

@@ -185,7 +185,12 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         other => HttpError::Unavailable(other.to_string()),
     });
     let meta = match begun {
-        Ok(m) => m,
+        Ok(m) => {
+            if let Some(cluster) = &app.cluster {
+                cluster.started(&m.id);
+            }
+            m
+        }
         Err(e) => {
             if let Some(cluster) = &app.cluster {
                 cluster.unclaim(&meta.bucket, &meta.channel, &meta.id).await;
