@@ -12,6 +12,11 @@
 //!                                        └── live window ──▶ CHANNEL/index.m3u8
 //! ```
 //!
+//! With `[cluster]`, `cluster` coordinates several such nodes on one bucket
+//! through etcd: `on_publish` takes the channel's key, the pipeline asks it
+//! before every playlist upload (`pipeline::fence`), and channel changes
+//! reach every node's cache.
+//!
 //! Modules are listed in flow order; each uses only those below it.
 
 pub mod app;
