@@ -47,7 +47,9 @@ pub enum UploadError {
     Store(#[from] StoreError),
     /// The fence held the write back: this node cannot confirm it holds the
     /// channel (cluster coordinator unreachable).
-    #[error("held back: this node cannot confirm it holds channel {0} (cluster coordinator unreachable)")]
+    #[error(
+        "held back: this node cannot confirm it holds channel {0} (cluster coordinator unreachable)"
+    )]
     Fenced(String),
 }
 

@@ -39,6 +39,7 @@ fn meta(id: &str, started_ms: u64) -> SessionMeta {
         started_ms,
         shape: None,
         snapshot: None,
+        resume: None,
     }
 }
 
@@ -828,4 +829,61 @@ fn a_stored_playlist_moves_the_live_cache_and_saves_the_channel() {
     }));
     assert!(fx.contains(&Effect::SaveChannel(chid())));
     assert!(fx.iter().any(|e| matches!(e, Effect::CacheLive { .. })));
+}
+
+/// The continuity seam: a session whose meta carries another node's
+/// playlist (`resume`) continues it, ahead of this node's older state, and
+/// its first fragment will start with one discontinuity.
+#[test]
+fn a_session_with_a_resume_continues_another_nodes_playlist() {
+    let seg = |key_ms: u64| crate::pipeline::live::WindowSeg {
+        key_ms,
+        extinf: "2.000".into(),
+        duration_ms: 2000,
+        discontinuity: false,
+        program_date_time_ms: None,
+    };
+    let mut core = Core::new(cfg(10));
+    core.load_channel(
+        chid(),
+        ChannelLive {
+            total: 3,
+            last_key_ms: 500,
+            ..ChannelLive::default()
+        },
+    );
+    let mut m = meta("s1", 10_000);
+    m.resume = Some(Box::new(crate::pipeline::fence::Resume {
+        media_sequence: 40,
+        discontinuity_sequence: 2,
+        window: vec![seg(6_000), seg(8_000)],
+        ended: true,
+    }));
+    core.handle(Input::Open { meta: m, now: 0 });
+    let ch = core.channel(&chid()).unwrap();
+    assert_eq!(ch.media_sequence(), 40);
+    assert_eq!(ch.discontinuity_sequence, 2);
+    assert_eq!(ch.window.len(), 2);
+    assert_eq!(ch.last_key_ms, 8_000);
+    assert!(ch.pending_discontinuity);
+
+    // Older than what this node knows: its own state stays.
+    let mut core = Core::new(cfg(10));
+    core.load_channel(
+        chid(),
+        ChannelLive {
+            total: 3,
+            last_key_ms: 9_000,
+            ..ChannelLive::default()
+        },
+    );
+    let mut m = meta("s2", 10_000);
+    m.resume = Some(Box::new(crate::pipeline::fence::Resume {
+        media_sequence: 40,
+        discontinuity_sequence: 2,
+        window: vec![seg(6_000)],
+        ended: false,
+    }));
+    core.handle(Input::Open { meta: m, now: 0 });
+    assert_eq!(core.channel(&chid()).unwrap().total, 3);
 }
