@@ -20,7 +20,6 @@ import argparse
 import shutil
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import common
@@ -30,6 +29,7 @@ from common import log
 def start_etcd(work: Path) -> list[str]:
     ports = [(common.free_port(), common.free_port()) for _ in range(3)]
     initial = ",".join(f"e{i}=http://127.0.0.1:{peer}" for i, (_, peer) in enumerate(ports))
+    token = f"bench-{time.time_ns()}"
     endpoints = []
     for i, (client, peer) in enumerate(ports):
         common.Proc(
@@ -41,19 +41,19 @@ def start_etcd(work: Path) -> list[str]:
                 "--listen-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
                 "--initial-cluster", initial, "--initial-cluster-state", "new",
-                "--initial-cluster-token", f"bench-{time.time_ns()}", "--log-level", "warn",
+                "--initial-cluster-token", token, "--log-level", "warn",
             ],
             work / f"etcd-e{i}.log",
         )
         endpoints.append(f"http://127.0.0.1:{client}")
 
     def healthy() -> bool:
-        for e in endpoints:
+        for client, _ in ports:
             try:
-                with urllib.request.urlopen(e + "/health", timeout=1) as r:
-                    if b"true" not in r.read():
-                        return False
+                status, body = common.http_get(client, "/health")
             except OSError:
+                return False
+            if status != 200 or "true" not in body:
                 return False
         return True
 
