@@ -46,11 +46,7 @@ pub fn parse(text: &str) -> Option<Resume> {
         } else if line.starts_with('#') {
             continue;
         } else {
-            let key_ms: u64 = line
-                .strip_suffix(".ts")
-                .filter(|d| d.len() == 13 && d.bytes().all(|b| b.is_ascii_digit()))?
-                .parse()
-                .ok()?;
+            let key_ms = crate::layout::parse_fragment_name(line)?;
             let extinf = extinf.take()?;
             let duration_ms = extinf_ms(&extinf)?;
             r.window.push(WindowSeg {

@@ -281,7 +281,7 @@ impl Cluster {
         channel: &str,
         playlist: &str,
     ) -> Option<Resume> {
-        let object = crate::store::playlist_key(channel, playlist);
+        let object = crate::layout::playlist_key(channel, playlist);
         match store.get(key_id, bucket, &object).await {
             Ok(bytes) => {
                 let r = std::str::from_utf8(&bytes).ok().and_then(continuity::parse);
