@@ -58,6 +58,9 @@ export function copyable(label, name) {
 }
 
 export function bitrate(bytesPerSecond) {
+  // nginx-rtmp reports bandwidth per measuring period: none yet in a push's
+  // first seconds.
+  if (!bytesPerSecond) return "bitrate measuring";
   const kbit = (bytesPerSecond * 8) / 1000;
   return kbit >= 1000 ? `${(kbit / 1000).toFixed(1)} Mbit/s` : `${Math.round(kbit)} kbit/s`;
 }
