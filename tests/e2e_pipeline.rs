@@ -53,6 +53,15 @@ struct Rig {
 }
 
 impl Rig {
+    /// Captures waiting to be stored: in the capture directory, or in the
+    /// spool when the disk holding the test's "tmpfs" is past the
+    /// high-water mark (a busy machine's disk).
+    fn waiting_captures(&self) -> Vec<PathBuf> {
+        let mut waiting = files_under(&self.dir.join("capture"));
+        waiting.extend(files_under(&self.state_dir.join("spool")));
+        waiting
+    }
+
     /// With nginx; `extra` is added to livebucket's config after [`UPLOAD`].
     fn start(name: &str, extra: &str) -> Rig {
         Self::build(name, true, None, extra, false)
@@ -314,10 +323,7 @@ async fn s3_outage_loses_nothing_and_playlist_catches_up() {
         push.log()
     );
     rig.livebucket.assert_running();
-    // In the capture directory, or in the spool when the disk holding the
-    // test's "tmpfs" is past the high-water mark (a busy machine's disk).
-    let mut waiting = files_under(&rig.dir.join("capture"));
-    waiting.extend(files_under(&rig.state_dir.join("spool")));
+    let waiting = rig.waiting_captures();
     assert!(
         waiting.len() >= 20,
         "after 60 s without S3 only {} captures wait to be stored",
@@ -429,9 +435,10 @@ async fn sigterm_during_uploads_exits_in_time_and_loses_nothing() {
         log.contains("uploads still running at shutdown"),
         "the stop did not wait for the uploads; log:\n{log}"
     );
-    let mut waiting = files_under(&rig.dir.join("capture"));
-    waiting.extend(files_under(&rig.state_dir.join("spool")));
-    assert!(!waiting.is_empty(), "nothing left to store after the stop");
+    assert!(
+        !rig.waiting_captures().is_empty(),
+        "nothing left to store after the stop"
+    );
     blocking(|| rig.garage.start_again());
     blocking(|| rig.livebucket.restart());
 

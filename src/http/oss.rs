@@ -286,13 +286,7 @@ async fn execute(
                     // Measured by nginx from the stream itself; without the
                     // page the answer is Live with no Video/Audio, as OSS
                     // gives just after a publisher connects.
-                    let mut measured = app
-                        .stat
-                        .session_stats(&[&s.id])
-                        .await
-                        .inspect_err(|e| warn!(error = %e, "no stream statistics from nginx"))
-                        .unwrap_or_default();
-                    let stat = measured.remove(&s.id);
+                    let stat = app.stat.session_stat(&s.id).await;
                     Some(LiveSession {
                         connected: (s.started_ms / 1000) as i64,
                         remote_addr: s.addr.clone(),

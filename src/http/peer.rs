@@ -8,7 +8,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use tracing::warn;
 
 use super::AppState;
 use crate::cluster::keys::PeerStat;
@@ -22,13 +21,7 @@ pub async fn stat(
     let Some(s) = app.sessions.live_of(&bucket, &channel) else {
         return StatusCode::NOT_FOUND.into_response();
     };
-    let mut measured = app
-        .stat
-        .session_stats(&[&s.id])
-        .await
-        .inspect_err(|e| warn!(error = %e, "no stream statistics from nginx"))
-        .unwrap_or_default();
-    let m = measured.remove(&s.id);
+    let m = app.stat.session_stat(&s.id).await;
     Json(PeerStat {
         video: m.as_ref().and_then(|m| m.video.clone()),
         audio: m.and_then(|m| m.audio),

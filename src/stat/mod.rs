@@ -133,6 +133,17 @@ impl StatSource {
         self
     }
 
+    /// nginx's measurements of one live session; `None` when nginx does not
+    /// list it or its page cannot be read (logged): callers then answer
+    /// without video and audio, as OSS does just after a publisher connects.
+    pub async fn session_stat(&self, session_id: &str) -> Option<StreamStat> {
+        self.session_stats(&[session_id])
+            .await
+            .inspect_err(|e| tracing::warn!(error = %e, "no stream statistics from nginx"))
+            .unwrap_or_default()
+            .remove(session_id)
+    }
+
     /// The statistics of each live session among `session_ids`, read in one
     /// request. A session nginx does not list (not live, or not yet relayed)
     /// is absent from the map.
