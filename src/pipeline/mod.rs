@@ -144,10 +144,6 @@ pub struct Pipeline {
     last_save: Instant,
 }
 
-fn wall_ms() -> u64 {
-    crate::clock::unix_now_ms()
-}
-
 impl Pipeline {
     pub fn new(
         cfg: Arc<Config>,
@@ -650,7 +646,7 @@ impl Pipeline {
             name,
             ident,
             spool,
-            wall_ms: wall_ms(),
+            wall_ms: crate::clock::unix_now_ms(),
             now,
         });
     }
