@@ -265,9 +265,10 @@ pub struct LiveConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SpoolConfig {
-    /// Where fragments are copied when nginx closes them, until stored. On the
-    /// same tmpfs as `nginx.hls_dir`, but not inside it. Default: `capture`
-    /// next to `hls_dir`.
+    /// Where fragments go when nginx closes them, until stored. On the same
+    /// tmpfs as `nginx.hls_dir`, but not inside it, fragments are renamed
+    /// here (no copy); on another filesystem they are copied. Default:
+    /// `capture` next to `hls_dir`.
     #[serde(default)]
     pub capture_dir: Option<PathBuf>,
     /// On-disk directory that takes captures once the tmpfs is past

@@ -1,12 +1,16 @@
 //! Taking a fragment's bytes out of nginx's directory the moment it is closed.
 //!
 //! nginx-rtmp may truncate and rewrite a fragment name (several fragments cut
-//! in one event-loop tick with `system` naming, or after a republish), so the
-//! bytes are copied at IN_CLOSE_WRITE into a capture file named by the
-//! fragment's unique object key. The capture file, not nginx's file, is then
-//! the queue of record until the fragment is stored. Captures go to the tmpfs
-//! capture directory, or to the on-disk spool once the tmpfs is past its
-//! high-water mark.
+//! in one event-loop tick with `system` naming, or after a republish), so at
+//! IN_CLOSE_WRITE the fragment is taken out of nginx's hands into a capture
+//! file named by the fragment's unique object key. The capture file, not
+//! nginx's file, is then the queue of record until the fragment is stored.
+//!
+//! When the capture directory is on nginx's filesystem (the usual single
+//! tmpfs) the fragment is *renamed* there: no byte is copied, the tmpfs holds
+//! it once, and a later rewrite of the name by nginx creates a new file
+//! instead of truncating this one. Otherwise (another filesystem, or the
+//! on-disk spool once the tmpfs is past its high-water mark) it is copied.
 //!
 //! Symbolic links are never followed: a fragment or playlist is read only if
 //! it and its session directory are themselves a regular file and a
@@ -98,6 +102,71 @@ pub enum CaptureError {
     Changed,
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MoveError {
+    /// `dir` is on another filesystem than `src`: copy instead.
+    #[error("capture directory on another filesystem")]
+    CrossDevice,
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+}
+
+impl From<std::io::Error> for MoveError {
+    fn from(e: std::io::Error) -> Self {
+        MoveError::Capture(CaptureError::Io(e))
+    }
+}
+
+/// The name a fragment is moved to before it is checked; recovery adopts it
+/// only if it still has the identity the journal recorded at the close.
+pub fn moving_name(key_ms: u64) -> String {
+    format!("{key_ms}.ts.moving")
+}
+
+/// Renames nginx's closed fragment `src` to `dir/<key>.ts`. `closed` is the
+/// identity seen at its close: if the file no longer has it, nginx had
+/// reopened the name (`O_TRUNC`) before the rename, so the file is put back
+/// and [`CaptureError::Changed`] returned; its next close captures it. The
+/// check happens under an intermediate name ([`moving_name`]), so a file
+/// under the final name is always the version that was closed.
+pub fn move_fragment(
+    src: &Path,
+    dir: &Path,
+    key_ms: u64,
+    closed: Identity,
+) -> Result<PathBuf, MoveError> {
+    // rename(2) does not follow a link in the last component but would
+    // through a linked session directory.
+    if let Some(parent) = src.parent()
+        && !std::fs::symlink_metadata(parent)?.file_type().is_dir()
+    {
+        return Err(CaptureError::Io(not_regular(src)).into());
+    }
+    std::fs::create_dir_all(dir)?;
+    let moving = dir.join(moving_name(key_ms));
+    if let Err(e) = std::fs::rename(src, &moving) {
+        return Err(if e.raw_os_error() == Some(libc::EXDEV) {
+            MoveError::CrossDevice
+        } else {
+            e.into()
+        });
+    }
+    let m = std::fs::symlink_metadata(&moving)?;
+    if !m.file_type().is_file() || identity_of(&m) != closed {
+        let regular = m.file_type().is_file();
+        std::fs::rename(&moving, src)?;
+        return Err(if regular {
+            CaptureError::Changed
+        } else {
+            CaptureError::Io(not_regular(src))
+        }
+        .into());
+    }
+    let dst = dir.join(format!("{key_ms}.ts"));
+    std::fs::rename(&moving, &dst)?;
+    Ok(dst)
 }
 
 /// Copies `src` to `dir/<key>.ts` through a temp name, so a capture file that
@@ -229,5 +298,65 @@ mod tests {
         assert!(fs_usage(dir.path()).unwrap() <= 1.0);
         assert_eq!(name_ms("1732571234567.ts"), Some(1_732_571_234_567));
         assert_eq!(name_ms("index.m3u8"), None);
+    }
+
+    fn closed_identity(path: &Path) -> Identity {
+        identity(path).unwrap()
+    }
+
+    #[test]
+    fn moves_the_closed_file_and_a_rewrite_of_the_name_leaves_it_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("1.ts");
+        std::fs::write(&src, vec![7u8; 1880]).unwrap();
+        let closed = closed_identity(&src);
+        let cap = dir.path().join("cap");
+        let dst = move_fragment(&src, &cap, 42, closed).unwrap();
+        assert_eq!(dst, cap.join("42.ts"));
+        assert!(!src.exists());
+        assert!(!cap.join(moving_name(42)).exists());
+        // nginx reopening the name with O_TRUNC makes a new file.
+        std::fs::write(&src, b"next").unwrap();
+        assert_eq!(std::fs::read(&dst).unwrap(), vec![7u8; 1880]);
+    }
+
+    #[test]
+    fn a_file_rewritten_since_its_close_is_put_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("1.ts");
+        std::fs::write(&src, vec![7u8; 1880]).unwrap();
+        let closed = closed_identity(&src);
+        std::fs::write(&src, b"rewritten").unwrap();
+        let cap = dir.path().join("cap");
+        let err = move_fragment(&src, &cap, 42, closed).unwrap_err();
+        assert!(matches!(err, MoveError::Capture(CaptureError::Changed)));
+        assert_eq!(std::fs::read(&src).unwrap(), b"rewritten");
+        assert!(!cap.join("42.ts").exists());
+        assert!(!cap.join(moving_name(42)).exists());
+    }
+
+    #[test]
+    fn links_are_not_moved() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"private").unwrap();
+        let closed = closed_identity(&secret);
+        let session = dir.path().join("session");
+        std::fs::create_dir(&session).unwrap();
+        let link = session.join("1.ts");
+        std::os::unix::fs::symlink(&secret, &link).unwrap();
+        let cap = dir.path().join("cap");
+        assert!(move_fragment(&link, &cap, 1, closed).is_err());
+        assert!(
+            std::fs::symlink_metadata(&link)
+                .unwrap()
+                .file_type()
+                .is_symlink()
+        );
+        let linked_dir = dir.path().join("linked");
+        std::os::unix::fs::symlink(dir.path(), &linked_dir).unwrap();
+        assert!(move_fragment(&linked_dir.join("secret"), &cap, 2, closed).is_err());
+        assert_eq!(std::fs::read(&secret).unwrap(), b"private");
+        assert!(!cap.join("1.ts").exists() && !cap.join("2.ts").exists());
     }
 }

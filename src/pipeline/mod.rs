@@ -47,7 +47,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::{SessionMeta, Sessions, looks_like_id};
-use capture::{identity, name_ms};
+use capture::{Identity, identity, name_ms};
 use journal::Journal;
 use live::{ChannelId, ChannelLive};
 use machine::{CaptureOutcome, Core, CoreConfig, Effect, Input, Job, Location, Ms, Stored};
@@ -292,9 +292,10 @@ impl Pipeline {
                 session,
                 name,
                 key,
+                ident,
                 spool,
             } => {
-                let outcome = self.copy(&session, &name, key, spool);
+                let outcome = self.capture(&session, &name, key, ident, spool);
                 self.feed(Input::Captured {
                     session,
                     key,
@@ -467,27 +468,42 @@ impl Pipeline {
         }
     }
 
-    /// Copies nginx's `name` to `key`'s capture file: the preferred area
-    /// first, then the other; nginx's own file if both fail.
-    fn copy(&self, session: &str, name: &str, key: u64, spool: bool) -> CaptureOutcome {
+    /// Takes nginx's `name` into `key`'s capture file: renamed into the
+    /// capture area when it shares nginx's filesystem, else copied to the
+    /// preferred area first, then the other; nginx's own file if both fail.
+    fn capture(
+        &self,
+        session: &str,
+        name: &str,
+        key: u64,
+        closed: Identity,
+        spool: bool,
+    ) -> CaptureOutcome {
         let src = self.hls_dir.join(session).join(name);
+        if !spool {
+            let dir = self.capture_dir.join(session);
+            match capture::move_fragment(&src, &dir, key, closed) {
+                Ok(_) => {
+                    debug!(session, fragment = name, key, "captured (moved)");
+                    return CaptureOutcome::Kept(Location::Capture);
+                }
+                Err(capture::MoveError::CrossDevice) => {}
+                Err(capture::MoveError::Capture(capture::CaptureError::Changed)) => {
+                    return rewritten(session, name);
+                }
+                Err(capture::MoveError::Capture(e)) => {
+                    warn!(error = %e, dir = %dir.display(), "move to capture failed; copying")
+                }
+            }
+        }
         for at in recovery::candidates(spool) {
             let dir = self.area(at).join(session);
             match capture::copy_fragment(&src, &dir, key, at == Location::Spool) {
                 Ok(_) => {
-                    debug!(session, fragment = name, key, "captured");
+                    debug!(session, fragment = name, key, "captured (copied)");
                     return CaptureOutcome::Kept(at);
                 }
-                Err(capture::CaptureError::Changed) => {
-                    // Not a space problem: uploading nginx's file now could
-                    // store the next version twice. Its own close comes next.
-                    warn!(
-                        session,
-                        fragment = name,
-                        "fragment rewritten while captured; waiting for its next close"
-                    );
-                    return CaptureOutcome::Changed;
-                }
+                Err(capture::CaptureError::Changed) => return rewritten(session, name),
                 Err(e) => warn!(error = %e, dir = %dir.display(), "capture failed here"),
             }
         }
@@ -557,18 +573,42 @@ impl Pipeline {
         }
     }
 
-    /// Which journaled captures have a file, and where.
+    /// Which journaled captures have a file, and where. A fragment caught
+    /// by a crash halfway through its move is finished moving here, if it is
+    /// still the version the journal recorded.
     fn capture_files(&self, id: &str, entries: &[journal::Entry]) -> HashMap<u64, Location> {
         entries
             .iter()
             .filter_map(|e| match e {
-                journal::Entry::Captured { key, spool, .. } => Some((*key, *spool)),
+                journal::Entry::Captured {
+                    key,
+                    spool,
+                    size,
+                    mtime_ns,
+                    ..
+                } => Some((
+                    *key,
+                    *spool,
+                    Identity {
+                        size: *size,
+                        mtime_ns: *mtime_ns,
+                    },
+                )),
                 _ => None,
             })
-            .filter_map(|(key, spool)| {
-                recovery::candidates(spool)
+            .filter_map(|(key, spool, closed)| {
+                let found = recovery::candidates(spool)
                     .into_iter()
-                    .find(|&at| self.area(at).join(id).join(ts(key)).exists())
+                    .find(|&at| self.area(at).join(id).join(ts(key)).exists());
+                found
+                    .or_else(|| {
+                        let dir = self.capture_dir.join(id);
+                        let moving = dir.join(capture::moving_name(key));
+                        (identity(&moving).ok()? == closed)
+                            .then(|| std::fs::rename(&moving, dir.join(ts(key))).ok())
+                            .flatten()
+                            .map(|()| Location::Capture)
+                    })
                     .map(|at| (key, at))
             })
             .collect()
@@ -691,6 +731,18 @@ impl Pipeline {
 }
 
 /// A capture file's name.
+/// nginx rewrote a fragment's name after its close. Not a space problem:
+/// uploading nginx's file now could store the next version twice. Its own
+/// close comes next.
+fn rewritten(session: &str, name: &str) -> CaptureOutcome {
+    warn!(
+        session,
+        fragment = name,
+        "fragment rewritten since its close; waiting for its next close"
+    );
+    CaptureOutcome::Changed
+}
+
 fn ts(key: u64) -> String {
     format!("{key}.ts")
 }

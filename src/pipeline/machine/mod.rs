@@ -274,6 +274,7 @@ impl Core {
             session: id.to_owned(),
             name: name.clone(),
             key,
+            ident,
             spool,
         });
         s.captures.push(Capture {

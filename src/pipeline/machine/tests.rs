@@ -174,6 +174,7 @@ impl World {
                 session,
                 name,
                 key,
+                ident: closed,
                 spool,
             } => {
                 let content = self
@@ -182,16 +183,20 @@ impl World {
                     .and_then(|d| d.files.get(&name))
                     .copied();
                 let outcome = match content {
-                    Some(c) => {
+                    Some(c) if ident(c) == closed => {
                         let at = if spool {
                             Location::Spool
                         } else {
+                            // Same filesystem: nginx's file is renamed away.
+                            if let Some(d) = self.nginx.get_mut(&session) {
+                                d.files.remove(&name);
+                            }
                             Location::Capture
                         };
                         self.capture_files.insert((session.clone(), key), (at, c));
                         CaptureOutcome::Kept(at)
                     }
-                    None => CaptureOutcome::Changed,
+                    _ => CaptureOutcome::Changed,
                 };
                 self.feed(Input::Captured {
                     session,

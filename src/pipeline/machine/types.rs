@@ -167,6 +167,8 @@ pub enum Effect {
         session: String,
         name: String,
         key: u64,
+        /// The identity nginx's file had at its close.
+        ident: Identity,
         spool: bool,
     },
     /// Look for these listed but uncaptured files (report each as
