@@ -1,6 +1,9 @@
 //! What nginx wrote, recorded independently of livebucket: a second inotify
 //! watcher on the HLS directory copies every `*.ts` the moment it is closed
-//! after writing, and notes which names nginx's playlists listed.
+//! after writing, and notes which names nginx's playlists listed. livebucket
+//! renames a closed fragment out of the directory at once, so the recorder
+//! opens each fragment while nginx is still writing it and reads the closed
+//! version through that descriptor (a rename keeps the inode).
 //!
 //! Copies are keyed by session, name and SHA-256, so a name nginx truncates
 //! and rewrites is two copies. They go to a directory of the test (kept when
@@ -11,7 +14,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use notify::event::{AccessKind, AccessMode, EventKind, ModifyKind, RenameMode};
+use notify::event::{AccessKind, AccessMode, CreateKind, EventKind, ModifyKind, RenameMode};
 use notify::{RecommendedWatcher, RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 
@@ -154,6 +157,8 @@ impl Recorder {
     pub fn start(hls_dir: &Path, ledger: &Ledger) -> Recorder {
         let ledger = ledger.clone();
         let root = hls_dir.to_owned();
+        // Fragments being written, opened at their first event.
+        let mut open: HashMap<PathBuf, std::fs::File> = HashMap::new();
         let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
             let event = match res {
                 Ok(event) => event,
@@ -161,6 +166,29 @@ impl Recorder {
             };
             if event.need_rescan() {
                 return ledger.error("inotify queue overflowed; events were lost".into());
+            }
+            if matches!(
+                event.kind,
+                EventKind::Create(CreateKind::File | CreateKind::Any)
+                    | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
+            ) {
+                for path in &event.paths {
+                    if path.extension().is_some_and(|e| e == "ts") && !open.contains_key(path) {
+                        if let Ok(f) = std::fs::File::open(path) {
+                            open.insert(path.clone(), f);
+                        }
+                    }
+                }
+                return;
+            }
+            if let EventKind::Access(AccessKind::Close(AccessMode::Write)) = event.kind {
+                for path in &event.paths {
+                    if path.extension().is_some_and(|e| e == "ts") {
+                        let file = open.remove(path);
+                        record_fragment(&root, path, file, &ledger);
+                    }
+                }
+                return;
             }
             let paths: Vec<&PathBuf> = match event.kind {
                 EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
@@ -184,26 +212,43 @@ impl Recorder {
     }
 }
 
-fn record(root: &Path, path: &Path, ledger: &Ledger) {
-    let Some((session, name)) = path
-        .strip_prefix(root)
-        .ok()
-        .and_then(|rel| Some((rel.parent()?.to_str()?, rel.file_name()?.to_str()?)))
-    else {
+/// `session` and file name of a path directly in a session directory.
+fn session_file<'a>(root: &Path, path: &'a Path) -> Option<(&'a str, &'a str)> {
+    let rel = path.strip_prefix(root).ok()?;
+    let (session, name) = (rel.parent()?.to_str()?, rel.file_name()?.to_str()?);
+    (!session.is_empty() && !session.contains('/')).then_some((session, name))
+}
+
+/// A fragment closed after writing: read it through the descriptor opened
+/// while it was written (it may have been renamed away since), else by path.
+fn record_fragment(root: &Path, path: &Path, file: Option<std::fs::File>, ledger: &Ledger) {
+    use std::io::{Read, Seek};
+    let Some((session, name)) = session_file(root, path) else {
         return;
     };
-    if session.is_empty() || session.contains('/') {
-        return;
-    }
-    if name.ends_with(".ts") {
-        match std::fs::read(path) {
-            Ok(bytes) => ledger.add(session, name, &bytes),
-            Err(e) => ledger.error(format!(
-                "cannot read closed fragment {}: {e}",
-                path.display()
-            )),
+    let read = match file {
+        Some(mut f) => {
+            let mut bytes = Vec::new();
+            f.rewind()
+                .and_then(|()| f.read_to_end(&mut bytes))
+                .map(|_| bytes)
         }
-    } else if name == "index.m3u8" {
+        None => std::fs::read(path),
+    };
+    match read {
+        Ok(bytes) => ledger.add(session, name, &bytes),
+        Err(e) => ledger.error(format!(
+            "cannot read closed fragment {}: {e}",
+            path.display()
+        )),
+    }
+}
+
+fn record(root: &Path, path: &Path, ledger: &Ledger) {
+    let Some((session, name)) = session_file(root, path) else {
+        return;
+    };
+    if name == "index.m3u8" {
         // A later rename may already have replaced it: that version lists
         // what this one did, minus what slid out.
         if let Ok(text) = std::fs::read_to_string(path) {
