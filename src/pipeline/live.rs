@@ -88,10 +88,10 @@ impl ChannelLive {
             std::fs::create_dir_all(dir)?;
         }
         let body = serde_json::to_vec(self).map_err(std::io::Error::other)?;
-        // Saved after every playlist upload, from the pipeline's own task: a
-        // temp file and a rename keep it whole across a crash of livebucket,
-        // without an fsync stalling every channel several times a second. (A
-        // power cut loses the tmpfs fragments this describes anyway.)
+        // Saved from the pipeline's own task: a temp file and a rename keep
+        // it whole across a crash of livebucket, without an fsync stalling
+        // every channel. (A power cut loses the tmpfs fragments this
+        // describes anyway.)
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, &body)?;
         std::fs::rename(&tmp, &path)
