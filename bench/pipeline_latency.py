@@ -2,7 +2,7 @@
 """Benchmark 1: segment-to-S3 latency, CPU and memory of livebucket's upload
 pipeline, against a bare PUT and the alternatives operators use today.
 
-    bench/pipeline_latency.py run     [--channels 1,10,100] [--systems ...] [--duration S] [--perf] [--hog N]
+    bench/pipeline_latency.py run     [--channels 1,10,100] [--systems ...] [--duration S] [--perf] [--hog N] [--probe-publishes R]
     bench/pipeline_latency.py soak    [--channels 10] [--duration 600] [--sample 10]
     bench/pipeline_latency.py session [--fragments 20000] [--rate 50]
 
@@ -42,7 +42,9 @@ livebucket's RSS sampled over the run. `session` runs livebucket alone on one
 channel whose session is written faster than real time (fragments named 2 s
 apart, written `--rate` per second, small bodies) and samples RSS and CPU per
 stored fragment as the session grows. `--hog N` keeps N busy loops running
-(CPU contention); `--perf` records livebucket with perf.
+(CPU contention); `--perf` records livebucket with perf; `--probe-publishes R`
+sends R signed on_publish calls per second for new channels, one at a time,
+while livebucket's channels stream, and times them (their CPU counts too).
 
 Results go to $LIVEBUCKET_BENCH_DIR/results/ (default /var/tmp/livebucket-bench)
 as JSON and as a Markdown section for BENCHMARKS.md.
@@ -472,10 +474,21 @@ class Run:
     """One system × one channel count."""
 
     def __init__(
-        self, ctx, system: str, n: int, duration: float, sample_s: float, perf: bool = False, drain_s: float = 30.0
+        self,
+        ctx,
+        system: str,
+        n: int,
+        duration: float,
+        sample_s: float,
+        perf: bool = False,
+        drain_s: float = 30.0,
+        probe_rate: float = 0.0,
     ):
         self.ctx, self.system, self.n, self.duration, self.sample_s = ctx, system, n, duration, sample_s
         self.perf = perf
+        # livebucket: new publishes per second (each its own channel, one at
+        # a time, ended at once) while the writer runs, timed client-side.
+        self.probe_rate = probe_rate
         # How long to wait after the writer for every fragment to be listed:
         # past the knee the floor itself is tens of seconds behind.
         self.drain_s = drain_s
@@ -579,9 +592,11 @@ class Run:
                     pending.append(metric(lb_port, "livebucket_uploads_pending"))
                 next_sample += self.sample_s
 
+        probe = PublishProbe(lb_port, self.bucket, g, self.probe_rate, t_start) if self.is_lb and self.probe_rate else None
         # The writer's own CPU: for the bare-PUT floors it includes the PUTs,
         # so the floor's client cost is it minus a writer that only writes.
         writer_cpu = common.wait_with_usage(writer, on_tick=sample_rss)
+        probe_first, probe_again = probe.stop() if probe else ([], [])
         writer.stop()
         if writer.popen.returncode != 0:
             raise RuntimeError(f"writer failed: {common.tail(writer.log_path)}")
@@ -655,8 +670,59 @@ class Run:
             load_start=load_start,
             load_end=load_end,
         )
+        if probe:
+            result.update(probe_rate=self.probe_rate)
+            for name, ms in (("first", probe_first), ("again", probe_again)):
+                result[f"probe_{name}"] = {
+                    "calls": len(ms),
+                    "p50_ms": common.percentile(ms, 50),
+                    "p99_ms": common.percentile(ms, 99),
+                    "max_ms": max(ms, default=None),
+                }
         shutil.rmtree(self.shm, ignore_errors=True)
         return result
+
+
+class PublishProbe:
+    """Signed on_publish calls at `rate` per second, one at a time, each on a
+    new connection as nginx-rtmp makes them, while the channels of the run
+    stream; each approved push is ended at once. The calls cycle over
+    PROBE_NAMES channels of their own: the first call for a name is a
+    channel livebucket has not seen (its record is looked up in the bucket),
+    the others a streamer coming back (record cached). Times (ms) are from
+    sending the request to reading the whole answer."""
+
+    def __init__(self, port, bucket: str, garage, rate: float, start_at: float):
+        self.first: list[float] = []
+        self.again: list[float] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(
+            target=self._run, args=(port, bucket, garage, rate, start_at), daemon=True
+        )
+        self.thread.start()
+
+    def _run(self, port, bucket, garage, rate, start_at):
+        time.sleep(max(0.0, start_at + 2 * PERIOD - time.time()))  # streams under way
+        k = 0
+        next_at = time.time()
+        while not self.stopping.is_set():
+            k += 1
+            clientid = 100_000 + k
+            channel = f"probe{k % PROBE_NAMES:03d}"
+            t0 = time.perf_counter()
+            common.publish(port, clientid, bucket, channel, garage.key_id, garage.secret)
+            (self.first if k <= PROBE_NAMES else self.again).append((time.perf_counter() - t0) * 1000)
+            common.publish_done(port, clientid, channel)
+            next_at += 1 / rate
+            self.stopping.wait(max(0.0, next_at - time.time()))
+
+    def stop(self) -> tuple[list[float], list[float]]:
+        self.stopping.set()
+        self.thread.join(timeout=15)
+        return self.first, self.again
+
+
+PROBE_NAMES = 20
 
 
 def analyze(events: list[dict], records: list[dict]) -> dict:
@@ -851,6 +917,21 @@ def cpu_lines(results: list[dict]) -> list[str]:
                 parts.append(f"{floor} client {c:.1f} (writer CPU minus a writer that only writes)")
         if parts:
             out.append(f"- {n} channel(s), CPU-s per channel-hour: " + "; ".join(parts))
+        out += ["- " + line for line in probe_lines(row.get("livebucket", {}))]
+    return out
+
+
+def probe_lines(r: dict) -> list[str]:
+    """The on_publish probe's figures of one run, if it had one."""
+    out = []
+    for name, what in (("again", "a channel seen before (record cached)"), ("first", "a channel not seen before")):
+        p = r.get(f"probe_{name}")
+        if p and p["calls"]:
+            out.append(
+                f"on_publish while {r['channels']} channels stream, {what}: {p['calls']} calls"
+                f" ({r['probe_rate']:g}/s, one at a time, new connection each), client-side"
+                f" p50/p99/max {p['p50_ms']:.2f}/{p['p99_ms']:.2f}/{p['max_ms']:.2f} ms"
+            )
     return out
 
 
@@ -986,6 +1067,12 @@ def main() -> None:
     r.add_argument("--systems", default="baseline,rawput,livebucket,pywatcher,rclone")
     r.add_argument("--perf", action="store_true", help="perf record livebucket (run_dir/perf.data; implies --keep)")
     r.add_argument("--hog", type=int, default=0, help="busy-loop processes running during each run (CPU contention)")
+    r.add_argument(
+        "--probe-publishes",
+        type=float,
+        default=0.0,
+        help="livebucket: new publishes per second, one at a time, timed while the channels stream (adds their CPU)",
+    )
     r.add_argument("--duration", type=float, default=40.0, help="seconds of writing per run (default 40)")
     r.add_argument("--duration-1", type=float, default=60.0, help="seconds for the 1-channel runs (default 60)")
     r.add_argument("--keep", action="store_true", help="keep Garage's data and the logs")
@@ -1026,11 +1113,15 @@ def main() -> None:
                         for _ in range(args.hog)
                     ]
                     try:
-                        res = Run(ctx, system, n, duration, sample_s=1.0, perf=args.perf).execute()
+                        res = Run(
+                            ctx, system, n, duration, sample_s=1.0, perf=args.perf, probe_rate=args.probe_publishes
+                        ).execute()
                     finally:
                         for h in hogs:
                             h.stop()
                     results.append(res)
+                    for line in probe_lines(res):
+                        log("  " + line)
                     log(
                         f"  stored p50/p99 {common.fmt_ms(res['stored_p50_s'])}/{common.fmt_ms(res['stored_p99_s'])} ms,"
                         f" listed p50/p99 {common.fmt_ms(res['listed_p50_s'])}/{common.fmt_ms(res['listed_p99_s'])} ms,"

@@ -94,6 +94,16 @@ fn open_nofollow(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metada
     Ok((file, m))
 }
 
+/// After a crash: finishes the move of `key`'s fragment into `dir` if the
+/// crash came between its two renames, and the file under the intermediate
+/// name is still the version closed with identity `closed` (the journal's).
+/// Returns whether `dir/<key>.ts` now holds it.
+pub fn finish_move(dir: &Path, key_ms: u64, closed: Identity) -> bool {
+    let moving = dir.join(moving_name(key_ms));
+    identity(&moving).is_ok_and(|i| i == closed)
+        && std::fs::rename(&moving, dir.join(format!("{key_ms}.ts"))).is_ok()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// nginx rewrote the name while it was read: these bytes are a mix of
@@ -333,6 +343,26 @@ mod tests {
         assert_eq!(std::fs::read(&src).unwrap(), b"rewritten");
         assert!(!cap.join("42.ts").exists());
         assert!(!cap.join(moving_name(42)).exists());
+    }
+
+    #[test]
+    fn a_move_cut_by_a_crash_is_finished_only_for_the_closed_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let moving = dir.path().join(moving_name(7));
+        std::fs::write(&moving, vec![1u8; 1880]).unwrap();
+        let closed = closed_identity(&moving);
+        let other = Identity {
+            size: closed.size,
+            mtime_ns: closed.mtime_ns + 1,
+        };
+        assert!(!finish_move(dir.path(), 7, other));
+        assert!(moving.exists());
+        assert!(finish_move(dir.path(), 7, closed));
+        assert_eq!(
+            std::fs::read(dir.path().join("7.ts")).unwrap(),
+            vec![1u8; 1880]
+        );
+        assert!(!finish_move(dir.path(), 8, closed));
     }
 
     #[test]

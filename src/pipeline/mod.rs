@@ -605,12 +605,8 @@ impl Pipeline {
                     .find(|&at| self.area(at).join(id).join(ts(key)).exists());
                 found
                     .or_else(|| {
-                        let dir = self.capture_dir.join(id);
-                        let moving = dir.join(capture::moving_name(key));
-                        (identity(&moving).ok()? == closed)
-                            .then(|| std::fs::rename(&moving, dir.join(ts(key))).ok())
-                            .flatten()
-                            .map(|()| Location::Capture)
+                        capture::finish_move(&self.capture_dir.join(id), key, closed)
+                            .then_some(Location::Capture)
                     })
                     .map(|at| (key, at))
             })

@@ -173,10 +173,11 @@ impl Recorder {
                     | EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any)
             ) {
                 for path in &event.paths {
-                    if path.extension().is_some_and(|e| e == "ts") && !open.contains_key(path) {
-                        if let Ok(f) = std::fs::File::open(path) {
-                            open.insert(path.clone(), f);
-                        }
+                    if path.extension().is_some_and(|e| e == "ts")
+                        && !open.contains_key(path)
+                        && let Ok(f) = std::fs::File::open(path)
+                    {
+                        open.insert(path.clone(), f);
                     }
                 }
                 return;
