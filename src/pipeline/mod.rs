@@ -729,7 +729,6 @@ impl Pipeline {
     }
 }
 
-/// A capture file's name.
 /// nginx rewrote a fragment's name after its close. Not a space problem:
 /// uploading nginx's file now could store the next version twice. Its own
 /// close comes next.
@@ -742,6 +741,7 @@ fn rewritten(session: &str, name: &str) -> CaptureOutcome {
     CaptureOutcome::Changed
 }
 
+/// A capture file's name.
 fn ts(key: u64) -> String {
     format!("{key}.ts")
 }
