@@ -25,6 +25,7 @@ use ::livebucket::snapshot::{Offer, SnapshotPlan, SnapshotRequest, Snapshotter};
 use ::livebucket::stat::{StatError, StatSource, StreamStat};
 use ::livebucket::store::Store;
 use common::ffmpeg::push_video;
+use common::fragments::{Ledger, Recorder};
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::task::TaskTracker;
@@ -33,8 +34,14 @@ const CHANNEL: &str = "cam1";
 
 /// The session's directory under the HLS dir, once nginx listed two
 /// fragments in it: (session id, a copy of the newer one in the test
-/// directory; a session's first fragment may hold no picture).
-async fn session_and_fragment(stack: &Stack, push: &mut Push) -> (String, PathBuf) {
+/// directory; a session's first fragment may hold no picture). livebucket
+/// takes a fragment out of nginx's directory at its close, so the copy is
+/// the test's own recorder's.
+async fn session_and_fragment(
+    stack: &Stack,
+    push: &mut Push,
+    ledger: &Ledger,
+) -> (String, PathBuf) {
     wait_until(
         "two fragments in a session directory",
         secs(30),
@@ -53,11 +60,16 @@ async fn session_and_fragment(stack: &Stack, push: &mut Push) -> (String, PathBu
                 let playlist =
                     std::fs::read_to_string(dir.path().join("index.m3u8")).unwrap_or_default();
                 let listed: Vec<&str> = playlist.lines().filter(|l| l.ends_with(".ts")).collect();
-                if let [_, .., name] = listed.as_slice() {
-                    let copy = stack.dir.join(format!("captured-{name}"));
-                    if std::fs::copy(dir.path().join(name), &copy).is_ok() {
-                        return Ok((id, copy));
-                    }
+                if let [_, .., name] = listed.as_slice()
+                    && let Some(copy) = ledger
+                        .copies()
+                        .into_iter()
+                        .rev()
+                        .find(|c| c.session == id && c.name == *name)
+                {
+                    let named = stack.dir.join(format!("captured-{name}"));
+                    std::fs::copy(&copy.path, &named).map_err(|e| e.to_string())?;
+                    return Ok((id, named));
                 }
             }
             Err("fewer than two listed fragments".to_string())
@@ -109,9 +121,11 @@ fn image_size(path: &Path) -> (u32, u32) {
 #[tokio::test]
 async fn a_live_push_has_stats_and_snapshots() {
     let stack = Stack::start("stat");
+    let ledger = Ledger::new(stack.dir.join("recorded"));
+    let _recorder = Recorder::start(&stack.hls_dir, &ledger);
     let url = stack.sign_push(CHANNEL);
     let mut push = push_video(&stack.dir, "testsrc=size=640x360:rate=25", &url, 30);
-    let (session, fragment) = session_and_fragment(&stack, &mut push).await;
+    let (session, fragment) = session_and_fragment(&stack, &mut push, &ledger).await;
     let source = StatSource::new(&stack.nginx.stat_url(), "hls");
 
     // nginx's bandwidth is per 10-second window: wait for the first one.
