@@ -101,7 +101,7 @@ fn open_nofollow(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metada
 pub fn finish_move(dir: &Path, key_ms: u64, closed: Identity) -> bool {
     let moving = dir.join(moving_name(key_ms));
     identity(&moving).is_ok_and(|i| i == closed)
-        && std::fs::rename(&moving, dir.join(format!("{key_ms}.ts"))).is_ok()
+        && std::fs::rename(&moving, dir.join(capture_name(key_ms))).is_ok()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,6 +127,11 @@ impl From<std::io::Error> for MoveError {
     fn from(e: std::io::Error) -> Self {
         MoveError::Capture(CaptureError::Io(e))
     }
+}
+
+/// The capture file of the fragment keyed `key_ms`: named by its object key.
+pub fn capture_name(key_ms: u64) -> String {
+    format!("{key_ms}.ts")
 }
 
 /// The name a fragment is moved to before it is checked; recovery adopts it
@@ -174,7 +179,7 @@ pub fn move_fragment(
         }
         .into());
     }
-    let dst = dir.join(format!("{key_ms}.ts"));
+    let dst = dir.join(capture_name(key_ms));
     std::fs::rename(&moving, &dst)?;
     Ok(dst)
 }
@@ -193,7 +198,7 @@ pub fn copy_fragment(
     let (mut from, m) = open_nofollow(src)?;
     let before = identity_of(&m);
     std::fs::create_dir_all(dir)?;
-    let dst = dir.join(format!("{key_ms}.ts"));
+    let dst = dir.join(capture_name(key_ms));
     let tmp = dir.join(format!("{key_ms}.ts.tmp"));
     let copied = {
         let mut f = std::fs::File::create(&tmp)?;

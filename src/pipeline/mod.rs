@@ -47,7 +47,7 @@ use tracing::{debug, error, info, warn};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::session::{SessionMeta, Sessions, looks_like_id};
-use capture::{Identity, identity, name_ms};
+use capture::{Identity, capture_name, identity, name_ms};
 use journal::Journal;
 use live::{ChannelId, ChannelLive};
 use machine::{CaptureOutcome, Core, CoreConfig, Effect, Input, Job, Location, Ms, Stored};
@@ -346,13 +346,13 @@ impl Pipeline {
                 }
             }
             Effect::RemoveCapture { session, key, at } => {
-                let _ = std::fs::remove_file(self.area(at).join(&session).join(ts(key)));
+                let _ = std::fs::remove_file(self.area(at).join(&session).join(capture_name(key)));
             }
             Effect::MoveToSpool { session, key } => {
                 if self.spool_failed {
                     return;
                 }
-                let file = self.capture_dir.join(&session).join(ts(key));
+                let file = self.capture_dir.join(&session).join(capture_name(key));
                 let ok = match capture::move_to_spool(&file, &self.spool_dir.join(&session)) {
                     Ok(_) => {
                         self.metrics.inc("livebucket_spooled_total", "");
@@ -464,8 +464,8 @@ impl Pipeline {
                     Location::Capture
                 };
                 FragmentFiles {
-                    file: self.area(at).join(session).join(ts(key)),
-                    twin: Some(self.area(other).join(session).join(ts(key))),
+                    file: self.area(at).join(session).join(capture_name(key)),
+                    twin: Some(self.area(other).join(session).join(capture_name(key))),
                 }
             }
         }
@@ -602,7 +602,7 @@ impl Pipeline {
             .filter_map(|(key, spool, closed)| {
                 let found = recovery::candidates(spool)
                     .into_iter()
-                    .find(|&at| self.area(at).join(id).join(ts(key)).exists());
+                    .find(|&at| self.area(at).join(id).join(capture_name(key)).exists());
                 found
                     .or_else(|| {
                         capture::finish_move(&self.capture_dir.join(id), key, closed)
@@ -739,11 +739,6 @@ fn rewritten(session: &str, name: &str) -> CaptureOutcome {
         "fragment rewritten since its close; waiting for its next close"
     );
     CaptureOutcome::Changed
-}
-
-/// A capture file's name.
-fn ts(key: u64) -> String {
-    format!("{key}.ts")
 }
 
 impl SessionMeta {
