@@ -38,6 +38,17 @@ impl Expiry {
 
 pub(super) use livebucket::clock::unix_now;
 
+/// An S3 client with the first key in `config` that may write `bucket`.
+pub(super) fn bucket_client(config: &Config, bucket: &str) -> anyhow::Result<aws_sdk_s3::Client> {
+    let key = config
+        .keys
+        .iter()
+        .find(|k| k.may_write(bucket))
+        .with_context(|| format!("no key in the config may access bucket {bucket:?}"))?;
+    let store = livebucket::store::Store::new(&config.s3, std::slice::from_ref(key));
+    Ok(store.client(&key.id)?)
+}
+
 /// Finds the signing key: config first, then the environment.
 pub(super) fn signing_key(
     args: &KeyArgs,

@@ -22,12 +22,7 @@ pub(super) async fn cors(
             "--origin {bad:?}: give an origin such as http://127.0.0.1:8080 (no path, no trailing slash)"
         );
     }
-    let key = config
-        .keys
-        .iter()
-        .find(|k| k.may_write(bucket))
-        .with_context(|| format!("no key in the config may access bucket {bucket:?}"))?;
-    let store = livebucket::store::Store::new(&config.s3, std::slice::from_ref(key));
+    let client = super::args::bucket_client(&config, bucket)?;
     let rule = CorsRule::builder()
         .set_allowed_origins(Some(origins.to_vec()))
         .allowed_methods("GET")
@@ -36,8 +31,7 @@ pub(super) async fn cors(
         .max_age_seconds(600)
         .build()
         .context("CORS rule")?;
-    store
-        .client(&key.id)?
+    client
         .put_bucket_cors()
         .bucket(bucket)
         .cors_configuration(CorsConfiguration::builder().cors_rules(rule).build()?)

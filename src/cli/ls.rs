@@ -6,13 +6,7 @@ use livebucket::config::Config;
 
 pub(super) async fn ls(config: &std::path::Path, bucket: &str, prefix: &str) -> anyhow::Result<()> {
     let config = Config::load(config)?;
-    let key = config
-        .keys
-        .iter()
-        .find(|k| k.may_write(bucket))
-        .with_context(|| format!("no key in the config may access bucket {bucket:?}"))?;
-    let store = livebucket::store::Store::new(&config.s3, std::slice::from_ref(key));
-    let client = store.client(&key.id)?;
+    let client = super::args::bucket_client(&config, bucket)?;
     let mut pages = client
         .list_objects_v2()
         .bucket(bucket)
