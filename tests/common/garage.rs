@@ -59,9 +59,16 @@ impl Garage {
     /// ([`Garage::key`]) imported. Buckets come from [`Garage::create_bucket`].
     pub fn start(dir: &TestDir) -> Garage {
         let dir = dir.subdir("garage");
-        let endpoint = run("garage-dev config", garage_dev().arg("config").arg(&dir))
-            .trim()
-            .to_owned();
+        let ports = [super::free_port(), super::free_port(), super::free_port()];
+        let endpoint = run(
+            "garage-dev config",
+            garage_dev()
+                .arg("config")
+                .arg(&dir)
+                .args(ports.map(|p| p.to_string())),
+        )
+        .trim()
+        .to_owned();
         let mut garage = Garage {
             dir,
             endpoint,
@@ -73,6 +80,7 @@ impl Garage {
             server: None,
         };
         garage.spawn();
+        garage.wait_listening();
         garage.script(&["setup"]);
         garage.key = garage.new_key();
         garage
@@ -93,6 +101,25 @@ impl Garage {
             // test's S3 client holds some); a crash is as good an outage.
             Stop::Kill,
         ));
+    }
+
+    /// Waits until the S3 port accepts; panics at once if the node exits
+    /// first (its log, printed by `Drop`, says why) instead of letting
+    /// `garage-dev wait` poll a dead node for a minute.
+    fn wait_listening(&mut self) {
+        let addr = self.endpoint.trim_start_matches("http://").to_owned();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let server = self.server.as_mut().expect("Garage was just spawned");
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if let Some(status) = server.try_wait() {
+                panic!("Garage exited while starting ({status}); its log follows");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Garage did not listen on {addr} within 60 s"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     /// Runs `garage-dev SUBCOMMAND DIR ARGS...`; on failure the panic message
@@ -179,6 +206,7 @@ impl Garage {
     pub fn start_again(&mut self) {
         assert!(self.server.is_none(), "Garage is still running");
         self.spawn();
+        self.wait_listening();
         self.script(&["wait"]);
     }
 

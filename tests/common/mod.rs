@@ -31,6 +31,7 @@ pub mod httpc;
 pub mod livebucket;
 pub mod nginx;
 pub mod playlist_watch;
+pub mod ports;
 pub mod process;
 pub mod rawrtmp;
 pub mod s3;
@@ -38,7 +39,7 @@ pub mod stored;
 pub mod tmpfs;
 
 use std::fmt::Display;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -120,13 +121,10 @@ pub fn chmod(path: &Path, mode: u32) {
         .unwrap_or_else(|e| panic!("cannot chmod {mode:o} {}: {e}", path.display()));
 }
 
-/// A TCP port free on 127.0.0.1 now (the kernel's pick; another process
-/// could take it before it is used, which is rare enough for tests).
+/// A TCP port on 127.0.0.1, free and reserved for this test process
+/// ([`ports`] says how).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind 127.0.0.1:0")
+    ports::reserve()
 }
 
 /// `127.0.0.1:PORT` on a free port.
