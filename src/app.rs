@@ -47,6 +47,10 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     warn_if_open(&config.nginx.hls_dir)?;
     let metrics = Arc::new(Metrics::default());
     let store = Store::new(&config.s3, &config.keys);
+    match store.sdk_put_reason() {
+        None => info!("fragment and playlist PUTs go direct to the store (sendfile from tmpfs)"),
+        Some(why) => info!("every PUT goes through the AWS SDK: {why}"),
+    }
     let (sessions, recovered) = Sessions::open(&config.state_dir)?;
     let sessions = Arc::new(sessions);
     if !recovered.is_empty() {

@@ -658,6 +658,7 @@ mod tests {
             force_path_style: true,
             public_endpoint: None,
             sign_payload: false,
+            direct_put: true,
         };
         let metrics = Arc::new(Metrics::default());
         let tracker = TaskTracker::new();

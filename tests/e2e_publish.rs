@@ -37,6 +37,37 @@ const PUSH_SECONDS: u32 = 16;
 #[tokio::test]
 async fn signed_push_stores_segments_and_playlist() {
     let stack = Stack::start("publish");
+    assert_put_path(&stack, "PUTs go direct to the store");
+    push_stores_segments_and_playlist(&stack).await;
+}
+
+/// The same push with every PUT through the AWS SDK (the path `https://`
+/// stores take), fragments read in the request's task.
+#[tokio::test]
+async fn signed_push_through_the_sdk() {
+    let stack = Stack::start_with("publish-sdk", "direct_put = false\n");
+    assert_put_path(&stack, "through the AWS SDK: [s3] direct_put = false");
+    push_stores_segments_and_playlist(&stack).await;
+}
+
+/// And with the body's SHA-256 in every signature: the SDK reads fragments
+/// through its own file body.
+#[tokio::test]
+async fn signed_push_with_signed_payloads() {
+    let stack = Stack::start_with("publish-signed", "sign_payload = true\n");
+    assert_put_path(&stack, "through the AWS SDK: s3.sign_payload");
+    push_stores_segments_and_playlist(&stack).await;
+}
+
+fn assert_put_path(stack: &Stack, logged: &str) {
+    let log = stack.livebucket.log();
+    assert!(
+        log.contains(logged),
+        "no {logged:?} in livebucket's log:\n{log}"
+    );
+}
+
+async fn push_stores_segments_and_playlist(stack: &Stack) {
     let channel = "cam1";
     let url = stack.sign_push(channel);
     let mut push = stack.push(&url, PUSH_SECONDS);

@@ -227,6 +227,7 @@ async fn snapshots_of(stack: &Stack, fragment: &Path) {
         force_path_style: true,
         public_endpoint: None,
         sign_payload: false,
+        direct_put: true,
     };
     let metrics = Arc::new(Metrics::default());
     let tracker = TaskTracker::new();

@@ -534,18 +534,19 @@ fn is_single_segment(name: &str) -> bool {
         && !name.chars().any(|c| c == '/' || c.is_control())
 }
 
-/// Scheme, host header and encoded path of one object URL.
-struct Target {
-    scheme: &'static str,
+/// Scheme, host header and encoded path of one object URL: what a presigned
+/// URL names and what `store`'s direct PUT sends, encoded one way for both.
+pub struct Target {
+    pub scheme: &'static str,
     /// Lower-case host, with the port unless it is the scheme's default;
     /// both the URL authority and the signed `host` header.
-    host: String,
+    pub host: String,
     /// `/bucket/key` (path style) or `/key`, encoded.
-    path: String,
+    pub path: String,
 }
 
 impl Target {
-    fn new(loc: &S3Location<'_>) -> Result<Self, PresignError> {
+    pub fn new(loc: &S3Location<'_>) -> Result<Self, PresignError> {
         if loc.bucket.is_empty() || loc.bucket.contains('/') {
             return Err(PresignError::Malformed(
                 "bucket must be non-empty and contain no '/'",

@@ -193,6 +193,12 @@ pub struct S3Config {
     /// `UNSIGNED-PAYLOAD`, which Garage, MinIO, Ceph RGW and AWS accept.)
     #[serde(default)]
     pub sign_payload: bool,
+    /// Send fragment and playlist PUTs to an `http://` endpoint without the
+    /// AWS SDK, a tmpfs fragment with `sendfile(2)` (`store/direct.rs`).
+    /// On by default; it is used only for `http://` endpoints without
+    /// `sign_payload`. `false` sends every PUT through the SDK.
+    #[serde(default = "default_true")]
+    pub direct_put: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

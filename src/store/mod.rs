@@ -29,6 +29,7 @@ use bytes::Bytes;
 
 use crate::config::{AccessKey, S3Config};
 
+mod direct;
 mod file_body;
 
 pub const FRAGMENT_CONTENT_TYPE: &str = "video/mp2t";
@@ -112,6 +113,14 @@ impl StoreError {
     }
 }
 
+/// Whether an S3 error code can go away by trying again.
+fn retriable_code(code: Option<&str>) -> bool {
+    !matches!(
+        code,
+        Some("AccessDenied" | "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
+    )
+}
+
 fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
     op: &'static str,
     bucket: &str,
@@ -119,10 +128,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
     err: SdkError<E, R>,
 ) -> StoreError {
     let retriable = match &err {
-        SdkError::ServiceError(se) => !matches!(
-            se.err().code(),
-            Some("AccessDenied" | "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
-        ),
+        SdkError::ServiceError(se) => retriable_code(se.err().code()),
         _ => true,
     };
     let message = match &err {
@@ -153,14 +159,18 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 #[derive(Clone)]
 pub struct Store {
     s3: S3Config,
-    clients: Arc<RwLock<HashMap<String, (String, Client)>>>,
+    clients: Arc<RwLock<HashMap<String, (Credentials, Client)>>>,
+    /// PUTs without the SDK where the store allows ([`direct`]), or why not.
+    direct: Result<Arc<direct::DirectPut>, &'static str>,
 }
 
 impl Store {
     pub fn new(s3: &S3Config, keys: &[AccessKey]) -> Store {
+        let direct = direct::DirectPut::new(s3).map(Arc::new);
         let store = Store {
             s3: s3.clone(),
             clients: Arc::default(),
+            direct,
         };
         store.update_keys(keys);
         store
@@ -171,12 +181,11 @@ impl Store {
         for k in keys {
             if clients
                 .get(&k.id)
-                .is_none_or(|(secret, _)| secret != &k.secret)
+                .is_none_or(|(creds, _)| creds.secret_access_key() != k.secret)
             {
-                clients.insert(
-                    k.id.clone(),
-                    (k.secret.clone(), client_for(&self.s3, &k.id, &k.secret)),
-                );
+                let creds = Credentials::new(&k.id, &k.secret, None, None, "livebucket-config");
+                let client = client_for(&self.s3, creds.clone());
+                clients.insert(k.id.clone(), (creds, client));
             }
         }
     }
@@ -190,6 +199,21 @@ impl Store {
             .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
     }
 
+    /// Why fragment and playlist PUTs go through the SDK, or `None` when
+    /// they go direct.
+    pub fn sdk_put_reason(&self) -> Option<&'static str> {
+        self.direct.as_ref().err().copied()
+    }
+
+    fn credentials(&self, key_id: &str) -> Result<Credentials, StoreError> {
+        self.clients
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key_id)
+            .map(|(creds, _)| creds.clone())
+            .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
+    }
+
     /// Stores a whole object with its content type, cache policy and
     /// metadata. Every PUT livebucket makes goes through here.
     #[tracing::instrument(level = "debug", skip(self, body, object))]
@@ -198,7 +222,35 @@ impl Store {
         key_id: &str,
         bucket: &str,
         key: &str,
-        body: impl Into<ByteStream>,
+        body: impl Into<Bytes>,
+        object: &ObjectMeta<'_>,
+    ) -> Result<(), StoreError> {
+        let body = body.into();
+        if let Ok(direct) = &self.direct {
+            let creds = self.credentials(key_id)?;
+            let sent = direct.put(&creds, bucket, key, direct::Body::Bytes(&body), object);
+            return sent.await.map_err(|e| match e {
+                PutFileError::Store(e) => e,
+                // Bytes in memory cannot come up short.
+                PutFileError::Read(e) => StoreError::Request {
+                    op: "PUT",
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    message: e.to_string(),
+                    retriable: true,
+                },
+            });
+        }
+        self.sdk_put(key_id, bucket, key, ByteStream::from(body), object)
+            .await
+    }
+
+    async fn sdk_put(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: ByteStream,
         object: &ObjectMeta<'_>,
     ) -> Result<(), StoreError> {
         let mut req = self
@@ -208,7 +260,7 @@ impl Store {
             .key(key)
             .content_type(object.content_type)
             .set_cache_control(object.cache_control.map(str::to_owned))
-            .body(body.into());
+            .body(body);
         for (k, v) in object.metadata {
             req = req.metadata(*k, *v);
         }
@@ -233,7 +285,13 @@ impl Store {
     ) -> Result<(), PutFileError> {
         let file = std::fs::File::open(path).map_err(PutFileError::Read)?;
         let size = file.metadata().map_err(PutFileError::Read)?.len();
-        let body = if !self.s3.sign_payload && file_body::memory_backed(&file) {
+        let in_memory = file_body::memory_backed(&file);
+        if let Some(direct) = self.direct.as_ref().ok().filter(|_| in_memory) {
+            let creds = self.credentials(key_id)?;
+            let body = direct::Body::File(&file, size);
+            return direct.put(&creds, bucket, key, body, object).await;
+        }
+        let body = if !self.s3.sign_payload && in_memory {
             // A tmpfs read is a memory copy that never blocks: read in the
             // request's own task, no thread hand-off.
             ByteStream::new(SdkBody::from_body_1_x(file_body::MemFileBody::new(
@@ -250,7 +308,7 @@ impl Store {
                 .await
                 .map_err(|e| PutFileError::Read(std::io::Error::other(e)))?
         };
-        Ok(self.put(key_id, bucket, key, body, object).await?)
+        Ok(self.sdk_put(key_id, bucket, key, body, object).await?)
     }
 
     /// Deletes an object; deleting a missing one succeeds (S3 semantics).
@@ -351,8 +409,7 @@ impl Store {
     }
 }
 
-fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
-    let creds = Credentials::new(id, secret, None, None, "livebucket-config");
+fn client_for(s3: &S3Config, creds: Credentials) -> Client {
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(&s3.endpoint)

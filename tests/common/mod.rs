@@ -193,7 +193,8 @@ impl Stack {
     }
 
     /// `extra_config` is added to livebucket's config: whole tables such as
-    /// `"[live]\nwindow_segments = 3\n"`.
+    /// `"[live]\nwindow_segments = 3\n"`; bare keys before any table land in
+    /// `[s3]` (it comes right before them).
     pub fn start_with(name: &str, extra_config: &str) -> Stack {
         let dir = TestDir::new(name);
         let mut garage = Garage::start(&dir);
