@@ -446,9 +446,10 @@ def livebucket_config(
     key_id: str,
     secret: str,
     nginx_extra: str = "",
+    s3_extra: str = "",
 ) -> str:
     """`nginx_extra`: more `[nginx]` lines (relay_url, stat_url) when a real
-    nginx-rtmp is in the run."""
+    nginx-rtmp is in the run; `s3_extra`: more `[s3]` lines."""
     return f"""state_dir = "{state_dir}"
 
 [listen]
@@ -467,6 +468,7 @@ hls_dir = "{hls_dir}"
 endpoint = "{s3_endpoint}"
 region = "{REGION}"
 force_path_style = true
+{s3_extra}
 
 [[keys]]
 id = "{key_id}"

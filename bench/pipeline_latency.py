@@ -21,6 +21,8 @@ Systems, each on its own bucket, one after the other on one Garage:
 - `livebucket`: target/release/livebucket, sessions approved through a
   signed `POST /hooks/on_publish`, stream directories `<hls>/<session id>/`,
   state_dir on disk; `livebucket-tmpfs`: the same with state_dir on tmpfs;
+  `livebucket-sdk`: the same with every PUT through the AWS SDK
+  (`[s3] direct_put = false`, the path an https store takes);
 - `pywatcher`: bench/pywatcher.py (watchdog IN_CLOSE_WRITE + boto3);
 - `rclone`: `rclone copy --update --use-server-modtime HLS :s3:BUCKET`, again
   1 s after each run ends.
@@ -442,13 +444,13 @@ class RcloneLoop:
 
 
 def start_livebucket(
-    ctx, run_dir: Path, hls: Path, state_dir: Path, nginx_extra: str = ""
+    ctx, run_dir: Path, hls: Path, state_dir: Path, nginx_extra: str = "", s3_extra: str = ""
 ) -> tuple[common.Proc, common.LivebucketPorts]:
     port = common.LivebucketPorts.free()
     cfg = run_dir / "livebucket.toml"
     g = ctx.garage
     cfg.write_text(
-        common.livebucket_config(port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret, nginx_extra)
+        common.livebucket_config(port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra)
     )
     proc = common.Proc(
         "livebucket",
@@ -494,8 +496,11 @@ class Run:
         self.drain_s = drain_s
         # `livebucket-tmpfs`: livebucket with its state_dir on the tmpfs, which
         # takes the cost of its fsyncs out (an A/B for the disk default).
-        self.is_lb = system in ("livebucket", "livebucket-tmpfs")
+        # `livebucket-sdk`: every PUT through the AWS SDK (`direct_put =
+        # false`), the path https stores take: an A/B for the direct PUT.
+        self.is_lb = system in ("livebucket", "livebucket-tmpfs", "livebucket-sdk")
         self.state_on_tmpfs = system == "livebucket-tmpfs"
+        self.s3_extra = "direct_put = false" if system == "livebucket-sdk" else ""
         self.bucket = f"lat-{system}-{n}-{ctx.seq()}"
         self.run_dir = ctx.work / f"{system}-{n}"
         self.shm = ctx.shm / f"{system}-{n}"
@@ -517,7 +522,7 @@ class Run:
         lb_port = None
         if self.is_lb:
             state = (self.shm if self.state_on_tmpfs else self.run_dir) / "state"
-            proc, lb_port = start_livebucket(ctx, self.run_dir, self.hls, state)
+            proc, lb_port = start_livebucket(ctx, self.run_dir, self.hls, state, s3_extra=self.s3_extra)
             for i, ch in enumerate(channels):
                 sid = common.publish(lb_port, i + 1, self.bucket, ch, g.key_id, g.secret)
                 dirs.append(self.hls / sid)
@@ -908,7 +913,7 @@ def cpu_lines(results: list[dict]) -> list[str]:
     for n in sorted({r["channels"] for r in results}):
         row = {r["system"]: r for r in results if r["channels"] == n}
         parts = []
-        for system in ("livebucket", "livebucket-tmpfs", "pywatcher", "rclone"):
+        for system in ("livebucket", "livebucket-tmpfs", "livebucket-sdk", "pywatcher", "rclone"):
             if system in row and row[system]["cpu_s_per_channel_hour"] is not None:
                 parts.append(f"{system} {row[system]['cpu_s_per_channel_hour']:.1f}")
         for floor in BASELINES:

@@ -204,30 +204,10 @@ impl SigV4Presigner {
             return Err(PresignError::Malformed("expiry must be at least 1 second"));
         }
 
-        let now = now.to_offset(UtcOffset::UTC);
-        if !(0..=9999).contains(&now.year()) {
-            return Err(PresignError::Malformed(
-                "signing time must fall in years 0000 to 9999",
-            ));
-        }
-        // Formatted by hand: `time`'s formatting feature is not enabled.
-        let amz_date = format!(
-            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-            now.year(),
-            u8::from(now.month()),
-            now.day(),
-            now.hour(),
-            now.minute(),
-            now.second()
-        );
+        let amz_date = amz_date(now)?;
         let date = &amz_date[..8];
         let scope = format!("{date}/{region}/s3/aws4_request");
-
-        let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes())?;
-        let k_region = hmac_sha256(&k_date, region.as_bytes())?;
-        let k_service = hmac_sha256(&k_region, b"s3")?;
-        let k_signing = hmac_sha256(&k_service, b"aws4_request")?;
-        let mac = new_mac::<Sha256>(&k_signing)?;
+        let mac = signing_mac(secret, date, region)?;
 
         // Parameter names are already in byte order, as SigV4 requires for
         // the canonical query string; the URL reuses the same text.
@@ -283,6 +263,36 @@ impl SigV4Presigner {
             query = self.query,
         ))
     }
+}
+
+/// SigV4's `X-Amz-Date` for `now`: `YYYYMMDDTHHMMSSZ` in UTC.
+pub fn amz_date(now: OffsetDateTime) -> Result<String, PresignError> {
+    let now = now.to_offset(UtcOffset::UTC);
+    if !(0..=9999).contains(&now.year()) {
+        return Err(PresignError::Malformed(
+            "signing time must fall in years 0000 to 9999",
+        ));
+    }
+    // Formatted by hand: `time`'s formatting feature is not enabled.
+    Ok(format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+        now.year(),
+        u8::from(now.month()),
+        now.day(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    ))
+}
+
+/// An HMAC keyed with SigV4's derived signing key for S3 on `date`
+/// (`YYYYMMDD`) in `region`; cloning it skips the four derivations.
+pub fn signing_mac(secret: &str, date: &str, region: &str) -> Result<Hmac<Sha256>, PresignError> {
+    let k_date = hmac_sha256(format!("AWS4{secret}").as_bytes(), date.as_bytes())?;
+    let k_region = hmac_sha256(&k_date, region.as_bytes())?;
+    let k_service = hmac_sha256(&k_region, b"s3")?;
+    let k_signing = hmac_sha256(&k_service, b"aws4_request")?;
+    new_mac::<Sha256>(&k_signing)
 }
 
 /// A presigned SigV2 `GET` URL, valid until `expires_unix` (unix seconds).

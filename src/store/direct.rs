@@ -5,8 +5,8 @@
 //! SDK's orchestrator (interceptors, config bags, endpoint rules) for two
 //! PUTs per fragment that never change shape, and another tenth in reading
 //! each fragment from tmpfs into user space only to write it to a socket.
-//! This path signs with `aws-sigv4` (the SDK's own signer), writes the
-//! request head itself, sends a fragment's pages from the page cache
+//! This path signs with [`super::sign`] (checked against the SDK's own
+//! signer), writes the request head itself, sends a fragment's pages from the page cache
 //! straight to the socket, and reads the answer with `httparse`.
 //!
 //! It is used only where it is the same request the SDK would make:
@@ -25,17 +25,13 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::sync::Mutex;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use aws_credential_types::Credentials;
-use aws_sigv4::http_request::{
-    PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest, SigningSettings,
-    UriPathNormalizationMode, sign,
-};
-use aws_sigv4::sign::v4;
+use time::OffsetDateTime;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
+use super::sign::{HeaderSigner, UNSIGNED_PAYLOAD};
 use super::{ObjectMeta, PutFileError, StoreError, retriable_code};
 use crate::auth::presign::{S3Location, Target};
 use crate::config::S3Config;
@@ -69,7 +65,6 @@ impl Body<'_> {
 pub struct DirectPut {
     endpoint: String,
     path_style: bool,
-    region: String,
     /// Idle keep-alive connections by `host[:port]`.
     idle: Mutex<HashMap<String, Vec<TcpStream>>>,
 }
@@ -96,7 +91,6 @@ impl DirectPut {
         Ok(DirectPut {
             endpoint: s3.endpoint.clone(),
             path_style: s3.force_path_style,
-            region: s3.region.clone(),
             idle: Mutex::default(),
         })
     }
@@ -105,7 +99,7 @@ impl DirectPut {
     /// announced is a [`PutFileError::Read`] and nothing is stored.
     pub async fn put(
         &self,
-        creds: &Credentials,
+        signer: &HeaderSigner,
         bucket: &str,
         key: &str,
         body: Body<'_>,
@@ -129,9 +123,8 @@ impl DirectPut {
             &target,
             object,
             body.len(),
-            creds,
-            &self.region,
-            SystemTime::now(),
+            signer,
+            OffsetDateTime::now_utc(),
         )
         .map_err(|e| fail(e, false))?;
 
@@ -245,9 +238,8 @@ fn request_head(
     target: &Target,
     object: &ObjectMeta<'_>,
     len: u64,
-    creds: &Credentials,
-    region: &str,
-    now: SystemTime,
+    signer: &HeaderSigner,
+    now: OffsetDateTime,
 ) -> Result<Vec<u8>, String> {
     let len = len.to_string();
     let meta_names: Vec<String> = object
@@ -274,37 +266,20 @@ fn request_head(
         return Err("a header value holds a control character".into());
     }
 
-    let mut settings = SigningSettings::default();
-    // S3 signs the path as sent: encoded once, never normalised.
-    settings.percent_encoding_mode = PercentEncodingMode::Single;
-    settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
-    settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
-    let identity = creds.clone().into();
-    let params = v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name("s3")
-        .time(now)
-        .settings(settings)
-        .build()
-        .map_err(|e| format!("signing: {e}"))?
-        .into();
-    let signable = SignableRequest::new(
-        "PUT",
-        target.path.as_str(),
-        headers.iter().copied(),
-        SignableBody::UnsignedPayload,
-    )
-    .map_err(|e| format!("signing: {e}"))?;
-    let (instructions, _) = sign(signable, &params)
-        .map_err(|e| format!("signing: {e}"))?
-        .into_parts();
+    let signed = signer
+        .sign("PUT", &target.path, &headers, now)
+        .map_err(|e| format!("signing: {e}"))?;
+    let added = [
+        ("x-amz-date", signed.amz_date.as_str()),
+        ("x-amz-content-sha256", UNSIGNED_PAYLOAD),
+        ("authorization", signed.authorization.as_str()),
+    ];
 
     let mut head = Vec::with_capacity(1024);
     head.extend_from_slice(b"PUT ");
     head.extend_from_slice(target.path.as_bytes());
     head.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers.iter().copied().chain(instructions.headers()) {
+    for (name, value) in headers.iter().chain(&added) {
         head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
@@ -611,9 +586,9 @@ mod tests {
     }
 
     fn head_text(meta: &ObjectMeta<'_>) -> String {
-        let creds = Credentials::new("GKtest", "secret", None, None, "test");
-        let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-        String::from_utf8(request_head(&target(), meta, 5, &creds, "garage", at).unwrap()).unwrap()
+        let signer = HeaderSigner::new("GKtest", "secret", "garage");
+        let at = OffsetDateTime::from_unix_timestamp(1_700_000_000).unwrap();
+        String::from_utf8(request_head(&target(), meta, 5, &signer, at).unwrap()).unwrap()
     }
 
     #[test]
@@ -658,9 +633,9 @@ mod tests {
 
     #[test]
     fn header_values_with_line_breaks_are_refused() {
-        let creds = Credentials::new("GKtest", "secret", None, None, "test");
+        let signer = HeaderSigner::new("GKtest", "secret", "garage");
         let meta = ObjectMeta::fragment(&[("session", "s1\r\nx-evil: 1")]);
-        let err = request_head(&target(), &meta, 5, &creds, "garage", SystemTime::now());
+        let err = request_head(&target(), &meta, 5, &signer, OffsetDateTime::now_utc());
         assert!(err.is_err());
     }
 

@@ -31,6 +31,15 @@ use crate::config::{AccessKey, S3Config};
 
 mod direct;
 mod file_body;
+mod sign;
+
+/// An access key's SDK client and direct-PUT signer.
+struct KeyClient {
+    /// To notice a changed secret at reload.
+    secret: String,
+    client: Client,
+    signer: Arc<sign::HeaderSigner>,
+}
 
 pub const FRAGMENT_CONTENT_TYPE: &str = "video/mp2t";
 pub const FRAGMENT_CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -159,7 +168,7 @@ fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
 #[derive(Clone)]
 pub struct Store {
     s3: S3Config,
-    clients: Arc<RwLock<HashMap<String, (Credentials, Client)>>>,
+    clients: Arc<RwLock<HashMap<String, KeyClient>>>,
     /// PUTs without the SDK where the store allows ([`direct`]), or why not.
     direct: Result<Arc<direct::DirectPut>, &'static str>,
 }
@@ -179,13 +188,13 @@ impl Store {
     pub fn update_keys(&self, keys: &[AccessKey]) {
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         for k in keys {
-            if clients
-                .get(&k.id)
-                .is_none_or(|(creds, _)| creds.secret_access_key() != k.secret)
-            {
-                let creds = Credentials::new(&k.id, &k.secret, None, None, "livebucket-config");
-                let client = client_for(&self.s3, creds.clone());
-                clients.insert(k.id.clone(), (creds, client));
+            if clients.get(&k.id).is_none_or(|c| c.secret != k.secret) {
+                let client = KeyClient {
+                    secret: k.secret.clone(),
+                    client: client_for(&self.s3, &k.id, &k.secret),
+                    signer: Arc::new(sign::HeaderSigner::new(&k.id, &k.secret, &self.s3.region)),
+                };
+                clients.insert(k.id.clone(), client);
             }
         }
     }
@@ -195,7 +204,7 @@ impl Store {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id)
-            .map(|(_, c)| c.clone())
+            .map(|c| c.client.clone())
             .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
     }
 
@@ -205,12 +214,12 @@ impl Store {
         self.direct.as_ref().err().copied()
     }
 
-    fn credentials(&self, key_id: &str) -> Result<Credentials, StoreError> {
+    fn signer(&self, key_id: &str) -> Result<Arc<sign::HeaderSigner>, StoreError> {
         self.clients
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id)
-            .map(|(creds, _)| creds.clone())
+            .map(|c| c.signer.clone())
             .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
     }
 
@@ -227,8 +236,8 @@ impl Store {
     ) -> Result<(), StoreError> {
         let body = body.into();
         if let Ok(direct) = &self.direct {
-            let creds = self.credentials(key_id)?;
-            let sent = direct.put(&creds, bucket, key, direct::Body::Bytes(&body), object);
+            let signer = self.signer(key_id)?;
+            let sent = direct.put(&signer, bucket, key, direct::Body::Bytes(&body), object);
             return sent.await.map_err(|e| match e {
                 PutFileError::Store(e) => e,
                 // Bytes in memory cannot come up short.
@@ -287,9 +296,9 @@ impl Store {
         let size = file.metadata().map_err(PutFileError::Read)?.len();
         let in_memory = file_body::memory_backed(&file);
         if let Some(direct) = self.direct.as_ref().ok().filter(|_| in_memory) {
-            let creds = self.credentials(key_id)?;
+            let signer = self.signer(key_id)?;
             let body = direct::Body::File(&file, size);
-            return direct.put(&creds, bucket, key, body, object).await;
+            return direct.put(&signer, bucket, key, body, object).await;
         }
         let body = if !self.s3.sign_payload && in_memory {
             // A tmpfs read is a memory copy that never blocks: read in the
@@ -409,7 +418,8 @@ impl Store {
     }
 }
 
-fn client_for(s3: &S3Config, creds: Credentials) -> Client {
+fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
+    let creds = Credentials::new(id, secret, None, None, "livebucket-config");
     let conf = aws_sdk_s3::config::Builder::new()
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(&s3.endpoint)
