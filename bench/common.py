@@ -507,6 +507,28 @@ def http_post(port: int, path: str, body: bytes) -> tuple[int, dict]:
     return resp.status, headers
 
 
+def timed_callback(port: int, path: str, body: bytes) -> tuple[float, int]:
+    """POSTs `body` the way nginx-rtmp does (HTTP/1.0 on a new connection,
+    the answer read until the server closes) and returns (ms from connect to
+    the end of the answer, status). The request is built before the clock
+    starts, so the time is the server's and the sockets', not Python's."""
+    import socket
+
+    request = (
+        f"POST {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n"
+        f"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+    answer = bytearray()
+    t0 = time.perf_counter()
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(65536):
+            answer += chunk
+    elapsed = (time.perf_counter() - t0) * 1000
+    status_line = bytes(answer).split(b"\r\n", 1)[0].split()
+    return elapsed, int(status_line[1]) if len(status_line) > 1 else 0
+
+
 def http_get(port: int, path: str) -> tuple[int, str]:
     import http.client
 

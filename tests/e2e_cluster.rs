@@ -230,7 +230,12 @@ async fn one_publisher_per_channel_and_failover_continues_the_playlist() {
         secs(90),
         millis(500),
         async || {
-            let left: Vec<_> = std::fs::read_dir(&state).unwrap().flatten().collect();
+            // Spare directories (an empty meta.json) are not sessions.
+            let left: Vec<_> = std::fs::read_dir(&state)
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read(e.path().join("meta.json")).is_ok_and(|m| !m.is_empty()))
+                .collect();
             if left.is_empty() {
                 Ok(())
             } else {

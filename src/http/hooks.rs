@@ -21,7 +21,7 @@ use crate::auth::callback::{Callback, parse_callback};
 use crate::auth::push::{Reject, verify_publish, verify_update};
 use crate::auth::replay::ReplayError;
 use crate::logfmt::Esc;
-use crate::session::{SessionMeta, new_session_id};
+use crate::session::SessionMeta;
 
 /// How long `on_publish` waits for a channel record from S3 (cached after
 /// the first read).
@@ -156,7 +156,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         ));
     }
     let meta = SessionMeta {
-        id: new_session_id(),
+        id: app.sessions.new_id(),
         bucket: grant.bucket,
         channel: grant.channel,
         // A playlistName in the push URL wins over the channel's.
@@ -184,6 +184,9 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         }
         other => HttpError::Unavailable(other.to_string()),
     });
+    // The next publish finds its state directory made.
+    let sessions = app.sessions.clone();
+    tokio::task::spawn_blocking(move || sessions.refill_spares());
     let meta = match begun {
         Ok(m) => {
             if let Some(cluster) = &app.cluster {
