@@ -703,6 +703,162 @@ mod tests {
         ));
     }
 
+    /// A server on 127.0.0.1 that reads each request (head and Content-Length
+    /// body), sends the answer scripted for it, and closes the connection
+    /// after it when `close` says so.
+    async fn scripted_server(
+        answers: Vec<(&'static str, bool)>,
+    ) -> (String, tokio::task::JoinHandle<Vec<String>>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut heads = Vec::new();
+            let mut answers = answers.into_iter();
+            'conns: while answers.len() > 0 {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    break;
+                };
+                loop {
+                    let mut buf = Vec::new();
+                    let end = loop {
+                        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break p + 4;
+                        }
+                        if conn.read_buf(&mut buf).await.unwrap() == 0 {
+                            continue 'conns;
+                        }
+                    };
+                    let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .unwrap()
+                        .parse()
+                        .unwrap();
+                    while buf.len() < end + len {
+                        if conn.read_buf(&mut buf).await.unwrap() == 0 {
+                            continue 'conns;
+                        }
+                    }
+                    heads.push(head);
+                    let Some((answer, close)) = answers.next() else {
+                        break 'conns;
+                    };
+                    // DROP: the request is read and never answered.
+                    conn.write_all(answer.as_bytes()).await.unwrap();
+                    if close {
+                        continue 'conns;
+                    }
+                }
+            }
+            heads
+        });
+        (endpoint, server)
+    }
+
+    fn direct_to(endpoint: &str) -> DirectPut {
+        DirectPut::new(&S3Config {
+            endpoint: endpoint.into(),
+            region: "garage".into(),
+            force_path_style: true,
+            public_endpoint: None,
+            sign_payload: false,
+            direct_put: true,
+        })
+        .unwrap()
+    }
+
+    const OK: &str = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+    /// No answer at all: an idle connection the server was closing.
+    const DROP: &str = "";
+    const DENIED: &str = "HTTP/1.1 403 Forbidden\r\nContent-Length: 74\r\n\r\n\
+        <Error><Code>AccessDenied</Code><Message>not this bucket</Message></Error>";
+
+    #[tokio::test]
+    async fn connections_are_reused_and_a_closed_one_is_replaced() {
+        // PUT 1 on a new connection; PUT 2 reuses it, the server closes it
+        // unanswered, and it is sent again on a new one; PUT 3 reuses that,
+        // whose server closes after answering; PUT 4 sees that before
+        // sending and connects anew. Every PUT succeeds.
+        let (endpoint, server) = scripted_server(vec![
+            (OK, false),
+            (DROP, true),
+            (OK, false),
+            (OK, true),
+            (OK, false),
+        ])
+        .await;
+        let direct = direct_to(&endpoint);
+        let signer = HeaderSigner::new("GKtest", "secret", "garage");
+        let file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut &file, &[7u8; 300_000]).unwrap();
+        for i in 0..4 {
+            let body = if i % 2 == 0 {
+                Body::Bytes(b"#EXTM3U\n")
+            } else {
+                Body::File(&file, 300_000)
+            };
+            let meta = ObjectMeta::playlist("no-cache");
+            direct
+                .put(&signer, "media", &format!("cam/{i}"), body, &meta)
+                .await
+                .unwrap_or_else(|e| panic!("PUT {i}: {e}"));
+        }
+        drop(direct);
+        let heads = server.await.unwrap();
+        assert_eq!(heads.len(), 5, "PUT 2 was sent twice");
+        assert_eq!(heads[1], heads[2]);
+        assert!(heads[1].contains("content-length: 300000"));
+    }
+
+    #[tokio::test]
+    async fn s3_errors_are_reported_with_their_code_and_not_retried() {
+        let (endpoint, server) = scripted_server(vec![(DENIED, false)]).await;
+        let direct = direct_to(&endpoint);
+        let signer = HeaderSigner::new("GKtest", "secret", "garage");
+        let err = direct
+            .put(
+                &signer,
+                "media",
+                "cam/1",
+                Body::Bytes(b"x"),
+                &ObjectMeta::JSON,
+            )
+            .await
+            .unwrap_err();
+        match err {
+            PutFileError::Store(StoreError::Request {
+                message, retriable, ..
+            }) => {
+                assert_eq!(message, "AccessDenied (not this bucket)");
+                assert!(!retriable);
+            }
+            other => panic!("{other:?}"),
+        }
+        drop(direct);
+        assert_eq!(server.await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_file_shorter_than_announced_is_a_read_error() {
+        let (endpoint, _server) = scripted_server(vec![(OK, false)]).await;
+        let direct = direct_to(&endpoint);
+        let signer = HeaderSigner::new("GKtest", "secret", "garage");
+        let file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut &file, &[1u8; 10]).unwrap();
+        let err = direct
+            .put(
+                &signer,
+                "media",
+                "cam/1",
+                Body::File(&file, 20),
+                &ObjectMeta::JSON,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, PutFileError::Read(_)), "{err:?}");
+    }
+
     #[test]
     fn s3_error_bodies_give_code_and_message() {
         let body = br#"<?xml version="1.0" encoding="UTF-8"?>

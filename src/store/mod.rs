@@ -1,7 +1,8 @@
 //! The S3 side: one `aws-sdk-s3` client per access key, and how each kind
 //! of object is stored ([`ObjectMeta`]): fragments `video/mp2t`, immutable,
 //! with metadata `extinf` (duration as the playlist writes it) and `session`.
-//! The key layout is `crate::layout`'s.
+//! The key layout is `crate::layout`'s. PUTs to an `http://` store skip the
+//! SDK ([`direct`]); every other request goes through it.
 //!
 //! The SDK's own retries are off: the upload pipeline retries forever with its
 //! own backoff and keeps the bytes on local disk meanwhile, so an SDK retry
