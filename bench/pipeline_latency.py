@@ -926,7 +926,8 @@ def cpu_lines(results: list[dict]) -> list[str]:
                 parts.append(f"{floor} client {c:.1f} (writer CPU minus a writer that only writes)")
         if parts:
             out.append(f"- {n} channel(s), CPU-s per channel-hour: " + "; ".join(parts))
-        out += ["- " + line for line in probe_lines(row.get("livebucket", {}))]
+        for system in ("livebucket", "livebucket-tmpfs"):
+            out += ["- " + line for line in probe_lines(row.get(system, {}))]
     return out
 
 
@@ -937,7 +938,7 @@ def probe_lines(r: dict) -> list[str]:
         p = r.get(f"probe_{name}")
         if p and p["calls"]:
             out.append(
-                f"on_publish while {r['channels']} channels stream, {what}: {p['calls']} calls"
+                f"{r['system']}: on_publish while {r['channels']} channels stream, {what}: {p['calls']} calls"
                 f" ({r['probe_rate']:g}/s, one at a time, new connection each), client-side"
                 f" p50/p99/max {p['p50_ms']:.2f}/{p['p99_ms']:.2f}/{p['max_ms']:.2f} ms"
             )
