@@ -6,8 +6,9 @@
 //! PUTs per fragment that never change shape, and another tenth in reading
 //! each fragment from tmpfs into user space only to write it to a socket.
 //! This path signs with [`super::sign`] (checked against the SDK's own
-//! signer), writes the request head itself, sends a fragment's pages from the page cache
-//! straight to the socket, and reads the answer with `httparse`.
+//! signer), writes the request head itself, sends a fragment's pages from
+//! the page cache straight to the socket, and reads the answer with
+//! `httparse`.
 //!
 //! It is used only where it is the same request the SDK would make:
 //! `http://` endpoints (TLS goes through the SDK), `UNSIGNED-PAYLOAD`

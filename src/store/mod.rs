@@ -201,11 +201,23 @@ impl Store {
     }
 
     pub fn client(&self, key_id: &str) -> Result<Client, StoreError> {
+        self.with_key(key_id, |c| c.client.clone())
+    }
+
+    fn signer(&self, key_id: &str) -> Result<Arc<sign::HeaderSigner>, StoreError> {
+        self.with_key(key_id, |c| c.signer.clone())
+    }
+
+    fn with_key<T>(
+        &self,
+        key_id: &str,
+        pick: impl FnOnce(&KeyClient) -> T,
+    ) -> Result<T, StoreError> {
         self.clients
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .get(key_id)
-            .map(|c| c.client.clone())
+            .map(pick)
             .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
     }
 
@@ -213,15 +225,6 @@ impl Store {
     /// they go direct.
     pub fn sdk_put_reason(&self) -> Option<&'static str> {
         self.direct.as_ref().err().copied()
-    }
-
-    fn signer(&self, key_id: &str) -> Result<Arc<sign::HeaderSigner>, StoreError> {
-        self.clients
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key_id)
-            .map(|c| c.signer.clone())
-            .ok_or_else(|| StoreError::UnknownKey(key_id.to_owned()))
     }
 
     /// Stores a whole object with its content type, cache policy and
