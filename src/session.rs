@@ -125,8 +125,10 @@ impl Sessions {
             let name = entry.file_name();
             let name = name.to_str().unwrap_or_default();
             if text.is_empty() && looks_like_id(name) {
-                // A spare made ahead, or a crash while `begin` wrote it
-                // (before `on_publish` answered): nothing streamed into it.
+                // A spare made ahead, or one `begin` had not yet written
+                // into when livebucket stopped (before `on_publish`
+                // answered): nothing streamed into it. A write cut short
+                // leaves a torn file instead, ignored below as unreadable.
                 inner.spares.push(name.to_owned());
                 continue;
             }
