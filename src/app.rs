@@ -51,7 +51,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         None => info!("fragment and playlist PUTs go direct to the store (sendfile from tmpfs)"),
         Some(why) => info!("every PUT goes through the AWS SDK: {why}"),
     }
-    let (sessions, recovered) = Sessions::open(&config.state_dir)?;
+    let (sessions, recovered) =
+        Sessions::open(&config.state_dir, &config.capture_dir().join("sessions"))?;
     let sessions = Arc::new(sessions);
     if !recovered.is_empty() {
         info!(sessions = recovered.len(), "recovering unfinished sessions");

@@ -1,5 +1,13 @@
-//! Publish sessions: who publishes which channel since when, persisted before
+//! Publish sessions: who publishes which channel since when, recorded before
 //! `on_publish` answers so a restarted livebucket still knows them.
+//!
+//! The record is written twice. `on_publish` writes it to a directory on the
+//! capture file system (memory-backed, like nginx's HLS files, so the answer
+//! waits for no disk), and the pipeline copies it into the session's state
+//! directory when it opens the session, before it writes anything else
+//! there ([`Sessions::settle`]). A restart reads both. Neither is fsync'd:
+//! a crash of livebucket keeps both, a power cut loses the memory copy with
+//! the fragments it describes.
 //!
 //! A session is born when `on_publish` approves a push. Its id (128 random
 //! bits, hex) is the stream name nginx relays to in the internal HLS
@@ -73,8 +81,12 @@ struct Inner {
     live: HashMap<(String, String), String>,
     /// Ids whose state directory and empty `meta.json` already exist.
     spares: Vec<String>,
-    /// Spare ids handed out by [`Sessions::new_id`] and not yet begun.
+    /// Spare ids handed out by [`Sessions::new_id`] and not yet settled.
     taken: HashSet<String>,
+    /// Why the last copy into the state directory failed, until one works:
+    /// new sessions are refused meanwhile, since their journals could not
+    /// be written either.
+    disk_error: Option<String>,
 }
 
 /// Spare session directories kept made: more publishes than this within
@@ -83,6 +95,9 @@ const SPARES: usize = 8;
 
 pub struct Sessions {
     dir: PathBuf,
+    /// `<id>.json` records of sessions not yet settled, on the capture
+    /// file system.
+    pending: PathBuf,
     inner: Mutex<Inner>,
 }
 
@@ -102,16 +117,25 @@ pub fn looks_like_id(name: &str) -> bool {
 }
 
 impl Sessions {
-    /// Opens the session store under `state_dir/sessions` and returns the
-    /// sessions a previous run left unfinished; they are known again, and
-    /// live unless their publisher had gone (`end_live` marks that on disk).
-    pub fn open(state_dir: &Path) -> Result<(Sessions, Vec<SessionMeta>), SessionError> {
+    /// Opens the session store under `state_dir/sessions` (records not yet
+    /// settled there under `pending_dir`) and returns the sessions a
+    /// previous run left unfinished; they are known again, and live unless
+    /// their publisher had gone (`end_live` marks that on disk). Pending
+    /// records are settled here.
+    pub fn open(
+        state_dir: &Path,
+        pending_dir: &Path,
+    ) -> Result<(Sessions, Vec<SessionMeta>), SessionError> {
         let dir = state_dir.join("sessions");
-        std::fs::create_dir_all(&dir).map_err(|source| SessionError::Io {
-            path: dir.clone(),
-            source,
-        })?;
+        for d in [&dir, pending_dir] {
+            std::fs::create_dir_all(d).map_err(|source| SessionError::Io {
+                path: d.to_path_buf(),
+                source,
+            })?;
+        }
+        let mut pending = read_pending(pending_dir);
         let mut inner = Inner::default();
+        // (record, ended, settled in the state directory)
         let mut found = Vec::new();
         let entries = std::fs::read_dir(&dir).map_err(|source| SessionError::Io {
             path: dir.clone(),
@@ -124,28 +148,34 @@ impl Sessions {
             };
             let name = entry.file_name();
             let name = name.to_str().unwrap_or_default();
-            if text.is_empty() && looks_like_id(name) {
-                // A spare made ahead, or one `begin` had not yet written
-                // into when livebucket stopped (before `on_publish`
-                // answered): nothing streamed into it. A write cut short
-                // leaves a torn file instead, ignored below as unreadable.
+            if text.is_empty() && looks_like_id(name) && !pending.contains_key(name) {
+                // A spare made ahead: nothing streamed into it. (A spare
+                // `begin` took has its record pending; a copy cut short
+                // leaves a torn file, ignored below, and a pending record.)
                 inner.spares.push(name.to_owned());
                 continue;
             }
             match serde_json::from_slice::<SessionMeta>(&text) {
                 Ok(meta) if looks_like_id(&meta.id) => {
+                    pending.remove(&meta.id);
                     let ended = entry.path().join(ENDED).exists();
-                    found.push((meta, ended));
+                    found.push((meta, ended, true));
                 }
+                Ok(_) | Err(_) if pending.contains_key(name) => {}
                 Ok(_) | Err(_) => {
                     tracing::warn!(path = %path.display(), "ignoring unreadable session state");
                 }
             }
         }
+        // Approved sessions whose copy in the state directory was not made.
+        for (id, meta) in pending {
+            let ended = dir.join(&id).join(ENDED).exists();
+            found.push((meta, ended, false));
+        }
         // Oldest first, so that of two unended sessions of a channel the
         // newer is its live one.
-        found.sort_by_key(|(m, _)| m.started_ms);
-        for (meta, ended) in &found {
+        found.sort_by_key(|(m, _, _)| m.started_ms);
+        for (meta, ended, _) in &found {
             if !ended {
                 inner
                     .live
@@ -153,20 +183,24 @@ impl Sessions {
             }
             inner.known.insert(meta.id.clone(), meta.clone());
         }
-        let found: Vec<SessionMeta> = found.into_iter().map(|(m, _)| m).collect();
         let sessions = Sessions {
             dir,
+            pending: pending_dir.to_owned(),
             inner: Mutex::new(inner),
         };
+        for (meta, _, settled) in &found {
+            if !settled {
+                sessions.settle(meta)?;
+            }
+        }
         sessions.refill_spares();
-        Ok((sessions, found))
+        Ok((sessions, found.into_iter().map(|(m, _, _)| m).collect()))
     }
 
     /// An id for a new session. Its state directory is usually made already
-    /// (a spare), so that [`Sessions::begin`] only writes one file: creating
-    /// a directory and a file and renaming it took about 1 ms of every
-    /// `on_publish` on a loaded ext4, most of the answer. Call
-    /// [`Sessions::refill_spares`] off the request path afterwards.
+    /// (a spare), so that [`Sessions::settle`] only writes one file:
+    /// creating a directory and a file takes about 1 ms on a loaded ext4.
+    /// Call [`Sessions::refill_spares`] off the request path afterwards.
     pub fn new_id(&self) -> String {
         let mut inner = self.lock();
         match inner.spares.pop() {
@@ -203,33 +237,75 @@ impl Sessions {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers and persists a new live session, unless its channel is live.
+    /// Registers a new live session and records it on the capture file
+    /// system, unless its channel is live or the state directory failed.
     pub fn begin(&self, meta: SessionMeta) -> Result<SessionMeta, SessionError> {
         let channel = (meta.bucket.clone(), meta.channel.clone());
         {
             let mut inner = self.lock();
-            if inner.live.contains_key(&channel) {
+            let refusal = if inner.live.contains_key(&channel) {
+                Some(SessionError::ChannelLive {
+                    bucket: meta.bucket.clone(),
+                    channel: meta.channel.clone(),
+                })
+            } else {
+                inner.disk_error.clone().map(|why| SessionError::Io {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other(why),
+                })
+            };
+            if let Some(refusal) = refusal {
                 if inner.taken.remove(&meta.id) {
                     inner.spares.push(meta.id);
                 }
-                return Err(SessionError::ChannelLive {
-                    bucket: meta.bucket,
-                    channel: meta.channel,
-                });
+                return Err(refusal);
             }
-            // Claim the channel before the slow disk write so a concurrent
-            // second publisher is refused.
+            // Claim the channel before the write so a concurrent second
+            // publisher is refused.
             inner.live.insert(channel.clone(), meta.id.clone());
         }
-        if let Err(e) = self.persist(&meta) {
-            self.lock().live.remove(&channel);
-            return Err(e);
+        let path = self.pending_path(&meta.id);
+        let written = serde_json::to_vec(&meta)
+            .map_err(std::io::Error::other)
+            .and_then(|body| write_atomically(&path, &body));
+        if let Err(source) = written {
+            let mut inner = self.lock();
+            inner.live.remove(&channel);
+            if inner.taken.remove(&meta.id) {
+                inner.spares.push(meta.id);
+            }
+            return Err(SessionError::Io { path, source });
         }
         self.lock().known.insert(meta.id.clone(), meta.clone());
         Ok(meta)
     }
 
-    fn persist(&self, meta: &SessionMeta) -> Result<(), SessionError> {
+    fn pending_path(&self, id: &str) -> PathBuf {
+        self.pending.join(format!("{id}.json"))
+    }
+
+    /// Copies a begun session's record into its state directory and drops
+    /// the pending one. The pipeline calls it when it opens the session,
+    /// before its journal. A failure is kept and refuses new sessions until
+    /// a copy works again; the pending record stays for the next start.
+    pub fn settle(&self, meta: &SessionMeta) -> Result<(), SessionError> {
+        let written = self.write_record(meta);
+        let mut inner = self.lock();
+        match written {
+            Ok(()) => {
+                inner.disk_error = None;
+                drop(inner);
+                let _ = std::fs::remove_file(self.pending_path(&meta.id));
+                Ok(())
+            }
+            Err(e) => {
+                inner.disk_error = Some(e.to_string());
+                Err(e)
+            }
+        }
+    }
+
+    fn write_record(&self, meta: &SessionMeta) -> Result<(), SessionError> {
         let dir = self.session_dir(&meta.id);
         let io = |source| SessionError::Io {
             path: dir.clone(),
@@ -238,10 +314,11 @@ impl Sessions {
         let body = serde_json::to_vec_pretty(meta).map_err(|e| io(std::io::Error::other(e)))?;
         if self.lock().taken.remove(&meta.id) {
             // A spare: its empty meta.json is there. A crash mid-write
-            // leaves a torn file, read as unreadable state at the next start,
-            // which is right: `on_publish` had not answered.
+            // leaves a torn file, read as unreadable state at the next
+            // start; the pending record, removed only after this, stands in.
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
+                .truncate(true)
                 .open(dir.join("meta.json"))
                 .map_err(io)?;
             return f.write_all(&body).map_err(io);
@@ -310,8 +387,12 @@ impl Sessions {
     pub fn end_live(&self, id: &str) {
         self.lock().live.retain(|_, v| v != id);
         // A restart before the session is finished recovers it as ended.
-        let marker = self.session_dir(id).join(ENDED);
-        if let Err(e) = std::fs::File::create(&marker) {
+        // Its directory is not made yet if it was no spare and the pipeline
+        // has not settled it.
+        let dir = self.session_dir(id);
+        let marker = dir.join(ENDED);
+        if let Err(e) = std::fs::create_dir_all(&dir).and_then(|()| std::fs::File::create(&marker))
+        {
             tracing::warn!(path = %marker.display(), error = %e, "cannot mark the session ended");
         }
     }
@@ -323,6 +404,7 @@ impl Sessions {
             inner.live.retain(|_, v| v != id);
             inner.known.remove(id);
         }
+        let _ = std::fs::remove_file(self.pending_path(id));
         let dir = self.session_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
             && e.kind() != std::io::ErrorKind::NotFound
@@ -330,6 +412,30 @@ impl Sessions {
             tracing::warn!(dir = %dir.display(), error = %e, "cannot remove finished session state");
         }
     }
+}
+
+/// The pending records in `dir` by id. A leftover temp file or a record
+/// that does not parse was being written when livebucket stopped, before
+/// `on_publish` answered: removed.
+fn read_pending(dir: &Path) -> HashMap<String, SessionMeta> {
+    let mut out = HashMap::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        let meta = std::fs::read(&path)
+            .ok()
+            .and_then(|text| serde_json::from_slice::<SessionMeta>(&text).ok())
+            .filter(|m| looks_like_id(&m.id) && path == dir.join(format!("{}.json", m.id)));
+        match meta {
+            Some(m) => {
+                out.insert(m.id.clone(), m);
+            }
+            None => {
+                tracing::warn!(path = %path.display(), "removing an unfinished session record");
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+    out
 }
 
 /// Writes a state file so that a crash of livebucket leaves either the old
@@ -375,10 +481,16 @@ mod tests {
             .count()
     }
 
+    /// As the pipeline does it.
+    fn begin_settled(s: &Sessions, m: SessionMeta) {
+        s.begin(m.clone()).unwrap();
+        s.settle(&m).unwrap();
+    }
+
     #[test]
     fn new_sessions_take_spare_directories_that_survive_a_restart() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, _) = Sessions::open(dir.path()).unwrap();
+        let (s, _) = open(dir.path());
         assert_eq!(spare_dirs(dir.path()), SPARES);
 
         let a = s.new_id();
@@ -387,23 +499,23 @@ mod tests {
             s.session_dir(&a).join("meta.json").exists(),
             "a spare was made ahead"
         );
-        s.begin(meta(&a, "cam")).unwrap();
+        begin_settled(&s, meta(&a, "cam"));
         // A refused begin gives its spare back.
         let b = s.new_id();
         assert!(s.begin(meta(&b, "cam")).is_err());
         assert_eq!(s.new_id(), b);
-        s.begin(meta(&b, "cam2")).unwrap();
+        begin_settled(&s, meta(&b, "cam2"));
         s.refill_spares();
         assert_eq!(spare_dirs(dir.path()), SPARES);
 
-        // Past the spares, ids are new and begin makes the directory.
+        // Past the spares, ids are new and settling makes the directory.
         let many: Vec<String> = (0..SPARES + 2).map(|_| s.new_id()).collect();
         for (i, id) in many.iter().enumerate() {
-            s.begin(meta(id, &format!("c{i}"))).unwrap();
+            begin_settled(&s, meta(id, &format!("c{i}")));
         }
 
         // Spares are not sessions; the begun ones all come back.
-        let (s2, found) = Sessions::open(dir.path()).unwrap();
+        let (s2, found) = open(dir.path());
         assert_eq!(found.len(), 2 + many.len());
         assert!(found.iter().any(|m| m.id == a));
         assert!(s2.is_live(&a));
@@ -413,7 +525,7 @@ mod tests {
     #[test]
     fn one_live_publisher_per_channel_and_reload_from_disk() {
         let dir = tempfile::tempdir().unwrap();
-        let (s, found) = Sessions::open(dir.path()).unwrap();
+        let (s, found) = open(dir.path());
         assert!(found.is_empty());
         let a = new_session_id();
         assert!(looks_like_id(&a));
@@ -422,13 +534,13 @@ mod tests {
         assert!(matches!(err, SessionError::ChannelLive { .. }));
         assert_eq!(s.find_live("7", "cam").unwrap().id, a);
 
-        let (s2, found) = Sessions::open(dir.path()).unwrap();
+        let (s2, found) = open(dir.path());
         assert_eq!(found, vec![meta(&a, "cam")]);
         assert!(s2.is_live(&a));
 
         s2.end_live(&a);
         // Recovered again, it is known but no longer live.
-        let (s3, found) = Sessions::open(dir.path()).unwrap();
+        let (s3, found) = open(dir.path());
         assert_eq!(found, vec![meta(&a, "cam")]);
         assert!(!s3.is_live(&a));
         assert!(s3.get(&a).is_some());
@@ -436,6 +548,104 @@ mod tests {
         s2.finish(&a);
         assert!(s2.get(&a).is_none());
         assert!(!s2.session_dir(&a).exists());
+    }
+
+    fn open(dir: &Path) -> (Sessions, Vec<SessionMeta>) {
+        Sessions::open(dir, &dir.join("pending")).unwrap()
+    }
+
+    fn pending(dir: &Path) -> usize {
+        std::fs::read_dir(dir.join("pending")).unwrap().count()
+    }
+
+    #[test]
+    fn a_session_is_recorded_in_memory_first_and_settled_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let spare = s.new_id();
+        let fresh = new_session_id();
+        for (id, channel) in [(&spare, "a"), (&fresh, "b")] {
+            s.begin(meta(id, channel)).unwrap();
+            let on_disk = std::fs::read(s.session_dir(id).join("meta.json")).unwrap_or_default();
+            assert!(on_disk.is_empty(), "begin writes no state directory");
+        }
+        assert_eq!(pending(dir.path()), 2);
+
+        // Stopped before the pipeline settled them: both come back, live,
+        // and are settled by the start.
+        let (s2, found) = open(dir.path());
+        assert_eq!(found.len(), 2);
+        assert!(s2.is_live(&spare) && s2.is_live(&fresh));
+        assert_eq!(pending(dir.path()), 0);
+        for id in [&spare, &fresh] {
+            let text = std::fs::read(s2.session_dir(id).join("meta.json")).unwrap();
+            assert_eq!(
+                serde_json::from_slice::<SessionMeta>(&text).unwrap().id,
+                **id
+            );
+        }
+        // The spare a session took is no spare after the restart.
+        assert!((0..SPARES).all(|_| s2.new_id() != spare));
+
+        // Settled in the running process: the pending record goes.
+        let (s3, _) = open(dir.path());
+        let c = s3.new_id();
+        s3.begin(meta(&c, "c")).unwrap();
+        s3.settle(&meta(&c, "c")).unwrap();
+        assert_eq!(pending(dir.path()), 0);
+        let (_, found) = open(dir.path());
+        assert_eq!(found.len(), 3);
+    }
+
+    #[test]
+    fn a_session_ended_before_it_was_settled_comes_back_ended() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let id = new_session_id();
+        s.begin(meta(&id, "cam")).unwrap();
+        s.end_live(&id);
+        let (s2, found) = open(dir.path());
+        assert_eq!(found, vec![meta(&id, "cam")]);
+        assert!(!s2.is_live(&id));
+        assert!(s2.get(&id).is_some());
+    }
+
+    #[test]
+    fn a_state_directory_that_fails_refuses_new_sessions_until_it_works() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let id = s.new_id();
+        s.begin(meta(&id, "cam")).unwrap();
+        // The spare directory is gone and a file stands in its place.
+        let sd = s.session_dir(&id);
+        std::fs::remove_dir_all(&sd).unwrap();
+        std::fs::write(&sd, b"").unwrap();
+        assert!(s.settle(&meta(&id, "cam")).is_err());
+        assert_eq!(pending(dir.path()), 1, "the pending record stays");
+        let next = new_session_id();
+        let err = s.begin(meta(&next, "other")).unwrap_err();
+        assert!(matches!(err, SessionError::Io { .. }), "{err}");
+        assert!(s.live_of("b1", "other").is_none());
+
+        std::fs::remove_file(&sd).unwrap();
+        s.settle(&meta(&id, "cam")).unwrap();
+        s.begin(meta(&next, "other")).unwrap();
+    }
+
+    #[test]
+    fn unfinished_pending_records_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_s, _) = open(dir.path());
+        let id = new_session_id();
+        std::fs::write(dir.path().join("pending").join(format!("{id}.tmp")), b"{").unwrap();
+        std::fs::write(
+            dir.path().join("pending").join(format!("{id}.json")),
+            b"{\"id\"",
+        )
+        .unwrap();
+        let (_, found) = open(dir.path());
+        assert!(found.is_empty());
+        assert_eq!(pending(dir.path()), 0);
     }
 
     #[test]

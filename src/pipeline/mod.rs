@@ -539,6 +539,11 @@ impl Pipeline {
         if self.core.has_session(&meta.id) {
             return;
         }
+        // A new session's record is on the capture file system only;
+        // recovered ones were settled when the sessions were read.
+        if !recovering && let Err(e) = self.sessions.settle(&meta) {
+            error!(session = %meta.id, error = %e, "cannot write the session's state; new pushes are refused until it works");
+        }
         let journal_path = self.sessions.session_dir(&meta.id).join("journal");
         let (journal, entries) = match Journal::open(&journal_path) {
             Ok(j) => j,
