@@ -602,6 +602,7 @@ class Run:
         # so the floor's client cost is it minus a writer that only writes.
         writer_cpu = common.wait_with_usage(writer, on_tick=sample_rss)
         probe_first, probe_again = probe.stop() if probe else ([], [])
+        probe_server = probe.server_side() if probe else {}
         writer.stop()
         if writer.popen.returncode != 0:
             raise RuntimeError(f"writer failed: {common.tail(writer.log_path)}")
@@ -676,7 +677,7 @@ class Run:
             load_end=load_end,
         )
         if probe:
-            result.update(probe_rate=self.probe_rate)
+            result.update(probe_rate=self.probe_rate, probe_server=probe_server)
             for name, ms in (("first", probe_first), ("again", probe_again)):
                 result[f"probe_{name}"] = {
                     "calls": len(ms),
@@ -709,10 +710,17 @@ class PublishProbe:
 
     def _run(self, port, bucket, garage, rate, start_at):
         time.sleep(max(0.0, start_at + 2 * PERIOD - time.time()))  # streams under way
+        self.port = port
+        self.server_before = {}
         k = 0
         next_at = time.time()
         while not self.stopping.is_set():
             k += 1
+            if k == PROBE_NAMES + 1:
+                # Server-side times of the cached calls: livebucket's
+                # histogram from here on, less what the channels' own
+                # publishes and the first lookups put in it.
+                self.server_before = hook_histogram(port)
             clientid = 100_000 + k
             channel = f"probe{k % PROBE_NAMES:03d}"
             query = common.push_query(bucket, channel, garage.key_id, garage.secret)
@@ -729,6 +737,38 @@ class PublishProbe:
         self.stopping.set()
         self.thread.join(timeout=15)
         return self.first, self.again
+
+    def server_side(self) -> dict:
+        """The probe's cached on_publish answers as livebucket timed them
+        (accept to answer written): calls, the share within 1 and 2 ms, and
+        the histogram bucket bound the 99th percentile falls under."""
+        if not self.server_before:
+            return {"calls": 0}
+        after = hook_histogram(self.port)
+        diff = {le: n - self.server_before.get(le, 0) for le, n in after.items()}
+        count = diff.get(float("inf"), 0)
+        if not count:
+            return {"calls": 0}
+        return {
+            "calls": count,
+            "within_1ms": diff.get(0.001, 0) / count,
+            "within_2ms": diff.get(0.002, 0) / count,
+            "p50_le_ms": 1000 * min(le for le, n in diff.items() if n >= 0.5 * count),
+            "p99_le_ms": 1000 * min(le for le, n in diff.items() if n >= 0.99 * count),
+        }
+
+
+def hook_histogram(port) -> dict[float, int]:
+    """`livebucket_hook_seconds` for on_publish: upper bound (s) →
+    answers at or under it (cumulative, as Prometheus has it)."""
+    _, body = common.http_get(port.operator, "/metrics")
+    prefix = 'livebucket_hook_seconds_bucket{call="on_publish",le="'
+    out = {}
+    for line in body.splitlines():
+        if line.startswith(prefix):
+            le, n = line[len(prefix) :].split('"} ')
+            out[float(le)] = int(n)
+    return out
 
 
 PROBE_NAMES = 20
@@ -942,6 +982,13 @@ def probe_lines(r: dict) -> list[str]:
                 f" ({r['probe_rate']:g}/s, one at a time, new connection each), client-side"
                 f" p50/p99/max {p['p50_ms']:.2f}/{p['p99_ms']:.2f}/{p['max_ms']:.2f} ms"
             )
+    s = r.get("probe_server")
+    if s and s.get("calls"):
+        out.append(
+            f"{r['system']}: the same calls for a channel seen before, as livebucket timed them (accept to answer,"
+            f" `livebucket_hook_seconds`): {s['calls']} calls, {100 * s['within_1ms']:.1f} % within 1 ms,"
+            f" {100 * s['within_2ms']:.1f} % within 2 ms; p50 ≤ {s['p50_le_ms']:g} ms, p99 ≤ {s['p99_le_ms']:g} ms"
+        )
     return out
 
 

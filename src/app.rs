@@ -1,7 +1,9 @@
 //! Wires config → store → sessions → pipeline → HTTP, and stops them in order.
 //!
 //! Three HTTP listeners (hooks, public, operator; see `http`), each bound
-//! from the config or taken from systemd socket activation by name.
+//! from the config or taken from systemd socket activation by name. The
+//! hooks listener runs on a thread of its own (see
+//! `http::server::serve_on_own_thread`), the rest on the main runtime.
 //!
 //! Shutdown (SIGTERM/SIGINT): the listeners stop accepting and open
 //! connections finish their request, the watcher is dropped, uploads in
@@ -140,6 +142,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         ),
     ];
     let stop_http = CancellationToken::new();
+    // The hooks listener's runtime lives until everything else has stopped.
+    let keep_hooks_runtime = CancellationToken::new();
+    let _keep_hooks_runtime = keep_hooks_runtime.clone().drop_guard();
     let connections = TaskTracker::new();
     let mut servers = Vec::new();
     for (name, addr, router, allow) in surfaces {
@@ -158,12 +163,24 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             allow,
             metrics: metrics.clone(),
         };
-        servers.push(tokio::spawn(http::server::serve(
-            bound,
-            surface,
-            stop_http.clone(),
-            connections.clone(),
-        )));
+        let stopped = if name == "hooks" {
+            http::server::serve_on_own_thread(
+                bound,
+                surface,
+                stop_http.clone(),
+                connections.clone(),
+                keep_hooks_runtime.clone(),
+            )?
+        } else {
+            let (done, stopped) = tokio::sync::oneshot::channel();
+            let (stop, conns) = (stop_http.clone(), connections.clone());
+            tokio::spawn(async move {
+                http::server::serve(bound, surface, stop, conns).await;
+                let _ = done.send(());
+            });
+            stopped
+        };
+        servers.push(stopped);
     }
     if let Some((name, _)) = inherited.first() {
         warn!(socket = %name, "socket activation passed a socket no listener uses (names: hooks, public, operator)");

@@ -74,7 +74,9 @@ impl ChannelStore {
         self.cache.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
-    fn cached(&self, bucket: &str, channel: &str) -> Option<Option<ChannelRecord>> {
+    /// The cached record without a lookup: `Some(None)` for a channel known
+    /// not to exist, `None` when it is not cached.
+    pub fn cached(&self, bucket: &str, channel: &str) -> Option<Option<ChannelRecord>> {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -6,11 +6,27 @@
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::Mutex;
+use std::time::Duration;
 
 #[derive(Default)]
 pub struct Metrics {
     counters: Mutex<BTreeMap<(&'static str, String), u64>>,
     gauges: Mutex<BTreeMap<(&'static str, String), i64>>,
+    histograms: Mutex<BTreeMap<(&'static str, String), Histogram>>,
+}
+
+/// Upper bounds (seconds) of the histogram buckets: fine below 10 ms, where
+/// a callback's answer should be, coarse above.
+const BUCKETS: [f64; 12] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0, 2.5, 10.0,
+];
+
+#[derive(Default)]
+struct Histogram {
+    /// Observations per bucket (not cumulative); the last counts those
+    /// above every bound.
+    counts: [u64; BUCKETS.len() + 1],
+    sum: f64,
 }
 
 /// Help text for each series, so `/metrics` explains itself.
@@ -80,6 +96,10 @@ const HELP: &[(&str, &str)] = &[
         "nginx callbacks answered, by call (publish, update_publish, publish_done, ...).",
     ),
     (
+        "livebucket_hook_seconds",
+        "Time to answer an nginx callback, from accepting its connection to the answer, by call (refusals, which are delayed on purpose, included).",
+    ),
+    (
         "livebucket_hooks_forged_total",
         "Requests on the hooks listener without the hooks secret or from a peer outside hooks.allow.",
     ),
@@ -116,6 +136,7 @@ const HELP: &[(&str, &str)] = &[
 /// The label name of each labelled series; `reason` when not listed.
 const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_hooks_total", "call"),
+    ("livebucket_hook_seconds", "call"),
     ("livebucket_connections_refused_total", "listener"),
     ("livebucket_cluster_fence_total", "verdict"),
 ];
@@ -140,6 +161,18 @@ impl Metrics {
         g.insert((name, String::new()), value);
     }
 
+    pub fn observe(&self, name: &'static str, label: &str, took: Duration) {
+        let secs = took.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&le| secs <= le)
+            .unwrap_or(BUCKETS.len());
+        let mut h = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        let h = h.entry((name, label.to_owned())).or_default();
+        h.counts[bucket] += 1;
+        h.sum += secs;
+    }
+
     pub fn counter(&self, name: &'static str, label: &str) -> u64 {
         let c = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         c.get(&(name, label.to_owned())).copied().unwrap_or(0)
@@ -154,17 +187,19 @@ impl Metrics {
                 let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             }
         };
+        let label_name = |name: &str| {
+            LABEL_NAMES
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map_or("reason", |(_, l)| *l)
+        };
         let counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         for ((name, label), v) in counters.iter() {
             header(&mut out, name, "counter");
             if label.is_empty() {
                 let _ = writeln!(out, "{name} {v}");
             } else {
-                let label_name = LABEL_NAMES
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map_or("reason", |(_, l)| l);
-                let _ = writeln!(out, "{name}{{{label_name}=\"{label}\"}} {v}");
+                let _ = writeln!(out, "{name}{{{}=\"{label}\"}} {v}", label_name(name));
             }
         }
         drop(counters);
@@ -173,6 +208,26 @@ impl Metrics {
             header(&mut out, name, "gauge");
             let _ = writeln!(out, "{name} {v}");
         }
+        drop(gauges);
+        let histograms = self.histograms.lock().unwrap_or_else(|p| p.into_inner());
+        for ((name, label), h) in histograms.iter() {
+            header(&mut out, name, "histogram");
+            let labels = if label.is_empty() {
+                String::new()
+            } else {
+                format!("{}=\"{label}\",", label_name(name))
+            };
+            let mut below = 0;
+            for (le, n) in BUCKETS.iter().zip(h.counts) {
+                below += n;
+                let _ = writeln!(out, "{name}_bucket{{{labels}le=\"{le}\"}} {below}");
+            }
+            let count: u64 = h.counts.iter().sum();
+            let _ = writeln!(out, "{name}_bucket{{{labels}le=\"+Inf\"}} {count}");
+            let labels = labels.trim_end_matches(',');
+            let _ = writeln!(out, "{name}_sum{{{labels}}} {}", h.sum);
+            let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        }
         out
     }
 }
@@ -180,6 +235,35 @@ impl Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn renders_histograms_cumulatively() {
+        let m = Metrics::default();
+        let ms = |n| Duration::from_micros(n);
+        m.observe("livebucket_hook_seconds", "on_publish", ms(300));
+        m.observe("livebucket_hook_seconds", "on_publish", ms(1000));
+        m.observe("livebucket_hook_seconds", "on_publish", ms(30_000));
+        m.observe(
+            "livebucket_hook_seconds",
+            "on_publish",
+            Duration::from_secs(60),
+        );
+        let text = m.render();
+        let line =
+            |le: &str| format!("livebucket_hook_seconds_bucket{{call=\"on_publish\",le=\"{le}\"}}");
+        for (le, n) in [("0.00025", 0), ("0.0005", 1), ("0.001", 2), ("0.025", 2)] {
+            assert!(
+                text.contains(&format!("{} {n}\n", line(le))),
+                "{le}: {text}"
+            );
+        }
+        assert!(text.contains(&format!("{} 3\n", line("0.1"))));
+        assert!(text.contains(&format!("{} 3\n", line("10"))));
+        assert!(text.contains(&format!("{} 4\n", line("+Inf"))));
+        assert!(text.contains("livebucket_hook_seconds_count{call=\"on_publish\"} 4\n"));
+        assert!(text.contains("livebucket_hook_seconds_sum{call=\"on_publish\"} 60.0313\n"));
+        assert!(text.contains("# TYPE livebucket_hook_seconds histogram\n"));
+    }
 
     #[test]
     fn renders_prometheus_text() {

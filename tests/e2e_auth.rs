@@ -361,6 +361,17 @@ async fn second_publisher_to_a_live_channel_is_refused() {
         "segments from more than one session: {sessions:?}"
     );
     assert_eq!(stack.livebucket.metric("livebucket_push_accepted_total"), 1);
+    // nginx's callbacks are timed from accept to answer.
+    let timed = stack
+        .livebucket
+        .metric("livebucket_hook_seconds_count{call=\"on_publish\"}");
+    assert!(timed >= 1, "no on_publish in livebucket_hook_seconds");
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_hook_seconds_bucket{call=\"on_publish\",le=\"+Inf\"}"),
+        timed
+    );
 }
 
 #[tokio::test]

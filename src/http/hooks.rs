@@ -63,11 +63,11 @@ fn log_refusal(metrics: &crate::metrics::Metrics, cb: Option<&Callback>, err: &H
 }
 
 /// Adds the finished push to its channel's history (GetLiveChannelHistory),
-/// in the background: nginx need not wait for S3.
+/// in the background on the main runtime: nginx need not wait for S3.
 fn record_history(app: &Arc<AppState>, s: &SessionMeta) {
     let app = app.clone();
     let s = s.clone();
-    tokio::spawn(async move {
+    app.background.clone().spawn(async move {
         let push = crate::oss::channel::LiveRecord {
             start: (s.started_ms / 1000) as i64,
             end: unix_now() as i64,
@@ -313,9 +313,21 @@ async fn channel_record(
     bucket: &str,
     channel: &str,
 ) -> Result<Option<crate::oss::channel::ChannelRecord>, String> {
-    match tokio::time::timeout(CHANNEL_LOOKUP, app.channels.get(key_id, bucket, channel)).await {
-        Ok(Ok(record)) => Ok(record),
-        Ok(Err(e)) => Err(format!("cannot read the channel record ({e})")),
+    if let Some(hit) = app.channels.cached(bucket, channel) {
+        return Ok(hit);
+    }
+    // On the main runtime: S3 connections opened here would stay bound to
+    // the hooks listener's thread and load it with other requests' I/O.
+    let lookup = {
+        let channels = app.channels.clone();
+        let (key_id, bucket, channel) = (key_id.to_owned(), bucket.to_owned(), channel.to_owned());
+        app.background
+            .spawn(async move { channels.get(&key_id, &bucket, &channel).await })
+    };
+    match tokio::time::timeout(CHANNEL_LOOKUP, lookup).await {
+        Ok(Ok(Ok(record))) => Ok(record),
+        Ok(Ok(Err(e))) => Err(format!("cannot read the channel record ({e})")),
+        Ok(Err(e)) => Err(format!("the channel record lookup failed ({e})")),
         Err(_) => Err(format!(
             "the channel record did not come within {CHANNEL_LOOKUP:?}"
         )),

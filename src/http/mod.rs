@@ -60,6 +60,9 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// nginx-rtmp's statistics page, for GetLiveChannelStat.
     pub stat: crate::stat::StatSource,
+    /// The main runtime, for work a request starts and does not wait for:
+    /// the hooks listener's own thread stays free for nginx's next callback.
+    pub background: tokio::runtime::Handle,
 }
 
 impl AppState {
@@ -79,6 +82,7 @@ impl AppState {
             channels,
             cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),
+            background: tokio::runtime::Handle::current(),
             config: RwLock::new(config),
             sessions,
             pipeline,
@@ -179,13 +183,9 @@ pub fn hooks_router(state: Arc<AppState>) -> Router {
             post(hooks::on_publish_done),
         )
         .layer((
+            middleware::from_fn_with_state(state.clone(), time_hook),
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
-                let call = req.uri().path().rsplit('/').next().unwrap_or_default();
-                let call = match call {
-                    "on_publish" | "on_update" | "on_publish_done" => call,
-                    _ => "other",
-                };
-                tracing::debug_span!("hook", call)
+                tracing::debug_span!("hook", call = hook_call(req.uri().path()))
             }),
             middleware::from_fn_with_state(state.clone(), require_hooks_secret),
             RequestBodyLimitLayer::new(MAX_BODY_BYTES),
@@ -196,6 +196,30 @@ pub fn hooks_router(state: Arc<AppState>) -> Router {
             ),
         ))
         .with_state(state)
+}
+
+/// The callback a hooks path names, from a fixed set (a label value).
+fn hook_call(path: &str) -> &'static str {
+    match path.rsplit('/').next().unwrap_or_default() {
+        "on_publish" => "on_publish",
+        "on_update" => "on_update",
+        "on_publish_done" => "on_publish_done",
+        _ => "other",
+    }
+}
+
+/// Counts every hooks request's answer time into `livebucket_hook_seconds`,
+/// refusals included, from the connection's accept.
+async fn time_hook(State(app): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let arrived = req
+        .extensions()
+        .get::<server::Arrived>()
+        .map_or_else(std::time::Instant::now, |a| a.0);
+    let call = hook_call(req.uri().path());
+    let response = next.run(req).await;
+    app.metrics
+        .observe("livebucket_hook_seconds", call, arrived.elapsed());
+    response
 }
 
 /// 403 unless the path is `/hooks/<the configured secret>/…`, compared in

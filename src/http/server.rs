@@ -23,7 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
@@ -67,6 +67,12 @@ impl Bound {
 /// The peer of a request's connection; `None` on a Unix socket.
 #[derive(Debug, Clone, Copy)]
 pub struct Peer(pub Option<SocketAddr>);
+
+/// When the server began on a request: its connection's accept for the
+/// first request (nginx's callbacks make one request per connection), the
+/// arrival of its head for later ones. Answer times are measured from it.
+#[derive(Debug, Clone, Copy)]
+pub struct Arrived(pub Instant);
 
 /// Binds `addr`. A Unix socket replaces a stale socket file at the same path
 /// (never any other kind of file) and is made `0660`: nginx's worker reaches
@@ -183,6 +189,68 @@ pub struct Surface {
     pub metrics: Arc<Metrics>,
 }
 
+/// Serves `surface` as [`serve`] does, on a thread of its own with a
+/// single-threaded runtime, and returns at once; the receiver completes when
+/// the listener has stopped accepting.
+///
+/// For the hooks listener: nginx waits on every callback (a streamer is held
+/// until `on_publish` answers, and an `on_update` that is not answered drops
+/// a live one), and on the main runtime's worker threads those requests
+/// queued behind the pipeline's uploads and file system calls. Here the
+/// kernel schedules them as soon as they arrive.
+///
+/// The thread's runtime lives until `keep` is cancelled, not only until the
+/// listener stops: tasks a request started (a push recorded in a channel's
+/// history) and connections the S3 client pooled from it belong to it.
+pub fn serve_on_own_thread(
+    bound: Bound,
+    surface: Surface,
+    stop: CancellationToken,
+    conns: TaskTracker,
+    keep: CancellationToken,
+) -> anyhow::Result<tokio::sync::oneshot::Receiver<()>> {
+    // A tokio listener is tied to the runtime it was registered with.
+    let bound = match bound {
+        Bound::Tcp(l) => StdBound::Tcp(l.into_std()?),
+        Bound::Unix(l) => StdBound::Unix(l.into_std()?),
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start a runtime for a listener")?;
+    let (done, stopped) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("livebucket-{}", surface.name))
+        .spawn(move || {
+            runtime.block_on(async move {
+                match bound.into_tokio() {
+                    Ok(bound) => serve(bound, surface, stop, conns).await,
+                    Err(e) => warn!(listener = surface.name, error = %e, "cannot serve"),
+                }
+                let _ = done.send(());
+                keep.cancelled().await;
+            });
+        })
+        .context("cannot start a thread for a listener")?;
+    Ok(stopped)
+}
+
+/// A [`Bound`] between runtimes.
+enum StdBound {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StdBound {
+    /// Registers the listener with the current runtime.
+    fn into_tokio(self) -> std::io::Result<Bound> {
+        Ok(match self {
+            StdBound::Tcp(l) => Bound::Tcp(TcpListener::from_std(l)?),
+            StdBound::Unix(l) => Bound::Unix(UnixListener::from_std(l)?),
+        })
+    }
+}
+
 /// Accepts until `stop`, then lets open connections finish their current
 /// request (graceful shutdown); each connection task is tracked in `conns`.
 pub async fn serve(bound: Bound, surface: Surface, stop: CancellationToken, conns: TaskTracker) {
@@ -193,6 +261,7 @@ pub async fn serve(bound: Bound, surface: Surface, stop: CancellationToken, conn
             _ = stop.cancelled() => return,
             a = accept(&bound) => a,
         };
+        let arrived = Instant::now();
         let (stream, peer) = match accepted {
             Ok(a) => a,
             Err(e) => {
@@ -216,8 +285,8 @@ pub async fn serve(bound: Bound, surface: Surface, stop: CancellationToken, conn
         let stop = stop.clone();
         conns.spawn(async move {
             match stream {
-                Stream::Tcp(s) => connection(s, peer, &surface, stop).await,
-                Stream::Unix(s) => connection(s, peer, &surface, stop).await,
+                Stream::Tcp(s) => connection(s, peer, arrived, &surface, stop).await,
+                Stream::Unix(s) => connection(s, peer, arrived, &surface, stop).await,
             }
             drop(slot);
         });
@@ -242,10 +311,16 @@ async fn accept(bound: &Bound) -> std::io::Result<(Stream, Peer)> {
     }
 }
 
-async fn connection<S>(stream: S, peer: Peer, surface: &Surface, stop: CancellationToken)
-where
+async fn connection<S>(
+    stream: S,
+    peer: Peer,
+    accepted: Instant,
+    surface: &Surface,
+    stop: CancellationToken,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    let first = std::sync::atomic::AtomicBool::new(true);
     let allowed = match (peer.0, &surface.allow) {
         (Some(addr), Some(allow)) => allow(addr.ip()),
         _ => true,
@@ -256,6 +331,11 @@ where
     let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
         let router = router.clone();
         let metrics = metrics.clone();
+        let arrived = if first.swap(false, std::sync::atomic::Ordering::Relaxed) {
+            accepted
+        } else {
+            Instant::now()
+        };
         async move {
             if !allowed {
                 metrics.inc("livebucket_hooks_forged_total", "peer");
@@ -271,6 +351,7 @@ where
             }
             let mut req = req.map(Body::new);
             req.extensions_mut().insert(peer);
+            req.extensions_mut().insert(Arrived(arrived));
             router.oneshot(req).await
         }
     });
