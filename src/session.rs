@@ -212,6 +212,15 @@ impl Sessions {
         }
     }
 
+    /// An id from [`Sessions::new_id`] that will not be begun: its spare
+    /// directory, if it had one, serves the next session.
+    pub fn give_back(&self, id: &str) {
+        let mut inner = self.lock();
+        if inner.taken.remove(id) {
+            inner.spares.push(id.to_owned());
+        }
+    }
+
     /// Makes spare session directories until there are [`SPARES`]; a
     /// failure is logged and left to the next refill (`begin` does not need
     /// spares).
@@ -255,9 +264,8 @@ impl Sessions {
                 })
             };
             if let Some(refusal) = refusal {
-                if inner.taken.remove(&meta.id) {
-                    inner.spares.push(meta.id);
-                }
+                drop(inner);
+                self.give_back(&meta.id);
                 return Err(refusal);
             }
             // Claim the channel before the write so a concurrent second
@@ -269,11 +277,8 @@ impl Sessions {
             .map_err(std::io::Error::other)
             .and_then(|body| write_atomically(&path, &body));
         if let Err(source) = written {
-            let mut inner = self.lock();
-            inner.live.remove(&channel);
-            if inner.taken.remove(&meta.id) {
-                inner.spares.push(meta.id);
-            }
+            self.lock().live.remove(&channel);
+            self.give_back(&meta.id);
             return Err(SessionError::Io { path, source });
         }
         self.lock().known.insert(meta.id.clone(), meta.clone());
@@ -382,10 +387,21 @@ impl Sessions {
         self.lock().live.len()
     }
 
-    /// The publisher went away: the channel is free for a new push, while the
-    /// pipeline may still be storing this session's last fragments.
-    pub fn end_live(&self, id: &str) {
+    /// The publisher went away: the channel is free for a new push at once,
+    /// while the pipeline may still be storing this session's last
+    /// fragments. Nothing is written: `on_publish_done` calls this on the
+    /// hooks thread, and the pipeline marks the end on disk
+    /// ([`Sessions::end_live`]) when it handles it, which is also after it
+    /// settled the session (a crash in between recovers the session live,
+    /// and its idle end frees the channel).
+    pub fn release_live(&self, id: &str) {
         self.lock().live.retain(|_, v| v != id);
+    }
+
+    /// [`Sessions::release_live`], and marked on disk so that a restart
+    /// recovers the session as ended.
+    pub fn end_live(&self, id: &str) {
+        self.release_live(id);
         // A restart before the session is finished recovers it as ended.
         // Its directory is not made yet if it was no spare and the pipeline
         // has not settled it.
@@ -500,9 +516,12 @@ mod tests {
             "a spare was made ahead"
         );
         begin_settled(&s, meta(&a, "cam"));
-        // A refused begin gives its spare back.
+        // A refused begin gives its spare back, and so does a publish
+        // refused before it (a cluster claim).
         let b = s.new_id();
         assert!(s.begin(meta(&b, "cam")).is_err());
+        assert_eq!(s.new_id(), b);
+        s.give_back(&b);
         assert_eq!(s.new_id(), b);
         begin_settled(&s, meta(&b, "cam2"));
         s.refill_spares();

@@ -175,7 +175,12 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         resume: None,
     };
     let meta = match &app.cluster {
-        Some(cluster) => claim_in_cluster(app, cluster, meta).await?,
+        Some(cluster) => {
+            let id = meta.id.clone();
+            claim_in_cluster(app, cluster, meta)
+                .await
+                .inspect_err(|_| app.sessions.give_back(&id))?
+        }
         None => meta,
     };
     let begun = app.sessions.begin(meta.clone()).map_err(|e| match e {
@@ -344,7 +349,7 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
         {
             Some(s) => {
                 info!(session = %s.id, channel = %s.channel, "publisher gone");
-                app.sessions.end_live(&s.id);
+                app.sessions.release_live(&s.id);
                 app.pipeline.done(&s.id);
                 record_history(&app, &s);
             }

@@ -253,6 +253,12 @@ impl Pipeline {
             Msg::Fs(FsEvent::Rescan) => self.rescan_all(),
             Msg::Started(meta) => self.open_session(meta, false),
             Msg::Done(session) => {
+                // After its settle (Started came first): a restart
+                // recovers the session as ended. (Unless it is finished
+                // already: its directory is gone and stays gone.)
+                if self.sessions.get(&session).is_some() {
+                    self.sessions.end_live(&session);
+                }
                 let now = self.now();
                 self.feed(Input::Done { session, now });
             }
