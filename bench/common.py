@@ -507,6 +507,52 @@ def http_post(port: int, path: str, body: bytes) -> tuple[int, dict]:
     return resp.status, headers
 
 
+class CallbackFloor:
+    """The floor for timing a callback: an nginx of its own (one worker,
+    nothing else to do) that answers every request with a fixed 302 without
+    reading it, as fast as a C event loop on this machine answers a new
+    connection. The on_publish probe calls it between its calls to
+    livebucket, so both see the same load."""
+
+    def __init__(self, dir: Path):
+        dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        conf = dir / "nginx.conf"
+        conf.write_text(
+            f"""
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    server {{
+        listen 127.0.0.1:{self.port};
+        location / {{ return 302 "rtmp://127.0.0.1/hls/floor"; }}
+    }}
+}}
+"""
+        )
+        self.proc = Proc(
+            "nginx-callback-floor",
+            ["nginx", "-p", str(dir), "-c", str(conf), "-e", str(dir / "error.log")],
+            dir / "nginx.out",
+            stop_signal=signal.SIGQUIT,
+        )
+        wait_until("the callback floor's nginx", lambda: port_open(self.port), timeout=10)
+
+    def stop(self) -> None:
+        self.proc.stop()
+
+
 def timed_callback(port: int, path: str, body: bytes) -> tuple[float, int]:
     """POSTs `body` the way nginx-rtmp does (HTTP/1.0 on a new connection,
     the answer read until the server closes) and returns (ms from connect to

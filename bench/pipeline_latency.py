@@ -597,12 +597,15 @@ class Run:
                     pending.append(metric(lb_port, "livebucket_uploads_pending"))
                 next_sample += self.sample_s
 
-        probe = PublishProbe(lb_port, self.bucket, g, self.probe_rate, t_start) if self.is_lb and self.probe_rate else None
+        floor = common.CallbackFloor(self.run_dir / "callback-floor") if self.is_lb and self.probe_rate else None
+        probe = PublishProbe(lb_port, self.bucket, g, self.probe_rate, t_start, floor) if floor else None
         # The writer's own CPU: for the bare-PUT floors it includes the PUTs,
         # so the floor's client cost is it minus a writer that only writes.
         writer_cpu = common.wait_with_usage(writer, on_tick=sample_rss)
-        probe_first, probe_again = probe.stop() if probe else ([], [])
+        probe_first, probe_again, probe_floor = probe.stop() if probe else ([], [], [])
         probe_server = probe.server_side() if probe else {}
+        if floor:
+            floor.stop()
         writer.stop()
         if writer.popen.returncode != 0:
             raise RuntimeError(f"writer failed: {common.tail(writer.log_path)}")
@@ -678,7 +681,7 @@ class Run:
         )
         if probe:
             result.update(probe_rate=self.probe_rate, probe_server=probe_server)
-            for name, ms in (("first", probe_first), ("again", probe_again)):
+            for name, ms in (("first", probe_first), ("again", probe_again), ("floor", probe_floor)):
                 result[f"probe_{name}"] = {
                     "calls": len(ms),
                     "p50_ms": common.percentile(ms, 50),
@@ -699,9 +702,13 @@ class PublishProbe:
     connecting to reading the whole answer (`common.timed_callback`: the
     request is built before the clock starts)."""
 
-    def __init__(self, port, bucket: str, garage, rate: float, start_at: float):
+    def __init__(self, port, bucket: str, garage, rate: float, start_at: float, floor):
         self.first: list[float] = []
         self.again: list[float] = []
+        # The same requests to `floor` (common.CallbackFloor), one after
+        # each call to livebucket.
+        self.floor_port = floor.port
+        self.floor: list[float] = []
         self.stopping = threading.Event()
         self.thread = threading.Thread(
             target=self._run, args=(port, bucket, garage, rate, start_at), daemon=True
@@ -729,14 +736,16 @@ class PublishProbe:
             if status != 302:
                 raise RuntimeError(f"probe on_publish for {bucket}/{channel} answered {status}")
             (self.first if k <= PROBE_NAMES else self.again).append(ms)
+            floor_ms, _ = common.timed_callback(self.floor_port, f"/hooks/{common.HOOKS_SECRET}/on_publish", body)
+            self.floor.append(floor_ms)
             common.publish_done(port, clientid, channel)
             next_at += 1 / rate
             self.stopping.wait(max(0.0, next_at - time.time()))
 
-    def stop(self) -> tuple[list[float], list[float]]:
+    def stop(self) -> tuple[list[float], list[float], list[float]]:
         self.stopping.set()
         self.thread.join(timeout=15)
-        return self.first, self.again
+        return self.first, self.again, self.floor
 
     def server_side(self) -> dict:
         """The probe's cached on_publish answers as livebucket timed them
@@ -974,7 +983,11 @@ def cpu_lines(results: list[dict]) -> list[str]:
 def probe_lines(r: dict) -> list[str]:
     """The on_publish probe's figures of one run, if it had one."""
     out = []
-    for name, what in (("again", "a channel seen before (record cached)"), ("first", "a channel not seen before")):
+    for name, what in (
+        ("again", "a channel seen before (record cached)"),
+        ("first", "a channel not seen before"),
+        ("floor", "the floor (nginx answering a fixed 302, called after each of those)"),
+    ):
         p = r.get(f"probe_{name}")
         if p and p["calls"]:
             out.append(
