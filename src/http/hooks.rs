@@ -189,9 +189,6 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         }
         other => HttpError::Unavailable(other.to_string()),
     });
-    // The next publish finds its state directory made.
-    let sessions = app.sessions.clone();
-    tokio::task::spawn_blocking(move || sessions.refill_spares());
     let meta = match begun {
         Ok(m) => {
             if let Some(cluster) = &app.cluster {
@@ -212,7 +209,17 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
     );
     app.metrics.inc("livebucket_push_accepted_total", "");
-    app.pipeline.started(meta);
+    // Waking the pipeline and the blocking pool here would have them take
+    // the cores from this answer; spawned on the hooks thread, this runs
+    // once the answer is written. (A fragment nginx writes before the
+    // pipeline has the session opens it: see `Pipeline::session_of`.)
+    let sessions = app.sessions.clone();
+    let pipeline = app.pipeline.clone();
+    tokio::spawn(async move {
+        pipeline.started(meta);
+        // The next publish finds its state directory made.
+        tokio::task::spawn_blocking(move || sessions.refill_spares());
+    });
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
 }
 

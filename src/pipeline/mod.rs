@@ -34,6 +34,9 @@ pub mod recovery;
 pub mod upload;
 pub mod watch;
 
+#[cfg(test)]
+mod actor_tests;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -530,6 +533,14 @@ impl Pipeline {
         }
         if looks_like_id(&dir) && self.core.has_session(&dir) {
             return Some(dir);
+        }
+        if let Some(meta) = self.sessions.get(&dir) {
+            // Approved, and nginx wrote for it before its Started came
+            // (on_publish sends that after it answered).
+            self.open_session(meta, false);
+            if self.core.has_session(&dir) {
+                return Some(dir);
+            }
         }
         let d = self.hls_dir.join(&dir);
         if self.unknown_dirs.insert(d.clone()) {
