@@ -511,7 +511,7 @@ class CallbackFloor:
     """The floor for timing a callback: an nginx of its own (one worker,
     nothing else to do) that answers every request with a fixed 302 without
     reading it, as fast as a C event loop on this machine answers a new
-    connection. The on_publish probe calls it between its calls to
+    connection. The on_publish probe calls it before each of its calls to
     livebucket, so both see the same load."""
 
     def __init__(self, dir: Path):

@@ -705,7 +705,7 @@ class PublishProbe:
     def __init__(self, port, bucket: str, garage, rate: float, start_at: float, floor):
         self.first: list[float] = []
         self.again: list[float] = []
-        # The same requests to `floor` (common.CallbackFloor), one after
+        # The same requests to `floor` (common.CallbackFloor), one before
         # each call to livebucket.
         self.floor_port = floor.port
         self.floor: list[float] = []
@@ -732,12 +732,14 @@ class PublishProbe:
             channel = f"probe{k % PROBE_NAMES:03d}"
             query = common.push_query(bucket, channel, garage.key_id, garage.secret)
             body = common.nginx_callback_body("publish", clientid, channel, query)
+            # The floor first: what livebucket does after it answered (the
+            # pipeline's wake-up) would fall on a call that follows it.
+            floor_ms, _ = common.timed_callback(self.floor_port, f"/hooks/{common.HOOKS_SECRET}/on_publish", body)
+            self.floor.append(floor_ms)
             ms, status = common.timed_callback(port.hooks, f"/hooks/{common.HOOKS_SECRET}/on_publish", body)
             if status != 302:
                 raise RuntimeError(f"probe on_publish for {bucket}/{channel} answered {status}")
             (self.first if k <= PROBE_NAMES else self.again).append(ms)
-            floor_ms, _ = common.timed_callback(self.floor_port, f"/hooks/{common.HOOKS_SECRET}/on_publish", body)
-            self.floor.append(floor_ms)
             common.publish_done(port, clientid, channel)
             next_at += 1 / rate
             self.stopping.wait(max(0.0, next_at - time.time()))
@@ -986,7 +988,7 @@ def probe_lines(r: dict) -> list[str]:
     for name, what in (
         ("again", "a channel seen before (record cached)"),
         ("first", "a channel not seen before"),
-        ("floor", "the floor (nginx answering a fixed 302, called after each of those)"),
+        ("floor", "the floor (nginx answering a fixed 302, called before each of those)"),
     ):
         p = r.get(f"probe_{name}")
         if p and p["calls"]:
