@@ -60,8 +60,10 @@ pub struct AppState {
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// nginx-rtmp's statistics page, for GetLiveChannelStat.
     pub stat: crate::stat::StatSource,
-    /// The main runtime, for work a request starts and does not wait for:
-    /// the hooks listener's own thread stays free for nginx's next callback.
+    /// The main runtime, for the S3 requests a callback makes (a channel
+    /// record's lookup, a push recorded in its history): the connections
+    /// they open stay there, and the hooks listener's own thread stays free
+    /// for nginx's next callback.
     pub background: tokio::runtime::Handle,
 }
 

@@ -200,8 +200,8 @@ pub struct Surface {
 /// kernel schedules them as soon as they arrive.
 ///
 /// The thread's runtime lives until `keep` is cancelled, not only until the
-/// listener stops: tasks a request started (a push recorded in a channel's
-/// history) and connections the S3 client pooled from it belong to it.
+/// listener stops: the work a request left for after its answer (waking
+/// the pipeline, refilling spare session directories) runs on it.
 pub fn serve_on_own_thread(
     bound: Bound,
     surface: Surface,
@@ -218,20 +218,32 @@ pub fn serve_on_own_thread(
         .enable_all()
         .build()
         .context("cannot start a runtime for a listener")?;
+    let name = surface.name;
+    let (registered, registration) = std::sync::mpsc::sync_channel(1);
     let (done, stopped) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name(format!("livebucket-{}", surface.name))
+        .name(format!("livebucket-{name}"))
         .spawn(move || {
             runtime.block_on(async move {
-                match bound.into_tokio() {
-                    Ok(bound) => serve(bound, surface, stop, conns).await,
-                    Err(e) => warn!(listener = surface.name, error = %e, "cannot serve"),
-                }
+                let bound = match bound.into_tokio() {
+                    Ok(bound) => bound,
+                    Err(e) => {
+                        let _ = registered.send(Err(e));
+                        return;
+                    }
+                };
+                let _ = registered.send(Ok(()));
+                serve(bound, surface, stop, conns).await;
                 let _ = done.send(());
                 keep.cancelled().await;
             });
         })
         .context("cannot start a thread for a listener")?;
+    // A few microseconds at start: the listener is serving, or this fails.
+    registration
+        .recv()
+        .map_err(|_| anyhow::anyhow!("the {name} listener's thread ended at start"))?
+        .with_context(|| format!("cannot serve the {name} listener on its thread"))?;
     Ok(stopped)
 }
 
