@@ -293,6 +293,37 @@ class Garage:
 OBS_FORMAT = '$msec $request_time $request_method $status "$content_length" "$request_uri" "$request_body"'
 
 
+def start_nginx(name: str, dir: Path, worker_connections: int, http: str) -> Proc:
+    """An nginx of the bench's own: one worker, in the foreground, its pid,
+    logs and temp files under `dir`, with `http` inside its `http` block."""
+    conf = dir / "nginx.conf"
+    conf.write_text(
+        f"""
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections {worker_connections}; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+{http}}}
+"""
+    )
+    return Proc(
+        name,
+        ["nginx", "-p", str(dir), "-c", str(conf), "-e", str(dir / "error.log")],
+        dir / "nginx.out",
+        stop_signal=signal.SIGQUIT,
+    )
+
+
 class Observer:
     """nginx as a reverse proxy in front of Garage that writes one line per
     finished request: the time the response was sent ($msec: the object is
@@ -309,23 +340,11 @@ class Observer:
         self.dir = dir
         self.port = free_port()
         self.log_path = dir / "observed.log"
-        conf = dir / "nginx.conf"
-        conf.write_text(
+        self.proc = start_nginx(
+            "nginx-observer",
+            dir,
+            4096,
             f"""
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 4096; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
     log_format obs '{OBS_FORMAT}';
     upstream garage {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
     server {{
@@ -346,14 +365,7 @@ http {{
         }}
         location / {{ proxy_pass http://garage; }}
     }}
-}}
-"""
-        )
-        self.proc = Proc(
-            "nginx-observer",
-            ["nginx", "-p", str(dir), "-c", str(conf), "-e", str(dir / "error.log")],
-            dir / "nginx.out",
-            stop_signal=signal.SIGQUIT,
+""",
         )
         wait_until("the observing nginx", lambda: port_open(self.port), timeout=10)
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -517,35 +529,16 @@ class CallbackFloor:
     def __init__(self, dir: Path):
         dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        conf = dir / "nginx.conf"
-        conf.write_text(
+        self.proc = start_nginx(
+            "nginx-callback-floor",
+            dir,
+            1024,
             f"""
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid {dir}/nginx.pid;
-error_log {dir}/error.log warn;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {dir}/body;
-    proxy_temp_path {dir}/proxy;
-    fastcgi_temp_path {dir}/fastcgi;
-    uwsgi_temp_path {dir}/uwsgi;
-    scgi_temp_path {dir}/scgi;
     server {{
         listen 127.0.0.1:{self.port};
         location / {{ return 302 "rtmp://127.0.0.1/hls/floor"; }}
     }}
-}}
-"""
-        )
-        self.proc = Proc(
-            "nginx-callback-floor",
-            ["nginx", "-p", str(dir), "-c", str(conf), "-e", str(dir / "error.log")],
-            dir / "nginx.out",
-            stop_signal=signal.SIGQUIT,
+""",
         )
         wait_until("the callback floor's nginx", lambda: port_open(self.port), timeout=10)
 
