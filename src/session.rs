@@ -87,6 +87,8 @@ struct Inner {
     /// new sessions are refused meanwhile, since their journals could not
     /// be written either.
     disk_error: Option<String>,
+    /// Sessions whose copy failed, retried by [`Sessions::retry_unsettled`].
+    unsettled: HashSet<String>,
 }
 
 /// Spare session directories kept made: more publishes than this within
@@ -292,20 +294,54 @@ impl Sessions {
     /// Copies a begun session's record into its state directory and drops
     /// the pending one. The pipeline calls it when it opens the session,
     /// before its journal. A failure is kept and refuses new sessions until
-    /// a copy works again; the pending record stays for the next start.
+    /// a copy works again (this session's, retried by
+    /// [`Sessions::retry_unsettled`], or another's); the pending record
+    /// stays for the next start.
     pub fn settle(&self, meta: &SessionMeta) -> Result<(), SessionError> {
         let written = self.write_record(meta);
         let mut inner = self.lock();
         match written {
             Ok(()) => {
                 inner.disk_error = None;
+                inner.unsettled.remove(&meta.id);
                 drop(inner);
                 let _ = std::fs::remove_file(self.pending_path(&meta.id));
                 Ok(())
             }
             Err(e) => {
                 inner.disk_error = Some(e.to_string());
+                inner.unsettled.insert(meta.id.clone());
                 Err(e)
+            }
+        }
+    }
+
+    /// Copies again the records whose copy failed, so that new sessions are
+    /// accepted again once the state directory works; a no-op while none
+    /// failed. The pipeline calls it on its tick.
+    pub fn retry_unsettled(&self) {
+        let metas: Vec<SessionMeta> = {
+            let mut inner = self.lock();
+            if inner.disk_error.is_none() {
+                return;
+            }
+            let known = &inner.known;
+            let metas: Vec<SessionMeta> = inner
+                .unsettled
+                .iter()
+                .filter_map(|id| known.get(id).cloned())
+                .collect();
+            if metas.is_empty() {
+                // The sessions that failed are gone: the next one's copy
+                // says whether the directory works.
+                inner.disk_error = None;
+                inner.unsettled.clear();
+            }
+            metas
+        };
+        for meta in metas {
+            if self.settle(&meta).is_err() {
+                return;
             }
         }
     }
@@ -420,6 +456,7 @@ impl Sessions {
             inner.live.retain(|_, v| v != id);
             inner.known.remove(id);
         }
+        self.lock().unsettled.remove(id);
         let _ = std::fs::remove_file(self.pending_path(id));
         let dir = self.session_dir(id);
         if let Err(e) = std::fs::remove_dir_all(&dir)
@@ -646,8 +683,13 @@ mod tests {
         assert!(matches!(err, SessionError::Io { .. }), "{err}");
         assert!(s.live_of("b1", "other").is_none());
 
+        s.retry_unsettled();
+        assert!(s.begin(meta(&next, "other")).is_err(), "still failing");
+        // The directory works again: the pipeline's tick retries the copy.
         std::fs::remove_file(&sd).unwrap();
-        s.settle(&meta(&id, "cam")).unwrap();
+        s.retry_unsettled();
+        assert_eq!(pending(dir.path()), 0);
+        assert!(!std::fs::read(sd.join("meta.json")).unwrap().is_empty());
         s.begin(meta(&next, "other")).unwrap();
     }
 

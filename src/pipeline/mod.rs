@@ -268,6 +268,7 @@ impl Pipeline {
             Msg::Stored(s) => self.feed(Input::Stored(s)),
             Msg::Tick => {
                 self.spool_failed = false;
+                self.sessions.retry_unsettled();
                 let high_water = self.cfg.spool.tmpfs_high_water;
                 let pressure = capture::fs_usage(&self.capture_dir).is_ok_and(|u| u >= high_water);
                 let now = self.now();
