@@ -211,8 +211,9 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     app.metrics.inc("livebucket_push_accepted_total", "");
     // Waking the pipeline and the blocking pool here would have them take
     // the cores from this answer; spawned on the hooks thread, this runs
-    // once the answer is written. (A fragment nginx writes before the
-    // pipeline has the session opens it: see `Pipeline::session_of`.)
+    // once the answer is written. (A fragment nginx writes, or an end,
+    // before the pipeline has the session opens it:
+    // `Pipeline::open_if_approved`.)
     let sessions = app.sessions.clone();
     let pipeline = app.pipeline.clone();
     tokio::spawn(async move {

@@ -32,11 +32,19 @@ fn config(dir: &Path) -> Arc<Config> {
     Arc::new(Config::parse(&text, Path::new("test.toml")).unwrap())
 }
 
-/// `on_publish` hands the pipeline its session after answering, so nginx may
-/// write for it first: the fragment's event opens the session (settled into
-/// `state_dir`) and the fragment is captured.
-#[tokio::test]
-async fn a_fragment_written_before_its_session_started_is_captured() {
+struct Rig {
+    _dir: tempfile::TempDir,
+    cfg: Arc<Config>,
+    sessions: Arc<Sessions>,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+    handle: PipelineHandle,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// A running pipeline and a session approved as `on_publish` approves one,
+/// its Started not sent.
+fn rig_with_approved_session() -> (Rig, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path());
     std::fs::create_dir_all(&cfg.nginx.hls_dir).unwrap();
@@ -45,7 +53,6 @@ async fn a_fragment_written_before_its_session_started_is_captured() {
     let sessions = Arc::new(sessions);
     let store = crate::store::Store::new(&cfg.s3, &cfg.keys);
     let metrics = Arc::new(Metrics::default());
-    let counted = metrics.clone();
     let uploads = TaskTracker::new();
     let cancel = CancellationToken::new();
     let (handle, rx) = channel();
@@ -56,57 +63,108 @@ async fn a_fragment_written_before_its_session_started_is_captured() {
             metrics: metrics.clone(),
             sessions: sessions.clone(),
             live_cache: LiveCache::default(),
-            snapshots: crate::snapshot::Snapshotter::new(store, metrics, uploads.clone(), 1),
+            snapshots: crate::snapshot::Snapshotter::new(
+                store,
+                metrics.clone(),
+                uploads.clone(),
+                1,
+            ),
             fence: None,
         },
         &handle,
         cancel.clone(),
         uploads,
     );
-
     let id = sessions.new_id();
-    let meta = SessionMeta {
-        id: id.clone(),
-        bucket: "demo".into(),
-        channel: "cam".into(),
-        playlist: "index.m3u8".into(),
-        key_id: "GK123".into(),
-        clientid: "7".into(),
-        name: "cam".into(),
-        addr: "127.0.0.1".into(),
-        started_ms: 1,
-        shape: None,
-        snapshot: None,
-        resume: None,
+    sessions
+        .begin(SessionMeta {
+            id: id.clone(),
+            bucket: "demo".into(),
+            channel: "cam".into(),
+            playlist: "index.m3u8".into(),
+            key_id: "GK123".into(),
+            clientid: "7".into(),
+            name: "cam".into(),
+            addr: "127.0.0.1".into(),
+            started_ms: 1,
+            shape: None,
+            snapshot: None,
+            resume: None,
+        })
+        .unwrap();
+    let task = tokio::spawn(pipeline.run(Vec::new(), rx));
+    let rig = Rig {
+        _dir: dir,
+        cfg,
+        sessions,
+        metrics,
+        cancel,
+        handle,
+        task,
     };
-    sessions.begin(meta).unwrap();
-    let fragment = cfg.nginx.hls_dir.join(&id).join("0.ts");
+    (rig, id)
+}
+
+impl Rig {
+    /// Polls `ok` for up to 2 s, then stops the pipeline.
+    async fn wait_then_stop(self, mut ok: impl FnMut(&Rig) -> bool) -> bool {
+        let mut done = false;
+        for _ in 0..100 {
+            if ok(&self) {
+                done = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        self.cancel.cancel();
+        let _ = self.task.await;
+        done
+    }
+
+    fn settled(&self, id: &str) -> bool {
+        std::fs::read(self.sessions.session_dir(id).join("meta.json")).is_ok_and(|t| !t.is_empty())
+    }
+}
+
+/// `on_publish` hands the pipeline its session after answering, so nginx may
+/// write for it first: the fragment's event opens the session (settled into
+/// `state_dir`) and the fragment is captured.
+#[tokio::test]
+async fn a_fragment_written_before_its_session_started_is_captured() {
+    let (rig, id) = rig_with_approved_session();
+    let fragment = rig.cfg.nginx.hls_dir.join(&id).join("0.ts");
     std::fs::create_dir(fragment.parent().unwrap()).unwrap();
     std::fs::write(&fragment, vec![0x47u8; 188 * 20]).unwrap();
-
-    let task = tokio::spawn(pipeline.run(Vec::new(), rx));
-    let _ = handle
+    let _ = rig
+        .handle
         .sender()
         .send(Msg::Fs(FsEvent::FragmentClosed(fragment.clone())));
-    let captured = cfg.capture_dir().join(&id);
-    let record = sessions.session_dir(&id).join("meta.json");
-    let mut done = false;
-    for _ in 0..100 {
-        let settled = std::fs::read(&record).is_ok_and(|t| !t.is_empty());
-        let files = std::fs::read_dir(&captured).map_or(0, |d| d.count());
-        if settled && files == 1 && !fragment.exists() {
-            done = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    cancel.cancel();
-    let _ = task.await;
+    let captured = rig.cfg.capture_dir().join(&id);
+    let metrics = rig.metrics.clone();
+    let done = rig
+        .wait_then_stop(|r| {
+            r.settled(&id)
+                && std::fs::read_dir(&captured).map_or(0, |d| d.count()) == 1
+                && !fragment.exists()
+        })
+        .await;
+    assert!(done, "the session was not opened by its fragment");
+    assert_eq!(metrics.counter("livebucket_unknown_dirs_total", ""), 0);
+}
+
+/// The publisher may even leave before Started comes: its end opens the
+/// session, settled, and marks it ended on disk.
+#[tokio::test]
+async fn a_session_that_ends_before_it_started_is_settled_and_ended() {
+    let (rig, id) = rig_with_approved_session();
+    rig.sessions.release_live(&id);
+    rig.handle.done(&id);
+    let sessions = rig.sessions.clone();
+    let done = rig
+        .wait_then_stop(|r| r.settled(&id) && sessions.session_dir(&id).join("ended").exists())
+        .await;
     assert!(
         done,
-        "the session was not opened by its fragment: record {:?}, captured {:?}",
-        std::fs::read(&record).map(|t| t.len()),
-        std::fs::read_dir(&captured).map(|d| d.count())
+        "the end of a session not yet started was not recorded"
     );
-    assert_eq!(counted.counter("livebucket_unknown_dirs_total", ""), 0);
 }

@@ -256,10 +256,10 @@ impl Pipeline {
             Msg::Fs(FsEvent::Rescan) => self.rescan_all(),
             Msg::Started(meta) => self.open_session(meta, false),
             Msg::Done(session) => {
-                // After its settle (Started came first): a restart
-                // recovers the session as ended. (Unless it is finished
-                // already: its directory is gone and stays gone.)
-                if self.sessions.get(&session).is_some() {
+                // Opened (so settled) first: a restart recovers the
+                // session as ended. (Unless it is finished already: its
+                // directory is gone and stays gone.)
+                if self.open_if_approved(&session) {
                     self.sessions.end_live(&session);
                 }
                 let now = self.now();
@@ -532,16 +532,8 @@ impl Pipeline {
         if comps.next().is_some() {
             return None;
         }
-        if looks_like_id(&dir) && self.core.has_session(&dir) {
+        if looks_like_id(&dir) && self.open_if_approved(&dir) {
             return Some(dir);
-        }
-        if let Some(meta) = self.sessions.get(&dir) {
-            // Approved, and nginx wrote for it before its Started came
-            // (on_publish sends that after it answered).
-            self.open_session(meta, false);
-            if self.core.has_session(&dir) {
-                return Some(dir);
-            }
         }
         let d = self.hls_dir.join(&dir);
         if self.unknown_dirs.insert(d.clone()) {
@@ -551,6 +543,20 @@ impl Pipeline {
             self.metrics.inc("livebucket_unknown_dirs_total", "");
         }
         None
+    }
+
+    /// Whether the session is open, opening it if it was approved and not
+    /// yet opened: `on_publish` sends Started after it answered, so nginx's
+    /// first file, or even the publisher's end, may come first.
+    fn open_if_approved(&mut self, id: &str) -> bool {
+        if self.core.has_session(id) {
+            return true;
+        }
+        let Some(meta) = self.sessions.get(id) else {
+            return false;
+        };
+        self.open_session(meta, false);
+        self.core.has_session(id)
     }
 
     fn open_session(&mut self, meta: SessionMeta, recovering: bool) {
