@@ -48,6 +48,14 @@ const HELP: &[(&str, &str)] = &[
         "Cluster mode: times this node found itself cut off from etcd past its lease TTL.",
     ),
     (
+        "livebucket_cluster_lease_failures_total",
+        "Cluster mode: lease grants and renewals etcd did not answer, by reason (timeout, transient); each is retried with backoff of at most a third of the TTL.",
+    ),
+    (
+        "livebucket_cluster_leases_total",
+        "Cluster mode: lease events, by event: granted (a new lease, the node registered), lost (etcd no longer knew the lease; a new one is asked for at once).",
+    ),
+    (
         "livebucket_cluster_channel_changes_total",
         "Cluster mode: channel-record changes seen through the etcd watch (cached records dropped).",
     ),
@@ -139,6 +147,7 @@ const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_hook_seconds", "call"),
     ("livebucket_connections_refused_total", "listener"),
     ("livebucket_cluster_fence_total", "verdict"),
+    ("livebucket_cluster_leases_total", "event"),
 ];
 
 impl Metrics {

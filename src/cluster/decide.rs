@@ -136,6 +136,13 @@ pub fn after_new_lease(h: &Holding, current: Option<&Held>, me: &str) -> Option<
     }
 }
 
+/// Whether the keeper should try again to put a holding onto its lease: it
+/// was lost with an old lease, and no retake has settled it yet (etcd
+/// answered the renewal but not the channel's request).
+pub fn retake_due(h: &Holding) -> bool {
+    matches!(h, Holding::Lost { .. })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,5 +265,15 @@ mod tests {
             after_new_lease(&lost, Some(&held("a", "s", 3)), "a"),
             Some(Claim::TakeOver { epoch: 3 })
         );
+        // A lost holding is retried every round until settled either way.
+        assert!(retake_due(&lost));
+        assert!(!retake_due(&Holding::Held {
+            session: "s".into(),
+            epoch: 3
+        }));
+        assert!(!retake_due(&Holding::Superseded {
+            session: "s".into(),
+            by: "b".into()
+        }));
     }
 }

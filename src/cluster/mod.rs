@@ -31,6 +31,7 @@ pub mod continuity;
 pub mod decide;
 pub mod etcd;
 pub mod keys;
+pub mod lease;
 pub mod status;
 mod tasks;
 
@@ -61,11 +62,9 @@ pub enum ClaimError {
 
 type ChannelKey = (String, String);
 
-#[derive(Default)]
 struct State {
-    lease: Option<i64>,
-    /// When the last renewal that etcd acknowledged was sent.
-    renewed: Option<Instant>,
+    /// The node's lease and its renewals ([`lease`] decides).
+    lease: lease::Lease,
     /// Channels this node published and has not finished.
     holdings: HashMap<ChannelKey, Holding>,
     /// Sessions `claim` took a channel for that `on_publish` has not begun
@@ -74,8 +73,6 @@ struct State {
     pending: HashMap<String, Instant>,
     /// Said loudly once per outage.
     cut_off_logged: bool,
-    /// Lease grants that failed in a row (logged now and then).
-    grant_failures: u32,
 }
 
 /// Longest an `on_publish` can keep a claimed session pending (its handler
@@ -113,20 +110,26 @@ impl Cluster {
             Duration::from_millis(cfg.request_timeout_ms),
         )
         .await?;
+        let ttl = Duration::from_secs(cfg.lease_ttl_secs);
         let cluster = Arc::new(Cluster {
             keys: Keys::new(&cfg.prefix),
             cfg,
             etcd,
             sessions,
             metrics,
-            state: Mutex::new(State::default()),
+            state: Mutex::new(State {
+                lease: lease::Lease::new(ttl),
+                holdings: HashMap::new(),
+                pending: HashMap::new(),
+                cut_off_logged: false,
+            }),
         });
         // The first lease before the first push, so a node that starts with
         // etcd up takes pushes at once.
-        cluster.keep().await;
+        let wait = cluster.keep().await;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         channels.announce_to(tx);
-        tokio::spawn(tasks::keeper(cluster.clone(), cancel.clone()));
+        tokio::spawn(tasks::keeper(cluster.clone(), wait, cancel.clone()));
         tokio::spawn(tasks::watch_changes(
             cluster.clone(),
             channels,
@@ -141,16 +144,12 @@ impl Cluster {
         &self.cfg.node_id
     }
 
-    fn ttl(&self) -> Duration {
-        Duration::from_secs(self.cfg.lease_ttl_secs)
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn lease_alive(&self, s: &State) -> bool {
-        s.lease.is_some() && decide::lease_alive(s.renewed, self.ttl(), Instant::now())
+        s.lease.alive(Instant::now()).is_some()
     }
 
     fn holder_value(&self, session: &str) -> HolderValue {
@@ -175,9 +174,9 @@ impl Cluster {
     ) -> Result<(), ClaimError> {
         let lease = {
             let s = self.lock();
-            match s.lease {
-                Some(l) if self.lease_alive(&s) => l,
-                _ => {
+            match s.lease.alive(Instant::now()) {
+                Some(l) => l,
+                None => {
                     return Err(ClaimError::Unavailable(
                         "this node holds no live lease in etcd".into(),
                     ));

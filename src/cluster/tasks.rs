@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::decide::{self, Claim, Holding};
+use super::lease::{self, Answer, Event, Next};
 use super::etcd::encode;
 use super::keys::NodeValue;
 use super::{Cluster, now_ms};
@@ -19,18 +20,29 @@ use crate::channels::ChannelStore;
 /// An open keep-alive stream, and the lease it renews.
 type KeepAlive = (LeaseKeeper, LeaseKeepAliveStream, i64);
 
+/// A failed grant or registration: never `Gone` (that is about a lease the
+/// node holds), a timeout or a transient failure.
+fn failed(e: &super::EtcdError) -> Answer {
+    match lease::classify(e) {
+        Answer::Timeout => Answer::Timeout,
+        _ => Answer::Transient,
+    }
+}
+
 /// How long a failed watch or announcement waits before trying again.
 const RETRY: Duration = Duration::from_secs(1);
 
-pub(super) async fn keeper(c: Arc<Cluster>, cancel: CancellationToken) {
-    let every = (c.ttl() / 3).max(Duration::from_millis(500));
+/// Renews the lease (or gets a new one) as [`super::lease`] decides, retakes
+/// lost channels and releases finished ones, until `cancel`. `wait` is what
+/// the first round (in `Cluster::start`) asked for.
+pub(super) async fn keeper(c: Arc<Cluster>, mut wait: Duration, cancel: CancellationToken) {
     let mut ka: Option<KeepAlive> = None;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(every) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = cancel.cancelled() => break,
         }
-        c.renew(&mut ka).await;
+        wait = c.round(&mut ka).await;
         c.release_finished().await;
         c.gauges();
     }
@@ -50,31 +62,40 @@ impl Cluster {
         }
     }
 
-    /// One round of the keeper: a lease if there is none, else a renewal.
-    pub(super) async fn keep(&self) {
-        self.renew(&mut None).await;
+    /// The first round of the keeper, before the first push: how long until
+    /// the next.
+    pub(super) async fn keep(&self) -> Duration {
+        self.round(&mut None).await
     }
 
-    async fn renew(&self, ka: &mut Option<KeepAlive>) {
-        let lease = self.lock().lease;
-        let Some(lease) = lease else {
-            self.new_lease().await;
-            return;
-        };
-        let sent = Instant::now();
-        match self.keep_alive(ka, lease).await {
-            Ok(true) => {
-                let mut s = self.lock();
-                s.renewed = Some(sent);
-                if std::mem::take(&mut s.cut_off_logged) {
-                    info!("etcd answers again; lease renewed");
+    /// One round of the keeper: a grant or a renewal, what the answer means
+    /// (see [`lease::Lease::answer`]), then channels retaken where due. A
+    /// lease found gone is replaced in the same round. How long until the
+    /// next round.
+    async fn round(&self, ka: &mut Option<KeepAlive>) -> Duration {
+        loop {
+            let next = self.lock().lease.next();
+            let sent = Instant::now();
+            let (answer, error) = match next {
+                Next::Grant => self.grant().await,
+                Next::Renew(id) => {
+                    let r = self.keep_alive(ka, id).await;
+                    let answer = lease::classify_renewal(&r);
+                    if answer != Answer::Renewed {
+                        // A new stream next time: this one may be broken.
+                        *ka = None;
+                    }
+                    (answer, r.err())
                 }
+            };
+            if matches!(answer, Answer::Timeout | Answer::Transient) {
+                self.metrics
+                    .inc("livebucket_cluster_lease_failures_total", answer.label());
             }
-            Ok(false) => {
-                *ka = None;
-                {
-                    let mut s = self.lock();
-                    s.lease = None;
+            let (step, alive, channels) = {
+                let mut s = self.lock();
+                let step = s.lease.answer(sent, answer);
+                if step.lose_channels {
                     for h in s.holdings.values_mut() {
                         if let Holding::Held { session, .. } = h {
                             *h = Holding::Lost {
@@ -82,31 +103,63 @@ impl Cluster {
                             };
                         }
                     }
-                    error!(
-                        channels = s.holdings.len(),
-                        "this node's etcd lease expired; its channels were released in etcd and are taken back where nobody took them"
-                    );
                 }
-                self.new_lease().await;
-            }
-            Err(e) => {
-                *ka = None;
-                let mut s = self.lock();
-                if self.lease_alive(&s) {
-                    warn!(error = %e, "cannot renew the etcd lease; retrying");
-                } else {
+                let alive = s.lease.alive(Instant::now());
+                if alive.is_none()
+                    && matches!(answer, Answer::Timeout | Answer::Transient)
+                    && (s.lease.id().is_some() || !s.holdings.is_empty())
+                {
                     self.say_cut_off(&mut s);
                 }
+                if matches!(step.event, Some(Event::Granted | Event::Back)) {
+                    s.cut_off_logged = false;
+                }
+                (step, alive, s.holdings.len())
+            };
+            match step.event {
+                Some(Event::Granted) => {
+                    self.metrics.inc("livebucket_cluster_leases_total", "granted");
+                    info!(lease = ?alive, ttl_secs = self.cfg.lease_ttl_secs, "etcd lease granted; node registered");
+                }
+                Some(Event::Back) => info!("etcd answers again; lease renewed"),
+                Some(Event::Lost) => {
+                    self.metrics.inc("livebucket_cluster_leases_total", "lost");
+                    error!(
+                        channels,
+                        "etcd no longer knows this node's lease (expired or revoked): its channels were released in etcd; asking for a new lease and taking them back where nobody took them"
+                    );
+                }
+                Some(Event::Failed { failures }) => {
+                    let error = error.map(|e| e.to_string()).unwrap_or_default();
+                    match next {
+                        Next::Grant => warn!(%error, failures, "cannot get a lease from etcd; pushes are refused until it answers; retrying"),
+                        Next::Renew(_) => warn!(%error, failures, "cannot renew the etcd lease; retrying"),
+                    }
+                }
+                None => {}
+            }
+            match (step.retake, alive) {
+                (Some(l), _) => self.retake(l, |_| true).await,
+                // A retake that failed (etcd answered the renewal but not the
+                // channel's request) is tried again every round.
+                (None, Some(l)) if self.lock().holdings.values().any(decide::retake_due) => {
+                    self.retake(l, decide::retake_due).await;
+                }
+                _ => {}
+            }
+            if !step.wait.is_zero() {
+                return step.wait;
             }
         }
     }
 
-    /// Renews once: `Ok(false)` when etcd says the lease is gone.
+    /// Renews once: the TTL etcd reported (0 when it does not know the
+    /// lease).
     async fn keep_alive(
         &self,
         ka: &mut Option<KeepAlive>,
         lease: i64,
-    ) -> Result<bool, super::EtcdError> {
+    ) -> Result<i64, super::EtcdError> {
         let t = self.etcd.timeout();
         let timeout = |_| super::EtcdError::Timeout(t);
         if ka.as_ref().is_none_or(|(_, _, id)| *id != lease) {
@@ -117,7 +170,7 @@ impl Cluster {
             *ka = Some((k, s, lease));
         }
         let Some((keeper, stream, _)) = ka.as_mut() else {
-            return Ok(false);
+            return Ok(0);
         };
         tokio::time::timeout(t, keeper.keep_alive())
             .await
@@ -126,34 +179,25 @@ impl Cluster {
             .await
             .map_err(timeout)??
         {
-            Some(resp) => Ok(resp.ttl() > 0),
+            Some(resp) => Ok(resp.ttl()),
             None => Err(super::EtcdError::Etcd(etcd_client::Error::InvalidArgs(
                 "keep-alive stream closed".into(),
             ))),
         }
     }
 
-    async fn new_lease(&self) {
-        let sent = Instant::now();
+    /// Asks for a new lease and registers the node on it.
+    async fn grant(&self) -> (Answer, Option<super::EtcdError>) {
         let lease = match self.etcd.grant(self.cfg.lease_ttl_secs).await {
             Ok(l) => l,
-            Err(e) => {
-                let mut s = self.lock();
-                s.grant_failures += 1;
-                if !s.holdings.is_empty() {
-                    self.say_cut_off(&mut s);
-                } else if s.grant_failures == 1 || s.grant_failures.is_multiple_of(30) {
-                    warn!(error = %e, failures = s.grant_failures, "cannot get a lease from etcd; pushes are refused until it answers");
-                }
-                return;
-            }
+            Err(e) => return (failed(&e), Some(e)),
         };
         let node = NodeValue {
             node: self.cfg.node_id.clone(),
             advertise: self.cfg.advertise.clone(),
             started_ms: now_ms(),
         };
-        if let Err(e) = self
+        match self
             .etcd
             .put(
                 &self.keys.node(&self.cfg.node_id),
@@ -162,31 +206,21 @@ impl Cluster {
             )
             .await
         {
-            warn!(error = %e, "cannot register the node in etcd; retrying");
-            return;
+            Ok(()) => (Answer::Granted(lease), None),
+            // The unused lease expires alone after its TTL.
+            Err(e) => (failed(&e), Some(e)),
         }
-        {
-            let mut s = self.lock();
-            s.lease = Some(lease);
-            s.renewed = Some(sent);
-            s.cut_off_logged = false;
-            s.grant_failures = 0;
-        }
-        info!(
-            lease,
-            ttl_secs = self.cfg.lease_ttl_secs,
-            "etcd lease granted"
-        );
-        self.retake(lease).await;
     }
 
-    /// Puts this node's channels onto its new lease, where nobody else took
-    /// them meanwhile.
-    async fn retake(&self, lease: i64) {
+    /// Puts this node's channels (those `which` picks) onto `lease`, where
+    /// nobody else took them meanwhile. One that etcd does not answer for
+    /// stays as it was (retried next round if [`decide::retake_due`]).
+    async fn retake(&self, lease: i64, which: fn(&Holding) -> bool) {
         let held: Vec<_> = self
             .lock()
             .holdings
             .iter()
+            .filter(|(_, h)| which(h))
             .map(|(k, h)| (k.clone(), h.clone()))
             .collect();
         for ((bucket, channel), h) in held {
