@@ -56,6 +56,10 @@ const HELP: &[(&str, &str)] = &[
         "Cluster mode: lease events, by event: granted (a new lease, the node registered), lost (etcd no longer knew the lease; a new one is asked for at once).",
     ),
     (
+        "livebucket_cluster_watch_reconnects_total",
+        "Cluster mode: times the etcd watch of channel changes broke and was reopened (cached channel records are dropped each time).",
+    ),
+    (
         "livebucket_cluster_channel_changes_total",
         "Cluster mode: channel-record changes seen through the etcd watch (cached records dropped).",
     ),

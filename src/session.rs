@@ -405,6 +405,17 @@ impl Sessions {
             .collect()
     }
 
+    /// Every session livebucket still has work for on this channel (live,
+    /// or being stored, or recovered after a restart).
+    pub fn known_of(&self, bucket: &str, channel: &str) -> Vec<SessionMeta> {
+        self.lock()
+            .known
+            .values()
+            .filter(|m| m.bucket == bucket && m.channel == channel)
+            .cloned()
+            .collect()
+    }
+
     /// The live session of a channel, if any.
     pub fn live_of(&self, bucket: &str, channel: &str) -> Option<SessionMeta> {
         let inner = self.lock();

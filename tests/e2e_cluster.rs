@@ -365,9 +365,18 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
         common::stored::read_playlist(&s3, key, &at_least_segments(2)).await
     })
     .await;
-    for proxy in &proxies {
-        proxy.cut();
-    }
+    assert_eq!(ready(&c), 200, "c not ready before the cut");
+    // Keep-alive pings within etcd's limits: no GOAWAY broke the watch.
+    assert_eq!(
+        a.livebucket
+            .metric("livebucket_cluster_watch_reconnects_total"),
+        0,
+        "{}",
+        a.livebucket.log()
+    );
+    // etcd stops answering altogether: every member frozen (SIGSTOP).
+    let cut_at = unix_now();
+    etcd.freeze();
     wait_until(
         "c to say it is cut off",
         secs(3 * LEASE_TTL_SECS + 10),
@@ -378,6 +387,17 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
             } else {
                 Err("not yet")
             }
+        },
+    )
+    .await;
+    // A balancer's health check sends no more streamers to c.
+    wait_until(
+        "c to say it is not ready",
+        secs(2 * LEASE_TTL_SECS),
+        millis(200),
+        async || match ready(&c) {
+            503 => Ok(()),
+            s => Err(format!("/readyz {s}")),
         },
     )
     .await;
@@ -427,11 +447,187 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
     // Then its publisher is dropped at on_update.
     let status = p.exit_within(secs(30)).await;
     assert!(!status.success(), "the cut-off node kept its publisher");
-    for proxy in &proxies {
-        proxy.restore();
+
+    // etcd comes back, having revoked c's lease while it was frozen: c
+    // takes a new lease within seconds, ends the playlist it held back, and
+    // accepts pushes again.
+    etcd.thaw();
+    let thawed = std::time::Instant::now();
+    wait_until(
+        "c to hold a live lease again",
+        secs(LEASE_TTL_SECS + 10),
+        millis(200),
+        async || match c.livebucket.metric("livebucket_cluster_lease_alive") {
+            1 => Ok(()),
+            _ => Err("no live lease"),
+        },
+    )
+    .await;
+    assert_eq!(ready(&c), 200, "c holds a lease but says it is not ready");
+    let ended = wait_until(
+        "the playlist c held back to be ended",
+        secs(30),
+        millis(300),
+        async || {
+            common::stored::read_playlist(&s3, key, &|p| {
+                if p.ended {
+                    Ok(())
+                } else {
+                    Err("no ENDLIST".to_owned())
+                }
+            })
+            .await
+        },
+    )
+    .await;
+    assert!(
+        ended.playlist.uris.last() > listed.last(),
+        "the ended playlist lists nothing stored during the cut: {:?}",
+        ended.playlist.uris
+    );
+    let accepted = c.accepted();
+    let mut p = push(&dir, &sign(&c, "part", &c.push_base()), 6);
+    wait_until(
+        "c to accept a push after etcd came back",
+        secs(15),
+        millis(200),
+        async || {
+            if c.accepted() > accepted {
+                Ok(())
+            } else {
+                Err(format!("{:?}", p.try_wait()))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "cluster: c accepted a push {:.1} s after etcd came back",
+        thawed.elapsed().as_secs_f64()
+    );
+    assert!(
+        thawed.elapsed() < secs(LEASE_TTL_SECS + 15),
+        "c took {:?} to take a push after etcd came back",
+        thawed.elapsed()
+    );
+    let status = p.exit_within(secs(30)).await;
+    assert!(status.success(), "the push after the outage failed");
+    wait_sessions_finished(&c).await;
+
+    // Every fragment stored, before, during and after the cut, is in the
+    // VOD of the whole range, with its true duration.
+    let vod = cli(&[
+        "vod",
+        "--config",
+        c.livebucket.config_path().to_str().unwrap(),
+        "--bucket",
+        BUCKET,
+        "--channel",
+        "part",
+        "--start",
+        &(cut_at - 120).to_string(),
+        "--end",
+        &(unix_now() + 5).to_string(),
+    ]);
+    let listed = vod_segments(&vod, "part");
+    let stored: BTreeSet<String> = s3
+        .list(BUCKET, "part/")
+        .await
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| k.ends_with(".ts"))
+        .collect();
+    let in_vod: BTreeSet<String> = listed.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(
+        in_vod.len(),
+        listed.len(),
+        "a fragment is listed twice:\n{vod}"
+    );
+    let missing: Vec<_> = stored.difference(&in_vod).collect();
+    assert!(
+        missing.is_empty(),
+        "stored but not in the VOD: {missing:?}\n{vod}"
+    );
+    for (key, extinf) in &listed {
+        let file = dir.join(key.replace('/', "_"));
+        std::fs::write(&file, s3.get(BUCKET, key).await).unwrap();
+        let probed = probe_duration(&file);
+        assert!(
+            (probed - extinf).abs() <= 0.5,
+            "{key}: EXTINF {extinf} but ffprobe measures {probed}"
+        );
     }
     drop(c);
     drop(a);
     drop(proxies);
     drop(etcd);
+}
+
+/// The status of `GET /readyz` on the node's operator listener.
+fn ready(node: &Node) -> u16 {
+    common::livebucket::http_get(node.livebucket.operator_addr(), "/readyz")
+        .unwrap()
+        .0
+}
+
+/// Waits until `node` has finished every session (stored, playlist ended,
+/// state removed). Spare directories (an empty meta.json) are not sessions.
+async fn wait_sessions_finished(node: &Node) {
+    let state = node.state_dir.join("sessions");
+    wait_until(
+        &format!("node {} to finish its sessions", node.name),
+        secs(90),
+        millis(500),
+        async || {
+            let left: Vec<_> = std::fs::read_dir(&state)
+                .unwrap()
+                .flatten()
+                .filter(|e| std::fs::read(e.path().join("meta.json")).is_ok_and(|m| !m.is_empty()))
+                .collect();
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{} sessions left", left.len()))
+            }
+        },
+    )
+    .await;
+}
+
+/// (object key, EXTINF seconds) of each segment of a VOD playlist of
+/// `channel` (its URIs name `<ms>.ts` of the channel, relative or
+/// presigned).
+fn vod_segments(text: &str, channel: &str) -> Vec<(String, f64)> {
+    let mut out = Vec::new();
+    let mut extinf = None;
+    for line in text.lines() {
+        if let Some(v) = line.strip_prefix("#EXTINF:") {
+            extinf = v.split(',').next().and_then(|d| d.parse::<f64>().ok());
+        } else if !line.starts_with('#') && !line.is_empty() {
+            // `NAME.ts`, or a presigned URL ending in it.
+            let path = line.split('?').next().unwrap_or(line);
+            let name = path.rsplit('/').next().unwrap_or(path);
+            assert!(name.ends_with(".ts"), "VOD URI is no fragment: {line}");
+            let extinf = extinf.take().expect("EXTINF before URI");
+            out.push((format!("{channel}/{name}"), extinf));
+        }
+    }
+    out
+}
+
+/// ffprobe's duration of one MPEG-TS file, in seconds.
+fn probe_duration(path: &std::path::Path) -> f64 {
+    let mut cmd = std::process::Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-show_entries",
+        "format=duration",
+        "-of",
+        "default=nw=1:nk=1",
+    ])
+    .arg(path);
+    let out = common::process::run("ffprobe", &mut cmd);
+    out.trim()
+        .parse()
+        .unwrap_or_else(|_| panic!("ffprobe duration of {}: {out:?}", path.display()))
 }

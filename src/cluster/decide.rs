@@ -136,6 +136,68 @@ pub fn after_new_lease(h: &Holding, current: Option<&Held>, me: &str) -> Option<
     }
 }
 
+/// Who last took a channel (`last/<bucket>/<channel>`, written with every
+/// take and never on a lease): it outlives the holder's lease, so a node
+/// restarted after a crash can tell whether anybody continued the channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Last {
+    pub node: String,
+    pub session: String,
+}
+
+/// What a node restarted after a crash does with the channel of a session
+/// it recovered (it holds nothing for it yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// Nobody continued the channel: take it again, so the recovered
+    /// session writes (and ends) its playlist.
+    Take,
+    /// Its key is still on this node's old lease for this session (a quick
+    /// restart): move it onto the new lease.
+    TakeOver { epoch: i64 },
+    /// Another node continued the channel: its playlist is theirs.
+    Yield { by: String },
+    /// Another session of this node holds the channel: that session writes
+    /// the playlist; nothing to record.
+    Leave,
+}
+
+pub fn recovered(
+    current: Option<&Held>,
+    last: Option<&Last>,
+    me: &str,
+    session: &str,
+) -> Recovered {
+    match (current, last) {
+        (Some(h), _) if h.node == me && h.session == session => {
+            Recovered::TakeOver { epoch: h.epoch }
+        }
+        (Some(h), _) if h.node == me => Recovered::Leave,
+        (Some(h), _) => Recovered::Yield { by: h.node.clone() },
+        (None, Some(l)) if l.node == me && l.session == session => Recovered::Take,
+        (None, Some(l)) if l.node == me => Recovered::Leave,
+        (None, Some(l)) => Recovered::Yield { by: l.node.clone() },
+        // No record (a channel taken before this version): nothing says
+        // anybody continued it.
+        (None, None) => Recovered::Take,
+    }
+}
+
+/// Whether a balancer should send streamers to this node (`/readyz`): only
+/// while its lease can be alive, since without one every `on_publish` is
+/// refused (`unavailable`). `Err` is the reason, for the body and the log.
+pub fn ready(lease_alive: bool, failures: u32) -> Result<(), String> {
+    if lease_alive {
+        Ok(())
+    } else if failures > 0 {
+        Err(format!(
+            "no live etcd lease ({failures} lease requests failed in a row); pushes are refused"
+        ))
+    } else {
+        Err("no live etcd lease; pushes are refused".to_owned())
+    }
+}
+
 /// Whether the keeper should try again to put a holding onto its lease: it
 /// was lost with an old lease, and no retake has settled it yet (etcd
 /// answered the renewal but not the channel's request).
@@ -233,6 +295,55 @@ mod tests {
         assert_eq!(
             fence(Some(&gone), true, "a", Some(&KeyState::Ours)),
             FenceVerdict::Yield
+        );
+    }
+
+    #[test]
+    fn a_recovered_session_ends_its_playlist_only_when_nobody_continued() {
+        let last = |node: &str, session: &str| Last {
+            node: node.into(),
+            session: session.into(),
+        };
+        // Key gone with the old lease, this session took the channel last.
+        assert_eq!(
+            recovered(None, Some(&last("a", "s")), "a", "s"),
+            Recovered::Take
+        );
+        assert_eq!(recovered(None, None, "a", "s"), Recovered::Take);
+        // Restarted within the TTL: the key is still on the old lease.
+        assert_eq!(
+            recovered(Some(&held("a", "s", 4)), Some(&last("a", "s")), "a", "s"),
+            Recovered::TakeOver { epoch: 4 }
+        );
+        // Another node holds it, or took it and finished meanwhile.
+        assert_eq!(
+            recovered(Some(&held("b", "x", 9)), Some(&last("b", "x")), "a", "s"),
+            Recovered::Yield { by: "b".into() }
+        );
+        assert_eq!(
+            recovered(None, Some(&last("b", "x")), "a", "s"),
+            Recovered::Yield { by: "b".into() }
+        );
+        // A new session of this node continued it.
+        assert_eq!(
+            recovered(Some(&held("a", "t", 9)), Some(&last("a", "t")), "a", "s"),
+            Recovered::Leave
+        );
+        assert_eq!(
+            recovered(None, Some(&last("a", "t")), "a", "s"),
+            Recovered::Leave
+        );
+    }
+
+    #[test]
+    fn ready_only_with_a_live_lease() {
+        assert_eq!(ready(true, 0), Ok(()));
+        assert_eq!(ready(true, 3), Ok(()));
+        assert!(ready(false, 0).unwrap_err().contains("no live etcd lease"));
+        assert!(
+            ready(false, 4)
+                .unwrap_err()
+                .contains("4 lease requests failed")
         );
     }
 

@@ -8,7 +8,7 @@ use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 
-use super::decide::{Held, KeyState};
+use super::decide::{Held, KeyState, Last};
 use super::keys::HolderValue;
 
 #[derive(Debug, thiserror::Error)]
@@ -30,11 +30,18 @@ pub struct Etcd {
 
 impl Etcd {
     /// Connects lazily: a member that is down is tried again at each request.
-    pub async fn connect(endpoints: &[String], timeout: Duration) -> Result<Etcd, EtcdError> {
+    /// HTTP/2 keep-alive pings every `keepalive` (etcd sends GOAWAY
+    /// `too_many_pings` below its minimum, 5 s by default), each answered
+    /// within `timeout` or the connection is dropped and made again.
+    pub async fn connect(
+        endpoints: &[String],
+        timeout: Duration,
+        keepalive: Duration,
+    ) -> Result<Etcd, EtcdError> {
         let options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
-            .with_keep_alive(Duration::from_secs(2), timeout);
+            .with_keep_alive(keepalive, timeout);
         let client = bounded(timeout, Client::connect(endpoints, Some(options))).await?;
         Ok(Etcd { client, timeout })
     }
@@ -54,21 +61,25 @@ impl Etcd {
         resp.kvs().first().map(|kv| held(key, kv)).transpose()
     }
 
-    /// Creates `key` on `lease` if nobody holds it; the new epoch, or `None`
-    /// when someone does.
+    /// Creates `key` on `lease` if nobody holds it, and records the taker at
+    /// `last` (no lease); the new epoch, or `None` when someone holds it.
     pub async fn take(
         &self,
         key: &str,
+        last: &str,
         value: &HolderValue,
         lease: i64,
     ) -> Result<Option<i64>, EtcdError> {
         let txn = Txn::new()
             .when([Compare::version(key, CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key,
-                encode(value),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+            .and_then([
+                TxnOp::put(
+                    key,
+                    encode(value),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::put(last, encode(value), None),
+            ]);
         let mut c = self.client.clone();
         let resp = bounded(self.timeout, c.txn(txn)).await?;
         Ok(resp
@@ -78,23 +89,48 @@ impl Etcd {
     }
 
     /// Rewrites `key` (this node's) for a new session or onto a new lease,
-    /// if it is still at `epoch`. Whether it was.
+    /// if it is still at `epoch`, and records the taker at `last`. Whether
+    /// it was.
     pub async fn take_over(
         &self,
         key: &str,
+        last: &str,
         epoch: i64,
         value: &HolderValue,
         lease: i64,
     ) -> Result<bool, EtcdError> {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, epoch)])
-            .and_then([TxnOp::put(
-                key,
-                encode(value),
-                Some(PutOptions::new().with_lease(lease)),
-            )]);
+            .and_then([
+                TxnOp::put(
+                    key,
+                    encode(value),
+                    Some(PutOptions::new().with_lease(lease)),
+                ),
+                TxnOp::put(last, encode(value), None),
+            ]);
         let mut c = self.client.clone();
         Ok(bounded(self.timeout, c.txn(txn)).await?.succeeded())
+    }
+
+    /// Who took a channel last (its `last/` key), if recorded.
+    pub async fn last(&self, key: &str) -> Result<Option<Last>, EtcdError> {
+        let mut c = self.client.clone();
+        let resp = bounded(self.timeout, c.get(key, None)).await?;
+        resp.kvs()
+            .first()
+            .map(|kv| {
+                let v: HolderValue =
+                    serde_json::from_slice(kv.value()).map_err(|e| EtcdError::BadValue {
+                        key: key.to_owned(),
+                        message: e.to_string(),
+                    })?;
+                Ok(Last {
+                    node: v.node,
+                    session: v.session,
+                })
+            })
+            .transpose()
     }
 
     /// Deletes `key` if it is still at `epoch`.
@@ -138,6 +174,12 @@ impl Etcd {
         let mut c = self.client.clone();
         let options = lease.map(|l| PutOptions::new().with_lease(l));
         bounded(self.timeout, c.put(key, value, options)).await?;
+        Ok(())
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
+        let mut c = self.client.clone();
+        bounded(self.timeout, c.delete(key, None)).await?;
         Ok(())
     }
 

@@ -2,9 +2,15 @@
 //! Everything is under `cluster.prefix` (`/livebucket/` by default):
 //!
 //! - `nodes/<node id>`: a node is up (on the node's lease); [`NodeValue`].
+//! - `members/<node id>`: a node joined and has not stopped cleanly (no
+//!   lease: it outlives a lost lease, so `livebucket cluster status` can
+//!   name a node that is running without one); [`NodeValue`].
 //! - `live/<bucket>/<channel>`: the channel's one publisher (on the holding
 //!   node's lease); [`HolderValue`]. The key's create revision is the
 //!   holder's epoch: a node fences its playlist writes on it.
+//! - `last/<bucket>/<channel>`: who took the channel last (no lease, written
+//!   in the same transaction as every take); [`HolderValue`]. A node
+//!   restarted after a crash reads it to know whether anybody continued.
 //! - `changes/<bucket>/<channel>`: bumped at every write of the channel's
 //!   record, so every node forgets its cached copy (etcd watch).
 //!
@@ -65,12 +71,24 @@ impl Keys {
         format!("{}{node}", self.nodes())
     }
 
+    pub fn members(&self) -> String {
+        format!("{}members/", self.prefix)
+    }
+
+    pub fn member(&self, node: &str) -> String {
+        format!("{}{node}", self.members())
+    }
+
     pub fn live_prefix(&self) -> String {
         format!("{}live/", self.prefix)
     }
 
     pub fn live(&self, bucket: &str, channel: &str) -> String {
         format!("{}{bucket}/{channel}", self.live_prefix())
+    }
+
+    pub fn last(&self, bucket: &str, channel: &str) -> String {
+        format!("{}last/{bucket}/{channel}", self.prefix)
     }
 
     pub fn changes(&self) -> String {
@@ -97,6 +115,8 @@ mod tests {
         assert_eq!(k.live("b", "c"), "/lb/live/b/c");
         assert_eq!(k.change("b", "c"), "/lb/changes/b/c");
         assert_eq!(k.node("n1"), "/lb/nodes/n1");
+        assert_eq!(k.member("n1"), "/lb/members/n1");
+        assert_eq!(k.last("b", "c"), "/lb/last/b/c");
         assert_eq!(k.split(&k.changes(), "/lb/changes/b/c"), Some(("b", "c")));
         assert_eq!(k.split(&k.live_prefix(), "/lb/changes/b/c"), None);
         assert_eq!(k.split(&k.changes(), "/lb/changes/b"), None);

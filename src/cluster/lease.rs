@@ -319,7 +319,9 @@ mod tests {
         }
         assert_eq!(
             waits,
-            [250, 500, 1000, 2000, 3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000]
+            [
+                250, 500, 1000, 2000, 3000, 3000, 3000, 3000, 3000, 3000, 3000, 3000
+            ]
         );
         assert_eq!(l.alive(t), None, "past its TTL without a renewal");
         assert_eq!(l.next(), Next::Renew(7));

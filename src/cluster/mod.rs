@@ -108,6 +108,7 @@ impl Cluster {
         let etcd = Etcd::connect(
             &cfg.endpoints,
             Duration::from_millis(cfg.request_timeout_ms),
+            Duration::from_secs(cfg.keepalive_secs),
         )
         .await?;
         let ttl = Duration::from_secs(cfg.lease_ttl_secs);
@@ -196,12 +197,12 @@ impl Cluster {
         }) {
             Claim::Take => self
                 .etcd
-                .take(&key, &value, lease)
+                .take(&key, &self.keys.last(bucket, channel), &value, lease)
                 .await
                 .map_err(unavailable)?,
             Claim::TakeOver { epoch } => self
                 .etcd
-                .take_over(&key, epoch, &value, lease)
+                .take_over(&key, &self.keys.last(bucket, channel), epoch, &value, lease)
                 .await
                 .map_err(unavailable)?
                 .then_some(epoch),
@@ -262,6 +263,13 @@ impl Cluster {
         {
             warn!(error = %e, bucket, channel, "cannot release the channel in etcd; it frees when the lease expires");
         }
+    }
+
+    /// `/readyz`: whether this node takes pushes now (see
+    /// [`decide::ready`]).
+    pub fn ready(&self) -> Result<(), String> {
+        let s = self.lock();
+        decide::ready(self.lease_alive(&s), s.lease.failures())
     }
 
     /// `on_update`: may this node's publisher of the channel go on?
@@ -410,10 +418,94 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// A channel this node holds nothing for, asked about by the pipeline: a
+    /// session recovered after a crash (or a stop) still writes it. Takes the
+    /// channel back for that session when nobody continued it (see
+    /// [`decide::recovered`]), so its playlist is written and ended here;
+    /// records a yield otherwise. `Some` is the verdict to give now (etcd
+    /// unreachable: hold); `None`: the holdings now say.
+    async fn adopt(&self, channel: &ChannelId) -> Option<FenceVerdict> {
+        let (bucket, name) = (&channel.bucket, &channel.channel);
+        // The newest session of the channel this node still has work for.
+        let session = self
+            .sessions
+            .known_of(bucket, name)
+            .into_iter()
+            .max_by_key(|m| m.started_ms)?;
+        let key = self.keys.live(bucket, name);
+        let last_key = self.keys.last(bucket, name);
+        let found = match (
+            self.etcd.holder(&key).await,
+            self.etcd.last(&last_key).await,
+        ) {
+            (Ok(current), Ok(last)) => (current, last),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!(error = %e, channel = %name, "cannot ask etcd who continued a recovered session's channel; playlist held back");
+                return Some(FenceVerdict::Hold);
+            }
+        };
+        let lease = self.lock().lease.alive(Instant::now())?;
+        let value = self.holder_value(&session.id);
+        let taken = match decide::recovered(
+            found.0.as_ref(),
+            found.1.as_ref(),
+            self.node_id(),
+            &session.id,
+        ) {
+            decide::Recovered::Take => self.etcd.take(&key, &last_key, &value, lease).await,
+            decide::Recovered::TakeOver { epoch } => self
+                .etcd
+                .take_over(&key, &last_key, epoch, &value, lease)
+                .await
+                .map(|ok| ok.then_some(epoch)),
+            decide::Recovered::Yield { by } => {
+                info!(bucket, channel = %name, by = %by, session = %session.id, "another node continued the channel of a recovered session; its playlist is theirs");
+                self.lock()
+                    .holdings
+                    .entry((bucket.clone(), name.clone()))
+                    .or_insert(Holding::Superseded {
+                        session: session.id,
+                        by,
+                    });
+                return None;
+            }
+            decide::Recovered::Leave => return Some(FenceVerdict::Yield),
+        };
+        match taken {
+            Ok(Some(epoch)) => {
+                info!(bucket, channel = %name, session = %session.id, epoch, "channel of a recovered session taken back: nobody continued it");
+                self.lock()
+                    .holdings
+                    .entry((bucket.clone(), name.clone()))
+                    .or_insert(Holding::Held {
+                        session: session.id,
+                        epoch,
+                    });
+                None
+            }
+            // Somebody took it between the read and the transaction: the
+            // next write asks again.
+            Ok(None) => Some(FenceVerdict::Hold),
+            Err(e) => {
+                warn!(error = %e, channel = %name, "cannot take back a recovered session's channel; playlist held back");
+                Some(FenceVerdict::Hold)
+            }
+        }
+    }
+}
+
 impl Fence for Cluster {
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict> {
         Box::pin(async move {
             let k = (channel.bucket.clone(), channel.channel.clone());
+            let unknown = {
+                let s = self.lock();
+                !s.holdings.contains_key(&k) && self.lease_alive(&s)
+            };
+            if unknown && let Some(verdict) = self.adopt(channel).await {
+                return verdict;
+            }
             let (holding, lease) = {
                 let mut s = self.lock();
                 let lease = self.lease_alive(&s);

@@ -11,9 +11,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::decide::{self, Claim, Holding};
-use super::lease::{self, Answer, Event, Next};
 use super::etcd::encode;
 use super::keys::NodeValue;
+use super::lease::{self, Answer, Event, Next};
 use super::{Cluster, now_ms};
 use crate::channels::ChannelStore;
 
@@ -57,8 +57,22 @@ impl Cluster {
         let lease = self.lock().lease.take();
         if let Some(lease) = lease {
             let mut client = self.etcd.client();
-            let _ = tokio::time::timeout(self.etcd.timeout(), client.lease_revoke(lease)).await;
-            info!("cluster lease revoked at shutdown");
+            match tokio::time::timeout(self.etcd.timeout(), client.lease_revoke(lease)).await {
+                Ok(Ok(_)) => {
+                    info!("cluster lease revoked at shutdown: this node's channels are free")
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "cannot revoke the cluster lease at shutdown; its channels free when it expires")
+                }
+                Err(_) => warn!(
+                    "etcd did not answer the lease revocation at shutdown; this node's channels free when its lease expires"
+                ),
+            }
+        }
+        // A clean stop leaves the cluster: `cluster status` no longer lists
+        // the node as running without a lease.
+        if let Err(e) = self.etcd.delete(&self.keys.member(&self.cfg.node_id)).await {
+            warn!(error = %e, "cannot remove this node's membership in etcd at shutdown");
         }
     }
 
@@ -118,7 +132,8 @@ impl Cluster {
             };
             match step.event {
                 Some(Event::Granted) => {
-                    self.metrics.inc("livebucket_cluster_leases_total", "granted");
+                    self.metrics
+                        .inc("livebucket_cluster_leases_total", "granted");
                     info!(lease = ?alive, ttl_secs = self.cfg.lease_ttl_secs, "etcd lease granted; node registered");
                 }
                 Some(Event::Back) => info!("etcd answers again; lease renewed"),
@@ -132,8 +147,12 @@ impl Cluster {
                 Some(Event::Failed { failures }) => {
                     let error = error.map(|e| e.to_string()).unwrap_or_default();
                     match next {
-                        Next::Grant => warn!(%error, failures, "cannot get a lease from etcd; pushes are refused until it answers; retrying"),
-                        Next::Renew(_) => warn!(%error, failures, "cannot renew the etcd lease; retrying"),
+                        Next::Grant => {
+                            warn!(%error, failures, "cannot get a lease from etcd; pushes are refused until it answers; retrying")
+                        }
+                        Next::Renew(_) => {
+                            warn!(%error, failures, "cannot renew the etcd lease; retrying")
+                        }
                     }
                 }
                 None => {}
@@ -197,15 +216,19 @@ impl Cluster {
             advertise: self.cfg.advertise.clone(),
             started_ms: now_ms(),
         };
-        match self
-            .etcd
-            .put(
-                &self.keys.node(&self.cfg.node_id),
-                encode(&node),
-                Some(lease),
-            )
-            .await
-        {
+        let registered = async {
+            self.etcd
+                .put(&self.keys.member(&self.cfg.node_id), encode(&node), None)
+                .await?;
+            self.etcd
+                .put(
+                    &self.keys.node(&self.cfg.node_id),
+                    encode(&node),
+                    Some(lease),
+                )
+                .await
+        };
+        match registered.await {
             Ok(()) => (Answer::Granted(lease), None),
             // The unused lease expires alone after its TTL.
             Err(e) => (failed(&e), Some(e)),
@@ -225,6 +248,7 @@ impl Cluster {
             .collect();
         for ((bucket, channel), h) in held {
             let key = self.keys.live(&bucket, &channel);
+            let last = self.keys.last(&bucket, &channel);
             let Ok(current) = self.etcd.holder(&key).await else {
                 continue;
             };
@@ -232,12 +256,12 @@ impl Cluster {
             let value = self.holder_value(&session);
             let next = match decide::after_new_lease(&h, current.as_ref(), self.node_id()) {
                 None => continue,
-                Some(Claim::Take) => match self.etcd.take(&key, &value, lease).await {
+                Some(Claim::Take) => match self.etcd.take(&key, &last, &value, lease).await {
                     Ok(Some(epoch)) => Holding::Held { session, epoch },
                     _ => continue,
                 },
                 Some(Claim::TakeOver { epoch }) => {
-                    match self.etcd.take_over(&key, epoch, &value, lease).await {
+                    match self.etcd.take_over(&key, &last, epoch, &value, lease).await {
                         Ok(true) => Holding::Held { session, epoch },
                         _ => continue,
                     }
@@ -335,8 +359,15 @@ pub(super) async fn watch_changes(
                                 }
                             }
                         }
-                        Ok(None) => break,
+                        Ok(None) => {
+                            c.metrics
+                                .inc("livebucket_cluster_watch_reconnects_total", "");
+                            warn!("etcd ended the watch of channel changes; reopening");
+                            break;
+                        }
                         Err(e) => {
+                            c.metrics
+                                .inc("livebucket_cluster_watch_reconnects_total", "");
                             warn!(error = %e, "etcd watch of channel changes broke; reopening");
                             break;
                         }

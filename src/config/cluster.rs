@@ -29,6 +29,14 @@ pub struct ClusterConfig {
     /// hooks wait for it; nginx's callback timeout is longer).
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Interval of the HTTP/2 keep-alive pings on the connection to etcd
+    /// (a dead connection is noticed within this plus `request_timeout_ms`).
+    /// At least 5 s: etcd answers pings more frequent than its
+    /// `--grpc-keepalive-min-time` (5 s by default) with GOAWAY
+    /// `too_many_pings`, which breaks every request and watch on the
+    /// connection.
+    #[serde(default = "default_keepalive_secs")]
+    pub keepalive_secs: u64,
     /// This node's operator URL (`http://10.0.0.2:8091`), advertised in etcd
     /// for `livebucket cluster status` and for peers that forward channel
     /// statistics. Optional.
@@ -46,6 +54,10 @@ fn default_lease_ttl() -> u64 {
 
 fn default_request_timeout_ms() -> u64 {
     1500
+}
+
+fn default_keepalive_secs() -> u64 {
+    10
 }
 
 pub fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
@@ -93,6 +105,12 @@ pub fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
             "must be 100 to 5000 ms (nginx waits for on_publish meanwhile)",
         ));
     }
+    if !(5..=300).contains(&c.keepalive_secs) {
+        return Err(invalid(
+            "cluster.keepalive_secs",
+            "must be 5 to 300 seconds (etcd refuses keep-alive pings more often than every 5 s by default)",
+        ));
+    }
     if let Some(a) = &c.advertise
         && !(a.starts_with("http://") || a.starts_with("https://"))
     {
@@ -131,6 +149,7 @@ mod tests {
         let c = c.cluster.as_ref().unwrap();
         assert_eq!(c.prefix, "/livebucket/");
         assert_eq!(c.lease_ttl_secs, 10);
+        assert_eq!(c.keepalive_secs, 10);
     }
 
     #[test]
@@ -146,5 +165,8 @@ mod tests {
         assert!(e.contains("cluster.prefix"), "{e}");
         let e = err("[cluster]\nendpoints = [\"x:1\"]\nnode_id = \"a\"\n");
         assert!(e.contains("cluster.endpoints"), "{e}");
+        let e =
+            err("[cluster]\nendpoints = [\"http://x:1\"]\nnode_id = \"a\"\nkeepalive_secs = 2\n");
+        assert!(e.contains("cluster.keepalive_secs"), "{e}");
     }
 }

@@ -3,7 +3,7 @@
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
-//! - operator: `/metrics`, `/healthz`.
+//! - operator: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Handlers stay thin; everything they decide is in `auth`, `session` and the
 //! pipeline. [`server`] runs each router with timeouts and a connection cap.
@@ -302,17 +302,32 @@ fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// `/metrics` and `/healthz`, for operators.
+/// `/metrics`, `/healthz` (the process answers) and `/readyz` (it takes
+/// pushes), for operators and balancers.
 pub fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
         .route("/cluster/v1/stat/{bucket}/{channel}", get(peer::stat))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),
         ))
         .with_state(state)
+}
+
+/// 200 while this node takes pushes; 503 with the reason while it cannot (in
+/// cluster mode: no live etcd lease, so every `on_publish` is refused). A
+/// balancer's health check looks here.
+async fn readyz(State(app): State<Arc<AppState>>) -> (StatusCode, String) {
+    match app.cluster.as_ref().map_or(Ok(()), |c| c.ready()) {
+        Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        ),
+    }
 }
 
 async fn metrics(State(app): State<Arc<AppState>>) -> impl IntoResponse {

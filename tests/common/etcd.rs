@@ -86,6 +86,22 @@ impl Etcd {
         etcd
     }
 
+    /// SIGSTOP to every member: etcd stops answering at once, connections
+    /// stay open (what a frozen VM or a partition looks like to a client).
+    pub fn freeze(&self) {
+        for m in &self.members {
+            m.signal("STOP");
+        }
+    }
+
+    /// SIGCONT to every member after [`Etcd::freeze`]: leases whose TTL ran
+    /// out meanwhile are revoked by the leader.
+    pub fn thaw(&self) {
+        for m in &self.members {
+            m.signal("CONT");
+        }
+    }
+
     /// `["http://…", …]` for a TOML config.
     pub fn endpoints_toml(&self) -> String {
         let quoted: Vec<String> = self.endpoints.iter().map(|e| format!("\"{e}\"")).collect();
