@@ -515,22 +515,39 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
 
     // Every fragment stored, before, during and after the cut, is in the
     // VOD of the whole range, with its true duration.
+    assert_vod_lists_every_fragment(&dir, &s3, &c, "part", cut_at - 120).await;
+    drop(c);
+    drop(a);
+    drop(proxies);
+    drop(etcd);
+}
+
+/// The VOD of `channel` from `from` (epoch seconds) to now, made with
+/// `node`'s config, lists every fragment stored under `channel/` once, each
+/// with an EXTINF within 0.5 s of the duration ffprobe measures.
+async fn assert_vod_lists_every_fragment(
+    dir: &TestDir,
+    s3: &common::s3::S3,
+    node: &Node,
+    channel: &str,
+    from: u64,
+) {
     let vod = cli(&[
         "vod",
         "--config",
-        c.livebucket.config_path().to_str().unwrap(),
+        node.livebucket.config_path().to_str().unwrap(),
         "--bucket",
         BUCKET,
         "--channel",
-        "part",
+        channel,
         "--start",
-        &(cut_at - 120).to_string(),
+        &from.to_string(),
         "--end",
         &(unix_now() + 5).to_string(),
     ]);
-    let listed = vod_segments(&vod, "part");
+    let listed = vod_segments(&vod, channel);
     let stored: BTreeSet<String> = s3
-        .list(BUCKET, "part/")
+        .list(BUCKET, &format!("{channel}/"))
         .await
         .into_iter()
         .map(|(k, _)| k)
@@ -553,13 +570,9 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
         let probed = probe_duration(&file);
         assert!(
             (probed - extinf).abs() <= 0.5,
-            "{key}: EXTINF {extinf} but ffprobe measures {probed}"
+            "{key}: EXTINF {extinf} but ffprobe measures {probed}\n{vod}"
         );
     }
-    drop(c);
-    drop(a);
-    drop(proxies);
-    drop(etcd);
 }
 
 /// The status of `GET /readyz` on the node's operator listener.
@@ -630,4 +643,54 @@ fn probe_duration(path: &std::path::Path) -> f64 {
     out.trim()
         .parse()
         .unwrap_or_else(|_| panic!("ffprobe duration of {}: {out:?}", path.display()))
+}
+
+/// A node dies (kill -9) while it publishes a channel and nobody continues
+/// the channel: once restarted, it stores what was left on its tmpfs, ends
+/// the channel's live playlist, and every fragment (the last one cut short,
+/// never listed by nginx) is in the VOD with its true duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_node_restarted_after_a_crash_ends_the_playlist_nobody_continued() {
+    let dir = TestDir::new("cluster-crash");
+    let mut garage = Garage::start(&dir);
+    garage.create_bucket(BUCKET);
+    let s3 = garage.s3();
+    let etcd = blocking(|| Etcd::start(&dir, 1));
+    let mut node = blocking(|| Node::start("solo", &garage, &etcd.endpoints_toml(), LIVE));
+    let started = unix_now();
+    let mut p = push(&dir, &sign(&node, "crash", &node.push_base()), 600);
+    let key = "crash/index.m3u8";
+    wait_until("three segments", secs(60), millis(300), async || {
+        common::stored::read_playlist(&s3, key, &at_least_segments(3)).await
+    })
+    .await;
+    // Half-way into a fragment, so the last one is cut short.
+    tokio::time::sleep(millis(900)).await;
+    blocking(|| node.kill9());
+    let _ = p.exit_within(secs(20)).await;
+    blocking(|| node.restart());
+    wait_sessions_finished(&node).await;
+    let ended = common::stored::read_playlist(&s3, key, &|p| {
+        if p.ended {
+            Ok(())
+        } else {
+            Err("no ENDLIST".to_owned())
+        }
+    })
+    .await;
+    if let Err(e) = ended {
+        panic!(
+            "the restarted node left the playlist open ({e}):\n{}",
+            node.livebucket.log()
+        );
+    }
+    assert_eq!(
+        node.livebucket
+            .metric("livebucket_cluster_fence_total{verdict=\"yield\"}"),
+        0,
+        "the restarted node yielded a channel nobody continued"
+    );
+    assert_vod_lists_every_fragment(&dir, &s3, &node, "crash", started - 5).await;
+    drop(node);
+    drop(etcd);
 }

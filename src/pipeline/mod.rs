@@ -31,6 +31,7 @@ pub mod journal;
 pub mod live;
 pub mod machine;
 pub mod recovery;
+pub mod timestamps;
 pub mod upload;
 pub mod watch;
 
@@ -309,10 +310,19 @@ impl Pipeline {
                 spool,
             } => {
                 let outcome = self.capture(&session, &name, key, ident, spool);
+                // Head and tail of the kept file: what a fragment nginx
+                // never lists gets as its duration.
+                let media_ms = match outcome {
+                    CaptureOutcome::Kept(at) => {
+                        timestamps::media_ms(&self.kept_path(&session, &name, key, at))
+                    }
+                    CaptureOutcome::Changed => None,
+                };
                 self.feed(Input::Captured {
                     session,
                     key,
                     outcome,
+                    media_ms,
                 });
             }
             Effect::Probe {
@@ -523,6 +533,14 @@ impl Pipeline {
         CaptureOutcome::Kept(Location::Nginx)
     }
 
+    /// Where a capture's bytes are kept: its capture file, or nginx's own.
+    fn kept_path(&self, session: &str, name: &str, key: u64, at: Location) -> PathBuf {
+        match at {
+            Location::Nginx => self.hls_dir.join(session).join(name),
+            at => self.area(at).join(session).join(capture_name(key)),
+        }
+    }
+
     /// The approved session a path under the HLS directory belongs to.
     fn session_of(&mut self, path: &Path) -> Option<String> {
         let rel = path.strip_prefix(&self.hls_dir).ok()?;
@@ -590,11 +608,19 @@ impl Pipeline {
         let now = self.now();
         if recovering {
             let files = self.capture_files(&id, &entries);
+            let media = files
+                .iter()
+                .filter_map(|(&key, &at)| {
+                    let path = self.area(at).join(&id).join(capture_name(key));
+                    timestamps::media_ms(&path).map(|ms| (key, ms))
+                })
+                .collect();
             let live = self.sessions.is_live(&id);
             self.feed(Input::Recover {
                 meta,
                 entries,
                 files,
+                media,
                 live,
                 now,
             });

@@ -21,12 +21,14 @@ pub fn candidates(spool: bool) -> [Location; 2] {
 }
 
 /// Fills `s` from the journal `entries`; `files` gives the location of each
-/// capture file that exists, by key. Capture files of stored fragments are
+/// capture file that exists, by key, and `media` its duration from its
+/// timestamps. Capture files of stored fragments are
 /// removed (effects pushed to `fx`).
 pub fn replay(
     s: &mut SessionState,
     entries: Vec<Entry>,
     files: &HashMap<u64, Location>,
+    media: &HashMap<u64, u64>,
     ch: &mut ChannelLive,
     fx: &mut Vec<Effect>,
 ) {
@@ -89,6 +91,7 @@ pub fn replay(
                     key,
                     Identity { size, mtime_ns },
                     bytes,
+                    media.get(&key).copied(),
                 ));
             }
             Entry::Listed {

@@ -117,9 +117,10 @@ impl Core {
                 meta,
                 entries,
                 files,
+                media,
                 live,
                 now,
-            } => self.recover(meta, entries, &files, live, now, &mut fx),
+            } => self.recover(meta, entries, &files, &media, live, now, &mut fx),
             Input::Closed {
                 session,
                 name,
@@ -132,7 +133,8 @@ impl Core {
                 session,
                 key,
                 outcome,
-            } => self.captured(&session, key, outcome, &mut fx),
+                media_ms,
+            } => self.captured(&session, key, outcome, media_ms, &mut fx),
             Input::Playlist {
                 session,
                 entries,
@@ -204,6 +206,7 @@ impl Core {
         meta: SessionMeta,
         entries: Vec<Entry>,
         files: &HashMap<u64, Location>,
+        media: &HashMap<u64, u64>,
         live: bool,
         now: Ms,
         fx: &mut Vec<Effect>,
@@ -213,7 +216,7 @@ impl Core {
         }
         let mut s = SessionState::new(meta, now);
         let ch = self.channels.entry(s.channel.clone()).or_default();
-        crate::pipeline::recovery::replay(&mut s, entries, files, &mut ch.live, fx);
+        crate::pipeline::recovery::replay(&mut s, entries, files, media, &mut ch.live, fx);
         info!(
             session = %s.meta.id,
             captured = s.captures.len(),
@@ -284,11 +287,19 @@ impl Core {
             bytes: Bytes::Pending,
             assigned: false,
             original_removed: false,
+            media_ms: None,
         });
         s.last_activity = now;
     }
 
-    fn captured(&mut self, id: &str, key: u64, outcome: CaptureOutcome, fx: &mut Vec<Effect>) {
+    fn captured(
+        &mut self,
+        id: &str,
+        key: u64,
+        outcome: CaptureOutcome,
+        media_ms: Option<u64>,
+        fx: &mut Vec<Effect>,
+    ) {
         let Some(s) = self.sessions.get_mut(id) else {
             return;
         };
@@ -302,6 +313,7 @@ impl Core {
                     return;
                 };
                 c.bytes = Bytes::At(at);
+                c.media_ms = media_ms;
                 if at == Location::Nginx {
                     // Not ours to delete before it is stored and out of
                     // nginx's window; `original_removed` stays false.
@@ -417,6 +429,7 @@ impl Core {
             bytes: Bytes::Pending,
             assigned: false,
             original_removed: false,
+            media_ms: None,
         };
         let (before, listed) = before.unwrap_or((&last, &[]));
         while let Some((i, duration_ms)) = self
@@ -428,7 +441,12 @@ impl Core {
                 return;
             };
             let key = s.captures[i].key;
-            warn!(session = %id, fragment = %s.captures[i].name, duration_ms, "fragment never listed by nginx; duration estimated from names");
+            let c = &s.captures[i];
+            if c.media_ms.is_some() {
+                info!(session = %id, fragment = %c.name, duration_ms, "fragment never listed by nginx; duration from its timestamps");
+            } else {
+                warn!(session = %id, fragment = %c.name, duration_ms, "fragment never listed by nginx and without timestamps; duration estimated from names");
+            }
             let extinf = format!("{}.{:03}", duration_ms / 1000, duration_ms % 1000);
             let name = s.captures[i].name.clone();
             self.assign(id, key, extinf, duration_ms, None, fx);
@@ -627,7 +645,13 @@ impl Core {
 }
 
 /// A capture as recovery rebuilds it.
-pub fn session_capture(name: String, key: u64, ident: Identity, bytes: Bytes) -> Capture {
+pub fn session_capture(
+    name: String,
+    key: u64,
+    ident: Identity,
+    bytes: Bytes,
+    media_ms: Option<u64>,
+) -> Capture {
     Capture {
         name,
         key,
@@ -635,6 +659,7 @@ pub fn session_capture(name: String, key: u64, ident: Identity, bytes: Bytes) ->
         bytes,
         assigned: false,
         original_removed: false,
+        media_ms,
     }
 }
 

@@ -28,6 +28,10 @@ pub struct Capture {
     pub assigned: bool,
     /// nginx's own file is gone (or was never ours to remove).
     pub original_removed: bool,
+    /// Its duration from its own timestamps ([`crate::pipeline::timestamps`]),
+    /// measured once its bytes are safe; what a fragment nginx never lists
+    /// gets as its duration.
+    pub media_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,9 +140,11 @@ impl SessionState {
     }
 
     /// The oldest unmatched capture that nginx wrote before `before` and
-    /// does not list (`listed`), with its estimated duration: the gap to
-    /// the next fragment's name, which nginx's `system` naming makes the
-    /// wall-clock length. "Before" is by name when both names carry a time
+    /// does not list (`listed`), with its duration: measured from its own
+    /// timestamps; only a file without any (not playable anyway) gets the
+    /// gap to the next fragment's name, or else `default_ms`. A cut-short
+    /// fragment is as long as its media, not as the gap between names.
+    /// "Before" is by name when both names carry a time
     /// (a capture made late, for a missed event, has a later key than
     /// fragments written after it), else by key.
     pub fn orphan_before(
@@ -157,6 +163,9 @@ impl SessionState {
                     _ => c.key < before.key,
                 }
         })?;
+        if let Some(ms) = self.captures[i].media_ms {
+            return Some((i, ms.clamp(1, 60_000)));
+        }
         let this = name_ms(&self.captures[i].name);
         let next = self
             .captures

@@ -202,6 +202,7 @@ impl World {
                     session,
                     key,
                     outcome,
+                    media_ms: None,
                 });
             }
             Effect::Probe {
@@ -394,6 +395,7 @@ impl World {
                 meta: m,
                 entries,
                 files,
+                media: HashMap::new(),
                 live,
                 now,
             });

@@ -66,6 +66,9 @@ pub enum Input {
         meta: SessionMeta,
         entries: Vec<Entry>,
         files: HashMap<u64, Location>,
+        /// The duration from their timestamps of the capture files that
+        /// exist and have any, by key.
+        media: HashMap<u64, u64>,
         live: bool,
         now: Ms,
     },
@@ -84,6 +87,8 @@ pub enum Input {
         session: String,
         key: u64,
         outcome: CaptureOutcome,
+        /// The kept bytes' duration from their timestamps, if readable.
+        media_ms: Option<u64>,
     },
     /// nginx's playlist for the session as it is now. `probed`: the files
     /// it lists that were not captured have just been looked for.
