@@ -694,3 +694,61 @@ async fn a_node_restarted_after_a_crash_ends_the_playlist_nobody_continued() {
     drop(node);
     drop(etcd);
 }
+
+/// etcd with its own TLS (a CA, a server certificate for 127.0.0.1, client
+/// certificates required) and auth enabled: a node configured with the CA,
+/// a client certificate and an etcd user takes a push and `cluster status`
+/// reads the cluster; a wrong password is refused without being echoed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn etcd_over_tls_with_a_user() {
+    let dir = TestDir::new("cluster-tls");
+    let mut garage = Garage::start(&dir);
+    garage.create_bucket(BUCKET);
+    let s3 = garage.s3();
+    let certs = common::etcd::Certs::make(&dir.subdir("certs"));
+    let etcd = blocking(|| Etcd::start_tls(&dir, &certs, "lb", "lb-pw-4242"));
+    let tls = format!(
+        "ca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n\
+         username = \"lb\"\npassword = \"lb-pw-4242\"\n",
+        certs.ca, certs.client, certs.client_key
+    );
+    let node = blocking(|| Node::start_with("t", &garage, &etcd.endpoints_toml(), &tls, LIVE));
+    let mut p = push(&dir, &sign(&node, "sec", &node.push_base()), 600);
+    wait_until(
+        "a playlist over TLS etcd",
+        secs(60),
+        millis(300),
+        async || {
+            if let Some(status) = p.try_wait() {
+                return Err(format!("the push ended: {status}"));
+            }
+            common::stored::read_playlist(&s3, "sec/index.m3u8", &at_least_segments(1)).await
+        },
+    )
+    .await;
+    let config = node.livebucket.config_path().to_str().unwrap().to_owned();
+    let status = cli(&["cluster", "status", "--config", &config]);
+    assert_eq!(
+        live_channels(&status, "t"),
+        [format!("{BUCKET}/sec")],
+        "{status}"
+    );
+    // Without the user's password etcd refuses; the password is not shown.
+    let wrong = dir.join("wrong.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&wrong, text.replace("lb-pw-4242", "not-the-pw-7171")).unwrap();
+    let out = std::process::Command::new(common::livebucket::BIN)
+        .args(["cluster", "status", "--config"])
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a wrong etcd password was accepted");
+    assert!(
+        !stderr.contains("not-the-pw-7171") && !stderr.contains("lb-pw-4242"),
+        "{stderr}"
+    );
+    p.kill();
+    drop(node);
+    drop(etcd);
+}

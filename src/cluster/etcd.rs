@@ -4,9 +4,14 @@
 
 use std::time::Duration;
 
+use std::path::Path;
+
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, PutOptions,
+    TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
+
+use crate::config::ClusterConfig;
 
 use super::decide::{Held, KeyState, Last};
 use super::keys::HolderValue;
@@ -19,6 +24,13 @@ pub enum EtcdError {
     Etcd(#[from] etcd_client::Error),
     #[error("etcd holds an unreadable value at {key}: {message}")]
     BadValue { key: String, message: String },
+    /// A TLS file named in `[cluster]` cannot be read.
+    #[error("cannot read {field} ({path}): {message}")]
+    File {
+        field: &'static str,
+        path: String,
+        message: String,
+    },
 }
 
 /// A client with the per-request time limit.
@@ -29,20 +41,37 @@ pub struct Etcd {
 }
 
 impl Etcd {
-    /// Connects lazily: a member that is down is tried again at each request.
-    /// HTTP/2 keep-alive pings every `keepalive` (etcd sends GOAWAY
-    /// `too_many_pings` below its minimum, 5 s by default), each answered
-    /// within `timeout` or the connection is dropped and made again.
-    pub async fn connect(
-        endpoints: &[String],
-        timeout: Duration,
-        keepalive: Duration,
-    ) -> Result<Etcd, EtcdError> {
-        let options = ConnectOptions::new()
+    /// Connects as `[cluster]` says: every request bounded by
+    /// `request_timeout_ms`; HTTP/2 keep-alive pings every `keepalive_secs`
+    /// (etcd sends GOAWAY `too_many_pings` below its minimum, 5 s by
+    /// default), each answered within the request timeout or the connection
+    /// is made again; TLS with `ca_file` (and a client certificate with
+    /// `cert_file`/`key_file`); as etcd user `username` (its token renewed
+    /// when it expires). A member that is down is tried again at each
+    /// request.
+    pub async fn connect(cfg: &ClusterConfig) -> Result<Etcd, EtcdError> {
+        let timeout = Duration::from_millis(cfg.request_timeout_ms);
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_timeout(timeout)
-            .with_keep_alive(keepalive, timeout);
-        let client = bounded(timeout, Client::connect(endpoints, Some(options))).await?;
+            .with_keep_alive(Duration::from_secs(cfg.keepalive_secs), timeout);
+        if let Some(ca) = &cfg.ca_file {
+            let mut tls = TlsOptions::new()
+                .ca_certificate(Certificate::from_pem(read("cluster.ca_file", ca)?));
+            if let (Some(cert), Some(key)) = (&cfg.cert_file, &cfg.key_file) {
+                tls = tls.identity(Identity::from_pem(
+                    read("cluster.cert_file", cert)?,
+                    read("cluster.key_file", key)?,
+                ));
+            }
+            options = options.with_tls(tls);
+        }
+        if let (Some(user), Some(password)) = (&cfg.username, &cfg.password) {
+            options = options
+                .with_user(user.clone(), password.0.clone())
+                .with_auto_token_refresh(true);
+        }
+        let client = bounded(timeout, Client::connect(&cfg.endpoints, Some(options))).await?;
         Ok(Etcd { client, timeout })
     }
 
@@ -218,6 +247,14 @@ impl Etcd {
             .ttl();
         Ok((ttl > 0).then_some(ttl))
     }
+}
+
+fn read(field: &'static str, path: &Path) -> Result<Vec<u8>, EtcdError> {
+    std::fs::read(path).map_err(|e| EtcdError::File {
+        field,
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
 }
 
 async fn bounded<T>(

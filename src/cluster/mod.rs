@@ -105,12 +105,7 @@ impl Cluster {
         channels: Arc<crate::channels::ChannelStore>,
         cancel: tokio_util::sync::CancellationToken,
     ) -> Result<Arc<Cluster>, EtcdError> {
-        let etcd = Etcd::connect(
-            &cfg.endpoints,
-            Duration::from_millis(cfg.request_timeout_ms),
-            Duration::from_secs(cfg.keepalive_secs),
-        )
-        .await?;
+        let etcd = Etcd::connect(&cfg).await?;
         let ttl = Duration::from_secs(cfg.lease_ttl_secs);
         let cluster = Arc::new(Cluster {
             keys: Keys::new(&cfg.prefix),

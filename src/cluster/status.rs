@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Duration;
 
 use super::etcd::{Etcd, EtcdError};
 use super::keys::{HolderValue, Keys, NodeValue};
@@ -22,12 +21,7 @@ pub struct NodeRow {
 }
 
 pub async fn render(cfg: &ClusterConfig) -> Result<String, EtcdError> {
-    let etcd = Etcd::connect(
-        &cfg.endpoints,
-        Duration::from_millis(cfg.request_timeout_ms),
-        Duration::from_secs(cfg.keepalive_secs),
-    )
-    .await?;
+    let etcd = Etcd::connect(&cfg).await?;
     let keys = Keys::new(&cfg.prefix);
     let mut nodes: BTreeMap<String, NodeRow> = BTreeMap::new();
     for (key, value, _) in etcd.list(&keys.members()).await? {

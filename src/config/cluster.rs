@@ -2,6 +2,8 @@
 //! through etcd (see `crate::cluster`). Absent, livebucket runs alone and
 //! talks to no coordinator.
 
+use std::path::PathBuf;
+
 use serde::Deserialize;
 
 use super::{ConfigError, invalid};
@@ -37,11 +39,43 @@ pub struct ClusterConfig {
     /// connection.
     #[serde(default = "default_keepalive_secs")]
     pub keepalive_secs: u64,
+    /// PEM file of the CA that signed etcd's server certificates: the
+    /// connection is TLS, and etcd's certificate must name the endpoint's
+    /// host (an IP SAN for an IP). Required with `https://` endpoints, and
+    /// only with them.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate livebucket presents to etcd (etcd's
+    /// `--client-cert-auth`); with `key_file`, over TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// etcd user (etcd `auth enable`), with `password`: its role needs
+    /// read-write on `prefix`. The token etcd hands out is renewed when it
+    /// expires.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The etcd user's password (never logged).
+    #[serde(default)]
+    pub password: Option<EtcdPassword>,
     /// This node's operator URL (`http://10.0.0.2:8091`), advertised in etcd
     /// for `livebucket cluster status` and for peers that forward channel
     /// statistics. Optional.
     #[serde(default)]
     pub advertise: Option<String>,
+}
+
+/// `cluster.password`, kept out of `Debug` output.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct EtcdPassword(pub String);
+
+impl std::fmt::Debug for EtcdPassword {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 fn default_prefix() -> String {
@@ -104,6 +138,59 @@ pub fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
             "cluster.request_timeout_ms",
             "must be 100 to 5000 ms (nginx waits for on_publish meanwhile)",
         ));
+    }
+    let https = c
+        .endpoints
+        .iter()
+        .filter(|e| e.starts_with("https://"))
+        .count();
+    if https != 0 && https != c.endpoints.len() {
+        return Err(invalid(
+            "cluster.endpoints",
+            "must be all https:// (TLS, with cluster.ca_file) or all http://",
+        ));
+    }
+    match (https != 0, &c.ca_file) {
+        (true, None) => {
+            return Err(invalid(
+                "cluster.ca_file",
+                "is required with https:// endpoints: the PEM file of the CA that signed etcd's certificates",
+            ));
+        }
+        (false, Some(_)) => {
+            return Err(invalid(
+                "cluster.ca_file",
+                "needs https:// endpoints (TLS); with http:// nothing is encrypted",
+            ));
+        }
+        _ => {}
+    }
+    match (&c.cert_file, &c.key_file) {
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "cluster.cert_file",
+                "and cluster.key_file go together (a client certificate and its key)",
+            ));
+        }
+        (Some(_), Some(_)) if https == 0 => {
+            return Err(invalid(
+                "cluster.cert_file",
+                "needs https:// endpoints and cluster.ca_file (a client certificate is presented over TLS)",
+            ));
+        }
+        _ => {}
+    }
+    match (&c.username, &c.password) {
+        (Some(u), Some(_)) if u.is_empty() => {
+            return Err(invalid("cluster.username", "must not be empty"));
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            return Err(invalid(
+                "cluster.username",
+                "and cluster.password go together (an etcd user)",
+            ));
+        }
+        _ => {}
     }
     if !(5..=300).contains(&c.keepalive_secs) {
         return Err(invalid(
@@ -168,5 +255,35 @@ mod tests {
         let e =
             err("[cluster]\nendpoints = [\"http://x:1\"]\nnode_id = \"a\"\nkeepalive_secs = 2\n");
         assert!(e.contains("cluster.keepalive_secs"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_users() {
+        let base = "[cluster]\nnode_id = \"a\"\n";
+        let e = err(&format!("{base}endpoints = [\"https://x:1\"]\n"));
+        assert!(e.contains("cluster.ca_file"), "{e}");
+        let e = err(&format!(
+            "{base}endpoints = [\"https://x:1\", \"http://y:1\"]\nca_file = \"/ca.pem\"\n"
+        ));
+        assert!(e.contains("cluster.endpoints"), "{e}");
+        let e = err(&format!(
+            "{base}endpoints = [\"http://x:1\"]\nca_file = \"/ca.pem\"\n"
+        ));
+        assert!(e.contains("cluster.ca_file"), "{e}");
+        let e = err(&format!(
+            "{base}endpoints = [\"https://x:1\"]\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"\n"
+        ));
+        assert!(e.contains("cluster.cert_file"), "{e}");
+        let e = err(&format!(
+            "{base}endpoints = [\"http://x:1\"]\nusername = \"lb\"\n"
+        ));
+        assert!(e.contains("cluster.username"), "{e}");
+        let ok = for_tests(&format!(
+            "{base}endpoints = [\"https://x:1\"]\nca_file = \"/ca.pem\"\n\
+             cert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n\
+             username = \"lb\"\npassword = \"pw-secret\"\n"
+        ));
+        let c = ok.cluster.as_ref().unwrap();
+        assert!(!format!("{c:?}").contains("pw-secret"));
     }
 }

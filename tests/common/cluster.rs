@@ -43,6 +43,17 @@ impl Node {
     /// of `garage` with its key, coordinating through etcd at `endpoints`
     /// (`["http://…", …]`). `extra` is more livebucket config (whole tables).
     pub fn start(name: &str, garage: &Garage, endpoints: &str, extra: &str) -> Node {
+        Node::start_with(name, garage, endpoints, "", extra)
+    }
+
+    /// [`Node::start`] with `cluster` (lines) added to `[cluster]`.
+    pub fn start_with(
+        name: &str,
+        garage: &Garage,
+        endpoints: &str,
+        cluster: &str,
+        extra: &str,
+    ) -> Node {
         let dir = TestDir::new(&format!("cluster-{name}"));
         let tmpfs = Tmpfs::mount(&format!("cluster-{name}"), "128m");
         let hls_dir = tmpfs.path().join("hls");
@@ -54,7 +65,7 @@ impl Node {
         let extra = format!(
             "[cluster]\nendpoints = {endpoints}\nnode_id = \"{name}\"\n\
              lease_ttl_secs = {LEASE_TTL_SECS}\nrequest_timeout_ms = 700\n\
-             advertise = \"http://@OPERATOR@\"\n\n{extra}"
+             advertise = \"http://@OPERATOR@\"\n{cluster}\n{extra}"
         );
         let config = config_toml(&ConfigParams {
             listen,
