@@ -194,6 +194,13 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!("shutting down");
+    // First, so this node's channels are free for other nodes at once
+    // rather than after the drains below (up to twice DRAIN) or the lease
+    // TTL: the fence holds every playlist and manifest write from here on,
+    // and the next start recovers them.
+    if let Some(c) = &cluster {
+        c.shutdown().await;
+    }
     stop_http.cancel();
     for server in servers {
         let _ = server.await;
@@ -213,9 +220,6 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     pipeline_cancel.cancel();
     if let Err(e) = pipeline_task.await {
         error!(error = %e, "pipeline task failed");
-    }
-    if let Some(c) = &cluster {
-        c.shutdown().await;
     }
     Ok(())
 }

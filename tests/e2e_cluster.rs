@@ -174,6 +174,7 @@ async fn one_publisher_per_channel_and_failover_continues_the_playlist() {
         })
         .await;
     let before_kill = watch.latest().unwrap();
+    let killed = std::time::Instant::now();
     blocking(|| nodes[holder].kill9());
     let window = nginx_window(&nodes[holder]);
     let dead_session_keys: BTreeSet<String> = window.iter().map(|n| format!("fo/{n}")).collect();
@@ -186,6 +187,18 @@ async fn one_publisher_per_channel_and_failover_continues_the_playlist() {
         .map(|i| &nodes[i])
         .collect();
     let (mut streamer, next) = push_until_accepted(&dir, &url, &alive).await;
+    // The fail-over gap: the dead node's key lives out its lease (TTL from
+    // its last renewal, sent up to a third of the TTL before the kill),
+    // then the streamer's next retry is accepted.
+    let gap = killed.elapsed();
+    eprintln!(
+        "cluster: kill -9 to the next accepted push: {:.1} s (lease_ttl_secs = {LEASE_TTL_SECS})",
+        gap.as_secs_f64()
+    );
+    assert!(
+        gap < secs(LEASE_TTL_SECS + 10),
+        "fail-over took {gap:?} with a {LEASE_TTL_SECS} s lease"
+    );
     let next_name = alive[next].name.clone();
     let seq_before = before_kill.playlist.media_sequence;
     let resumed = watch
@@ -750,5 +763,95 @@ async fn etcd_over_tls_with_a_user() {
     );
     p.kill();
     drop(node);
+    drop(etcd);
+}
+
+/// A node stopped cleanly (SIGTERM) frees its channels at once, not after
+/// its lease's TTL nor after its drains: S3 is down, so the upload drain
+/// waits its full 5 s, and the TTL here is 60 s. The streamer is then
+/// accepted by another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_clean_stop_frees_its_channels_at_once() {
+    let dir = TestDir::new("cluster-stop");
+    let mut garage = Garage::start(&dir);
+    garage.create_bucket(BUCKET);
+    let etcd = blocking(|| Etcd::start(&dir, 1));
+    let ttl = "lease_ttl_secs = 60\n";
+    let mut a = blocking(|| Node::start_with("a", &garage, &etcd.endpoints_toml(), ttl, LIVE));
+    let b = blocking(|| Node::start_with("b", &garage, &etcd.endpoints_toml(), ttl, LIVE));
+    let mut p = push(&dir, &sign(&a, "stop", &a.push_base()), 600);
+    wait_until("node a to accept", secs(20), millis(200), async || {
+        if a.accepted() == 1 {
+            Ok(())
+        } else {
+            Err(format!("{:?}", p.try_wait()))
+        }
+    })
+    .await;
+    let b_config = b.livebucket.config_path().to_str().unwrap().to_owned();
+    let status = cli(&["cluster", "status", "--config", &b_config]);
+    assert_eq!(live_channels(&status, "a"), [format!("{BUCKET}/stop")]);
+    // S3 down: the next fragment's upload keeps failing, so the upload
+    // drain at shutdown waits its full 5 s.
+    garage.stop();
+    let captured = a.livebucket.metric("livebucket_fragments_captured_total");
+    wait_until(
+        "a fragment whose upload fails",
+        secs(20),
+        millis(100),
+        async || match a.livebucket.metric("livebucket_fragments_captured_total") {
+            n if n > captured => Ok(()),
+            _ => Err("no new fragment"),
+        },
+    )
+    .await;
+    let stopped = std::time::Instant::now();
+    let stopping = std::thread::spawn(move || {
+        a.livebucket.terminate(secs(30));
+        a
+    });
+    let freed = wait_until(
+        "node a's channel to be free",
+        secs(20),
+        millis(100),
+        async || {
+            let status = cli(&["cluster", "status", "--config", &b_config]);
+            if live_channels(&status, "a").is_empty() && !status.contains("\na\t") {
+                Ok(stopped.elapsed())
+            } else {
+                Err(status)
+            }
+        },
+    )
+    .await;
+    assert!(
+        freed < secs(4),
+        "a clean stop freed the channel after {freed:?}"
+    );
+    garage.start_again();
+    p.kill();
+    let mut p = push(&dir, &sign(&b, "stop", &b.push_base()), 600);
+    wait_until(
+        "node b to accept the channel",
+        secs(20),
+        millis(200),
+        async || {
+            if b.accepted() == 1 {
+                Ok(())
+            } else {
+                Err(format!("{:?}", p.try_wait()))
+            }
+        },
+    )
+    .await;
+    eprintln!(
+        "cluster: clean stop freed the channel after {:.1} s; another node accepted it {:.1} s after SIGTERM (lease_ttl_secs = 60)",
+        freed.as_secs_f64(),
+        stopped.elapsed().as_secs_f64()
+    );
+    p.kill();
+    let a = stopping.join().unwrap();
+    drop(a);
+    drop(b);
     drop(etcd);
 }

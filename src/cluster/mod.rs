@@ -73,6 +73,8 @@ struct State {
     pending: HashMap<String, Instant>,
     /// Said loudly once per outage.
     cut_off_logged: bool,
+    /// `shutdown` began: no new lease is taken.
+    stopped: bool,
 }
 
 /// Longest an `on_publish` can keep a claimed session pending (its handler
@@ -118,6 +120,7 @@ impl Cluster {
                 holdings: HashMap::new(),
                 pending: HashMap::new(),
                 cut_off_logged: false,
+                stopped: false,
             }),
         });
         // The first lease before the first push, so a node that starts with

@@ -49,12 +49,18 @@ pub(super) async fn keeper(c: Arc<Cluster>, mut wait: Duration, cancel: Cancella
 }
 
 impl Cluster {
-    /// At shutdown, after the pipeline stopped: revokes the lease, so this
-    /// node's channels are free at once rather than after the TTL (its
-    /// unfinished sessions are recovered at the next start, as on a single
-    /// node, but no longer write the playlist unless they hold the channel).
+    /// At shutdown, first thing: stops the keeper from taking a new lease,
+    /// revokes the lease, so this node's channels are free at once rather
+    /// than after the TTL, and removes the node's membership. From then on
+    /// the fence holds every playlist and manifest write back (no live
+    /// lease); unfinished sessions are recovered at the next start, and write
+    /// their playlist again only where nobody continued the channel.
     pub async fn shutdown(&self) {
-        let lease = self.lock().lease.take();
+        let lease = {
+            let mut s = self.lock();
+            s.stopped = true;
+            s.lease.take()
+        };
         if let Some(lease) = lease {
             let mut client = self.etcd.client();
             match tokio::time::timeout(self.etcd.timeout(), client.lease_revoke(lease)).await {
@@ -88,7 +94,13 @@ impl Cluster {
     /// next round.
     async fn round(&self, ka: &mut Option<KeepAlive>) -> Duration {
         loop {
-            let next = self.lock().lease.next();
+            let (next, stopped) = {
+                let s = self.lock();
+                (s.lease.next(), s.stopped)
+            };
+            if stopped {
+                return Duration::from_secs(3600);
+            }
             let sent = Instant::now();
             let (answer, error) = match next {
                 Next::Grant => self.grant().await,
@@ -105,6 +117,16 @@ impl Cluster {
             if matches!(answer, Answer::Timeout | Answer::Transient) {
                 self.metrics
                     .inc("livebucket_cluster_lease_failures_total", answer.label());
+            }
+            if self.lock().stopped {
+                // Stopped while this request was out: a lease granted
+                // meanwhile is not kept.
+                if let Answer::Granted(id) = answer {
+                    let mut client = self.etcd.client();
+                    let _ =
+                        tokio::time::timeout(self.etcd.timeout(), client.lease_revoke(id)).await;
+                }
+                return Duration::from_secs(3600);
             }
             let (step, alive, channels) = {
                 let mut s = self.lock();

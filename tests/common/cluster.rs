@@ -46,7 +46,8 @@ impl Node {
         Node::start_with(name, garage, endpoints, "", extra)
     }
 
-    /// [`Node::start`] with `cluster` (lines) added to `[cluster]`.
+    /// [`Node::start`] with `cluster` (lines) added to `[cluster]`; a
+    /// `lease_ttl_secs` there replaces [`LEASE_TTL_SECS`].
     pub fn start_with(
         name: &str,
         garage: &Garage,
@@ -62,9 +63,15 @@ impl Node {
         let nginx = Nginx::start(&dir, &hooks_url, &hls_dir);
         let state_dir = dir.subdir("state");
         let key = garage.key().clone();
+        // `cluster` may set its own TTL.
+        let ttl = if cluster.contains("lease_ttl_secs") {
+            String::new()
+        } else {
+            format!("lease_ttl_secs = {LEASE_TTL_SECS}\n")
+        };
         let extra = format!(
             "[cluster]\nendpoints = {endpoints}\nnode_id = \"{name}\"\n\
-             lease_ttl_secs = {LEASE_TTL_SECS}\nrequest_timeout_ms = 700\n\
+             {ttl}request_timeout_ms = 700\n\
              advertise = \"http://@OPERATOR@\"\n{cluster}\n{extra}"
         );
         let config = config_toml(&ConfigParams {
