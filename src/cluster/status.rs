@@ -21,7 +21,7 @@ pub struct NodeRow {
 }
 
 pub async fn render(cfg: &ClusterConfig) -> Result<String, EtcdError> {
-    let etcd = Etcd::connect(&cfg).await?;
+    let etcd = Etcd::connect(cfg).await?;
     let keys = Keys::new(&cfg.prefix);
     let mut nodes: BTreeMap<String, NodeRow> = BTreeMap::new();
     for (key, value, _) in etcd.list(&keys.members()).await? {

@@ -20,15 +20,21 @@ pub fn candidates(spool: bool) -> [Location; 2] {
     }
 }
 
-/// Fills `s` from the journal `entries`; `files` gives the location of each
-/// capture file that exists, by key, and `media` its duration from its
-/// timestamps. Capture files of stored fragments are
-/// removed (effects pushed to `fx`).
+/// What the actor found of a session's journaled captures, by key.
+#[derive(Clone, Copy)]
+pub struct Found<'a> {
+    /// Where each capture file that exists is.
+    pub files: &'a HashMap<u64, Location>,
+    /// The duration from their timestamps of those that have any.
+    pub media: &'a HashMap<u64, u64>,
+}
+
+/// Fills `s` from the journal `entries` and what was `found` on disk.
+/// Capture files of stored fragments are removed (effects pushed to `fx`).
 pub fn replay(
     s: &mut SessionState,
     entries: Vec<Entry>,
-    files: &HashMap<u64, Location>,
-    media: &HashMap<u64, u64>,
+    found: Found<'_>,
     ch: &mut ChannelLive,
     fx: &mut Vec<Effect>,
 ) {
@@ -68,7 +74,7 @@ pub fn replay(
             } => {
                 ch.last_key_ms = ch.last_key_ms.max(key);
                 s.last_key = s.last_key.max(key);
-                let file = files.get(&key).copied();
+                let file = found.files.get(&key).copied();
                 let bytes = if stored.contains(&key) {
                     if let Some(at) = file {
                         fx.push(Effect::RemoveCapture {
@@ -91,7 +97,7 @@ pub fn replay(
                     key,
                     Identity { size, mtime_ns },
                     bytes,
-                    media.get(&key).copied(),
+                    found.media.get(&key).copied(),
                 ));
             }
             Entry::Listed {

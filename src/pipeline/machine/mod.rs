@@ -120,7 +120,13 @@ impl Core {
                 media,
                 live,
                 now,
-            } => self.recover(meta, entries, &files, &media, live, now, &mut fx),
+            } => {
+                let found = crate::pipeline::recovery::Found {
+                    files: &files,
+                    media: &media,
+                };
+                self.recover(meta, entries, found, live, now, &mut fx)
+            }
             Input::Closed {
                 session,
                 name,
@@ -205,8 +211,7 @@ impl Core {
         &mut self,
         meta: SessionMeta,
         entries: Vec<Entry>,
-        files: &HashMap<u64, Location>,
-        media: &HashMap<u64, u64>,
+        found: crate::pipeline::recovery::Found<'_>,
         live: bool,
         now: Ms,
         fx: &mut Vec<Effect>,
@@ -216,7 +221,7 @@ impl Core {
         }
         let mut s = SessionState::new(meta, now);
         let ch = self.channels.entry(s.channel.clone()).or_default();
-        crate::pipeline::recovery::replay(&mut s, entries, files, media, &mut ch.live, fx);
+        crate::pipeline::recovery::replay(&mut s, entries, found, &mut ch.live, fx);
         info!(
             session = %s.meta.id,
             captured = s.captures.len(),
