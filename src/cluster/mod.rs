@@ -423,6 +423,17 @@ impl Cluster {
     /// [`decide::recovered`]), so its playlist is written and ended here;
     /// records a yield otherwise. `Some` is the verdict to give now (etcd
     /// unreachable: hold); `None`: the holdings now say.
+    /// `verdict`, counted in `livebucket_cluster_fence_total`.
+    fn counted(&self, verdict: FenceVerdict) -> FenceVerdict {
+        let label = match verdict {
+            FenceVerdict::Write => "write",
+            FenceVerdict::Hold => "hold",
+            FenceVerdict::Yield => "yield",
+        };
+        self.metrics.inc("livebucket_cluster_fence_total", label);
+        verdict
+    }
+
     async fn adopt(&self, channel: &ChannelId) -> Option<FenceVerdict> {
         let (bucket, name) = (&channel.bucket, &channel.channel);
         // The newest session of the channel this node still has work for.
@@ -497,12 +508,21 @@ impl Fence for Cluster {
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict> {
         Box::pin(async move {
             let k = (channel.bucket.clone(), channel.channel.clone());
-            let unknown = {
+            let (unknown, lease) = {
                 let s = self.lock();
-                !s.holdings.contains_key(&k) && self.lease_alive(&s)
+                (!s.holdings.contains_key(&k), self.lease_alive(&s))
             };
-            if unknown && let Some(verdict) = self.adopt(channel).await {
-                return verdict;
+            if unknown {
+                if !lease {
+                    // A recovered session's channel while this node has no
+                    // lease (etcd down since the start): whether anybody
+                    // continued it cannot be told yet, so its writes wait.
+                    if !self.sessions.known_of(&k.0, &k.1).is_empty() {
+                        return self.counted(FenceVerdict::Hold);
+                    }
+                } else if let Some(verdict) = self.adopt(channel).await {
+                    return self.counted(verdict);
+                }
             }
             let (holding, lease) = {
                 let mut s = self.lock();
@@ -525,13 +545,12 @@ impl Fence for Cluster {
                 }
                 _ => None,
             };
-            let verdict = decide::fence(holding.as_ref(), lease, self.node_id(), found.as_ref());
-            let label = match verdict {
-                FenceVerdict::Write => "write",
-                FenceVerdict::Hold => "hold",
-                FenceVerdict::Yield => "yield",
-            };
-            self.metrics.inc("livebucket_cluster_fence_total", label);
+            let verdict = self.counted(decide::fence(
+                holding.as_ref(),
+                lease,
+                self.node_id(),
+                found.as_ref(),
+            ));
             if let (FenceVerdict::Yield, Some(decide::KeyState::Other(h))) = (verdict, &found) {
                 let mut s = self.lock();
                 if let Some(entry) = s.holdings.get_mut(&k) {
