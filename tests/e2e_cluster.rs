@@ -12,7 +12,13 @@
 //! 2. GetLiveChannelStat asked of one node describes the stream another
 //!    node publishes; a disable through one node drops the publisher on
 //!    another. A node cut off from etcd stops writing its channel's playlist
-//!    and drops its publisher.
+//!    and drops its publisher; when etcd comes back (every member frozen,
+//!    then resumed) it takes a new lease within seconds, ends the playlist
+//!    it held and takes pushes again; a node cut off alone whose channel
+//!    another node took meanwhile still stores its manifest. Every stored
+//!    fragment is in the VOD, with its true duration.
+//! 3. A node restarted after a crash ends the playlist nobody continued;
+//!    etcd over TLS with a user; a clean stop frees the channels at once.
 
 mod common;
 
@@ -529,6 +535,68 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
     // Every fragment stored, before, during and after the cut, is in the
     // VOD of the whole range, with its true duration.
     assert_vod_lists_every_fragment(&dir, &s3, &c, "part", cut_at - 120).await;
+
+    // Handed over: c alone is cut off (its proxies to etcd), another node
+    // takes its channel meanwhile; once c is back, its held manifest still
+    // lands, so every fragment either node stored is in the VOD.
+    let mut p = push(&dir, &sign(&c, "hand", &c.push_base()), 600);
+    wait_until("c's playlist of hand", secs(60), millis(300), async || {
+        common::stored::read_playlist(&s3, "hand/index.m3u8", &at_least_segments(2)).await
+    })
+    .await;
+    let hand_at = unix_now();
+    let cut_offs = c.livebucket.metric("livebucket_cluster_cut_off_total");
+    for proxy in &proxies {
+        proxy.cut();
+    }
+    let status = p.exit_within(secs(30)).await;
+    assert!(!status.success(), "the cut-off node kept its publisher");
+    assert!(c.livebucket.metric("livebucket_cluster_cut_off_total") > cut_offs);
+    let accepted = a.accepted();
+    let mut q = push(&dir, &sign(&a, "hand", &a.push_base()), 8);
+    wait_until(
+        "a to take the channel once c's lease expired",
+        secs(3 * LEASE_TTL_SECS + 10),
+        millis(300),
+        async || {
+            if a.accepted() > accepted {
+                return Ok(());
+            }
+            if q.try_wait().is_some() {
+                // Refused while c's key lived: retry, as a streamer does.
+                q = push(&dir, &sign(&a, "hand", &a.push_base()), 8);
+            }
+            Err("not accepted yet")
+        },
+    )
+    .await;
+    for proxy in &proxies {
+        proxy.restore();
+    }
+    wait_until(
+        "c to learn another node took its channel",
+        secs(LEASE_TTL_SECS + 15),
+        millis(300),
+        async || {
+            if c.livebucket
+                .log()
+                .contains("another node took this channel while this node was cut off")
+            {
+                Ok(())
+            } else {
+                Err("not yet")
+            }
+        },
+    )
+    .await;
+    let status = q.exit_within(secs(30)).await;
+    assert!(
+        status.success(),
+        "a's push of the handed-over channel failed"
+    );
+    wait_sessions_finished(&c).await;
+    wait_sessions_finished(&a).await;
+    assert_vod_lists_every_fragment(&dir, &s3, &a, "hand", hand_at - 120).await;
     drop(c);
     drop(a);
     drop(proxies);
