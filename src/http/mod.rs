@@ -274,10 +274,54 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         // which bounds its own body so that it can answer OSS's error.
         .fallback(oss::api)
         .layer((
-            TraceLayer::new_for_http(),
+            TraceLayer::new_for_http().make_span_with(request_span),
             TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout),
         ))
         .with_state(state)
+}
+
+/// The public router's request span: tower-http's default fields, with
+/// the URI redacted ([`redacted_uri`]): signatures and credentials travel in
+/// the query.
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        uri = %redacted_uri(req.uri()),
+        version = ?req.version(),
+    )
+}
+
+/// `uri` as logs may show it: the path, then the query with every value
+/// replaced by `*` (`/play/b/c/index.m3u8?Expires=*&Signature=*`). A
+/// parameter name that does not look like one (over 40 characters, or other
+/// than `A-Z a-z 0-9 - _ .`) is replaced too, in case a client put a token
+/// there.
+pub fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let mut out = uri.path().to_owned();
+    let Some(query) = uri.query() else {
+        return out;
+    };
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = match pair.split_once('=') {
+            Some((name, _)) => (name, Some("*")),
+            None => (pair, None),
+        };
+        let plain = name.len() <= 40
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        out.push_str(if plain { name } else { "*" });
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    out
 }
 
 /// CORS for `/play` and the VOD API: the configured origins may GET them,
@@ -355,6 +399,71 @@ mod tests {
         resp.headers()
             .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
             .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn logged_uris_carry_no_query_values() {
+        let cases = [
+            ("/play/b/c/index.m3u8", "/play/b/c/index.m3u8"),
+            (
+                "/play/b/c/index.m3u8?AccessKeyId=GK1&Expires=17&Signature=c2VjcmV0%2F",
+                "/play/b/c/index.m3u8?AccessKeyId=*&Expires=*&Signature=*",
+            ),
+            ("/b/c?live&comp=stat", "/b/c?live&comp=*"),
+            (
+                "/b?OSSAccessKeyId=k&Signature=s&=x&a=b=c",
+                "/b?OSSAccessKeyId=*&Signature=*&=*&a=*",
+            ),
+            ("/b?c2VjcmV0%2Fc2VjcmV0", "/b?*"),
+            (
+                "/b?0123456789012345678901234567890123456789x=1",
+                "/b?*=*",
+            ),
+        ];
+        for (uri, logged) in cases {
+            let uri: axum::http::Uri = uri.parse().unwrap();
+            assert_eq!(redacted_uri(&uri), logged, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_public_request_span_has_no_signature() {
+        // The span the public router's TraceLayer opens, as a subscriber
+        // at debug records it.
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/play/{b}/{c}/{p}", get(|| async { "ok" }))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span));
+        let _ = app
+            .oneshot(
+                Request::get("/play/b/c/index.m3u8?Expires=17&Signature=SECRETSIG")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let logged = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("Signature=*"), "{logged}");
+        assert!(!logged.contains("SECRETSIG"), "{logged}");
     }
 
     #[tokio::test]
