@@ -105,7 +105,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_connections_refused_total",
-        "Connections closed at accept because their listener was at limits.max_connections.",
+        "Connections closed at accept because their listener was at limits.max_connections or their peer at limits.max_connections_per_peer.",
+    ),
+    (
+        "livebucket_connections_closed_total",
+        "Connections livebucket closed on its own, by reason: max_connections and max_connections_per_peer (at accept), header_timeout (no whole request head within limits.header_read_timeout_secs, new or idle keep-alive), write_stalled (the client read nothing for limits.write_timeout_secs).",
     ),
     (
         "livebucket_requests_refused_total",

@@ -248,7 +248,14 @@ async fn require_hooks_secret(
     app.metrics.inc("livebucket_hooks_forged_total", "secret");
     let peer = req.extensions().get::<server::Peer>().and_then(|p| p.0);
     info!(peer = ?peer, reason = "wrong_hooks_secret", "callback refused: the hooks secret is missing or wrong");
-    (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+    // Closed after the answer: a process without the secret may not keep a
+    // connection on the listener nginx needs.
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONNECTION, "close")],
+        "forbidden\n",
+    )
+        .into_response()
 }
 
 /// `/play`, the VOD API, the OSS API and the console: what viewers, API
@@ -415,10 +422,7 @@ mod tests {
                 "/b?OSSAccessKeyId=*&Signature=*&=*&a=*",
             ),
             ("/b?c2VjcmV0%2Fc2VjcmV0", "/b?*"),
-            (
-                "/b?0123456789012345678901234567890123456789x=1",
-                "/b?*=*",
-            ),
+            ("/b?0123456789012345678901234567890123456789x=1", "/b?*=*"),
         ];
         for (uri, logged) in cases {
             let uri: axum::http::Uri = uri.parse().unwrap();
