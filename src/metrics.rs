@@ -113,7 +113,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_requests_refused_total",
-        "Signed /play and VOD requests refused, by reason.",
+        "Signed /play and VOD requests, and cluster peers' stat requests (cluster_peer_not_allowed), refused, by reason.",
     ),
     (
         "livebucket_api_refused_total",

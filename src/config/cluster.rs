@@ -34,6 +34,20 @@ pub struct ClusterConfig {
     /// statistics. Optional.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The addresses (IPs or networks) of the other nodes: only they may ask
+    /// this node's operator listener for a channel's statistics
+    /// (`/cluster/v1/stat/…`); any other TCP peer gets 403. Loopback by
+    /// default (every node on one host); list the nodes' networks, e.g.
+    /// `["10.0.0.0/24"]`.
+    #[serde(default = "default_peers_allow")]
+    pub peers_allow: Vec<ipnet::IpNet>,
+}
+
+fn default_peers_allow() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 fn default_prefix() -> String {
@@ -131,6 +145,11 @@ mod tests {
         let c = c.cluster.as_ref().unwrap();
         assert_eq!(c.prefix, "/livebucket/");
         assert_eq!(c.lease_ttl_secs, 10);
+        assert!(
+            c.peers_allow
+                .iter()
+                .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()))
+        );
     }
 
     #[test]

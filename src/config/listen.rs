@@ -144,13 +144,18 @@ impl Default for HooksConfig {
 impl HooksConfig {
     /// Whether a TCP peer may call the hooks listener.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.allow.iter().any(|net| net.contains(&ip))
+        ip_allowed(&self.allow, ip)
     }
+}
+
+/// Whether `ip` is in one of `nets`; an IPv4 peer on a dual-stack socket
+/// (`::ffff:a.b.c.d`) is matched as its IPv4 address.
+pub fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|net| net.contains(&ip))
 }
 
 /// The shortest accepted hooks secret: 128 bits as hex.
