@@ -790,7 +790,10 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.listen.hooks, "127.0.0.1:8089".parse().unwrap());
+        assert_eq!(
+            c.listen.hooks,
+            "unix:/run/livebucket/hooks.sock".parse().unwrap()
+        );
         assert_eq!(c.hooks_secret(), "hooks-secret-for-the-unit-tests-0001");
         assert_eq!(c.s3.region, "garage");
         assert!(c.s3.force_path_style);
