@@ -80,6 +80,10 @@ const HELP: &[(&str, &str)] = &[
         "Failed upload attempts (each is retried).",
     ),
     (
+        "livebucket_upload_panics_total",
+        "Upload attempts that panicked (a bug; each is counted in the failures too and retried at the longest backoff).",
+    ),
+    (
         "livebucket_uploads_pending",
         "Fragments and playlists waiting to be stored.",
     ),
