@@ -11,8 +11,9 @@
 //! the fragments was used.
 //!
 //! Cost is bounded: at most `vod.max_concurrent_builds` builds at once (503
-//! with `Retry-After` beyond), at most `vod.max_fragments` fragments per
-//! playlist (413, found before any per-fragment request).
+//! with `Retry-After` beyond; a build ends once its fragment list is known,
+//! before a GET's body is streamed), at most `vod.max_fragments` fragments
+//! per playlist (413, found before any per-fragment request).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,7 +49,10 @@ struct Admitted {
     frags: Vec<RangeFragment>,
     source: Source,
     uris: Uris,
-    /// Held until the response is built (for GET: until it is streamed).
+    /// The build slot: held while the fragments are found (the listing,
+    /// manifests and HEADs that `vod.max_concurrent_builds` bounds). GET
+    /// drops it before streaming the body, so a reader that stalls holds a
+    /// connection, not a slot.
     permit: OwnedSemaphorePermit,
 }
 
@@ -152,15 +156,14 @@ pub async fn get_vod(
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
     let a = admit(&app, &bucket, &channel, &q, "GET", "").await?;
+    // The fragment list is known: what is left (presigning a chunk at a
+    // time as the reader takes it) costs no S3 request, and a reader that
+    // stalls mid-body must not keep other VOD calls out.
+    drop(a.permit);
     let source = a.source;
-    let permit = a.permit;
     let body = futures::StreamExt::map(
         vod::render_stream(bucket, channel, a.frags, a.uris),
-        move |chunk| {
-            // The permit lives as long as the stream.
-            let _held = &permit;
-            chunk.map_err(|e| std::io::Error::other(e.to_string()))
-        },
+        |chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())),
     );
     Ok((
         [
