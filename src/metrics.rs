@@ -120,6 +120,14 @@ const HELP: &[(&str, &str)] = &[
         "OSS API requests refused before their operation (authentication, key policy).",
     ),
     (
+        "livebucket_play_renders_total",
+        "/play playlists presigned (each under one of play.max_concurrent_renders slots).",
+    ),
+    (
+        "livebucket_play_cache_hits_total",
+        "/play answers served from the signed copy of an ended playlist.",
+    ),
+    (
         "livebucket_vod_refused_total",
         "VOD requests refused for cost, by reason (busy, too_many_fragments).",
     ),
