@@ -129,7 +129,11 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_vod_refused_total",
-        "VOD requests refused for cost, by reason (busy, too_many_fragments).",
+        "VOD requests refused for cost, by reason (busy, too_many_fragments, too_many_fallback_fragments).",
+    ),
+    (
+        "livebucket_vod_range_cache_hits_total",
+        "VOD requests whose closed range's fragments came from the cache (no S3 request).",
     ),
     (
         "livebucket_snapshots_total",

@@ -8,7 +8,10 @@
 //! - many parallel readers of one long stored playlist through `/play` are
 //!   served from one signed copy: at most `play.max_concurrent_renders`
 //!   renders, 503 with `Retry-After` for those that cannot wait, and
-//!   livebucket's memory does not grow with the number of readers.
+//!   livebucket's memory does not grow with the number of readers;
+//! - the listing fallback (a bucket copy without manifests, one HEAD per
+//!   fragment) has its own, lower cap, and a closed range is built once:
+//!   replaying the request is answered from the range cache.
 
 mod common;
 
@@ -322,4 +325,91 @@ async fn stalled_vod_readers_do_not_hold_the_build_slots() {
         0
     );
     drop(stalled);
+}
+
+/// Copies of `count` 2 s fragments of `channel` from `start_ms`, without
+/// any session manifest (a bucket filled by another tool), each with the
+/// `extinf` metadata the listing fallback reads.
+async fn store_fragments_without_manifest(stack: &Stack, channel: &str, start_ms: u64, count: u64) {
+    for i in 0..count {
+        stack
+            .s3
+            .client()
+            .put_object()
+            .bucket(BUCKET)
+            .key(format!("{channel}/{:013}.ts", start_ms + i * 2000))
+            .content_type("video/mp2t")
+            .metadata("extinf", "2.000")
+            .body(vec![0x47u8; 188].into())
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+/// The listing fallback refuses a range past `vod.max_fallback_fragments`
+/// (413, naming the setting) that the manifests would serve, and a closed
+/// range is built once: the replay comes from the cache.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_listing_fallback_has_its_own_cap_and_closed_ranges_are_cached() {
+    let stack = Stack::start_with("dp-vod-fallback", "[vod]\nmax_fallback_fragments = 20\n");
+    let start_s = unix_now() - 86_400;
+    store_fragments_without_manifest(&stack, "copy", start_s * 1000, 30).await;
+    store_manifest(&stack, "indexed", start_s * 1000, 30).await;
+
+    // 30 fragments: too many to HEAD, fine from a manifest.
+    let listed = httpc::get(&vod_get_url(&stack, "copy", start_s, start_s + 60)).await;
+    assert_eq!(listed.status, 413, "{}", listed.text());
+    assert!(
+        listed.text().contains("vod.max_fallback_fragments"),
+        "{}",
+        listed.text()
+    );
+    let indexed = httpc::get(&vod_get_url(&stack, "indexed", start_s, start_s + 60)).await;
+    assert_eq!(indexed.status, 200, "{}", indexed.text());
+    assert_eq!(indexed.header("x-livebucket-vod-source"), Some("index"));
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_vod_refused_total{reason=\"too_many_fallback_fragments\"}"),
+        1
+    );
+
+    // 10 fragments from the listing, then the same again: one build.
+    let url = vod_get_url(&stack, "copy", start_s, start_s + 20);
+    let first = httpc::get(&url).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-livebucket-vod-source"), Some("listing"));
+    assert_eq!(first.text().matches("X-Amz-Signature=").count(), 10);
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_vod_range_cache_hits_total"),
+        0
+    );
+    let again = httpc::get(&url).await;
+    assert_eq!(again.status, 200, "{}", again.text());
+    assert_eq!(again.header("x-livebucket-vod-source"), Some("listing"));
+    // The same segments (their URLs are signed anew, at each request's time).
+    let objects = |text: String| -> Vec<String> {
+        text.lines()
+            .map(|l| l.split('?').next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert_eq!(objects(again.text()), objects(first.text()));
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_vod_range_cache_hits_total"),
+        1
+    );
+    // The indexed range (ended session) was cached too.
+    let indexed = httpc::get(&vod_get_url(&stack, "indexed", start_s, start_s + 60)).await;
+    assert_eq!(indexed.status, 200);
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_vod_range_cache_hits_total"),
+        2
+    );
 }

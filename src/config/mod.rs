@@ -305,6 +305,11 @@ pub struct VodConfig {
     /// 43,200).
     #[serde(default = "default_max_fragments")]
     pub max_fragments: usize,
+    /// Most fragments one VOD playlist may list when it comes from the
+    /// listing fallback (a bucket without session manifests), which costs
+    /// one HEAD per fragment; at most `max_fragments`.
+    #[serde(default = "default_max_fallback_fragments")]
+    pub max_fallback_fragments: usize,
     /// VOD playlists built at once; further requests get 503 with
     /// `Retry-After`.
     #[serde(default = "default_max_builds")]
@@ -317,6 +322,10 @@ fn default_max_range() -> u64 {
 fn default_max_fragments() -> usize {
     50_000
 }
+fn default_max_fallback_fragments() -> usize {
+    // Two hours of 2 s fragments: a few seconds of HEADs.
+    3_600
+}
 fn default_max_builds() -> usize {
     4
 }
@@ -326,6 +335,7 @@ impl Default for VodConfig {
         Self {
             max_range_secs: default_max_range(),
             max_fragments: default_max_fragments(),
+            max_fallback_fragments: default_max_fallback_fragments(),
             max_concurrent_builds: default_max_builds(),
         }
     }
@@ -733,6 +743,9 @@ impl RawConfig {
         }
         if self.vod.max_fragments == 0 {
             return Err(invalid("vod.max_fragments", "must be at least 1"));
+        }
+        if self.vod.max_fallback_fragments == 0 {
+            return Err(invalid("vod.max_fallback_fragments", "must be at least 1"));
         }
         if self.play.max_playlist_bytes < 1024 {
             return Err(invalid(

@@ -56,6 +56,8 @@ pub struct AppState {
     pub vod_builds: Arc<Semaphore>,
     /// `/play`'s render slots and signed copies of ended playlists (`[play]`).
     pub play: play::PlayLimits,
+    /// Closed VOD ranges' fragments (see [`crate::vod::RangeCache`]).
+    pub vod_ranges: crate::vod::RangeCache,
     /// Channel records (the OSS LiveChannel API's state).
     pub channels: Arc<crate::channels::ChannelStore>,
     /// The etcd coordination, when `[cluster]` is configured.
@@ -84,6 +86,7 @@ impl AppState {
             replay: PushReplay::open(&config.state_dir.join("push-signatures.json")),
             vod_builds: Arc::new(Semaphore::new(config.vod.max_concurrent_builds)),
             play: play::PlayLimits::new(&config.play),
+            vod_ranges: crate::vod::RangeCache::new(crate::vod::RANGE_CACHE_FRAGMENTS),
             channels,
             cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),

@@ -388,26 +388,25 @@ async fn vod_playlist(
     channel: &str,
     range: route::VodRange,
 ) -> Result<String, OssError> {
-    let _permit = app.vod_permit().ok_or_else(|| {
-        OssError::InvalidArgument("too many VOD playlists are being built; retry shortly".into())
-    })?;
-    let v = vod::build(
-        &app.store,
-        &key.id,
-        bucket,
-        channel,
-        (range.start, range.end),
-        cfg.vod.max_fragments,
-        &Uris::Relative,
-    )
-    .await
-    .map_err(|e| match e {
+    let (frags, _, _permit) =
+        super::vod::range_fragments(app, cfg, &key.id, bucket, channel, (range.start, range.end))
+            .await
+            .map_err(|e| match e {
+                super::vod::RangeError::Busy => OssError::InvalidArgument(
+                    "too many VOD playlists are being built; retry shortly".into(),
+                ),
+                super::vod::RangeError::Vod(e) => vod_error(e),
+            })?;
+    vod::render(bucket, channel, &frags, &Uris::Relative).map_err(vod_error)
+}
+
+fn vod_error(e: vod::VodError) -> OssError {
+    match e {
         vod::VodError::Empty { .. }
         | vod::VodError::TooManyFragments { .. }
         | vod::VodError::BadRange(_) => OssError::InvalidArgument(e.to_string()),
         other => internal(other),
-    })?;
-    Ok(v.playlist)
+    }
 }
 
 /// `PublishUrls` and `PlayUrls` of a channel.
