@@ -178,6 +178,7 @@ pub struct SignedCache {
 }
 
 impl SignedCache {
+    /// An empty cache of at most `max_bytes` (0: keeps nothing).
     pub fn new(max_bytes: usize) -> SignedCache {
         SignedCache {
             max_bytes,
@@ -187,6 +188,7 @@ impl SignedCache {
         }
     }
 
+    /// The signed copy for `key`, shared.
     pub fn get(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
         self.entries.get(key).cloned()
     }
@@ -233,6 +235,7 @@ pub struct PlayLimits {
 }
 
 impl PlayLimits {
+    /// Render slots and an empty cache sized by `[play]`.
     pub fn new(cfg: &crate::config::PlayConfig) -> PlayLimits {
         PlayLimits {
             renders: Arc::new(Semaphore::new(cfg.max_concurrent_renders)),
@@ -249,6 +252,7 @@ impl PlayLimits {
             .ok()
     }
 
+    /// The signed copy of the play URL `key`, if one is kept.
     fn cached(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
         self.cache
             .lock()
@@ -437,7 +441,7 @@ async fn playlist_text(
         }
         other => other?,
     };
-    String::from_utf8(bytes.to_vec())
+    String::from_utf8(Vec::from(bytes))
         .map_err(|_| HttpError::Unavailable(format!("{object} is not UTF-8")))
 }
 
