@@ -80,6 +80,10 @@ const HELP: &[(&str, &str)] = &[
         "Failed upload attempts (each is retried).",
     ),
     (
+        "livebucket_upload_panics_total",
+        "Upload attempts that panicked (a bug; each is counted in the failures too and retried at the longest backoff).",
+    ),
+    (
         "livebucket_uploads_pending",
         "Fragments and playlists waiting to be stored.",
     ),
@@ -120,8 +124,20 @@ const HELP: &[(&str, &str)] = &[
         "OSS API requests refused before their operation (authentication, key policy).",
     ),
     (
+        "livebucket_play_renders_total",
+        "/play playlists presigned (each under one of play.max_concurrent_renders slots).",
+    ),
+    (
+        "livebucket_play_cache_hits_total",
+        "/play answers served from the signed copy of an ended playlist.",
+    ),
+    (
         "livebucket_vod_refused_total",
-        "VOD requests refused for cost, by reason (busy, too_many_fragments).",
+        "VOD requests refused for cost, by reason (busy, too_many_fragments, too_many_fallback_fragments).",
+    ),
+    (
+        "livebucket_vod_range_cache_hits_total",
+        "VOD requests whose closed range's fragments came from the cache (no S3 request).",
     ),
     (
         "livebucket_snapshots_total",

@@ -11,8 +11,9 @@
 //!    its window is in the bucket and in its VOD manifest.
 //! 2. GetLiveChannelStat asked of one node describes the stream another
 //!    node publishes; a disable through one node drops the publisher on
-//!    another. A node cut off from etcd stops writing its channel's playlist
-//!    and drops its publisher.
+//!    another. A node cut off from etcd stops writing its channel's playlist,
+//!    drops its publisher and refuses to delete a channel (it cannot tell
+//!    whether another node publishes it).
 
 mod common;
 
@@ -427,6 +428,24 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
     // Then its publisher is dropped at on_update.
     let status = p.exit_within(secs(30)).await;
     assert!(!status.success(), "the cut-off node kept its publisher");
+    // Cut off, node c cannot tell whether another node publishes a channel:
+    // it refuses to delete one (503 ServiceUnavailable) rather than guess.
+    let c_config = c.livebucket.config_path().to_str().unwrap().to_owned();
+    let out = blocking(|| {
+        std::process::Command::new(common::livebucket::BIN)
+            .args(["channel", "rm", "--channel", "dis"])
+            .args(["--config", &c_config, "--bucket", BUCKET])
+            .output()
+            .unwrap()
+    });
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("ServiceUnavailable"),
+        "delete through a node cut off from etcd: {said}"
+    );
+    // Still there (`channel` fails on NoSuchLiveChannel).
+    channel(&["get", "--channel", "dis"]);
     for proxy in &proxies {
         proxy.restore();
     }

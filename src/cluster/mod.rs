@@ -334,15 +334,17 @@ impl Cluster {
         )
     }
 
-    /// Whether another node publishes the channel (etcd unreachable: no).
-    pub async fn live_elsewhere(&self, bucket: &str, channel: &str) -> bool {
-        match self.holder(bucket, channel).await {
-            Ok(h) => h.is_some_and(|h| h.node != self.cfg.node_id),
-            Err(e) => {
-                warn!(error = %e, bucket, channel, "cannot ask etcd who publishes the channel");
-                false
-            }
+    /// Whether another node publishes the channel: `Unknown` (logged) when
+    /// etcd cannot be asked, which callers treat like live (fail closed).
+    pub async fn live_elsewhere(&self, bucket: &str, channel: &str) -> decide::Elsewhere {
+        let holder = self.holder(bucket, channel).await;
+        if let Err(e) = &holder {
+            warn!(error = %e, bucket, channel, "cannot ask etcd who publishes the channel");
         }
+        decide::elsewhere(
+            holder.as_ref().map(|h| h.as_ref().map(|h| h.node.as_str())),
+            &self.cfg.node_id,
+        )
     }
 
     /// GetLiveChannelStat for a channel another node publishes: who and

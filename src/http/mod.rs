@@ -54,6 +54,10 @@ pub struct AppState {
     pub replay: PushReplay,
     /// One permit per VOD build in progress (`vod.max_concurrent_builds`).
     pub vod_builds: Arc<Semaphore>,
+    /// `/play`'s render slots and signed copies of ended playlists (`[play]`).
+    pub play: play::PlayLimits,
+    /// Closed VOD ranges' fragments (see [`crate::vod::RangeCache`]).
+    pub vod_ranges: crate::vod::RangeCache,
     /// Channel records (the OSS LiveChannel API's state).
     pub channels: Arc<crate::channels::ChannelStore>,
     /// The etcd coordination, when `[cluster]` is configured.
@@ -81,6 +85,8 @@ impl AppState {
             limiter: FailureLimiter::from_config(&config.auth),
             replay: PushReplay::open(&config.state_dir.join("push-signatures.json")),
             vod_builds: Arc::new(Semaphore::new(config.vod.max_concurrent_builds)),
+            play: play::PlayLimits::new(&config.play),
+            vod_ranges: crate::vod::RangeCache::new(crate::vod::RANGE_CACHE_FRAGMENTS),
             channels,
             cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),
@@ -117,7 +123,8 @@ impl AppState {
     }
 
     /// A VOD build slot, or `None` (counted) when `vod.max_concurrent_builds`
-    /// are in progress. Held until the playlist is sent or stored.
+    /// are in progress. Held while the fragment list is found (and, for a
+    /// stored playlist, rendered), never while a body is streamed.
     pub fn vod_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let permit = self.vod_builds.clone().try_acquire_owned().ok();
         if permit.is_none() {
