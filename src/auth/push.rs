@@ -563,9 +563,22 @@ pub fn validate_bucket(name: &str) -> Result<(), Reject> {
     Ok(())
 }
 
-/// Channel (nginx's stream `name`): 1–100 bytes of printable ASCII
-/// (0x21–0x7E), no `/` or `\`, no `..`, and not `.`. It becomes a path
-/// component of object keys and of nginx's HLS directory.
+/// Livebucket's own prefix in every bucket (`.livebucket/index/`,
+/// `.livebucket/channels/`): a channel of this name would put its fragments
+/// among the metadata.
+pub const RESERVED_CHANNEL: &str = ".livebucket";
+
+/// The one rule for channel names, wherever a name comes in (a push's
+/// stream name, the OSS API's channel, the CLI, `/play`, VOD): 1–100 bytes
+/// of printable ASCII (0x21–0x7E), and none of
+/// - `/`, `\`, `.` alone or `..`: a channel is one path component of object
+///   keys and of nginx's HLS directory;
+/// - `?`, `&`, `=`: the OSS API's sub-resource delimiters
+///   (`/CHANNEL?live&…`), which would make one URL name two things;
+/// - [`RESERVED_CHANNEL`] itself, and a name ending in `.history`: the
+///   first is livebucket's metadata prefix, the second would share its
+///   channel record's key with another channel's history
+///   (`.livebucket/channels/x.history.json`).
 pub fn validate_channel(name: &str) -> Result<(), Reject> {
     let fail = |reason| {
         Err(Reject::InvalidChannel {
@@ -584,6 +597,15 @@ pub fn validate_channel(name: &str) -> Result<(), Reject> {
     }
     if name == "." || name.contains("..") {
         return fail("must not be '.' or contain '..'");
+    }
+    if name.contains(['?', '&', '=']) {
+        return fail("must not contain '?', '&' or '=' (they delimit OSS sub-resources)");
+    }
+    if name == RESERVED_CHANNEL {
+        return fail("is reserved for livebucket's metadata");
+    }
+    if name.ends_with(".history") {
+        return fail("must not end with \".history\" (channel records use that suffix)");
     }
     Ok(())
 }
@@ -1455,7 +1477,7 @@ mod tests {
     fn push_url_channel_is_sent_as_written() {
         // Path characters stay literal, since RTMP clients send the name to
         // nginx without decoding; the URL then verifies for that channel.
-        let channel = "a:b@c!$&'()*+,;=~";
+        let channel = "a:b@c!$'()*+,;~";
         assert!(validate_channel(channel).is_ok());
         let url = rgw_push_url(
             "rtmp://h/live",
@@ -1499,6 +1521,52 @@ mod tests {
             assert!(!text.contains(SECRET), "{text}");
             assert!(!text.contains(&expected), "{text}");
             assert!(!text.contains(&expected[..12]), "{text}");
+        }
+    }
+
+    #[test]
+    fn one_rule_for_channel_names() {
+        for good in ["cam1", "a.b", "x-history", "history", "A_b~c:d@e", "a!$'()*+,;", ".x"] {
+            assert_eq!(validate_channel(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("", "1 to 100"),
+            ("a/b", "'/'"),
+            ("a\\b", "'/'"),
+            ("..", "'..'"),
+            (".", "'..'"),
+            ("a b", "printable"),
+            ("caf\u{e9}", "printable"),
+            ("cam?live", "OSS sub-resources"),
+            ("a&b", "OSS sub-resources"),
+            ("k=v", "OSS sub-resources"),
+            (".livebucket", "reserved"),
+            ("cam.history", ".history"),
+        ] {
+            let err = validate_channel(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_channel");
+            assert!(err.to_string().contains(why), "{bad:?}: {err}");
+        }
+        assert!(validate_channel(&"a".repeat(100)).is_ok());
+        assert!(validate_channel(&"a".repeat(101)).is_err());
+        // A push to such a name is refused before its signature is read.
+        let r = publish("k=v", &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)));
+        assert_eq!(code(r), "invalid_channel");
+    }
+
+    proptest! {
+        /// What the rule accepts is exactly what can be a path component,
+        /// an OSS resource name and a channel record of its own.
+        #[test]
+        fn accepted_channel_names_are_safe_everywhere(name in "[!-~]{0,110}") {
+            let ok = validate_channel(&name).is_ok();
+            let safe = (1..=100).contains(&name.len())
+                && !name.contains(['/', '\\', '?', '&', '='])
+                && name != "."
+                && !name.contains("..")
+                && name != RESERVED_CHANNEL
+                && !name.ends_with(".history");
+            prop_assert_eq!(ok, safe, "{:?}", name);
         }
     }
 
