@@ -52,6 +52,36 @@ pub struct SessionMeta {
     /// which this session continues (see `pipeline::fence::Resume`).
     #[serde(default)]
     pub resume: Option<Box<crate::pipeline::fence::Resume>>,
+    /// The push URL's grant (`GrantTag::fingerprint`), which `on_update` and
+    /// `on_publish_done` must present again; empty in sessions recorded
+    /// before it was kept (then the bucket and key must match).
+    #[serde(default)]
+    pub grant: String,
+}
+
+/// A publisher as a callback of a running push names it: nginx's client id
+/// and stream name, and the grant its URL verified to.
+#[derive(Debug, Clone, Copy)]
+pub struct Publisher<'a> {
+    pub clientid: &'a str,
+    pub name: &'a str,
+    pub bucket: &'a str,
+    pub key_id: &'a str,
+    pub grant: &'a str,
+}
+
+/// Whether `who` is the publisher `meta` approved: same client id and name
+/// (which alone repeat after nginx restarts its client id counter, and
+/// across buckets), and the same grant (or, for a session recorded without
+/// one, the same bucket and key).
+pub fn is_publisher(meta: &SessionMeta, who: &Publisher<'_>) -> bool {
+    meta.clientid == who.clientid
+        && meta.name == who.name
+        && if meta.grant.is_empty() {
+            meta.bucket == who.bucket && meta.key_id == who.key_id
+        } else {
+            meta.grant == who.grant
+        }
 }
 
 /// A live playlist's shape.
@@ -372,26 +402,28 @@ impl Sessions {
         self.lock().known.get(id).cloned()
     }
 
-    /// The live session of this publisher, as nginx names it in `on_update`
-    /// and `on_publish_done`.
-    pub fn find_live(&self, clientid: &str, name: &str) -> Option<SessionMeta> {
+    /// The live session of this publisher ([`is_publisher`]), as a callback
+    /// of a running push names it.
+    pub fn find_live(&self, who: &Publisher<'_>) -> Option<SessionMeta> {
         let inner = self.lock();
         inner
             .live
             .values()
             .filter_map(|id| inner.known.get(id))
-            .find(|m| m.clientid == clientid && m.name == name)
+            .find(|m| is_publisher(m, who))
             .cloned()
     }
 
     /// A known session of this publisher, live or not (an idle-ended session
-    /// still gets its `on_publish_done`).
-    pub fn find_known(&self, clientid: &str, name: &str) -> Option<SessionMeta> {
-        self.lock()
-            .known
-            .values()
-            .find(|m| m.clientid == clientid && m.name == name)
-            .cloned()
+    /// still gets its `on_publish_done`); a live one first.
+    pub fn find_known(&self, who: &Publisher<'_>) -> Option<SessionMeta> {
+        self.find_live(who).or_else(|| {
+            self.lock()
+                .known
+                .values()
+                .find(|m| is_publisher(m, who))
+                .cloned()
+        })
     }
 
     /// The live playlist names of the sessions livebucket knows for this
@@ -523,7 +555,70 @@ mod tests {
             shape: None,
             snapshot: None,
             resume: None,
+            grant: "g1".into(),
         }
+    }
+
+    fn who<'a>(m: &'a SessionMeta) -> Publisher<'a> {
+        Publisher {
+            clientid: &m.clientid,
+            name: &m.name,
+            bucket: &m.bucket,
+            key_id: &m.key_id,
+            grant: &m.grant,
+        }
+    }
+
+    #[test]
+    fn a_publisher_is_its_client_name_and_grant() {
+        let m = meta(&new_session_id(), "cam");
+        assert!(is_publisher(&m, &who(&m)));
+        // nginx restarted its client ids: same client id and name, another
+        // URL (another bucket's channel, or a forged call with another
+        // genuine URL).
+        assert!(!is_publisher(&m, &Publisher { grant: "g2", ..who(&m) }));
+        assert!(!is_publisher(&m, &Publisher { clientid: "8", ..who(&m) }));
+        assert!(!is_publisher(&m, &Publisher { name: "cam2", ..who(&m) }));
+        // Recorded before grants were kept: bucket and key decide.
+        let old = SessionMeta {
+            grant: String::new(),
+            ..m.clone()
+        };
+        assert!(is_publisher(&old, &Publisher { grant: "g2", ..who(&m) }));
+        assert!(!is_publisher(&old, &Publisher { bucket: "b2", ..who(&m) }));
+        assert!(!is_publisher(&old, &Publisher { key_id: "k2", ..who(&m) }));
+        // A record saved without the field reads as such a session.
+        let mut json = serde_json::to_value(&m).unwrap();
+        json.as_object_mut().unwrap().remove("grant");
+        let read: SessionMeta = serde_json::from_value(json).unwrap();
+        assert_eq!(read.grant, "");
+    }
+
+    #[test]
+    fn publish_done_finds_the_session_of_its_own_publisher() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let a = meta(&new_session_id(), "cam");
+        // Another bucket's same-named channel, same client id after an
+        // nginx reload, another URL.
+        let b = SessionMeta {
+            id: new_session_id(),
+            bucket: "b2".into(),
+            grant: "g2".into(),
+            ..a.clone()
+        };
+        s.begin(a.clone()).unwrap();
+        s.begin(b.clone()).unwrap();
+        assert_eq!(s.find_live(&who(&b)).unwrap().id, b.id);
+        assert_eq!(s.find_live(&who(&a)).unwrap().id, a.id);
+        s.release_live(&a.id);
+        assert!(s.find_live(&who(&a)).is_none());
+        assert_eq!(s.find_known(&who(&a)).unwrap().id, a.id);
+        let stranger = Publisher {
+            grant: "g3",
+            ..who(&a)
+        };
+        assert!(s.find_known(&stranger).is_none());
     }
 
     fn spare_dirs(dir: &Path) -> usize {
@@ -588,7 +683,7 @@ mod tests {
         s.begin(meta(&a, "cam")).unwrap();
         let err = s.begin(meta(&new_session_id(), "cam")).unwrap_err();
         assert!(matches!(err, SessionError::ChannelLive { .. }));
-        assert_eq!(s.find_live("7", "cam").unwrap().id, a);
+        assert_eq!(s.find_live(&who(&meta(&a, "cam"))).unwrap().id, a);
 
         let (s2, found) = open(dir.path());
         assert_eq!(found, vec![meta(&a, "cam")]);
