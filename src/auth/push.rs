@@ -977,13 +977,7 @@ mod tests {
                 expires: 1_700_000_000,
                 scheme: Scheme::Rgw,
                 playlist_name: DEFAULT_PLAYLIST.into(),
-                tag: GrantTag(
-                    STANDARD
-                        .decode(SIG_1700000000)
-                        .unwrap()
-                        .try_into()
-                        .unwrap()
-                ),
+                tag: GrantTag(STANDARD.decode(SIG_1700000000).unwrap().try_into().unwrap()),
             }
         );
     }
@@ -1618,10 +1612,17 @@ mod tests {
         let e = expires.to_string();
         let grant = |sig: &str| publish("cam1", &rgw_query("demo", "GK123", &e, sig)).unwrap();
         let standard = grant(&q(&sig));
-        for spelling in [q(&sig.replace('/', "z")), sig.clone(), sig.replace('/', "z")] {
+        for spelling in [
+            q(&sig.replace('/', "z")),
+            sig.clone(),
+            sig.replace('/', "z"),
+        ] {
             let g = grant(&spelling);
             assert_eq!(g.tag, standard.tag, "{spelling}");
-            assert_eq!(g.tag.fingerprint("GK123"), standard.tag.fingerprint("GK123"));
+            assert_eq!(
+                g.tag.fingerprint("GK123"),
+                standard.tag.fingerprint("GK123")
+            );
         }
         assert_ne!(
             standard.tag.fingerprint("GK123"),
@@ -1634,7 +1635,10 @@ mod tests {
             .find(|(_, s)| s.contains('/'))
             .unwrap();
         let oss = |sig: &str| {
-            let query = format!("OSSAccessKeyId=GK123&Expires={expires}&Signature={}", q(sig));
+            let query = format!(
+                "OSSAccessKeyId=GK123&Expires={expires}&Signature={}",
+                q(sig)
+            );
             publish_with("cam1", &query, OSS_TCURL, &oss_auth(), NOW).unwrap()
         };
         assert_eq!(oss(&sig).tag, oss(&sig.replace('/', "z")).tag);
@@ -1670,7 +1674,15 @@ mod tests {
 
     #[test]
     fn one_rule_for_channel_names() {
-        for good in ["cam1", "a.b", "x-history", "history", "A_b~c:d@e", "a!$'()*+,;", ".x"] {
+        for good in [
+            "cam1",
+            "a.b",
+            "x-history",
+            "history",
+            "A_b~c:d@e",
+            "a!$'()*+,;",
+            ".x",
+        ] {
             assert_eq!(validate_channel(good), Ok(()), "{good}");
         }
         for (bad, why) in [
@@ -1694,7 +1706,10 @@ mod tests {
         assert!(validate_channel(&"a".repeat(100)).is_ok());
         assert!(validate_channel(&"a".repeat(101)).is_err());
         // A push to such a name is refused before its signature is read.
-        let r = publish("k=v", &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)));
+        let r = publish(
+            "k=v",
+            &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)),
+        );
         assert_eq!(code(r), "invalid_channel");
     }
 

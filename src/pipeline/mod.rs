@@ -60,7 +60,7 @@ use watch::FsEvent;
 pub enum Msg {
     Fs(FsEvent),
     /// `on_publish` approved a session.
-    Started(SessionMeta),
+    Started(Box<SessionMeta>),
     /// `on_publish_done` for a session.
     Done(String),
     /// An upload finished.
@@ -82,7 +82,7 @@ pub struct PipelineHandle {
 
 impl PipelineHandle {
     pub fn started(&self, meta: SessionMeta) {
-        let _ = self.tx.send(Msg::Started(meta));
+        let _ = self.tx.send(Msg::Started(Box::new(meta)));
     }
     pub fn done(&self, id: &str) {
         let _ = self.tx.send(Msg::Done(id.to_owned()));
@@ -254,7 +254,7 @@ impl Pipeline {
                 }
             }
             Msg::Fs(FsEvent::Rescan) => self.rescan_all(),
-            Msg::Started(meta) => self.open_session(meta, false),
+            Msg::Started(meta) => self.open_session(*meta, false),
             Msg::Done(session) => {
                 // Opened (so settled) first: a restart recovers the
                 // session as ended. (Unless it is finished already: its
