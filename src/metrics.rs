@@ -108,6 +108,10 @@ const HELP: &[(&str, &str)] = &[
         "Callbacks accepted with the hooks secret a reload replaced (hooks.previous_secret_grace_secs), by call: nginx still needs its reload.",
     ),
     (
+        "livebucket_relay_refused_total",
+        "Publishes into the internal HLS application refused, by reason (relay_already_relayed, relay_session_ended, relay_unknown_session, relay_not_a_session, relay_wrong_call).",
+    ),
+    (
         "livebucket_connections_refused_total",
         "Connections closed at accept because their listener was at limits.max_connections.",
     ),

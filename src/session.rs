@@ -84,6 +84,64 @@ pub fn is_publisher(meta: &SessionMeta, who: &Publisher<'_>) -> bool {
         }
 }
 
+/// Why a publish into the internal HLS application was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayRefusal {
+    #[error("the stream name is not a session id")]
+    NotASession,
+    #[error("no approved session has this id")]
+    Unknown,
+    #[error("the session's publisher has gone")]
+    Ended,
+    #[error("the session already has its relay")]
+    AlreadyRelayed,
+}
+
+impl RelayRefusal {
+    /// Stable snake_case label for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RelayRefusal::NotASession => "relay_not_a_session",
+            RelayRefusal::Unknown => "relay_unknown_session",
+            RelayRefusal::Ended => "relay_session_ended",
+            RelayRefusal::AlreadyRelayed => "relay_already_relayed",
+        }
+    }
+}
+
+/// The relay decision, without I/O: one relay per approved session, while
+/// its publisher is there.
+fn admit_relay(known: bool, live: bool, relayed: bool) -> Result<(), RelayRefusal> {
+    match (known, live, relayed) {
+        (false, _, _) => Err(RelayRefusal::Unknown),
+        (true, false, _) => Err(RelayRefusal::Ended),
+        (true, true, true) => Err(RelayRefusal::AlreadyRelayed),
+        (true, true, false) => Ok(()),
+    }
+}
+
+/// The id a session's objects in the bucket carry (VOD manifest keys and
+/// bodies) and the logs show: 32 hex digits of SHA-256 over a label and the
+/// session id. Session ids name a session's stream in nginx's internal HLS
+/// application; this id cannot be turned back into one (the session id is
+/// 128 random bits), so bucket readers and log readers learn nothing that
+/// lets them publish into a session.
+pub fn recording_id(session: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"livebucket recording id\0");
+    h.update(session.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A session in logs: the first 8 digits of its [`recording_id`], enough to
+/// follow one session through a log and useless for publishing into it.
+pub fn log_tag(session: &str) -> String {
+    let mut id = recording_id(session);
+    id.truncate(8);
+    id
+}
+
 /// A live playlist's shape.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct LiveShape {
@@ -113,6 +171,9 @@ struct Inner {
     spares: Vec<String>,
     /// Spare ids handed out by [`Sessions::new_id`] and not yet settled.
     taken: HashSet<String>,
+    /// Sessions whose relay into the internal HLS application was admitted
+    /// (or may have been: every session recovered at start).
+    relayed: HashSet<String>,
     /// Why the last copy into the state directory failed, until one works:
     /// new sessions are refused meanwhile, since their journals could not
     /// be written either.
@@ -214,6 +275,9 @@ impl Sessions {
                     .insert((meta.bucket.clone(), meta.channel.clone()), meta.id.clone());
             }
             inner.known.insert(meta.id.clone(), meta.clone());
+            // Approved before the restart, so nginx may have its relay:
+            // none other is admitted.
+            inner.relayed.insert(meta.id.clone());
         }
         let sessions = Sessions {
             dir,
@@ -426,6 +490,21 @@ impl Sessions {
         })
     }
 
+    /// Admits nginx's relay of session `id` into the internal HLS
+    /// application: once per session, while it is live. Anything else
+    /// publishing there is refused.
+    pub fn admit_relay(&self, id: &str) -> Result<(), RelayRefusal> {
+        if !looks_like_id(id) {
+            return Err(RelayRefusal::NotASession);
+        }
+        let mut inner = self.lock();
+        let known = inner.known.contains_key(id);
+        let live = inner.live.values().any(|v| v == id);
+        admit_relay(known, live, inner.relayed.contains(id))?;
+        inner.relayed.insert(id.to_owned());
+        Ok(())
+    }
+
     /// The live playlist names of the sessions livebucket knows for this
     /// channel (live or still being stored).
     pub fn playlists_of(&self, bucket: &str, channel: &str) -> Vec<String> {
@@ -487,6 +566,7 @@ impl Sessions {
             let mut inner = self.lock();
             inner.live.retain(|_, v| v != id);
             inner.known.remove(id);
+            inner.relayed.remove(id);
         }
         self.lock().unsettled.remove(id);
         let _ = std::fs::remove_file(self.pending_path(id));
@@ -576,17 +656,53 @@ mod tests {
         // nginx restarted its client ids: same client id and name, another
         // URL (another bucket's channel, or a forged call with another
         // genuine URL).
-        assert!(!is_publisher(&m, &Publisher { grant: "g2", ..who(&m) }));
-        assert!(!is_publisher(&m, &Publisher { clientid: "8", ..who(&m) }));
-        assert!(!is_publisher(&m, &Publisher { name: "cam2", ..who(&m) }));
+        assert!(!is_publisher(
+            &m,
+            &Publisher {
+                grant: "g2",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &m,
+            &Publisher {
+                clientid: "8",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &m,
+            &Publisher {
+                name: "cam2",
+                ..who(&m)
+            }
+        ));
         // Recorded before grants were kept: bucket and key decide.
         let old = SessionMeta {
             grant: String::new(),
             ..m.clone()
         };
-        assert!(is_publisher(&old, &Publisher { grant: "g2", ..who(&m) }));
-        assert!(!is_publisher(&old, &Publisher { bucket: "b2", ..who(&m) }));
-        assert!(!is_publisher(&old, &Publisher { key_id: "k2", ..who(&m) }));
+        assert!(is_publisher(
+            &old,
+            &Publisher {
+                grant: "g2",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &old,
+            &Publisher {
+                bucket: "b2",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &old,
+            &Publisher {
+                key_id: "k2",
+                ..who(&m)
+            }
+        ));
         // A record saved without the field reads as such a session.
         let mut json = serde_json::to_value(&m).unwrap();
         json.as_object_mut().unwrap().remove("grant");
@@ -619,6 +735,49 @@ mod tests {
             ..who(&a)
         };
         assert!(s.find_known(&stranger).is_none());
+    }
+
+    #[test]
+    fn relay_decision() {
+        assert_eq!(admit_relay(true, true, false), Ok(()));
+        assert_eq!(
+            admit_relay(true, true, true),
+            Err(RelayRefusal::AlreadyRelayed)
+        );
+        assert_eq!(admit_relay(true, false, false), Err(RelayRefusal::Ended));
+        assert_eq!(admit_relay(false, false, false), Err(RelayRefusal::Unknown));
+    }
+
+    #[test]
+    fn one_relay_per_live_session_and_none_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let a = meta(&new_session_id(), "cam");
+        assert_eq!(s.admit_relay(&a.id), Err(RelayRefusal::Unknown));
+        assert_eq!(s.admit_relay("../x"), Err(RelayRefusal::NotASession));
+        s.begin(a.clone()).unwrap();
+        assert_eq!(s.admit_relay(&a.id), Ok(()));
+        assert_eq!(s.admit_relay(&a.id), Err(RelayRefusal::AlreadyRelayed));
+        let b = meta(&new_session_id(), "cam2");
+        s.begin(b.clone()).unwrap();
+        s.release_live(&b.id);
+        assert_eq!(s.admit_relay(&b.id), Err(RelayRefusal::Ended));
+        // Recovered sessions may have their relay: none other is admitted.
+        let c = meta(&new_session_id(), "cam3");
+        s.begin(c.clone()).unwrap();
+        let (s2, _) = open(dir.path());
+        assert_eq!(s2.admit_relay(&c.id), Err(RelayRefusal::AlreadyRelayed));
+    }
+
+    #[test]
+    fn recording_ids_and_log_tags_do_not_show_the_session() {
+        let id = new_session_id();
+        let rec = recording_id(&id);
+        assert!(looks_like_id(&rec));
+        assert_ne!(rec, id);
+        assert_eq!(rec, recording_id(&id), "stable across restarts");
+        assert_ne!(rec, recording_id(&new_session_id()));
+        assert_eq!(log_tag(&id), rec[..8]);
     }
 
     fn spare_dirs(dir: &Path) -> usize {

@@ -21,7 +21,7 @@ use crate::auth::callback::{Callback, parse_callback};
 use crate::auth::push::{Reject, verify_done, verify_publish, verify_update};
 use crate::auth::replay::ReplayError;
 use crate::logfmt::Esc;
-use crate::session::{Publisher, SessionMeta};
+use crate::session::{Publisher, SessionMeta, log_tag};
 
 /// How long `on_publish` waits for a channel record from S3 (cached after
 /// the first read).
@@ -224,7 +224,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     };
     let location = format!("{}/{}", plan.relay_url, meta.id);
     info!(
-        session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
+        session = %log_tag(&meta.id), bucket = %meta.bucket, channel = %meta.channel,
         key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
     );
     app.metrics.inc("livebucket_push_accepted_total", "");
@@ -372,6 +372,50 @@ async fn channel_record(
     }
 }
 
+/// `on_publish` of the internal HLS applications: admits nginx's own relay
+/// of an approved session (the stream named by the session id that
+/// `on_publish` answered with), once per session and only while its
+/// publisher is there; any other publish there (a local process that learned
+/// a session id, a second publish into a relayed session, an ended or
+/// unknown session) is refused and logged with its reason. The name is
+/// logged as its [`log_tag`] only: a session id must not reach info logs.
+pub async fn on_relay(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "relay");
+    let cb = match parse_callback(&body) {
+        Ok(cb) => cb,
+        Err(e) => {
+            let err = HttpError::from(e);
+            refused(&app, None, &err);
+            return err.into_response();
+        }
+    };
+    let admitted = if cb.call == "publish" {
+        app.sessions.admit_relay(&cb.name).map_err(|r| r.code())
+    } else {
+        Err("relay_wrong_call")
+    };
+    match admitted {
+        Ok(()) => {
+            tracing::debug!(session = %log_tag(&cb.name), "relay admitted");
+            close(StatusCode::OK.into_response())
+        }
+        Err(reason) => {
+            app.metrics.inc("livebucket_relay_refused_total", reason);
+            info!(
+                reason,
+                session = %log_tag(&cb.name),
+                app = %Esc(&cb.app),
+                addr = %Esc(&cb.addr),
+                clientid = %Esc(&cb.clientid),
+                call = %Esc(&cb.call),
+                "publish into the internal application refused"
+            );
+            // The same answer as any callback naming no session.
+            HttpError::UnknownSession.into_response()
+        }
+    }
+}
+
 /// The publisher a callback of a running push names, with the grant its
 /// URL verified to.
 fn publisher<'a>(
@@ -415,7 +459,7 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
         });
     match found {
         Ok(s) => {
-            info!(session = %s.id, channel = %s.channel, "publisher gone");
+            info!(session = %log_tag(&s.id), channel = %s.channel, "publisher gone");
             app.sessions.release_live(&s.id);
             app.pipeline.done(&s.id);
             record_history(&app, &s);

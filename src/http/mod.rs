@@ -1,5 +1,6 @@
 //! livebucket's HTTP surfaces, one router each, never sharing a listener:
-//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`;
+//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`,
+//!   and `/hooks/SECRET/on_relay` (`on_publish` of the internal HLS applications);
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
@@ -202,6 +203,7 @@ pub fn hooks_router(state: Arc<AppState>) -> Router {
             "/hooks/{secret}/on_publish_done",
             post(hooks::on_publish_done),
         )
+        .route("/hooks/{secret}/on_relay", post(hooks::on_relay))
         .layer((
             middleware::from_fn_with_state(state.clone(), time_hook),
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -224,6 +226,7 @@ fn hook_call(path: &str) -> &'static str {
         "on_publish" => "on_publish",
         "on_update" => "on_update",
         "on_publish_done" => "on_publish_done",
+        "on_relay" => "on_relay",
         _ => "other",
     }
 }
@@ -265,8 +268,10 @@ async fn require_hooks_secret(
     match matched {
         Some(Matched::Current) => return next.run(req).await,
         Some(Matched::Previous) => {
-            app.metrics
-                .inc("livebucket_hooks_previous_secret_total", hook_call(req.uri().path()));
+            app.metrics.inc(
+                "livebucket_hooks_previous_secret_total",
+                hook_call(req.uri().path()),
+            );
             info!(
                 secret = "previous",
                 call = hook_call(req.uri().path()),

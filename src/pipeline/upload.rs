@@ -209,8 +209,7 @@ impl Uploader {
                     return;
                 };
                 let object = fragment_key(&channel, key);
-                let span =
-                    info_span!("stream", session = %session, channel = %channel, key = %object);
+                let span = info_span!("stream", session = %crate::session::log_tag(&session), channel = %channel, key = %object);
                 let up = self.clone();
                 self.metrics.gauge_add("livebucket_uploads_pending", 1);
                 self.tracker.spawn(
@@ -241,7 +240,7 @@ impl Uploader {
                 full,
                 ended,
             } => {
-                let span = info_span!("stream", session = %session, key = %object);
+                let span = info_span!("stream", session = %crate::session::log_tag(&session), key = %object);
                 let up = self.clone();
                 let body = Bytes::from(body);
                 self.tracker.spawn(
