@@ -12,7 +12,11 @@
 //! A session is born when `on_publish` approves a push. Its id (128 random
 //! bits, hex) is the stream name nginx relays to in the internal HLS
 //! application, so `<hls_dir>/<id>/` holds its files; a directory with any
-//! other name was not approved here and is never uploaded. Invariant: at most
+//! other name was not approved here and is never uploaded. nginx's internal
+//! application admits one publish per approved session, its relay
+//! ([`Sessions::admit_relay`]), so knowing an id does not let a local process
+//! publish into the session. The id is kept out of the bucket and of info
+//! logs: those show its [`recording_id`] and [`log_tag`]. Invariant: at most
 //! one session per (bucket, channel) is *live* (between approval and
 //! `on_publish_done` or idle end); a second push to a live channel is refused.
 //! A session stays *known* until its pipeline finished it (everything stored,

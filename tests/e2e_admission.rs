@@ -253,6 +253,13 @@ async fn only_the_relay_publishes_into_the_internal_application() {
         refused("relay_session_ended") + refused("relay_unknown_session"),
         1
     );
+    // nginx's own on_update and on_publish_done named the approved session.
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_push_rejected_total{reason=\"unknown_session\"}"),
+        0
+    );
 
     wait_until("the playlist to end", secs(40), millis(500), async || {
         read_playlist(&stack.s3, &format!("{channel}/index.m3u8"), &ended).await
