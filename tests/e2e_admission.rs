@@ -279,6 +279,17 @@ async fn only_the_relay_publishes_into_the_internal_application() {
             "{key}'s body holds the session id"
         );
     }
+    // Nor does any fragment's metadata.
+    for (key, _) in stack.s3.list(BUCKET, &format!("{channel}/")).await {
+        if key.ends_with(".ts") {
+            let head = stack.s3.head(BUCKET, &key).await;
+            assert!(
+                head.metadata.values().all(|v| !v.contains(&session)),
+                "{key}'s metadata holds the session id: {:?}",
+                head.metadata
+            );
+        }
+    }
     // The harness logs livebucket at debug; info and above must not show it.
     let log = stack.livebucket.log();
     let shown: Vec<&str> = log

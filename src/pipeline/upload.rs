@@ -392,7 +392,10 @@ impl Uploader {
             Some(twin) if !files.file.exists() => twin,
             _ => &files.file,
         };
-        let metadata = [("extinf", extinf), ("session", session)];
+        // The recording id, not the session id: that one names the
+        // session's stream in nginx's internal application.
+        let recording = crate::session::recording_id(session);
+        let metadata = [("extinf", extinf), ("session", recording.as_str())];
         self.store
             .put_file(
                 key_id,
