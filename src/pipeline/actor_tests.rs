@@ -96,6 +96,7 @@ fn rig_with_approved_session() -> (Rig, String) {
             shape: None,
             snapshot: None,
             resume: None,
+            grant: String::new(),
         })
         .unwrap();
     let task = tokio::spawn(pipeline.run(Vec::new(), rx));
