@@ -159,7 +159,13 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             name,
             router,
             header_read_timeout: Duration::from_secs(limits.header_read_timeout_secs),
+            write_timeout: Duration::from_secs(limits.write_timeout_secs),
+            send_buffer: (limits.send_buffer_bytes > 0).then_some(limits.send_buffer_bytes),
             max_connections: limits.max_connections,
+            // nginx shares 127.0.0.1 with every local process: no per-peer
+            // cap on its listener (http::server says why).
+            max_connections_per_peer: (name != "hooks").then_some(limits.max_connections_per_peer),
+            keep_alive: name != "hooks",
             allow,
             metrics: metrics.clone(),
         };

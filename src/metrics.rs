@@ -92,6 +92,10 @@ const HELP: &[(&str, &str)] = &[
         "Failed upload attempts (each is retried).",
     ),
     (
+        "livebucket_upload_panics_total",
+        "Upload attempts that panicked (a bug; each is counted in the failures too and retried at the longest backoff).",
+    ),
+    (
         "livebucket_uploads_pending",
         "Fragments and playlists waiting to be stored.",
     ),
@@ -116,20 +120,44 @@ const HELP: &[(&str, &str)] = &[
         "Requests on the hooks listener without the hooks secret or from a peer outside hooks.allow.",
     ),
     (
+        "livebucket_hooks_previous_secret_total",
+        "Callbacks accepted with the hooks secret a reload replaced (hooks.previous_secret_grace_secs), by call: nginx still needs its reload.",
+    ),
+    (
+        "livebucket_relay_refused_total",
+        "Publishes into the internal HLS application refused, by reason (relay_already_relayed, relay_session_ended, relay_unknown_session, relay_not_a_session, relay_wrong_call).",
+    ),
+    (
         "livebucket_connections_refused_total",
-        "Connections closed at accept because their listener was at limits.max_connections.",
+        "Connections closed at accept because their listener was at limits.max_connections or their peer at limits.max_connections_per_peer.",
+    ),
+    (
+        "livebucket_connections_closed_total",
+        "Connections livebucket closed on its own, by reason: max_connections and max_connections_per_peer (at accept), header_timeout (no whole request head within limits.header_read_timeout_secs, new or idle keep-alive), write_stalled (the client read nothing for limits.write_timeout_secs).",
     ),
     (
         "livebucket_requests_refused_total",
-        "Signed /play and VOD requests refused, by reason.",
+        "Signed /play and VOD requests, and cluster peers' stat requests (cluster_peer_not_allowed), refused, by reason.",
     ),
     (
         "livebucket_api_refused_total",
         "OSS API requests refused before their operation (authentication, key policy).",
     ),
     (
+        "livebucket_play_renders_total",
+        "/play playlists presigned (each under one of play.max_concurrent_renders slots).",
+    ),
+    (
+        "livebucket_play_cache_hits_total",
+        "/play answers served from the signed copy of an ended playlist.",
+    ),
+    (
         "livebucket_vod_refused_total",
-        "VOD requests refused for cost, by reason (busy, too_many_fragments).",
+        "VOD requests refused for cost, by reason (busy, too_many_fragments, too_many_fallback_fragments).",
+    ),
+    (
+        "livebucket_vod_range_cache_hits_total",
+        "VOD requests whose closed range's fragments came from the cache (no S3 request).",
     ),
     (
         "livebucket_snapshots_total",
@@ -149,6 +177,7 @@ const HELP: &[(&str, &str)] = &[
 const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_hooks_total", "call"),
     ("livebucket_hook_seconds", "call"),
+    ("livebucket_hooks_previous_secret_total", "call"),
     ("livebucket_connections_refused_total", "listener"),
     ("livebucket_cluster_fence_total", "verdict"),
     ("livebucket_cluster_leases_total", "event"),

@@ -3,7 +3,12 @@
 //!
 //! Fragments come from the session manifests of [`crate::index`] (a few
 //! requests for any range), or, for buckets without manifests, from listing
-//! `CHANNEL/<epoch-ms>.ts` and reading each one's `extinf` metadata. Segment
+//! `CHANNEL/<epoch-ms>.ts` and reading each one's `extinf` metadata (one
+//! HEAD per fragment, so this fallback has a lower cap of its own,
+//! [`Limits::max_fallback_fragments`]). The fragments of a closed range (in
+//! the past, its sessions ended: nothing more can arrive) are kept in a
+//! bounded [`RangeCache`], so replaying a request does not redo its
+//! listing and HEADs. Segment
 //! URIs are relative (next to the fragments, for public buckets and CDNs),
 //! absolute under a base URL, or presigned (SigV4, or SigV2 for legacy
 //! servers) for private buckets.
@@ -29,12 +34,12 @@ pub enum VodError {
     },
     #[error("{0}")]
     BadRange(String),
-    /// More fragments than `vod.max_fragments`: found before any
+    /// More fragments than the cap (`setting` names it): found before any
     /// per-fragment request or URL is made.
     #[error(
-        "the range holds more than {max} fragments (config vod.max_fragments); ask for a shorter range"
+        "the range holds more than {max} fragments (config {setting}); ask for a shorter range"
     )]
-    TooManyFragments { max: usize },
+    TooManyFragments { max: usize, setting: &'static str },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("presigning segment URLs: {0}")]
@@ -85,6 +90,131 @@ pub struct Vod {
     pub segments: usize,
 }
 
+/// How many fragments one playlist may list (`[vod]`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// From the session manifests (`vod.max_fragments`).
+    pub max_fragments: usize,
+    /// From the listing fallback, which HEADs every fragment
+    /// (`vod.max_fallback_fragments`, at most `max_fragments`).
+    pub max_fallback_fragments: usize,
+}
+
+impl Limits {
+    pub fn of(cfg: &crate::config::VodConfig) -> Limits {
+        Limits {
+            max_fragments: cfg.max_fragments,
+            max_fallback_fragments: cfg.max_fallback_fragments.min(cfg.max_fragments),
+        }
+    }
+}
+
+/// What [`fragments`] found.
+pub struct Found {
+    pub frags: Vec<RangeFragment>,
+    pub source: Source,
+    /// Every session that reaches into the range has ended (its manifest
+    /// says so), or there are no manifests: with the range old enough
+    /// ([`is_closed`]), nothing more can be stored in it.
+    pub sessions_ended: bool,
+}
+
+/// A range's end must be this far in the past before its fragments are
+/// taken as final: uploads of its last fragments have landed by then.
+pub const CLOSED_AFTER_SECS: u64 = 300;
+
+/// Whether a build of `[.., end_s)` may be cached: the range ended
+/// [`CLOSED_AFTER_SECS`] before `now_s` and its sessions have ended.
+pub fn is_closed(end_s: u64, sessions_ended: bool, now_s: u64) -> bool {
+    sessions_ended && end_s.saturating_add(CLOSED_AFTER_SECS) <= now_s
+}
+
+/// Fragments cached in all by default: 250,000 (about 8 MB), five
+/// full-size ranges.
+pub const RANGE_CACHE_FRAGMENTS: usize = 250_000;
+
+/// Closed ranges' fragments, by (bucket, channel, start, end): bounded by
+/// the number of fragments held, the oldest inserted evicted first.
+/// Independent of the key that asked: every key allowed on a bucket sees
+/// the same fragments.
+pub struct RangeCache {
+    inner: std::sync::Mutex<RangeCacheInner>,
+}
+
+struct RangeCacheInner {
+    max_fragments: usize,
+    held: usize,
+    entries: std::collections::HashMap<RangeKey, (std::sync::Arc<Vec<RangeFragment>>, Source)>,
+    order: std::collections::VecDeque<RangeKey>,
+}
+
+type RangeKey = (String, String, u64, u64);
+
+impl RangeCache {
+    pub fn new(max_fragments: usize) -> RangeCache {
+        RangeCache {
+            inner: std::sync::Mutex::new(RangeCacheInner {
+                max_fragments,
+                held: 0,
+                entries: Default::default(),
+                order: Default::default(),
+            }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RangeCacheInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The cached fragments of exactly this range.
+    pub fn get(
+        &self,
+        bucket: &str,
+        channel: &str,
+        range: (u64, u64),
+    ) -> Option<(Vec<RangeFragment>, Source)> {
+        let key = (bucket.to_owned(), channel.to_owned(), range.0, range.1);
+        self.lock()
+            .entries
+            .get(&key)
+            .map(|(f, s)| (f.as_ref().clone(), *s))
+    }
+
+    /// Keeps `frags` for the range, evicting the oldest entries to fit;
+    /// a set larger than the whole cache is not kept.
+    pub fn insert(
+        &self,
+        bucket: &str,
+        channel: &str,
+        range: (u64, u64),
+        frags: &[RangeFragment],
+        source: Source,
+    ) {
+        let key = (bucket.to_owned(), channel.to_owned(), range.0, range.1);
+        let mut c = self.lock();
+        if frags.len() > c.max_fragments || c.entries.contains_key(&key) {
+            return;
+        }
+        while c.held + frags.len() > c.max_fragments {
+            let Some(oldest) = c.order.pop_front() else {
+                break;
+            };
+            if let Some((old, _)) = c.entries.remove(&oldest) {
+                c.held -= old.len();
+            }
+        }
+        c.held += frags.len();
+        c.order.push_back(key.clone());
+        c.entries
+            .insert(key, (std::sync::Arc::new(frags.to_vec()), source));
+    }
+
+    /// Fragments held.
+    pub fn held(&self) -> usize {
+        self.lock().held
+    }
+}
+
 /// Checks a requested range: `start < end`, at most `max_secs` long.
 pub fn check_range(start: u64, end: u64, max_secs: u64) -> Result<(), VodError> {
     if end <= start {
@@ -101,17 +231,19 @@ pub fn check_range(start: u64, end: u64, max_secs: u64) -> Result<(), VodError> 
     Ok(())
 }
 
-/// Reads the fragments of `[start_s, end_s)`, at most `max_fragments` of
-/// them: past that `TooManyFragments`, found from the manifests, or while
-/// listing before any HEAD.
+/// Reads the fragments of `[start_s, end_s)`, at most
+/// `limits.max_fragments` of them from the manifests, or
+/// `limits.max_fallback_fragments` from a listing: past that
+/// `TooManyFragments`, found from the manifests, or while listing before
+/// any HEAD.
 pub async fn fragments(
     store: &Store,
     key_id: &str,
     bucket: &str,
     channel: &str,
     (start_s, end_s): (u64, u64),
-    max_fragments: usize,
-) -> Result<(Vec<RangeFragment>, Source), VodError> {
+    limits: Limits,
+) -> Result<Found, VodError> {
     let (start_ms, end_ms) = (start_s.saturating_mul(1000), end_s.saturating_mul(1000));
     let prefix = index::manifest_prefix(channel);
     let end_key = index::manifest_key(channel, end_ms, "");
@@ -138,11 +270,22 @@ pub async fn fragments(
             .try_collect()
             .await?;
         let selected = index::select(&loaded, start_ms, end_ms);
-        if selected.len() > max_fragments {
-            return Err(VodError::TooManyFragments { max: max_fragments });
+        if selected.len() > limits.max_fragments {
+            return Err(VodError::TooManyFragments {
+                max: limits.max_fragments,
+                setting: "vod.max_fragments",
+            });
         }
-        return Ok((selected, Source::Index));
+        // Sessions do not overlap: the last one to start before the range's
+        // end having ended, every earlier one has too.
+        let sessions_ended = loaded.last().is_none_or(|m| m.ended);
+        return Ok(Found {
+            frags: selected,
+            source: Source::Index,
+            sessions_ended,
+        });
     }
+    let max_fragments = limits.max_fallback_fragments;
     let media_prefix = format!("{channel}/");
     let first = format!("{media_prefix}{:013}", start_ms.saturating_sub(1));
     let last = fragment_key(channel, end_ms);
@@ -157,7 +300,10 @@ pub async fn fragments(
         })
         .await?;
     if keys.len() > max_fragments {
-        return Err(VodError::TooManyFragments { max: max_fragments });
+        return Err(VodError::TooManyFragments {
+            max: max_fragments,
+            setting: "vod.max_fallback_fragments",
+        });
     }
     let timed: Vec<u64> = keys
         .iter()
@@ -178,10 +324,13 @@ pub async fn fragments(
         .into_iter()
         .filter_map(|(k, d)| d.map(|d| (k, d)))
         .collect();
-    Ok((
-        index::select_listed(&listed, start_ms, end_ms),
-        Source::Listing,
-    ))
+    Ok(Found {
+        frags: index::select_listed(&listed, start_ms, end_ms),
+        source: Source::Listing,
+        // No manifests: copies of finished streams (a live one writes
+        // manifests), so only the range's age decides.
+        sessions_ended: true,
+    })
 }
 
 /// Renders the VOD playlist of the selected fragments.
@@ -280,16 +429,15 @@ pub async fn build(
     bucket: &str,
     channel: &str,
     range: (u64, u64),
-    max_fragments: usize,
+    limits: Limits,
     uris: &Uris,
 ) -> Result<Vod, VodError> {
-    let (frags, source) =
-        nonempty_fragments(store, key_id, bucket, channel, range, max_fragments).await?;
-    let playlist = render(bucket, channel, &frags, uris)?;
+    let found = nonempty_fragments(store, key_id, bucket, channel, range, limits).await?;
+    let playlist = render(bucket, channel, &found.frags, uris)?;
     Ok(Vod {
         playlist,
-        source,
-        segments: frags.len(),
+        source: found.source,
+        segments: found.frags.len(),
     })
 }
 
@@ -300,17 +448,17 @@ pub async fn nonempty_fragments(
     bucket: &str,
     channel: &str,
     range: (u64, u64),
-    max_fragments: usize,
-) -> Result<(Vec<RangeFragment>, Source), VodError> {
-    let (frags, source) = fragments(store, key_id, bucket, channel, range, max_fragments).await?;
-    if frags.is_empty() {
+    limits: Limits,
+) -> Result<Found, VodError> {
+    let found = fragments(store, key_id, bucket, channel, range, limits).await?;
+    if found.frags.is_empty() {
         return Err(VodError::Empty {
             channel: channel.to_owned(),
             start: range.0,
             end: range.1,
         });
     }
-    Ok((frags, source))
+    Ok(found)
 }
 
 #[cfg(test)]
@@ -323,6 +471,60 @@ mod tests {
         assert!(check_range(10, 5, 100).is_err());
         assert!(check_range(0, 101, 100).is_err());
         assert!(check_range(0, 100, 100).is_ok());
+    }
+
+    #[test]
+    fn only_old_ranges_of_ended_sessions_are_closed() {
+        let now = 1_800_000_000;
+        assert!(is_closed(now - CLOSED_AFTER_SECS, true, now));
+        assert!(!is_closed(now - CLOSED_AFTER_SECS + 1, true, now));
+        assert!(!is_closed(now - 86_400, false, now), "a session still open");
+        assert!(!is_closed(u64::MAX, true, now));
+    }
+
+    fn frags(n: u64) -> Vec<RangeFragment> {
+        (0..n)
+            .map(|i| RangeFragment {
+                key_ms: i * 2000,
+                duration_ms: 2000,
+                discontinuity: false,
+                session_start: i == 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_range_cache_is_bounded_by_fragments() {
+        let cache = RangeCache::new(100);
+        cache.insert("b", "cam", (0, 10), &frags(60), Source::Index);
+        assert_eq!(cache.get("b", "cam", (0, 10)).unwrap().0.len(), 60);
+        assert!(
+            cache.get("b", "cam", (0, 11)).is_none(),
+            "exactly the range"
+        );
+        assert!(cache.get("other", "cam", (0, 10)).is_none());
+        // 60 + 50 > 100: the oldest goes.
+        cache.insert("b", "cam", (10, 20), &frags(50), Source::Listing);
+        assert!(cache.get("b", "cam", (0, 10)).is_none());
+        assert_eq!(
+            cache.get("b", "cam", (10, 20)).map(|(f, s)| (f.len(), s)),
+            Some((50, Source::Listing))
+        );
+        assert_eq!(cache.held(), 50);
+        // Larger than the whole cache: not kept, nothing evicted.
+        cache.insert("b", "cam", (20, 30), &frags(101), Source::Index);
+        assert!(cache.get("b", "cam", (20, 30)).is_none());
+        assert_eq!(cache.held(), 50);
+    }
+
+    #[test]
+    fn the_fallback_cap_never_exceeds_the_main_one() {
+        let cfg = crate::config::VodConfig {
+            max_fragments: 1000,
+            max_fallback_fragments: 5000,
+            ..Default::default()
+        };
+        assert_eq!(Limits::of(&cfg).max_fallback_fragments, 1000);
     }
 
     #[test]

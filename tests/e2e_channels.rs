@@ -508,6 +508,57 @@ async fn refusals_are_oss_errors_and_change_nothing() {
             .unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert!(resp.header("x-oss-request-id").is_some());
+    // A presigned URL for the year 3000, signed correctly, is refused: its
+    // lifetime is capped (api.max_presigned_lifetime_secs, 7 days).
+    let presigned = |expires: u64| {
+        let to_sign = format!("GET\n\n\n{expires}\n/{BUCKET}/keep?live");
+        let sig = oss_v1(&key.secret, &to_sign);
+        let sig: String =
+            percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC)
+                .to_string();
+        format!(
+            "{url}&OSSAccessKeyId={}&Expires={expires}&Signature={sig}",
+            key.id
+        )
+    };
+    let resp = httpc::get(&presigned(32_503_680_000)).await;
+    assert_eq!(resp.status, 403, "{}", resp.text());
+    assert!(
+        resp.text().contains("<Code>AccessDenied</Code>") && resp.text().contains("Expires"),
+        "{}",
+        resp.text()
+    );
+    let resp = httpc::get(&presigned(common::livebucket::unix_now() + 600)).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    // A Content-MD5 that is not the body's, or not an MD5 at all: refused.
+    let put_status = async |md5: &str| {
+        let date = httpdate::fmt_http_date(std::time::SystemTime::now());
+        let to_sign = format!("PUT\n{md5}\n\n{date}\n/{BUCKET}/keep?live&status=enabled");
+        let auth = format!("OSS {}:{}", key.id, oss_v1(&key.secret, &to_sign));
+        let url = format!("{}{path}?live&status=enabled", stack.livebucket.url());
+        httpc::request_with_headers(
+            "PUT",
+            &url,
+            &[
+                ("Date", &date),
+                ("Content-MD5", md5),
+                ("Authorization", &auth),
+            ],
+        )
+        .await
+        .unwrap()
+    };
+    for (md5, status, code) in [
+        // md5("hello"), for an empty body.
+        ("XUFAKrxLKna5cZ2REBfFkg==", 400, "BadDigest"),
+        ("aGVsbG8=", 400, "InvalidDigest"),
+        // md5(""): the right one.
+        ("1B2M2Y8AsgTpgAmY7PhCfg==", 200, ""),
+    ] {
+        let resp = put_status(md5).await;
+        assert_eq!(resp.status, status, "{md5}: {}", resp.text());
+        assert!(resp.text().contains(code), "{md5}: {}", resp.text());
+    }
     // Nothing changed.
     assert_eq!(api.ok("get", &[("channel", "keep")]), before);
     let listed = api.ok("list", &[]);

@@ -14,9 +14,10 @@
 //!    another. A node cut off from etcd stops writing its channel's playlist
 //!    and drops its publisher; when etcd comes back (every member frozen,
 //!    then resumed) it takes a new lease within seconds, ends the playlist
-//!    it held and takes pushes again; a node cut off alone whose channel
-//!    another node took meanwhile still stores its manifest. Every stored
-//!    fragment is in the VOD, with its true duration.
+//!    it held and takes pushes again; a node cut off alone refuses to delete
+//!    a channel (it cannot tell whether another node publishes it), and when
+//!    another node took its channel meanwhile it still stores its manifest.
+//!    Every stored fragment is in the VOD, with its true duration.
 //! 3. A node restarted after a crash ends the playlist nobody continued;
 //!    etcd over TLS with a user; a clean stop frees the channels at once.
 
@@ -552,6 +553,24 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
     let status = p.exit_within(secs(30)).await;
     assert!(!status.success(), "the cut-off node kept its publisher");
     assert!(c.livebucket.metric("livebucket_cluster_cut_off_total") > cut_offs);
+    // Cut off, node c cannot tell whether another node publishes a channel:
+    // it refuses to delete one (503 ServiceUnavailable) rather than guess.
+    let c_config = c.livebucket.config_path().to_str().unwrap().to_owned();
+    let out = blocking(|| {
+        std::process::Command::new(common::livebucket::BIN)
+            .args(["channel", "rm", "--channel", "dis"])
+            .args(["--config", &c_config, "--bucket", BUCKET])
+            .output()
+            .unwrap()
+    });
+    let said =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(
+        !out.status.success() && said.contains("ServiceUnavailable"),
+        "delete through a node cut off from etcd: {said}"
+    );
+    // Still there (`channel` fails on NoSuchLiveChannel).
+    channel(&["get", "--channel", "dis"]);
     let accepted = a.accepted();
     let mut q = push(&dir, &sign(&a, "hand", &a.push_base()), 8);
     wait_until(

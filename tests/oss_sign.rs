@@ -28,7 +28,8 @@
 use livebucket::oss::channel::ChannelStatus;
 use livebucket::oss::route::{self, Addressing, ListParams, Operation, VodRange};
 use livebucket::oss::sign::{
-    self, AuthError, DEFAULT_DATE_WINDOW, RequestView, authorization_header, presign_query,
+    self, AuthError, DEFAULT_DATE_WINDOW, DEFAULT_MAX_PRESIGNED_LIFETIME, RequestView,
+    authorization_header, presign_query,
 };
 use proptest::prelude::*;
 
@@ -103,7 +104,13 @@ fn authenticate(
     let creds = sign::parse(&view).map_err(|e| format!("{e:?}"))?;
     assert_eq!(creds.key_id(), KEY_ID);
     creds
-        .verify(&view, secret, now, DEFAULT_DATE_WINDOW)
+        .verify(
+            &view,
+            secret,
+            now,
+            DEFAULT_DATE_WINDOW,
+            DEFAULT_MAX_PRESIGNED_LIFETIME,
+        )
         .map_err(|e| format!("{e:?}"))?;
     Ok((target.object, query))
 }
@@ -434,6 +441,20 @@ fn oss2_presigned_urls_verify_until_expiry() {
             late.as_ref().is_err_and(|e| e.starts_with("Expired")),
             "{call}: {late:?}"
         );
+        // Valid for at most the lifetime cap: asked further ahead of its
+        // Expires than that, the same genuine URL is refused.
+        let week = DEFAULT_MAX_PRESIGNED_LIFETIME.as_secs() as i64;
+        assert!(
+            authenticate(&wire, None, Some(SECRET), expires - week).is_ok(),
+            "{call}"
+        );
+        let early = authenticate(&wire, None, Some(SECRET), expires - week - 1);
+        assert!(
+            early
+                .as_ref()
+                .is_err_and(|e| e.starts_with("ExpiresTooFar")),
+            "{call}: {early:?}"
+        );
         assert_eq!(
             handle(&wire, None, Some("x"), NOW),
             Err("BadSignature".into()),
@@ -537,7 +558,13 @@ impl Req {
         let mut h = self.headers();
         h.push(("Authorization", auth.as_bytes()));
         let v = self.view(&h);
-        sign::parse(&v)?.verify(&v, Some(secret), NOW, DEFAULT_DATE_WINDOW)
+        sign::parse(&v)?.verify(
+            &v,
+            Some(secret),
+            NOW,
+            DEFAULT_DATE_WINDOW,
+            DEFAULT_MAX_PRESIGNED_LIFETIME,
+        )
     }
 }
 
@@ -786,7 +813,7 @@ proptest! {
         let _ = sign::string_to_sign(&view, b"x");
         let _ = sign::sign("s", &view);
         if let Ok(creds) = sign::parse(&view) {
-            let _ = creds.verify(&view, secret.as_deref(), now, DEFAULT_DATE_WINDOW);
+            let _ = creds.verify(&view, secret.as_deref(), now, DEFAULT_DATE_WINDOW, DEFAULT_MAX_PRESIGNED_LIFETIME);
         }
         let _ = route::route(&method, &target.object, &q);
     }
@@ -832,7 +859,7 @@ proptest! {
             q.extend(route::parse_query(&creds).unwrap());
             let h = r.headers();
             let v = RequestView { query: &q, ..r.view(&h) };
-            sign::parse(&v).and_then(|c| c.verify(&v, Some(&r.secret), NOW, DEFAULT_DATE_WINDOW))
+            sign::parse(&v).and_then(|c| c.verify(&v, Some(&r.secret), NOW, DEFAULT_DATE_WINDOW, DEFAULT_MAX_PRESIGNED_LIFETIME))
         };
         prop_assert_eq!(check(&req), Ok(()));
         // The Date header is not part of a presigned signature.

@@ -22,11 +22,16 @@ FROM debian:bookworm-slim AS runtime-base
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
-# www-data (uid 33) is nginx's worker user: livebucket deletes uploaded
-# fragments in the directories nginx creates (mode 0744) in the HLS volume,
-# and nginx's worker connects to the hooks socket (0660) in /run/livebucket.
-# A fresh state volume takes the owner of /var/lib/livebucket.
-RUN install -d -o www-data -g www-data -m 0750 /var/lib/livebucket /run/livebucket-config /run/livebucket
+# livebucket runs as a user of its own (uid 990), not as nginx's worker
+# (www-data, uid 33, in the nginx-rtmp container): a compromised worker can
+# touch nothing of livebucket's in the volumes they share (its captures, its
+# socket). The entrypoint gives it CAP_DAC_OVERRIDE alone, to move and delete
+# fragments in the stream directories nginx-rtmp makes mode 0744 in the HLS
+# volume. A fresh state volume takes the owner of /var/lib/livebucket.
+RUN useradd --system --uid 990 --user-group --home-dir /var/lib/livebucket \
+        --no-create-home --shell /usr/sbin/nologin livebucket \
+    && install -d -o livebucket -g livebucket -m 0750 /var/lib/livebucket /run/livebucket-config \
+    && install -d -o livebucket -g www-data -m 2750 /run/livebucket
 COPY deploy/docker/livebucket-docker /usr/local/bin/livebucket-docker
 # The public listener: /play, the VOD API, the OSS LiveChannel API. nginx's
 # callbacks come over the Unix socket /run/livebucket/hooks.sock; /metrics

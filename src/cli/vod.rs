@@ -72,7 +72,7 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
         a.bucket,
         a.channel,
         (a.start, a.end),
-        config.vod.max_fragments,
+        vod::Limits::of(&config.vod),
         &uris,
     )
     .await?;

@@ -205,9 +205,46 @@ pub fn retake_due(h: &Holding) -> bool {
     matches!(h, Holding::Lost { .. })
 }
 
+/// Whether another node publishes a channel, as far as this node can tell.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Elsewhere {
+    /// Nobody, or only this node (whose own sessions say whether it is live).
+    No,
+    /// Another node (`node`) publishes it.
+    Yes { node: String },
+    /// etcd could not be asked or answered something unreadable: a change to
+    /// the channel must wait, as it would if the channel were live.
+    Unknown,
+}
+
+/// [`Elsewhere`] from etcd's answer for the channel's key. An error is
+/// `Unknown`, never "not live": a PutLiveChannel or DeleteLiveChannel
+/// allowed on a failed lookup could change a channel another node is
+/// publishing (fail closed).
+pub fn elsewhere<E>(holder: Result<Option<&str>, E>, me: &str) -> Elsewhere {
+    match holder {
+        Ok(Some(node)) if node != me => Elsewhere::Yes {
+            node: node.to_owned(),
+        },
+        Ok(_) => Elsewhere::No,
+        Err(_) => Elsewhere::Unknown,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unanswered_holder_lookup_is_unknown_not_free() {
+        assert_eq!(elsewhere::<()>(Ok(None), "n1"), Elsewhere::No);
+        assert_eq!(elsewhere::<()>(Ok(Some("n1")), "n1"), Elsewhere::No);
+        assert_eq!(
+            elsewhere::<()>(Ok(Some("n2")), "n1"),
+            Elsewhere::Yes { node: "n2".into() }
+        );
+        assert_eq!(elsewhere(Err("etcd timed out"), "n1"), Elsewhere::Unknown);
+    }
 
     fn held(node: &str, session: &str, epoch: i64) -> Held {
         Held {

@@ -228,7 +228,7 @@ impl Cluster {
                 },
             );
         }
-        info!(bucket, channel, session, epoch, "channel taken in etcd");
+        info!(bucket, channel, session = %crate::session::log_tag(session), epoch, "channel taken in etcd");
         Ok(())
     }
 
@@ -339,15 +339,17 @@ impl Cluster {
         )
     }
 
-    /// Whether another node publishes the channel (etcd unreachable: no).
-    pub async fn live_elsewhere(&self, bucket: &str, channel: &str) -> bool {
-        match self.holder(bucket, channel).await {
-            Ok(h) => h.is_some_and(|h| h.node != self.cfg.node_id),
-            Err(e) => {
-                warn!(error = %e, bucket, channel, "cannot ask etcd who publishes the channel");
-                false
-            }
+    /// Whether another node publishes the channel: `Unknown` (logged) when
+    /// etcd cannot be asked, which callers treat like live (fail closed).
+    pub async fn live_elsewhere(&self, bucket: &str, channel: &str) -> decide::Elsewhere {
+        let holder = self.holder(bucket, channel).await;
+        if let Err(e) = &holder {
+            warn!(error = %e, bucket, channel, "cannot ask etcd who publishes the channel");
         }
+        decide::elsewhere(
+            holder.as_ref().map(|h| h.as_ref().map(|h| h.node.as_str())),
+            &self.cfg.node_id,
+        )
     }
 
     /// GetLiveChannelStat for a channel another node publishes: who and
@@ -469,7 +471,7 @@ impl Cluster {
                 .await
                 .map(|ok| ok.then_some(epoch)),
             decide::Recovered::Yield { by } => {
-                info!(bucket, channel = %name, by = %by, session = %session.id, "another node continued the channel of a recovered session; its playlist is theirs");
+                info!(bucket, channel = %name, by = %by, session = %crate::session::log_tag(&session.id), "another node continued the channel of a recovered session; its playlist is theirs");
                 self.lock()
                     .holdings
                     .entry((bucket.clone(), name.clone()))
@@ -483,7 +485,7 @@ impl Cluster {
         };
         match taken {
             Ok(Some(epoch)) => {
-                info!(bucket, channel = %name, session = %session.id, epoch, "channel of a recovered session taken back: nobody continued it");
+                info!(bucket, channel = %name, session = %crate::session::log_tag(&session.id), epoch, "channel of a recovered session taken back: nobody continued it");
                 self.lock()
                     .holdings
                     .entry((bucket.clone(), name.clone()))

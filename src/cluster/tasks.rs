@@ -293,7 +293,12 @@ impl Cluster {
                     Holding::Superseded { session, by: node }
                 }
             };
-            info!(bucket, channel, ?next, "channel after the new lease");
+            let state = match &next {
+                Holding::Held { epoch, .. } => format!("held at epoch {epoch}"),
+                Holding::Lost { .. } => "lost".to_owned(),
+                Holding::Superseded { by, .. } => format!("taken by {by}"),
+            };
+            info!(bucket, channel, %state, "channel after the new lease");
             self.lock().holdings.insert((bucket, channel), next);
         }
     }

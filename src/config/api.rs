@@ -25,6 +25,12 @@ pub struct ApiConfig {
     /// clock (OSS: 15 minutes).
     #[serde(default = "default_date_window")]
     pub date_window_secs: u64,
+    /// Longest lifetime of a presigned API URL (OSS V1 query signature): an
+    /// `Expires` further than this from now is refused, so a URL signed for
+    /// the year 3000 is not a permanent credential. Default 7 days (OSS V4's
+    /// and SigV4's limit).
+    #[serde(default = "default_max_presigned_lifetime")]
+    pub max_presigned_lifetime_secs: u64,
     /// `PublishUrls` of a channel, `{bucket}` replaced; the channel is
     /// appended. Default: `rtmp://{bucket}.<auth.oss_live_domain>/live` when
     /// `auth.oss_live_domain` is set (OSS's shape, which `sign_rtmp_url`
@@ -41,6 +47,9 @@ pub struct ApiConfig {
 fn default_date_window() -> u64 {
     900
 }
+fn default_max_presigned_lifetime() -> u64 {
+    crate::oss::sign::DEFAULT_MAX_PRESIGNED_LIFETIME.as_secs()
+}
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -48,6 +57,7 @@ impl Default for ApiConfig {
             domain: None,
             custom_domains: BTreeMap::new(),
             date_window_secs: default_date_window(),
+            max_presigned_lifetime_secs: default_max_presigned_lifetime(),
             publish_url: None,
             play_url: None,
         }
@@ -78,6 +88,12 @@ pub enum UnknownChannels {
 pub fn validate(api: &ApiConfig) -> Result<(), ConfigError> {
     if api.date_window_secs == 0 {
         return Err(invalid("api.date_window_secs", "must be at least 1"));
+    }
+    if api.max_presigned_lifetime_secs == 0 {
+        return Err(invalid(
+            "api.max_presigned_lifetime_secs",
+            "must be at least 1 (a presigned URL valid for no time)",
+        ));
     }
     if let Some(d) = &api.domain
         && (d.is_empty() || d.starts_with('.') || d.contains('/') || d.contains(':'))

@@ -65,6 +65,20 @@ pub struct ClusterConfig {
     /// statistics. Optional.
     #[serde(default)]
     pub advertise: Option<String>,
+    /// The addresses (IPs or networks) of the other nodes: only they may ask
+    /// this node's operator listener for a channel's statistics
+    /// (`/cluster/v1/stat/…`); any other TCP peer gets 403. Loopback by
+    /// default (every node on one host); list the nodes' networks, e.g.
+    /// `["10.0.0.0/24"]`.
+    #[serde(default = "default_peers_allow")]
+    pub peers_allow: Vec<ipnet::IpNet>,
+}
+
+fn default_peers_allow() -> Vec<ipnet::IpNet> {
+    ["127.0.0.0/8", "::1/128"]
+        .iter()
+        .filter_map(|n| n.parse().ok())
+        .collect()
 }
 
 /// `cluster.password`, kept out of `Debug` output.
@@ -237,6 +251,11 @@ mod tests {
         assert_eq!(c.prefix, "/livebucket/");
         assert_eq!(c.lease_ttl_secs, 10);
         assert_eq!(c.keepalive_secs, 10);
+        assert!(
+            c.peers_allow
+                .iter()
+                .any(|n| n.contains(&"127.0.0.1".parse::<std::net::IpAddr>().unwrap()))
+        );
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! how nginx's callbacks are authenticated, and what a connection may cost.
 //!
 //! Three listeners, never sharing a socket (README "Security"):
-//! - `hooks`: nginx-rtmp's callbacks only. A Unix socket (the systemd
-//!   deployment) or TCP restricted to `hooks.allow`; every callback URL
+//! - `hooks`: nginx-rtmp's callbacks only. A Unix socket (the default, and
+//!   the systemd and compose deployments) or TCP restricted to `hooks.allow`; every callback URL
 //!   carries the per-install `hooks.secret`, so a process that can reach
 //!   the socket still cannot forge a callback without reading nginx.conf.
 //! - `public`: viewers and API clients (`/play`, the VOD API).
@@ -63,7 +63,10 @@ impl<'de> Deserialize<'de> for ListenAddr {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListenConfig {
-    /// nginx-rtmp's callbacks (`HOOKS_URL` in nginx.conf).
+    /// nginx-rtmp's callbacks (`HOOKS_URL` in nginx.conf). By default the
+    /// Unix socket `/run/livebucket/hooks.sock` (mode 0660): only nginx's
+    /// worker (through the socket's group) and livebucket can connect, so no
+    /// local process can queue on the listener nginx's `on_update` needs.
     #[serde(default = "default_hooks")]
     pub hooks: ListenAddr,
     /// Viewers and API clients: `/play`, the VOD API.
@@ -75,7 +78,7 @@ pub struct ListenConfig {
 }
 
 fn default_hooks() -> ListenAddr {
-    ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8089)))
+    ListenAddr::Unix(PathBuf::from("/run/livebucket/hooks.sock"))
 }
 fn default_public() -> ListenAddr {
     ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], 8080)))
@@ -109,7 +112,22 @@ pub struct HooksConfig {
     /// TCP peers allowed on the hooks listener (ignored for a Unix socket).
     #[serde(default = "default_allow")]
     pub allow: Vec<IpNet>,
+    /// After a reload (SIGHUP) that changes the secret, how many seconds the
+    /// previous one is still accepted: nginx calls with it until nginx is
+    /// reloaded too, and a refused `on_update` drops the stream. 0 accepts
+    /// the new secret only, at once; at most a day.
+    #[serde(default = "default_previous_secret_grace_secs")]
+    pub previous_secret_grace_secs: u64,
 }
+
+/// Five minutes: time to reload nginx after livebucket.
+fn default_previous_secret_grace_secs() -> u64 {
+    300
+}
+
+/// The longest `hooks.previous_secret_grace_secs`: an old secret accepted
+/// for longer is a secret that was never rotated.
+const MAX_PREVIOUS_SECRET_GRACE_SECS: u64 = 86_400;
 
 impl fmt::Debug for HooksConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -117,6 +135,10 @@ impl fmt::Debug for HooksConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("secret_file", &self.secret_file)
             .field("allow", &self.allow)
+            .field(
+                "previous_secret_grace_secs",
+                &self.previous_secret_grace_secs,
+            )
             .finish()
     }
 }
@@ -134,6 +156,7 @@ impl Default for HooksConfig {
             secret: None,
             secret_file: None,
             allow: default_allow(),
+            previous_secret_grace_secs: default_previous_secret_grace_secs(),
         }
     }
 }
@@ -141,13 +164,18 @@ impl Default for HooksConfig {
 impl HooksConfig {
     /// Whether a TCP peer may call the hooks listener.
     pub fn allows(&self, ip: IpAddr) -> bool {
-        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        self.allow.iter().any(|net| net.contains(&ip))
+        ip_allowed(&self.allow, ip)
     }
+}
+
+/// Whether `ip` is in one of `nets`; an IPv4 peer on a dual-stack socket
+/// (`::ffff:a.b.c.d`) is matched as its IPv4 address.
+pub fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    };
+    nets.iter().any(|net| net.contains(&ip))
 }
 
 /// The shortest accepted hooks secret: 128 bits as hex.
@@ -155,8 +183,17 @@ const MIN_SECRET_LEN: usize = 32;
 
 /// The callback secret, read from `secret` or `secret_file` and checked: it
 /// goes into a URL path and an nginx directive, so only `[A-Za-z0-9_-]`.
-/// Errors never quote it.
+/// Errors never quote it. `previous_secret_grace_secs` is checked here too,
+/// with the secret it applies to.
 pub fn hooks_secret(h: &HooksConfig) -> Result<String, ConfigError> {
+    if h.previous_secret_grace_secs > MAX_PREVIOUS_SECRET_GRACE_SECS {
+        return Err(invalid(
+            "hooks.previous_secret_grace_secs",
+            format!(
+                "must be at most {MAX_PREVIOUS_SECRET_GRACE_SECS} (a day); reload nginx with the new secret within that time"
+            ),
+        ));
+    }
     let generate = "generate one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`";
     let secret = match (&h.secret, &h.secret_file) {
         (Some(_), Some(_)) => {
@@ -225,6 +262,29 @@ pub struct LimitsConfig {
     /// (counted in `livebucket_connections_refused_total`).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Open connections per client IP on the public and operator listeners;
+    /// beyond it a new one from that IP is closed at once (counted in
+    /// `livebucket_connections_closed_total{reason="max_connections_per_peer"}`),
+    /// so one client cannot fill a listener. Behind a reverse proxy, where
+    /// every client has the proxy's address, raise it to `max_connections`.
+    /// Not applied to the hooks listener (nginx shares 127.0.0.1 with every
+    /// local process).
+    #[serde(default = "default_max_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+    /// A response the client stops reading is cut off after this many
+    /// seconds without the socket taking a byte (counted in
+    /// `livebucket_connections_closed_total{reason="write_stalled"}`); a
+    /// client that keeps reading, however slowly, is served to the end.
+    #[serde(default = "default_write_timeout")]
+    pub write_timeout_secs: u64,
+    /// The kernel send buffer of each accepted TCP connection, in bytes;
+    /// 0 (the default) leaves it to the kernel's autotuning (up to
+    /// `net.ipv4.tcp_wmem`'s maximum, 4 MiB on Linux). A fixed size bounds
+    /// the kernel memory a client that stops reading pins until
+    /// `write_timeout_secs` cuts it off, at the cost of throughput over
+    /// long-distance links.
+    #[serde(default = "default_send_buffer")]
+    pub send_buffer_bytes: usize,
 }
 
 fn default_header_timeout() -> u64 {
@@ -236,6 +296,15 @@ fn default_request_timeout() -> u64 {
 fn default_max_connections() -> usize {
     4096
 }
+fn default_max_connections_per_peer() -> usize {
+    64
+}
+fn default_write_timeout() -> u64 {
+    30
+}
+fn default_send_buffer() -> usize {
+    0
+}
 
 impl Default for LimitsConfig {
     fn default() -> Self {
@@ -243,6 +312,9 @@ impl Default for LimitsConfig {
             header_read_timeout_secs: default_header_timeout(),
             request_timeout_secs: default_request_timeout(),
             max_connections: default_max_connections(),
+            max_connections_per_peer: default_max_connections_per_peer(),
+            write_timeout_secs: default_write_timeout(),
+            send_buffer_bytes: default_send_buffer(),
         }
     }
 }
@@ -273,6 +345,21 @@ pub fn validate(listen: &ListenConfig, limits: &LimitsConfig) -> Result<(), Conf
     }
     if limits.max_connections == 0 {
         return Err(invalid("limits.max_connections", "must be at least 1"));
+    }
+    if limits.max_connections_per_peer == 0 {
+        return Err(invalid(
+            "limits.max_connections_per_peer",
+            "must be at least 1 (raise it to limits.max_connections to turn it off)",
+        ));
+    }
+    if limits.write_timeout_secs == 0 {
+        return Err(invalid("limits.write_timeout_secs", "must be at least 1"));
+    }
+    if limits.send_buffer_bytes != 0 && !(4096..=64 << 20).contains(&limits.send_buffer_bytes) {
+        return Err(invalid(
+            "limits.send_buffer_bytes",
+            "must be 0 (the kernel's autotuning) or 4096 to 67108864",
+        ));
     }
     Ok(())
 }
@@ -323,6 +410,54 @@ mod tests {
             assert!(!err.contains(bad), "the error quotes the secret: {err}");
         }
         assert!(hooks_secret(&HooksConfig::default()).is_err());
+        assert_eq!(HooksConfig::default().previous_secret_grace_secs, 300);
+        let long_grace = HooksConfig {
+            previous_secret_grace_secs: 86_401,
+            ..with(good)
+        };
+        let err = hooks_secret(&long_grace).unwrap_err().to_string();
+        assert!(err.contains("hooks.previous_secret_grace_secs"), "{err}");
+    }
+
+    #[test]
+    fn hooks_default_to_a_unix_socket() {
+        assert_eq!(
+            ListenConfig::default().hooks,
+            ListenAddr::Unix("/run/livebucket/hooks.sock".into())
+        );
+    }
+
+    #[test]
+    fn per_peer_cap_and_write_timeout_are_checked() {
+        let limits = LimitsConfig::default();
+        assert_eq!(limits.max_connections_per_peer, 64);
+        assert_eq!(limits.write_timeout_secs, 30);
+        for (field, bad) in [
+            (
+                "limits.max_connections_per_peer",
+                LimitsConfig {
+                    max_connections_per_peer: 0,
+                    ..LimitsConfig::default()
+                },
+            ),
+            (
+                "limits.write_timeout_secs",
+                LimitsConfig {
+                    write_timeout_secs: 0,
+                    ..LimitsConfig::default()
+                },
+            ),
+            (
+                "limits.send_buffer_bytes",
+                LimitsConfig {
+                    send_buffer_bytes: 100,
+                    ..LimitsConfig::default()
+                },
+            ),
+        ] {
+            let err = validate(&ListenConfig::default(), &bad).unwrap_err();
+            assert!(err.to_string().contains(field), "{err}");
+        }
     }
 
     #[test]

@@ -70,6 +70,9 @@ pub struct RawConfig {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub vod: VodConfig,
+    /// What one `/play` request may cost.
+    #[serde(default)]
+    pub play: PlayConfig,
     #[serde(default)]
     pub api: ApiConfig,
     #[serde(default)]
@@ -302,6 +305,11 @@ pub struct VodConfig {
     /// 43,200).
     #[serde(default = "default_max_fragments")]
     pub max_fragments: usize,
+    /// Most fragments one VOD playlist may list when it comes from the
+    /// listing fallback (a bucket without session manifests), which costs
+    /// one HEAD per fragment; at most `max_fragments`.
+    #[serde(default = "default_max_fallback_fragments")]
+    pub max_fallback_fragments: usize,
     /// VOD playlists built at once; further requests get 503 with
     /// `Retry-After`.
     #[serde(default = "default_max_builds")]
@@ -314,6 +322,10 @@ fn default_max_range() -> u64 {
 fn default_max_fragments() -> usize {
     50_000
 }
+fn default_max_fallback_fragments() -> usize {
+    // Two hours of 2 s fragments: a few seconds of HEADs.
+    3_600
+}
 fn default_max_builds() -> usize {
     4
 }
@@ -323,7 +335,49 @@ impl Default for VodConfig {
         Self {
             max_range_secs: default_max_range(),
             max_fragments: default_max_fragments(),
+            max_fallback_fragments: default_max_fallback_fragments(),
             max_concurrent_builds: default_max_builds(),
+        }
+    }
+}
+
+/// `[play]`: the cost of `/play`, whose every segment line is presigned per
+/// request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlayConfig {
+    /// Largest stored playlist `/play` reads (413 beyond): 8 MiB holds a
+    /// week-long VOD playlist of 2 s fragments (about 36 bytes a segment).
+    #[serde(default = "default_max_playlist_bytes")]
+    pub max_playlist_bytes: usize,
+    /// Playlists presigned at once; a request that waits more than a second
+    /// for its turn gets 503 with `Retry-After`.
+    #[serde(default = "default_max_renders")]
+    pub max_concurrent_renders: usize,
+    /// Memory for the signed copies of ended (`#EXT-X-ENDLIST`) playlists,
+    /// kept per play URL (key and expiry) so a popular VOD link is presigned
+    /// once; 0 keeps none. One copy may take at most a quarter of it: the
+    /// default's 32 MiB holds a 50,000-segment playlist (about 20 MB signed).
+    #[serde(default = "default_signed_cache_bytes")]
+    pub signed_cache_bytes: usize,
+}
+
+fn default_max_playlist_bytes() -> usize {
+    8 << 20
+}
+fn default_max_renders() -> usize {
+    4
+}
+fn default_signed_cache_bytes() -> usize {
+    128 << 20
+}
+
+impl Default for PlayConfig {
+    fn default() -> Self {
+        Self {
+            max_playlist_bytes: default_max_playlist_bytes(),
+            max_concurrent_renders: default_max_renders(),
+            signed_cache_bytes: default_signed_cache_bytes(),
         }
     }
 }
@@ -690,6 +744,18 @@ impl RawConfig {
         if self.vod.max_fragments == 0 {
             return Err(invalid("vod.max_fragments", "must be at least 1"));
         }
+        if self.vod.max_fallback_fragments == 0 {
+            return Err(invalid("vod.max_fallback_fragments", "must be at least 1"));
+        }
+        if self.play.max_playlist_bytes < 1024 {
+            return Err(invalid(
+                "play.max_playlist_bytes",
+                "must be at least 1024 (a live playlist's window)",
+            ));
+        }
+        if self.play.max_concurrent_renders == 0 {
+            return Err(invalid("play.max_concurrent_renders", "must be at least 1"));
+        }
         if self.vod.max_concurrent_builds == 0 {
             return Err(invalid("vod.max_concurrent_builds", "must be at least 1"));
         }
@@ -790,7 +856,10 @@ mod tests {
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
-        assert_eq!(c.listen.hooks, "127.0.0.1:8089".parse().unwrap());
+        assert_eq!(
+            c.listen.hooks,
+            "unix:/run/livebucket/hooks.sock".parse().unwrap()
+        );
         assert_eq!(c.hooks_secret(), "hooks-secret-for-the-unit-tests-0001");
         assert_eq!(c.s3.region, "garage");
         assert!(c.s3.force_path_style);

@@ -1,5 +1,6 @@
 //! livebucket's HTTP surfaces, one router each, never sharing a listener:
-//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`;
+//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`,
+//!   and `/hooks/SECRET/on_relay` (`on_publish` of the internal HLS applications);
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
@@ -18,7 +19,7 @@ pub mod server;
 pub mod vod;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -26,7 +27,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -34,6 +34,7 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::auth::callback::MAX_BODY_BYTES;
+use crate::auth::hooks_secret::{HookSecrets, Matched};
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::replay::PushReplay;
 use crate::config::Config;
@@ -44,6 +45,9 @@ use crate::store::Store;
 
 pub struct AppState {
     config: RwLock<Arc<Config>>,
+    /// The hooks secrets accepted now: the configured one, and the one a
+    /// reload replaced during `hooks.previous_secret_grace_secs`.
+    hooks_secrets: RwLock<HookSecrets>,
     pub sessions: Arc<Sessions>,
     pub pipeline: PipelineHandle,
     pub metrics: Arc<Metrics>,
@@ -54,6 +58,10 @@ pub struct AppState {
     pub replay: PushReplay,
     /// One permit per VOD build in progress (`vod.max_concurrent_builds`).
     pub vod_builds: Arc<Semaphore>,
+    /// `/play`'s render slots and signed copies of ended playlists (`[play]`).
+    pub play: play::PlayLimits,
+    /// Closed VOD ranges' fragments (see [`crate::vod::RangeCache`]).
+    pub vod_ranges: crate::vod::RangeCache,
     /// Channel records (the OSS LiveChannel API's state).
     pub channels: Arc<crate::channels::ChannelStore>,
     /// The etcd coordination, when `[cluster]` is configured.
@@ -81,10 +89,13 @@ impl AppState {
             limiter: FailureLimiter::from_config(&config.auth),
             replay: PushReplay::open(&config.state_dir.join("push-signatures.json")),
             vod_builds: Arc::new(Semaphore::new(config.vod.max_concurrent_builds)),
+            play: play::PlayLimits::new(&config.play),
+            vod_ranges: crate::vod::RangeCache::new(crate::vod::RANGE_CACHE_FRAGMENTS),
             channels,
             cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),
             background: tokio::runtime::Handle::current(),
+            hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
             pipeline,
@@ -109,15 +120,30 @@ impl AppState {
 
     /// Swaps in a reloaded configuration; live streams are untouched, and
     /// the next `on_update` of each checks its key against the new one. The
-    /// failure limiter takes the new policy and keeps what it counted.
-    /// Listener addresses, limits and the hooks secret take a restart.
+    /// failure limiter takes the new policy and keeps what it counted. A
+    /// changed hooks secret is accepted at once, and the previous one for
+    /// `hooks.previous_secret_grace_secs` more (nginx calls with it until it
+    /// is reloaded). Listener addresses and limits take a restart.
     pub fn set_config(&self, config: Arc<Config>) {
         self.limiter.reconfigure(&config.auth);
+        let grace = Duration::from_secs(config.hooks.previous_secret_grace_secs);
+        let mut secrets = self
+            .hooks_secrets
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if secrets.rotate(config.hooks_secret(), grace, Instant::now()) {
+            info!(
+                grace_secs = grace.as_secs(),
+                "hooks secret changed; the previous one is accepted for grace_secs: reload nginx with the new one"
+            );
+        }
+        drop(secrets);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
     /// A VOD build slot, or `None` (counted) when `vod.max_concurrent_builds`
-    /// are in progress. Held until the playlist is sent or stored.
+    /// are in progress. Held while the fragment list is found (and, for a
+    /// stored playlist, rendered), never while a body is streamed.
     pub fn vod_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let permit = self.vod_builds.clone().try_acquire_owned().ok();
         if permit.is_none() {
@@ -184,6 +210,7 @@ pub fn hooks_router(state: Arc<AppState>) -> Router {
             "/hooks/{secret}/on_publish_done",
             post(hooks::on_publish_done),
         )
+        .route("/hooks/{secret}/on_relay", post(hooks::on_relay))
         .layer((
             middleware::from_fn_with_state(state.clone(), time_hook),
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -206,6 +233,7 @@ fn hook_call(path: &str) -> &'static str {
         "on_publish" => "on_publish",
         "on_update" => "on_update",
         "on_publish_done" => "on_publish_done",
+        "on_relay" => "on_relay",
         _ => "other",
     }
 }
@@ -224,8 +252,10 @@ async fn time_hook(State(app): State<Arc<AppState>>, req: Request, next: Next) -
     response
 }
 
-/// 403 unless the path is `/hooks/<the configured secret>/…`, compared in
-/// constant time. The refusal is logged without the path.
+/// 403 unless the path is `/hooks/<an accepted secret>/…` (the configured
+/// one, or the one a reload replaced during its grace period; see
+/// [`HookSecrets`]), compared in constant time. Which one matched is logged
+/// for the previous one; a refusal is logged without the path.
 async fn require_hooks_secret(
     State(app): State<Arc<AppState>>,
     req: Request,
@@ -237,18 +267,38 @@ async fn require_hooks_secret(
         .strip_prefix("/hooks/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_default();
-    let expected = app.config();
-    let ok: bool = given
-        .as_bytes()
-        .ct_eq(expected.hooks_secret().as_bytes())
-        .into();
-    if ok {
-        return next.run(req).await;
+    let matched = app
+        .hooks_secrets
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(given.as_bytes(), Instant::now());
+    match matched {
+        Some(Matched::Current) => return next.run(req).await,
+        Some(Matched::Previous) => {
+            app.metrics.inc(
+                "livebucket_hooks_previous_secret_total",
+                hook_call(req.uri().path()),
+            );
+            info!(
+                secret = "previous",
+                call = hook_call(req.uri().path()),
+                "callback with the hooks secret a reload replaced, accepted during hooks.previous_secret_grace_secs: reload nginx with the new one"
+            );
+            return next.run(req).await;
+        }
+        None => {}
     }
     app.metrics.inc("livebucket_hooks_forged_total", "secret");
     let peer = req.extensions().get::<server::Peer>().and_then(|p| p.0);
     info!(peer = ?peer, reason = "wrong_hooks_secret", "callback refused: the hooks secret is missing or wrong");
-    (StatusCode::FORBIDDEN, "forbidden\n").into_response()
+    // Closed after the answer: a process without the secret may not keep a
+    // connection on the listener nginx needs.
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONNECTION, "close")],
+        "forbidden\n",
+    )
+        .into_response()
 }
 
 /// `/play`, the VOD API, the OSS API and the console: what viewers, API
@@ -274,10 +324,54 @@ pub fn public_router(state: Arc<AppState>) -> Router {
         // which bounds its own body so that it can answer OSS's error.
         .fallback(oss::api)
         .layer((
-            TraceLayer::new_for_http(),
+            TraceLayer::new_for_http().make_span_with(request_span),
             TimeoutLayer::with_status_code(StatusCode::SERVICE_UNAVAILABLE, request_timeout),
         ))
         .with_state(state)
+}
+
+/// The public router's request span: tower-http's default fields, with
+/// the URI redacted ([`redacted_uri`]): signatures and credentials travel in
+/// the query.
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::debug_span!(
+        "request",
+        method = %req.method(),
+        uri = %redacted_uri(req.uri()),
+        version = ?req.version(),
+    )
+}
+
+/// `uri` as logs may show it: the path, then the query with every value
+/// replaced by `*` (`/play/b/c/index.m3u8?Expires=*&Signature=*`). A
+/// parameter name that does not look like one (over 40 characters, or other
+/// than `A-Z a-z 0-9 - _ .`) is replaced too, in case a client put a token
+/// there.
+pub fn redacted_uri(uri: &axum::http::Uri) -> String {
+    let mut out = uri.path().to_owned();
+    let Some(query) = uri.query() else {
+        return out;
+    };
+    out.push('?');
+    for (i, pair) in query.split('&').enumerate() {
+        if i > 0 {
+            out.push('&');
+        }
+        let (name, value) = match pair.split_once('=') {
+            Some((name, _)) => (name, Some("*")),
+            None => (pair, None),
+        };
+        let plain = name.len() <= 40
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        out.push_str(if plain { name } else { "*" });
+        if let Some(v) = value {
+            out.push('=');
+            out.push_str(v);
+        }
+    }
+    out
 }
 
 /// CORS for `/play` and the VOD API: the configured origins may GET them,
@@ -370,6 +464,68 @@ mod tests {
         resp.headers()
             .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
             .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn logged_uris_carry_no_query_values() {
+        let cases = [
+            ("/play/b/c/index.m3u8", "/play/b/c/index.m3u8"),
+            (
+                "/play/b/c/index.m3u8?AccessKeyId=GK1&Expires=17&Signature=c2VjcmV0%2F",
+                "/play/b/c/index.m3u8?AccessKeyId=*&Expires=*&Signature=*",
+            ),
+            ("/b/c?live&comp=stat", "/b/c?live&comp=*"),
+            (
+                "/b?OSSAccessKeyId=k&Signature=s&=x&a=b=c",
+                "/b?OSSAccessKeyId=*&Signature=*&=*&a=*",
+            ),
+            ("/b?c2VjcmV0%2Fc2VjcmV0", "/b?*"),
+            ("/b?0123456789012345678901234567890123456789x=1", "/b?*=*"),
+        ];
+        for (uri, logged) in cases {
+            let uri: axum::http::Uri = uri.parse().unwrap();
+            assert_eq!(redacted_uri(&uri), logged, "{uri}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_public_request_span_has_no_signature() {
+        // The span the public router's TraceLayer opens, as a subscriber
+        // at debug records it.
+        use std::sync::{Arc, Mutex};
+        #[derive(Clone, Default)]
+        struct Sink(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Sink {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let sink = Sink::default();
+        let writer = sink.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let app = Router::new()
+            .route("/play/{b}/{c}/{p}", get(|| async { "ok" }))
+            .layer(TraceLayer::new_for_http().make_span_with(request_span));
+        let _ = app
+            .oneshot(
+                Request::get("/play/b/c/index.m3u8?Expires=17&Signature=SECRETSIG")
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let logged = String::from_utf8(sink.0.lock().unwrap().clone()).unwrap();
+        assert!(logged.contains("Signature=*"), "{logged}");
+        assert!(!logged.contains("SECRETSIG"), "{logged}");
     }
 
     #[tokio::test]

@@ -23,6 +23,7 @@ use tracing::{info, warn};
 use super::AppState;
 use super::play::unix_now;
 use crate::channels::ChannelError;
+use crate::cluster::decide::Elsewhere;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
 use crate::oss::channel::{self as model, ChannelRecord, LiveSession};
@@ -118,6 +119,11 @@ async fn handle(
         headers: &header_pairs,
     };
     let key = authenticate(app, cfg, &view)?;
+    // After authentication: an unsigned caller learns nothing from it.
+    let md5 = headers.get("content-md5").map(|v| v.as_bytes());
+    route::check_content_md5(md5, body).inspect_err(|e| {
+        info!(reason = %e, key_id = %Esc(&key.id), "OSS API request refused");
+    })?;
     let op = route::route(method.as_str(), &target.object, &query)?;
     execute(app, cfg, &key, &target.bucket, op, body).await
 }
@@ -142,8 +148,15 @@ fn authenticate(
     let key = cfg.key(creds.key_id());
     let now = unix_now() as i64;
     let window = Duration::from_secs(cfg.api.date_window_secs);
+    let max_lifetime = Duration::from_secs(cfg.api.max_presigned_lifetime_secs);
     creds
-        .verify(view, key.map(|k| k.secret.as_str()), now, window)
+        .verify(
+            view,
+            key.map(|k| k.secret.as_str()),
+            now,
+            window,
+            max_lifetime,
+        )
         .map_err(|e| refuse(&e.to_string(), creds.key_id(), e.into()))?;
     match key {
         Some(k) if !k.disabled && k.may_write(view.bucket) => Ok(k.clone()),
@@ -182,11 +195,24 @@ async fn existing(
         .ok_or(OssError::NoSuchLiveChannel)
 }
 
-/// Cluster mode: another node publishes the channel.
-async fn live_elsewhere(app: &AppState, bucket: &str, channel: &str) -> bool {
-    match &app.cluster {
-        Some(c) => c.live_elsewhere(bucket, channel).await,
-        None => false,
+/// Refuses a change to a channel that is live here or, in cluster mode, on
+/// another node; when etcd cannot tell, the change waits (503) rather than
+/// risk changing a channel another node publishes.
+async fn check_not_live(app: &AppState, bucket: &str, channel: &str) -> Result<(), OssError> {
+    if app.sessions.live_of(bucket, channel).is_some() {
+        return Err(OssError::ChannelStillLive);
+    }
+    let Some(cluster) = &app.cluster else {
+        return Ok(());
+    };
+    match cluster.live_elsewhere(bucket, channel).await {
+        Elsewhere::No => Ok(()),
+        Elsewhere::Yes { .. } => Err(OssError::ChannelStillLive),
+        Elsewhere::Unknown => Err(OssError::ServiceUnavailable(
+            "whether the live channel is live on another node cannot be confirmed now; \
+             retry shortly"
+                .into(),
+        )),
     }
 }
 
@@ -203,9 +229,7 @@ async fn execute(
         Operation::PutLiveChannel { channel } => {
             model::validate_channel_name(&channel)?;
             let config = xml::parse_config(body)?;
-            if live(&channel).is_some() || live_elsewhere(app, bucket, &channel).await {
-                return Err(OssError::ChannelStillLive);
-            }
+            check_not_live(app, bucket, &channel).await?;
             if let Some(s) = &config.snapshot {
                 crate::auth::push::validate_bucket(&s.dest_bucket)
                     .map_err(|e| OssError::InvalidArgument(format!("Snapshot DestBucket: {e}")))?;
@@ -259,9 +283,7 @@ async fn execute(
         }
         Operation::DeleteLiveChannel { channel } => {
             existing(app, key, bucket, &channel).await?;
-            if live(&channel).is_some() || live_elsewhere(app, bucket, &channel).await {
-                return Err(OssError::ChannelStillLive);
-            }
+            check_not_live(app, bucket, &channel).await?;
             app.channels.delete(&key.id, bucket, &channel).await?;
             Ok(StatusCode::NO_CONTENT.into_response())
         }
@@ -366,26 +388,25 @@ async fn vod_playlist(
     channel: &str,
     range: route::VodRange,
 ) -> Result<String, OssError> {
-    let _permit = app.vod_permit().ok_or_else(|| {
-        OssError::InvalidArgument("too many VOD playlists are being built; retry shortly".into())
-    })?;
-    let v = vod::build(
-        &app.store,
-        &key.id,
-        bucket,
-        channel,
-        (range.start, range.end),
-        cfg.vod.max_fragments,
-        &Uris::Relative,
-    )
-    .await
-    .map_err(|e| match e {
+    let (frags, _, _permit) =
+        super::vod::range_fragments(app, cfg, &key.id, bucket, channel, (range.start, range.end))
+            .await
+            .map_err(|e| match e {
+                super::vod::RangeError::Busy => OssError::InvalidArgument(
+                    "too many VOD playlists are being built; retry shortly".into(),
+                ),
+                super::vod::RangeError::Vod(e) => vod_error(e),
+            })?;
+    vod::render(bucket, channel, &frags, &Uris::Relative).map_err(vod_error)
+}
+
+fn vod_error(e: vod::VodError) -> OssError {
+    match e {
         vod::VodError::Empty { .. }
         | vod::VodError::TooManyFragments { .. }
         | vod::VodError::BadRange(_) => OssError::InvalidArgument(e.to_string()),
         other => internal(other),
-    })?;
-    Ok(v.playlist)
+    }
 }
 
 /// `PublishUrls` and `PlayUrls` of a channel.

@@ -6,14 +6,25 @@
 //! one (no S3 round trip), else from S3. Segment URLs expire with the play URL
 //! (SigV4 allows at most 7 days; a longer play URL gets 7-day segment URLs).
 //! `&sigv2=1` asks for legacy SigV2 segment URLs.
+//!
+//! Cost is bounded ([`PlayLimits`], `[play]`): a stored playlist larger than
+//! `play.max_playlist_bytes` is refused (413) without being read whole; at
+//! most `play.max_concurrent_renders` playlists are presigned at once (a
+//! request that waits a second for its turn gets 503 with `Retry-After`);
+//! the output is built in chunks of [`CHUNK_LINES`] lines and streamed; and
+//! the signed copy of an ended (`#EXT-X-ENDLIST`) playlist is kept per play
+//! URL (key, expiry, URL flavour) in a cache of `play.signed_cache_bytes`,
+//! so a thousand viewers of one VOD link share one copy.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tracing::info;
 
@@ -132,12 +143,162 @@ pub(super) fn query_map(
     Ok(map)
 }
 
+/// Segment lines presigned per output chunk: tens of kB of URLs, so no
+/// request builds one contiguous buffer the size of a long playlist.
+pub const CHUNK_LINES: usize = 500;
+
+/// A live playlist held in memory up to this size is signed without a
+/// render slot (a live window is well under 1 kB).
+const INLINE_BYTES: usize = 16 * 1024;
+
+/// How long a request waits for a render slot before it is told to retry.
+const RENDER_WAIT: Duration = Duration::from_secs(1);
+
+/// What a play URL is rendered for: the signed output depends on nothing
+/// else (segment URLs are signed from the expiry, see [`segment_signing`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PlayKey {
+    pub bucket: String,
+    pub channel: String,
+    pub playlist: String,
+    pub key_id: String,
+    pub expires: u64,
+    pub sigv2: bool,
+}
+
+/// The signed copies of ended playlists, by play URL: bounded by their total
+/// size, the oldest inserted evicted first, and one copy may take at most a
+/// quarter of the budget (a single huge playlist does not flush the rest).
+/// Copies whose play URL has expired are dropped as new ones come in.
+pub struct SignedCache {
+    max_bytes: usize,
+    used: usize,
+    entries: HashMap<PlayKey, Arc<[Bytes]>>,
+    order: VecDeque<PlayKey>,
+}
+
+impl SignedCache {
+    /// An empty cache of at most `max_bytes` (0: keeps nothing).
+    pub fn new(max_bytes: usize) -> SignedCache {
+        SignedCache {
+            max_bytes,
+            used: 0,
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    /// The signed copy for `key`, shared.
+    pub fn get(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
+        self.entries.get(key).cloned()
+    }
+
+    /// Keeps `chunks` for `key` if it fits the rules above; `false` if not.
+    pub fn insert(&mut self, key: PlayKey, chunks: Arc<[Bytes]>, now: u64) -> bool {
+        let size: usize = chunks.iter().map(Bytes::len).sum();
+        if size > self.max_bytes / 4 || self.entries.contains_key(&key) {
+            return false;
+        }
+        self.order.retain(|k| {
+            if k.expires < now {
+                if let Some(old) = self.entries.remove(k) {
+                    self.used -= old.iter().map(Bytes::len).sum::<usize>();
+                }
+                return false;
+            }
+            true
+        });
+        while self.used + size > self.max_bytes {
+            let Some(oldest) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(old) = self.entries.remove(&oldest) {
+                self.used -= old.iter().map(Bytes::len).sum::<usize>();
+            }
+        }
+        self.used += size;
+        self.order.push_back(key.clone());
+        self.entries.insert(key, chunks);
+        true
+    }
+
+    /// Bytes held.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+}
+
+/// The bounds of `/play` (`[play]`), shared by its requests.
+pub struct PlayLimits {
+    renders: Arc<Semaphore>,
+    cache: Mutex<SignedCache>,
+}
+
+impl PlayLimits {
+    /// Render slots and an empty cache sized by `[play]`.
+    pub fn new(cfg: &crate::config::PlayConfig) -> PlayLimits {
+        PlayLimits {
+            renders: Arc::new(Semaphore::new(cfg.max_concurrent_renders)),
+            cache: Mutex::new(SignedCache::new(cfg.signed_cache_bytes)),
+        }
+    }
+
+    /// A render slot, waiting at most `wait`; `None` when every slot stayed
+    /// taken.
+    async fn render_slot(&self, wait: Duration) -> Option<OwnedSemaphorePermit> {
+        tokio::time::timeout(wait, self.renders.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// The signed copy of the play URL `key`, if one is kept.
+    fn cached(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+    }
+}
+
+/// Rewrites `text` chunk by chunk: every line that names a segment (not a
+/// tag, not blank, not already a URL) is replaced by `sign(uri)`, the other
+/// lines are kept; each chunk ends after [`CHUNK_LINES`] segment lines.
+pub fn sign_lines(
+    text: &str,
+    mut sign: impl FnMut(&str) -> Result<String, presign::PresignError>,
+) -> Result<Vec<Bytes>, presign::PresignError> {
+    let mut chunks = Vec::new();
+    let mut out = String::new();
+    let mut signed = 0;
+    for line in text.lines() {
+        let uri = line.trim();
+        if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
+            out.push_str(line);
+        } else {
+            out.push_str(&sign(uri)?);
+            signed += 1;
+        }
+        out.push('\n');
+        if signed == CHUNK_LINES {
+            chunks.push(Bytes::from(std::mem::take(&mut out)));
+            signed = 0;
+        }
+    }
+    if !out.is_empty() {
+        chunks.push(Bytes::from(out));
+    }
+    Ok(chunks)
+}
+
 pub async fn play(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel, playlist)): Path<(String, String, String)>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
+    crate::auth::push::validate_channel(&channel)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     if !playlist.ends_with(".m3u8") {
         return Err(HttpError::NotFound(
             "only playlists (.m3u8) are served here".into(),
@@ -153,45 +314,151 @@ pub async fn play(
             presign::verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
         },
     )?;
-    let chid = ChannelId {
+    let sigv2 = q.get("sigv2").is_some_and(|v| v == "1" || v == "true");
+    let play_key = PlayKey {
         bucket: bucket.clone(),
         channel: channel.clone(),
         playlist: playlist.clone(),
+        key_id: key.id.clone(),
+        expires,
+        sigv2,
     };
-    // In a cluster this node's copy is current only while it publishes the
-    // channel; otherwise the bucket has the playlist another node wrote.
+    if let Some(chunks) = app.play.cached(&play_key) {
+        app.metrics.inc("livebucket_play_cache_hits_total", "");
+        return Ok(playlist_response(chunks, true));
+    }
+    // A live window held in memory is signed at once: it is a few lines,
+    // and live viewers must not queue behind long VOD renders.
+    let live = live_copy(&app, &play_key).filter(|t| t.len() <= INLINE_BYTES);
+    if let Some(text) = live {
+        let chunks = render(&cfg, &key, &play_key, &text)?;
+        return Ok(playlist_response(
+            chunks.into(),
+            text.contains("#EXT-X-ENDLIST"),
+        ));
+    }
+    // Anything else (a stored object, a long window) is read and signed
+    // under one of the render slots, off the async workers.
+    let Some(slot) = app.play.render_slot(RENDER_WAIT).await else {
+        app.metrics
+            .inc("livebucket_requests_refused_total", "play_busy");
+        info!(
+            bucket = %Esc(&bucket),
+            channel = %Esc(&channel),
+            "play refused: every render slot is taken"
+        );
+        return Err(HttpError::Busy(format!(
+            "{} playlists are being signed (config play.max_concurrent_renders); retry shortly",
+            cfg.play.max_concurrent_renders
+        )));
+    };
+    // Another request may have signed this one while this one waited.
+    if let Some(chunks) = app.play.cached(&play_key) {
+        app.metrics.inc("livebucket_play_cache_hits_total", "");
+        return Ok(playlist_response(chunks, true));
+    }
+    let text = playlist_text(&app, &cfg, &key, &play_key).await?;
+    let ended = text.contains("#EXT-X-ENDLIST");
+    app.metrics.inc("livebucket_play_renders_total", "");
+    let chunks: Arc<[Bytes]> = {
+        let (cfg, key, k) = (cfg.clone(), key.clone(), play_key.clone());
+        tokio::task::spawn_blocking(move || render(&cfg, &key, &k, &text))
+            .await
+            .map_err(|e| HttpError::Unavailable(format!("signing the playlist failed: {e}")))??
+            .into()
+    };
+    drop(slot);
+    // Cached only while the segment URLs depend on the play URL alone (an
+    // expiry within SigV4's week; see segment_signing).
+    if ended && expires <= unix_now().saturating_add(presign::SIGV4_MAX_EXPIRY.as_secs()) {
+        app.play
+            .cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(play_key, chunks.clone(), unix_now());
+    }
+    Ok(playlist_response(chunks, ended))
+}
+
+/// The pipeline's copy of the live playlist `k` names, when this node
+/// publishes it. In a cluster this node's copy is current only while it
+/// publishes the channel; otherwise the bucket has the playlist another
+/// node wrote.
+fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
     let current = app
         .cluster
         .as_ref()
-        .is_none_or(|c| c.holds(&bucket, &channel));
-    let cached = current
-        .then(|| {
-            app.live_cache
-                .read()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(&chid)
-                .cloned()
-        })
-        .flatten();
-    let text = match cached {
-        Some(t) => t,
-        None => {
-            let object = crate::layout::playlist_key(&channel, &playlist);
-            let bytes = app.store.get(&key.id, &bucket, &object).await?;
-            String::from_utf8(bytes.to_vec())
-                .map_err(|_| HttpError::Unavailable(format!("{object} is not UTF-8")))?
-        }
+        .is_none_or(|c| c.holds(&k.bucket, &k.channel));
+    if !current {
+        return None;
+    }
+    let chid = ChannelId {
+        bucket: k.bucket.clone(),
+        channel: k.channel.clone(),
+        playlist: k.playlist.clone(),
     };
+    app.live_cache
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&chid)
+        .cloned()
+}
+
+/// The playlist a play URL names: the pipeline's copy of a live playlist
+/// this node publishes, else the stored object, at most
+/// `play.max_playlist_bytes` of either (a stored one is never read whole
+/// past that).
+async fn playlist_text(
+    app: &AppState,
+    cfg: &Config,
+    key: &AccessKey,
+    k: &PlayKey,
+) -> Result<String, HttpError> {
+    let max = cfg.play.max_playlist_bytes;
+    let too_large = || {
+        app.metrics
+            .inc("livebucket_requests_refused_total", "playlist_too_large");
+        HttpError::TooLarge(format!(
+            "the playlist is larger than {max} bytes (config play.max_playlist_bytes)"
+        ))
+    };
+    let cached = live_copy(app, k);
+    if let Some(text) = cached {
+        return if text.len() > max {
+            Err(too_large())
+        } else {
+            Ok(text)
+        };
+    }
+    let object = crate::layout::playlist_key(&k.channel, &k.playlist);
+    let bytes = match app.store.get_capped(&key.id, &k.bucket, &object, max).await {
+        Err(crate::store::StoreError::TooLarge { .. }) => {
+            info!(
+                bucket = %Esc(&k.bucket),
+                object = %Esc(&object),
+                max,
+                "play refused: stored playlist too large"
+            );
+            return Err(too_large());
+        }
+        other => other?,
+    };
+    String::from_utf8(Vec::from(bytes))
+        .map_err(|_| HttpError::Unavailable(format!("{object} is not UTF-8")))
+}
+
+/// Presigns every segment line of `text` for the play URL `k`.
+fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<Bytes>, HttpError> {
     let endpoint = cfg.s3.viewer_endpoint();
     let now = unix_now();
-    let lifetime = expires
+    let lifetime = k
+        .expires
         .saturating_sub(now)
         .clamp(1, presign::SIGV4_MAX_EXPIRY.as_secs());
-    let sigv2 = q.get("sigv2").is_some_and(|v| v == "1" || v == "true");
-    let signer = if sigv2 {
+    let signer = if k.sigv2 {
         None
     } else {
-        let (signed_at, valid_for) = segment_signing(expires, now);
+        let (signed_at, valid_for) = segment_signing(k.expires, now);
         let signed_at = time::OffsetDateTime::from_unix_timestamp(signed_at as i64)
             .map_err(|_| HttpError::BadRequest("Expires is out of range".into()))?;
         Some(SigV4Presigner::new(
@@ -202,40 +469,40 @@ pub async fn play(
             Duration::from_secs(valid_for),
         )?)
     };
-    let mut out = String::with_capacity(text.len() * 4);
-    for line in text.lines() {
-        let uri = line.trim();
-        if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
-            out.push_str(line);
-        } else {
-            let object = format!("{channel}/{uri}");
-            let loc = S3Location {
-                endpoint,
-                path_style: cfg.s3.force_path_style,
-                bucket: &bucket,
-                key: &object,
-            };
-            let url = match &signer {
-                Some(s) => s.presign_get(&loc)?,
-                None => presign::presign_v2_get(&key.id, &key.secret, &loc, now + lifetime)?,
-            };
-            out.push_str(&url);
+    Ok(sign_lines(text, |uri| {
+        let object = format!("{}/{uri}", k.channel);
+        let loc = S3Location {
+            endpoint,
+            path_style: cfg.s3.force_path_style,
+            bucket: &k.bucket,
+            key: &object,
+        };
+        match &signer {
+            Some(s) => s.presign_get(&loc),
+            None => presign::presign_v2_get(&key.id, &key.secret, &loc, now + lifetime),
         }
-        out.push('\n');
-    }
-    let cache = if text.contains("#EXT-X-ENDLIST") {
+    })?)
+}
+
+/// The answer: the chunks streamed one after another (shared, not copied,
+/// when they come from the cache).
+fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
+    let cache = if ended {
         "private, max-age=60"
     } else {
         "private, max-age=1"
     };
-    Ok((
+    let body = futures::stream::iter(
+        (0..chunks.len()).map(move |i| Ok::<_, std::convert::Infallible>(chunks[i].clone())),
+    );
+    (
         [
             (header::CONTENT_TYPE, crate::store::PLAYLIST_CONTENT_TYPE),
             (header::CACHE_CONTROL, cache),
         ],
-        out,
+        Body::from_stream(body),
     )
-        .into_response())
+        .into_response()
 }
 
 #[cfg(test)]
@@ -300,6 +567,94 @@ mod tests {
             prop_assert_eq!(&rt.block_on(answer(&cfg, &unknown, expires, &sig)), &known);
             prop_assert_eq!(&rt.block_on(answer(&cfg, "GKoff", expires, &sig)), &known);
         }
+    }
+
+    #[test]
+    fn segment_lines_are_signed_in_chunks_and_tags_kept() {
+        let mut text = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:2\n");
+        for i in 0..(CHUNK_LINES * 2 + 3) {
+            text.push_str(&format!("#EXTINF:2.000,\n{i}.ts\n"));
+        }
+        text.push_str("https://cdn/x.ts\n#EXT-X-ENDLIST\n");
+        let chunks = sign_lines(&text, |uri| Ok(format!("S/{uri}"))).unwrap();
+        assert_eq!(chunks.len(), 3, "two full chunks and the rest");
+        let whole: Vec<u8> = chunks.iter().flat_map(|c| c.to_vec()).collect();
+        let whole = String::from_utf8(whole).unwrap();
+        let want: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with('#') || l.contains("://") {
+                    format!("{l}\n")
+                } else {
+                    format!("S/{l}\n")
+                }
+            })
+            .collect();
+        assert_eq!(whole, want);
+        assert!(
+            sign_lines("#EXTM3U\na.ts\n", |_| Err(
+                presign::PresignError::BadSignature
+            ))
+            .is_err()
+        );
+    }
+
+    fn play_key(expires: u64) -> PlayKey {
+        PlayKey {
+            bucket: "b".into(),
+            channel: "cam".into(),
+            playlist: "vod.m3u8".into(),
+            key_id: "GK1".into(),
+            expires,
+            sigv2: false,
+        }
+    }
+
+    fn chunks(size: usize) -> Arc<[Bytes]> {
+        vec![Bytes::from(vec![b'x'; size])].into()
+    }
+
+    #[test]
+    fn the_signed_cache_is_bounded_and_drops_expired_copies() {
+        let mut cache = SignedCache::new(1000);
+        // At most a quarter of the budget per copy.
+        assert!(!cache.insert(play_key(1), chunks(251), 0));
+        assert!(cache.insert(play_key(1), chunks(250), 0));
+        assert!(cache.insert(play_key(2), chunks(250), 0));
+        assert!(cache.insert(play_key(3), chunks(250), 0));
+        assert!(cache.insert(play_key(4), chunks(250), 0));
+        assert_eq!(cache.used(), 1000);
+        // Full: the oldest goes.
+        assert!(cache.insert(play_key(5), chunks(250), 0));
+        assert!(cache.get(&play_key(1)).is_none());
+        assert!(cache.get(&play_key(5)).is_some());
+        assert_eq!(cache.used(), 1000);
+        // Expired play URLs are dropped when a copy comes in.
+        assert!(cache.insert(play_key(100), chunks(10), 4));
+        assert_eq!(cache.used(), 2 * 250 + 10);
+        assert!(cache.get(&play_key(3)).is_none());
+        assert!(cache.get(&play_key(4)).is_some());
+        // Another flavour of the same URL is another copy.
+        let mut v2 = play_key(100);
+        v2.sigv2 = true;
+        assert!(cache.get(&v2).is_none());
+        // Nothing kept with a zero budget.
+        assert!(!SignedCache::new(0).insert(play_key(1), chunks(1), 0));
+    }
+
+    #[tokio::test]
+    async fn render_slots_are_bounded_and_waited_for_briefly() {
+        let limits = PlayLimits::new(&crate::config::PlayConfig {
+            max_playlist_bytes: 1 << 20,
+            max_concurrent_renders: 2,
+            signed_cache_bytes: 0,
+        });
+        let wait = Duration::from_millis(20);
+        let a = limits.render_slot(wait).await.expect("first slot");
+        let _b = limits.render_slot(wait).await.expect("second slot");
+        assert!(limits.render_slot(wait).await.is_none(), "a third at once");
+        drop(a);
+        assert!(limits.render_slot(wait).await.is_some());
     }
 
     #[test]

@@ -7,31 +7,53 @@
 //!   `limits.header_read_timeout_secs` is closed, whether it is new or idle
 //!   between keep-alive requests (hyper starts that clock whenever it waits
 //!   for a head);
+//! - a response the client stops reading is cut off: once a write has
+//!   waited `limits.write_timeout_secs` for room in the socket (the peer's
+//!   receive window stays full), the connection is closed ([`WriteDeadline`]);
+//!   tower-http's `TimeoutLayer` ends at the response head, so without this a
+//!   stalled reader would hold its connection for ever (`limits.send_buffer_bytes`
+//!   bounds the kernel memory it pins meanwhile);
 //! - at most `limits.max_connections` connections are open per listener;
 //!   beyond it a new connection is closed at once and counted, so a flood on
 //!   one surface cannot take file descriptors or memory from another (nginx's
 //!   callbacks have a listener of their own);
+//! - on the public and operator listeners, at most
+//!   `limits.max_connections_per_peer` of them per client IP ([`PeerCounts`]),
+//!   so one client cannot take the whole listener from the others. Not on
+//!   the hooks listener: its one legitimate peer, nginx, shares 127.0.0.1
+//!   with every local process, so a per-address cap would cap nginx itself;
+//! - the hooks listener keeps no connection alive after its answer (nginx's
+//!   callbacks are HTTP/1.0, one request per connection), and every refusal
+//!   there carries `Connection: close`: a process without the secret cannot
+//!   park keep-alive connections on the listener nginx needs;
 //! - the peer's address travels with each request as [`Peer`], and on the
 //!   hooks listener a TCP peer outside `hooks.allow` gets 403 for everything
 //!   it sends.
 //!
+//! Every connection closed on livebucket's initiative is counted in
+//! `livebucket_connections_closed_total` by reason.
+//!
 //! Listeners come from the config (`IP:PORT` or `unix:/path`) or from
 //! systemd socket activation, matched by `FileDescriptorName=`.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{FromRawFd, RawFd};
 use std::path::Path;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum::Router;
 use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::{Request, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -183,7 +205,19 @@ pub struct Surface {
     pub name: &'static str,
     pub router: Router,
     pub header_read_timeout: Duration,
+    /// How long a write may wait for the peer to read before the
+    /// connection is closed (`limits.write_timeout_secs`).
+    pub write_timeout: Duration,
+    /// `SO_SNDBUF` of each accepted TCP connection; `None`: the kernel's
+    /// autotuning.
+    pub send_buffer: Option<usize>,
     pub max_connections: usize,
+    /// Open connections per client IP; `None` for no per-peer cap (the
+    /// hooks listener, whose only legitimate peer is nginx).
+    pub max_connections_per_peer: Option<usize>,
+    /// Whether a connection may carry a second request. Off on the hooks
+    /// listener, where nginx never sends one.
+    pub keep_alive: bool,
     /// TCP peers allowed; `None` allows every peer.
     pub allow: Option<PeerFilter>,
     pub metrics: Arc<Metrics>,
@@ -267,6 +301,7 @@ impl StdBound {
 /// request (graceful shutdown); each connection task is tracked in `conns`.
 pub async fn serve(bound: Bound, surface: Surface, stop: CancellationToken, conns: TaskTracker) {
     let slots = Arc::new(Semaphore::new(surface.max_connections));
+    let peers = PeerCounts::default();
     let surface = Arc::new(surface);
     loop {
         let accepted = tokio::select! {
@@ -284,24 +319,228 @@ pub async fn serve(bound: Bound, surface: Surface, stop: CancellationToken, conn
             }
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            surface
-                .metrics
-                .inc("livebucket_connections_refused_total", surface.name);
-            debug!(
-                listener = surface.name,
-                "connection limit reached; closing a new connection"
-            );
+            refuse(&surface, "max_connections", peer);
             continue;
+        };
+        let peer_slot = match (peer.0, surface.max_connections_per_peer) {
+            (Some(addr), Some(cap)) => match peers.admit(addr.ip(), cap) {
+                Some(s) => Some(s),
+                None => {
+                    refuse(&surface, "max_connections_per_peer", peer);
+                    continue;
+                }
+            },
+            _ => None,
         };
         let surface = surface.clone();
         let stop = stop.clone();
         conns.spawn(async move {
+            let (limit, metrics) = (surface.write_timeout, surface.metrics.clone());
             match stream {
-                Stream::Tcp(s) => connection(s, peer, arrived, &surface, stop).await,
-                Stream::Unix(s) => connection(s, peer, arrived, &surface, stop).await,
+                Stream::Tcp(s) => {
+                    if let Some(bytes) = surface.send_buffer {
+                        set_send_buffer(&s, bytes);
+                    }
+                    let s = WriteDeadline::new(s, limit, metrics);
+                    connection(s, peer, arrived, &surface, stop).await;
+                }
+                Stream::Unix(s) => {
+                    let s = WriteDeadline::new(s, limit, metrics);
+                    connection(s, peer, arrived, &surface, stop).await;
+                }
             }
-            drop(slot);
+            drop((slot, peer_slot));
         });
+    }
+}
+
+/// Closes a new connection at accept (dropping it does), counted as a
+/// refusal of its listener and by `reason`.
+fn refuse(surface: &Surface, reason: &'static str, peer: Peer) {
+    surface
+        .metrics
+        .inc("livebucket_connections_refused_total", surface.name);
+    surface
+        .metrics
+        .inc("livebucket_connections_closed_total", reason);
+    debug!(
+        listener = surface.name,
+        peer = ?peer.0.map(|a| a.ip()),
+        reason,
+        "connection limit reached; closing a new connection"
+    );
+}
+
+/// Sets `SO_SNDBUF` (which turns the kernel's autotuning off for the
+/// socket); a failure is logged and the connection served as it is.
+fn set_send_buffer(stream: &tokio::net::TcpStream, bytes: usize) {
+    use std::os::fd::AsRawFd;
+    let value = libc::c_int::try_from(bytes).unwrap_or(libc::c_int::MAX);
+    // SAFETY: setsockopt reads `size_of::<c_int>()` bytes from a live local
+    // and touches nothing else; the fd is the stream's, open for the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_SNDBUF,
+            (&raw const value).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        debug!(error = %std::io::Error::last_os_error(), "cannot set SO_SNDBUF");
+    }
+}
+
+/// Open connections per client IP on one listener. [`PeerCounts::admit`]
+/// hands out a [`PeerSlot`] that gives its place back when dropped.
+#[derive(Default, Clone)]
+pub struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+/// One open connection of one peer, counted in its [`PeerCounts`] until
+/// dropped.
+pub struct PeerSlot {
+    counts: PeerCounts,
+    ip: IpAddr,
+}
+
+impl PeerCounts {
+    /// A slot for one more connection from `ip`, or `None` when it already
+    /// has `cap` open. An IPv4 peer on a dual-stack socket (`::ffff:a.b.c.d`)
+    /// counts as its IPv4 address, so it cannot double its share.
+    pub fn admit(&self, ip: IpAddr, cap: usize) -> Option<PeerSlot> {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let open = counts.entry(ip).or_default();
+        if *open >= cap {
+            return None;
+        }
+        *open += 1;
+        Some(PeerSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+
+    /// Connections open from `ip`.
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        counts.get(&ip).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        // The entry goes with the peer's last connection, so the map holds
+        // only peers with connections open (at most max_connections).
+        if let Some(open) = counts.get_mut(&self.ip) {
+            *open = open.saturating_sub(1);
+            if *open == 0 {
+                counts.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// A connection's stream whose writes fail with `TimedOut` once one has
+/// waited `limit` without the socket taking a byte: the peer has stopped
+/// reading (its receive window and our send buffer are full). A write that
+/// makes progress, however slow, starts the clock again, so slow clients
+/// that keep reading are served to the end.
+pub struct WriteDeadline<S> {
+    inner: S,
+    limit: Duration,
+    /// Armed when a write is first pending, dropped at the next progress.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> WriteDeadline<S> {
+    pub fn new(inner: S, limit: Duration, metrics: Arc<Metrics>) -> WriteDeadline<S> {
+        WriteDeadline {
+            inner,
+            limit,
+            stalled: None,
+            metrics,
+        }
+    }
+
+    /// After the inner write answered `result`: progress disarms the clock;
+    /// `Pending` arms it (once) and fails the write once it has run out.
+    fn check<T>(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        result: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if result.is_ready() {
+            self.stalled = None;
+            return result;
+        }
+        let limit = self.limit;
+        let clock = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if clock.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.stalled = None;
+        self.metrics
+            .inc("livebucket_connections_closed_total", "write_stalled");
+        Poll::Ready(Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("the peer read nothing for {limit:?}"),
+        )))
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for WriteDeadline<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for WriteDeadline<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.check(cx, result)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.check(cx, result)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_flush(cx);
+        self.check(cx, result)
+    }
+
+    fn poll_shutdown(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let result = Pin::new(&mut self.inner).poll_shutdown(cx);
+        self.check(cx, result)
     }
 }
 
@@ -358,7 +597,12 @@ async fn connection<S>(
                     "request refused: peer is not in hooks.allow"
                 );
                 return Ok::<Response, Infallible>(
-                    (StatusCode::FORBIDDEN, "forbidden\n").into_response(),
+                    (
+                        StatusCode::FORBIDDEN,
+                        [(header::CONNECTION, "close")],
+                        "forbidden\n",
+                    )
+                        .into_response(),
                 );
             }
             let mut req = req.map(Body::new);
@@ -371,7 +615,7 @@ async fn connection<S>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(surface.header_read_timeout)
-        .keep_alive(true);
+        .keep_alive(surface.keep_alive);
     let conn = builder.serve_connection(TokioIo::new(stream), service);
     tokio::pin!(conn);
     let result = tokio::select! {
@@ -382,7 +626,93 @@ async fn connection<S>(
         }
     };
     if let Err(e) = result {
+        if e.is_timeout() {
+            // hyper's header-read timeout: a slow head, or an idle
+            // keep-alive connection.
+            surface
+                .metrics
+                .inc("livebucket_connections_closed_total", "header_timeout");
+        }
         // Timeouts, resets and malformed requests: the peer's problem.
         debug!(listener = surface.name, peer = ?peer.0, error = %e, "connection ended with an error");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    #[test]
+    fn peers_get_their_cap_each() {
+        let peers = PeerCounts::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        let held: Vec<PeerSlot> = (0..3).filter_map(|_| peers.admit(a, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(peers.admit(a, 3).is_none(), "a fourth from the same IP");
+        // The same IP through a dual-stack socket is the same peer.
+        assert!(
+            peers
+                .admit("::ffff:192.0.2.1".parse().unwrap(), 3)
+                .is_none()
+        );
+        // Another peer is not affected.
+        let other = peers.admit(b, 3);
+        assert!(other.is_some());
+        // A closed connection gives its place back; the last one, the entry.
+        drop(held);
+        assert_eq!(peers.open(a), 0);
+        assert!(peers.0.lock().unwrap().get(&a).is_none());
+        assert!(peers.admit(a, 3).is_some());
+    }
+
+    /// A stream whose peer reads `read` bytes now and then, over a pipe of
+    /// 1 KiB, while 64 KiB are written.
+    async fn write_to_a_reader(
+        stall: Duration,
+        reads_every: Option<Duration>,
+    ) -> std::io::Result<()> {
+        let (ours, mut theirs) = tokio::io::duplex(1024);
+        let metrics = Arc::new(Metrics::default());
+        let mut stream = WriteDeadline::new(ours, stall, metrics);
+        let reader = tokio::spawn(async move {
+            let Some(every) = reads_every else {
+                // Never reads: holds the pipe open.
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                return;
+            };
+            let mut buf = [0u8; 512];
+            while theirs.read(&mut buf).await.is_ok_and(|n| n > 0) {
+                tokio::time::sleep(every).await;
+            }
+        });
+        let result = stream.write_all(&[7u8; 64 * 1024]).await;
+        reader.abort();
+        result
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_that_stops_is_cut_off_after_the_deadline() {
+        let started = tokio::time::Instant::now();
+        let err = write_to_a_reader(Duration::from_secs(5), None)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::TimedOut);
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_secs(5) && took < Duration::from_secs(6),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_reader_that_keeps_reading_is_served() {
+        // 128 reads, 2 s apart: 4 minutes in all, each gap under the 5 s
+        // deadline.
+        write_to_a_reader(Duration::from_secs(5), Some(Duration::from_secs(2)))
+            .await
+            .unwrap();
     }
 }

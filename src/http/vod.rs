@@ -11,8 +11,12 @@
 //! the fragments was used.
 //!
 //! Cost is bounded: at most `vod.max_concurrent_builds` builds at once (503
-//! with `Retry-After` beyond), at most `vod.max_fragments` fragments per
-//! playlist (413, found before any per-fragment request).
+//! with `Retry-After` beyond; a build ends once its fragment list is known,
+//! before a GET's body is streamed), at most `vod.max_fragments` fragments
+//! per playlist, `vod.max_fallback_fragments` from the listing fallback
+//! (413, found before any per-fragment request), and a closed range's
+//! fragments are cached ([`vod::RangeCache`]), so a replayed request costs
+//! no S3 request.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -48,8 +52,63 @@ struct Admitted {
     frags: Vec<RangeFragment>,
     source: Source,
     uris: Uris,
-    /// Held until the response is built (for GET: until it is streamed).
-    permit: OwnedSemaphorePermit,
+    /// The build slot: held while the fragments are found (the listing,
+    /// manifests and HEADs that `vod.max_concurrent_builds` bounds); `None`
+    /// when they came from the closed-range cache. GET drops it before
+    /// streaming the body, so a reader that stalls holds a connection, not
+    /// a slot.
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+/// Why [`range_fragments`] found no fragments.
+pub(super) enum RangeError {
+    /// Every build slot is taken (`vod.max_concurrent_builds`).
+    Busy,
+    Vod(vod::VodError),
+}
+
+/// The fragments of a range, from the closed-range cache without any S3
+/// request, else under a build slot (returned, held) from the store; a
+/// closed range's are then cached ([`vod::is_closed`]). Refusals for cost
+/// are counted here.
+pub(super) async fn range_fragments(
+    app: &AppState,
+    cfg: &Config,
+    key_id: &str,
+    bucket: &str,
+    channel: &str,
+    range: (u64, u64),
+) -> Result<(Vec<RangeFragment>, Source, Option<OwnedSemaphorePermit>), RangeError> {
+    if let Some((frags, source)) = app.vod_ranges.get(bucket, channel, range) {
+        app.metrics.inc("livebucket_vod_range_cache_hits_total", "");
+        return Ok((frags, source, None));
+    }
+    let permit = app.vod_permit().ok_or(RangeError::Busy)?;
+    let found = vod::nonempty_fragments(
+        &app.store,
+        key_id,
+        bucket,
+        channel,
+        range,
+        vod::Limits::of(&cfg.vod),
+    )
+    .await
+    .map_err(|e| {
+        if let vod::VodError::TooManyFragments { setting, .. } = &e {
+            let reason = if *setting == "vod.max_fallback_fragments" {
+                "too_many_fallback_fragments"
+            } else {
+                "too_many_fragments"
+            };
+            app.metrics.inc("livebucket_vod_refused_total", reason);
+        }
+        RangeError::Vod(e)
+    })?;
+    if vod::is_closed(range.1, found.sessions_ended, unix_now()) {
+        app.vod_ranges
+            .insert(bucket, channel, range, &found.frags, found.source);
+    }
+    Ok((found.frags, found.source, Some(permit)))
 }
 
 async fn admit(
@@ -60,6 +119,8 @@ async fn admit(
     method: &'static str,
     name: &str,
 ) -> Result<Admitted, HttpError> {
+    crate::auth::push::validate_channel(channel)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let cfg = app.config();
     let (start, end) = (num(q, "start")?, num(q, "end")?);
     let urls = q.get("urls").map_or("relative", String::as_str);
@@ -86,26 +147,21 @@ async fn admit(
         |secret, expires, now, sig| presign::verify_vod(secret, &scope, expires, now, sig),
     )?;
     vod::check_range(start, end, cfg.vod.max_range_secs)?;
-    let permit = app.vod_permit().ok_or_else(|| {
-        HttpError::Busy(format!(
-            "{} VOD playlists are being built (config vod.max_concurrent_builds); retry shortly",
-            cfg.vod.max_concurrent_builds
-        ))
-    })?;
-    let (frags, source) = vod::nonempty_fragments(
-        &app.store,
+    let (frags, source, permit) = range_fragments(
+        app,
+        &cfg,
         &key.id,
         bucket,
         channel,
         (start, end),
-        cfg.vod.max_fragments,
     )
     .await
-    .inspect_err(|e| {
-        if matches!(e, vod::VodError::TooManyFragments { .. }) {
-            app.metrics
-                .inc("livebucket_vod_refused_total", "too_many_fragments");
-        }
+    .map_err(|e| match e {
+        RangeError::Busy => HttpError::Busy(format!(
+            "{} VOD playlists are being built (config vod.max_concurrent_builds); retry shortly",
+            cfg.vod.max_concurrent_builds
+        )),
+        RangeError::Vod(e) => e.into(),
     })?;
     let uris = uris(&cfg, &key, urls, expires)?;
     Ok(Admitted {
@@ -152,15 +208,14 @@ pub async fn get_vod(
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
     let a = admit(&app, &bucket, &channel, &q, "GET", "").await?;
+    // The fragment list is known: what is left (presigning a chunk at a
+    // time as the reader takes it) costs no S3 request, and a reader that
+    // stalls mid-body must not keep other VOD calls out.
+    drop(a.permit);
     let source = a.source;
-    let permit = a.permit;
     let body = futures::StreamExt::map(
         vod::render_stream(bucket, channel, a.frags, a.uris),
-        move |chunk| {
-            // The permit lives as long as the stream.
-            let _held = &permit;
-            chunk.map_err(|e| std::io::Error::other(e.to_string()))
-        },
+        |chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())),
     );
     Ok((
         [

@@ -11,7 +11,8 @@
 //! (oss2's class says 409, not 403), `InvalidArgument` 400, `MalformedXML`
 //! 400, `AccessDenied` 403, `SignatureDoesNotMatch` 403,
 //! `RequestTimeTooSkewed` 403, `EntityTooLarge` 400, `NotImplemented` 400
-//! (oss2's class), `MethodNotAllowed` 405.
+//! (oss2's class), `MethodNotAllowed` 405, `InvalidDigest` 400, `BadDigest`
+//! 400, `ServiceUnavailable` 503.
 //!
 //! # Refusals never reveal whether an access key id exists
 //!
@@ -69,9 +70,19 @@ pub enum OssError {
     /// A request that is not one of the LiveChannel operations.
     #[error("operation not implemented")]
     NotImplemented,
+    /// The `Content-MD5` header is not the base64 of an MD5 digest.
+    #[error("Content-MD5 is not a base64 MD5 digest")]
+    InvalidDigest,
+    /// The body's MD5 is not the `Content-MD5` the request sent.
+    #[error("Content-MD5 does not match the body")]
+    BadDigest,
     /// Our own failure (storage, a corrupt stored record); details go to the log.
     #[error("internal error")]
     InternalError,
+    /// A dependency (the cluster coordinator) cannot answer now; the request
+    /// changed nothing and may be retried.
+    #[error("service unavailable: {0}")]
+    ServiceUnavailable(String),
 }
 
 /// What the HTTP layer sends for an [`OssError`].
@@ -153,6 +164,17 @@ impl OssError {
                 "InternalError",
                 "We encountered an internal error. Please try again.".into(),
             ),
+            OssError::ServiceUnavailable(m) => (503, "ServiceUnavailable", m.clone()),
+            OssError::InvalidDigest => (
+                400,
+                "InvalidDigest",
+                "The Content-MD5 you specified is not valid.".into(),
+            ),
+            OssError::BadDigest => (
+                400,
+                "BadDigest",
+                "The Content-MD5 you specified did not match what we received.".into(),
+            ),
         };
         ErrorParts {
             status,
@@ -175,6 +197,9 @@ impl From<AuthError> for OssError {
             AuthError::Malformed(m) => OssError::AccessDenied(m.into()),
             AuthError::Skewed { .. } => OssError::RequestTimeTooSkewed,
             AuthError::Expired { .. } => OssError::AccessDenied("Request has expired.".into()),
+            AuthError::ExpiresTooFar { max, .. } => OssError::AccessDenied(format!(
+                "Expires is too far in the future: a presigned URL may be valid for at most {max} seconds."
+            )),
         }
     }
 }
@@ -227,6 +252,13 @@ mod tests {
                 "InvalidBucketName",
             ),
             (OssError::InternalError, 500, "InternalError"),
+            (
+                OssError::ServiceUnavailable("x".into()),
+                503,
+                "ServiceUnavailable",
+            ),
+            (OssError::InvalidDigest, 400, "InvalidDigest"),
+            (OssError::BadDigest, 400, "BadDigest"),
         ];
         for (err, status, code) in cases {
             let p = err.parts();
@@ -251,6 +283,14 @@ mod tests {
         );
         assert_eq!(
             code(AuthError::Expired { expires: 1, now: 2 }),
+            "AccessDenied"
+        );
+        assert_eq!(
+            code(AuthError::ExpiresTooFar {
+                expires: 32_503_680_000,
+                now: 2,
+                max: 604_800
+            }),
             "AccessDenied"
         );
     }

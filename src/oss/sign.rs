@@ -39,7 +39,9 @@
 //! The presigned-URL form (`Bucket.sign_url` → `ProviderAuth._sign_url`)
 //! carries `OSSAccessKeyId`, `Expires` (Unix seconds) and `Signature` in the
 //! query and signs the same string with the `Expires` text in place of the
-//! date; it is valid up to and including second `Expires`. `security-token`
+//! date; it is valid up to and including second `Expires`, and refused
+//! ([`AuthError::ExpiresTooFar`]) when `Expires` is further ahead than the
+//! caller's cap (V1 itself sets none). `security-token`
 //! (STS) is a sub-resource, so it is signed; `x-oss-security-token` is an
 //! `x-oss-` header, so it is signed too.
 //!
@@ -75,6 +77,10 @@ type HmacSha1 = Hmac<Sha1>;
 
 /// OSS refuses a `Date` further than 15 minutes from its clock.
 pub const DEFAULT_DATE_WINDOW: Duration = Duration::from_secs(15 * 60);
+
+/// The longest a presigned URL may be valid by default: 7 days, the limit
+/// OSS (V4) and SigV4 put on theirs.
+pub const DEFAULT_MAX_PRESIGNED_LIFETIME: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The query parameters OSS signs, byte-sorted: oss2 2.19's
 /// `ProviderAuth._subresource_key_set`, which covers every sub-resource the
@@ -235,6 +241,10 @@ pub enum AuthError {
     /// A genuine presigned URL past its `Expires`.
     #[error("presigned URL expired at {expires} (now {now})")]
     Expired { expires: i64, now: i64 },
+    /// A genuine presigned URL whose `Expires` is further from now than the
+    /// longest lifetime allowed (`api.max_presigned_lifetime_secs`).
+    #[error("presigned URL expires at {expires}, more than {max} s after now ({now})")]
+    ExpiresTooFar { expires: i64, now: i64, max: u64 },
 }
 
 /// The credentials of a request, parsed but not yet verified.
@@ -368,8 +378,9 @@ impl<'a> Credentials<'a> {
     }
 
     /// Verifies the signature with `secret` (`None`: the key id is unknown),
-    /// then the date window (header form) or the expiry (presigned form) at
-    /// `now_unix`.
+    /// then, at `now_unix`, the date window (header form) or the expiry
+    /// (presigned form: not past, and at most `max_lifetime` ahead, so a URL
+    /// signed for the year 3000 is refused rather than valid for ever).
     ///
     /// `view` must be the same request [`parse`] read.
     pub fn verify(
@@ -378,6 +389,7 @@ impl<'a> Credentials<'a> {
         secret: Option<&str>,
         now_unix: i64,
         window: Duration,
+        max_lifetime: Duration,
     ) -> Result<(), AuthError> {
         let date_line = match self.form {
             Form::Header { date, .. } => date,
@@ -409,6 +421,14 @@ impl<'a> Credentials<'a> {
                     return Err(AuthError::Expired {
                         expires: expires_unix,
                         now: now_unix,
+                    });
+                }
+                let max = max_lifetime.as_secs();
+                if expires_unix.saturating_sub(now_unix).unsigned_abs() > max {
+                    return Err(AuthError::ExpiresTooFar {
+                        expires: expires_unix,
+                        now: now_unix,
+                        max,
                     });
                 }
             }
@@ -706,7 +726,13 @@ mod tests {
     }
 
     fn check(v: &RequestView<'_>, secret: Option<&str>, now: i64) -> Result<(), AuthError> {
-        parse(v)?.verify(v, secret, now, DEFAULT_DATE_WINDOW)
+        parse(v)?.verify(
+            v,
+            secret,
+            now,
+            DEFAULT_DATE_WINDOW,
+            DEFAULT_MAX_PRESIGNED_LIFETIME,
+        )
     }
 
     #[test]
@@ -786,6 +812,23 @@ mod tests {
         assert!(parse(&v).unwrap().is_presigned());
         // Valid through the expiry second itself, not after.
         assert_eq!(check(&v, Some(DOC_SECRET), 1_141_889_120), Ok(()));
+        // Valid for at most the cap (7 days): signed earlier than that, the
+        // same URL is refused, though genuine and not expired.
+        let week = DEFAULT_MAX_PRESIGNED_LIFETIME.as_secs() as i64;
+        assert_eq!(check(&v, Some(DOC_SECRET), 1_141_889_120 - week), Ok(()));
+        assert_eq!(
+            check(&v, Some(DOC_SECRET), 1_141_889_120 - week - 1),
+            Err(AuthError::ExpiresTooFar {
+                expires: 1_141_889_120,
+                now: 1_141_889_120 - week - 1,
+                max: week as u64,
+            })
+        );
+        // Only for genuine signatures: a wrong one says nothing about it.
+        assert_eq!(
+            check(&v, Some("another secret"), 1_141_889_120 - week - 1),
+            Err(AuthError::BadSignature)
+        );
         assert_eq!(
             check(&v, Some(DOC_SECRET), 1_141_889_121),
             Err(AuthError::Expired {
@@ -915,11 +958,23 @@ mod tests {
         // The window is configurable.
         let creds = parse(&v).unwrap();
         assert_eq!(
-            creds.verify(&v, Some(DOC_SECRET), DOC_NOW + 60, Duration::from_secs(60)),
+            creds.verify(
+                &v,
+                Some(DOC_SECRET),
+                DOC_NOW + 60,
+                Duration::from_secs(60),
+                DEFAULT_MAX_PRESIGNED_LIFETIME
+            ),
             Ok(())
         );
         assert!(matches!(
-            creds.verify(&v, Some(DOC_SECRET), DOC_NOW + 61, Duration::from_secs(60)),
+            creds.verify(
+                &v,
+                Some(DOC_SECRET),
+                DOC_NOW + 61,
+                Duration::from_secs(60),
+                DEFAULT_MAX_PRESIGNED_LIFETIME
+            ),
             Err(AuthError::Skewed { .. })
         ));
         // Skew is reported only for a genuine signature.

@@ -11,6 +11,9 @@ use tokio_util::task::TaskTracker;
 use super::*;
 use crate::config::Config;
 
+/// The rig's tmpfs is a temporary directory on whatever disk the tests run
+/// on: the high-water marks are at 100 % so that disk's own fill level
+/// cannot send fragments to the spool (these tests are about capture).
 fn config(dir: &Path) -> Arc<Config> {
     let text = format!(
         r#"
@@ -19,6 +22,9 @@ fn config(dir: &Path) -> Arc<Config> {
         secret = "hooks-secret-for-the-unit-tests-0001"
         [nginx]
         hls_dir = "{hls}"
+        [spool]
+        tmpfs_high_water = 1.0
+        spool_high_water = 1.0
         [s3]
         endpoint = "http://127.0.0.1:9"
         [[keys]]
@@ -90,6 +96,7 @@ fn rig_with_approved_session() -> (Rig, String) {
             shape: None,
             snapshot: None,
             resume: None,
+            grant: String::new(),
         })
         .unwrap();
     let task = tokio::spawn(pipeline.run(Vec::new(), rx));

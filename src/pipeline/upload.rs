@@ -15,11 +15,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::sync::CancellationToken;
@@ -51,12 +53,26 @@ pub enum UploadError {
         "held back: this node cannot confirm it holds channel {0} (cluster coordinator unreachable)"
     )]
     Fenced(String),
+    /// The attempt panicked (its message); retried at the longest backoff,
+    /// as a bug is unlikely to go away sooner.
+    #[error("the upload attempt panicked: {0}")]
+    Panicked(String),
+}
+
+/// The text a panic was raised with, when it is text.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(not text)".into())
 }
 
 impl UploadError {
     fn is_retriable(&self) -> bool {
         match self {
             UploadError::Read { .. } | UploadError::Fenced(_) => true,
+            UploadError::Panicked(_) => false,
             UploadError::Store(e) => e.is_retriable(),
         }
     }
@@ -97,9 +113,16 @@ where
             // is tens of kB, and a backlog of thousands of queued uploads
             // must not each carry one (each waiting task is then a few
             // hundred bytes).
-            let request = Box::pin(attempt());
+            // A panic in an attempt (a bug, or a peer's input that reached
+            // one) is caught here, so the job is retried like a failure and
+            // whatever waits on its report (a channel's playlist slot, a
+            // session's close) is not left waiting forever.
+            let request = Box::pin(AssertUnwindSafe(attempt()).catch_unwind());
             tokio::select! {
-                r = request => r,
+                r = request => r.unwrap_or_else(|panic| {
+                    metrics.inc("livebucket_upload_panics_total", "");
+                    Err(UploadError::Panicked(panic_message(panic.as_ref())))
+                }),
                 _ = cancel.cancelled() => return None,
             }
         };
@@ -142,6 +165,27 @@ pub struct FragmentFiles {
 struct PlaylistSlot {
     next: Option<(u64, String, String)>,
     running: bool,
+}
+
+/// Frees a channel's playlist slot if its upload task unwinds, so the next
+/// version starts a new task instead of waiting on a dead one forever.
+/// (A task that ends normally frees the slot itself, under the lock, as it
+/// decides to end; doing it again here could free its successor's.)
+struct ReleaseSlotOnPanic {
+    slots: Arc<Mutex<HashMap<ChannelId, PlaylistSlot>>>,
+    channel: ChannelId,
+}
+
+impl Drop for ReleaseSlotOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!(channel = %self.channel.channel, "playlist upload task panicked; its slot is freed");
+            self.slots
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.channel);
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -209,8 +253,7 @@ impl Uploader {
                     return;
                 };
                 let object = fragment_key(&channel, key);
-                let span =
-                    info_span!("stream", session = %session, channel = %channel, key = %object);
+                let span = info_span!("stream", session = %crate::session::log_tag(&session), channel = %channel, key = %object);
                 let up = self.clone();
                 self.metrics.gauge_add("livebucket_uploads_pending", 1);
                 self.tracker.spawn(
@@ -241,7 +284,7 @@ impl Uploader {
                 full,
                 ended,
             } => {
-                let span = info_span!("stream", session = %session, key = %object);
+                let span = info_span!("stream", session = %crate::session::log_tag(&session), key = %object);
                 let up = self.clone();
                 let body = Bytes::from(body);
                 self.tracker.spawn(
@@ -297,6 +340,10 @@ impl Uploader {
         let up = self.clone();
         self.tracker.spawn(
             async move {
+                let _release = ReleaseSlotOnPanic {
+                    slots: up.slots.clone(),
+                    channel: channel.clone(),
+                };
                 loop {
                     // The permit first, then the newest body: a version
                     // superseded while this waited is never sent.
@@ -393,7 +440,10 @@ impl Uploader {
             Some(twin) if !files.file.exists() => twin,
             _ => &files.file,
         };
-        let metadata = [("extinf", extinf), ("session", session)];
+        // The recording id, not the session id: that one names the
+        // session's stream in nginx's internal application.
+        let recording = crate::session::recording_id(session);
+        let metadata = [("extinf", extinf), ("session", recording.as_str())];
         self.store
             .put_file(
                 key_id,
@@ -470,5 +520,73 @@ mod tests {
         )
         .await;
         assert_eq!(r, None);
+    }
+
+    /// A panicking attempt is counted, reported as a failure and retried;
+    /// the job is then stored (it used to end the task, unreported).
+    #[tokio::test(start_paused = true)]
+    async fn a_panicking_attempt_is_counted_and_retried() {
+        let permits = Arc::new(Semaphore::new(1));
+        let metrics = Metrics::default();
+        let calls = AtomicU32::new(0);
+        let r = until_stored(
+            "x",
+            &permits,
+            &CancellationToken::new(),
+            &metrics,
+            Duration::from_secs(1),
+            || {
+                let n = calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        panic!("attempt {n} panics");
+                    }
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert_eq!(r, Some(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert_eq!(metrics.counter("livebucket_upload_panics_total", ""), 2);
+        assert_eq!(metrics.counter("livebucket_upload_failures_total", ""), 2);
+        assert_eq!(permits.available_permits(), 1, "the permit came back");
+    }
+
+    /// A playlist task that unwinds frees its channel's slot; one that ends
+    /// normally leaves the slot to whoever holds it now.
+    #[test]
+    fn a_panicked_playlist_task_frees_its_slot() {
+        let slots: Arc<Mutex<HashMap<ChannelId, PlaylistSlot>>> = Arc::default();
+        let channel = ChannelId {
+            bucket: "b".into(),
+            channel: "cam".into(),
+            playlist: "index.m3u8".into(),
+        };
+        let running = || {
+            slots.lock().unwrap().insert(
+                channel.clone(),
+                PlaylistSlot {
+                    next: None,
+                    running: true,
+                },
+            );
+        };
+        running();
+        drop(ReleaseSlotOnPanic {
+            slots: slots.clone(),
+            channel: channel.clone(),
+        });
+        assert!(slots.lock().unwrap().contains_key(&channel));
+        let guard = ReleaseSlotOnPanic {
+            slots: slots.clone(),
+            channel: channel.clone(),
+        };
+        let unwound = std::panic::catch_unwind(AssertUnwindSafe(move || {
+            let _guard = guard;
+            panic!("the task panics");
+        }));
+        assert!(unwound.is_err());
+        assert!(!slots.lock().unwrap().contains_key(&channel));
     }
 }

@@ -47,12 +47,23 @@
 //! HTTP/1.0 GET over a fresh TCP or Unix-socket connection with an overall
 //! deadline ([`STAT_TIMEOUT`]) and a size cap, so a hung nginx cannot hold
 //! up the API.
+//!
+//! # Cost
+//!
+//! Every GetLiveChannelStat (public listener) and every peer node's
+//! `/cluster/v1/stat/…` (operator listener) reads the page, so a flood of
+//! them would be a flood of requests to nginx. [`StatSource::session_stats`]
+//! therefore reads it at most once per [`STAT_CACHE_FOR`]: one read in flight
+//! at a time (callers that arrive meanwhile wait for it and share its
+//! result, failures included) and its parsed result kept for that long.
+//!
 //! A hand-written request rather than an HTTP client crate: the crate has
 //! none (hyper is built server-only), and nginx answers an HTTP/1.0 request
 //! with a `Content-Length` body and a close, which is all this needs.
 
 use std::collections::HashMap;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -68,8 +79,11 @@ pub use page::{Application, Client, Meta, Stream, parse};
 pub const STAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest stat page read (about 1.5 KB per live stream).
 pub const MAX_STAT_BYTES: usize = 16 << 20;
+/// How long one read of the page answers every caller: nginx's bandwidth
+/// figures change every 10 s, its stream list at publishes and ends.
+pub const STAT_CACHE_FOR: Duration = Duration::from_secs(1);
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StatError {
     #[error("cannot read nginx's rtmp_stat at {url}: {message}")]
     Fetch { url: String, message: String },
@@ -103,12 +117,19 @@ pub struct Publisher {
 }
 
 /// Where to read the stat page and which application holds the sessions.
+/// Clones share one cache of the parsed page.
 #[derive(Debug, Clone)]
 pub struct StatSource {
     url: String,
     hls_app: String,
     timeout: Duration,
+    /// The last read and when it ended; its lock is held while a read is in
+    /// flight, which makes that read the only one.
+    last: Arc<tokio::sync::Mutex<Option<(Instant, Page)>>>,
 }
+
+/// One read of the page, parsed, or why it failed.
+type Page = Result<Arc<Vec<Application>>, StatError>;
 
 impl StatSource {
     /// From the validated config: `nginx.stat_url` and the internal
@@ -124,6 +145,7 @@ impl StatSource {
             url: url.to_owned(),
             hls_app: hls_app.to_owned(),
             timeout: STAT_TIMEOUT,
+            last: Arc::default(),
         }
     }
 
@@ -151,12 +173,29 @@ impl StatSource {
         &self,
         session_ids: &[&str],
     ) -> Result<HashMap<String, StreamStat>, StatError> {
-        let body = self.fetch().await?;
-        let apps = parse(&body)?;
+        let apps = self.page().await?;
         Ok(session_stats_in(&apps, &self.hls_app, session_ids))
     }
 
-    /// The raw stat page.
+    /// The parsed page: the last read if it ended less than
+    /// [`STAT_CACHE_FOR`] ago, else a new one. Only one read runs at a time:
+    /// callers arriving during it wait for it and share its result.
+    async fn page(&self) -> Page {
+        let mut last = self.last.lock().await;
+        if let Some((at, page)) = last.as_ref()
+            && at.elapsed() < STAT_CACHE_FOR
+        {
+            return page.clone();
+        }
+        let page = match self.fetch().await {
+            Ok(body) => parse(&body).map(Arc::new),
+            Err(e) => Err(e),
+        };
+        *last = Some((Instant::now(), page.clone()));
+        page
+    }
+
+    /// The raw stat page, read now (never cached).
     pub async fn fetch(&self) -> Result<Vec<u8>, StatError> {
         match tokio::time::timeout(self.timeout, http_get(&self.url)).await {
             Ok(result) => result,
@@ -532,6 +571,51 @@ mod tests {
             request.starts_with("GET /stat HTTP/1.0\r\nHost: localhost\r\n"),
             "{request}"
         );
+    }
+
+    #[tokio::test]
+    async fn one_read_in_flight_and_one_per_second() {
+        // A stat page that counts its reads and takes 200 ms to answer.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/stat", listener.local_addr().unwrap());
+        let reads = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = reads.clone();
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut conn, _)) = listener.accept().await else {
+                    return;
+                };
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let _ = conn.read(&mut buf).await;
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    let mut answer =
+                        format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", LIVE.len())
+                            .into_bytes();
+                    answer.extend_from_slice(LIVE);
+                    let _ = conn.write_all(&answer).await;
+                });
+            }
+        });
+        let source = StatSource::new(&url, "hls");
+        let asks: Vec<_> = (0..50)
+            .map(|_| {
+                let source = source.clone();
+                tokio::spawn(async move { source.session_stats(&[SESSION]).await })
+            })
+            .collect();
+        for ask in asks {
+            let got = ask.await.unwrap().unwrap();
+            assert_eq!(got[SESSION].video.as_ref().unwrap().width, 640);
+        }
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Within the second: still the same read.
+        source.session_stats(&[SESSION]).await.unwrap();
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 1);
+        tokio::time::sleep(STAT_CACHE_FOR).await;
+        source.session_stats(&[SESSION]).await.unwrap();
+        assert_eq!(reads.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 
     #[tokio::test]

@@ -510,20 +510,27 @@ fn decode_chunks(buf: &[u8], body: &mut Vec<u8>) -> Result<Option<usize>, Failur
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(_) => return Err(Failure::Io(invalid("bad chunk size"))),
         };
-        let size = usize::try_from(size).map_err(|_| Failure::Io(invalid("chunk too large")))?;
+        // The size is the peer's: a chunk that could not fit in a response
+        // we accept is refused before any sum with it can overflow.
+        let size = usize::try_from(size)
+            .ok()
+            .filter(|&n| n <= MAX_RESPONSE)
+            .ok_or_else(|| Failure::Io(invalid("chunk too large")))?;
         at += start;
         if size == 0 {
             // Trailer fields (none expected) end with an empty line.
             return Ok(find_crlfcrlf_or_crlf(&buf[at..]).map(|end| at + end));
         }
-        if buf.len() < at + size + 2 {
+        // `at` ≤ `buf.len()` and `size` ≤ MAX_RESPONSE: these sums fit.
+        let data_end = at + size;
+        if buf.len() < data_end + 2 {
             return Ok(None);
         }
-        body.extend_from_slice(&buf[at..at + size]);
-        if &buf[at + size..at + size + 2] != b"\r\n" {
+        body.extend_from_slice(&buf[at..data_end]);
+        if &buf[data_end..data_end + 2] != b"\r\n" {
             return Err(Failure::Io(invalid("chunk not followed by CRLF")));
         }
-        at += size + 2;
+        at = data_end + 2;
     }
 }
 
@@ -702,6 +709,62 @@ mod tests {
             answer_of(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\nextra").await,
             Err(Failure::Io(_))
         ));
+    }
+
+    /// Sizes and lengths are the peer's numbers: any of them, however
+    /// large, is an error, never a panic (`at + size + 2` overflowed).
+    #[tokio::test]
+    async fn huge_chunk_sizes_and_lengths_are_errors_not_panics() {
+        for size in [
+            "FFFFFFFFFFFFFFFF",
+            "FFFFFFFFFFFFFFFE",
+            "7FFFFFFFFFFFFFFF",
+            "10001",
+        ] {
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n{size}\r\nabc\r\n0\r\n\r\n"
+            );
+            assert!(
+                matches!(answer_of(answer.as_bytes()).await, Err(Failure::Io(_))),
+                "chunk size {size}"
+            );
+        }
+        for len in ["18446744073709551615", "18446744073709551616", "65537"] {
+            let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\nabc");
+            assert!(
+                matches!(answer_of(answer.as_bytes()).await, Err(Failure::Io(_))),
+                "Content-Length {len}"
+            );
+        }
+        // Garbage in a chunk size: refused by httparse.
+        assert!(matches!(
+            answer_of(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n").await,
+            Err(Failure::Io(_))
+        ));
+    }
+
+    /// The same answer from a server: the PUT fails with a retriable error.
+    #[tokio::test]
+    async fn a_put_answered_with_a_huge_chunk_is_a_retriable_error() {
+        const HUGE: &str = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+            FFFFFFFFFFFFFFFF\r\nabc\r\n";
+        let (endpoint, _server) = scripted_server(vec![(HUGE, true)]).await;
+        let direct = direct_to(&endpoint);
+        let signer = HeaderSigner::new("GKtest", "secret", "garage");
+        let err = direct
+            .put(
+                &signer,
+                "media",
+                "cam/1",
+                Body::Bytes(b"x"),
+                &ObjectMeta::JSON,
+            )
+            .await
+            .unwrap_err();
+        match err {
+            PutFileError::Store(StoreError::Request { retriable, .. }) => assert!(retriable),
+            other => panic!("{other:?}"),
+        }
     }
 
     /// A server on 127.0.0.1 that reads each request (head and Content-Length

@@ -103,6 +103,15 @@ pub enum StoreError {
         bucket: String,
         key: String,
     },
+    /// The object is larger than the caller reads ([`Store::get_capped`]);
+    /// nothing past the cap was read.
+    #[error("S3 {op} {bucket}/{key}: larger than {max} bytes")]
+    TooLarge {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        max: usize,
+    },
 }
 
 /// Why [`Store::put_file`] failed: reading the local file, or the PUT.
@@ -118,7 +127,9 @@ impl StoreError {
     pub fn is_retriable(&self) -> bool {
         match self {
             StoreError::Request { retriable, .. } => *retriable,
-            StoreError::UnknownKey(_) | StoreError::NotFound { .. } => false,
+            StoreError::UnknownKey(_)
+            | StoreError::NotFound { .. }
+            | StoreError::TooLarge { .. } => false,
         }
     }
 }
@@ -362,6 +373,60 @@ impl Store {
             retriable: true,
         })?;
         Ok(body.into_bytes())
+    }
+
+    /// [`Store::get`] of an object at most `max` bytes long: a larger one is
+    /// [`StoreError::TooLarge`], found from its announced length or, failing
+    /// that, after reading `max` bytes, never by reading it whole.
+    pub async fn get_capped(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        max: usize,
+    ) -> Result<Bytes, StoreError> {
+        let too_large = || StoreError::TooLarge {
+            op: "GET",
+            bucket: bucket.to_owned(),
+            key: key.to_owned(),
+            max,
+        };
+        let mut out = self
+            .client(key_id)?
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| match e {
+                SdkError::ServiceError(se) if se.raw().status().as_u16() == 404 => {
+                    StoreError::NotFound {
+                        op: "GET",
+                        bucket: bucket.to_owned(),
+                        key: key.to_owned(),
+                    }
+                }
+                e => classify("GET", bucket, key, e),
+            })?;
+        let announced = out.content_length().and_then(|n| usize::try_from(n).ok());
+        if announced.is_some_and(|n| n > max) {
+            return Err(too_large());
+        }
+        let mut body = Vec::with_capacity(announced.unwrap_or(0));
+        while let Some(chunk) = out.body.next().await {
+            let chunk = chunk.map_err(|e| StoreError::Request {
+                op: "GET",
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: e.to_string(),
+                retriable: true,
+            })?;
+            if body.len() + chunk.len() > max {
+                return Err(too_large());
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(body))
     }
 
     /// User metadata of an object.
