@@ -203,6 +203,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
             return Err(e);
         }
     };
+    stream_dir(app, &cfg, &meta)?;
     let location = format!("{}/{}", plan.relay_url, meta.id);
     info!(
         session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
@@ -222,6 +223,30 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         tokio::task::spawn_blocking(move || sessions.refill_spares());
     });
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
+
+/// Makes the approved session's HLS directory, so that it is livebucket's
+/// and nginx's worker writes there through its group (see
+/// [`crate::session::make_stream_dir`]). A failure refuses the push (503,
+/// logged with the reason, counted in `livebucket_stream_dir_errors_total`)
+/// and ends the session just begun as if its publisher had left at once:
+/// the channel is free again and the pipeline removes what was recorded.
+fn stream_dir(
+    app: &AppState,
+    cfg: &crate::config::Config,
+    meta: &SessionMeta,
+) -> Result<(), HttpError> {
+    let Err(e) = crate::session::make_stream_dir(&cfg.nginx.hls_dir, &meta.id) else {
+        return Ok(());
+    };
+    app.metrics.inc("livebucket_stream_dir_errors_total", "");
+    app.sessions.release_live(&meta.id);
+    app.pipeline.done(&meta.id);
+    // The session id stays out of the log (it names the internal stream).
+    Err(HttpError::Unavailable(format!(
+        "cannot make the session's directory in nginx.hls_dir ({}): {e}",
+        cfg.nginx.hls_dir.display()
+    )))
 }
 
 /// Cluster mode: takes the channel in etcd for this session (refused when
@@ -369,6 +394,9 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
     }
     close(StatusCode::OK.into_response())
 }
+
+#[cfg(test)]
+mod stream_dir_tests;
 
 #[cfg(test)]
 mod tests {
