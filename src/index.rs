@@ -2,7 +2,10 @@
 //! range becomes a VOD playlist with a handful of requests instead of a HEAD
 //! per fragment.
 //!
-//! Manifests live at `.livebucket/index/CHANNEL/<13-digit start ms>-<session>.json`,
+//! Manifests live at `.livebucket/index/CHANNEL/<13-digit start ms>-<recording>.json`
+//! (the session's `session::recording_id`, which cannot be turned back into
+//! the session id; manifests written before carry the session id and read
+//! the same),
 //! outside the channel's own prefix so tools that list `CHANNEL/` see only
 //! media. The pipeline rewrites a session's manifest as fragments are stored
 //! (S3 cannot append) and a last time when the session ends; a manifest lists
@@ -31,6 +34,8 @@ pub struct IndexedFragment {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Manifest {
     pub version: u32,
+    /// The session's recording id (the session id in manifests written
+    /// before recording ids): chunks with the same one read as one session.
     pub session: String,
     pub channel: String,
     pub started_ms: u64,

@@ -5,7 +5,8 @@
 //! Layout (compatible with tools that already read such buckets):
 //! - fragments: `CHANNEL/<13-digit epoch ms>.ts`;
 //! - live playlists: `CHANNEL/<playlist name>` (default `index.m3u8`);
-//! - VOD manifests: `.livebucket/index/CHANNEL/<13-digit start ms>-<session>.json`;
+//! - VOD manifests: `.livebucket/index/CHANNEL/<13-digit start ms>-<recording id>.json`
+//!   (`session::recording_id`; manifests written before carry the session id);
 //! - channel records: `.livebucket/channels/…` (`oss::channel`);
 //! - snapshots, in the channel's `Snapshot/DestBucket`:
 //!   `CHANNEL/snapshot/<13-digit epoch ms>.jpg` and `…/latest.jpg`, prefixed
@@ -49,8 +50,10 @@ pub fn manifest_prefix(channel: &str) -> String {
     format!("{INDEX_PREFIX}{channel}/")
 }
 
-/// `.livebucket/index/CHANNEL/<13-digit start ms>-<session>.json`: listed in
-/// time order.
+/// `.livebucket/index/CHANNEL/<13-digit start ms>-<recording>.json`: listed
+/// in time order. `recording` is the session's
+/// [`crate::session::recording_id`] (the session id itself in manifests
+/// written before it), never read back but for grouping.
 pub fn manifest_key(channel: &str, started_ms: u64, session: &str) -> String {
     format!(
         "{}{started_ms:013}-{session}.json",
@@ -58,7 +61,8 @@ pub fn manifest_key(channel: &str, started_ms: u64, session: &str) -> String {
     )
 }
 
-/// The start time (ms) and session of a key [`manifest_key`] made.
+/// The start time (ms) and recording (or, in older keys, session) id of a
+/// key [`manifest_key`] made.
 pub fn parse_manifest_key(key: &str) -> Option<(u64, &str)> {
     let name = key.rsplit('/').next()?.strip_suffix(".json")?;
     let (ms, session) = name.split_at_checked(13)?;
@@ -105,6 +109,16 @@ mod tests {
             prop_assert_eq!(parse_fragment_name(&fragment_name(ms)), Some(ms));
             let key = manifest_key(&channel, ms, &session);
             prop_assert_eq!(parse_manifest_key(&key), Some((ms, session.as_str())));
+        }
+    }
+
+    #[test]
+    fn manifests_keyed_by_a_session_or_a_recording_id_read_alike() {
+        // Manifests written before recording ids carry the session id.
+        let id = crate::session::new_session_id();
+        for tag in [id.clone(), crate::session::recording_id(&id)] {
+            let key = manifest_key("cam", 5, &tag);
+            assert_eq!(parse_manifest_key(&key), Some((5, tag.as_str())));
         }
     }
 

@@ -112,6 +112,14 @@ const HELP: &[(&str, &str)] = &[
         "Requests on the hooks listener without the hooks secret or from a peer outside hooks.allow.",
     ),
     (
+        "livebucket_hooks_previous_secret_total",
+        "Callbacks accepted with the hooks secret a reload replaced (hooks.previous_secret_grace_secs), by call: nginx still needs its reload.",
+    ),
+    (
+        "livebucket_relay_refused_total",
+        "Publishes into the internal HLS application refused, by reason (relay_already_relayed, relay_session_ended, relay_unknown_session, relay_not_a_session, relay_wrong_call).",
+    ),
+    (
         "livebucket_connections_refused_total",
         "Connections closed at accept because their listener was at limits.max_connections or their peer at limits.max_connections_per_peer.",
     ),
@@ -161,6 +169,7 @@ const HELP: &[(&str, &str)] = &[
 const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_hooks_total", "call"),
     ("livebucket_hook_seconds", "call"),
+    ("livebucket_hooks_previous_secret_total", "call"),
     ("livebucket_connections_refused_total", "listener"),
     ("livebucket_cluster_fence_total", "verdict"),
 ];

@@ -12,7 +12,11 @@
 //! A session is born when `on_publish` approves a push. Its id (128 random
 //! bits, hex) is the stream name nginx relays to in the internal HLS
 //! application, so `<hls_dir>/<id>/` holds its files; a directory with any
-//! other name was not approved here and is never uploaded. Invariant: at most
+//! other name was not approved here and is never uploaded. nginx's internal
+//! application admits one publish per approved session, its relay
+//! ([`Sessions::admit_relay`]), so knowing an id does not let a local process
+//! publish into the session. The id is kept out of the bucket and of info
+//! logs: those show its [`recording_id`] and [`log_tag`]. Invariant: at most
 //! one session per (bucket, channel) is *live* (between approval and
 //! `on_publish_done` or idle end); a second push to a live channel is refused.
 //! A session stays *known* until its pipeline finished it (everything stored,
@@ -52,6 +56,94 @@ pub struct SessionMeta {
     /// which this session continues (see `pipeline::fence::Resume`).
     #[serde(default)]
     pub resume: Option<Box<crate::pipeline::fence::Resume>>,
+    /// The push URL's grant (`GrantTag::fingerprint`), which `on_update` and
+    /// `on_publish_done` must present again; empty in sessions recorded
+    /// before it was kept (then the bucket and key must match).
+    #[serde(default)]
+    pub grant: String,
+}
+
+/// A publisher as a callback of a running push names it: nginx's client id
+/// and stream name, and the grant its URL verified to.
+#[derive(Debug, Clone, Copy)]
+pub struct Publisher<'a> {
+    pub clientid: &'a str,
+    pub name: &'a str,
+    pub bucket: &'a str,
+    pub key_id: &'a str,
+    pub grant: &'a str,
+}
+
+/// Whether `who` is the publisher `meta` approved: same client id and name
+/// (which alone repeat after nginx restarts its client id counter, and
+/// across buckets), and the same grant (or, for a session recorded without
+/// one, the same bucket and key).
+pub fn is_publisher(meta: &SessionMeta, who: &Publisher<'_>) -> bool {
+    meta.clientid == who.clientid
+        && meta.name == who.name
+        && if meta.grant.is_empty() {
+            meta.bucket == who.bucket && meta.key_id == who.key_id
+        } else {
+            meta.grant == who.grant
+        }
+}
+
+/// Why a publish into the internal HLS application was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RelayRefusal {
+    #[error("the stream name is not a session id")]
+    NotASession,
+    #[error("no approved session has this id")]
+    Unknown,
+    #[error("the session's publisher has gone")]
+    Ended,
+    #[error("the session already has its relay")]
+    AlreadyRelayed,
+}
+
+impl RelayRefusal {
+    /// Stable snake_case label for logs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            RelayRefusal::NotASession => "relay_not_a_session",
+            RelayRefusal::Unknown => "relay_unknown_session",
+            RelayRefusal::Ended => "relay_session_ended",
+            RelayRefusal::AlreadyRelayed => "relay_already_relayed",
+        }
+    }
+}
+
+/// The relay decision, without I/O: one relay per approved session, while
+/// its publisher is there.
+fn admit_relay(known: bool, live: bool, relayed: bool) -> Result<(), RelayRefusal> {
+    match (known, live, relayed) {
+        (false, _, _) => Err(RelayRefusal::Unknown),
+        (true, false, _) => Err(RelayRefusal::Ended),
+        (true, true, true) => Err(RelayRefusal::AlreadyRelayed),
+        (true, true, false) => Ok(()),
+    }
+}
+
+/// The id a session's objects in the bucket carry (VOD manifest keys and
+/// bodies) and the logs show: 32 hex digits of SHA-256 over a label and the
+/// session id. Session ids name a session's stream in nginx's internal HLS
+/// application; this id cannot be turned back into one (the session id is
+/// 128 random bits), so bucket readers and log readers learn nothing that
+/// lets them publish into a session.
+pub fn recording_id(session: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(b"livebucket recording id\0");
+    h.update(session.as_bytes());
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A session in logs: the first 8 digits of its [`recording_id`], enough to
+/// follow one session through a log and useless for publishing into it.
+pub fn log_tag(session: &str) -> String {
+    let mut id = recording_id(session);
+    id.truncate(8);
+    id
 }
 
 /// A live playlist's shape.
@@ -83,6 +175,9 @@ struct Inner {
     spares: Vec<String>,
     /// Spare ids handed out by [`Sessions::new_id`] and not yet settled.
     taken: HashSet<String>,
+    /// Sessions whose relay into the internal HLS application was admitted
+    /// (or may have been: every session recovered at start).
+    relayed: HashSet<String>,
     /// Why the last copy into the state directory failed, until one works:
     /// new sessions are refused meanwhile, since their journals could not
     /// be written either.
@@ -184,6 +279,9 @@ impl Sessions {
                     .insert((meta.bucket.clone(), meta.channel.clone()), meta.id.clone());
             }
             inner.known.insert(meta.id.clone(), meta.clone());
+            // Approved before the restart, so nginx may have its relay:
+            // none other is admitted.
+            inner.relayed.insert(meta.id.clone());
         }
         let sessions = Sessions {
             dir,
@@ -372,26 +470,43 @@ impl Sessions {
         self.lock().known.get(id).cloned()
     }
 
-    /// The live session of this publisher, as nginx names it in `on_update`
-    /// and `on_publish_done`.
-    pub fn find_live(&self, clientid: &str, name: &str) -> Option<SessionMeta> {
+    /// The live session of this publisher ([`is_publisher`]), as a callback
+    /// of a running push names it.
+    pub fn find_live(&self, who: &Publisher<'_>) -> Option<SessionMeta> {
         let inner = self.lock();
         inner
             .live
             .values()
             .filter_map(|id| inner.known.get(id))
-            .find(|m| m.clientid == clientid && m.name == name)
+            .find(|m| is_publisher(m, who))
             .cloned()
     }
 
     /// A known session of this publisher, live or not (an idle-ended session
-    /// still gets its `on_publish_done`).
-    pub fn find_known(&self, clientid: &str, name: &str) -> Option<SessionMeta> {
-        self.lock()
-            .known
-            .values()
-            .find(|m| m.clientid == clientid && m.name == name)
-            .cloned()
+    /// still gets its `on_publish_done`); a live one first.
+    pub fn find_known(&self, who: &Publisher<'_>) -> Option<SessionMeta> {
+        self.find_live(who).or_else(|| {
+            self.lock()
+                .known
+                .values()
+                .find(|m| is_publisher(m, who))
+                .cloned()
+        })
+    }
+
+    /// Admits nginx's relay of session `id` into the internal HLS
+    /// application: once per session, while it is live. Anything else
+    /// publishing there is refused.
+    pub fn admit_relay(&self, id: &str) -> Result<(), RelayRefusal> {
+        if !looks_like_id(id) {
+            return Err(RelayRefusal::NotASession);
+        }
+        let mut inner = self.lock();
+        let known = inner.known.contains_key(id);
+        let live = inner.live.values().any(|v| v == id);
+        admit_relay(known, live, inner.relayed.contains(id))?;
+        inner.relayed.insert(id.to_owned());
+        Ok(())
     }
 
     /// The live playlist names of the sessions livebucket knows for this
@@ -455,6 +570,7 @@ impl Sessions {
             let mut inner = self.lock();
             inner.live.retain(|_, v| v != id);
             inner.known.remove(id);
+            inner.relayed.remove(id);
         }
         self.lock().unsettled.remove(id);
         let _ = std::fs::remove_file(self.pending_path(id));
@@ -633,7 +749,149 @@ mod tests {
             shape: None,
             snapshot: None,
             resume: None,
+            grant: "g1".into(),
         }
+    }
+
+    fn who<'a>(m: &'a SessionMeta) -> Publisher<'a> {
+        Publisher {
+            clientid: &m.clientid,
+            name: &m.name,
+            bucket: &m.bucket,
+            key_id: &m.key_id,
+            grant: &m.grant,
+        }
+    }
+
+    #[test]
+    fn a_publisher_is_its_client_name_and_grant() {
+        let m = meta(&new_session_id(), "cam");
+        assert!(is_publisher(&m, &who(&m)));
+        // nginx restarted its client ids: same client id and name, another
+        // URL (another bucket's channel, or a forged call with another
+        // genuine URL).
+        assert!(!is_publisher(
+            &m,
+            &Publisher {
+                grant: "g2",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &m,
+            &Publisher {
+                clientid: "8",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &m,
+            &Publisher {
+                name: "cam2",
+                ..who(&m)
+            }
+        ));
+        // Recorded before grants were kept: bucket and key decide.
+        let old = SessionMeta {
+            grant: String::new(),
+            ..m.clone()
+        };
+        assert!(is_publisher(
+            &old,
+            &Publisher {
+                grant: "g2",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &old,
+            &Publisher {
+                bucket: "b2",
+                ..who(&m)
+            }
+        ));
+        assert!(!is_publisher(
+            &old,
+            &Publisher {
+                key_id: "k2",
+                ..who(&m)
+            }
+        ));
+        // A record saved without the field reads as such a session.
+        let mut json = serde_json::to_value(&m).unwrap();
+        json.as_object_mut().unwrap().remove("grant");
+        let read: SessionMeta = serde_json::from_value(json).unwrap();
+        assert_eq!(read.grant, "");
+    }
+
+    #[test]
+    fn publish_done_finds_the_session_of_its_own_publisher() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let a = meta(&new_session_id(), "cam");
+        // Another bucket's same-named channel, same client id after an
+        // nginx reload, another URL.
+        let b = SessionMeta {
+            id: new_session_id(),
+            bucket: "b2".into(),
+            grant: "g2".into(),
+            ..a.clone()
+        };
+        s.begin(a.clone()).unwrap();
+        s.begin(b.clone()).unwrap();
+        assert_eq!(s.find_live(&who(&b)).unwrap().id, b.id);
+        assert_eq!(s.find_live(&who(&a)).unwrap().id, a.id);
+        s.release_live(&a.id);
+        assert!(s.find_live(&who(&a)).is_none());
+        assert_eq!(s.find_known(&who(&a)).unwrap().id, a.id);
+        let stranger = Publisher {
+            grant: "g3",
+            ..who(&a)
+        };
+        assert!(s.find_known(&stranger).is_none());
+    }
+
+    #[test]
+    fn relay_decision() {
+        assert_eq!(admit_relay(true, true, false), Ok(()));
+        assert_eq!(
+            admit_relay(true, true, true),
+            Err(RelayRefusal::AlreadyRelayed)
+        );
+        assert_eq!(admit_relay(true, false, false), Err(RelayRefusal::Ended));
+        assert_eq!(admit_relay(false, false, false), Err(RelayRefusal::Unknown));
+    }
+
+    #[test]
+    fn one_relay_per_live_session_and_none_after_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = open(dir.path());
+        let a = meta(&new_session_id(), "cam");
+        assert_eq!(s.admit_relay(&a.id), Err(RelayRefusal::Unknown));
+        assert_eq!(s.admit_relay("../x"), Err(RelayRefusal::NotASession));
+        s.begin(a.clone()).unwrap();
+        assert_eq!(s.admit_relay(&a.id), Ok(()));
+        assert_eq!(s.admit_relay(&a.id), Err(RelayRefusal::AlreadyRelayed));
+        let b = meta(&new_session_id(), "cam2");
+        s.begin(b.clone()).unwrap();
+        s.release_live(&b.id);
+        assert_eq!(s.admit_relay(&b.id), Err(RelayRefusal::Ended));
+        // Recovered sessions may have their relay: none other is admitted.
+        let c = meta(&new_session_id(), "cam3");
+        s.begin(c.clone()).unwrap();
+        let (s2, _) = open(dir.path());
+        assert_eq!(s2.admit_relay(&c.id), Err(RelayRefusal::AlreadyRelayed));
+    }
+
+    #[test]
+    fn recording_ids_and_log_tags_do_not_show_the_session() {
+        let id = new_session_id();
+        let rec = recording_id(&id);
+        assert!(looks_like_id(&rec));
+        assert_ne!(rec, id);
+        assert_eq!(rec, recording_id(&id), "stable across restarts");
+        assert_ne!(rec, recording_id(&new_session_id()));
+        assert_eq!(log_tag(&id), rec[..8]);
     }
 
     fn spare_dirs(dir: &Path) -> usize {
@@ -698,7 +956,7 @@ mod tests {
         s.begin(meta(&a, "cam")).unwrap();
         let err = s.begin(meta(&new_session_id(), "cam")).unwrap_err();
         assert!(matches!(err, SessionError::ChannelLive { .. }));
-        assert_eq!(s.find_live("7", "cam").unwrap().id, a);
+        assert_eq!(s.find_live(&who(&meta(&a, "cam"))).unwrap().id, a);
 
         let (s2, found) = open(dir.path());
         assert_eq!(found, vec![meta(&a, "cam")]);

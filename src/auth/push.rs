@@ -167,6 +167,54 @@ pub enum Scheme {
     Oss,
 }
 
+/// The HMAC tag a push URL was verified against: the canonical 20 bytes,
+/// whichever accepted spelling of them the URL carried (standard base64, a
+/// raw `+` read as a space, `/` written as `z`). It identifies the grant:
+/// `auth.one_time_push` spends it, and callbacks of a running push are
+/// matched to the approved session by it. Within the URL's lifetime it is a
+/// credential, so `Debug` hides it and only [`GrantTag::fingerprint`] may be
+/// stored.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct GrantTag([u8; SHA1_LEN]);
+
+impl GrantTag {
+    /// The tag's bytes.
+    pub fn as_bytes(&self) -> &[u8; SHA1_LEN] {
+        &self.0
+    }
+
+    /// Hex SHA-256 of a domain label, the key id and the tag: one value per
+    /// grant, whatever its spelling, that reveals nothing of the tag (the tag
+    /// is 160 bits from HMAC, so the hash cannot be inverted or guessed).
+    pub fn fingerprint(&self, key_id: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"livebucket push grant v2\0");
+        h.update(key_id.as_bytes());
+        h.update([0]);
+        h.update(self.0);
+        hex::encode(h.finalize())
+    }
+}
+
+/// A tag whose standard base64 holds both `+` and `/`, for tests of its
+/// spellings.
+#[cfg(test)]
+pub(crate) fn test_tag(n: u8) -> GrantTag {
+    let mut bytes = [0u8; SHA1_LEN];
+    for (i, b) in bytes.iter_mut().enumerate() {
+        *b = [0xfb, 0xef, 0xbf][i % 3];
+    }
+    bytes[SHA1_LEN - 1] = n;
+    GrantTag(bytes)
+}
+
+impl std::fmt::Debug for GrantTag {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("GrantTag(..)")
+    }
+}
+
 /// What a verified URL allows: push `channel` into `bucket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushGrant {
@@ -178,6 +226,8 @@ pub struct PushGrant {
     /// Object name of the live playlist: [`DEFAULT_PLAYLIST`] unless an OSS
     /// URL set `playlistName`.
     pub playlist_name: String,
+    /// The verified tag, in its canonical bytes.
+    pub tag: GrantTag,
 }
 
 /// Verifies an `on_publish` callback (`call=publish`): signature, key, bucket
@@ -189,7 +239,7 @@ pub fn verify_publish(
     now_unix: u64,
 ) -> Result<PushGrant, Reject> {
     expect_call(cb, &["publish"], "publish")?;
-    let grant = verify_signed(cb, keys, auth)?;
+    let grant = verify_signed(cb, keys, auth, Policy::Enforce)?;
     check_expiry(grant.expires, auth, now_unix)?;
     Ok(grant)
 }
@@ -210,7 +260,29 @@ pub fn verify_update(
         &["update_publish", "publish_done", "done"],
         "update_publish, publish_done or done",
     )?;
-    verify_signed(cb, keys, auth)
+    verify_signed(cb, keys, auth, Policy::Enforce)
+}
+
+/// For on_publish_done: the URL must carry a genuine signature of a
+/// configured key, as in [`verify_update`], but a key disabled or a bucket
+/// withdrawn since the push began does not refuse it: the publisher has
+/// gone either way, and its session must end now rather than at its idle
+/// end.
+pub fn verify_done(
+    cb: &Callback,
+    keys: &[AccessKey],
+    auth: &AuthConfig,
+) -> Result<PushGrant, Reject> {
+    expect_call(cb, &["publish_done", "done"], "publish_done or done")?;
+    verify_signed(cb, keys, auth, Policy::Skip)
+}
+
+/// Whether [`verify_signed`] applies the key's policy (disabled, buckets)
+/// after the signature.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Policy {
+    Enforce,
+    Skip,
 }
 
 fn expect_call(cb: &Callback, allowed: &[&str], expected: &'static str) -> Result<(), Reject> {
@@ -230,6 +302,7 @@ fn verify_signed(
     cb: &Callback,
     keys: &[AccessKey],
     auth: &AuthConfig,
+    policy: Policy,
 ) -> Result<PushGrant, Reject> {
     validate_channel(&cb.name)?;
     let params = AuthParams::collect(&cb.client)?;
@@ -282,14 +355,14 @@ fn verify_signed(
             &canonicalized_params(cb.client.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         ),
     };
-    check_signature(&key.secret, &string_to_sign, &signature)?;
+    let tag = check_signature(&key.secret, &string_to_sign, &signature)?;
 
-    if key.disabled {
+    if policy == Policy::Enforce && key.disabled {
         return Err(Reject::KeyDisabled {
             key_id: key.id.clone(),
         });
     }
-    if !key.may_write(&bucket) {
+    if policy == Policy::Enforce && !key.may_write(&bucket) {
         return Err(Reject::BucketNotAllowed {
             key_id: key.id.clone(),
             bucket,
@@ -302,6 +375,7 @@ fn verify_signed(
         expires,
         scheme,
         playlist_name,
+        tag,
     })
 }
 
@@ -416,12 +490,13 @@ fn compute(secret: &str, string_to_sign: &str) -> String {
     STANDARD.encode(mac.finalize().into_bytes())
 }
 
-/// Accepts `given` if it is the tag, or the tag's `/`→`z` spelling decoded.
+/// Accepts `given` if it is the tag, or the tag's `/`→`z` spelling decoded,
+/// and returns the tag itself: the same bytes for either spelling.
 fn check_signature(
     secret: &str,
     string_to_sign: &str,
     given: &[u8; SHA1_LEN],
-) -> Result<(), Reject> {
+) -> Result<GrantTag, Reject> {
     let mut mac = keyed_mac(secret);
     mac.update(string_to_sign.as_bytes());
     let tag = mac.clone().finalize().into_bytes();
@@ -442,7 +517,7 @@ fn check_signature(
         });
 
     if standard_ok | z_ok {
-        Ok(())
+        Ok(GrantTag(tag.into()))
     } else {
         Err(Reject::BadSignature)
     }
@@ -563,9 +638,22 @@ pub fn validate_bucket(name: &str) -> Result<(), Reject> {
     Ok(())
 }
 
-/// Channel (nginx's stream `name`): 1–100 bytes of printable ASCII
-/// (0x21–0x7E), no `/` or `\`, no `..`, and not `.`. It becomes a path
-/// component of object keys and of nginx's HLS directory.
+/// Livebucket's own prefix in every bucket (`.livebucket/index/`,
+/// `.livebucket/channels/`): a channel of this name would put its fragments
+/// among the metadata.
+pub const RESERVED_CHANNEL: &str = ".livebucket";
+
+/// The one rule for channel names, wherever a name comes in (a push's
+/// stream name, the OSS API's channel, the CLI, `/play`, VOD): 1–100 bytes
+/// of printable ASCII (0x21–0x7E), and none of
+/// - `/`, `\`, `.` alone or `..`: a channel is one path component of object
+///   keys and of nginx's HLS directory;
+/// - `?`, `&`, `=`: the OSS API's sub-resource delimiters
+///   (`/CHANNEL?live&…`), which would make one URL name two things;
+/// - [`RESERVED_CHANNEL`] itself, and a name ending in `.history`: the
+///   first is livebucket's metadata prefix, the second would share its
+///   channel record's key with another channel's history
+///   (`.livebucket/channels/x.history.json`).
 pub fn validate_channel(name: &str) -> Result<(), Reject> {
     let fail = |reason| {
         Err(Reject::InvalidChannel {
@@ -584,6 +672,15 @@ pub fn validate_channel(name: &str) -> Result<(), Reject> {
     }
     if name == "." || name.contains("..") {
         return fail("must not be '.' or contain '..'");
+    }
+    if name.contains(['?', '&', '=']) {
+        return fail("must not contain '?', '&' or '=' (they delimit OSS sub-resources)");
+    }
+    if name == RESERVED_CHANNEL {
+        return fail("is reserved for livebucket's metadata");
+    }
+    if name.ends_with(".history") {
+        return fail("must not end with \".history\" (channel records use that suffix)");
     }
     Ok(())
 }
@@ -740,7 +837,9 @@ mod tests {
 
     use super::*;
     use crate::auth::callback::parse_callback;
-    use crate::auth::callback::test_support::{nginx_publish_body, nginx_update_body};
+    use crate::auth::callback::test_support::{
+        nginx_done_body, nginx_publish_body, nginx_update_body,
+    };
 
     const SECRET: &str = "0123456789abcdef";
 
@@ -878,6 +977,7 @@ mod tests {
                 expires: 1_700_000_000,
                 scheme: Scheme::Rgw,
                 playlist_name: DEFAULT_PLAYLIST.into(),
+                tag: GrantTag(STANDARD.decode(SIG_1700000000).unwrap().try_into().unwrap()),
             }
         );
     }
@@ -1455,7 +1555,7 @@ mod tests {
     fn push_url_channel_is_sent_as_written() {
         // Path characters stay literal, since RTMP clients send the name to
         // nginx without decoding; the URL then verifies for that channel.
-        let channel = "a:b@c!$&'()*+,;=~";
+        let channel = "a:b@c!$'()*+,;~";
         assert!(validate_channel(channel).is_ok());
         let url = rgw_push_url(
             "rtmp://h/live",
@@ -1499,6 +1599,133 @@ mod tests {
             assert!(!text.contains(SECRET), "{text}");
             assert!(!text.contains(&expected), "{text}");
             assert!(!text.contains(&expected[..12]), "{text}");
+        }
+    }
+
+    #[test]
+    fn every_spelling_of_a_signature_is_one_grant() {
+        // An Expires whose signature holds a `/`, so the `z` spelling differs.
+        let (expires, sig) = (NOW..NOW + 1000)
+            .map(|e| (e, sign_rgw(SECRET, "demo", "cam1", e)))
+            .find(|(_, s)| s.contains('/') && s.contains('+'))
+            .unwrap();
+        let e = expires.to_string();
+        let grant = |sig: &str| publish("cam1", &rgw_query("demo", "GK123", &e, sig)).unwrap();
+        let standard = grant(&q(&sig));
+        for spelling in [
+            q(&sig.replace('/', "z")),
+            sig.clone(),
+            sig.replace('/', "z"),
+        ] {
+            let g = grant(&spelling);
+            assert_eq!(g.tag, standard.tag, "{spelling}");
+            assert_eq!(
+                g.tag.fingerprint("GK123"),
+                standard.tag.fingerprint("GK123")
+            );
+        }
+        assert_ne!(
+            standard.tag.fingerprint("GK123"),
+            standard.tag.fingerprint("GKALL")
+        );
+        assert_eq!(format!("{:?}", standard.tag), "GrantTag(..)");
+        // The same for the OSS scheme.
+        let (expires, sig) = (NOW..NOW + 1000)
+            .map(|e| (e, sign_oss(SECRET, "demo", "cam1", e, &[])))
+            .find(|(_, s)| s.contains('/'))
+            .unwrap();
+        let oss = |sig: &str| {
+            let query = format!(
+                "OSSAccessKeyId=GK123&Expires={expires}&Signature={}",
+                q(sig)
+            );
+            publish_with("cam1", &query, OSS_TCURL, &oss_auth(), NOW).unwrap()
+        };
+        assert_eq!(oss(&sig).tag, oss(&sig.replace('/', "z")).tag);
+    }
+
+    #[test]
+    fn done_needs_a_genuine_signature_but_not_the_policy() {
+        let query = rgw_query("demo", "GKOFF", "1700000000", &q(SIG_1700000000));
+        let cb = parse_callback(&nginx_done_body(LOCAL_TCURL, "cam1", &query)).unwrap();
+        assert!(verify_done(&cb, &keys(), &AuthConfig::default()).is_ok());
+        assert_eq!(
+            verify_update(&cb, &keys(), &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "key_disabled"
+        );
+        let bad = rgw_query("demo", "GKOFF", "1700000000", &q(SIG_1700000019));
+        let cb = parse_callback(&nginx_done_body(LOCAL_TCURL, "cam1", &bad)).unwrap();
+        assert_eq!(
+            verify_done(&cb, &keys(), &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "bad_signature"
+        );
+        let up = parse_callback(&nginx_update_body(LOCAL_TCURL, "cam1", &query)).unwrap();
+        assert_eq!(
+            verify_done(&up, &keys(), &AuthConfig::default())
+                .unwrap_err()
+                .code(),
+            "wrong_call"
+        );
+    }
+
+    #[test]
+    fn one_rule_for_channel_names() {
+        for good in [
+            "cam1",
+            "a.b",
+            "x-history",
+            "history",
+            "A_b~c:d@e",
+            "a!$'()*+,;",
+            ".x",
+        ] {
+            assert_eq!(validate_channel(good), Ok(()), "{good}");
+        }
+        for (bad, why) in [
+            ("", "1 to 100"),
+            ("a/b", "'/'"),
+            ("a\\b", "'/'"),
+            ("..", "'..'"),
+            (".", "'..'"),
+            ("a b", "printable"),
+            ("caf\u{e9}", "printable"),
+            ("cam?live", "OSS sub-resources"),
+            ("a&b", "OSS sub-resources"),
+            ("k=v", "OSS sub-resources"),
+            (".livebucket", "reserved"),
+            ("cam.history", ".history"),
+        ] {
+            let err = validate_channel(bad).unwrap_err();
+            assert_eq!(err.code(), "invalid_channel");
+            assert!(err.to_string().contains(why), "{bad:?}: {err}");
+        }
+        assert!(validate_channel(&"a".repeat(100)).is_ok());
+        assert!(validate_channel(&"a".repeat(101)).is_err());
+        // A push to such a name is refused before its signature is read.
+        let r = publish(
+            "k=v",
+            &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)),
+        );
+        assert_eq!(code(r), "invalid_channel");
+    }
+
+    proptest! {
+        /// What the rule accepts is exactly what can be a path component,
+        /// an OSS resource name and a channel record of its own.
+        #[test]
+        fn accepted_channel_names_are_safe_everywhere(name in "[!-~]{0,110}") {
+            let ok = validate_channel(&name).is_ok();
+            let safe = (1..=100).contains(&name.len())
+                && !name.contains(['/', '\\', '?', '&', '='])
+                && name != "."
+                && !name.contains("..")
+                && name != RESERVED_CHANNEL
+                && !name.ends_with(".history");
+            prop_assert_eq!(ok, safe, "{:?}", name);
         }
     }
 

@@ -1,36 +1,66 @@
-//! One-time push URLs (`auth.one_time_push`): each signed push URL is
-//! accepted by `on_publish` once; a second publish with the same signature is
-//! refused with `replayed` until the URL expires (after that it is refused as
-//! `expired` anyway, so it is forgotten).
+//! One-time push URLs (`auth.one_time_push`): each signed push URL admits
+//! one push; a later publish with the same grant is refused with `replayed`
+//! until the URL expires (after that it is refused as `expired` anyway, so it
+//! is forgotten).
 //!
-//! What is remembered is SHA-256(key id, NUL, signature), never the signature
-//! itself: within its lifetime a signature is a credential. The set is saved
-//! to `STATE_DIR/push-signatures.json` (write, fsync, rename) before the push
-//! is approved, so a restart does not reopen used URLs. Pushes are rare next
-//! to fragments, so a whole-file rewrite per approval is cheap.
+//! A grant is its verified HMAC tag ([`GrantTag`]), not the text of its
+//! `Signature` parameter: the accepted spellings of one tag (a `/` written as
+//! `z`, a raw `+`) are one grant. What is remembered is the tag's
+//! [`GrantTag::fingerprint`], never the tag: within its lifetime it is a
+//! credential.
+//!
+//! A URL is spent only when its push is admitted: `on_publish` first
+//! [`PushReplay::reserve`]s the grant (so a concurrent use of the same URL is
+//! refused), and [`Reservation::commit`]s it once every other check passed
+//! and the session is begun; a push refused in between (spool full, channel
+//! live, cluster unavailable) drops the reservation and leaves the URL
+//! usable. The spent set is saved to `STATE_DIR/push-signatures.json` (write,
+//! fsync, rename) before the push is approved, so a restart does not reopen
+//! used URLs. Pushes are rare next to fragments, so a whole-file rewrite per
+//! approval is cheap.
+//!
+//! Sets saved before grants were keyed by tag hold fingerprints of the
+//! signature text; [`legacy_ids`] checks those spellings too until they
+//! expire.
 //!
 //! Off by default, as on OSS: an encoder that reconnects after a network
 //! drop reuses its URL, and one-time mode refuses it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
 use sha2::{Digest, Sha256};
 
-/// Used push signatures, each until its URL's expiry (plus the clock skew
-/// the verifier allows).
+use super::push::GrantTag;
+
+/// Used push grants, each until its URL's expiry (plus the clock skew the
+/// verifier allows), and the grants of pushes being admitted right now.
 pub struct PushReplay {
     path: PathBuf,
-    seen: Mutex<HashMap<String, u64>>,
+    seen: Mutex<Seen>,
 }
 
-/// Why a first use could not be recorded.
+/// The decision's state, without I/O.
+#[derive(Default)]
+struct Seen {
+    /// Spent grants (fingerprints) → unix seconds after which they are
+    /// forgotten; this is what is saved.
+    spent: HashMap<String, u64>,
+    /// Grants reserved by a push being admitted.
+    held: HashSet<String>,
+}
+
+/// Why a grant could not be reserved or spent.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
     #[error("this push URL was already used")]
     Replayed,
+    #[error("this push URL is being used by another publish right now")]
+    InUse,
     #[error("cannot save used push signatures to {path}: {source}")]
     Save {
         path: PathBuf,
@@ -38,11 +68,20 @@ pub enum ReplayError {
     },
 }
 
+/// A grant held for one push being admitted: [`Reservation::commit`] spends
+/// it; dropped uncommitted, it is released and the URL stays usable.
+pub struct Reservation<'a> {
+    replay: &'a PushReplay,
+    id: String,
+    forget_after: u64,
+    committed: bool,
+}
+
 impl PushReplay {
     /// Loads the saved set; a missing or unreadable file starts empty (and an
     /// unreadable one is logged).
     pub fn open(path: &Path) -> PushReplay {
-        let seen = match std::fs::read(path) {
+        let spent = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "used push signatures unreadable; starting empty");
                 HashMap::new()
@@ -51,29 +90,55 @@ impl PushReplay {
         };
         PushReplay {
             path: path.to_owned(),
-            seen: Mutex::new(seen),
+            seen: Mutex::new(Seen {
+                spent,
+                held: HashSet::new(),
+            }),
         }
     }
 
-    /// Records the first use of `signature` by `key_id`, valid until
-    /// `forget_after` (unix seconds); `Replayed` if it was used before.
-    pub fn first_use(
+    fn lock(&self) -> std::sync::MutexGuard<'_, Seen> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Holds the grant `tag` of `key_id` for a push being admitted, to be
+    /// spent until `forget_after` (unix seconds): `Replayed` if it was spent
+    /// (in any spelling), `InUse` if another publish holds it. `signature`
+    /// is the parameter's text as sent, for sets saved by older versions.
+    pub fn reserve(
         &self,
         key_id: &str,
+        tag: &GrantTag,
         signature: &str,
         forget_after: u64,
         now: u64,
-    ) -> Result<(), ReplayError> {
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let id = fingerprint(key_id, signature);
-        if !record(&mut seen, id.clone(), forget_after, now) {
-            return Err(ReplayError::Replayed);
-        }
-        if let Err(source) = save(&self.path, &seen) {
-            // Not saved: do not approve, or a restart would accept it again.
-            seen.remove(&id);
+    ) -> Result<Reservation<'_>, ReplayError> {
+        let id = tag.fingerprint(key_id);
+        let legacy = legacy_ids(key_id, tag, signature);
+        reserve(&mut self.lock(), &id, &legacy, now)?;
+        Ok(Reservation {
+            replay: self,
+            id,
+            forget_after,
+            committed: false,
+        })
+    }
+}
+
+impl Reservation<'_> {
+    /// Spends the grant and saves the set; on a failed save the grant is
+    /// released (the push must then be refused: a restart would not know it
+    /// was used).
+    pub fn commit(mut self) -> Result<(), ReplayError> {
+        let replay = self.replay;
+        let mut seen = replay.lock();
+        seen.held.remove(&self.id);
+        seen.spent.insert(self.id.clone(), self.forget_after);
+        self.committed = true;
+        if let Err(source) = save(&replay.path, &seen.spent) {
+            seen.spent.remove(&self.id);
             return Err(ReplayError::Save {
-                path: self.path.clone(),
+                path: replay.path.clone(),
                 source,
             });
         }
@@ -81,23 +146,50 @@ impl PushReplay {
     }
 }
 
-/// The decision, without I/O: drops what has expired, then records `id`
-/// unless it is present. `false` for a replay.
-fn record(seen: &mut HashMap<String, u64>, id: String, forget_after: u64, now: u64) -> bool {
-    seen.retain(|_, until| *until >= now);
-    if seen.contains_key(&id) {
-        return false;
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if !self.committed {
+            self.replay.lock().held.remove(&self.id);
+        }
     }
-    seen.insert(id, forget_after);
-    true
 }
 
-fn fingerprint(key_id: &str, signature: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(key_id.as_bytes());
-    h.update([0]);
-    h.update(signature.as_bytes());
-    hex::encode(h.finalize())
+/// The decision, without I/O: drops what has expired, then holds `id`
+/// unless it (or one of its `legacy` ids) was spent or is held.
+fn reserve(seen: &mut Seen, id: &str, legacy: &[String], now: u64) -> Result<(), ReplayError> {
+    seen.spent.retain(|_, until| *until >= now);
+    if seen.spent.contains_key(id) || legacy.iter().any(|l| seen.spent.contains_key(l)) {
+        return Err(ReplayError::Replayed);
+    }
+    if !seen.held.insert(id.to_owned()) {
+        return Err(ReplayError::InUse);
+    }
+    Ok(())
+}
+
+/// What sets saved before grants were keyed by tag hold for this grant:
+/// SHA-256(key id, NUL, signature text) of the text as sent and of the
+/// tag's usual spellings (standard base64, with raw `+` read as spaces,
+/// and with `/` written as `z`).
+fn legacy_ids(key_id: &str, tag: &GrantTag, sent: &str) -> Vec<String> {
+    let standard = STANDARD.encode(tag.as_bytes());
+    let z = standard.replace('/', "z");
+    [
+        sent.to_owned(),
+        standard.replace('+', " "),
+        z.replace('+', " "),
+        standard,
+        z,
+    ]
+    .iter()
+    .map(|text| {
+        let mut h = Sha256::new();
+        h.update(key_id.as_bytes());
+        h.update([0]);
+        h.update(text.as_bytes());
+        hex::encode(h.finalize())
+    })
+    .collect()
 }
 
 fn save(path: &Path, seen: &HashMap<String, u64>) -> std::io::Result<()> {
@@ -120,16 +212,77 @@ fn save(path: &Path, seen: &HashMap<String, u64>) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::push::test_tag;
 
     #[test]
-    fn second_use_is_refused_until_forgotten() {
-        let mut seen = HashMap::new();
-        assert!(record(&mut seen, "a".into(), 100, 10));
-        assert!(!record(&mut seen, "a".into(), 100, 50));
-        assert!(record(&mut seen, "b".into(), 100, 50));
+    fn a_spent_grant_is_refused_until_forgotten() {
+        let mut seen = Seen::default();
+        assert!(reserve(&mut seen, "a", &[], 10).is_ok());
+        seen.held.remove("a");
+        seen.spent.insert("a".into(), 100);
+        assert!(matches!(
+            reserve(&mut seen, "a", &[], 50),
+            Err(ReplayError::Replayed)
+        ));
+        assert!(reserve(&mut seen, "b", &[], 50).is_ok());
         // Past its expiry the entry is dropped (the verifier refuses the URL
         // as expired by then).
-        assert!(record(&mut seen, "a".into(), 300, 101));
+        assert!(reserve(&mut seen, "a", &[], 101).is_ok());
+    }
+
+    #[test]
+    fn a_held_grant_refuses_a_concurrent_use() {
+        let mut seen = Seen::default();
+        assert!(reserve(&mut seen, "a", &[], 10).is_ok());
+        assert!(matches!(
+            reserve(&mut seen, "a", &[], 10),
+            Err(ReplayError::InUse)
+        ));
+    }
+
+    #[test]
+    fn only_an_admitted_push_spends_its_url() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = PushReplay::open(&dir.path().join("push-signatures.json"));
+        let tag = test_tag(1);
+        {
+            // Refused later in admission (spool full, channel live, ...):
+            // the reservation is dropped, the URL stays usable.
+            let held = r.reserve("GK1", &tag, "sig", u64::MAX, 1).unwrap();
+            assert!(matches!(
+                r.reserve("GK1", &tag, "sig", u64::MAX, 1),
+                Err(ReplayError::InUse)
+            ));
+            drop(held);
+        }
+        r.reserve("GK1", &tag, "sig", u64::MAX, 2)
+            .unwrap()
+            .commit()
+            .unwrap();
+        assert!(matches!(
+            r.reserve("GK1", &tag, "sig", u64::MAX, 3),
+            Err(ReplayError::Replayed)
+        ));
+        // The same tag under another key is another grant.
+        assert!(r.reserve("GK2", &tag, "sig", u64::MAX, 3).is_ok());
+    }
+
+    #[test]
+    fn any_spelling_of_a_spent_tag_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = PushReplay::open(&dir.path().join("push-signatures.json"));
+        let tag = test_tag(2);
+        let standard = STANDARD.encode(tag.as_bytes());
+        r.reserve("GK1", &tag, &standard, u64::MAX, 1)
+            .unwrap()
+            .commit()
+            .unwrap();
+        for spelling in [standard.replace('/', "z"), standard.replace('+', " ")] {
+            assert!(matches!(
+                r.reserve("GK1", &tag, &spelling, u64::MAX, 2),
+                Err(ReplayError::Replayed)
+            ));
+        }
     }
 
     #[test]
@@ -137,18 +290,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("push-signatures.json");
         let r = PushReplay::open(&path);
-        r.first_use("GK1", "c2lnbmF0dXJl", u64::MAX, 1).unwrap();
-        assert!(matches!(
-            r.first_use("GK1", "c2lnbmF0dXJl", u64::MAX, 2),
-            Err(ReplayError::Replayed)
-        ));
+        let tag = test_tag(3);
+        let standard = STANDARD.encode(tag.as_bytes());
+        r.reserve("GK1", &tag, &standard, u64::MAX, 1)
+            .unwrap()
+            .commit()
+            .unwrap();
         let text = std::fs::read_to_string(&path).unwrap();
-        assert!(!text.contains("c2lnbmF0dXJl"));
+        assert!(!text.contains(&standard));
+        assert!(!text.contains(&hex::encode(tag.as_bytes())));
         let again = PushReplay::open(&path);
         assert!(matches!(
-            again.first_use("GK1", "c2lnbmF0dXJl", u64::MAX, 3),
+            again.reserve("GK1", &tag, &standard, u64::MAX, 3),
             Err(ReplayError::Replayed)
         ));
-        again.first_use("GK2", "c2lnbmF0dXJl", u64::MAX, 3).unwrap();
+    }
+
+    #[test]
+    fn sets_saved_by_older_versions_still_refuse_their_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("push-signatures.json");
+        let tag = test_tag(4);
+        let z = STANDARD.encode(tag.as_bytes()).replace('/', "z");
+        // What the previous version saved: SHA-256(key, NUL, text as sent).
+        let mut h = Sha256::new();
+        h.update(b"GK1\0");
+        h.update(z.as_bytes());
+        let old: HashMap<String, u64> = [(hex::encode(h.finalize()), u64::MAX)].into();
+        std::fs::write(&path, serde_json::to_vec(&old).unwrap()).unwrap();
+        let r = PushReplay::open(&path);
+        let standard = STANDARD.encode(tag.as_bytes());
+        assert!(matches!(
+            r.reserve("GK1", &tag, &standard, u64::MAX, 1),
+            Err(ReplayError::Replayed)
+        ));
     }
 }

@@ -112,7 +112,22 @@ pub struct HooksConfig {
     /// TCP peers allowed on the hooks listener (ignored for a Unix socket).
     #[serde(default = "default_allow")]
     pub allow: Vec<IpNet>,
+    /// After a reload (SIGHUP) that changes the secret, how many seconds the
+    /// previous one is still accepted: nginx calls with it until nginx is
+    /// reloaded too, and a refused `on_update` drops the stream. 0 accepts
+    /// the new secret only, at once; at most a day.
+    #[serde(default = "default_previous_secret_grace_secs")]
+    pub previous_secret_grace_secs: u64,
 }
+
+/// Five minutes: time to reload nginx after livebucket.
+fn default_previous_secret_grace_secs() -> u64 {
+    300
+}
+
+/// The longest `hooks.previous_secret_grace_secs`: an old secret accepted
+/// for longer is a secret that was never rotated.
+const MAX_PREVIOUS_SECRET_GRACE_SECS: u64 = 86_400;
 
 impl fmt::Debug for HooksConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -120,6 +135,10 @@ impl fmt::Debug for HooksConfig {
             .field("secret", &self.secret.as_ref().map(|_| "<redacted>"))
             .field("secret_file", &self.secret_file)
             .field("allow", &self.allow)
+            .field(
+                "previous_secret_grace_secs",
+                &self.previous_secret_grace_secs,
+            )
             .finish()
     }
 }
@@ -137,6 +156,7 @@ impl Default for HooksConfig {
             secret: None,
             secret_file: None,
             allow: default_allow(),
+            previous_secret_grace_secs: default_previous_secret_grace_secs(),
         }
     }
 }
@@ -163,8 +183,17 @@ const MIN_SECRET_LEN: usize = 32;
 
 /// The callback secret, read from `secret` or `secret_file` and checked: it
 /// goes into a URL path and an nginx directive, so only `[A-Za-z0-9_-]`.
-/// Errors never quote it.
+/// Errors never quote it. `previous_secret_grace_secs` is checked here too,
+/// with the secret it applies to.
 pub fn hooks_secret(h: &HooksConfig) -> Result<String, ConfigError> {
+    if h.previous_secret_grace_secs > MAX_PREVIOUS_SECRET_GRACE_SECS {
+        return Err(invalid(
+            "hooks.previous_secret_grace_secs",
+            format!(
+                "must be at most {MAX_PREVIOUS_SECRET_GRACE_SECS} (a day); reload nginx with the new secret within that time"
+            ),
+        ));
+    }
     let generate = "generate one with `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n'`";
     let secret = match (&h.secret, &h.secret_file) {
         (Some(_), Some(_)) => {
@@ -381,6 +410,13 @@ mod tests {
             assert!(!err.contains(bad), "the error quotes the secret: {err}");
         }
         assert!(hooks_secret(&HooksConfig::default()).is_err());
+        assert_eq!(HooksConfig::default().previous_secret_grace_secs, 300);
+        let long_grace = HooksConfig {
+            previous_secret_grace_secs: 86_401,
+            ..with(good)
+        };
+        let err = hooks_secret(&long_grace).unwrap_err().to_string();
+        assert!(err.contains("hooks.previous_secret_grace_secs"), "{err}");
     }
 
     #[test]

@@ -18,10 +18,10 @@ use tracing::{info, warn};
 use super::AppState;
 use super::error::HttpError;
 use crate::auth::callback::{Callback, parse_callback};
-use crate::auth::push::{Reject, verify_publish, verify_update};
+use crate::auth::push::{Reject, verify_done, verify_publish, verify_update};
 use crate::auth::replay::ReplayError;
 use crate::logfmt::Esc;
-use crate::session::SessionMeta;
+use crate::session::{Publisher, SessionMeta, log_tag};
 
 /// How long `on_publish` waits for a channel record from S3 (cached after
 /// the first read).
@@ -119,6 +119,20 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
     }
     let now = unix_now();
     let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
+    // auth.one_time_push: the grant is held from here, so a concurrent use of
+    // the same URL is refused, and spent only once the push is admitted.
+    let reservation = if cfg.auth.one_time_push {
+        // Verified above, so the signature parameter is present.
+        let signature = cb.client_param("Signature").unwrap_or_default();
+        let forget_after = grant.expires.saturating_add(cfg.auth.clock_skew_secs);
+        let held = app
+            .replay
+            .reserve(&grant.key_id, &grant.tag, signature, forget_after, now)
+            .map_err(replay_refusal)?;
+        Some(held)
+    } else {
+        None
+    };
     // An S3 outage must not stop new pushes: a channel whose record cannot
     // be read (and is not cached) is treated as one nobody created.
     let record = channel_record(app, &grant.key_id, &grant.bucket, &grant.channel)
@@ -139,22 +153,12 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
                 )
                 .ok()
         });
-    if cfg.auth.one_time_push {
-        // Verified above, so the signature parameter is present.
-        let signature = cb.client_param("Signature").unwrap_or_default();
-        let forget_after = grant.expires.saturating_add(cfg.auth.clock_skew_secs);
-        app.replay
-            .first_use(&grant.key_id, signature, forget_after, now)
-            .map_err(|e| match e {
-                ReplayError::Replayed => HttpError::Refused(Reject::Replayed),
-                save @ ReplayError::Save { .. } => HttpError::Unavailable(save.to_string()),
-            })?;
-    }
     if app.spool_full() {
         return Err(HttpError::Unavailable(
             "spool past its high-water mark; refusing new publishes to protect live ones".into(),
         ));
     }
+    let fingerprint = grant.tag.fingerprint(&grant.key_id);
     let meta = SessionMeta {
         id: app.sessions.new_id(),
         bucket: grant.bucket,
@@ -173,6 +177,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         shape: plan.shape,
         snapshot,
         resume: None,
+        grant: fingerprint,
     };
     let meta = match &app.cluster {
         Some(cluster) => {
@@ -183,12 +188,33 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         }
         None => meta,
     };
-    let begun = app.sessions.begin(meta.clone()).map_err(|e| match e {
-        crate::session::SessionError::ChannelLive { bucket, channel } => {
-            HttpError::ChannelLive(format!("{bucket}/{channel}"))
-        }
-        other => HttpError::Unavailable(other.to_string()),
-    });
+    let begun = app
+        .sessions
+        .begin(meta.clone())
+        .map_err(|e| match e {
+            crate::session::SessionError::ChannelLive { bucket, channel } => {
+                HttpError::ChannelLive(format!("{bucket}/{channel}"))
+            }
+            other => HttpError::Unavailable(other.to_string()),
+        })
+        .and_then(|m| {
+            // The directory nginx will write into, made before the URL is
+            // spent: a push refused here leaves its URL usable.
+            if let Err(e) = stream_dir(app, &cfg, &m.id) {
+                app.sessions.finish(&m.id);
+                return Err(e);
+            }
+            // The push is admitted: spend its URL now, or undo the session
+            // (a URL that cannot be recorded as used is not approved).
+            match reservation.map(|r| r.commit()) {
+                Some(Err(e)) => {
+                    app.sessions.finish(&m.id);
+                    let _ = std::fs::remove_dir(cfg.nginx.hls_dir.join(&m.id));
+                    Err(replay_refusal(e))
+                }
+                _ => Ok(m),
+            }
+        });
     let meta = match begun {
         Ok(m) => {
             if let Some(cluster) = &app.cluster {
@@ -203,10 +229,9 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
             return Err(e);
         }
     };
-    stream_dir(app, &cfg, &meta)?;
     let location = format!("{}/{}", plan.relay_url, meta.id);
     info!(
-        session = %meta.id, bucket = %meta.bucket, channel = %meta.channel,
+        session = %log_tag(&meta.id), bucket = %meta.bucket, channel = %meta.channel,
         key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
     );
     app.metrics.inc("livebucket_push_accepted_total", "");
@@ -228,25 +253,26 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
 /// Makes the approved session's HLS directory, so that it is livebucket's
 /// and nginx's worker writes there through its group (see
 /// [`crate::session::make_stream_dir`]). A failure refuses the push (503,
-/// logged with the reason, counted in `livebucket_stream_dir_errors_total`)
-/// and ends the session just begun as if its publisher had left at once:
-/// the channel is free again and the pipeline removes what was recorded.
-fn stream_dir(
-    app: &AppState,
-    cfg: &crate::config::Config,
-    meta: &SessionMeta,
-) -> Result<(), HttpError> {
-    let Err(e) = crate::session::make_stream_dir(&cfg.nginx.hls_dir, &meta.id) else {
+/// logged with the reason, counted in `livebucket_stream_dir_errors_total`);
+/// the caller undoes the session.
+fn stream_dir(app: &AppState, cfg: &crate::config::Config, id: &str) -> Result<(), HttpError> {
+    let Err(e) = crate::session::make_stream_dir(&cfg.nginx.hls_dir, id) else {
         return Ok(());
     };
     app.metrics.inc("livebucket_stream_dir_errors_total", "");
-    app.sessions.release_live(&meta.id);
-    app.pipeline.done(&meta.id);
     // The session id stays out of the log (it names the internal stream).
     Err(HttpError::Unavailable(format!(
         "cannot make the session's directory in nginx.hls_dir ({}): {e}",
         cfg.nginx.hls_dir.display()
     )))
+}
+
+/// The refusal for a grant that cannot be reserved or spent.
+fn replay_refusal(e: ReplayError) -> HttpError {
+    match e {
+        ReplayError::Replayed | ReplayError::InUse => HttpError::Refused(Reject::Replayed),
+        save @ ReplayError::Save { .. } => HttpError::Unavailable(save.to_string()),
+    }
 }
 
 /// Cluster mode: takes the channel in etcd for this session (refused when
@@ -307,15 +333,13 @@ async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
     if cb.call != "update_publish" {
         return Ok(());
     }
-    let session = app
-        .sessions
-        .find_live(&cb.clientid, &cb.name)
-        .ok_or(HttpError::UnknownSession)?;
     let cfg = app.config();
     let grant = verify_update(cb, &cfg.keys, &cfg.auth)?;
-    if grant.bucket != session.bucket || grant.key_id != session.key_id {
-        return Err(HttpError::UnknownSession);
-    }
+    let fingerprint = grant.tag.fingerprint(&grant.key_id);
+    let session = app
+        .sessions
+        .find_live(&publisher(cb, &grant, &fingerprint))
+        .ok_or(HttpError::UnknownSession)?;
     // A channel disabled since the push began drops it now. A store that
     // cannot answer keeps the stream: an S3 outage must not end live pushes.
     match channel_record(app, &session.key_id, &session.bucket, &session.channel).await {
@@ -372,27 +396,104 @@ async fn channel_record(
     }
 }
 
+/// `on_publish` of the internal HLS applications: admits nginx's own relay
+/// of an approved session (the stream named by the session id that
+/// `on_publish` answered with), once per session and only while its
+/// publisher is there; any other publish there (a local process that learned
+/// a session id, a second publish into a relayed session, an ended or
+/// unknown session) is refused and logged with its reason. The name is
+/// logged as its [`log_tag`] only: a session id must not reach info logs.
+pub async fn on_relay(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "relay");
+    let cb = match parse_callback(&body) {
+        Ok(cb) => cb,
+        Err(e) => {
+            let err = HttpError::from(e);
+            refused(&app, None, &err);
+            return err.into_response();
+        }
+    };
+    let admitted = if cb.call == "publish" {
+        app.sessions.admit_relay(&cb.name).map_err(|r| r.code())
+    } else {
+        Err("relay_wrong_call")
+    };
+    match admitted {
+        Ok(()) => {
+            tracing::debug!(session = %log_tag(&cb.name), "relay admitted");
+            close(StatusCode::OK.into_response())
+        }
+        Err(reason) => {
+            app.metrics.inc("livebucket_relay_refused_total", reason);
+            info!(
+                reason,
+                session = %log_tag(&cb.name),
+                app = %Esc(&cb.app),
+                addr = %Esc(&cb.addr),
+                clientid = %Esc(&cb.clientid),
+                call = %Esc(&cb.call),
+                "publish into the internal application refused"
+            );
+            // The same answer as any callback naming no session.
+            HttpError::UnknownSession.into_response()
+        }
+    }
+}
+
+/// The publisher a callback of a running push names, with the grant its
+/// URL verified to.
+fn publisher<'a>(
+    cb: &'a Callback,
+    grant: &'a crate::auth::push::PushGrant,
+    fingerprint: &'a str,
+) -> Publisher<'a> {
+    Publisher {
+        clientid: &cb.clientid,
+        name: &cb.name,
+        bucket: &grant.bucket,
+        key_id: &grant.key_id,
+        grant: fingerprint,
+    }
+}
+
+/// `on_publish_done` ends the session of the publisher it names, identified
+/// as `on_update` identifies it: nginx's client id and name, and the push
+/// URL the session was approved with (its signature verified again; see
+/// [`crate::session::is_publisher`]). A call naming no such session (a
+/// client id nginx reused after a reload, another stream's URL) is refused
+/// and ends nothing.
 pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "publish_done");
-    match parse_callback(&body) {
-        Ok(cb) => match app
-            .sessions
-            .find_live(&cb.clientid, &cb.name)
-            .or_else(|| app.sessions.find_known(&cb.clientid, &cb.name))
-        {
-            Some(s) => {
-                info!(session = %s.id, channel = %s.channel, "publisher gone");
-                app.sessions.release_live(&s.id);
-                app.pipeline.done(&s.id);
-                record_history(&app, &s);
-            }
-            None => {
-                warn!(name = %Esc(&cb.name), clientid = %Esc(&cb.clientid), "publish_done for no live session")
-            }
-        },
-        Err(e) => warn!(reason = e.code(), "unparsable publish_done"),
+    let cb = match parse_callback(&body) {
+        Ok(cb) => cb,
+        Err(e) => {
+            let err = HttpError::from(e);
+            refused(&app, None, &err);
+            return err.into_response();
+        }
+    };
+    let cfg = app.config();
+    let found = verify_done(&cb, &cfg.keys, &cfg.auth)
+        .map_err(HttpError::from)
+        .and_then(|grant| {
+            let fingerprint = grant.tag.fingerprint(&grant.key_id);
+            app.sessions
+                .find_known(&publisher(&cb, &grant, &fingerprint))
+                .ok_or(HttpError::UnknownSession)
+        });
+    match found {
+        Ok(s) => {
+            info!(session = %log_tag(&s.id), channel = %s.channel, "publisher gone");
+            app.sessions.release_live(&s.id);
+            app.pipeline.done(&s.id);
+            record_history(&app, &s);
+            close(StatusCode::OK.into_response())
+        }
+        Err(err) => {
+            refused(&app, Some(&cb), &err);
+            err.into_response()
+        }
     }
-    close(StatusCode::OK.into_response())
 }
 
 #[cfg(test)]

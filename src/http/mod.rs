@@ -1,5 +1,6 @@
 //! livebucket's HTTP surfaces, one router each, never sharing a listener:
-//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`;
+//! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`,
+//!   and `/hooks/SECRET/on_relay` (`on_publish` of the internal HLS applications);
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
@@ -18,7 +19,7 @@ pub mod server;
 pub mod vod;
 
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -26,7 +27,6 @@ use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
@@ -34,6 +34,7 @@ use tower_http::trace::TraceLayer;
 use tracing::info;
 
 use crate::auth::callback::MAX_BODY_BYTES;
+use crate::auth::hooks_secret::{HookSecrets, Matched};
 use crate::auth::limiter::FailureLimiter;
 use crate::auth::replay::PushReplay;
 use crate::config::Config;
@@ -44,6 +45,9 @@ use crate::store::Store;
 
 pub struct AppState {
     config: RwLock<Arc<Config>>,
+    /// The hooks secrets accepted now: the configured one, and the one a
+    /// reload replaced during `hooks.previous_secret_grace_secs`.
+    hooks_secrets: RwLock<HookSecrets>,
     pub sessions: Arc<Sessions>,
     pub pipeline: PipelineHandle,
     pub metrics: Arc<Metrics>,
@@ -91,6 +95,7 @@ impl AppState {
             cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),
             background: tokio::runtime::Handle::current(),
+            hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
             pipeline,
@@ -115,10 +120,24 @@ impl AppState {
 
     /// Swaps in a reloaded configuration; live streams are untouched, and
     /// the next `on_update` of each checks its key against the new one. The
-    /// failure limiter takes the new policy and keeps what it counted.
-    /// Listener addresses, limits and the hooks secret take a restart.
+    /// failure limiter takes the new policy and keeps what it counted. A
+    /// changed hooks secret is accepted at once, and the previous one for
+    /// `hooks.previous_secret_grace_secs` more (nginx calls with it until it
+    /// is reloaded). Listener addresses and limits take a restart.
     pub fn set_config(&self, config: Arc<Config>) {
         self.limiter.reconfigure(&config.auth);
+        let grace = Duration::from_secs(config.hooks.previous_secret_grace_secs);
+        let mut secrets = self
+            .hooks_secrets
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if secrets.rotate(config.hooks_secret(), grace, Instant::now()) {
+            info!(
+                grace_secs = grace.as_secs(),
+                "hooks secret changed; the previous one is accepted for grace_secs: reload nginx with the new one"
+            );
+        }
+        drop(secrets);
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -191,6 +210,7 @@ pub fn hooks_router(state: Arc<AppState>) -> Router {
             "/hooks/{secret}/on_publish_done",
             post(hooks::on_publish_done),
         )
+        .route("/hooks/{secret}/on_relay", post(hooks::on_relay))
         .layer((
             middleware::from_fn_with_state(state.clone(), time_hook),
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -213,6 +233,7 @@ fn hook_call(path: &str) -> &'static str {
         "on_publish" => "on_publish",
         "on_update" => "on_update",
         "on_publish_done" => "on_publish_done",
+        "on_relay" => "on_relay",
         _ => "other",
     }
 }
@@ -231,8 +252,10 @@ async fn time_hook(State(app): State<Arc<AppState>>, req: Request, next: Next) -
     response
 }
 
-/// 403 unless the path is `/hooks/<the configured secret>/…`, compared in
-/// constant time. The refusal is logged without the path.
+/// 403 unless the path is `/hooks/<an accepted secret>/…` (the configured
+/// one, or the one a reload replaced during its grace period; see
+/// [`HookSecrets`]), compared in constant time. Which one matched is logged
+/// for the previous one; a refusal is logged without the path.
 async fn require_hooks_secret(
     State(app): State<Arc<AppState>>,
     req: Request,
@@ -244,13 +267,26 @@ async fn require_hooks_secret(
         .strip_prefix("/hooks/")
         .and_then(|rest| rest.split('/').next())
         .unwrap_or_default();
-    let expected = app.config();
-    let ok: bool = given
-        .as_bytes()
-        .ct_eq(expected.hooks_secret().as_bytes())
-        .into();
-    if ok {
-        return next.run(req).await;
+    let matched = app
+        .hooks_secrets
+        .read()
+        .unwrap_or_else(|p| p.into_inner())
+        .check(given.as_bytes(), Instant::now());
+    match matched {
+        Some(Matched::Current) => return next.run(req).await,
+        Some(Matched::Previous) => {
+            app.metrics.inc(
+                "livebucket_hooks_previous_secret_total",
+                hook_call(req.uri().path()),
+            );
+            info!(
+                secret = "previous",
+                call = hook_call(req.uri().path()),
+                "callback with the hooks secret a reload replaced, accepted during hooks.previous_secret_grace_secs: reload nginx with the new one"
+            );
+            return next.run(req).await;
+        }
+        None => {}
     }
     app.metrics.inc("livebucket_hooks_forged_total", "secret");
     let peer = req.extensions().get::<server::Peer>().and_then(|p| p.0);

@@ -297,6 +297,8 @@ pub async fn play(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
+    crate::auth::push::validate_channel(&channel)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     if !playlist.ends_with(".m3u8") {
         return Err(HttpError::NotFound(
             "only playlists (.m3u8) are served here".into(),

@@ -119,6 +119,8 @@ async fn admit(
     method: &'static str,
     name: &str,
 ) -> Result<Admitted, HttpError> {
+    crate::auth::push::validate_channel(channel)
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let cfg = app.config();
     let (start, end) = (num(q, "start")?, num(q, "end")?);
     let urls = q.get("urls").map_or("relative", String::as_str);

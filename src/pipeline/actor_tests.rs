@@ -103,6 +103,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             shape: None,
             snapshot: None,
             resume: None,
+            grant: String::new(),
         })
         .unwrap();
     let task = tokio::spawn(pipeline.run(Vec::new(), rx));

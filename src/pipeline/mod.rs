@@ -60,7 +60,7 @@ use watch::FsEvent;
 pub enum Msg {
     Fs(FsEvent),
     /// `on_publish` approved a session.
-    Started(SessionMeta),
+    Started(Box<SessionMeta>),
     /// `on_publish_done` for a session.
     Done(String),
     /// An upload finished.
@@ -82,7 +82,7 @@ pub struct PipelineHandle {
 
 impl PipelineHandle {
     pub fn started(&self, meta: SessionMeta) {
-        let _ = self.tx.send(Msg::Started(meta));
+        let _ = self.tx.send(Msg::Started(Box::new(meta)));
     }
     pub fn done(&self, id: &str) {
         let _ = self.tx.send(Msg::Done(id.to_owned()));
@@ -254,7 +254,7 @@ impl Pipeline {
                 }
             }
             Msg::Fs(FsEvent::Rescan) => self.rescan_all(),
-            Msg::Started(meta) => self.open_session(meta, false),
+            Msg::Started(meta) => self.open_session(*meta, false),
             Msg::Done(session) => {
                 // Opened (so settled) first: a restart recovers the
                 // session as ended. (Unless it is finished already: its
@@ -298,7 +298,7 @@ impl Pipeline {
                 if let Some(j) = self.journals.get_mut(&session)
                     && let Err(e) = j.append(&entry)
                 {
-                    error!(session = %session, error = %e, "cannot write journal; going on");
+                    error!(session = %crate::session::log_tag(&session), error = %e, "cannot write journal; going on");
                 }
             }
             Effect::Capture {
@@ -418,10 +418,10 @@ impl Pipeline {
                 {
                     match j.rewrite(&entries) {
                         Ok(()) => {
-                            debug!(session = %session, lines = entries.len(), "journal compacted")
+                            debug!(session = %crate::session::log_tag(&session), lines = entries.len(), "journal compacted")
                         }
                         Err(e) => {
-                            warn!(session = %session, error = %e, "cannot compact journal; it keeps growing")
+                            warn!(session = %crate::session::log_tag(&session), error = %e, "cannot compact journal; it keeps growing")
                         }
                     }
                 }
@@ -566,13 +566,13 @@ impl Pipeline {
         // A new session's record is on the capture file system only;
         // recovered ones were settled when the sessions were read.
         if !recovering && let Err(e) = self.sessions.settle(&meta) {
-            error!(session = %meta.id, error = %e, "cannot write the session's state; new pushes are refused until it works");
+            error!(session = %crate::session::log_tag(&meta.id), error = %e, "cannot write the session's state; new pushes are refused until it works");
         }
         let journal_path = self.sessions.session_dir(&meta.id).join("journal");
         let (journal, entries) = match Journal::open(&journal_path) {
             Ok(j) => j,
             Err(e) => {
-                error!(session = %meta.id, error = %e, path = %journal_path.display(), "cannot open session journal; session not uploaded");
+                error!(session = %crate::session::log_tag(&meta.id), error = %e, path = %journal_path.display(), "cannot open session journal; session not uploaded");
                 return;
             }
         };
@@ -699,7 +699,7 @@ impl Pipeline {
             Ok(i) => i,
             Err(e) => {
                 if e.kind() == std::io::ErrorKind::InvalidInput {
-                    warn!(session = id, error = %e, "not captured");
+                    warn!(session = %crate::session::log_tag(id), error = %e, "not captured");
                 }
                 return;
             }
@@ -763,7 +763,7 @@ impl Pipeline {
 /// close comes next.
 fn rewritten(session: &str, name: &str) -> CaptureOutcome {
     warn!(
-        session,
+        session = %crate::session::log_tag(session),
         fragment = name,
         "fragment rewritten since its close; waiting for its next close"
     );

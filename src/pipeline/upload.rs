@@ -253,8 +253,7 @@ impl Uploader {
                     return;
                 };
                 let object = fragment_key(&channel, key);
-                let span =
-                    info_span!("stream", session = %session, channel = %channel, key = %object);
+                let span = info_span!("stream", session = %crate::session::log_tag(&session), channel = %channel, key = %object);
                 let up = self.clone();
                 self.metrics.gauge_add("livebucket_uploads_pending", 1);
                 self.tracker.spawn(
@@ -285,7 +284,7 @@ impl Uploader {
                 full,
                 ended,
             } => {
-                let span = info_span!("stream", session = %session, key = %object);
+                let span = info_span!("stream", session = %crate::session::log_tag(&session), key = %object);
                 let up = self.clone();
                 let body = Bytes::from(body);
                 self.tracker.spawn(
@@ -441,7 +440,10 @@ impl Uploader {
             Some(twin) if !files.file.exists() => twin,
             _ => &files.file,
         };
-        let metadata = [("extinf", extinf), ("session", session)];
+        // The recording id, not the session id: that one names the
+        // session's stream in nginx's internal application.
+        let recording = crate::session::recording_id(session);
+        let metadata = [("extinf", extinf), ("session", recording.as_str())];
         self.store
             .put_file(
                 key_id,

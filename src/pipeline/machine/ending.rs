@@ -116,7 +116,7 @@ impl Core {
             session: id.to_owned(),
         });
         if done {
-            info!(session = %id, listed = self.sessions.get(id).map_or(0, SessionState::listed), "session ended; finishing playlist");
+            info!(session = %crate::session::log_tag(id), listed = self.sessions.get(id).map_or(0, SessionState::listed), "session ended; finishing playlist");
             if let Some(s) = self.sessions.get_mut(id) {
                 s.ending_version = Some(version);
             }
@@ -126,7 +126,7 @@ impl Core {
             self.upload_manifest(id, true, now, fx);
             self.finish_if_stored(id, fx);
         } else {
-            info!(session = %id, "no new fragment for a while; playlist ended until fragments resume");
+            info!(session = %crate::session::log_tag(id), "no new fragment for a while; playlist ended until fragments resume");
             if let Some(s) = self.sessions.get_mut(id) {
                 s.idle_ended = true;
             }
@@ -168,7 +168,7 @@ impl Core {
             if let Some(ch) = self.channels.get_mut(&s.channel) {
                 ch.live.published.remove(id);
             }
-            info!(session = %id, channel = %s.meta.channel, fragments = s.listed(), "session finished");
+            info!(session = %crate::session::log_tag(id), channel = %s.meta.channel, fragments = s.listed(), "session finished");
             fx.push(Effect::Finish {
                 session: id.to_owned(),
                 channel: s.channel,

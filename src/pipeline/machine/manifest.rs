@@ -35,12 +35,15 @@ impl Core {
             i => s.seg(i).map(|g| g.key),
         };
         let Some(chunk_ms) = chunk_ms else {
-            error!(session = %id, start, base = s.base, "manifest chunk start forgotten; not uploaded");
+            error!(session = %crate::session::log_tag(id), start, base = s.base, "manifest chunk start forgotten; not uploaded");
             return;
         };
         let manifest = crate::index::Manifest {
             version: 1,
-            session: s.meta.id.clone(),
+            // Not the session id, which names the session's stream in
+            // nginx's internal application: the bucket's readers get an id
+            // that cannot be turned back into it.
+            session: crate::session::recording_id(&s.meta.id),
             channel: s.meta.channel.clone(),
             started_ms: s.meta.started_ms,
             ended,
@@ -66,7 +69,11 @@ impl Core {
             key_id: s.meta.key_id.clone(),
             bucket: s.meta.bucket.clone(),
             channel: s.channel.clone(),
-            object: crate::index::manifest_key(&s.meta.channel, chunk_ms, &s.meta.id),
+            object: crate::index::manifest_key(
+                &s.meta.channel,
+                chunk_ms,
+                &crate::session::recording_id(&s.meta.id),
+            ),
             body,
             count,
             full,

@@ -195,7 +195,7 @@ impl Core {
             );
         }
         ch.begin_session();
-        info!(session = %s.meta.id, channel = %s.meta.channel, "session started");
+        info!(session = %crate::session::log_tag(&s.meta.id), channel = %s.meta.channel, "session started");
         self.sessions.insert(s.meta.id.clone(), s);
     }
 
@@ -215,7 +215,7 @@ impl Core {
         let ch = self.channels.entry(s.channel.clone()).or_default();
         crate::pipeline::recovery::replay(&mut s, entries, files, &mut ch.live, fx);
         info!(
-            session = %s.meta.id,
+            session = %crate::session::log_tag(&s.meta.id),
             captured = s.captures.len(),
             listed = s.listed(),
             "session recovered from journal"
@@ -305,7 +305,7 @@ impl Core {
                 if at == Location::Nginx {
                     // Not ours to delete before it is stored and out of
                     // nginx's window; `original_removed` stays false.
-                    error!(session = %id, fragment = %c.name, "capture impossible (capture dir and spool full?); uploading from nginx's file");
+                    error!(session = %crate::session::log_tag(id), fragment = %c.name, "capture impossible (capture dir and spool full?); uploading from nginx's file");
                 }
                 let name = c.name.clone();
                 fx.push(Effect::Count("livebucket_fragments_captured_total"));
@@ -367,7 +367,7 @@ impl Core {
                 }
                 None if s.estimated.remove(&e.uri) => {}
                 None => {
-                    error!(session = %id, fragment = %e.uri, "nginx listed a fragment that is gone; it cannot be uploaded");
+                    error!(session = %crate::session::log_tag(id), fragment = %e.uri, "nginx listed a fragment that is gone; it cannot be uploaded");
                     fx.push(Effect::Count("livebucket_fragments_lost_total"));
                 }
             }
@@ -428,7 +428,7 @@ impl Core {
                 return;
             };
             let key = s.captures[i].key;
-            warn!(session = %id, fragment = %s.captures[i].name, duration_ms, "fragment never listed by nginx; duration estimated from names");
+            warn!(session = %crate::session::log_tag(id), fragment = %s.captures[i].name, duration_ms, "fragment never listed by nginx; duration estimated from names");
             let extinf = format!("{}.{:03}", duration_ms / 1000, duration_ms % 1000);
             let name = s.captures[i].name.clone();
             self.assign(id, key, extinf, duration_ms, None, fx);

@@ -40,6 +40,7 @@ fn meta(id: &str, started_ms: u64) -> SessionMeta {
         shape: None,
         snapshot: None,
         resume: None,
+        grant: String::new(),
     }
 }
 
