@@ -252,14 +252,23 @@ fn private_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// nginx's worker writes `hls_dir`, so livebucket does not change its mode;
-/// it creates it `0750` when missing and says so loudly when every local
-/// user may read live fragments there (the tmpfs line in
-/// deploy/fstab.example mounts it `0750`).
+/// nginx's worker writes into the stream directories livebucket makes in
+/// `hls_dir` through the group `hls_dir` passes on, so livebucket does not
+/// change the mode of an `hls_dir` it finds (deploy/ lays it out setgid,
+/// group of nginx's worker, 2770). It creates a missing one 2770, and says so
+/// loudly when every local user may read live fragments there, or when
+/// `hls_dir` is not setgid and group-writable: then nginx's worker, unless
+/// it runs as livebucket's user, cannot write the streams livebucket
+/// approves.
 fn warn_if_open(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .and_then(|()| {
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(HLS_DIR_MODE))
+            })
+            .with_context(|| format!("cannot create directory {}", dir.display()))?;
+    }
     let mode = std::fs::metadata(dir)
         .with_context(|| format!("cannot stat {}", dir.display()))?
         .permissions()
@@ -267,12 +276,23 @@ fn warn_if_open(dir: &Path) -> anyhow::Result<()> {
     if mode & 0o007 != 0 {
         warn!(
             dir = %dir.display(),
-            mode = format!("{:o}", mode & 0o777),
+            mode = format!("{:o}", mode & 0o7777),
             "nginx.hls_dir is open to every local user, who can read live fragments before they are published; mount it mode=0750"
+        );
+    }
+    if mode & HLS_DIR_MODE != HLS_DIR_MODE {
+        warn!(
+            dir = %dir.display(),
+            mode = format!("{:o}", mode & 0o7777),
+            "nginx.hls_dir is not setgid and group-writable: nginx's worker may not write the stream directories livebucket makes there; make it mode 2770, group of nginx's worker (deploy/livebucket.service's ExecStartPre)"
         );
     }
     Ok(())
 }
+
+/// `hls_dir`'s mode as deploy/ lays it out: setgid, so that the stream
+/// directories livebucket makes there take nginx's worker's group.
+const HLS_DIR_MODE: u32 = 0o2770;
 
 /// Raises the soft limit on open files to the hard limit: every connection
 /// and every capture takes one, and `limits.max_connections` per listener
@@ -321,5 +341,26 @@ async fn reload_on_sighup(path: &Path, state: &AppState, store: &Store) {
             }
             Err(e) => error!(error = %e, "reload failed; keeping the previous configuration"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn a_missing_hls_dir_is_made_setgid_and_group_writable_and_a_found_one_is_left_as_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+        let missing = dir.path().join("shm/hls");
+        warn_if_open(&missing).unwrap();
+        assert_eq!(mode(&missing), HLS_DIR_MODE);
+        let found = dir.path().join("found");
+        std::fs::create_dir(&found).unwrap();
+        std::fs::set_permissions(&found, std::fs::Permissions::from_mode(0o750)).unwrap();
+        warn_if_open(&found).unwrap();
+        assert_eq!(mode(&found), 0o750, "nginx's side is not changed");
     }
 }

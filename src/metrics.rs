@@ -104,6 +104,10 @@ const HELP: &[(&str, &str)] = &[
         "Approved publish sessions not yet finished.",
     ),
     (
+        "livebucket_stream_dir_errors_total",
+        "Approved pushes refused because their HLS directory could not be made in nginx.hls_dir.",
+    ),
+    (
         "livebucket_unknown_dirs_total",
         "HLS directories that belong to no approved session.",
     ),

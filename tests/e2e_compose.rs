@@ -406,16 +406,42 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         list.text()
     );
 
-    // The HLS volume is a tmpfs of the requested size, owned by www-data.
+    // The HLS volume is a tmpfs of the requested size, livebucket's (uid
+    // 990), group www-data (gid 33), and hls/ in it is setgid for that group.
     let tmpfs = blocking(|| stack.volume_mountpoint("hls"));
     let (fs_type, options) = mount_of(&tmpfs)
         .unwrap_or_else(|| panic!("the HLS volume is not mounted at {}", tmpfs.display()));
     assert!(
         fs_type == "tmpfs"
             && options.split(',').any(|o| o == TMPFS_SIZE_IN_MOUNTS)
-            && options.split(',').any(|o| o == "uid=33"),
-        "the HLS volume is {fs_type} ({options}), not a {TMPFS_SIZE} tmpfs owned by uid 33"
+            && options.split(',').any(|o| o == "uid=990")
+            && options.split(',').any(|o| o == "gid=33"),
+        "the HLS volume is {fs_type} ({options}), not a {TMPFS_SIZE} tmpfs owned by 990:33"
     );
+    assert_eq!(
+        owner_and_mode(&tmpfs),
+        (990, 33, 0o750),
+        "the HLS volume's root"
+    );
+    assert_eq!(
+        owner_and_mode(&tmpfs.join("hls")),
+        (990, 33, 0o2770),
+        "hls/"
+    );
+    // livebucket runs with no capability at all (PID 1 after the
+    // entrypoint's exec), and can gain none.
+    let status = blocking(|| stack.exec("livebucket", &["cat", "/proc/1/status"]));
+    for field in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        let line = status
+            .lines()
+            .find(|l| l.starts_with(&format!("{field}:")))
+            .unwrap_or_else(|| panic!("no {field} in livebucket's /proc/1/status:\n{status}"));
+        assert!(
+            line.ends_with("0000000000000000") && status.contains("Uid:\t990\t"),
+            "livebucket's {line}, not 0, or not uid 990:\n{status}"
+        );
+    }
+    assert!(status.contains("NoNewPrivs:\t1"), "{status}");
 
     // livebucket made hls/ at start; record what nginx writes there before
     // livebucket can delete it.
@@ -470,6 +496,21 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     )
     .await;
     clock.lap("push to first on_update");
+    // nginx writes into the directory livebucket made for the session:
+    // livebucket's, group www-data, 0770 (the kernel drops setgid for a
+    // chmod by livebucket, which is not in that group; the group came from
+    // hls/), and its fragments are there.
+    let streams: Vec<_> = std::fs::read_dir(tmpfs.join("hls"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(streams.len(), 1, "stream directories: {streams:?}");
+    let (uid, gid, mode) = owner_and_mode(&streams[0]);
+    assert!(
+        (uid, gid) == (990, 33) && mode & 0o777 == 0o770,
+        "the stream directory is {uid}:{gid} {mode:o}"
+    );
     blocking(|| {
         stack.run(&["restart", "livebucket"]);
         stack.wait_healthy(&["livebucket"], secs(30));
@@ -508,6 +549,37 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     watch.wait_for("#EXT-X-ENDLIST", secs(60), ended).await;
     let observed = watch.finish().await;
     clock.lap("rest of the push, playlist ended");
+    // Once the session is finished, the tmpfs holds nothing of it: no
+    // stream directory in hls/, no capture, no pending session record.
+    let left_on_tmpfs = || -> Vec<std::path::PathBuf> {
+        let list = |d: &Path| -> Vec<std::path::PathBuf> {
+            std::fs::read_dir(d)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .collect()
+        };
+        let mut left = list(&tmpfs.join("hls"));
+        for entry in list(&tmpfs.join("capture")) {
+            if entry.file_name().is_some_and(|n| n == "sessions") {
+                left.extend(list(&entry));
+            } else {
+                left.push(entry);
+            }
+        }
+        left
+    };
+    wait_until(
+        "the finished session to leave nothing on the HLS tmpfs",
+        secs(20),
+        millis(200),
+        async || match left_on_tmpfs() {
+            left if left.is_empty() => Ok(()),
+            left => Err(format!("{left:?}")),
+        },
+    )
+    .await;
     // livebucket's own count agrees: fragments uploaded since the restart,
     // none given up (the counters restart with the process).
     let metrics = blocking(|| stack.exec("livebucket", &["livebucket-docker", "metrics"]));
@@ -639,6 +711,14 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         tmpfs.display()
     );
     eprintln!("e2e_compose: {}", clock.report());
+}
+
+/// (uid, gid, permission bits with setgid) of `path`, not following a link.
+fn owner_and_mode(path: &Path) -> (u32, u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)
+        .unwrap_or_else(|e| panic!("cannot stat {}: {e}", path.display()));
+    (meta.uid(), meta.gid(), meta.mode() & 0o7777)
 }
 
 /// `docker run --rm --network none IMAGE ARGS…` with `-e`/`-v` options

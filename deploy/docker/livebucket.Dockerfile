@@ -25,9 +25,10 @@ RUN apt-get update \
 # livebucket runs as a user of its own (uid 990), not as nginx's worker
 # (www-data, uid 33, in the nginx-rtmp container): a compromised worker can
 # touch nothing of livebucket's in the volumes they share (its captures, its
-# socket). The entrypoint gives it CAP_DAC_OVERRIDE alone, to move and delete
-# fragments in the stream directories nginx-rtmp makes mode 0744 in the HLS
-# volume. A fresh state volume takes the owner of /var/lib/livebucket.
+# socket). The entrypoint lays out the HLS volume and drops every capability
+# (livebucket makes each stream's directory, which nginx's worker writes into
+# through its group). A fresh state volume takes the owner of
+# /var/lib/livebucket.
 RUN useradd --system --uid 990 --user-group --home-dir /var/lib/livebucket \
         --no-create-home --shell /usr/sbin/nologin livebucket \
     && install -d -o livebucket -g livebucket -m 0750 /var/lib/livebucket /run/livebucket-config \

@@ -198,11 +198,18 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
             other => HttpError::Unavailable(other.to_string()),
         })
         .and_then(|m| {
+            // The directory nginx will write into, made before the URL is
+            // spent: a push refused here leaves its URL usable.
+            if let Err(e) = stream_dir(app, &cfg, &m.id) {
+                app.sessions.finish(&m.id);
+                return Err(e);
+            }
             // The push is admitted: spend its URL now, or undo the session
             // (a URL that cannot be recorded as used is not approved).
             match reservation.map(|r| r.commit()) {
                 Some(Err(e)) => {
                     app.sessions.finish(&m.id);
+                    let _ = std::fs::remove_dir(cfg.nginx.hls_dir.join(&m.id));
                     Err(replay_refusal(e))
                 }
                 _ => Ok(m),
@@ -241,6 +248,23 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         tokio::task::spawn_blocking(move || sessions.refill_spares());
     });
     Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+}
+
+/// Makes the approved session's HLS directory, so that it is livebucket's
+/// and nginx's worker writes there through its group (see
+/// [`crate::session::make_stream_dir`]). A failure refuses the push (503,
+/// logged with the reason, counted in `livebucket_stream_dir_errors_total`);
+/// the caller undoes the session.
+fn stream_dir(app: &AppState, cfg: &crate::config::Config, id: &str) -> Result<(), HttpError> {
+    let Err(e) = crate::session::make_stream_dir(&cfg.nginx.hls_dir, id) else {
+        return Ok(());
+    };
+    app.metrics.inc("livebucket_stream_dir_errors_total", "");
+    // The session id stays out of the log (it names the internal stream).
+    Err(HttpError::Unavailable(format!(
+        "cannot make the session's directory in nginx.hls_dir ({}): {e}",
+        cfg.nginx.hls_dir.display()
+    )))
 }
 
 /// The refusal for a grant that cannot be reserved or spent.
@@ -471,6 +495,9 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
         }
     }
 }
+
+#[cfg(test)]
+mod stream_dir_tests;
 
 #[cfg(test)]
 mod tests {

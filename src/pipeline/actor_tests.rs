@@ -14,10 +14,11 @@ use crate::config::Config;
 /// The rig's tmpfs is a temporary directory on whatever disk the tests run
 /// on: the high-water marks are at 100 % so that disk's own fill level
 /// cannot send fragments to the spool (these tests are about capture).
-fn config(dir: &Path) -> Arc<Config> {
+fn config(dir: &Path, extra: &str) -> Arc<Config> {
     let text = format!(
         r#"
         state_dir = "{state}"
+        {extra}
         [hooks]
         secret = "hooks-secret-for-the-unit-tests-0001"
         [nginx]
@@ -51,8 +52,14 @@ struct Rig {
 /// A running pipeline and a session approved as `on_publish` approves one,
 /// its Started not sent.
 fn rig_with_approved_session() -> (Rig, String) {
+    rig_with("")
+}
+
+/// [`rig_with_approved_session`], with `extra` (top-level TOML, sections
+/// included) at the start of the config.
+fn rig_with(extra: &str) -> (Rig, String) {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = config(dir.path());
+    let cfg = config(dir.path(), extra);
     std::fs::create_dir_all(&cfg.nginx.hls_dir).unwrap();
     let (sessions, _) =
         Sessions::open(&cfg.state_dir, &cfg.capture_dir().join("sessions")).unwrap();
@@ -174,4 +181,26 @@ async fn a_session_that_ends_before_it_started_is_settled_and_ended() {
         done,
         "the end of a session not yet started was not recorded"
     );
+}
+
+/// `on_publish` makes the session's HLS directory before it answers; a
+/// publisher that leaves before nginx relayed anything leaves it empty. Its
+/// creation is no unknown directory, and the session's end removes it.
+#[tokio::test]
+async fn an_approved_session_that_never_relayed_leaves_no_directory() {
+    let (rig, id) = rig_with("[live]\ndone_grace_ms = 0");
+    let dir = crate::session::make_stream_dir(&rig.cfg.nginx.hls_dir, &id).unwrap();
+    let _ = rig
+        .handle
+        .sender()
+        .send(Msg::Fs(FsEvent::DirCreated(dir.clone())));
+    rig.handle.started(rig.sessions.get(&id).unwrap());
+    rig.sessions.release_live(&id);
+    rig.handle.done(&id);
+    let (sessions, metrics) = (rig.sessions.clone(), rig.metrics.clone());
+    let done = rig
+        .wait_then_stop(|_| !dir.exists() && sessions.get(&id).is_none())
+        .await;
+    assert!(done, "the empty directory of an ended session stayed");
+    assert_eq!(metrics.counter("livebucket_unknown_dirs_total", ""), 0);
 }

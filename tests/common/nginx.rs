@@ -24,8 +24,10 @@ pub struct Nginx {
 
 impl Nginx {
     /// Starts nginx calling back `hooks_url` (livebucket's `http://IP:PORT`)
-    /// and writing HLS under `hls_dir`, which is created world-writable: the
-    /// worker runs as `nobody` when nginx starts as root.
+    /// and writing HLS under `hls_dir`, laid out as deploy/ lays it out:
+    /// livebucket makes each stream's directory, and nginx's worker (which
+    /// runs as www-data when nginx starts as root) writes there through its
+    /// group, which `hls_dir` passes on (setgid).
     pub fn start(dir: &TestDir, hooks_url: &str, hls_dir: &Path) -> Nginx {
         Self::start_with(dir, hooks_url, hls_dir, &[])
     }
@@ -61,7 +63,14 @@ impl Nginx {
         let prefix = dir.subdir("nginx");
         std::fs::create_dir_all(hls_dir)
             .unwrap_or_else(|e| panic!("cannot create {}: {e}", hls_dir.display()));
-        super::chmod(hls_dir, 0o777);
+        // Not root: the worker runs as this user, livebucket's.
+        if unsafe { libc::geteuid() } == 0 {
+            run(
+                "chgrp www-data",
+                Command::new("chgrp").arg("www-data").arg(hls_dir),
+            );
+        }
+        super::chmod(hls_dir, 0o2770);
 
         let mut render = Command::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
