@@ -347,9 +347,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn get(&self, key_id: &str, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
-        let out = self
-            .client(key_id)?
+    /// A GET's answer, its body not read yet; 404 is [`StoreError::NotFound`].
+    async fn get_object(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+    ) -> Result<aws_sdk_s3::operation::get_object::GetObjectOutput, StoreError> {
+        self.client(key_id)?
             .get_object()
             .bucket(bucket)
             .key(key)
@@ -364,7 +369,11 @@ impl Store {
                     }
                 }
                 e => classify("GET", bucket, key, e),
-            })?;
+            })
+    }
+
+    pub async fn get(&self, key_id: &str, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
+        let out = self.get_object(key_id, bucket, key).await?;
         let body = out.body.collect().await.map_err(|e| StoreError::Request {
             op: "GET",
             bucket: bucket.to_owned(),
@@ -391,23 +400,7 @@ impl Store {
             key: key.to_owned(),
             max,
         };
-        let mut out = self
-            .client(key_id)?
-            .get_object()
-            .bucket(bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| match e {
-                SdkError::ServiceError(se) if se.raw().status().as_u16() == 404 => {
-                    StoreError::NotFound {
-                        op: "GET",
-                        bucket: bucket.to_owned(),
-                        key: key.to_owned(),
-                    }
-                }
-                e => classify("GET", bucket, key, e),
-            })?;
+        let mut out = self.get_object(key_id, bucket, key).await?;
         let announced = out.content_length().and_then(|n| usize::try_from(n).ok());
         if announced.is_some_and(|n| n > max) {
             return Err(too_large());
