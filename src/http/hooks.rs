@@ -89,11 +89,9 @@ fn answered(app: &AppState, call: &'static str) {
 
 pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "publish");
-    let cb = match parse_callback(&body) {
+    let cb = match parsed(&app, &body) {
         Ok(cb) => cb,
-        Err(reject) => {
-            let err = HttpError::from(reject);
-            refused(&app, None, &err);
+        Err(err) => {
             tokio::time::sleep(FAILURE_DELAY).await;
             return err.into_response();
         }
@@ -396,6 +394,16 @@ async fn channel_record(
     }
 }
 
+/// nginx's form body as a [`Callback`]; a body that is none is refused
+/// (logged and counted) as [`HttpError`].
+fn parsed(app: &AppState, body: &[u8]) -> Result<Callback, HttpError> {
+    parse_callback(body).map_err(|e| {
+        let err = HttpError::from(e);
+        refused(app, None, &err);
+        err
+    })
+}
+
 /// `on_publish` of the internal HLS applications: admits nginx's own relay
 /// of an approved session (the stream named by the session id that
 /// `on_publish` answered with), once per session and only while its
@@ -405,13 +413,9 @@ async fn channel_record(
 /// logged as its [`log_tag`] only: a session id must not reach info logs.
 pub async fn on_relay(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "relay");
-    let cb = match parse_callback(&body) {
+    let cb = match parsed(&app, &body) {
         Ok(cb) => cb,
-        Err(e) => {
-            let err = HttpError::from(e);
-            refused(&app, None, &err);
-            return err.into_response();
-        }
+        Err(err) => return err.into_response(),
     };
     let admitted = if cb.call == "publish" {
         app.sessions.admit_relay(&cb.name).map_err(|r| r.code())
@@ -464,13 +468,9 @@ fn publisher<'a>(
 /// and ends nothing.
 pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "publish_done");
-    let cb = match parse_callback(&body) {
+    let cb = match parsed(&app, &body) {
         Ok(cb) => cb,
-        Err(e) => {
-            let err = HttpError::from(e);
-            refused(&app, None, &err);
-            return err.into_response();
-        }
+        Err(err) => return err.into_response(),
     };
     let cfg = app.config();
     let found = verify_done(&cb, &cfg.keys, &cfg.auth)
