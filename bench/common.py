@@ -590,20 +590,41 @@ def push_query(bucket: str, channel: str, key_id: str, secret: str, lifetime: in
     )
 
 
+# The push query each (clientid, channel) published with: on_publish_done
+# carries it, as nginx passes the publisher's query to every callback, and
+# livebucket ends only the session that query's grant was approved with.
+_QUERIES: dict[tuple[int, str], str] = {}
+
+
+def publish_body(clientid: int, bucket: str, channel: str, key_id: str, secret: str) -> bytes:
+    """A signed on_publish body as nginx-rtmp posts it; its query is kept
+    for the matching publish_done."""
+    query = push_query(bucket, channel, key_id, secret)
+    _QUERIES[(clientid, channel)] = query
+    return nginx_callback_body("publish", clientid, channel, query)
+
+
 def publish(ports: LivebucketPorts, clientid: int, bucket: str, channel: str, key_id: str, secret: str) -> str:
     """POSTs a signed on_publish like nginx-rtmp does; returns the session id
     (the last path segment of the 302's Location)."""
-    query = push_query(bucket, channel, key_id, secret)
     status, headers = http_post(
-        ports.hooks, f"/hooks/{HOOKS_SECRET}/on_publish", nginx_callback_body("publish", clientid, channel, query)
+        ports.hooks, f"/hooks/{HOOKS_SECRET}/on_publish", publish_body(clientid, bucket, channel, key_id, secret)
     )
     if status != 302:
         raise RuntimeError(f"on_publish for {bucket}/{channel} answered {status}")
     return headers["location"].rstrip("/").rsplit("/", 1)[1]
 
 
-def publish_done(ports: LivebucketPorts, clientid: int, channel: str) -> None:
-    http_post(ports.hooks, f"/hooks/{HOOKS_SECRET}/on_publish_done", nginx_callback_body("publish_done", clientid, channel))
+def publish_done(ports: LivebucketPorts, clientid: int, channel: str) -> int:
+    """on_publish_done for a publish made through publish_body, with its
+    query; returns the status (403 for a body wrk never sent)."""
+    query = _QUERIES.pop((clientid, channel), "")
+    status, _ = http_post(
+        ports.hooks,
+        f"/hooks/{HOOKS_SECRET}/on_publish_done",
+        nginx_callback_body("publish_done", clientid, channel, query),
+    )
+    return status
 
 
 # ------------------------------------------------------- a minimal S3 PUT

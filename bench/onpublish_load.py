@@ -43,12 +43,7 @@ THREADS = 2
 
 
 def bodies(bucket: str, channels: list[str], first_clientid: int, key_id: str, secret: str) -> list[bytes]:
-    return [
-        common.nginx_callback_body(
-            "publish", first_clientid + i, ch, common.push_query(bucket, ch, key_id, secret)
-        )
-        for i, ch in enumerate(channels)
-    ]
+    return [common.publish_body(first_clientid + i, bucket, ch, key_id, secret) for i, ch in enumerate(channels)]
 
 
 def phase(ctx, port, kind: str, run_dir: Path, lines: list[bytes], want: int, concurrency: int, bucket: str) -> dict:

@@ -288,7 +288,8 @@ def session_run(ctx, fragments: int, rate: float, sample_s: float) -> dict:
     g.create_bucket(bucket)
     proc, port = start_livebucket(ctx, run_dir, hls, run_dir / "state")
     sid = common.publish(port, 1, bucket, "long", g.key_id, g.secret)
-    (hls / sid).mkdir()
+    # livebucket makes an approved session's directory before it answers.
+    (hls / sid).mkdir(exist_ok=True)
     time.sleep(0.5)
     spec = {
         "dir": str(hls / sid), "rate": rate, "fragments": fragments,
@@ -529,7 +530,8 @@ class Run:
         else:
             dirs = [self.hls / ch for ch in channels]
         for d in dirs:
-            d.mkdir()
+            # livebucket makes an approved session's directory itself.
+            d.mkdir(exist_ok=True)
         if self.system == "pywatcher":
             proc = common.Proc(
                 "pywatcher",
@@ -730,8 +732,7 @@ class PublishProbe:
                 self.server_before = hook_histogram(port)
             clientid = 100_000 + k
             channel = f"probe{k % PROBE_NAMES:03d}"
-            query = common.push_query(bucket, channel, garage.key_id, garage.secret)
-            body = common.nginx_callback_body("publish", clientid, channel, query)
+            body = common.publish_body(clientid, bucket, channel, garage.key_id, garage.secret)
             # The floor first: what livebucket does after it answered (the
             # pipeline's wake-up) would fall on a call that follows it.
             floor_ms, _ = common.timed_callback(self.floor_port, f"/hooks/{common.HOOKS_SECRET}/on_publish", body)

@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -128,9 +129,12 @@ def main() -> None:
         run_dir.mkdir()
         hls = shm / "hls"
         hls.mkdir(parents=True)
-        # nginx's worker runs as www-data and creates the stream directories.
+        # As deploy/ lays it out: livebucket makes each stream's directory,
+        # nginx's worker (www-data) writes there through the group hls/
+        # passes on (setgid).
         os.chmod(shm, 0o755)
-        os.chmod(hls, 0o777)
+        shutil.chown(hls, group="www-data")
+        os.chmod(hls, 0o2770)
         g = ctx.garage
         bucket = "realpath"
         g.create_bucket(bucket)
