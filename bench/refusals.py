@@ -180,6 +180,7 @@ def main() -> None:
         proc, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state")
 
         floor_port = common.free_port()
+        (run_dir / "floor").mkdir()
         floor = common.start_nginx(
             "nginx-refusal-floor",
             run_dir / "floor",
