@@ -21,6 +21,7 @@
 
 pub mod app;
 pub mod auth;
+pub mod cache;
 pub mod channels;
 pub mod clock;
 pub mod cluster;

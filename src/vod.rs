@@ -14,11 +14,13 @@
 //! servers) for private buckets.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
 use crate::auth::presign::{PresignError, S3Location, SigV4Presigner, presign_v2_get};
+use crate::cache::Fifo;
 use crate::hls::{Segment, VOD_TAIL, target_duration_of, vod_head, vod_segments};
 use crate::index::{self, Manifest, RangeFragment};
 use crate::layout::{fragment_key, fragment_name, parse_fragment_name};
@@ -138,31 +140,21 @@ pub const RANGE_CACHE_FRAGMENTS: usize = 250_000;
 /// Independent of the key that asked: every key allowed on a bucket sees
 /// the same fragments.
 pub struct RangeCache {
-    inner: std::sync::Mutex<RangeCacheInner>,
-}
-
-struct RangeCacheInner {
-    max_fragments: usize,
-    held: usize,
-    entries: std::collections::HashMap<RangeKey, (std::sync::Arc<Vec<RangeFragment>>, Source)>,
-    order: std::collections::VecDeque<RangeKey>,
+    inner: Mutex<Ranges>,
 }
 
 type RangeKey = (String, String, u64, u64);
+/// A range's fragments, weighed by their count.
+type Ranges = Fifo<RangeKey, (Arc<Vec<RangeFragment>>, Source)>;
 
 impl RangeCache {
     pub fn new(max_fragments: usize) -> RangeCache {
         RangeCache {
-            inner: std::sync::Mutex::new(RangeCacheInner {
-                max_fragments,
-                held: 0,
-                entries: Default::default(),
-                order: Default::default(),
-            }),
+            inner: Mutex::new(Fifo::new(max_fragments)),
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, RangeCacheInner> {
+    fn lock(&self) -> MutexGuard<'_, Ranges> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -174,10 +166,7 @@ impl RangeCache {
         range: (u64, u64),
     ) -> Option<(Vec<RangeFragment>, Source)> {
         let key = (bucket.to_owned(), channel.to_owned(), range.0, range.1);
-        self.lock()
-            .entries
-            .get(&key)
-            .map(|(f, s)| (f.as_ref().clone(), *s))
+        self.lock().get(&key).map(|(f, s)| (f.as_ref().clone(), *s))
     }
 
     /// Keeps `frags` for the range, evicting the oldest entries to fit;
@@ -191,27 +180,13 @@ impl RangeCache {
         source: Source,
     ) {
         let key = (bucket.to_owned(), channel.to_owned(), range.0, range.1);
-        let mut c = self.lock();
-        if frags.len() > c.max_fragments || c.entries.contains_key(&key) {
-            return;
-        }
-        while c.held + frags.len() > c.max_fragments {
-            let Some(oldest) = c.order.pop_front() else {
-                break;
-            };
-            if let Some((old, _)) = c.entries.remove(&oldest) {
-                c.held -= old.len();
-            }
-        }
-        c.held += frags.len();
-        c.order.push_back(key.clone());
-        c.entries
-            .insert(key, (std::sync::Arc::new(frags.to_vec()), source));
+        self.lock()
+            .insert(key, (Arc::new(frags.to_vec()), source), frags.len());
     }
 
     /// Fragments held.
     pub fn held(&self) -> usize {
-        self.lock().held
+        self.lock().used()
     }
 }
 

@@ -16,7 +16,7 @@
 //! URL (key, expiry, URL flavour) in a cache of `play.signed_cache_bytes`,
 //! so a thousand viewers of one VOD link share one copy.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,6 +32,7 @@ use super::AppState;
 use super::error::HttpError;
 use crate::auth::presign::{self, S3Location, SigV4Presigner};
 use crate::auth::push::Reject;
+use crate::cache::Fifo;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
 use crate::pipeline::live::ChannelId;
@@ -170,61 +171,32 @@ pub struct PlayKey {
 /// size, the oldest inserted evicted first, and one copy may take at most a
 /// quarter of the budget (a single huge playlist does not flush the rest).
 /// Copies whose play URL has expired are dropped as new ones come in.
-pub struct SignedCache {
-    max_bytes: usize,
-    used: usize,
-    entries: HashMap<PlayKey, Arc<[Bytes]>>,
-    order: VecDeque<PlayKey>,
-}
+pub struct SignedCache(Fifo<PlayKey, Arc<[Bytes]>>);
 
 impl SignedCache {
     /// An empty cache of at most `max_bytes` (0: keeps nothing).
     pub fn new(max_bytes: usize) -> SignedCache {
-        SignedCache {
-            max_bytes,
-            used: 0,
-            entries: HashMap::new(),
-            order: VecDeque::new(),
-        }
+        SignedCache(Fifo::new(max_bytes))
     }
 
     /// The signed copy for `key`, shared.
     pub fn get(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
-        self.entries.get(key).cloned()
+        self.0.get(key).cloned()
     }
 
     /// Keeps `chunks` for `key` if it fits the rules above; `false` if not.
     pub fn insert(&mut self, key: PlayKey, chunks: Arc<[Bytes]>, now: u64) -> bool {
         let size: usize = chunks.iter().map(Bytes::len).sum();
-        if size > self.max_bytes / 4 || self.entries.contains_key(&key) {
+        if size > self.0.max_weight() / 4 {
             return false;
         }
-        self.order.retain(|k| {
-            if k.expires < now {
-                if let Some(old) = self.entries.remove(k) {
-                    self.used -= old.iter().map(Bytes::len).sum::<usize>();
-                }
-                return false;
-            }
-            true
-        });
-        while self.used + size > self.max_bytes {
-            let Some(oldest) = self.order.pop_front() else {
-                break;
-            };
-            if let Some(old) = self.entries.remove(&oldest) {
-                self.used -= old.iter().map(Bytes::len).sum::<usize>();
-            }
-        }
-        self.used += size;
-        self.order.push_back(key.clone());
-        self.entries.insert(key, chunks);
-        true
+        self.0.drop_where(|k| k.expires < now);
+        self.0.insert(key, chunks, size)
     }
 
     /// Bytes held.
     pub fn used(&self) -> usize {
-        self.used
+        self.0.used()
     }
 }
 
