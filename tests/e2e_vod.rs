@@ -203,7 +203,7 @@ fn object_key(endpoint: &str, url: &str) -> String {
 
 /// Every segment URI of a playlist must be a SigV4 presigned URL on Garage;
 /// returns their object keys in order.
-fn presigned_keys(garage: &Garage, playlist: &CheckedPlaylist, text: &str) -> Vec<String> {
+fn presigned_keys(endpoint: &str, playlist: &CheckedPlaylist, text: &str) -> Vec<String> {
     playlist
         .uris
         .iter()
@@ -214,7 +214,7 @@ fn presigned_keys(garage: &Garage, playlist: &CheckedPlaylist, text: &str) -> Ve
                     "segment URI {uri} has no {param}; the playlist:\n{text}"
                 );
             }
-            object_key(garage.endpoint(), uri)
+            object_key(endpoint, uri)
         })
         .collect()
 }
@@ -514,7 +514,7 @@ async fn vod_over_two_sessions() {
     let vod = check_playlist(&text)
         .unwrap_or_else(|v| panic!("the VOD playlist is not valid:\n{v}\n{text}"));
     assert!(vod.vod && vod.ended, "not a finished VOD playlist:\n{text}");
-    let keys = presigned_keys(&stack.garage, &vod, &text);
+    let keys = presigned_keys(stack.store.endpoint(), &vod, &text);
     assert_eq!(keys, all, "the VOD's segments are not the stored ones");
     assert_durations(
         "VOD EXTINF",
@@ -558,7 +558,7 @@ async fn vod_over_two_sessions() {
     let api_text = resp.text();
     let api = check_playlist(&api_text)
         .unwrap_or_else(|v| panic!("the API's VOD is not valid:\n{v}\n{api_text}"));
-    assert_eq!(presigned_keys(&stack.garage, &api, &api_text), all);
+    assert_eq!(presigned_keys(stack.store.endpoint(), &api, &api_text), all);
     assert_eq!(api.durations, vod.durations);
     assert_eq!(api.discontinuity_flags, vod.discontinuity_flags);
 
@@ -596,7 +596,10 @@ async fn vod_over_two_sessions() {
     let played = check_playlist(&played_text)
         .unwrap_or_else(|v| panic!("/play of the VOD is not valid:\n{v}\n{played_text}"));
     assert!(played.vod && played.ended);
-    assert_eq!(presigned_keys(&stack.garage, &played, &played_text), all);
+    assert_eq!(
+        presigned_keys(stack.store.endpoint(), &played, &played_text),
+        all
+    );
 
     // Ranges that cut into sessions: exactly the fragments starting in the
     // range, a DISCONTINUITY only where the second session starts after an
@@ -810,7 +813,7 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     let playlist = check_playlist(&text)
         .unwrap_or_else(|v| panic!("/play answered an invalid playlist:\n{v}\n{text}"));
     assert!(!playlist.ended && !playlist.vod, "still live:\n{text}");
-    let keys = presigned_keys(&stack.garage, &playlist, &text);
+    let keys = presigned_keys(stack.store.endpoint(), &playlist, &text);
     let stored = ts_keys(&stack.s3, channel).await;
     for key in &keys {
         assert!(stored.contains(key), "/play lists {key}, not in the bucket");
@@ -832,10 +835,11 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     for _ in 0..5 {
         let text = httpc::get(&url).await.text();
         let reload = check_playlist(&text).unwrap();
-        for (uri, key) in reload
-            .uris
-            .iter()
-            .zip(presigned_keys(&stack.garage, &reload, &text))
+        for (uri, key) in
+            reload
+                .uris
+                .iter()
+                .zip(presigned_keys(stack.store.endpoint(), &reload, &text))
         {
             match seen.get(&key) {
                 Some(before) => {
@@ -1003,7 +1007,7 @@ async fn play_serves_live_playlist_with_presigned_segments() {
 #[tokio::test]
 async fn sign_play_urls_for_objects() {
     let stack = Stack::start("vod-presign");
-    let endpoint = stack.garage.endpoint().to_owned();
+    let endpoint = stack.store.endpoint().to_owned();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let plain = "cam/1700000000000.ts";
     let odd = "odd chan/seg+1 é.ts";
