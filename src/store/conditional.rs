@@ -2,7 +2,8 @@
 //! the object is absent (`If-None-Match: *`) or still the version that was
 //! read (`If-Match: <ETag>`), so that two writers doing read-modify-write on
 //! one object cannot lose an update. Garage ignores both headers (the PUT
-//! always lands), so whether a store honours them is found out by
+//! always lands), and a store that does not implement them may refuse them
+//! (501), so whether a store honours them is found out by
 //! [`Store::probe_conditional`] and never assumed.
 //!
 //! How the ETag is given back differs: AWS S3 and MinIO accept the quoted
@@ -67,13 +68,25 @@ pub struct Versioned {
     pub etag: Option<String>,
 }
 
-/// Whether a conditional PUT's error answer means the condition did not
-/// hold and nothing was written (see the module doc for RGW's 500).
-pub fn lost_race(status: u16, code: Option<&str>) -> bool {
-    match status {
-        409 | 412 => true,
-        500 => code.is_none_or(|c| c == "UnknownError"),
-        _ => false,
+/// How a store refused a conditional PUT (nothing was written either way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The condition did not hold, or the PUT lost a race (see the module
+    /// doc for RGW's 500).
+    LostRace,
+    /// The store does not implement the condition header (501, or 400
+    /// `NotImplemented`): it has no conditional writes.
+    NotUnderstood,
+}
+
+/// What a conditional PUT's error answer means; `None`: an ordinary
+/// failure, for the caller's retry rules.
+pub fn refusal(status: u16, code: Option<&str>) -> Option<Refusal> {
+    match (status, code) {
+        (409 | 412, _) => Some(Refusal::LostRace),
+        (500, None | Some("UnknownError")) => Some(Refusal::LostRace),
+        (501, _) | (400, Some("NotImplemented")) => Some(Refusal::NotUnderstood),
+        _ => None,
     }
 }
 
@@ -142,8 +155,8 @@ impl Store {
     /// Stores a whole object if `condition` holds. On a store without
     /// conditional writes ([`Conditional::Unsupported`]) the header is
     /// ignored and the PUT lands regardless: callers ask only where
-    /// [`Store::probe_conditional`] said the store honours it.
-    #[tracing::instrument(level = "debug", skip(self, body, object))]
+    /// [`Store::probe_conditional`] said the store honours it. A store that
+    /// refuses the header itself is a non-retriable [`StoreError`].
     pub async fn put_if(
         &self,
         key_id: &str,
@@ -153,6 +166,33 @@ impl Store {
         object: &ObjectMeta<'_>,
         condition: &Precondition,
     ) -> Result<PutIf, StoreError> {
+        match self
+            .send_put_if(key_id, bucket, key, body, object, condition)
+            .await?
+        {
+            Ok(etag) => Ok(PutIf::Stored { etag }),
+            Err(Refusal::LostRace) => Ok(PutIf::PreconditionFailed),
+            Err(Refusal::NotUnderstood) => Err(StoreError::Request {
+                op: "PUT",
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "the store does not implement conditional PUTs".into(),
+                retriable: false,
+            }),
+        }
+    }
+
+    /// One conditional PUT: the new ETag, or how the store refused it.
+    #[tracing::instrument(level = "debug", skip(self, body, object))]
+    async fn send_put_if(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        object: &ObjectMeta<'_>,
+        condition: &Precondition,
+    ) -> Result<Result<Option<String>, Refusal>, StoreError> {
         let mut req = self
             .client(key_id)?
             .put_object()
@@ -174,13 +214,11 @@ impl Store {
             req.customize().disable_payload_signing().send().await
         };
         match sent {
-            Ok(out) => Ok(PutIf::Stored {
-                etag: out.e_tag().map(str::to_owned),
-            }),
+            Ok(out) => Ok(Ok(out.e_tag().map(str::to_owned))),
             Err(SdkError::ServiceError(se))
-                if lost_race(se.raw().status().as_u16(), se.err().code()) =>
+                if let Some(r) = refusal(se.raw().status().as_u16(), se.err().code()) =>
             {
-                Ok(PutIf::PreconditionFailed)
+                Ok(Err(r))
             }
             Err(e) => {
                 let status = e.raw_response().map(|r| r.status().as_u16());
@@ -198,7 +236,8 @@ impl Store {
     /// after): created with `If-None-Match: *`, created again the same way
     /// (must be refused), then written with `If-Match` of a wrong ETag (must
     /// be refused) and of its own ETag, quoted and, if that is refused, bare
-    /// (must land). [`conclude`] reads the answers.
+    /// (must land). [`conclude`] reads the answers; a store that refuses the
+    /// headers themselves (501 Not Implemented) has no conditional writes.
     pub async fn probe_conditional(
         &self,
         key_id: &str,
@@ -209,12 +248,19 @@ impl Store {
             rand::random::<u64>()
         );
         let key = key.as_str();
+        /// Stops the probe at the first header the store does not implement.
+        struct NotUnderstood;
         let put = |body: &'static [u8], condition: Precondition| async move {
             let body = Bytes::from_static(body);
-            let landed = self
-                .put_if(key_id, bucket, key, body, &ObjectMeta::JSON, &condition)
-                .await?;
-            Ok::<_, StoreError>(matches!(landed, PutIf::Stored { .. }))
+            let sent = self
+                .send_put_if(key_id, bucket, key, body, &ObjectMeta::JSON, &condition)
+                .await;
+            match sent {
+                Ok(Ok(_)) => Ok(true),
+                Ok(Err(Refusal::LostRace)) => Ok(false),
+                Ok(Err(Refusal::NotUnderstood)) => Err(Err(NotUnderstood)),
+                Err(e) => Err(Ok(e)),
+            }
         };
         let answers = async {
             if !put(b"{\"probe\":1}", Precondition::Absent).await? {
@@ -230,7 +276,8 @@ impl Store {
             .await?;
             let etag = self
                 .get_versioned(key_id, bucket, key)
-                .await?
+                .await
+                .map_err(Ok)?
                 .etag
                 .unwrap_or_default();
             let quoted_match_landed = put(
@@ -249,7 +296,7 @@ impl Store {
                     .await?,
                 )
             };
-            Ok::<_, StoreError>(Some(ProbeAnswers {
+            Ok::<_, Result<StoreError, NotUnderstood>>(Some(ProbeAnswers {
                 second_create_landed,
                 wrong_match_landed,
                 quoted_match_landed,
@@ -262,7 +309,11 @@ impl Store {
         if let Err(e) = self.delete(key_id, bucket, key).await {
             tracing::warn!(error = %e, "cannot delete the conditional-write probe object");
         }
-        Ok(answers?.map_or(Conditional::Unsupported, conclude))
+        match answers {
+            Ok(answers) => Ok(answers.map_or(Conditional::Unsupported, conclude)),
+            Err(Err(NotUnderstood)) => Ok(Conditional::Unsupported),
+            Err(Ok(e)) => Err(e),
+        }
     }
 }
 
@@ -314,16 +365,22 @@ mod tests {
     }
 
     #[test]
-    fn lost_races_are_told_from_failures() {
-        assert!(lost_race(412, Some("PreconditionFailed")));
-        assert!(lost_race(409, Some("ConditionalRequestConflict")));
+    fn refusals_are_told_from_failures() {
+        let lost = Some(Refusal::LostRace);
+        assert_eq!(refusal(412, Some("PreconditionFailed")), lost);
+        assert_eq!(refusal(409, Some("ConditionalRequestConflict")), lost);
         // RGW's cancelled head write.
-        assert!(lost_race(500, Some("UnknownError")));
-        assert!(lost_race(500, None));
-        assert!(!lost_race(500, Some("InternalError")));
-        assert!(!lost_race(503, Some("SlowDown")));
-        assert!(!lost_race(403, Some("AccessDenied")));
-        assert!(!lost_race(404, Some("NoSuchBucket")));
+        assert_eq!(refusal(500, Some("UnknownError")), lost);
+        assert_eq!(refusal(500, None), lost);
+        let unknown = Some(Refusal::NotUnderstood);
+        assert_eq!(refusal(501, Some("NotImplemented")), unknown);
+        assert_eq!(refusal(400, Some("NotImplemented")), unknown);
+        // Ordinary failures stay the caller's to retry or report.
+        assert_eq!(refusal(500, Some("InternalError")), None);
+        assert_eq!(refusal(503, Some("SlowDown")), None);
+        assert_eq!(refusal(403, Some("AccessDenied")), None);
+        assert_eq!(refusal(404, Some("NoSuchBucket")), None);
+        assert_eq!(refusal(400, Some("InvalidArgument")), None);
     }
 
     #[test]
