@@ -18,9 +18,9 @@ use super::garage::{Key, random_hex};
 use super::process::{Proc, Stop, run, send_signal};
 use super::s3::S3;
 
-/// The region livebucket and the tests sign with. RGW accepts any region in
-/// a SigV4 scope (its zonegroup has no `api_name` to compare against), so
-/// the harness keeps Garage's for both stores.
+/// The region livebucket and the tests sign with. RGW 16.2's default
+/// zonegroup accepts any region in a SigV4 scope (tried: `us-east-1`,
+/// `garage`), so the harness keeps Garage's for both stores.
 pub const REGION: &str = super::garage::REGION;
 
 pub struct Rgw {
