@@ -186,7 +186,7 @@ impl Pipeline {
                 target_duration_secs: cfg.live.target_duration_secs,
             },
             done_grace_ms: cfg.live.done_grace_ms,
-            idle_ms: (cfg.hold_interval() * cfg.live.idle_end_factor).as_millis() as u64,
+            idle_end_factor: u64::from(cfg.live.idle_end_factor),
             manifest_every_ms: MANIFEST_EVERY.as_millis() as u64,
             manifest_chunk: MANIFEST_CHUNK,
         });

@@ -43,8 +43,9 @@ pub struct CoreConfig {
     pub live: LiveShape,
     /// How long after `on_publish_done` nginx's last fragment may still come.
     pub done_grace_ms: u64,
-    /// No new fragment for this long ends the playlist until fragments resume.
-    pub idle_ms: u64,
+    /// No new fragment for this many of a session's target durations ends
+    /// the playlist until fragments resume.
+    pub idle_end_factor: u64,
     /// How often a live session's manifest is rewritten: it grows with the
     /// session, so not at every fragment.
     pub manifest_every_ms: u64,

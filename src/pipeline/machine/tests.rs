@@ -20,7 +20,7 @@ fn cfg(chunk: usize) -> CoreConfig {
             target_duration_secs: 2,
         },
         done_grace_ms: 1_000,
-        idle_ms: 60_000,
+        idle_end_factor: 30,
         manifest_every_ms: 5_000,
         manifest_chunk: chunk,
     }
