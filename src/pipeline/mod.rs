@@ -311,18 +311,20 @@ impl Pipeline {
             } => {
                 let outcome = self.capture(&session, &name, key, ident, spool);
                 // Head and tail of the kept file: what a fragment nginx
-                // never lists gets as its duration.
-                let media_ms = match outcome {
+                // never lists gets as its duration, and whether it starts
+                // with a keyframe.
+                let facts = match outcome {
                     CaptureOutcome::Kept(at) => {
-                        timestamps::media_ms(&self.kept_path(&session, &name, key, at))
+                        timestamps::facts(&self.kept_path(&session, &name, key, at))
                     }
-                    CaptureOutcome::Changed => None,
+                    CaptureOutcome::Changed => timestamps::Facts::default(),
                 };
                 self.feed(Input::Captured {
                     session,
                     key,
                     outcome,
-                    media_ms,
+                    media_ms: facts.media_ms,
+                    keyframe_start: facts.keyframe_start,
                 });
             }
             Effect::Probe {
