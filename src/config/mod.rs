@@ -271,7 +271,7 @@ pub struct LiveConfig {
     #[serde(default = "default_done_grace_ms")]
     pub done_grace_ms: u64,
     /// Without `on_publish_done`, a session with no new fragment for this many
-    /// of its target durations is ended.
+    /// of its target durations is ended (at least 2).
     #[serde(default = "default_idle_factor")]
     pub idle_end_factor: u32,
 }
@@ -734,8 +734,12 @@ impl RawConfig {
                 "must be at least 3 (RFC 8216 asks live playlists for three target durations)",
             ));
         }
-        if self.live.idle_end_factor == 0 {
-            return Err(invalid("live.idle_end_factor", "must be at least 1"));
+        if self.live.idle_end_factor < 2 {
+            return Err(invalid(
+                "live.idle_end_factor",
+                "must be at least 2: fragments come about one target duration apart, so one \
+                 would end live playlists between two fragments",
+            ));
         }
         if self.auth.max_lifetime_secs == 0 {
             return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));
@@ -868,6 +872,20 @@ mod tests {
         assert_eq!(c.nginx.public_apps, vec!["live".to_string()]);
         assert!(c.key("GK123").unwrap().may_write("demo"));
         assert!(!c.key("GK123").unwrap().may_write("other"));
+    }
+
+    #[test]
+    fn live_defaults_match_the_default_application_and_idle_needs_two_fragments() {
+        let c = parse(MINIMAL).unwrap();
+        // HLS_FRAGMENT=2s in scripts/render-nginx-conf.
+        assert_eq!(c.live.target_duration_secs, 2);
+        let one = parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 1\n")).unwrap_err();
+        assert!(
+            one.to_string().contains("live.idle_end_factor")
+                && one.to_string().contains("at least 2"),
+            "{one}"
+        );
+        assert!(parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 2\n")).is_ok());
     }
 
     #[test]
