@@ -171,26 +171,7 @@ async fn plain_hls_at_the_fragment_length_from_a_keyframe() {
     );
 
     // A GET VOD link as the README makes it: no --urls.
-    let (start, end) = (start.to_string(), end.to_string());
-    let link = livebucket(&[
-        "sign",
-        "vod",
-        "--config",
-        path_str(stack.livebucket.config_path()),
-        "--bucket",
-        BUCKET,
-        "--channel",
-        channel,
-        "--start",
-        &start,
-        "--end",
-        &end,
-        "--expires-in",
-        "600",
-        "--via-livebucket",
-        &stack.livebucket.url(),
-    ]);
-    let link = link.lines().next().unwrap_or_default().trim().to_owned();
+    let link = sign_vod(&stack, channel, (start, end), &[]);
     let resp = common::httpc::get(&link).await;
     assert_eq!(resp.status, 200, "GET {link}: {}", resp.text());
     let vod = common::hlscheck::check_playlist(&resp.text())
@@ -223,6 +204,50 @@ async fn plain_hls_at_the_fragment_length_from_a_keyframe() {
         span > listed - 0.5,
         "ffprobe read {span:.3} s of picture of the VOD's {listed:.3} s"
     );
+
+    // A link signed while an omitted `urls` meant relative still gets what
+    // it was signed for.
+    let old = sign_vod(&stack, channel, (start, end), &["--urls", "relative"]);
+    let old = old.replacen("&urls=relative", "", 1);
+    let resp = common::httpc::get(&old).await;
+    assert_eq!(resp.status, 200, "GET {old}: {}", resp.text());
+    let relative = common::hlscheck::check_playlist(&resp.text()).unwrap();
+    assert_eq!(
+        relative.uris,
+        keys.iter()
+            .map(|k| k.rsplit('/').next().unwrap())
+            .collect::<Vec<_>>(),
+        "{}",
+        resp.text()
+    );
+}
+
+/// `livebucket sign vod` of a GET on `channel` over `range` (Unix
+/// seconds), with `extra` options: the link it prints.
+fn sign_vod(stack: &Stack, channel: &str, range: (u64, u64), extra: &[&str]) -> String {
+    let (start, end) = (range.0.to_string(), range.1.to_string());
+    let base = stack.livebucket.url();
+    let mut args = vec![
+        "sign",
+        "vod",
+        "--config",
+        path_str(stack.livebucket.config_path()),
+        "--bucket",
+        BUCKET,
+        "--channel",
+        channel,
+        "--start",
+        &start,
+        "--end",
+        &end,
+        "--expires-in",
+        "600",
+        "--via-livebucket",
+        &base,
+    ];
+    args.extend_from_slice(extra);
+    let out = livebucket(&args);
+    out.lines().next().unwrap_or_default().trim().to_owned()
 }
 
 /// A channel with FragDuration 1 (the `hls_1s` application) pushed with a
