@@ -39,3 +39,4 @@ pub mod snapshot;
 pub mod stat;
 pub mod store;
 pub mod vod;
+pub mod outbound;
