@@ -94,6 +94,17 @@ impl HttpClient {
     }
 }
 
+/// The process's client without an extra CA file (nginx's statistics,
+/// peers), built at first use and shared.
+pub fn plain() -> Result<&'static HttpClient, BuildError> {
+    static PLAIN: std::sync::OnceLock<HttpClient> = std::sync::OnceLock::new();
+    if let Some(c) = PLAIN.get() {
+        return Ok(c);
+    }
+    let client = HttpClient::new(None)?;
+    Ok(PLAIN.get_or_init(|| client))
+}
+
 /// Why no answer came back.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -202,11 +213,7 @@ pub async fn send_unix(
 fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, BuildError> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    // A system without a CA bundle is fine when a CA file is given (or only
-    // http:// stores are used); unreadable entries are skipped.
-    let native = rustls_native_certs_or_empty();
-    roots.add_parsable_certificates(native);
+    let mut roots = system_roots().clone();
     if let Some(path) = ca_file {
         let fail = |message: String| BuildError::CaFile {
             path: path.display().to_string(),
@@ -232,13 +239,20 @@ fn tls_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, BuildError
     Ok(config)
 }
 
-/// The system's root certificates (what hyper-rustls's `native-tokio` reads).
-fn rustls_native_certs_or_empty() -> Vec<rustls::pki_types::CertificateDer<'static>> {
-    let found = rustls_native_certs::load_native_certs();
-    for e in &found.errors {
-        tracing::debug!(error = %e, "a system root certificate could not be read");
-    }
-    found.certs
+/// The system's root certificates, read once. A system without a CA bundle
+/// is fine when a CA file is given (or only `http://` is used); unreadable
+/// entries are skipped.
+fn system_roots() -> &'static rustls::RootCertStore {
+    static ROOTS: std::sync::OnceLock<rustls::RootCertStore> = std::sync::OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            tracing::debug!(error = %e, "a system root certificate could not be read");
+        }
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add_parsable_certificates(found.certs);
+        roots
+    })
 }
 
 #[cfg(test)]
