@@ -33,7 +33,9 @@ pub type Body = BoxBody<Bytes, io::Error>;
 
 /// A body of bytes held in memory.
 pub fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// An empty body.
@@ -188,10 +190,7 @@ pub async fn read_capped(mut body: Incoming, max: usize) -> Result<Bytes, ReadEr
 
 /// One request over a new connection to the Unix socket at `socket` (the
 /// pooled client speaks TCP only); the connection ends with the answer.
-pub async fn send_unix(
-    socket: &Path,
-    req: Request<Body>,
-) -> Result<Response<Incoming>, SendError> {
+pub async fn send_unix(socket: &Path, req: Request<Body>) -> Result<Response<Incoming>, SendError> {
     let stream = tokio::net::UnixStream::connect(socket)
         .await
         .map_err(|e| SendError {

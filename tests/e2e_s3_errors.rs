@@ -26,7 +26,9 @@ async fn reload_with(stack: &mut Stack, config: &str, times: usize) {
             .log()
             .matches("configuration reloaded")
             .count();
-        (n >= times).then_some(()).ok_or(format!("{n} reloads logged"))
+        (n >= times)
+            .then_some(())
+            .ok_or(format!("{n} reloads logged"))
     })
     .await;
 }
@@ -55,13 +57,22 @@ async fn a_refused_key_surfaces_in_seconds_and_a_reload_stores_everything_once()
     // Garage answers a bad signature with 403 AccessDenied ("Forbidden:
     // Invalid signature"); AWS and RGW say SignatureDoesNotMatch.
     let refused = "livebucket_s3_errors_total{code=\"AccessDenied\"}";
-    wait_until("the refusal in /metrics", secs(20), millis(200), async || {
-        let n = stack.livebucket.metric(refused);
-        (n > 0).then_some(()).ok_or(format!(
-            "{refused} = {n}; /metrics:\n{}",
-            stack.livebucket.get("/metrics").map(|r| r.1).unwrap_or_default()
-        ))
-    })
+    wait_until(
+        "the refusal in /metrics",
+        secs(20),
+        millis(200),
+        async || {
+            let n = stack.livebucket.metric(refused);
+            (n > 0).then_some(()).ok_or(format!(
+                "{refused} = {n}; /metrics:\n{}",
+                stack
+                    .livebucket
+                    .get("/metrics")
+                    .map(|r| r.1)
+                    .unwrap_or_default()
+            ))
+        },
+    )
     .await;
     let (status, health) = stack.livebucket.get("/healthz").unwrap();
     assert_eq!(status, 200);
@@ -79,7 +90,11 @@ async fn a_refused_key_surfaces_in_seconds_and_a_reload_stores_everything_once()
     // Parked: a few attempts, not a loop against the store.
     tokio::time::sleep(secs(3)).await;
     assert!(
-        stack.s3.list(BUCKET, &format!("{CHANNEL}/")).await.is_empty(),
+        stack
+            .s3
+            .list(BUCKET, &format!("{CHANNEL}/"))
+            .await
+            .is_empty(),
         "nothing can have been stored with the wrong secret"
     );
     let attempts = stack.livebucket.metric("livebucket_upload_failures_total");

@@ -750,7 +750,10 @@ impl RawConfig {
         {
             return Err(invalid(
                 "s3.ca_file",
-                &format!("cannot read {}: {e} (a PEM file of CA certificates)", ca.display()),
+                format!(
+                    "cannot read {}: {e} (a PEM file of CA certificates)",
+                    ca.display()
+                ),
             ));
         }
         if self.upload.concurrency == 0 {

@@ -424,7 +424,8 @@ fn health_text(refusals: &[String]) -> String {
     if refusals.is_empty() {
         return "ok\n".to_owned();
     }
-    let mut text = "degraded: the store refuses uploads (kept on disk, retried at each reload)\n".to_owned();
+    let mut text =
+        "degraded: the store refuses uploads (kept on disk, retried at each reload)\n".to_owned();
     for r in refusals {
         text.push_str(r);
         text.push('\n');
@@ -490,7 +491,8 @@ mod tests {
     #[test]
     fn health_names_each_refusal() {
         assert_eq!(health_text(&[]), "ok\n");
-        let text = health_text(&["GK1/media: S3 PUT media/cam/1.ts: HTTP 403: AccessDenied (no)".into()]);
+        let text =
+            health_text(&["GK1/media: S3 PUT media/cam/1.ts: HTTP 403: AccessDenied (no)".into()]);
         assert!(text.starts_with("degraded: "), "{text}");
         assert!(text.contains("GK1/media: S3 PUT media/cam/1.ts: HTTP 403: AccessDenied (no)\n"));
     }

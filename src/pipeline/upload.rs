@@ -369,7 +369,14 @@ impl Uploader {
                                 }
                                 let before = up.fenced_deadline(&channel, verdict)?;
                                 up.store
-                                    .put_before(&key_id, &bucket, &object, body.clone(), &ObjectMeta::JSON, before)
+                                    .put_before(
+                                        &key_id,
+                                        &bucket,
+                                        &object,
+                                        body.clone(),
+                                        &ObjectMeta::JSON,
+                                        before,
+                                    )
                                     .await
                                     .map_err(UploadError::from)
                             })
@@ -454,7 +461,14 @@ impl Uploader {
                             }
                             let before = up.fenced_deadline(&channel, verdict)?;
                             up.store
-                                .put_before(&key_id, &channel.bucket, &object, body.clone(), &meta, before)
+                                .put_before(
+                                    &key_id,
+                                    &channel.bucket,
+                                    &object,
+                                    body.clone(),
+                                    &meta,
+                                    before,
+                                )
                                 .await
                                 .map_err(UploadError::from)
                         })
@@ -656,7 +670,10 @@ mod tests {
         };
         tokio::time::sleep(Duration::from_secs(10)).await;
         assert_eq!(calls.load(Ordering::SeqCst), 1, "parked, not retried fast");
-        assert_eq!(metrics.counter("livebucket_s3_errors_total", "SignatureDoesNotMatch"), 1);
+        assert_eq!(
+            metrics.counter("livebucket_s3_errors_total", "SignatureDoesNotMatch"),
+            1
+        );
         assert!(metrics.render().contains("livebucket_uploads_parked 1"));
         reload.send_modify(|n| *n += 1);
         tokio::time::sleep(Duration::from_secs(1)).await;

@@ -62,8 +62,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{NginxConfig, StatTarget, parse_stat_url};
-use crate::outbound;
 use crate::oss::channel::{AudioStat, VideoStat};
+use crate::outbound;
 
 pub mod page;
 
@@ -224,8 +224,11 @@ async fn http_get(url: &str) -> Result<Vec<u8>, StatError> {
             client.send(req).await
         }
         StatTarget::Unix { socket, path } => {
-            outbound::send_unix(std::path::Path::new(socket), request(path.to_owned(), "localhost")?)
-                .await
+            outbound::send_unix(
+                std::path::Path::new(socket),
+                request(path.to_owned(), "localhost")?,
+            )
+            .await
         }
     }
     .map_err(|e| fail(e.to_string()))?;
@@ -441,11 +444,11 @@ mod tests {
         assert_eq!(got[SESSION].video.as_ref().unwrap().width, 640);
         let request = String::from_utf8(server.await.unwrap()).unwrap();
         let authority = url.trim_start_matches("http://").trim_end_matches("/stat");
+        assert!(request.starts_with("GET /stat HTTP/1.1\r\n"), "{request}");
         assert!(
-            request.starts_with("GET /stat HTTP/1.1\r\n"),
+            request.contains(&format!("host: {authority}\r\n")),
             "{request}"
         );
-        assert!(request.contains(&format!("host: {authority}\r\n")), "{request}");
         assert!(request.contains("accept: text/xml\r\n"), "{request}");
     }
 

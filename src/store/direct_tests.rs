@@ -113,11 +113,9 @@ async fn scripted(steps: Vec<Step>) -> (String, tokio::task::JoinHandle<Vec<Stri
                         conn.write_all(a.as_bytes()).await.unwrap();
                         let _ = conn.shutdown().await;
                         let mut sink = vec![0u8; 16 * 1024];
-                        let _ = tokio::time::timeout(
-                            Duration::from_millis(50),
-                            conn.read(&mut sink),
-                        )
-                        .await;
+                        let _ =
+                            tokio::time::timeout(Duration::from_millis(50), conn.read(&mut sink))
+                                .await;
                         continue 'conns;
                     }
                     Step::Drop => continue 'conns,

@@ -126,7 +126,9 @@ impl ErrorBody {
 /// misbehaving server cannot put arbitrary text into `/metrics`.
 pub fn metric_code(code: Option<&str>, status: Option<u16>) -> String {
     match code {
-        Some(c) if !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()) => {
+        Some(c)
+            if !c.is_empty() && c.len() <= 64 && c.bytes().all(|b| b.is_ascii_alphanumeric()) =>
+        {
             c.to_owned()
         }
         _ => match status {

@@ -68,7 +68,10 @@ impl http_body::Body for MemFileBody {
         // A read of a regular file returns less than asked only at its end
         // (or on a signal), so loop until the chunk is full or the file ends.
         while filled < want {
-            match self.file.read_at(&mut buf[filled..], self.offset + filled as u64) {
+            match self
+                .file
+                .read_at(&mut buf[filled..], self.offset + filled as u64)
+            {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -20,8 +20,8 @@
 //! reject the newer default checksum headers. Stalled-stream protection is off:
 //! the attempt timeout bounds a stalled transfer.
 
-use std::collections::HashMap;
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -395,7 +395,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let body = body.into();
         let deadline = self.deadline(body.len() as u64, before);
-        let result = self.put_bytes(key_id, bucket, key, body, object, deadline).await;
+        let result = self
+            .put_bytes(key_id, bucket, key, body, object, deadline)
+            .await;
         self.note_put(key_id, bucket, result.as_ref().map(|_| ()).map_err(Some));
         result
     }
@@ -431,8 +433,15 @@ impl Store {
                 },
             });
         }
-        self.sdk_put(key_id, bucket, key, ByteStream::from(body), object, deadline)
-            .await
+        self.sdk_put(
+            key_id,
+            bucket,
+            key,
+            ByteStream::from(body),
+            object,
+            deadline,
+        )
+        .await
     }
 
     async fn sdk_put(
@@ -511,7 +520,9 @@ impl Store {
         if let Some(direct) = self.direct.as_ref().ok().filter(|_| in_memory) {
             let signer = self.signer(key_id)?;
             let body = direct::Body::File(file, size);
-            return direct.put(&signer, bucket, key, body, object, deadline).await;
+            return direct
+                .put(&signer, bucket, key, body, object, deadline)
+                .await;
         }
         let body = if !self.s3.sign_payload && in_memory {
             // A tmpfs read is a memory copy that never blocks: read in the
