@@ -908,6 +908,35 @@ mod tests {
     }
 
     #[test]
+    fn s3_attempt_bounds_and_ca_file_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            (c.s3.attempt_timeout_secs, c.s3.attempt_min_rate_kib),
+            (5, 256)
+        );
+        assert_eq!(c.s3.ca_file, None);
+        let with = |line: &str| {
+            MINIMAL.replace(
+                "endpoint = \"http://127.0.0.1:3900\"",
+                &format!("endpoint = \"https://127.0.0.1:3900\"\n{line}"),
+            )
+        };
+        for (line, field) in [
+            ("attempt_timeout_secs = 0", "s3.attempt_timeout_secs"),
+            ("attempt_min_rate_kib = 0", "s3.attempt_min_rate_kib"),
+            ("ca_file = \"/nonexistent/ca.pem\"", "s3.ca_file"),
+        ] {
+            let err = parse(&with(line)).unwrap_err();
+            assert!(err.to_string().contains(field), "{line}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let c = parse(&with(&format!("ca_file = {:?}", ca.display().to_string()))).unwrap();
+        assert_eq!(c.s3.ca_file.as_deref(), Some(ca.as_path()));
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let err = parse(&format!("{MINIMAL}\n[upload]\nconcurency = 3\n")).unwrap_err();
         assert!(err.to_string().contains("concurency"), "{err}");

@@ -715,3 +715,22 @@ fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
         .build();
     Client::from_conf(conf)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_gets_its_base_plus_the_body_at_the_slowest_rate() {
+        let base = Duration::from_secs(5);
+        assert_eq!(attempt_timeout(base, 256 * 1024, 0), base);
+        // A 2 s fragment at 1.5 Mbit/s (~375 KB): about 6.4 s.
+        let t = attempt_timeout(base, 256 * 1024, 375_000);
+        assert!(
+            t > Duration::from_millis(6400) && t < Duration::from_millis(6500),
+            "{t:?}"
+        );
+        // A zero rate cannot divide by zero.
+        assert!(attempt_timeout(base, 0, 10) > base);
+    }
+}
