@@ -4,7 +4,9 @@
 //! log line with the S3 code, `livebucket_s3_errors_total{code}`,
 //! `livebucket_uploads_parked`, `/healthz` degraded), nothing is lost
 //! meanwhile, and once the operator fixes the key and reloads, every
-//! fragment is stored exactly once and the playlist ends.
+//! fragment is stored exactly once and the playlist ends. A wrong region
+//! (`AuthorizationHeaderMalformed`, not reloadable) likewise, fixed by a
+//! restart that recovers the captures.
 
 mod common;
 
@@ -136,4 +138,71 @@ async fn a_refused_key_surfaces_in_seconds_and_a_reload_stores_everything_once()
     let (_, health) = stack.livebucket.get("/healthz").unwrap();
     assert_eq!(health, "ok\n");
     assert_eq!(stack.livebucket.metric("livebucket_uploads_parked"), 0);
+}
+
+/// A wrong region (not reloadable: a restart with the fixed config) is a
+/// final answer too: parked and shown within seconds, stored once the
+/// restarted livebucket recovers the captures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_region_surfaces_in_seconds_and_a_restart_stores_everything_once() {
+    let mut stack = Stack::start_with(
+        "s3-region",
+        "[upload]\nmax_backoff_secs = 600\n[live]\nwindow_segments = 200\n",
+    );
+    let config_path = stack.livebucket.config_path().to_owned();
+    let good = std::fs::read_to_string(&config_path).unwrap();
+    let wrong = good.replace("region = \"garage\"", "region = \"eu-west-9\"");
+    assert_ne!(wrong, good);
+    std::fs::write(&config_path, &wrong).unwrap();
+    stack.livebucket.restart();
+
+    let ledger = Ledger::new(stack.dir.join("nginx-wrote"));
+    let recorder = Recorder::start(&stack.hls_dir, &ledger);
+    let watch = PlaylistWatch::start(&stack.s3, BUCKET, CHANNEL);
+    let mut push = stack.push(&stack.sign_push(CHANNEL), 8);
+    wait_until("a parked upload", secs(20), millis(200), async || {
+        let n = stack.livebucket.metric("livebucket_uploads_parked");
+        (n > 0).then_some(()).ok_or(format!("{n} parked"))
+    })
+    .await;
+    let (_, health) = stack.livebucket.get("/healthz").unwrap();
+    assert!(
+        health.starts_with("degraded: ")
+            && health.contains("HTTP 400: AuthorizationHeaderMalformed"),
+        "{health}"
+    );
+    let log = stack.livebucket.log();
+    assert!(log.contains("the store refused the upload"), "{log}");
+    let status = push.exit_within(secs(40)).await;
+    assert!(status.success(), "the push failed; ffmpeg:\n{}", push.log());
+    assert!(
+        stack
+            .s3
+            .list(BUCKET, &format!("{CHANNEL}/"))
+            .await
+            .is_empty()
+    );
+
+    std::fs::write(&config_path, &good).unwrap();
+    stack.livebucket.restart();
+    watch
+        .wait_for("#EXT-X-ENDLIST", secs(30), |v: &Version| {
+            if v.playlist.ended {
+                Ok(())
+            } else {
+                Err("no #EXT-X-ENDLIST yet".to_owned())
+            }
+        })
+        .await;
+    let observed = watch.finish().await;
+    drop(recorder);
+    let stored = bucket_check::assert_bucket_matches(
+        &ledger,
+        &stack.s3,
+        CHANNEL,
+        &observed,
+        FinalPlaylist::ListsAll,
+    )
+    .await;
+    assert!(stored.len() >= 3, "{} fragments stored", stored.len());
 }

@@ -425,7 +425,7 @@ fn health_text(refusals: &[String]) -> String {
         return "ok\n".to_owned();
     }
     let mut text =
-        "degraded: the store refuses uploads (kept on disk, retried at each reload)\n".to_owned();
+        "degraded: the store refuses uploads (kept on disk; retried every upload.max_backoff_secs and at each reload)\n".to_owned();
     for r in refusals {
         text.push_str(r);
         text.push('\n');
