@@ -10,9 +10,9 @@
 //! in the request's own task ([`super::file_body`]).
 //!
 //! It is used where it is the same request the SDK would make:
-//! `UNSIGNED-PAYLOAD` (`s3.sign_payload = false`), and for files only when
-//! they are memory backed (a disk read could block the runtime).
-//! `[s3] direct_put = false` turns it off. Everything else livebucket asks of
+//! `UNSIGNED-PAYLOAD` (`s3.sign_payload = false`). A memory-backed file is
+//! streamed; a file on disk (the spool) is read whole off the runtime first
+//! (`Store::put_file`). `[s3] direct_put = false` turns it off. Everything else livebucket asks of
 //! S3 (GET, LIST, DELETE, HEAD) stays on the SDK.
 //!
 //! One attempt ends by its deadline (the caller's). A pooled connection that

@@ -517,9 +517,30 @@ impl Store {
         let size = file.metadata().map_err(PutFileError::Read)?.len();
         let deadline = self.deadline(size, None);
         let in_memory = file_body::memory_backed(&file);
-        if let Some(direct) = self.direct.as_ref().ok().filter(|_| in_memory) {
+        if let Ok(direct) = &self.direct {
             let signer = self.signer(key_id)?;
-            let body = direct::Body::File(file, size);
+            let body = if in_memory {
+                direct::Body::File(file, size)
+            } else {
+                // A spooled fragment on disk: read whole off the runtime (a
+                // disk read may block), so it takes the same path, and an
+                // https store's CA file applies to it too.
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    std::io::Read::read_to_end(&mut std::io::Read::take(&file, size), &mut bytes)
+                        .map(|_| bytes)
+                })
+                .await
+                .map_err(|e| PutFileError::Read(std::io::Error::other(e)))?
+                .map_err(PutFileError::Read)?;
+                if read.len() as u64 != size {
+                    return Err(PutFileError::Read(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than when its upload started",
+                    )));
+                }
+                direct::Body::Bytes(Bytes::from(read))
+            };
             return direct
                 .put(&signer, bucket, key, body, object, deadline)
                 .await;
