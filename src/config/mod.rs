@@ -269,6 +269,15 @@ pub struct LiveConfig {
     /// target durations is ended.
     #[serde(default = "default_idle_factor")]
     pub idle_end_factor: u32,
+    /// Serve Low-Latency HLS on `/play` for channels that do not say
+    /// otherwise (their `LowLatency` field): parts are cut from the fragment
+    /// nginx is writing and stored as objects beside it.
+    #[serde(default = "default_low_latency")]
+    pub low_latency: bool,
+    /// `PART-TARGET` of LL playlists, in ms: no part is longer. Players hold
+    /// back three of them from the live edge.
+    #[serde(default = "default_part_target_ms")]
+    pub part_target_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -360,6 +369,14 @@ pub struct PlayConfig {
     /// default's 32 MiB holds a 50,000-segment playlist (about 20 MB signed).
     #[serde(default = "default_signed_cache_bytes")]
     pub signed_cache_bytes: usize,
+    /// Blocking playlist reloads (LL-HLS `_HLS_msn`) waiting at once on
+    /// this node; beyond it a request gets 503 with `Retry-After`.
+    #[serde(default = "default_max_blocking_reloads")]
+    pub max_blocking_reloads: usize,
+}
+
+fn default_max_blocking_reloads() -> usize {
+    10_000
 }
 
 fn default_max_playlist_bytes() -> usize {
@@ -378,6 +395,7 @@ impl Default for PlayConfig {
             max_playlist_bytes: default_max_playlist_bytes(),
             max_concurrent_renders: default_max_renders(),
             signed_cache_bytes: default_signed_cache_bytes(),
+            max_blocking_reloads: default_max_blocking_reloads(),
         }
     }
 }
@@ -465,6 +483,12 @@ fn default_target_duration() -> u64 {
 fn default_window() -> usize {
     6
 }
+fn default_low_latency() -> bool {
+    false
+}
+fn default_part_target_ms() -> u64 {
+    500
+}
 fn default_done_grace_ms() -> u64 {
     3000
 }
@@ -522,6 +546,8 @@ impl Default for LiveConfig {
             window_segments: default_window(),
             done_grace_ms: default_done_grace_ms(),
             idle_end_factor: default_idle_factor(),
+            low_latency: default_low_latency(),
+            part_target_ms: default_part_target_ms(),
         }
     }
 }
@@ -734,6 +760,12 @@ impl RawConfig {
         }
         if self.live.idle_end_factor == 0 {
             return Err(invalid("live.idle_end_factor", "must be at least 1"));
+        }
+        if !(200..=2000).contains(&self.live.part_target_ms) {
+            return Err(invalid(
+                "live.part_target_ms",
+                "must be between 200 and 2000 (ms; parts are cut at frame boundaries)",
+            ));
         }
         if self.auth.max_lifetime_secs == 0 {
             return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));

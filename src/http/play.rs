@@ -7,6 +7,14 @@
 //! (SigV4 allows at most 7 days; a longer play URL gets 7-day segment URLs).
 //! `&sigv2=1` asks for legacy SigV2 segment URLs.
 //!
+//! A channel this node publishes with low latency on gets its LL-HLS
+//! playlist ([`crate::llhls`]) on the same URL, rendered from memory: parts
+//! (`#EXT-X-PART`, URIs presigned like segments), blocking reload
+//! (`_HLS_msn`/`_HLS_part`: held until the playlist has that part, 400
+//! when further ahead than the draft allows, 503 after three target
+//! durations or past `play.max_blocking_reloads` waiters) and delta updates
+//! (`_HLS_skip=YES`). Like `sigv2`, these parameters are not signed.
+//!
 //! Cost is bounded ([`PlayLimits`], `[play]`): a stored playlist larger than
 //! `play.max_playlist_bytes` is refused (413) without being read whole; at
 //! most `play.max_concurrent_renders` playlists are presigned at once (a
@@ -234,8 +242,10 @@ impl PlayLimits {
 }
 
 /// Rewrites `text` chunk by chunk: every line that names a segment (not a
-/// tag, not blank, not already a URL) is replaced by `sign(uri)`, the other
-/// lines are kept; each chunk ends after [`CHUNK_LINES`] segment lines.
+/// tag, not blank, not already a URL) is replaced by `sign(uri)`, and so is
+/// the `URI="…"` attribute of `#EXT-X-PART` and `#EXT-X-PRELOAD-HINT` tags;
+/// the other lines are kept; each chunk ends after [`CHUNK_LINES`] signed
+/// lines.
 pub fn sign_lines(
     text: &str,
     mut sign: impl FnMut(&str) -> Result<String, presign::PresignError>,
@@ -245,7 +255,17 @@ pub fn sign_lines(
     let mut signed = 0;
     for line in text.lines() {
         let uri = line.trim();
-        if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
+        if uri.starts_with("#EXT-X-PART:") || uri.starts_with("#EXT-X-PRELOAD-HINT:") {
+            match uri_attribute(line) {
+                Some((before, inner, after)) if !inner.contains("://") => {
+                    out.push_str(before);
+                    out.push_str(&sign(inner)?);
+                    out.push_str(after);
+                    signed += 1;
+                }
+                _ => out.push_str(line),
+            }
+        } else if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
             out.push_str(line);
         } else {
             out.push_str(&sign(uri)?);
@@ -261,6 +281,17 @@ pub fn sign_lines(
         chunks.push(Bytes::from(out));
     }
     Ok(chunks)
+}
+
+/// A tag line split around the value of its `URI="…"` attribute.
+fn uri_attribute(line: &str) -> Option<(&str, &str, &str)> {
+    let at = line.find(",URI=\"").map(|i| i + 1).or_else(|| {
+        let colon = line.find(':')?;
+        line[colon + 1..].starts_with("URI=\"").then_some(colon + 1)
+    })?;
+    let start = at + "URI=\"".len();
+    let len = line[start..].find('"')?;
+    Some((&line[..start], &line[start..start + len], &line[start + len..]))
 }
 
 pub async fn play(
@@ -295,6 +326,9 @@ pub async fn play(
         expires,
         sigv2,
     };
+    if let Some(rx) = ll_copy(&app, &play_key) {
+        return ll_play(&app, &cfg, &key, &play_key, rx, &q).await;
+    }
     if let Some(chunks) = app.play.cached(&play_key) {
         app.metrics.inc("livebucket_play_cache_hits_total", "");
         return Ok(playlist_response(chunks, true));
@@ -350,6 +384,84 @@ pub async fn play(
             .insert(play_key, chunks.clone(), unix_now());
     }
     Ok(playlist_response(chunks, ended))
+}
+
+/// The LL-HLS model of the playlist `k` names, when this node publishes it
+/// with low latency on (see [`live_copy`] for the cluster rule).
+fn ll_copy(
+    app: &AppState,
+    k: &PlayKey,
+) -> Option<tokio::sync::watch::Receiver<Arc<crate::llhls::playlist::LlPlaylist>>> {
+    let current = app
+        .cluster
+        .as_ref()
+        .is_none_or(|c| c.holds(&k.bucket, &k.channel));
+    if !current {
+        return None;
+    }
+    app.ll.subscribe(&ChannelId {
+        bucket: k.bucket.clone(),
+        channel: k.channel.clone(),
+        playlist: k.playlist.clone(),
+    })
+}
+
+/// Answers an LL-HLS playlist: at once, or once the model holds what a
+/// blocking reload asks for.
+async fn ll_play(
+    app: &AppState,
+    cfg: &Config,
+    key: &AccessKey,
+    k: &PlayKey,
+    mut rx: tokio::sync::watch::Receiver<Arc<crate::llhls::playlist::LlPlaylist>>,
+    q: &HashMap<String, String>,
+) -> Result<Response, HttpError> {
+    use crate::llhls::playlist::{Directives, Readiness};
+    let d = Directives::parse(|name| q.get(name).cloned())
+        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    let now = rx.borrow_and_update().clone();
+    let model = match d.msn.map(|msn| (msn, now.readiness(msn, d.part))) {
+        None | Some((_, Readiness::Ready)) => now,
+        Some((msn, Readiness::TooFar)) => {
+            app.metrics
+                .inc("livebucket_requests_refused_total", "ll_too_far");
+            return Err(HttpError::BadRequest(format!(
+                "_HLS_msn={msn} _HLS_part={:?} is further ahead than a client may ask (the playlist is at {})",
+                d.part,
+                now.next_msn()
+            )));
+        }
+        Some((msn, Readiness::Wait)) => {
+            let Some(_waiter) = app.ll.waiter() else {
+                app.metrics
+                    .inc("livebucket_requests_refused_total", "ll_waiters");
+                return Err(HttpError::Busy(format!(
+                    "{} blocking reloads are waiting (config play.max_blocking_reloads); retry shortly",
+                    cfg.play.max_blocking_reloads
+                )));
+            };
+            let limit = Duration::from_secs(3 * now.target_duration.max(1));
+            let ready = rx.wait_for(|m| m.readiness(msn, d.part) != Readiness::Wait);
+            match tokio::time::timeout(limit, ready).await {
+                Ok(Ok(m)) => m.clone(),
+                Ok(Err(_)) => {
+                    return Err(HttpError::Unavailable(
+                        "the channel's live playlist is gone".into(),
+                    ));
+                }
+                Err(_) => {
+                    return Err(HttpError::Unavailable(format!(
+                        "segment {msn} part {:?} did not come within {} s (three target durations)",
+                        d.part,
+                        limit.as_secs()
+                    )));
+                }
+            }
+        }
+    };
+    let text = model.render(d.skip);
+    let chunks = render(cfg, key, k, &text)?;
+    Ok(playlist_response(chunks.into(), model.ended))
 }
 
 /// The pipeline's copy of the live playlist `k` names, when this node
@@ -571,6 +683,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn part_and_hint_uris_are_signed_in_their_attribute() {
+        let text = "#EXT-X-PART-INF:PART-TARGET=0.500\n\
+            #EXT-X-PART:DURATION=0.480,URI=\".ll/r/1-000.ts\",INDEPENDENT=YES\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\".ll/r/1-001.ts\"\n\
+            #EXT-X-PART:URI=\"https://x/y.ts\",DURATION=0.1\n\
+            #EXTINF:2.000,\n1.ts\n";
+        let chunks = sign_lines(text, |uri| Ok(format!("S/{uri}?a=1&b=2"))).unwrap();
+        let whole = String::from_utf8(chunks.concat()).unwrap();
+        assert_eq!(
+            whole,
+            "#EXT-X-PART-INF:PART-TARGET=0.500\n\
+            #EXT-X-PART:DURATION=0.480,URI=\"S/.ll/r/1-000.ts?a=1&b=2\",INDEPENDENT=YES\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"S/.ll/r/1-001.ts?a=1&b=2\"\n\
+            #EXT-X-PART:URI=\"https://x/y.ts\",DURATION=0.1\n\
+            #EXTINF:2.000,\nS/1.ts?a=1&b=2\n"
+        );
+    }
+
     fn play_key(expires: u64) -> PlayKey {
         PlayKey {
             bucket: "b".into(),
@@ -620,6 +751,7 @@ mod tests {
             max_playlist_bytes: 1 << 20,
             max_concurrent_renders: 2,
             signed_cache_bytes: 0,
+            ..Default::default()
         });
         let wait = Duration::from_millis(20);
         let a = limits.render_slot(wait).await.expect("first slot");

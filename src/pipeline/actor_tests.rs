@@ -83,6 +83,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
                 1,
             ),
             fence: None,
+            ll: Arc::new(crate::llhls::hub::Hub::new(10)),
         },
         &handle,
         cancel.clone(),
