@@ -1,18 +1,23 @@
 //! Where to cut a growing fragment into partial segments.
 //!
-//! Cuts fall only where a frame of the media stream starts
-//! ([`super::ts::FrameStart`]): every byte before such a packet belongs to
-//! whole frames. A part's duration is the PTS distance from its first frame
-//! to the next part's first frame, so it is known as soon as the next part
-//! starts. The cutter closes a part at the frame that keeps it within the
-//! part target while the next frame, one frame interval later, would not:
-//! parts are then as long as the target allows (at 25 fps and a 0.5 s
-//! target, 0.48 s), above the draft's 85 % floor whenever the frame
-//! interval is under 15 % of the target. A part is `INDEPENDENT` when its
-//! first frame is a keyframe. The first part starts at byte 0, so it
-//! carries the PAT, PMT and any packets before the first frame. The last
-//! part is cut at the fragment's close; its duration is what the
-//! fragment's EXTINF leaves, so the parts add up to the segment exactly.
+//! Cuts fall only where a video frame starts ([`super::ts::FrameStart`]),
+//! or, before the fragment's first video frame (an audio-only lead, or a
+//! stream without video), where an audio PES packet starts: every byte
+//! before such a packet belongs to whole frames. A part's duration is the
+//! decode-time distance from its first frame to the next part's first frame
+//! (nginx-rtmp measures EXTINF on decode times too), so it is known as soon
+//! as the next part starts. The cutter closes a part at the frame that
+//! keeps it within the part target while the next frame, one frame interval
+//! later, would not: parts are then as long as the target allows (at 25 fps
+//! and a 0.5 s target, 0.48 s), above the draft's 85 % floor whenever the
+//! frame interval is under 15 % of the target. A part is `INDEPENDENT` when
+//! its first video frame is a keyframe (an audio-only part is). The first
+//! part starts at byte 0, so it carries the PAT, PMT and any packets before
+//! the first frame; its time starts at the fragment's first video frame
+//! when that frame is in it (the few audio packets nginx writes before a
+//! keyframe would otherwise shift every part against the EXTINF). The last
+//! part is cut at the fragment's close; its duration is what the fragment's
+//! EXTINF leaves, so the parts add up to the segment exactly.
 
 use super::ts::FrameStart;
 
@@ -34,15 +39,18 @@ pub struct Cut {
 #[derive(Debug)]
 pub struct Cutter {
     target_ms: u64,
-    /// Offset, PTS and keyframe flag where the open part starts.
-    open: Option<(u64, u64, bool)>,
-    /// Offset, PTS and keyframe flag of the last frame seen after the open
-    /// part's first.
-    prev: Option<(u64, u64, bool)>,
+    /// Offset and decode time where the open part starts, and whether its
+    /// first video frame is a keyframe (`None`: no video frame in it yet).
+    open: Option<(u64, u64, Option<bool>)>,
+    /// Offset, decode time and keyframe flag (as in `open`) of the last
+    /// frame seen after the open part's first.
+    prev: Option<(u64, u64, Option<bool>)>,
     /// PTS distance between the last two frames.
     interval: u64,
     emitted_ms: u64,
     parts: usize,
+    /// A video frame was seen: audio no longer gives cut points.
+    video: bool,
 }
 
 fn ticks(a: u64, b: u64) -> u64 {
@@ -63,6 +71,7 @@ impl Cutter {
             interval: 0,
             emitted_ms: 0,
             parts: 0,
+            video: false,
         }
     }
 
@@ -73,13 +82,31 @@ impl Cutter {
 
     /// A frame starts: appends the parts it completes.
     pub fn frame(&mut self, f: FrameStart, out: &mut Vec<Cut>) {
-        let Some(pts) = f.pts else { return };
+        let Some(pts) = f.dts else { return };
+        if !f.video && self.video {
+            return;
+        }
+        let first_video = f.video && !self.video;
+        self.video |= f.video;
+        let key = f.video.then_some(f.key);
         let target = self.target_ms * TICKS_PER_MS;
-        let Some((start, start_pts, key)) = self.open else {
+        let Some((start, start_pts, open_key)) = self.open else {
             // The first part takes the bytes before the first frame too.
-            self.open = Some((0, pts, f.key));
+            self.open = Some((0, pts, key));
             return;
         };
+        if open_key.is_none() && f.video {
+            // The part's first video frame: it decides INDEPENDENT, and in
+            // the fragment's first part it starts the part's time.
+            let start_pts = if first_video && self.parts == 0 {
+                self.prev = None;
+                self.interval = 0;
+                pts
+            } else {
+                start_pts
+            };
+            self.open = Some((start, start_pts, key));
+        }
         if let Some((prev_off, prev_pts, prev_key)) = self.prev {
             self.interval = ticks(prev_pts, pts);
             if ticks(start_pts, pts) > target && prev_off > start {
@@ -91,18 +118,19 @@ impl Cutter {
                 return self.frame(f, out);
             }
         }
-        let (start, start_pts, key) = self.open.unwrap_or((start, start_pts, key));
+        let (start, start_pts, open_key) = self.open.unwrap_or((start, start_pts, open_key));
         let d = ticks(start_pts, pts);
         if d > target || d + self.interval > target {
-            self.emit(start, f.offset, d, key, out);
-            self.open = Some((f.offset, pts, f.key));
+            self.emit(start, f.offset, d, open_key, out);
+            self.open = Some((f.offset, pts, key));
             self.prev = None;
         } else {
-            self.prev = Some((f.offset, pts, f.key));
+            self.prev = Some((f.offset, pts, key));
         }
     }
 
-    fn emit(&mut self, start: u64, end: u64, dur: u64, independent: bool, out: &mut Vec<Cut>) {
+    fn emit(&mut self, start: u64, end: u64, dur: u64, key: Option<bool>, out: &mut Vec<Cut>) {
+        let independent = key.unwrap_or(true);
         let duration_ms = ms(dur);
         self.emitted_ms += duration_ms;
         self.parts += 1;
@@ -117,7 +145,7 @@ impl Cutter {
     /// The fragment closed at `end` bytes with this EXTINF (ms): the last
     /// part, unless no byte is left for one.
     pub fn finish(&mut self, end: u64, extinf_ms: u64) -> Option<Cut> {
-        let (start, _, key) = self.open.take().unwrap_or((0, 0, false));
+        let (start, _, key) = self.open.take().unwrap_or((0, 0, Some(false)));
         if end <= start {
             return None;
         }
@@ -128,7 +156,7 @@ impl Cutter {
             start,
             end,
             duration_ms,
-            independent: key,
+            independent: key.unwrap_or(true),
         })
     }
 }
@@ -141,9 +169,59 @@ mod tests {
     fn f(offset: u64, pts_ms: u64, key: bool) -> FrameStart {
         FrameStart {
             offset,
-            pts: Some(pts_ms * TICKS_PER_MS),
+            dts: Some(pts_ms * TICKS_PER_MS),
             key,
+            video: true,
         }
+    }
+
+    #[test]
+    fn an_audio_only_lead_is_cut_on_audio_then_video_takes_over() {
+        let audio = |offset, pts_ms: u64| FrameStart {
+            offset,
+            dts: Some(pts_ms * TICKS_PER_MS),
+            key: true,
+            video: false,
+        };
+        let mut c = Cutter::new(500);
+        let mut out = Vec::new();
+        // 1.2 s of audio every 100 ms, then 25 fps video with audio between.
+        for i in 0..12 {
+            c.frame(audio(i * 10, i * 100), &mut out);
+        }
+        for i in 0..20 {
+            c.frame(f(1000 + i * 10, 1200 + i * 40, i == 0), &mut out);
+            c.frame(audio(1005 + i * 10, 1210 + i * 40), &mut out);
+        }
+        out.extend(c.finish(2000, 2000));
+        let durs: Vec<u64> = out.iter().map(|p| p.duration_ms).collect();
+        assert_eq!(durs, vec![500, 500, 480, 480, 40]);
+        assert_eq!(out[2].start, 100, "the audio before the keyframe");
+        let independent: Vec<bool> = out.iter().map(|p| p.independent).collect();
+        assert_eq!(independent, vec![true, true, true, false, false]);
+    }
+
+    #[test]
+    fn audio_before_the_keyframe_does_not_shift_the_parts() {
+        // nginx writes a few audio packets before each fragment's keyframe.
+        let audio = |offset, pts_ms: u64| FrameStart {
+            offset,
+            dts: Some(pts_ms * TICKS_PER_MS),
+            key: true,
+            video: false,
+        };
+        let mut c = Cutter::new(500);
+        let mut out = Vec::new();
+        c.frame(audio(10, 0), &mut out);
+        for i in 0..50 {
+            c.frame(f(100 + i * 10, 30 + i * 40, i == 0), &mut out);
+            c.frame(audio(105 + i * 10, 40 + i * 40), &mut out);
+        }
+        out.extend(c.finish(1000, 2000));
+        let durs: Vec<u64> = out.iter().map(|p| p.duration_ms).collect();
+        assert_eq!(durs, vec![480, 480, 480, 480, 80]);
+        assert!(out[0].independent && !out[1].independent);
+        assert_eq!(out[0].start, 0);
     }
 
     /// Cuts a fragment of frames at these PTS (ms), one 1000-byte frame each.

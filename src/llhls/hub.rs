@@ -49,10 +49,12 @@ pub struct Base {
 }
 
 impl Base {
-    /// The window `live` describes, with its target duration.
+    /// The window `live` describes, with its target duration (raised, as
+    /// the stored playlist's is, to its longest segment).
     pub fn of(live: &ChannelLive, target_duration: u64) -> Base {
         Base {
-            target_duration,
+            target_duration: target_duration
+                .max(crate::hls::target_duration_of(live.window.iter().map(|w| w.duration_ms))),
             media_sequence: live.media_sequence(),
             discontinuity_sequence: live.discontinuity_sequence,
             window: live.window.iter().cloned().collect(),

@@ -1,10 +1,10 @@
 //! An incremental MPEG-TS scanner: it is fed a growing fragment in whole
-//! 188-byte packets and reports where each access unit of the fragment's
-//! media stream starts, with its PTS and whether it is a keyframe.
+//! 188-byte packets and reports where each PES packet of the fragment's
+//! first video and first audio stream starts, with its decode time stamp
+//! (DTS, else PTS) and whether it is a keyframe.
 //!
-//! The media stream is the first video stream the PMT lists, else its first
-//! audio stream. A frame starts at a packet with `payload_unit_start_indicator`
-//! on that PID; nginx-rtmp writes each frame's packets before the next
+//! A frame starts at a packet with `payload_unit_start_indicator` on one of
+//! those PIDs; nginx-rtmp writes each frame's packets before the next
 //! frame's, so every byte before such a packet belongs to whole frames. A
 //! keyframe is flagged by the adaptation field's `random_access_indicator`
 //! (nginx-rtmp and ffmpeg set it) or, failing that, by an H.264 IDR NAL unit
@@ -24,10 +24,14 @@ const AUDIO_TYPES: [u8; 5] = [0x03, 0x04, 0x0f, 0x11, 0x81];
 pub struct FrameStart {
     /// Byte offset of its first packet in the fragment.
     pub offset: u64,
-    /// Its presentation time stamp (90 kHz), when the PES header has one.
-    pub pts: Option<u64>,
-    /// A random access point (always true for an audio-only stream).
+    /// Its decode time stamp (90 kHz): the DTS when the PES header has one,
+    /// else its PTS. Decode order is byte order, so these only grow
+    /// (modulo 2^33), with or without B-frames.
+    pub dts: Option<u64>,
+    /// A random access point (always true for audio).
     pub key: bool,
+    /// Of the video stream (else of the audio stream).
+    pub video: bool,
 }
 
 /// The fragment is not MPEG-TS as expected.
@@ -42,8 +46,8 @@ pub enum TsError {
 pub struct Scanner {
     offset: u64,
     pmt_pid: Option<u16>,
-    media_pid: Option<u16>,
-    video: bool,
+    video_pid: Option<u16>,
+    audio_pid: Option<u16>,
     pat: Option<[u8; PACKET]>,
     pmt: Option<[u8; PACKET]>,
 }
@@ -110,18 +114,20 @@ impl Scanner {
             if self.pmt.is_none() {
                 self.pmt = Some(whole(pkt));
             }
-            if self.media_pid.is_none()
-                && let Some((media, video)) = pmt_media_pid(payload)
+            if self.video_pid.is_none()
+                && self.audio_pid.is_none()
+                && let Some((video, audio)) = pmt_streams(payload)
             {
-                self.media_pid = Some(media);
-                self.video = video;
+                self.video_pid = video;
+                self.audio_pid = audio;
             }
-        } else if Some(pid) == self.media_pid && pusi {
-            let key = !self.video || random_access || has_idr(payload);
+        } else if pusi && (Some(pid) == self.video_pid || Some(pid) == self.audio_pid) {
+            let video = Some(pid) == self.video_pid;
             out.push(FrameStart {
                 offset: self.offset,
-                pts: pes_pts(payload),
-                key,
+                dts: pes_dts(payload),
+                key: !video || random_access || has_idr(payload),
+                video,
             });
         }
     }
@@ -155,37 +161,40 @@ fn pat_pmt_pid(payload: &[u8]) -> Option<u16> {
     })
 }
 
-/// The media stream's PID (first video, else first audio) and whether it
-/// is video.
-fn pmt_media_pid(payload: &[u8]) -> Option<(u16, bool)> {
+/// The PIDs of the first video and the first audio stream.
+fn pmt_streams(payload: &[u8]) -> Option<(Option<u16>, Option<u16>)> {
     let s = section(payload)?;
     if s.first() != Some(&2) {
         return None;
     }
     let info = usize::from(u16::from(*s.get(10)? & 0x0f) << 8 | u16::from(*s.get(11)?));
     let mut rest = s.get(12 + info..)?;
-    let mut audio = None;
+    let (mut video, mut audio) = (None, None);
     while rest.len() >= 5 {
         let kind = rest[0];
         let pid = u16::from(rest[1] & 0x1f) << 8 | u16::from(rest[2]);
         let es_len = usize::from(u16::from(rest[3] & 0x0f) << 8 | u16::from(rest[4]));
-        if VIDEO_TYPES.contains(&kind) {
-            return Some((pid, true));
+        if video.is_none() && VIDEO_TYPES.contains(&kind) {
+            video = Some(pid);
         }
         if audio.is_none() && AUDIO_TYPES.contains(&kind) {
-            audio = Some((pid, false));
+            audio = Some(pid);
         }
-        rest = rest.get(5 + es_len..)?;
+        rest = rest.get(5 + es_len..).unwrap_or(&[]);
     }
-    audio
+    (video.is_some() || audio.is_some()).then_some((video, audio))
 }
 
-/// The PTS of a PES header at the start of `payload`.
-fn pes_pts(payload: &[u8]) -> Option<u64> {
-    if payload.get(..3)? != [0, 0, 1] || payload.get(7)? & 0x80 == 0 {
+/// The DTS (else the PTS) of a PES header at the start of `payload`.
+fn pes_dts(payload: &[u8]) -> Option<u64> {
+    if payload.get(..3)? != [0, 0, 1] {
         return None;
     }
-    let p = payload.get(9..14)?;
+    let p = match payload.get(7)? >> 6 {
+        3 => payload.get(14..19)?,
+        2 => payload.get(9..14)?,
+        _ => return None,
+    };
     Some(
         (u64::from(p[0] >> 1) & 7) << 30
             | u64::from(p[1]) << 22
@@ -246,6 +255,27 @@ pub mod synth {
         out
     }
 
+    fn ts_bytes(marker: u8, t: u64) -> [u8; 5] {
+        [
+            marker | ((t >> 29) as u8 & 0x0e),
+            (t >> 22) as u8,
+            0x01 | ((t >> 14) as u8 & 0xfe),
+            (t >> 7) as u8,
+            0x01 | ((t << 1) as u8 & 0xfe),
+        ]
+    }
+
+    /// [`frame`] with a PTS and a DTS (a B-frame stream).
+    pub fn frame_with_dts(pid: u16, pts: u64, dts: u64, packets: usize) -> Vec<u8> {
+        let mut out = frame(pid, pts, false, packets);
+        // PES header: flags PTS+DTS, header length 10.
+        out[4 + 2 + 7] = 0xc0;
+        out[4 + 2 + 8] = 10;
+        out[4 + 2 + 9..4 + 2 + 14].copy_from_slice(&ts_bytes(0x31, pts));
+        out[4 + 2 + 14..4 + 2 + 19].copy_from_slice(&ts_bytes(0x11, dts));
+        out
+    }
+
     /// One frame of `packets` packets on `pid` with this PTS; a keyframe
     /// carries the random access indicator.
     pub fn frame(pid: u16, pts: u64, key: bool, packets: usize) -> Vec<u8> {
@@ -258,13 +288,7 @@ pub mod synth {
                 p.extend_from_slice(&h);
                 p.extend_from_slice(&[1, if key { 0x40 } else { 0 }]);
                 p.extend_from_slice(&[0, 0, 1, 0xe0, 0, 0, 0x80, 0x80, 5]);
-                p.extend_from_slice(&[
-                    0x21 | ((pts >> 29) as u8 & 0x0e),
-                    (pts >> 22) as u8,
-                    0x01 | ((pts >> 14) as u8 & 0xfe),
-                    (pts >> 7) as u8,
-                    0x01 | ((pts << 1) as u8 & 0xfe),
-                ]);
+                p.extend_from_slice(&ts_bytes(0x21, pts));
             } else {
                 p.extend_from_slice(&header(pid, false, i as u8));
             }
@@ -292,11 +316,19 @@ mod tests {
         let mut out = Vec::new();
         assert_eq!(s.push(&ts, &mut out), Ok(ts.len()));
         let p = PACKET as u64;
+        let at = |offset, dts, key, video| FrameStart {
+            offset,
+            dts: Some(dts),
+            key,
+            video,
+        };
         assert_eq!(
             out,
             vec![
-                FrameStart { offset: 4 * p, pts: Some(3600), key: true },
-                FrameStart { offset: 8 * p, pts: Some(7200), key: false },
+                at(2 * p, 1000, true, false),
+                at(4 * p, 3600, true, true),
+                at(7 * p, 4000, true, false),
+                at(8 * p, 7200, false, true),
             ]
         );
         assert_eq!(&s.psi().unwrap()[..], &ts[..2 * PACKET]);
@@ -312,6 +344,15 @@ mod tests {
     }
 
     #[test]
+    fn the_dts_is_taken_over_the_pts() {
+        let mut ts = psi();
+        ts.extend(frame_with_dts(VIDEO, 9000, 6000, 1));
+        let mut out = Vec::new();
+        Scanner::new().push(&ts, &mut out).unwrap();
+        assert_eq!(out[0].dts, Some(6000));
+    }
+
+    #[test]
     fn an_idr_nal_marks_a_keyframe_without_the_indicator() {
         let mut ts = psi();
         let mut f = frame(VIDEO, 90_000, false, 1);
@@ -320,7 +361,7 @@ mod tests {
         ts.extend(f);
         let mut out = Vec::new();
         Scanner::new().push(&ts, &mut out).unwrap();
-        assert!(out[0].key);
+        assert!(out[0].key && out[0].video);
     }
 
     proptest! {
@@ -339,7 +380,7 @@ mod tests {
             Scanner::new().push(&ts, &mut whole).unwrap();
             prop_assert_eq!(whole.len(), frames.len());
             for (f, (key, _, pts)) in whole.iter().zip(&frames) {
-                prop_assert_eq!(f.pts, Some(*pts));
+                prop_assert_eq!(f.dts, Some(*pts));
                 prop_assert_eq!(f.key, *key);
             }
             let mut s = Scanner::new();
