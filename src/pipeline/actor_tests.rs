@@ -102,6 +102,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             addr: "127.0.0.1".into(),
             started_ms: 1,
             shape: None,
+            low_latency: None,
             snapshot: None,
             resume: None,
             grant: String::new(),
