@@ -36,8 +36,18 @@ fn play_url(stack: &Stack) -> String {
     let out = Command::new(BIN)
         .args(["sign", "play", "--config"])
         .arg(stack.livebucket.config_path())
-        .args(["--bucket", BUCKET, "--key-name", &format!("{CHANNEL}/index.m3u8")])
-        .args(["--via-livebucket", &stack.livebucket.url(), "--expires-in", "600"])
+        .args([
+            "--bucket",
+            BUCKET,
+            "--key-name",
+            &format!("{CHANNEL}/index.m3u8"),
+        ])
+        .args([
+            "--via-livebucket",
+            &stack.livebucket.url(),
+            "--expires-in",
+            "600",
+        ])
         .stdin(Stdio::null())
         .output()
         .expect("cannot run livebucket sign play");
@@ -64,14 +74,19 @@ async fn ll(url: &str, extra: &str) -> (u16, Result<CheckedLl, String>, String) 
 
 /// Waits until the LL playlist lists parts of a segment in progress.
 async fn ll_with_tail(url: &str, timeout: Duration) -> CheckedLl {
-    wait_until("an LL playlist with parts in progress", timeout, millis(200), async || {
-        let (status, checked, text) = ll(url, "").await;
-        match checked {
-            Ok(c) if !c.tail.is_empty() => Ok(c),
-            Ok(_) => Err(format!("no parts in progress yet:\n{text}")),
-            Err(e) => Err(format!("{status}: {e}\n{text}")),
-        }
-    })
+    wait_until(
+        "an LL playlist with parts in progress",
+        timeout,
+        millis(200),
+        async || {
+            let (status, checked, text) = ll(url, "").await;
+            match checked {
+                Ok(c) if !c.tail.is_empty() => Ok(c),
+                Ok(_) => Err(format!("no parts in progress yet:\n{text}")),
+                Err(e) => Err(format!("{status}: {e}\n{text}")),
+            }
+        },
+    )
     .await
 }
 
@@ -108,7 +123,11 @@ impl Numbering {
                 }
             }
         }
-        if errs.is_empty() { Ok(()) } else { Err(errs.join("\n")) }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(errs.join("\n"))
+        }
     }
 }
 
@@ -175,7 +194,10 @@ async fn ll_playlist_on_play_from_the_bucket() {
         .keys()
         .filter(|msn| numbering.parts.contains_key(&(**msn, 0)))
         .count();
-    assert!(segments_with_parts >= 3, "only {segments_with_parts} segments had parts");
+    assert!(
+        segments_with_parts >= 3,
+        "only {segments_with_parts} segments had parts"
+    );
 
     // A blocking reload for the next part waits for it, and is released
     // as soon as it lands.
@@ -201,9 +223,16 @@ async fn ll_playlist_on_play_from_the_bucket() {
     let (_, now, _) = ll(&url, "").await;
     let now = now.unwrap();
     for (query, why) in [
-        (format!("&_HLS_msn={}", now.tail_msn() + 3), "three segments ahead"),
         (
-            format!("&_HLS_msn={}&_HLS_part={}", now.tail_msn(), now.tail.len() + 8),
+            format!("&_HLS_msn={}", now.tail_msn() + 3),
+            "three segments ahead",
+        ),
+        (
+            format!(
+                "&_HLS_msn={}&_HLS_part={}",
+                now.tail_msn(),
+                now.tail.len() + 8
+            ),
             "eight parts ahead",
         ),
         ("&_HLS_part=1".to_owned(), "a part without a segment"),
@@ -233,7 +262,10 @@ async fn ll_playlist_on_play_from_the_bucket() {
         let r = httpc::get(&p.uri).await;
         assert_eq!(r.status, 200, "part {j}: {}", r.text());
         if p.independent {
-            assert!(starts_with_keyframe(&r.body), "INDEPENDENT part {j} starts without a keyframe");
+            assert!(
+                starts_with_keyframe(&r.body),
+                "INDEPENDENT part {j} starts without a keyframe"
+            );
         }
         if j == 0 {
             joined.extend_from_slice(&r.body);
@@ -242,31 +274,46 @@ async fn ll_playlist_on_play_from_the_bucket() {
             joined.extend_from_slice(&r.body[PSI..]);
         }
     }
-    assert!(parts[0].independent, "a segment's first part starts at its keyframe");
-    assert!(joined == segment.body, "the parts are not the segment's bytes");
+    assert!(
+        parts[0].independent,
+        "a segment's first part starts at its keyframe"
+    );
+    assert!(
+        joined == segment.body,
+        "the parts are not the segment's bytes"
+    );
 
     // A delta update skips the segments that end before CAN-SKIP-UNTIL
     // from the end, and lists the rest as the full playlist does.
-    let (full, delta) = wait_until("a delta update with segments skipped", secs(20), millis(300), async || {
-        let (_, now, _) = ll(&url, "").await;
-        let now = now.map_err(|e| e.to_string())?;
-        // Both for the part the playlist already has: answered at once,
-        // from the same model unless a part landed in between.
-        let q = format!("&_HLS_msn={}&_HLS_part={}", now.tail_msn(), now.tail.len().saturating_sub(1));
-        let (_, full, _) = ll(&url, &q).await;
-        let (_, delta, text) = ll(&url, &format!("{q}&_HLS_skip=YES")).await;
-        let (full, delta) = (full?, delta.map_err(|e| format!("{e}\n{text}"))?);
-        if (full.tail_msn(), full.tail.len()) != (delta.tail_msn(), delta.tail.len()) {
-            return Err("a part landed in between".to_owned());
-        }
-        if delta.skipped == 0 {
-            return Err(format!("nothing skipped yet:\n{text}"));
-        }
-        Ok((full, delta))
-    })
+    let (full, delta) = wait_until(
+        "a delta update with segments skipped",
+        secs(20),
+        millis(300),
+        async || {
+            let (_, now, _) = ll(&url, "").await;
+            let now = now.map_err(|e| e.to_string())?;
+            // Both for the part the playlist already has: answered at once,
+            // from the same model unless a part landed in between.
+            let q = format!(
+                "&_HLS_msn={}&_HLS_part={}",
+                now.tail_msn(),
+                now.tail.len().saturating_sub(1)
+            );
+            let (_, full, _) = ll(&url, &q).await;
+            let (_, delta, text) = ll(&url, &format!("{q}&_HLS_skip=YES")).await;
+            let (full, delta) = (full?, delta.map_err(|e| format!("{e}\n{text}"))?);
+            if (full.tail_msn(), full.tail.len()) != (delta.tail_msn(), delta.tail.len()) {
+                return Err("a part landed in between".to_owned());
+            }
+            if delta.skipped == 0 {
+                return Err(format!("nothing skipped yet:\n{text}"));
+            }
+            Ok((full, delta))
+        },
+    )
     .await;
-    let total: f64 = full.base.durations.iter().sum::<f64>()
-        + full.tail.iter().map(|p| p.duration).sum::<f64>();
+    let total: f64 =
+        full.base.durations.iter().sum::<f64>() + full.tail.iter().map(|p| p.duration).sum::<f64>();
     let mut end = 0.0;
     let expected = full
         .base
@@ -282,13 +329,27 @@ async fn ll_playlist_on_play_from_the_bucket() {
     assert_eq!(delta.tail, full.tail);
 
     // The bucket's own playlist knows nothing of parts.
-    let stored = String::from_utf8(stack.s3.get(BUCKET, &format!("{CHANNEL}/index.m3u8")).await).unwrap();
+    let stored =
+        String::from_utf8(stack.s3.get(BUCKET, &format!("{CHANNEL}/index.m3u8")).await).unwrap();
     hlscheck::check_playlist(&stored).unwrap();
-    for tag in ["#EXT-X-PART", "#EXT-X-SERVER-CONTROL", "#EXT-X-SKIP", "#EXT-X-PRELOAD-HINT"] {
-        assert!(!stored.contains(tag), "the stored playlist has {tag}:\n{stored}");
+    for tag in [
+        "#EXT-X-PART",
+        "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-SKIP",
+        "#EXT-X-PRELOAD-HINT",
+    ] {
+        assert!(
+            !stored.contains(tag),
+            "the stored playlist has {tag}:\n{stored}"
+        );
     }
     assert!(
-        stack.s3.list(BUCKET, &format!("{CHANNEL}/.ll/")).await.len() >= 4,
+        stack
+            .s3
+            .list(BUCKET, &format!("{CHANNEL}/.ll/"))
+            .await
+            .len()
+            >= 4,
         "part objects are under {CHANNEL}/.ll/"
     );
 
@@ -296,17 +357,28 @@ async fn ll_playlist_on_play_from_the_bucket() {
     // objects go.
     let status = push.exit_within(secs(40)).await;
     assert!(status.success(), "push failed:\n{}", push.log());
-    wait_until("the LL playlist to end", secs(30), millis(300), async || {
-        let (_, c, text) = ll(&url, "").await;
-        match c {
-            Ok(c) if c.base.ended && c.tail.is_empty() && c.parts.iter().all(Vec::is_empty) => Ok(()),
-            _ => Err(text),
-        }
-    })
+    wait_until(
+        "the LL playlist to end",
+        secs(30),
+        millis(300),
+        async || {
+            let (_, c, text) = ll(&url, "").await;
+            match c {
+                Ok(c) if c.base.ended && c.tail.is_empty() && c.parts.iter().all(Vec::is_empty) => {
+                    Ok(())
+                }
+                _ => Err(text),
+            }
+        },
+    )
     .await;
     wait_until("no part object left", secs(30), millis(500), async || {
         let left = stack.s3.list(BUCKET, &format!("{CHANNEL}/.ll/")).await;
-        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
     })
     .await;
 }
@@ -338,15 +410,20 @@ async fn kill_9_mid_stream_loses_nothing_and_the_ll_playlist_recovers() {
     tokio::time::sleep(secs(2)).await;
     tokio::task::block_in_place(|| stack.livebucket.restart());
 
-    let after = wait_until("the LL playlist past the crash", secs(20), millis(200), async || {
-        let (status, c, text) = ll(&url, "").await;
-        let c = c.map_err(|e| format!("{status}: {e}\n{text}"))?;
-        if c.tail_msn() > last.tail_msn() && !c.tail.is_empty() {
-            Ok(c)
-        } else {
-            Err(format!("not past segment {} yet:\n{text}", last.tail_msn()))
-        }
-    })
+    let after = wait_until(
+        "the LL playlist past the crash",
+        secs(20),
+        millis(200),
+        async || {
+            let (status, c, text) = ll(&url, "").await;
+            let c = c.map_err(|e| format!("{status}: {e}\n{text}"))?;
+            if c.tail_msn() > last.tail_msn() && !c.tail.is_empty() {
+                Ok(c)
+            } else {
+                Err(format!("not past segment {} yet:\n{text}", last.tail_msn()))
+            }
+        },
+    )
     .await;
     numbering
         .check(&after)
@@ -356,14 +433,22 @@ async fn kill_9_mid_stream_loses_nothing_and_the_ll_playlist_recovers() {
     assert!(status.success(), "push failed:\n{}", push.log());
     watch
         .wait_for("#EXT-X-ENDLIST", secs(60), |v| {
-            if v.playlist.ended { Ok(()) } else { Err("not ended".into()) }
+            if v.playlist.ended {
+                Ok(())
+            } else {
+                Err("not ended".into())
+            }
         })
         .await;
     // Part objects are gone before the bucket is compared with what nginx
     // wrote (they are not fragments).
     wait_until("no part object left", secs(30), millis(500), async || {
         let left = stack.s3.list(BUCKET, &format!("{CHANNEL}/.ll/")).await;
-        if left.is_empty() { Ok(()) } else { Err(format!("{left:?}")) }
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
     })
     .await;
     let observed = watch.finish().await;
@@ -375,5 +460,9 @@ async fn kill_9_mid_stream_loses_nothing_and_the_ll_playlist_recovers() {
         FinalPlaylist::ListsAll,
     )
     .await;
-    assert!(stored.len() >= 12, "a 30 s push stored only {}", stored.len());
+    assert!(
+        stored.len() >= 12,
+        "a 30 s push stored only {}",
+        stored.len()
+    );
 }

@@ -303,12 +303,36 @@ fn valid_ll_playlist_passes() {
 #[test]
 fn each_ll_violation_is_caught() {
     let cases = [
-        ("DURATION=0.480,URI=\"a1.ts\"", "DURATION=0.520,URI=\"a1.ts\"", "> PART-TARGET"),
-        ("DURATION=0.080,URI=\"a4.ts\"", "DURATION=0.070,URI=\"a4.ts\"", "add up to"),
-        ("DURATION=0.480,URI=\"a2.ts\"", "DURATION=0.380,URI=\"a2.ts\"", "under 85 %"),
-        ("PART-HOLD-BACK=1.500", "PART-HOLD-BACK=0.900", "PART-HOLD-BACK"),
-        ("CAN-SKIP-UNTIL=12.000", "CAN-SKIP-UNTIL=6.000", "CAN-SKIP-UNTIL"),
-        ("CAN-BLOCK-RELOAD=YES", "CAN-BLOCK-RELOAD=NO", "CAN-BLOCK-RELOAD"),
+        (
+            "DURATION=0.480,URI=\"a1.ts\"",
+            "DURATION=0.520,URI=\"a1.ts\"",
+            "> PART-TARGET",
+        ),
+        (
+            "DURATION=0.080,URI=\"a4.ts\"",
+            "DURATION=0.070,URI=\"a4.ts\"",
+            "add up to",
+        ),
+        (
+            "DURATION=0.480,URI=\"a2.ts\"",
+            "DURATION=0.380,URI=\"a2.ts\"",
+            "under 85 %",
+        ),
+        (
+            "PART-HOLD-BACK=1.500",
+            "PART-HOLD-BACK=0.900",
+            "PART-HOLD-BACK",
+        ),
+        (
+            "CAN-SKIP-UNTIL=12.000",
+            "CAN-SKIP-UNTIL=6.000",
+            "CAN-SKIP-UNTIL",
+        ),
+        (
+            "CAN-BLOCK-RELOAD=YES",
+            "CAN-BLOCK-RELOAD=NO",
+            "CAN-BLOCK-RELOAD",
+        ),
         ("URI=\"a3.ts\"", "URI=\"a2.ts\"", "appears twice"),
         ("#EXT-X-PART-INF:PART-TARGET=0.500\n", "", "PART-INF"),
     ];
@@ -317,6 +341,11 @@ fn each_ll_violation_is_caught() {
         let err = hlscheck::check_ll_playlist(&LL.replacen(from, to, 1)).unwrap_err();
         assert!(err.contains(needle), "{needle:?} not in {err}");
     }
-    let moved = LL.replace("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n", "") + "#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n";
-    assert!(hlscheck::check_ll_playlist(&moved).unwrap_err().contains("EXT-X-SKIP after"));
+    let moved =
+        LL.replace("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n", "") + "#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n";
+    assert!(
+        hlscheck::check_ll_playlist(&moved)
+            .unwrap_err()
+            .contains("EXT-X-SKIP after")
+    );
 }

@@ -291,7 +291,11 @@ fn uri_attribute(line: &str) -> Option<(&str, &str, &str)> {
     })?;
     let start = at + "URI=\"".len();
     let len = line[start..].find('"')?;
-    Some((&line[..start], &line[start..start + len], &line[start + len..]))
+    Some((
+        &line[..start],
+        &line[start..start + len],
+        &line[start + len..],
+    ))
 }
 
 pub async fn play(

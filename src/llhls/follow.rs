@@ -145,7 +145,8 @@ impl Follow {
                 {
                     self.store_part(o, cut);
                 }
-                self.hub.complete(&self.chid, &self.session, o.ms, !o.failed);
+                self.hub
+                    .complete(&self.chid, &self.session, o.ms, !o.failed);
                 debug!(fragment = %o.name, parts = o.cutter.parts(), "fragment cut");
                 last_ms = Some(o.ms);
                 open = None;
@@ -300,7 +301,11 @@ impl Follow {
         for (ms, parts) in self.hub.take_dropped(&self.chid, &self.session, GRACE) {
             for i in 0..parts {
                 let key = crate::layout::part_key(&self.chid.channel, &recording, ms, i);
-                if let Err(e) = self.store.delete(&self.key_id, &self.chid.bucket, &key).await {
+                if let Err(e) = self
+                    .store
+                    .delete(&self.key_id, &self.chid.bucket, &key)
+                    .await
+                {
                     warn!(error = %e, "cannot delete a dropped part; the session's end deletes it");
                 }
             }
@@ -345,7 +350,11 @@ impl Follow {
         };
         let mut deleted = 0;
         for key in keys.iter().filter(|k| which(k)) {
-            match self.store.delete(&self.key_id, &self.chid.bucket, key).await {
+            match self
+                .store
+                .delete(&self.key_id, &self.chid.bucket, key)
+                .await
+            {
                 Ok(()) => deleted += 1,
                 Err(e) => warn!(error = %e, "cannot delete a part object"),
             }

@@ -53,8 +53,9 @@ impl Base {
     /// the stored playlist's is, to its longest segment).
     pub fn of(live: &ChannelLive, target_duration: u64) -> Base {
         Base {
-            target_duration: target_duration
-                .max(crate::hls::target_duration_of(live.window.iter().map(|w| w.duration_ms))),
+            target_duration: target_duration.max(crate::hls::target_duration_of(
+                live.window.iter().map(|w| w.duration_ms),
+            )),
             media_sequence: live.media_sequence(),
             discontinuity_sequence: live.discontinuity_sequence,
             window: live.window.iter().cloned().collect(),
@@ -83,7 +84,7 @@ struct Frag {
 
 impl Frag {
     fn broken(&self) -> bool {
-        self.slots.iter().any(|s| *s == Slot::Failed)
+        self.slots.contains(&Slot::Failed)
     }
 
     /// The stored parts from the first, up to the first not stored.
@@ -336,13 +337,16 @@ impl Hub {
 
     /// Fragments of `session` whose parts left the playlist more than
     /// `grace` ago, with their part counts; they are marked deleted.
-    pub fn take_dropped(&self, chid: &ChannelId, session: &str, grace: Duration) -> Vec<(u64, usize)> {
+    pub fn take_dropped(
+        &self,
+        chid: &ChannelId,
+        session: &str,
+        grace: Duration,
+    ) -> Vec<(u64, usize)> {
         self.with(chid, |c| {
             let mut out = Vec::new();
             for ((s, ms), f) in c.frags.iter_mut() {
-                if s == session
-                    && !f.deleted
-                    && f.dropped_at.is_some_and(|t| t.elapsed() >= grace)
+                if s == session && !f.deleted && f.dropped_at.is_some_and(|t| t.elapsed() >= grace)
                 {
                     f.deleted = true;
                     out.push((*ms, f.slots.len()));
@@ -456,10 +460,18 @@ mod tests {
         hub.map(&c, "s", 1000, 5000);
         hub.begin(&c, "s", 3000, Prev::After(1000));
         parts(&hub, 3000, 1);
-        assert_eq!(model(&hub).tail.as_ref().unwrap().parts.len(), 3, "still 1000");
+        assert_eq!(
+            model(&hub).tail.as_ref().unwrap().parts.len(),
+            3,
+            "still 1000"
+        );
         hub.set_base(&c, base(&[5000], 0));
         let m = model(&hub);
-        assert_eq!(m.segments[0].parts.len(), 3, "the stored segment keeps its parts");
+        assert_eq!(
+            m.segments[0].parts.len(),
+            3,
+            "the stored segment keeps its parts"
+        );
         assert_eq!(m.next_msn(), 1);
         assert_eq!(m.tail.as_ref().unwrap().parts, vec![part(0)]);
     }
@@ -473,7 +485,10 @@ mod tests {
         hub.cut(&c, "s", 1000, 0, part(0));
         hub.cut(&c, "s", 1000, 1, part(1));
         hub.stored(&c, "s", 1000, 1, true);
-        assert!(model(&hub).tail.as_ref().unwrap().parts.is_empty(), "part 0 not stored yet");
+        assert!(
+            model(&hub).tail.as_ref().unwrap().parts.is_empty(),
+            "part 0 not stored yet"
+        );
         hub.stored(&c, "s", 1000, 0, true);
         assert_eq!(model(&hub).tail.as_ref().unwrap().parts.len(), 2);
         hub.cut(&c, "s", 1000, 2, part(2));
@@ -504,7 +519,10 @@ mod tests {
         assert!(hub.take_dropped(&c, "t", Duration::ZERO).is_empty());
         let dropped = hub.take_dropped(&c, "s", Duration::ZERO);
         assert_eq!(dropped, vec![(1000, 5), (3000, 5)]);
-        assert!(hub.take_dropped(&c, "s", Duration::ZERO).is_empty(), "handed out once");
+        assert!(
+            hub.take_dropped(&c, "s", Duration::ZERO).is_empty(),
+            "handed out once"
+        );
     }
 
     #[test]

@@ -97,7 +97,10 @@ impl Directives {
     pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<Directives, DirectiveError> {
         let num = |name: &'static str| {
             get(name)
-                .map(|v| v.parse::<u64>().map_err(|_| DirectiveError::NotANumber(name)))
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| DirectiveError::NotANumber(name))
+                })
                 .transpose()
         };
         let msn = num("_HLS_msn")?;
@@ -229,7 +232,8 @@ impl LlPlaylist {
                 out.push_str("#EXT-X-DISCONTINUITY\n");
             }
             if let Some(ms) = s.program_date_time_ms
-                && let Ok(t) = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
+                && let Ok(t) =
+                    time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000)
             {
                 crate::hls::write_program_date_time(&mut out, t);
             }
@@ -253,12 +257,16 @@ impl LlPlaylist {
 
 fn write_parts(out: &mut String, parts: &[Part]) {
     for p in parts {
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "#EXT-X-PART:DURATION={},URI=\"{}\"{}\n",
+            "#EXT-X-PART:DURATION={},URI=\"{}\"{}",
             secs(p.duration_ms),
             p.uri,
-            if p.independent { ",INDEPENDENT=YES" } else { "" }
+            if p.independent {
+                ",INDEPENDENT=YES"
+            } else {
+                ""
+            }
         );
     }
 }
@@ -289,7 +297,9 @@ mod tests {
                     discontinuity: i == 1,
                     program_date_time_ms: (i == 1).then_some(1_700_000_000_000),
                     parts: if i + 1 == segments {
-                        (0..5).map(|j| part(j, if j == 4 { 80 } else { 480 })).collect()
+                        (0..5)
+                            .map(|j| part(j, if j == 4 { 80 } else { 480 }))
+                            .collect()
                     } else {
                         Vec::new()
                     },
@@ -333,7 +343,11 @@ mod tests {
         let m = model(3, 2); // segments 10..=12 stored, 13 in progress with parts 0, 1
         use Readiness::*;
         assert_eq!(m.readiness(12, None), Ready);
-        assert_eq!(m.readiness(12, Some(9)), Ready, "a whole segment holds any part");
+        assert_eq!(
+            m.readiness(12, Some(9)),
+            Ready,
+            "a whole segment holds any part"
+        );
         assert_eq!(m.readiness(13, Some(1)), Ready);
         assert_eq!(m.readiness(13, Some(2)), Wait);
         assert_eq!(m.readiness(13, None), Wait, "segment 13 is not whole yet");
@@ -341,7 +355,11 @@ mod tests {
         assert_eq!(m.readiness(15, None), Wait);
         assert_eq!(m.readiness(16, None), TooFar);
         assert_eq!(m.readiness(13, Some(7)), Wait);
-        assert_eq!(m.readiness(13, Some(8)), TooFar, "six parts (3 s) past the last");
+        assert_eq!(
+            m.readiness(13, Some(8)),
+            TooFar,
+            "six parts (3 s) past the last"
+        );
         let bare = model(3, 0);
         assert_eq!(bare.readiness(14, None), Wait);
         assert_eq!(bare.readiness(15, None), TooFar);
@@ -366,15 +384,30 @@ mod tests {
     #[test]
     fn directives_parse() {
         let q = |pairs: &'static [(&'static str, &'static str)]| {
-            Directives::parse(|k| pairs.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string()))
+            Directives::parse(|k| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            })
         };
         assert_eq!(
             q(&[("_HLS_msn", "5"), ("_HLS_part", "2"), ("_HLS_skip", "YES")]),
-            Ok(Directives { msn: Some(5), part: Some(2), skip: true })
+            Ok(Directives {
+                msn: Some(5),
+                part: Some(2),
+                skip: true
+            })
         );
         assert_eq!(q(&[]), Ok(Directives::default()));
-        assert_eq!(q(&[("_HLS_part", "2")]), Err(DirectiveError::PartWithoutMsn));
-        assert_eq!(q(&[("_HLS_msn", "-1")]), Err(DirectiveError::NotANumber("_HLS_msn")));
+        assert_eq!(
+            q(&[("_HLS_part", "2")]),
+            Err(DirectiveError::PartWithoutMsn)
+        );
+        assert_eq!(
+            q(&[("_HLS_msn", "-1")]),
+            Err(DirectiveError::NotANumber("_HLS_msn"))
+        );
         assert_eq!(q(&[("_HLS_skip", "no")]), Err(DirectiveError::BadSkip));
     }
 }

@@ -243,7 +243,9 @@ pub mod synth {
     /// PAT then PMT.
     pub fn psi() -> Vec<u8> {
         // PAT: program 1 → PMT PID 0x1000 (CRC left as zeros: not checked).
-        let pat = [0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00, 0, 0, 0, 0];
+        let pat = [
+            0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00, 0, 0, 0, 0,
+        ];
         let pmt = [
             0x02, 0xb0, 23, 0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0, //
             0x1b, 0xe1, 0x00, 0xf0, 0, //
@@ -340,7 +342,10 @@ mod tests {
         let mut out = Vec::new();
         let ts = psi();
         assert_eq!(s.push(&ts[..PACKET + 10], &mut out), Ok(PACKET));
-        assert_eq!(s.push(&[0u8; PACKET], &mut out), Err(TsError::Sync(PACKET as u64)));
+        assert_eq!(
+            s.push(&[0u8; PACKET], &mut out),
+            Err(TsError::Sync(PACKET as u64))
+        );
     }
 
     #[test]

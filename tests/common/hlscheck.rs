@@ -699,7 +699,9 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
     }
     let hold_back = hold_back.unwrap_or(0.0);
     if hold_back < 2.0 * part_target {
-        errs.push(format!("PART-HOLD-BACK {hold_back} is under 2 × PART-TARGET {part_target}"));
+        errs.push(format!(
+            "PART-HOLD-BACK {hold_back} is under 2 × PART-TARGET {part_target}"
+        ));
     }
     let skip_until = skip_until.unwrap_or(0.0);
     let base = match base {
@@ -718,7 +720,10 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
     let all = parts.iter().chain(std::iter::once(&pending));
     for p in all.clone().flatten() {
         if p.duration > part_target + 1e-9 {
-            errs.push(format!("part {} lasts {} > PART-TARGET {part_target}", p.uri, p.duration));
+            errs.push(format!(
+                "part {} lasts {} > PART-TARGET {part_target}",
+                p.uri, p.duration
+            ));
         }
     }
     for (i, (ps, extinf)) in parts.iter().zip(&base.durations).enumerate() {
@@ -727,11 +732,16 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
         }
         let sum: f64 = ps.iter().map(|p| p.duration).sum();
         if (sum - extinf).abs() > 0.0015 {
-            errs.push(format!("the parts of segment {i} add up to {sum}, its EXTINF is {extinf}"));
+            errs.push(format!(
+                "the parts of segment {i} add up to {sum}, its EXTINF is {extinf}"
+            ));
         }
         for p in &ps[..ps.len() - 1] {
             if !p.independent && p.duration < 0.85 * part_target - 1e-9 {
-                errs.push(format!("part {} lasts {}, under 85 % of {part_target}", p.uri, p.duration));
+                errs.push(format!(
+                    "part {} lasts {}, under 85 % of {part_target}",
+                    p.uri, p.duration
+                ));
             }
         }
     }
