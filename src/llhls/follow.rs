@@ -81,7 +81,8 @@ impl Follow {
     pub async fn run(self) {
         let span = info_span!("llhls", stream = %crate::session::log_tag(&self.session), channel = %self.chid.channel);
         async move {
-            self.sweep().await;
+            // In the background: a slow or failing S3 must not delay parts.
+            tokio::spawn(self.sweep().in_current_span());
             self.follow().await;
             if !self.shutdown.is_cancelled() {
                 // Players that loaded the last LL playlist may still fetch
@@ -108,6 +109,8 @@ impl Follow {
         let mut stamp = None;
         let mut nginx: Vec<NginxEntry> = Vec::new();
         let mut last_gc = Instant::now();
+        let mut deleting: Option<tokio::task::JoinHandle<()>> = None;
+        let mut to_delete: Vec<String> = Vec::new();
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -153,7 +156,14 @@ impl Follow {
             }
             if last_gc.elapsed() >= GC_EVERY {
                 last_gc = Instant::now();
-                self.delete_dropped().await;
+                to_delete.extend(self.dropped_keys());
+                // One batch at a time, in the background: deletes never hold
+                // up the cutting, and pile up here (not in tasks) while S3
+                // is slow. Whatever is left, the session's end deletes.
+                if deleting.as_ref().is_none_or(|h| h.is_finished()) && !to_delete.is_empty() {
+                    let keys = std::mem::take(&mut to_delete);
+                    deleting = Some(tokio::spawn(self.cleaner().delete(keys).in_current_span()));
+                }
             }
         }
     }
@@ -296,31 +306,37 @@ impl Follow {
         );
     }
 
-    async fn delete_dropped(&self) {
+    /// The keys of this session's parts that left the playlist more than
+    /// [`GRACE`] ago.
+    fn dropped_keys(&self) -> Vec<String> {
         let recording = self.recording();
-        for (ms, parts) in self.hub.take_dropped(&self.chid, &self.session, GRACE) {
-            for i in 0..parts {
-                let key = crate::layout::part_key(&self.chid.channel, &recording, ms, i);
-                if let Err(e) = self
-                    .store
-                    .delete(&self.key_id, &self.chid.bucket, &key)
-                    .await
-                {
-                    warn!(error = %e, "cannot delete a dropped part; the session's end deletes it");
-                }
-            }
+        self.hub
+            .take_dropped(&self.chid, &self.session, GRACE)
+            .into_iter()
+            .flat_map(|(ms, parts)| {
+                let (channel, recording) = (&self.chid.channel, &recording);
+                (0..parts).map(move |i| crate::layout::part_key(channel, recording, ms, i))
+            })
+            .collect()
+    }
+
+    fn cleaner(&self) -> Cleaner {
+        Cleaner {
+            store: self.store.clone(),
+            key_id: self.key_id.clone(),
+            bucket: self.chid.bucket.clone(),
         }
     }
 
     /// Deletes every part object of this session.
     async fn delete_all(&self) {
         let prefix = crate::layout::parts_prefix(&self.chid.channel, &self.recording());
-        self.delete_listed(&prefix, |_| true).await;
+        self.cleaner().delete_listed(&prefix, |_| true).await;
     }
 
     /// Deletes the parts that sessions this node no longer follows left
     /// under the channel (a crash, a node fenced out, a cleanup cut short).
-    async fn sweep(&self) {
+    fn sweep(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let root = crate::layout::parts_root(&self.chid.channel);
         let mut kept: HashSet<String> = self
             .hub
@@ -330,16 +346,38 @@ impl Follow {
             .collect();
         kept.insert(self.recording());
         let channel = self.chid.channel.clone();
-        self.delete_listed(&root, move |k| {
-            crate::layout::parse_part_recording(&channel, k).is_some_and(|r| !kept.contains(r))
-        })
-        .await;
+        let cleaner = self.cleaner();
+        async move {
+            cleaner
+                .delete_listed(&root, move |k| {
+                    crate::layout::parse_part_recording(&channel, k)
+                        .is_some_and(|r| !kept.contains(r))
+                })
+                .await
+        }
+    }
+}
+
+/// Deletes part objects with the session's key.
+struct Cleaner {
+    store: Store,
+    key_id: String,
+    bucket: String,
+}
+
+impl Cleaner {
+    async fn delete(self, keys: Vec<String>) {
+        for key in keys {
+            if let Err(e) = self.store.delete(&self.key_id, &self.bucket, &key).await {
+                warn!(error = %e, "cannot delete a dropped part; the session's end deletes it");
+            }
+        }
     }
 
     async fn delete_listed(&self, prefix: &str, which: impl Fn(&str) -> bool) {
         let keys = match self
             .store
-            .list(&self.key_id, &self.chid.bucket, prefix, None, |_| false)
+            .list(&self.key_id, &self.bucket, prefix, None, |_| false)
             .await
         {
             Ok(k) => k,
@@ -350,11 +388,7 @@ impl Follow {
         };
         let mut deleted = 0;
         for key in keys.iter().filter(|k| which(k)) {
-            match self
-                .store
-                .delete(&self.key_id, &self.chid.bucket, key)
-                .await
-            {
+            match self.store.delete(&self.key_id, &self.bucket, key).await {
                 Ok(()) => deleted += 1,
                 Err(e) => warn!(error = %e, "cannot delete a part object"),
             }

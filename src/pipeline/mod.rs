@@ -641,7 +641,7 @@ impl Pipeline {
         }
         let id = meta.id.clone();
         let now = self.now();
-        self.follow_parts(&meta, &chid, recovering, &entries);
+        self.follow_parts(&meta, &chid, &entries);
         if recovering {
             let files = self.capture_files(&id, &entries);
             let media = files
@@ -667,21 +667,16 @@ impl Pipeline {
         }
     }
 
-    /// Starts cutting LL-HLS parts for a live session on a channel with
-    /// low latency on. A recovered session's captures are mapped first, so
+    /// Starts cutting LL-HLS parts for a session on a channel with low
+    /// latency on. A recovered session's captures are mapped first, so
     /// the fragment it is writing is numbered after the stored ones.
-    fn follow_parts(
-        &mut self,
-        meta: &SessionMeta,
-        chid: &ChannelId,
-        recovering: bool,
-        entries: &[journal::Entry],
-    ) {
+    fn follow_parts(&mut self, meta: &SessionMeta, chid: &ChannelId, entries: &[journal::Entry]) {
         let Some(part_target_ms) = meta.low_latency_or(&self.cfg.live) else {
             return;
         };
-        if (recovering && !self.sessions.is_live(&meta.id)) || self.followers.contains_key(&meta.id)
-        {
+        // A recovered session that has ended gets one too: it finds nothing
+        // open to cut, and deletes what parts the crash left at its finish.
+        if self.followers.contains_key(&meta.id) {
             return;
         }
         let target = meta.shape_or(&self.cfg.live).target_duration_secs;
