@@ -115,6 +115,8 @@ struct Chan {
     tx: watch::Sender<Arc<LlPlaylist>>,
     part_target_ms: u64,
     base: Option<Base>,
+    /// The sessions cutting parts for it; the channel goes with the last.
+    sessions: HashSet<String>,
     /// By session and nginx fragment name (ms).
     frags: BTreeMap<(String, u64), Frag>,
 }
@@ -260,15 +262,24 @@ impl Hub {
         })
     }
 
-    /// The channel serves LL playlists with parts of at most `part_target_ms`.
-    pub fn register(&self, chid: &ChannelId, part_target_ms: u64, base: Option<Base>) {
+    /// `session` cuts parts of at most `part_target_ms` for the channel,
+    /// which serves LL playlists until its last such session is forgotten.
+    pub fn register(
+        &self,
+        chid: &ChannelId,
+        session: &str,
+        part_target_ms: u64,
+        base: Option<Base>,
+    ) {
         let mut chans = self.chans.lock().unwrap_or_else(|p| p.into_inner());
         let chan = chans.entry(chid.clone()).or_insert_with(|| Chan {
             tx: watch::Sender::new(Arc::new(LlPlaylist::default())),
             part_target_ms,
             base: None,
+            sessions: HashSet::new(),
             frags: BTreeMap::new(),
         });
+        chan.sessions.insert(session.to_owned());
         chan.part_target_ms = part_target_ms;
         if chan.base.is_none() {
             chan.base = base;
@@ -357,9 +368,21 @@ impl Hub {
         .unwrap_or_default()
     }
 
-    /// The session is over: its fragments are forgotten.
+    /// The session is over: its fragments are forgotten, and the channel
+    /// with its last session (`/play` then serves the stored playlist;
+    /// blocking reloads still waiting get 503).
     pub fn forget(&self, chid: &ChannelId, session: &str) {
-        self.with(chid, |c| c.frags.retain(|(s, _), _| s != session));
+        let mut chans = self.chans.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(chan) = chans.get_mut(chid) else {
+            return;
+        };
+        chan.frags.retain(|(s, _), _| s != session);
+        chan.sessions.remove(session);
+        if chan.sessions.is_empty() {
+            chans.remove(chid);
+        } else {
+            chan.rebuild(Instant::now());
+        }
     }
 
     /// The sessions with fragments on the channel.
@@ -445,7 +468,7 @@ mod tests {
     fn a_fragment_is_in_progress_until_its_object_is_stored() {
         let hub = Hub::new(10);
         let c = chid();
-        hub.register(&c, 500, Some(base(&[], 0)));
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
         assert!(model(&hub).tail.is_none());
         hub.begin(&c, "s", 1000, Prev::First);
         parts(&hub, 1000, 2);
@@ -480,7 +503,7 @@ mod tests {
     fn a_failed_part_withdraws_the_fragments_parts() {
         let hub = Hub::new(10);
         let c = chid();
-        hub.register(&c, 500, Some(base(&[], 0)));
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
         hub.begin(&c, "s", 1000, Prev::First);
         hub.cut(&c, "s", 1000, 0, part(0));
         hub.cut(&c, "s", 1000, 1, part(1));
@@ -500,7 +523,7 @@ mod tests {
     fn parts_leave_with_age_and_are_handed_out_for_deletion_after_the_grace() {
         let hub = Hub::new(10);
         let c = chid();
-        hub.register(&c, 500, Some(base(&[], 0)));
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
         let mut keys = Vec::new();
         let mut prev = Prev::First;
         for i in 0..5u64 {
@@ -529,11 +552,17 @@ mod tests {
     fn a_new_session_starts_with_a_discontinuity_and_the_waiter_cap_holds() {
         let hub = Hub::new(1);
         let c = chid();
-        hub.register(&c, 500, Some(base(&[1], 4)));
+        hub.register(&c, "s", 500, Some(base(&[1], 4)));
         hub.begin(&c, "t", 9000, Prev::First);
         let m = model(&hub);
         assert!(m.tail.as_ref().unwrap().discontinuity);
         assert_eq!(m.next_msn(), 5);
+        // The channel stays while one of its sessions does.
+        hub.register(&c, "t", 500, None);
+        hub.forget(&c, "s");
+        assert!(hub.subscribe(&c).is_some());
+        hub.forget(&c, "t");
+        assert!(!hub.has(&c) && hub.subscribe(&c).is_none());
         let w = hub.waiter();
         assert!(w.is_some());
         assert!(hub.waiter().is_none());

@@ -685,7 +685,7 @@ impl Pipeline {
             .channel(chid)
             .filter(|l| l.stored_version == l.version)
             .map(|l| crate::llhls::hub::Base::of(l, target));
-        self.ll.register(chid, part_target_ms, base);
+        self.ll.register(chid, &meta.id, part_target_ms, base);
         for e in entries {
             if let journal::Entry::Captured { name, key, .. } = e
                 && let Some(ms) = name_ms(name)
