@@ -467,3 +467,93 @@ async fn kill_9_mid_stream_loses_nothing_and_the_ll_playlist_recovers() {
         stored.len()
     );
 }
+
+/// S3 down for 6 s mid-stream with LL on: part uploads fail fast and are
+/// not listed, every LL playlist served meanwhile stays valid and keeps its
+/// numbering, parts come back after the outage, and every fragment is
+/// still stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_s3_outage_costs_parts_never_fragments() {
+    let config = format!(
+        "[upload]\nmax_backoff_secs = 2\n{}",
+        LL.replace("window_segments = 8", "window_segments = 200")
+    );
+    let mut stack = Stack::start_with("llhls-outage", &config);
+    let ledger = Ledger::new(stack.dir.join("nginx-wrote"));
+    let _recorder = Recorder::start(&stack.hls_dir, &ledger);
+    let watch = PlaylistWatch::start(&stack.s3, BUCKET, CHANNEL);
+    let mut push = stack.push(&stack.sign_push(CHANNEL), 30);
+    let started = Instant::now();
+    let url = play_url(&stack);
+
+    let mut numbering = Numbering::default();
+    numbering
+        .check(&ll_with_tail(&url, secs(30)).await)
+        .unwrap();
+    // Between nginx's on_update calls, as in the crash test.
+    tokio::time::sleep_until((started + secs(11)).into()).await;
+    tokio::task::block_in_place(|| stack.garage.stop());
+    let outage = Instant::now();
+    let mut during = 0;
+    while outage.elapsed() < secs(6) {
+        let (status, c, text) = ll(&url, "").await;
+        let c = c.unwrap_or_else(|e| panic!("during the outage ({status}): {e}\n{text}"));
+        numbering
+            .check(&c)
+            .unwrap_or_else(|e| panic!("renumbered during the outage:\n{e}"));
+        during = c.tail_msn();
+        tokio::time::sleep(millis(200)).await;
+    }
+    tokio::task::block_in_place(|| stack.garage.start_again());
+    let after = wait_until("parts past the outage", secs(30), millis(200), async || {
+        let (status, c, text) = ll(&url, "").await;
+        let c = c.map_err(|e| format!("{status}: {e}\n{text}"))?;
+        numbering
+            .check(&c)
+            .map_err(|e| format!("renumbered: {e}"))?;
+        if c.tail_msn() > during && !c.tail.is_empty() {
+            Ok(c)
+        } else {
+            Err(format!("no parts past segment {during} yet:\n{text}"))
+        }
+    })
+    .await;
+    assert!(after.tail_msn() > during);
+
+    let status = push.exit_within(secs(60)).await;
+    assert!(status.success(), "push failed:\n{}", push.log());
+    watch
+        .wait_for("#EXT-X-ENDLIST", secs(60), |v| {
+            if v.playlist.ended {
+                Ok(())
+            } else {
+                Err("not ended".into())
+            }
+        })
+        .await;
+    wait_until("no part object left", secs(30), millis(500), async || {
+        let left = stack.s3.list(BUCKET, &format!("{CHANNEL}/.ll/")).await;
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("{left:?}"))
+        }
+    })
+    .await;
+    let observed = watch.finish().await;
+    let stored = bucket_check::assert_bucket_matches(
+        &ledger,
+        &stack.s3,
+        CHANNEL,
+        &observed,
+        FinalPlaylist::ListsAll,
+    )
+    .await;
+    assert!(
+        stored.len() >= 12,
+        "a 30 s push stored only {}",
+        stored.len()
+    );
+    let failed = stack.livebucket.metric("livebucket_parts_failed_total");
+    assert!(failed > 0, "no part failed during a 6 s outage");
+}
