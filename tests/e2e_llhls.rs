@@ -219,6 +219,43 @@ async fn ll_playlist_on_play_from_the_bucket() {
         );
     }
 
+    // The preload hint names the next part: it answers when the part lands,
+    // with a redirect to the URI the next playlist lists for it.
+    let (_, now, text) = ll(&url, "").await;
+    let now = now.unwrap();
+    let hint = now
+        .preload_hint
+        .clone()
+        .unwrap_or_else(|| panic!("no preload hint:\n{text}"));
+    let (msn, part) = (now.tail_msn(), now.tail.len());
+    let base = &url[..url[..url.find('?').unwrap()].rfind('/').unwrap() + 1];
+    let hinted = httpc::get(&format!("{base}{hint}")).await;
+    let (_, next, text) = ll(&url, &format!("&_HLS_msn={msn}&_HLS_part={part}")).await;
+    let next = next.unwrap();
+    let listed = if next.tail_msn() == msn {
+        next.tail.get(part)
+    } else {
+        next.parts
+            .get((msn - next.first_msn()) as usize)
+            .and_then(|p| p.get(part))
+    };
+    eprintln!("preload hint for {msn}.{part}: {}", hinted.status);
+    match listed {
+        Some(p) => {
+            assert_eq!(
+                hinted.status,
+                302,
+                "hint for {msn}.{part}: {}",
+                hinted.text()
+            );
+            assert_eq!(hinted.header("location"), Some(p.uri.as_str()));
+        }
+        // The segment ended before that part: the hint is gone.
+        None => assert_eq!(hinted.status, 404, "hint for {msn}.{part}:\n{text}"),
+    }
+    let far = httpc::get(&format!("{url}&part={}.0", now.tail_msn() + 3)).await;
+    assert_eq!(far.status, 400, "a hint too far ahead: {}", far.text());
+
     // Too far ahead, or malformed: refused at once.
     let (_, now, _) = ll(&url, "").await;
     let now = now.unwrap();

@@ -298,6 +298,16 @@ fn valid_ll_playlist_passes() {
     assert!(c.parts[0][0].independent && !c.parts[0][1].independent);
     assert_eq!(c.tail.len(), 1);
     assert!(c.tail_discontinuity);
+    assert_eq!(c.preload_hint, None);
+    let hinted = format!("{LL}#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"b1.ts\"\n");
+    let c = hlscheck::check_ll_playlist(&hinted).unwrap();
+    assert_eq!(c.preload_hint.as_deref(), Some("b1.ts"));
+    let misplaced = format!("{hinted}#EXT-X-PART:DURATION=0.480,URI=\"b2.ts\"\n");
+    assert!(
+        hlscheck::check_ll_playlist(&misplaced)
+            .unwrap_err()
+            .contains("must come last")
+    );
 }
 
 #[test]

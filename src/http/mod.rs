@@ -12,6 +12,7 @@
 pub mod console;
 pub mod error;
 pub mod hooks;
+pub mod llplay;
 pub mod oss;
 pub mod peer;
 pub mod play;

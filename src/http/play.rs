@@ -8,12 +8,7 @@
 //! `&sigv2=1` asks for legacy SigV2 segment URLs.
 //!
 //! A channel this node publishes with low latency on gets its LL-HLS
-//! playlist ([`crate::llhls`]) on the same URL, rendered from memory: parts
-//! (`#EXT-X-PART`, URIs presigned like segments), blocking reload
-//! (`_HLS_msn`/`_HLS_part`: held until the playlist has that part, 400
-//! when further ahead than the draft allows, 503 after three target
-//! durations or past `play.max_blocking_reloads` waiters) and delta updates
-//! (`_HLS_skip=YES`). Like `sigv2`, these parameters are not signed.
+//! playlist on the same URL instead, from memory ([`super::llplay`]).
 //!
 //! Cost is bounded ([`PlayLimits`], `[play]`): a stored playlist larger than
 //! `play.max_playlist_bytes` is refused (413) without being read whole; at
@@ -330,8 +325,8 @@ pub async fn play(
         expires,
         sigv2,
     };
-    if let Some(rx) = ll_copy(&app, &play_key) {
-        return ll_play(&app, &cfg, &key, &play_key, rx, &q).await;
+    if let Some(rx) = super::llplay::model(&app, &play_key) {
+        return super::llplay::answer(&app, &cfg, &key, &play_key, rx, &q).await;
     }
     if let Some(chunks) = app.play.cached(&play_key) {
         app.metrics.inc("livebucket_play_cache_hits_total", "");
@@ -390,89 +385,11 @@ pub async fn play(
     Ok(playlist_response(chunks, ended))
 }
 
-/// The LL-HLS model of the playlist `k` names, when this node publishes it
-/// with low latency on (see [`live_copy`] for the cluster rule).
-fn ll_copy(
-    app: &AppState,
-    k: &PlayKey,
-) -> Option<tokio::sync::watch::Receiver<Arc<crate::llhls::playlist::LlPlaylist>>> {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_none_or(|c| c.holds(&k.bucket, &k.channel));
-    if !current {
-        return None;
-    }
-    app.ll.subscribe(&ChannelId {
-        bucket: k.bucket.clone(),
-        channel: k.channel.clone(),
-        playlist: k.playlist.clone(),
-    })
-}
-
-/// Answers an LL-HLS playlist: at once, or once the model holds what a
-/// blocking reload asks for.
-async fn ll_play(
-    app: &AppState,
-    cfg: &Config,
-    key: &AccessKey,
-    k: &PlayKey,
-    mut rx: tokio::sync::watch::Receiver<Arc<crate::llhls::playlist::LlPlaylist>>,
-    q: &HashMap<String, String>,
-) -> Result<Response, HttpError> {
-    use crate::llhls::playlist::{Directives, Readiness};
-    let d = Directives::parse(|name| q.get(name).cloned())
-        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
-    let now = rx.borrow_and_update().clone();
-    let model = match d.msn.map(|msn| (msn, now.readiness(msn, d.part))) {
-        None | Some((_, Readiness::Ready)) => now,
-        Some((msn, Readiness::TooFar)) => {
-            app.metrics
-                .inc("livebucket_requests_refused_total", "ll_too_far");
-            return Err(HttpError::BadRequest(format!(
-                "_HLS_msn={msn} _HLS_part={:?} is further ahead than a client may ask (the playlist is at {})",
-                d.part,
-                now.next_msn()
-            )));
-        }
-        Some((msn, Readiness::Wait)) => {
-            let Some(_waiter) = app.ll.waiter() else {
-                app.metrics
-                    .inc("livebucket_requests_refused_total", "ll_waiters");
-                return Err(HttpError::Busy(format!(
-                    "{} blocking reloads are waiting (config play.max_blocking_reloads); retry shortly",
-                    cfg.play.max_blocking_reloads
-                )));
-            };
-            let limit = Duration::from_secs(3 * now.target_duration.max(1));
-            let ready = rx.wait_for(|m| m.readiness(msn, d.part) != Readiness::Wait);
-            match tokio::time::timeout(limit, ready).await {
-                Ok(Ok(m)) => m.clone(),
-                Ok(Err(_)) => {
-                    return Err(HttpError::Unavailable(
-                        "the channel's live playlist is gone".into(),
-                    ));
-                }
-                Err(_) => {
-                    return Err(HttpError::Unavailable(format!(
-                        "segment {msn} part {:?} did not come within {} s (three target durations)",
-                        d.part,
-                        limit.as_secs()
-                    )));
-                }
-            }
-        }
-    };
-    let text = model.render(d.skip);
-    let chunks = render(cfg, key, k, &text)?;
-    Ok(playlist_response(chunks.into(), model.ended))
-}
-
 /// The pipeline's copy of the live playlist `k` names, when this node
 /// publishes it. In a cluster this node's copy is current only while it
 /// publishes the channel; otherwise the bucket has the playlist another
 /// node wrote.
-fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
+pub(super) fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
     let current = app
         .cluster
         .as_ref()
@@ -536,7 +453,22 @@ async fn playlist_text(
 }
 
 /// Presigns every segment line of `text` for the play URL `k`.
-fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<Bytes>, HttpError> {
+pub(super) fn render(
+    cfg: &Config,
+    key: &AccessKey,
+    k: &PlayKey,
+    text: &str,
+) -> Result<Vec<Bytes>, HttpError> {
+    Ok(sign_lines(text, segment_signer(cfg, key, k)?)?)
+}
+
+/// What presigns a URI relative to the channel for the play URL `k`: the
+/// same URL for it on every reload of `k` ([`segment_signing`]).
+pub(super) fn segment_signer<'a>(
+    cfg: &'a Config,
+    key: &'a AccessKey,
+    k: &'a PlayKey,
+) -> Result<impl FnMut(&str) -> Result<String, presign::PresignError> + 'a, HttpError> {
     let endpoint = cfg.s3.viewer_endpoint();
     let now = unix_now();
     let lifetime = k
@@ -557,7 +489,7 @@ fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<
             Duration::from_secs(valid_for),
         )?)
     };
-    Ok(sign_lines(text, |uri| {
+    Ok(move |uri: &str| {
         let object = format!("{}/{uri}", k.channel);
         let loc = S3Location {
             endpoint,
@@ -569,12 +501,12 @@ fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<
             Some(s) => s.presign_get(&loc),
             None => presign::presign_v2_get(&key.id, &key.secret, &loc, now + lifetime),
         }
-    })?)
+    })
 }
 
 /// The answer: the chunks streamed one after another (shared, not copied,
 /// when they come from the cache).
-fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
+pub(super) fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
     let cache = if ended {
         "private, max-age=60"
     } else {

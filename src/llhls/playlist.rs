@@ -173,6 +173,18 @@ impl LlPlaylist {
         }
     }
 
+    /// The URI of part `part` of segment `msn`, if the model lists it.
+    pub fn part_uri(&self, msn: u64, part: u64) -> Option<&str> {
+        let parts = if msn == self.next_msn() {
+            &self.tail.as_ref()?.parts
+        } else {
+            let i = usize::try_from(msn.checked_sub(self.media_sequence)?).ok()?;
+            &self.segments.get(i)?.parts
+        };
+        let part = usize::try_from(part).ok()?;
+        parts.get(part).map(|p| p.uri.as_str())
+    }
+
     /// How many segments a delta update skips: those that start before the
     /// skip boundary, `CAN-SKIP-UNTIL` before the end of the playlist.
     pub fn skippable(&self) -> usize {
@@ -360,6 +372,15 @@ mod tests {
             TooFar,
             "six parts (3 s) past the last"
         );
+        assert_eq!(m.part_uri(13, 1), Some("p1.ts"));
+        assert_eq!(m.part_uri(13, 2), None);
+        assert_eq!(
+            m.part_uri(12, 4),
+            Some("p4.ts"),
+            "the last stored segment's"
+        );
+        assert_eq!(m.part_uri(11, 0), None, "no parts listed");
+        assert_eq!(m.part_uri(9, 0), None, "before the window");
         let bare = model(3, 0);
         assert_eq!(bare.readiness(14, None), Wait);
         assert_eq!(bare.readiness(15, None), TooFar);

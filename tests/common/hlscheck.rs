@@ -566,6 +566,8 @@ pub struct CheckedLl {
     pub tail: Vec<CheckedPart>,
     /// A `#EXT-X-DISCONTINUITY` precedes the segment in progress.
     pub tail_discontinuity: bool,
+    /// The URI of `#EXT-X-PRELOAD-HINT:TYPE=PART`, if any.
+    pub preload_hint: Option<String>,
 }
 
 impl CheckedLl {
@@ -622,7 +624,13 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
     let mut pending: Vec<CheckedPart> = Vec::new();
     let mut pending_disc = false;
     let mut seen_segment = false;
+    let mut preload_hint: Option<String> = None;
     for line in text.lines() {
+        if preload_hint.is_some() && !line.trim().is_empty() {
+            errs.push(format!(
+                "{line:?} after the PRELOAD-HINT, which must come last"
+            ));
+        }
         let (name, value) = line.split_once(':').unwrap_or((line, ""));
         match name {
             "#EXT-X-PART-INF" => {
@@ -669,6 +677,18 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
                         independent: get("INDEPENDENT").as_deref() == Some("YES"),
                     }),
                     _ => errs.push(format!("{line:?} lacks a URI or a DURATION")),
+                }
+                continue;
+            }
+            "#EXT-X-PRELOAD-HINT" => {
+                let attrs = attributes(value);
+                let get = |n: &str| attrs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                if get("TYPE").as_deref() != Some("PART") {
+                    errs.push(format!("{line:?}: livebucket hints parts only"));
+                }
+                match get("URI") {
+                    Some(uri) => preload_hint = Some(uri),
+                    None => errs.push(format!("{line:?} lacks a URI")),
                 }
                 continue;
             }
@@ -761,6 +781,7 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
             parts,
             tail: pending,
             tail_discontinuity,
+            preload_hint,
         })
     } else {
         Err(errs.join("\n"))
