@@ -767,6 +767,12 @@ impl RawConfig {
                 "must be between 200 and 2000 (ms; parts are cut at frame boundaries)",
             ));
         }
+        if self.live.part_target_ms >= self.live.target_duration_secs * 1000 {
+            return Err(invalid(
+                "live.part_target_ms",
+                "must be shorter than live.target_duration_secs (a part is a piece of a segment)",
+            ));
+        }
         if self.auth.max_lifetime_secs == 0 {
             return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));
         }
@@ -898,6 +904,35 @@ mod tests {
         assert_eq!(c.nginx.public_apps, vec!["live".to_string()]);
         assert!(c.key("GK123").unwrap().may_write("demo"));
         assert!(!c.key("GK123").unwrap().may_write("other"));
+    }
+
+    #[test]
+    fn low_latency_settings_are_validated() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.live.low_latency);
+        assert_eq!(c.live.part_target_ms, 500);
+        let on = parse(&format!(
+            "{MINIMAL}\n[live]\nlow_latency = true\npart_target_ms = 800\n"
+        ))
+        .unwrap();
+        assert!(on.live.low_latency);
+        assert_eq!(on.live.part_target_ms, 800);
+        for (extra, why) in [
+            ("part_target_ms = 100", "between 200 and 2000"),
+            ("part_target_ms = 2500", "between 200 and 2000"),
+            (
+                "target_duration_secs = 1\npart_target_ms = 1000",
+                "shorter than",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n[live]\n{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("live.part_target_ms") && err.contains(why),
+                "{extra}: {err}"
+            );
+        }
     }
 
     #[test]

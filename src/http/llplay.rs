@@ -129,16 +129,19 @@ async fn ready(
     }
 }
 
-/// `#EXT-X-PRELOAD-HINT` for the next part of the segment in progress, as
-/// this play URL with `part=M.P` (relative to the playlist, so it carries
-/// the signature along).
+/// `#EXT-X-PRELOAD-HINT` for the next part of the segment in progress (its
+/// first, when none is listed yet), as this play URL with `part=M.P`
+/// (relative to the playlist, so it carries the signature along).
 fn hint_line(model: &LlPlaylist, k: &PlayKey, q: &HashMap<String, String>) -> Option<String> {
-    let tail = model.tail.as_ref().filter(|_| !model.ended)?;
+    if model.ended {
+        return None;
+    }
+    let next_part = model.tail.as_ref().map_or(0, |t| t.parts.len());
     let mut query: Vec<(&str, String)> = ["AccessKeyId", "Expires", "Signature", "sigv2"]
         .into_iter()
         .filter_map(|name| q.get(name).map(|v| (name, v.clone())))
         .collect();
-    query.push(("part", format!("{}.{}", model.next_msn(), tail.parts.len())));
+    query.push(("part", format!("{}.{next_part}", model.next_msn())));
     let query = serde_urlencoded::to_string(&query).ok()?;
     let name = percent_encoding::utf8_percent_encode(&k.playlist, NAME);
     Some(format!(
