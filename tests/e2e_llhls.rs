@@ -466,6 +466,31 @@ async fn kill_9_mid_stream_loses_nothing_and_the_ll_playlist_recovers() {
     numbering
         .check(&after)
         .unwrap_or_else(|e| panic!("renumbered across the restart:\n{e}"));
+    // The fragment being written at the restart is re-cut from its start
+    // (several parts at once): once stored, it lists all its parts.
+    let resumed = after.tail_msn();
+    wait_until(
+        "the resumed segment stored with its parts",
+        secs(15),
+        millis(200),
+        async || {
+            let (status, c, text) = ll(&url, "").await;
+            let c = c.map_err(|e| format!("{status}: {e}\n{text}"))?;
+            numbering
+                .check(&c)
+                .map_err(|e| format!("renumbered: {e}"))?;
+            match resumed
+                .checked_sub(c.first_msn())
+                .and_then(|i| c.parts.get(i as usize))
+            {
+                Some(parts) if !parts.is_empty() => Ok(()),
+                _ => Err(format!(
+                    "segment {resumed} not stored with parts yet:\n{text}"
+                )),
+            }
+        },
+    )
+    .await;
 
     let status = push.exit_within(secs(60)).await;
     assert!(status.success(), "push failed:\n{}", push.log());

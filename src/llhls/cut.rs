@@ -29,6 +29,8 @@ const PTS_WRAP: u64 = 1 << 33;
 /// One part: bytes `start..end` of the fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cut {
+    /// Its number in the fragment, from 0.
+    pub index: usize,
     pub start: u64,
     pub end: u64,
     pub duration_ms: u64,
@@ -135,6 +137,7 @@ impl Cutter {
         self.emitted_ms += duration_ms;
         self.parts += 1;
         out.push(Cut {
+            index: self.parts - 1,
             start,
             end,
             duration_ms,
@@ -153,6 +156,7 @@ impl Cutter {
         self.emitted_ms += duration_ms;
         self.parts += 1;
         Some(Cut {
+            index: self.parts - 1,
             start,
             end,
             duration_ms,
@@ -275,6 +279,9 @@ mod tests {
             let extinf = pts.last().unwrap() - start + 40;
             let parts = cut(target, &pts, extinf);
             prop_assert_eq!(parts.first().map(|p| p.start), Some(0));
+            for (i, p) in parts.iter().enumerate() {
+                prop_assert_eq!(p.index, i);
+            }
             prop_assert_eq!(parts.last().map(|p| p.end), Some(100 + pts.len() as u64 * 1000));
             for w in parts.windows(2) {
                 prop_assert_eq!(w[0].end, w[1].start);

@@ -68,8 +68,12 @@ struct Open {
     name: String,
     ms: u64,
     file: std::fs::File,
+    /// The fragment's bytes from `base` on: those of the part being cut
+    /// and what was read after it (earlier parts' bytes are dropped).
     buf: Vec<u8>,
-    scanned: usize,
+    base: u64,
+    /// Bytes of the fragment scanned so far.
+    scanned: u64,
     scanner: Scanner,
     cutter: Cutter,
     /// Broken TS: nothing more is cut from it.
@@ -142,7 +146,7 @@ impl Follow {
                 };
                 // Closed: the rest of the file is the last part.
                 self.read(o);
-                let end = o.buf.len() as u64 / PACKET as u64 * PACKET as u64;
+                let end = (o.base + o.buf.len() as u64) / PACKET as u64 * PACKET as u64;
                 if !o.failed
                     && let Some(cut) = o.cutter.finish(end, entry.duration_ms)
                 {
@@ -199,6 +203,7 @@ impl Follow {
             ms,
             file,
             buf: Vec::new(),
+            base: 0,
             scanned: 0,
             scanner: Scanner::new(),
             cutter: Cutter::new(self.part_target_ms),
@@ -208,13 +213,14 @@ impl Follow {
 
     /// Reads what nginx appended and stores the parts it completes.
     fn read(&self, o: &mut Open) {
-        let Ok(size) = o.file.metadata().map(|m| m.len() as usize) else {
+        let Ok(size) = o.file.metadata().map(|m| m.len()) else {
             return;
         };
-        if size > o.buf.len() {
+        let read = o.base + o.buf.len() as u64;
+        if size > read {
             let from = o.buf.len();
-            o.buf.resize(size, 0);
-            match o.file.read_at(&mut o.buf[from..], from as u64) {
+            o.buf.resize(from + (size - read) as usize, 0);
+            match o.file.read_at(&mut o.buf[from..], read) {
                 Ok(n) => o.buf.truncate(from + n),
                 Err(e) => {
                     o.buf.truncate(from);
@@ -227,8 +233,9 @@ impl Follow {
             return;
         }
         let mut frames = Vec::new();
-        match o.scanner.push(&o.buf[o.scanned..], &mut frames) {
-            Ok(n) => o.scanned += n,
+        let unscanned = (o.scanned - o.base) as usize;
+        match o.scanner.push(&o.buf[unscanned..], &mut frames) {
+            Ok(n) => o.scanned += n as u64,
             Err(e) => {
                 warn!(fragment = %o.name, error = %e, "not MPEG-TS as expected; no parts for this fragment");
                 o.failed = true;
@@ -239,19 +246,27 @@ impl Follow {
         for f in frames {
             o.cutter.frame(f, &mut cuts);
         }
-        for cut in cuts {
-            self.store_part(o, cut);
+        for cut in &cuts {
+            self.store_part(o, *cut);
+        }
+        // The bytes of stored parts are no longer needed.
+        if let Some(last) = cuts.last() {
+            o.buf.drain(..(last.end - o.base) as usize);
+            o.base = last.end;
         }
     }
 
     /// Lists part `cut` as pending and stores it in the background.
     fn store_part(&self, o: &Open, cut: Cut) {
-        let index = o.cutter.parts() - 1;
-        let (start, end) = (cut.start as usize, (cut.end as usize).min(o.buf.len()));
+        let index = cut.index;
+        let (start, end) = (
+            (cut.start - o.base) as usize,
+            ((cut.end - o.base) as usize).min(o.buf.len()),
+        );
         // A part after the first starts without the fragment's PAT and PMT
         // (nginx writes them once, at its start): they are put in front,
         // so a player can start at any INDEPENDENT part.
-        let body: Bytes = match (start, o.scanner.psi()) {
+        let body: Bytes = match (cut.start, o.scanner.psi()) {
             (0, _) | (_, None) => Bytes::copy_from_slice(&o.buf[start..end]),
             (_, Some(psi)) => {
                 let mut b = Vec::with_capacity(psi.len() + end - start);
