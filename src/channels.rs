@@ -4,15 +4,29 @@
 //! push ([`plan_push`]).
 //!
 //! The records live in the bucket so they survive the node and any node that
-//! serves the bucket sees them. This node is the writer of record (Garage
-//! ignores conditional PUTs, so two writers could not be made safe here; a
-//! coordinator comes with clustering), so a write-through cache answers
-//! `on_publish` and `on_update` without a round trip to S3 after the first
-//! read of a channel. In a cluster every node caches, so each write is
-//! announced (`announce_to`) and the other nodes `forget` their copy.
+//! serves the bucket sees them. A write-through cache answers `on_publish`
+//! and `on_update` without a round trip to S3 after the first read of a
+//! channel. In a cluster every node caches, so each write is announced
+//! (`announce_to`) and the other nodes `forget` their copy.
+//!
+//! Any node may change a record (the OSS API is served everywhere), and
+//! every change is a read-modify-write ([`ChannelStore::update`]). Where the
+//! store honours conditional PUTs (Ceph RGW, AWS S3, MinIO; found at start
+//! by [`ChannelStore::detect_conditional`], never assumed) each write-back
+//! is made `If-Match` the ETag that was read, or `If-None-Match: *` for a
+//! record that did not exist, so a concurrent change makes it fail instead
+//! of being overwritten; the change is then applied again to a fresh
+//! read, at most [`MAX_WRITE_ATTEMPTS`] times, after which the caller gets
+//! [`ChannelError::Conflict`]. Garage ignores those headers: there the
+//! write is plain, as before, and two writers of one record at the same
+//! moment can still lose one change (the last write wins), so the rule
+//! stays one writer at a time. A channel's push history is updated the same
+//! way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use tokio::sync::OnceCell;
 
 use crate::auth::push::Reject;
 use crate::config::{Config, UnknownChannels};
@@ -20,7 +34,11 @@ use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
 };
 use crate::session::LiveShape;
-use crate::store::{ObjectMeta, Store, StoreError};
+use crate::store::{Conditional, Store, StoreError};
+
+mod write;
+
+pub use write::{MAX_WRITE_ATTEMPTS, WriteBack, probe_target, write_back};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -28,17 +46,31 @@ pub enum ChannelError {
     Store(#[from] StoreError),
     #[error("stored record of {channel} is unreadable: {message}")]
     Corrupt { channel: String, message: String },
+    /// Every attempt lost a race to another writer of the same object.
+    #[error("{channel}: another writer changed it during each of {MAX_WRITE_ATTEMPTS} attempts")]
+    Conflict { channel: String },
 }
 
 type CacheKey = (String, String);
 
+/// A cached record and the ETag of the object it came from (`None` when the
+/// store did not say, or the record does not exist).
+#[derive(Clone)]
+struct Cached {
+    record: Option<ChannelRecord>,
+    etag: Option<String>,
+}
+
 /// Channel records in their buckets, with a write-through cache.
 pub struct ChannelStore {
     store: Store,
-    cache: Mutex<HashMap<CacheKey, Option<ChannelRecord>>>,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
     /// In a cluster: told (bucket, channel) after every write of a record,
     /// so the other nodes drop their cached copies.
     changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<CacheKey>>,
+    /// Whether the store honours conditional PUTs; probed once (the first
+    /// write waits for it if the start-up probe has not answered yet).
+    conditional: OnceCell<Conditional>,
 }
 
 impl ChannelStore {
@@ -47,6 +79,7 @@ impl ChannelStore {
             store,
             cache: Mutex::new(HashMap::new()),
             changes: std::sync::OnceLock::new(),
+            conditional: OnceCell::new(),
         }
     }
 
@@ -77,6 +110,10 @@ impl ChannelStore {
     /// The cached record without a lookup: `Some(None)` for a channel known
     /// not to exist, `None` when it is not cached.
     pub fn cached(&self, bucket: &str, channel: &str) -> Option<Option<ChannelRecord>> {
+        self.cached_entry(bucket, channel).map(|c| c.record)
+    }
+
+    fn cached_entry(&self, bucket: &str, channel: &str) -> Option<Cached> {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -84,11 +121,11 @@ impl ChannelStore {
             .cloned()
     }
 
-    fn remember(&self, bucket: &str, channel: &str, record: Option<ChannelRecord>) {
+    fn remember(&self, bucket: &str, channel: &str, cached: Cached) {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((bucket.to_owned(), channel.to_owned()), record);
+            .insert((bucket.to_owned(), channel.to_owned()), cached);
     }
 
     /// The channel's record; `None` if it was never created (or deleted).
@@ -101,49 +138,38 @@ impl ChannelStore {
         if let Some(hit) = self.cached(bucket, channel) {
             return Ok(hit);
         }
-        let record =
-            match self
-                .store
-                .get(key_id, bucket, &model::channel_key(channel))
-                .await
-            {
-                Ok(bytes) => Some(model::decode_channel(channel, &bytes).map_err(|e| {
+        Ok(self.read(key_id, bucket, channel).await?.record)
+    }
+
+    /// Reads the record from the store (never the cache) and caches it.
+    async fn read(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<Cached, ChannelError> {
+        let cached = match self
+            .store
+            .get_versioned(key_id, bucket, &model::channel_key(channel))
+            .await
+        {
+            Ok(v) => Cached {
+                record: Some(model::decode_channel(channel, &v.body).map_err(|e| {
                     ChannelError::Corrupt {
                         channel: channel.to_owned(),
                         message: e.to_string(),
                     }
                 })?),
-                Err(StoreError::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            };
-        self.remember(bucket, channel, record.clone());
-        Ok(record)
-    }
-
-    /// Stores (creates or overwrites) a channel's record.
-    pub async fn put(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        record: ChannelRecord,
-    ) -> Result<(), ChannelError> {
-        let body = model::encode_channel(&record).map_err(|e| ChannelError::Corrupt {
-            channel: record.name.clone(),
-            message: e.to_string(),
-        })?;
-        self.store
-            .put(
-                key_id,
-                bucket,
-                &model::channel_key(&record.name),
-                body,
-                &ObjectMeta::JSON,
-            )
-            .await?;
-        let name = record.name.clone();
-        self.remember(bucket, &name, Some(record));
-        self.announce(bucket, &name);
-        Ok(())
+                etag: v.etag,
+            },
+            Err(StoreError::NotFound { .. }) => Cached {
+                record: None,
+                etag: None,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        self.remember(bucket, channel, cached.clone());
+        Ok(cached)
     }
 
     /// Forgets a channel: its record and its history. Its media stays.
@@ -159,7 +185,14 @@ impl ChannelStore {
         self.store
             .delete(key_id, bucket, &model::history_key(channel))
             .await?;
-        self.remember(bucket, channel, None);
+        self.remember(
+            bucket,
+            channel,
+            Cached {
+                record: None,
+                etag: None,
+            },
+        );
         self.announce(bucket, channel);
         Ok(())
     }
@@ -226,33 +259,6 @@ impl ChannelStore {
             Err(e) => Err(e.into()),
         }
     }
-
-    /// Adds a finished push to the channel's history (the last
-    /// [`model::HISTORY_LEN`] are kept).
-    pub async fn record_push(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        channel: &str,
-        push: LiveRecord,
-    ) -> Result<(), ChannelError> {
-        let mut records = self.history(key_id, bucket, channel).await?;
-        model::record_push(&mut records, push);
-        let body = model::encode_history(&records).map_err(|e| ChannelError::Corrupt {
-            channel: channel.to_owned(),
-            message: e.to_string(),
-        })?;
-        self.store
-            .put(
-                key_id,
-                bucket,
-                &model::history_key(channel),
-                body,
-                &ObjectMeta::JSON,
-            )
-            .await?;
-        Ok(())
-    }
 }
 
 /// What a push to a channel gets, decided from its record.
@@ -271,13 +277,14 @@ pub struct PushPlan {
 /// The decision for a push to a channel whose record is `record`: refused
 /// while disabled, refused when unknown under `channels.unknown = "refuse"`,
 /// otherwise the channel's playlist name, window (`FragCount`, at least 3;
-/// the live window also keeps three target durations, RFC 8216 §6.2.2),
-/// target duration (twice `FragDuration`, at least `[live]`'s: nginx cuts
-/// at the first keyframe after the fragment length, and a relayed session's
-/// first fragment also carries the audio before the first keyframe, so a
-/// fragment may run well past `FragDuration`; the target must never change
-/// while the playlist is live) and the internal application whose
-/// `hls_fragment` is closest to `FragDuration`.
+/// the live window also keeps three target durations, RFC 8216 §6.2.2), the
+/// internal application whose `hls_fragment` is closest to `FragDuration`
+/// ([`fragment_app`]) and, as target duration, that application's fragment
+/// length (`[live] target_duration_secs` when every push goes to the one
+/// application of `relay_url`). Nothing exceeds it: nginx-rtmp's relay
+/// starts at a keyframe (`wait_key`/`wait_video` in the public
+/// application) and `hls_max_fragment` cuts a fragment before it rounds
+/// above its application's length (`scripts/render-nginx-conf`).
 pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Reject> {
     let default = PushPlan {
         playlist: crate::auth::push::DEFAULT_PLAYLIST.to_owned(),
@@ -295,29 +302,34 @@ pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPla
     if c.status == ChannelStatus::Disabled {
         return Err(Reject::ChannelDisabled);
     }
-    let frag = c.target.frag_duration;
+    let app = fragment_app(&cfg.nginx.fragment_durations, c.target.frag_duration);
     Ok(PushPlan {
         playlist: c.target.playlist_name.clone(),
         shape: Some(LiveShape {
             window_segments: (c.target.frag_count as usize).max(3),
-            target_duration_secs: cfg.live.target_duration_secs.max(2 * u64::from(frag)),
+            target_duration_secs: app.map_or(cfg.live.target_duration_secs, u64::from),
         }),
-        relay_url: relay_for(&default.relay_url, &cfg.nginx.fragment_durations, frag),
+        relay_url: relay_for(&default.relay_url, app),
         low_latency: c.target.low_latency,
     })
 }
 
-/// The internal application for a fragment length: `<relay app>_<N>s` for
-/// the longest configured N not above `frag` (the shortest if all are), or
-/// the default relay when none is configured.
-pub fn relay_for(relay_url: &str, durations: &[u32], frag: u32) -> String {
-    let best = durations
+/// The fragment length (seconds) of the internal application for a
+/// channel's `frag` among the configured `durations`: the longest not above
+/// `frag` (the shortest if all are); `None` when none is configured.
+pub fn fragment_app(durations: &[u32], frag: u32) -> Option<u32> {
+    durations
         .iter()
         .copied()
         .filter(|&d| d <= frag)
         .max()
-        .or_else(|| durations.iter().copied().min());
-    match best {
+        .or_else(|| durations.iter().copied().min())
+}
+
+/// The relay URL of the internal application with fragment length `app`
+/// ([`fragment_app`]): `<relay app>_<N>s`, or `relay_url` itself for `None`.
+pub fn relay_for(relay_url: &str, app: Option<u32>) -> String {
+    match app {
         Some(n) => format!("{relay_url}_{n}s"),
         None => relay_url.to_owned(),
     }
@@ -373,11 +385,12 @@ mod tests {
     fn a_channel_shapes_its_push() {
         let plan = plan_push(Some(&record(ChannelStatus::Enabled, 5, 4)), &cfg("")).unwrap();
         assert_eq!(plan.playlist, "live.m3u8");
+        // The target duration is the application's fragment, not more.
         assert_eq!(
             plan.shape,
             Some(LiveShape {
                 window_segments: 4,
-                target_duration_secs: 10
+                target_duration_secs: 5
             })
         );
         assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_5s");
@@ -392,9 +405,19 @@ mod tests {
             plan.shape,
             Some(LiveShape {
                 window_segments: 3,
-                target_duration_secs: 6
+                target_duration_secs: 1
             })
         );
+        // FragDuration 7 goes to hls_6s: its target is 6, not 7.
+        let plan = plan_push(Some(&record(ChannelStatus::Enabled, 7, 3)), &cfg("")).unwrap();
+        assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_6s");
+        assert_eq!(plan.shape.map(|s| s.target_duration_secs), Some(6));
+        // Without per-length applications, the one application's target.
+        let mut one = cfg("[live]\ntarget_duration_secs = 3\n");
+        one.raw.nginx.fragment_durations.clear();
+        let plan = plan_push(Some(&record(ChannelStatus::Enabled, 5, 3)), &one).unwrap();
+        assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls");
+        assert_eq!(plan.shape.map(|s| s.target_duration_secs), Some(3));
         assert_eq!(
             plan_push(Some(&record(ChannelStatus::Disabled, 5, 3)), &cfg("")),
             Err(Reject::ChannelDisabled)
@@ -404,9 +427,10 @@ mod tests {
     #[test]
     fn relay_picks_the_closest_application() {
         let d = [1, 2, 3, 4, 5, 6, 8, 10];
-        assert_eq!(relay_for("r/hls", &d, 7), "r/hls_6s");
-        assert_eq!(relay_for("r/hls", &d, 100), "r/hls_10s");
-        assert_eq!(relay_for("r/hls", &[5, 10], 1), "r/hls_5s");
-        assert_eq!(relay_for("r/hls", &[], 5), "r/hls");
+        let relay = |d: &[u32], frag| relay_for("r/hls", fragment_app(d, frag));
+        assert_eq!(relay(&d, 7), "r/hls_6s");
+        assert_eq!(relay(&d, 100), "r/hls_10s");
+        assert_eq!(relay(&[5, 10], 1), "r/hls_5s");
+        assert_eq!(relay(&[], 5), "r/hls");
     }
 }

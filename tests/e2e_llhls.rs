@@ -554,7 +554,7 @@ async fn an_s3_outage_costs_parts_never_fragments() {
         .unwrap();
     // Between nginx's on_update calls, as in the crash test.
     tokio::time::sleep_until((started + secs(11)).into()).await;
-    tokio::task::block_in_place(|| stack.garage.stop());
+    tokio::task::block_in_place(|| stack.store.stop());
     let outage = Instant::now();
     let mut during = 0;
     while outage.elapsed() < secs(6) {
@@ -566,7 +566,7 @@ async fn an_s3_outage_costs_parts_never_fragments() {
         during = c.tail_msn();
         tokio::time::sleep(millis(200)).await;
     }
-    tokio::task::block_in_place(|| stack.garage.start_again());
+    tokio::task::block_in_place(|| stack.store.start_again());
     let after = wait_until("parts past the outage", secs(30), millis(200), async || {
         let (status, c, text) = ll(&url, "").await;
         let c = c.map_err(|e| format!("{status}: {e}\n{text}"))?;

@@ -277,7 +277,7 @@ fn each_reload_violation_is_caught() {
 }
 
 const LL: &str = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
-#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000\n\
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,HOLD-BACK=6.0,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000\n\
 #EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n\
 #EXT-X-SKIP:SKIPPED-SEGMENTS=2\n\
 #EXT-X-PART:DURATION=0.480,URI=\"a0.ts?x=1,2\",INDEPENDENT=YES\n\
@@ -345,6 +345,11 @@ fn each_ll_violation_is_caught() {
         ),
         ("URI=\"a3.ts\"", "URI=\"a2.ts\"", "appears twice"),
         ("#EXT-X-PART-INF:PART-TARGET=0.500\n", "", "PART-INF"),
+        (
+            "HOLD-BACK=6.0",
+            "HOLD-BACK=5.0",
+            "HOLD-BACK 5 is less than three",
+        ),
     ];
     for (from, to, needle) in cases {
         assert!(LL.contains(from), "{from}");
@@ -357,5 +362,31 @@ fn each_ll_violation_is_caught() {
         hlscheck::check_ll_playlist(&moved)
             .unwrap_err()
             .contains("EXT-X-SKIP after")
+    );
+}
+
+#[test]
+fn hold_back_is_read_and_at_least_three_target_durations() {
+    let with = |attrs: &str| {
+        LIVE.replacen(
+            "#EXT-X-MEDIA-SEQUENCE",
+            &format!("#EXT-X-SERVER-CONTROL:{attrs}\n#EXT-X-MEDIA-SEQUENCE"),
+            1,
+        )
+    };
+    assert_eq!(ok(&with("HOLD-BACK=9.0")).hold_back, Some(9.0));
+    assert_eq!(
+        ok(&with("CAN-BLOCK-RELOAD=YES,HOLD-BACK=10")).hold_back,
+        Some(10.0)
+    );
+    assert_eq!(ok(LIVE).hold_back, None);
+    rejected(
+        &with("HOLD-BACK=8.9"),
+        "less than three times TARGETDURATION 3",
+    );
+    rejected(&with("HOLD-BACK=soon"), "not a decimal");
+    rejected(
+        &with("hold-back"),
+        "malformed #EXT-X-SERVER-CONTROL attribute",
     );
 }

@@ -6,8 +6,10 @@
 //!
 //! Rules kept (draft-pantos-hls-rfc8216bis):
 //! - `#EXT-X-PART-INF:PART-TARGET` bounds every part's duration;
-//! - `#EXT-X-SERVER-CONTROL`: `CAN-BLOCK-RELOAD=YES`, `PART-HOLD-BACK` three
-//!   part targets, `CAN-SKIP-UNTIL` six target durations;
+//! - `#EXT-X-SERVER-CONTROL`: `CAN-BLOCK-RELOAD=YES`, `HOLD-BACK` three
+//!   target durations (as the stored playlist states it, for players that
+//!   ignore parts), `PART-HOLD-BACK` three part targets, `CAN-SKIP-UNTIL`
+//!   six target durations;
 //! - a segment's parts precede its `#EXTINF`, the segment in progress has
 //!   parts and no URI line, and only segments whose object is stored have
 //!   one;
@@ -221,10 +223,11 @@ impl LlPlaylist {
         let _ = write!(
             out,
             "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:{}\n\
-             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={},CAN-SKIP-UNTIL={}\n\
+             #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,HOLD-BACK={}.0,PART-HOLD-BACK={},CAN-SKIP-UNTIL={}\n\
              #EXT-X-PART-INF:PART-TARGET={}\n\
              #EXT-X-MEDIA-SEQUENCE:{}\n#EXT-X-DISCONTINUITY-SEQUENCE:{}\n",
             self.target_duration,
+            3 * self.target_duration,
             secs(3 * self.part_target_ms),
             secs(self.skip_until_ms()),
             secs(self.part_target_ms),
@@ -329,7 +332,7 @@ mod tests {
     fn renders_parts_before_their_segment_and_the_tail_last() {
         let text = model(2, 2).render(false);
         let want = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
-            #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000\n\
+            #EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,HOLD-BACK=6.0,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000\n\
             #EXT-X-PART-INF:PART-TARGET=0.500\n\
             #EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-DISCONTINUITY-SEQUENCE:1\n\
             #EXTINF:2.000,\n0.ts\n\
