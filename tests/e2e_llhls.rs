@@ -371,7 +371,8 @@ async fn ll_playlist_on_play_from_the_bucket() {
     hlscheck::check_playlist(&stored).unwrap();
     for tag in [
         "#EXT-X-PART",
-        "#EXT-X-SERVER-CONTROL",
+        "#EXT-X-PART-INF",
+        "CAN-BLOCK-RELOAD",
         "#EXT-X-SKIP",
         "#EXT-X-PRELOAD-HINT",
     ] {
