@@ -275,7 +275,7 @@ pub struct LiveConfig {
     #[serde(default = "default_idle_factor")]
     pub idle_end_factor: u32,
     /// Serve Low-Latency HLS on `/play` for channels that do not say
-    /// otherwise (their `LowLatency` field): parts are cut from the fragment
+    /// otherwise (`Target/LowLatency`): parts are cut from the fragment
     /// nginx is writing and stored as objects beside it.
     #[serde(default = "default_low_latency")]
     pub low_latency: bool,
