@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The real path: ffmpeg publishers → nginx-rtmp → livebucket → Garage.
 
-    bench/realpath.py [--channels 50] [--duration 60] [--warmup 8]
+    bench/realpath.py [--channels 50] [--duration 60] [--warmup 8] [--low-latency]
 
 A short clip (640x360, 25 fps, keyframe every second, ~1.5 Mbit/s with AAC,
 FLV) is encoded once and cached; each channel is then an ffmpeg that loops it
@@ -16,7 +16,8 @@ each fragment; the observing proxy in front of Garage (common.Observer) logs
 when the fragment's PUT and the first playlist PUT listing it were answered
 (as in pipeline_latency.py). Fragments closed during the measuring window
 (after `--warmup` seconds) count. Also: livebucket's and nginx's CPU over the
-window and livebucket's peak RSS.
+window and livebucket's peak RSS. `--low-latency` turns LL-HLS parts on
+(`[live] low_latency`, 500 ms parts) and counts the part PUTs and DELETEs.
 """
 
 from __future__ import annotations
@@ -111,6 +112,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=60.0, help="measuring window, seconds (default 60)")
     ap.add_argument("--warmup", type=float, default=8.0, help="seconds after the last publisher starts")
     ap.add_argument("--keep", action="store_true")
+    ap.add_argument("--low-latency", action="store_true", help="LL-HLS parts on ([live] low_latency)")
     ap.add_argument(
         "--perf", action="store_true",
         help="perf record livebucket over the window (run_dir/perf.data; implies --keep)",
@@ -140,6 +142,10 @@ def main() -> None:
         g.create_bucket(bucket)
         rtmp_port, stat_port = common.free_port(), common.free_port()
         extra = f'relay_url = "rtmp://127.0.0.1:{rtmp_port}/hls"\nstat_url = "http://127.0.0.1:{stat_port}/stat"'
+        if args.low_latency:
+            # A table of its own, right before livebucket_config's [s3].
+            extra += "\n\n[live]\nlow_latency = true\npart_target_ms = 500"
+
         lb, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state", nginx_extra=extra)
         nginx = start_nginx(run_dir, port.hooks, hls, rtmp_port, stat_port)
         closes = run_dir / "closed.txt"
@@ -218,6 +224,9 @@ def main() -> None:
         nginx.stop()
         lb.stop()
         records = [r for r in ctx.obs.read(obs_start) if r["bucket"] == bucket]
+        in_window = [r for r in records if t0 <= r["t"] < t1]
+        part_puts = sum(1 for r in in_window if r["method"] == "PUT" and "/.ll/" in r["key"])
+        part_deletes = sum(1 for r in in_window if r["method"] == "DELETE" and "/.ll/" in r["key"])
         res = pl.analyze(events, records)
         window = t1 - t0
         res.update(
@@ -233,6 +242,9 @@ def main() -> None:
             rss_max_window_kb=max(rss) if rss else None,
             load_start=load_start,
             load_end=load_end,
+            low_latency=args.low_latency,
+            part_puts_per_channel_hour=round(part_puts / (args.channels * window / 3600)),
+            part_deletes_per_channel_hour=round(part_deletes / (args.channels * window / 3600)),
         )
     finally:
         for p in publishers:

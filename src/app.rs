@@ -85,6 +85,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
     let live_cache = pipeline::LiveCache::default();
+    let ll = Arc::new(crate::llhls::hub::Hub::new(
+        config.play.max_blocking_reloads,
+    ));
     // Watch before the first rescan so nothing falls between the two.
     let watcher = watch::watch(&config.nginx.hls_dir, handle.sender())
         .with_context(|| format!("cannot watch {}", config.nginx.hls_dir.display()))?;
@@ -104,6 +107,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             fence: cluster
                 .clone()
                 .map(|c| c as Arc<dyn pipeline::fence::Fence>),
+            ll: ll.clone(),
         },
         &handle,
         cancel.child_token(),
@@ -122,7 +126,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             live_cache,
             channels,
         )
-        .with_cluster(cluster.clone()),
+        .with_cluster(cluster.clone())
+        .with_ll(ll),
     );
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;

@@ -270,6 +270,8 @@ pub struct PushPlan {
     pub shape: Option<LiveShape>,
     /// Where nginx relays the approved stream (`…/<session id>` is appended).
     pub relay_url: String,
+    /// The channel's `Target/LowLatency`; `None`: `[live] low_latency`.
+    pub low_latency: Option<bool>,
 }
 
 /// The decision for a push to a channel whose record is `record`: refused
@@ -288,6 +290,7 @@ pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPla
         playlist: crate::auth::push::DEFAULT_PLAYLIST.to_owned(),
         shape: None,
         relay_url: cfg.nginx.relay_url.trim_end_matches('/').to_owned(),
+        low_latency: None,
     };
     let Some(record) = record else {
         return match cfg.channels.unknown {
@@ -307,6 +310,7 @@ pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPla
             target_duration_secs: app.map_or(cfg.live.target_duration_secs, u64::from),
         }),
         relay_url: relay_for(&default.relay_url, app),
+        low_latency: c.target.low_latency,
     })
 }
 
@@ -357,6 +361,7 @@ mod tests {
                     frag_duration,
                     frag_count,
                     playlist_name: "live.m3u8".into(),
+                    low_latency: None,
                 },
                 ..LiveChannelConfig::default()
             },
@@ -389,6 +394,11 @@ mod tests {
             })
         );
         assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_5s");
+        assert_eq!(plan.low_latency, None, "not given: [live]'s");
+        let mut ll = record(ChannelStatus::Enabled, 5, 4);
+        ll.config.target.low_latency = Some(false);
+        let plan = plan_push(Some(&ll), &cfg("")).unwrap();
+        assert_eq!(plan.low_latency, Some(false));
         // Short windows keep three segments.
         let plan = plan_push(Some(&record(ChannelStatus::Enabled, 1, 1)), &cfg("")).unwrap();
         assert_eq!(

@@ -453,7 +453,7 @@ fn write_extinf(out: &mut String, duration_ms: u64) {
 
 /// `#EXT-X-PROGRAM-DATE-TIME:YYYY-MM-DDThh:mm:ss.mmmZ`, always in UTC so
 /// every playlist spells time the same way.
-fn write_program_date_time(out: &mut String, t: OffsetDateTime) {
+pub(crate) fn write_program_date_time(out: &mut String, t: OffsetDateTime) {
     let Some(t) = t.checked_to_offset(UtcOffset::UTC) else {
         return;
     };

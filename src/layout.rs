@@ -37,6 +37,38 @@ pub fn parse_fragment_key(key: &str) -> Option<(&str, u64)> {
     Some((channel, parse_fragment_name(name)?))
 }
 
+/// Where a channel's LL-HLS part objects live: `CHANNEL/.ll/`.
+pub fn parts_root(channel: &str) -> String {
+    format!("{channel}/.ll/")
+}
+
+/// `CHANNEL/.ll/<recording>/`: one session's parts (`recording` is its
+/// [`crate::session::recording_id`], never the session id).
+pub fn parts_prefix(channel: &str, recording: &str) -> String {
+    format!("{}{recording}/", parts_root(channel))
+}
+
+/// A part's name relative to its channel's playlist:
+/// `.ll/<recording>/<13-digit nginx fragment ms>-<3-digit part>.ts`. Never a
+/// [`fragment_name`], so neither VOD's listing nor the index takes it for a
+/// fragment.
+pub fn part_name(recording: &str, fragment_ms: u64, part: usize) -> String {
+    format!(".ll/{recording}/{fragment_ms:013}-{part:03}.ts")
+}
+
+/// `CHANNEL/` + [`part_name`].
+pub fn part_key(channel: &str, recording: &str, fragment_ms: u64, part: usize) -> String {
+    format!("{channel}/{}", part_name(recording, fragment_ms, part))
+}
+
+/// The recording a key under [`parts_root`] belongs to.
+pub fn parse_part_recording<'a>(channel: &str, key: &'a str) -> Option<&'a str> {
+    key.strip_prefix(channel)?
+        .strip_prefix("/.ll/")?
+        .split_once('/')
+        .map(|(r, _)| r)
+}
+
 /// `CHANNEL/<playlist name>`
 pub fn playlist_key(channel: &str, playlist: &str) -> String {
     format!("{channel}/{playlist}")
@@ -129,6 +161,11 @@ mod tests {
             "cam/1732571234567.ts"
         );
         assert_eq!(playlist_key("cam", "index.m3u8"), "cam/index.m3u8");
+        let part = part_key("cam", "abc", 1_732_571_234_567, 2);
+        assert_eq!(part, "cam/.ll/abc/1732571234567-002.ts");
+        assert_eq!(parse_fragment_key(&part), None, "a part is no fragment");
+        assert_eq!(parse_part_recording("cam", &part), Some("abc"));
+        assert!(part.starts_with(&parts_prefix("cam", "abc")));
         assert_eq!(
             manifest_key("cam", 1_732_571_234_567, "abc"),
             ".livebucket/index/cam/1732571234567-abc.json"

@@ -30,6 +30,7 @@ pub mod hls;
 pub mod http;
 pub mod index;
 pub mod layout;
+pub mod llhls;
 pub mod logfmt;
 pub mod metrics;
 pub mod oss;

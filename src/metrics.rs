@@ -112,6 +112,14 @@ const HELP: &[(&str, &str)] = &[
         "Fragments and playlists waiting to be stored.",
     ),
     (
+        "livebucket_parts_uploaded_total",
+        "LL-HLS partial segments stored in S3.",
+    ),
+    (
+        "livebucket_parts_failed_total",
+        "LL-HLS partial segments not stored within their deadline (never retried; that fragment's parts are not offered).",
+    ),
+    (
         "livebucket_sessions_live",
         "Approved publish sessions not yet finished.",
     ),

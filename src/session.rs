@@ -49,6 +49,10 @@ pub struct SessionMeta {
     /// existed): the `[live]` defaults.
     #[serde(default)]
     pub shape: Option<LiveShape>,
+    /// The channel's `Target/LowLatency` when the push began; `None`:
+    /// `[live] low_latency`.
+    #[serde(default)]
+    pub low_latency: Option<bool>,
     /// The channel's snapshots, if its `Snapshot` asks for them.
     #[serde(default)]
     pub snapshot: Option<crate::snapshot::SnapshotPlan>,
@@ -758,6 +762,7 @@ mod tests {
             addr: "127.0.0.1".into(),
             started_ms: 1,
             shape: None,
+            low_latency: None,
             snapshot: None,
             resume: None,
             grant: "g1".into(),

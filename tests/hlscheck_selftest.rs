@@ -276,6 +276,95 @@ fn each_reload_violation_is_caught() {
     reload_rejected(VOD, &VOD.replace("b.ts", "c.ts"), "after ENDLIST");
 }
 
+const LL: &str = "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n\
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,HOLD-BACK=6.0,PART-HOLD-BACK=1.500,CAN-SKIP-UNTIL=12.000\n\
+#EXT-X-PART-INF:PART-TARGET=0.500\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-DISCONTINUITY-SEQUENCE:0\n\
+#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n\
+#EXT-X-PART:DURATION=0.480,URI=\"a0.ts?x=1,2\",INDEPENDENT=YES\n\
+#EXT-X-PART:DURATION=0.480,URI=\"a1.ts\"\n\
+#EXT-X-PART:DURATION=0.480,URI=\"a2.ts\"\n\
+#EXT-X-PART:DURATION=0.480,URI=\"a3.ts\"\n\
+#EXT-X-PART:DURATION=0.080,URI=\"a4.ts\"\n\
+#EXTINF:2.000,\na.ts\n\
+#EXT-X-DISCONTINUITY\n\
+#EXT-X-PART:DURATION=0.480,URI=\"b0.ts\",INDEPENDENT=YES\n";
+
+#[test]
+fn valid_ll_playlist_passes() {
+    let c = hlscheck::check_ll_playlist(LL).unwrap();
+    assert_eq!((c.first_msn(), c.tail_msn(), c.skipped), (9, 10, 2));
+    assert_eq!(c.parts[0].len(), 5);
+    assert_eq!(c.parts[0][0].uri, "a0.ts?x=1,2");
+    assert!(c.parts[0][0].independent && !c.parts[0][1].independent);
+    assert_eq!(c.tail.len(), 1);
+    assert!(c.tail_discontinuity);
+    assert_eq!(c.preload_hint, None);
+    let hinted = format!("{LL}#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"b1.ts\"\n");
+    let c = hlscheck::check_ll_playlist(&hinted).unwrap();
+    assert_eq!(c.preload_hint.as_deref(), Some("b1.ts"));
+    let misplaced = format!("{hinted}#EXT-X-PART:DURATION=0.480,URI=\"b2.ts\"\n");
+    assert!(
+        hlscheck::check_ll_playlist(&misplaced)
+            .unwrap_err()
+            .contains("must come last")
+    );
+}
+
+#[test]
+fn each_ll_violation_is_caught() {
+    let cases = [
+        (
+            "DURATION=0.480,URI=\"a1.ts\"",
+            "DURATION=0.520,URI=\"a1.ts\"",
+            "> PART-TARGET",
+        ),
+        (
+            "DURATION=0.080,URI=\"a4.ts\"",
+            "DURATION=0.070,URI=\"a4.ts\"",
+            "add up to",
+        ),
+        (
+            "DURATION=0.480,URI=\"a2.ts\"",
+            "DURATION=0.380,URI=\"a2.ts\"",
+            "under 85 %",
+        ),
+        (
+            "PART-HOLD-BACK=1.500",
+            "PART-HOLD-BACK=0.900",
+            "PART-HOLD-BACK",
+        ),
+        (
+            "CAN-SKIP-UNTIL=12.000",
+            "CAN-SKIP-UNTIL=6.000",
+            "CAN-SKIP-UNTIL",
+        ),
+        (
+            "CAN-BLOCK-RELOAD=YES",
+            "CAN-BLOCK-RELOAD=NO",
+            "CAN-BLOCK-RELOAD",
+        ),
+        ("URI=\"a3.ts\"", "URI=\"a2.ts\"", "appears twice"),
+        ("#EXT-X-PART-INF:PART-TARGET=0.500\n", "", "PART-INF"),
+        (
+            "HOLD-BACK=6.0",
+            "HOLD-BACK=5.0",
+            "HOLD-BACK 5 is less than three",
+        ),
+    ];
+    for (from, to, needle) in cases {
+        assert!(LL.contains(from), "{from}");
+        let err = hlscheck::check_ll_playlist(&LL.replacen(from, to, 1)).unwrap_err();
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+    let moved =
+        LL.replace("#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n", "") + "#EXT-X-SKIP:SKIPPED-SEGMENTS=2\n";
+    assert!(
+        hlscheck::check_ll_playlist(&moved)
+            .unwrap_err()
+            .contains("EXT-X-SKIP after")
+    );
+}
+
 #[test]
 fn hold_back_is_read_and_at_least_three_target_durations() {
     let with = |attrs: &str| {

@@ -29,6 +29,7 @@ fn config(
             frag_duration: d,
             frag_count: c,
             playlist_name: playlist.into(),
+            low_latency: None,
         },
         snapshot: None,
     }
@@ -438,6 +439,7 @@ fn arb_config() -> impl Strategy<Value = LiveChannelConfig> {
                     frag_duration: d,
                     frag_count: c,
                     playlist_name: format!("{stem}.m3u8"),
+                    low_latency: None,
                 },
                 snapshot: snapshot.map(|(role_name, dest_bucket, notify_topic, interval)| {
                     Snapshot {
@@ -489,4 +491,25 @@ proptest! {
     fn configs_round_trip_through_info(c in arb_config()) {
         prop_assert_eq!(parse_config(render_info(&c).as_bytes()), Ok(c));
     }
+}
+
+/// livebucket's extension `Target/LowLatency`: parsed, rendered only when
+/// given (so oss2's own records render as before), and refused unless
+/// `true` or `false`.
+#[test]
+fn the_low_latency_extension_round_trips() {
+    let body = |v: &str| {
+        OSS2_CAM1.replace(
+            "</PlaylistName></Target>",
+            &format!("</PlaylistName><LowLatency>{v}</LowLatency></Target>"),
+        )
+    };
+    for (text, want) in [("true", Some(true)), ("false", Some(false)), ("", None)] {
+        let c = parse_config(body(text).as_bytes()).unwrap();
+        assert_eq!(c.target.low_latency, want, "{text:?}");
+        assert_eq!(parse_config(render_info(&c).as_bytes()), Ok(c.clone()));
+        assert_eq!(render_info(&c).contains("<LowLatency>"), want.is_some());
+    }
+    assert!(parse_config(body("yes").as_bytes()).is_err());
+    assert!(!render_info(&parse_config(OSS2_CAM1.as_bytes()).unwrap()).contains("LowLatency"));
 }

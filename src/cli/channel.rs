@@ -130,6 +130,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
                     frag_duration,
                     frag_count,
                     playlist_name,
+                    low_latency: None,
                 },
                 snapshot: None,
             };

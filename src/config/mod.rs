@@ -290,6 +290,15 @@ pub struct LiveConfig {
     /// of its target durations is ended (at least 2).
     #[serde(default = "default_idle_factor")]
     pub idle_end_factor: u32,
+    /// Serve Low-Latency HLS on `/play` for channels that do not say
+    /// otherwise (`Target/LowLatency`): parts are cut from the fragment
+    /// nginx is writing and stored as objects beside it.
+    #[serde(default = "default_low_latency")]
+    pub low_latency: bool,
+    /// `PART-TARGET` of LL playlists, in ms: no part is longer. Players hold
+    /// back three of them from the live edge.
+    #[serde(default = "default_part_target_ms")]
+    pub part_target_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -381,6 +390,14 @@ pub struct PlayConfig {
     /// default's 32 MiB holds a 50,000-segment playlist (about 20 MB signed).
     #[serde(default = "default_signed_cache_bytes")]
     pub signed_cache_bytes: usize,
+    /// Blocking playlist reloads (LL-HLS `_HLS_msn`) waiting at once on
+    /// this node; beyond it a request gets 503 with `Retry-After`.
+    #[serde(default = "default_max_blocking_reloads")]
+    pub max_blocking_reloads: usize,
+}
+
+fn default_max_blocking_reloads() -> usize {
+    10_000
 }
 
 fn default_max_playlist_bytes() -> usize {
@@ -399,6 +416,7 @@ impl Default for PlayConfig {
             max_playlist_bytes: default_max_playlist_bytes(),
             max_concurrent_renders: default_max_renders(),
             signed_cache_bytes: default_signed_cache_bytes(),
+            max_blocking_reloads: default_max_blocking_reloads(),
         }
     }
 }
@@ -493,6 +511,12 @@ fn default_target_duration() -> u64 {
 fn default_window() -> usize {
     6
 }
+fn default_low_latency() -> bool {
+    false
+}
+fn default_part_target_ms() -> u64 {
+    500
+}
 fn default_done_grace_ms() -> u64 {
     3000
 }
@@ -550,6 +574,8 @@ impl Default for LiveConfig {
             window_segments: default_window(),
             done_grace_ms: default_done_grace_ms(),
             idle_end_factor: default_idle_factor(),
+            low_latency: default_low_latency(),
+            part_target_ms: default_part_target_ms(),
         }
     }
 }
@@ -780,6 +806,18 @@ impl RawConfig {
                  would end live playlists between two fragments",
             ));
         }
+        if !(200..=2000).contains(&self.live.part_target_ms) {
+            return Err(invalid(
+                "live.part_target_ms",
+                "must be between 200 and 2000 (ms; parts are cut at frame boundaries)",
+            ));
+        }
+        if self.live.part_target_ms >= self.live.target_duration_secs * 1000 {
+            return Err(invalid(
+                "live.part_target_ms",
+                "must be shorter than live.target_duration_secs (a part is a piece of a segment)",
+            ));
+        }
         if self.auth.max_lifetime_secs == 0 {
             return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));
         }
@@ -911,6 +949,35 @@ mod tests {
         assert_eq!(c.nginx.public_apps, vec!["live".to_string()]);
         assert!(c.key("GK123").unwrap().may_write("demo"));
         assert!(!c.key("GK123").unwrap().may_write("other"));
+    }
+
+    #[test]
+    fn low_latency_settings_are_validated() {
+        let c = parse(MINIMAL).unwrap();
+        assert!(!c.live.low_latency);
+        assert_eq!(c.live.part_target_ms, 500);
+        let on = parse(&format!(
+            "{MINIMAL}\n[live]\nlow_latency = true\npart_target_ms = 800\n"
+        ))
+        .unwrap();
+        assert!(on.live.low_latency);
+        assert_eq!(on.live.part_target_ms, 800);
+        for (extra, why) in [
+            ("part_target_ms = 100", "between 200 and 2000"),
+            ("part_target_ms = 2500", "between 200 and 2000"),
+            (
+                "target_duration_secs = 1\npart_target_ms = 1000",
+                "shorter than",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}\n[live]\n{extra}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("live.part_target_ms") && err.contains(why),
+                "{extra}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -173,6 +173,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         addr: cb.addr.clone(),
         started_ms: crate::clock::unix_now_ms(),
         shape: plan.shape,
+        low_latency: plan.low_latency,
         snapshot,
         resume: None,
         grant: fingerprint,

@@ -12,6 +12,7 @@
 pub mod console;
 pub mod error;
 pub mod hooks;
+pub mod llplay;
 pub mod oss;
 pub mod peer;
 pub mod play;
@@ -73,6 +74,8 @@ pub struct AppState {
     /// they open stay there, and the hooks listener's own thread stays free
     /// for nginx's next callback.
     pub background: tokio::runtime::Handle,
+    /// LL-HLS playlists of the channels this node publishes with parts.
+    pub ll: Arc<crate::llhls::hub::Hub>,
 }
 
 impl AppState {
@@ -95,6 +98,9 @@ impl AppState {
             cluster: None,
             stat: crate::stat::StatSource::from_config(&config.nginx),
             background: tokio::runtime::Handle::current(),
+            ll: Arc::new(crate::llhls::hub::Hub::new(
+                config.play.max_blocking_reloads,
+            )),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -108,6 +114,12 @@ impl AppState {
     /// Cluster mode: the hooks coordinate through `cluster`.
     pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
         self.cluster = cluster;
+        self
+    }
+
+    /// Shares the pipeline's LL-HLS hub.
+    pub fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
+        self.ll = ll;
         self
     }
 

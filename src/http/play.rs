@@ -7,6 +7,9 @@
 //! (SigV4 allows at most 7 days; a longer play URL gets 7-day segment URLs).
 //! `&sigv2=1` asks for legacy SigV2 segment URLs.
 //!
+//! A channel this node publishes with low latency on gets its LL-HLS
+//! playlist on the same URL instead, from memory ([`super::llplay`]).
+//!
 //! Cost is bounded ([`PlayLimits`], `[play]`): a stored playlist larger than
 //! `play.max_playlist_bytes` is refused (413) without being read whole; at
 //! most `play.max_concurrent_renders` playlists are presigned at once (a
@@ -234,8 +237,10 @@ impl PlayLimits {
 }
 
 /// Rewrites `text` chunk by chunk: every line that names a segment (not a
-/// tag, not blank, not already a URL) is replaced by `sign(uri)`, the other
-/// lines are kept; each chunk ends after [`CHUNK_LINES`] segment lines.
+/// tag, not blank, not already a URL) is replaced by `sign(uri)`, and so is
+/// the `URI="…"` attribute of `#EXT-X-PART` and `#EXT-X-PRELOAD-HINT` tags;
+/// the other lines are kept; each chunk ends after [`CHUNK_LINES`] signed
+/// lines.
 pub fn sign_lines(
     text: &str,
     mut sign: impl FnMut(&str) -> Result<String, presign::PresignError>,
@@ -245,7 +250,17 @@ pub fn sign_lines(
     let mut signed = 0;
     for line in text.lines() {
         let uri = line.trim();
-        if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
+        if uri.starts_with("#EXT-X-PART:") || uri.starts_with("#EXT-X-PRELOAD-HINT:") {
+            match uri_attribute(line) {
+                Some((before, inner, after)) if !inner.contains("://") => {
+                    out.push_str(before);
+                    out.push_str(&sign(inner)?);
+                    out.push_str(after);
+                    signed += 1;
+                }
+                _ => out.push_str(line),
+            }
+        } else if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
             out.push_str(line);
         } else {
             out.push_str(&sign(uri)?);
@@ -261,6 +276,21 @@ pub fn sign_lines(
         chunks.push(Bytes::from(out));
     }
     Ok(chunks)
+}
+
+/// A tag line split around the value of its `URI="…"` attribute.
+fn uri_attribute(line: &str) -> Option<(&str, &str, &str)> {
+    let at = line.find(",URI=\"").map(|i| i + 1).or_else(|| {
+        let colon = line.find(':')?;
+        line[colon + 1..].starts_with("URI=\"").then_some(colon + 1)
+    })?;
+    let start = at + "URI=\"".len();
+    let len = line[start..].find('"')?;
+    Some((
+        &line[..start],
+        &line[start..start + len],
+        &line[start + len..],
+    ))
 }
 
 pub async fn play(
@@ -295,6 +325,9 @@ pub async fn play(
         expires,
         sigv2,
     };
+    if let Some(rx) = super::llplay::model(&app, &play_key) {
+        return super::llplay::answer(&app, &cfg, &key, &play_key, rx, &q).await;
+    }
     if let Some(chunks) = app.play.cached(&play_key) {
         app.metrics.inc("livebucket_play_cache_hits_total", "");
         return Ok(playlist_response(chunks, true));
@@ -356,7 +389,7 @@ pub async fn play(
 /// publishes it. In a cluster this node's copy is current only while it
 /// publishes the channel; otherwise the bucket has the playlist another
 /// node wrote.
-fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
+pub(super) fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
     let current = app
         .cluster
         .as_ref()
@@ -420,7 +453,22 @@ async fn playlist_text(
 }
 
 /// Presigns every segment line of `text` for the play URL `k`.
-fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<Bytes>, HttpError> {
+pub(super) fn render(
+    cfg: &Config,
+    key: &AccessKey,
+    k: &PlayKey,
+    text: &str,
+) -> Result<Vec<Bytes>, HttpError> {
+    Ok(sign_lines(text, segment_signer(cfg, key, k)?)?)
+}
+
+/// What presigns a URI relative to the channel for the play URL `k`: the
+/// same URL for it on every reload of `k` ([`segment_signing`]).
+pub(super) fn segment_signer<'a>(
+    cfg: &'a Config,
+    key: &'a AccessKey,
+    k: &'a PlayKey,
+) -> Result<impl FnMut(&str) -> Result<String, presign::PresignError> + 'a, HttpError> {
     let endpoint = cfg.s3.viewer_endpoint();
     let now = unix_now();
     let lifetime = k
@@ -441,7 +489,7 @@ fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<
             Duration::from_secs(valid_for),
         )?)
     };
-    Ok(sign_lines(text, |uri| {
+    Ok(move |uri: &str| {
         let object = format!("{}/{uri}", k.channel);
         let loc = S3Location {
             endpoint,
@@ -453,12 +501,12 @@ fn render(cfg: &Config, key: &AccessKey, k: &PlayKey, text: &str) -> Result<Vec<
             Some(s) => s.presign_get(&loc),
             None => presign::presign_v2_get(&key.id, &key.secret, &loc, now + lifetime),
         }
-    })?)
+    })
 }
 
 /// The answer: the chunks streamed one after another (shared, not copied,
 /// when they come from the cache).
-fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
+pub(super) fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
     let cache = if ended {
         "private, max-age=60"
     } else {
@@ -571,6 +619,25 @@ mod tests {
         );
     }
 
+    #[test]
+    fn part_and_hint_uris_are_signed_in_their_attribute() {
+        let text = "#EXT-X-PART-INF:PART-TARGET=0.500\n\
+            #EXT-X-PART:DURATION=0.480,URI=\".ll/r/1-000.ts\",INDEPENDENT=YES\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\".ll/r/1-001.ts\"\n\
+            #EXT-X-PART:URI=\"https://x/y.ts\",DURATION=0.1\n\
+            #EXTINF:2.000,\n1.ts\n";
+        let chunks = sign_lines(text, |uri| Ok(format!("S/{uri}?a=1&b=2"))).unwrap();
+        let whole = String::from_utf8(chunks.concat()).unwrap();
+        assert_eq!(
+            whole,
+            "#EXT-X-PART-INF:PART-TARGET=0.500\n\
+            #EXT-X-PART:DURATION=0.480,URI=\"S/.ll/r/1-000.ts?a=1&b=2\",INDEPENDENT=YES\n\
+            #EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"S/.ll/r/1-001.ts?a=1&b=2\"\n\
+            #EXT-X-PART:URI=\"https://x/y.ts\",DURATION=0.1\n\
+            #EXTINF:2.000,\nS/1.ts?a=1&b=2\n"
+        );
+    }
+
     fn play_key(expires: u64) -> PlayKey {
         PlayKey {
             bucket: "b".into(),
@@ -620,6 +687,7 @@ mod tests {
             max_playlist_bytes: 1 << 20,
             max_concurrent_renders: 2,
             signed_cache_bytes: 0,
+            ..Default::default()
         });
         let wait = Duration::from_millis(20);
         let a = limits.render_slot(wait).await.expect("first slot");

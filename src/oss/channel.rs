@@ -108,6 +108,11 @@ pub struct HlsTarget {
     /// The live playlist's object name under the channel:
     /// [`push::validate_playlist_name`].
     pub playlist_name: String,
+    /// livebucket's extension `Target/LowLatency`: LL-HLS parts on `/play`
+    /// for this channel (`true`/`false`); `None` (not given): `[live]
+    /// low_latency`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub low_latency: Option<bool>,
 }
 
 /// `Snapshot`: OSS takes snapshots with a RAM role into another bucket and
@@ -133,6 +138,7 @@ impl Default for LiveChannelConfig {
                 frag_duration: DEFAULT_FRAG_DURATION,
                 frag_count: DEFAULT_FRAG_COUNT,
                 playlist_name: DEFAULT_PLAYLIST_NAME.to_owned(),
+                low_latency: None,
             },
             snapshot: None,
         }
@@ -474,6 +480,7 @@ mod tests {
                     frag_duration: 2,
                     frag_count: 5,
                     playlist_name: "live.m3u8".into(),
+                    low_latency: Some(true),
                 },
                 snapshot: Some(Snapshot {
                     role_name: "role".into(),

@@ -218,6 +218,7 @@ impl<'a> Parser<'a> {
                 "FragDuration" => &mut raw.frag_duration,
                 "FragCount" => &mut raw.frag_count,
                 "PlaylistName" => &mut raw.playlist_name,
+                "LowLatency" => &mut raw.low_latency,
                 other => {
                     return Err(malformed(format!(
                         "unknown element <{}> in <Target>",
@@ -305,6 +306,7 @@ struct RawTarget {
     frag_duration: Option<String>,
     frag_count: Option<String>,
     playlist_name: Option<String>,
+    low_latency: Option<String>,
 }
 
 #[derive(Default)]
@@ -356,6 +358,12 @@ impl RawConfig {
                 .unwrap_or(DEFAULT_FRAG_COUNT),
             playlist_name: given(target.playlist_name)
                 .unwrap_or_else(|| DEFAULT_PLAYLIST_NAME.to_owned()),
+            low_latency: match given(target.low_latency).as_deref() {
+                None => None,
+                Some("true") => Some(true),
+                Some("false") => Some(false),
+                Some(_) => return Err(invalid("Target/LowLatency must be true or false")),
+            },
         };
         let snapshot = match self.snapshot {
             None => None,
@@ -466,6 +474,9 @@ pub fn render_info(config: &LiveChannelConfig) -> String {
     d.leaf("FragDuration", &config.target.frag_duration.to_string());
     d.leaf("FragCount", &config.target.frag_count.to_string());
     d.leaf("PlaylistName", &config.target.playlist_name);
+    if let Some(on) = config.target.low_latency {
+        d.leaf("LowLatency", if on { "true" } else { "false" });
+    }
     d.close("Target");
     if let Some(s) = &config.snapshot {
         d.open("Snapshot");

@@ -127,6 +127,8 @@ pub struct Shared {
     pub snapshots: crate::snapshot::Snapshotter,
     /// In a cluster: asked before every playlist and manifest upload.
     pub fence: Option<Arc<dyn fence::Fence>>,
+    /// LL-HLS channels' parts and playlists, shared with `/play`.
+    pub ll: Arc<crate::llhls::hub::Hub>,
 }
 
 pub struct Pipeline {
@@ -149,7 +151,17 @@ pub struct Pipeline {
     /// Channels whose window changed since it was last saved.
     unsaved: HashSet<ChannelId>,
     last_save: Instant,
+    store: crate::store::Store,
+    ll: Arc<crate::llhls::hub::Hub>,
+    /// Part uploads in flight, across every LL session.
+    ll_uploads: Arc<tokio::sync::Semaphore>,
+    /// Each LL session's follower, cancelled when the session finishes.
+    followers: HashMap<String, CancellationToken>,
 }
+
+/// Part uploads in flight at once: parts are small and latency-critical,
+/// and must never take the fragment uploads' connections.
+const LL_UPLOADS: usize = 8;
 
 impl Pipeline {
     pub fn new(
@@ -166,9 +178,10 @@ impl Pipeline {
             live_cache,
             snapshots,
             fence,
+            ll,
         } = shared;
         let uploader = Uploader::new(
-            store,
+            store.clone(),
             metrics.clone(),
             UploaderConfig {
                 concurrency: cfg.upload.concurrency,
@@ -208,6 +221,10 @@ impl Pipeline {
             spool_failed: false,
             unsaved: HashSet::new(),
             last_save: Instant::now(),
+            store,
+            ll,
+            ll_uploads: Arc::new(tokio::sync::Semaphore::new(LL_UPLOADS)),
+            followers: HashMap::new(),
         }
     }
 
@@ -309,6 +326,11 @@ impl Pipeline {
                 ident,
                 spool,
             } => {
+                if let Some(ms) = name_ms(&name)
+                    && let Some(s) = self.core.session(&session)
+                {
+                    self.ll.map(&s.channel, &session, ms, key);
+                }
                 let outcome = self.capture(&session, &name, key, ident, spool);
                 // Head and tail of the kept file: what a fragment nginx
                 // never lists gets as its duration, and whether it starts
@@ -412,7 +434,17 @@ impl Pipeline {
             Effect::SaveChannel(chid) => {
                 self.unsaved.insert(chid);
             }
-            Effect::CacheLive { channel, body } => {
+            Effect::CacheLive {
+                channel,
+                body,
+                target_duration,
+            } => {
+                if self.ll.has(&channel)
+                    && let Some(live) = self.core.channel(&channel)
+                {
+                    let base = crate::llhls::hub::Base::of(live, target_duration);
+                    self.ll.set_base(&channel, base);
+                }
                 self.live_cache
                     .write()
                     .unwrap_or_else(|p| p.into_inner())
@@ -446,6 +478,9 @@ impl Pipeline {
             }
             Effect::EndLive { session } => self.sessions.end_live(&session),
             Effect::Finish { session, channel } => {
+                if let Some(done) = self.followers.remove(&session) {
+                    done.cancel();
+                }
                 self.unsaved.insert(channel);
                 self.save_channels();
                 self.finish(&session);
@@ -604,10 +639,11 @@ impl Pipeline {
         };
         if !self.core.has_channel(&chid) {
             let saved = ChannelLive::load(&self.cfg.state_dir, &chid);
-            self.core.load_channel(chid, saved);
+            self.core.load_channel(chid.clone(), saved);
         }
         let id = meta.id.clone();
         let now = self.now();
+        self.follow_parts(&meta, &chid, &entries);
         if recovering {
             let files = self.capture_files(&id, &entries);
             let media = files
@@ -631,6 +667,50 @@ impl Pipeline {
             self.feed(Input::Open { meta, now });
             self.rescan_dir(&id);
         }
+    }
+
+    /// Starts cutting LL-HLS parts for a session on a channel with low
+    /// latency on. A recovered session's captures are mapped first, so
+    /// the fragment it is writing is numbered after the stored ones.
+    fn follow_parts(&mut self, meta: &SessionMeta, chid: &ChannelId, entries: &[journal::Entry]) {
+        let Some(part_target_ms) = meta.low_latency_or(&self.cfg.live) else {
+            return;
+        };
+        // A recovered session that has ended gets one too: it finds nothing
+        // open to cut, and deletes what parts the crash left at its finish.
+        if self.followers.contains_key(&meta.id) {
+            return;
+        }
+        let target = meta.shape_or(&self.cfg.live).target_duration_secs;
+        let base = self
+            .core
+            .channel(chid)
+            .filter(|l| l.stored_version == l.version)
+            .map(|l| crate::llhls::hub::Base::of(l, target));
+        self.ll.register(chid, &meta.id, part_target_ms, base);
+        for e in entries {
+            if let journal::Entry::Captured { name, key, .. } = e
+                && let Some(ms) = name_ms(name)
+            {
+                self.ll.map(chid, &meta.id, ms, *key);
+            }
+        }
+        let done = self.cancel.child_token();
+        self.followers.insert(meta.id.clone(), done.clone());
+        let follow = crate::llhls::follow::Follow {
+            hub: self.ll.clone(),
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            chid: chid.clone(),
+            session: meta.id.clone(),
+            key_id: meta.key_id.clone(),
+            dir: self.hls_dir.join(&meta.id),
+            part_target_ms,
+            uploads: self.ll_uploads.clone(),
+            done,
+            shutdown: self.cancel.clone(),
+        };
+        tokio::spawn(follow.run());
     }
 
     /// Which journaled captures have a file, and where. A fragment caught
@@ -799,6 +879,15 @@ fn rewritten(session: &str, name: &str) -> CaptureOutcome {
 }
 
 impl SessionMeta {
+    /// The part target (ms) of this push's LL-HLS parts, or `None` when
+    /// low latency is off: as its channel's `Target/LowLatency` says, else
+    /// as `[live] low_latency` does.
+    pub fn low_latency_or(&self, live: &crate::config::LiveConfig) -> Option<u64> {
+        self.low_latency
+            .unwrap_or(live.low_latency)
+            .then_some(live.part_target_ms)
+    }
+
     /// This session's live window and target duration: its channel's, or
     /// the `[live]` defaults.
     pub fn shape_or(&self, live: &crate::config::LiveConfig) -> crate::session::LiveShape {
@@ -806,5 +895,28 @@ impl SessionMeta {
             window_segments: live.window_segments,
             target_duration_secs: live.target_duration_secs,
         })
+    }
+}
+
+#[cfg(test)]
+mod low_latency_tests {
+    use crate::config::LiveConfig;
+
+    #[test]
+    fn a_channel_overrides_the_default() {
+        let mut meta: crate::session::SessionMeta = serde_json::from_str(
+            r#"{"id":"s","bucket":"b","channel":"c","playlist":"index.m3u8","key_id":"k",
+                "clientid":"1","name":"c","addr":"a","started_ms":0}"#,
+        )
+        .unwrap();
+        let mut live = LiveConfig::default();
+        assert_eq!(meta.low_latency_or(&live), None, "off by default");
+        live.low_latency = true;
+        assert_eq!(meta.low_latency_or(&live), Some(500));
+        meta.low_latency = Some(false);
+        assert_eq!(meta.low_latency_or(&live), None);
+        live.low_latency = false;
+        meta.low_latency = Some(true);
+        assert_eq!(meta.low_latency_or(&live), Some(500));
     }
 }

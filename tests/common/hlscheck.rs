@@ -586,3 +586,249 @@ fn is_iso8601_date_time(s: &str) -> bool {
         _ => false,
     }
 }
+
+/// One `#EXT-X-PART` as an LL playlist lists it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckedPart {
+    pub uri: String,
+    pub duration: f64,
+    pub independent: bool,
+}
+
+/// What a valid Low-Latency playlist (draft-pantos-hls-rfc8216bis) says.
+#[derive(Debug, Clone)]
+pub struct CheckedLl {
+    /// The playlist without its LL tags, as RFC 8216 reads it.
+    pub base: CheckedPlaylist,
+    pub part_target: f64,
+    pub part_hold_back: f64,
+    pub can_skip_until: f64,
+    /// `#EXT-X-SKIP:SKIPPED-SEGMENTS` (0 without the tag).
+    pub skipped: u64,
+    /// The parts listed before each segment of `base`, in order.
+    pub parts: Vec<Vec<CheckedPart>>,
+    /// The parts of the segment in progress (after the last URI line).
+    pub tail: Vec<CheckedPart>,
+    /// A `#EXT-X-DISCONTINUITY` precedes the segment in progress.
+    pub tail_discontinuity: bool,
+    /// The URI of `#EXT-X-PRELOAD-HINT:TYPE=PART`, if any.
+    pub preload_hint: Option<String>,
+}
+
+impl CheckedLl {
+    /// The media sequence number of `base.uris[0]`.
+    pub fn first_msn(&self) -> u64 {
+        self.base.media_sequence + self.skipped
+    }
+
+    /// The media sequence number of the segment in progress.
+    pub fn tail_msn(&self) -> u64 {
+        self.first_msn() + self.base.uris.len() as u64
+    }
+}
+
+/// The attributes of a tag's value (`A=B,C="D,E"`), in order.
+fn attributes(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = value;
+    while !rest.is_empty() {
+        let Some((name, after)) = rest.split_once('=') else {
+            break;
+        };
+        let (val, next) = if let Some(q) = after.strip_prefix('"') {
+            let end = q.find('"').unwrap_or(q.len());
+            (&q[..end], q.get(end + 1..).unwrap_or(""))
+        } else {
+            let end = after.find(',').unwrap_or(after.len());
+            (&after[..end], &after[end..])
+        };
+        out.push((name.to_owned(), val.to_owned()));
+        rest = next.strip_prefix(',').unwrap_or(next);
+    }
+    out
+}
+
+/// Checks an LL playlist: everything [`check_playlist`] checks on its
+/// segments (and `HOLD-BACK`), and the LL rules: `PART-INF` and `SERVER-CONTROL` present with
+/// `CAN-BLOCK-RELOAD=YES`, `PART-HOLD-BACK` ≥ 2 × `PART-TARGET` (the draft's
+/// minimum), `CAN-SKIP-UNTIL` ≥ 6 × `TARGETDURATION`; every part has a URI
+/// and a duration ≤ `PART-TARGET`; the parts of a segment add up to its
+/// EXTINF (within a millisecond), and each but its last lasts at least 85 %
+/// of the target unless it is `INDEPENDENT`; `EXT-X-SKIP` comes before the
+/// first segment; a `DISCONTINUITY` without a segment only before the
+/// segment in progress's parts.
+pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
+    let mut errs = Vec::new();
+    let mut plain = String::new();
+    let mut part_target = None;
+    let mut hold_back = None;
+    let mut skip_until = None;
+    let mut block = false;
+    let mut skipped = 0;
+    let mut parts: Vec<Vec<CheckedPart>> = Vec::new();
+    let mut pending: Vec<CheckedPart> = Vec::new();
+    let mut pending_disc = false;
+    let mut seen_segment = false;
+    let mut preload_hint: Option<String> = None;
+    for line in text.lines() {
+        if preload_hint.is_some() && !line.trim().is_empty() {
+            errs.push(format!(
+                "{line:?} after the PRELOAD-HINT, which must come last"
+            ));
+        }
+        let (name, value) = line.split_once(':').unwrap_or((line, ""));
+        match name {
+            "#EXT-X-PART-INF" => {
+                for (k, v) in attributes(value) {
+                    if k == "PART-TARGET" {
+                        part_target = v.parse::<f64>().ok();
+                    }
+                }
+                continue;
+            }
+            "#EXT-X-SERVER-CONTROL" => {
+                for (k, v) in attributes(value) {
+                    match k.as_str() {
+                        "CAN-BLOCK-RELOAD" => block = v == "YES",
+                        "PART-HOLD-BACK" => hold_back = v.parse::<f64>().ok(),
+                        "CAN-SKIP-UNTIL" => skip_until = v.parse::<f64>().ok(),
+                        _ => {}
+                    }
+                }
+                // Kept for check_playlist, which reads HOLD-BACK.
+            }
+            "#EXT-X-SKIP" => {
+                if seen_segment {
+                    errs.push("EXT-X-SKIP after the first segment".to_owned());
+                }
+                for (k, v) in attributes(value) {
+                    if k == "SKIPPED-SEGMENTS" {
+                        skipped = v.parse().unwrap_or_else(|_| {
+                            errs.push(format!("SKIPPED-SEGMENTS {v:?} is not an integer"));
+                            0
+                        });
+                    }
+                }
+                continue;
+            }
+            "#EXT-X-PART" => {
+                let attrs = attributes(value);
+                let get = |n: &str| attrs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                let duration = get("DURATION").and_then(|d| d.parse::<f64>().ok());
+                match (get("URI"), duration) {
+                    (Some(uri), Some(duration)) => pending.push(CheckedPart {
+                        uri,
+                        duration,
+                        independent: get("INDEPENDENT").as_deref() == Some("YES"),
+                    }),
+                    _ => errs.push(format!("{line:?} lacks a URI or a DURATION")),
+                }
+                continue;
+            }
+            "#EXT-X-PRELOAD-HINT" => {
+                let attrs = attributes(value);
+                let get = |n: &str| attrs.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+                if get("TYPE").as_deref() != Some("PART") {
+                    errs.push(format!("{line:?}: livebucket hints parts only"));
+                }
+                match get("URI") {
+                    Some(uri) => preload_hint = Some(uri),
+                    None => errs.push(format!("{line:?} lacks a URI")),
+                }
+                continue;
+            }
+            "#EXT-X-DISCONTINUITY" => pending_disc = true,
+            _ => {}
+        }
+        if !line.starts_with('#') && !line.trim().is_empty() {
+            seen_segment = true;
+            parts.push(std::mem::take(&mut pending));
+            pending_disc = false;
+        }
+        plain.push_str(line);
+        plain.push('\n');
+    }
+    // The segment in progress's DISCONTINUITY applies to its parts.
+    let tail_discontinuity = pending_disc;
+    if tail_discontinuity {
+        let cut = plain.rfind("#EXT-X-DISCONTINUITY\n").unwrap_or(plain.len());
+        plain.replace_range(cut..cut + "#EXT-X-DISCONTINUITY\n".len(), "");
+    }
+    let base = check_playlist(&plain);
+    let Some(part_target) = part_target else {
+        errs.push("no #EXT-X-PART-INF:PART-TARGET".to_owned());
+        return Err(errs.join("\n"));
+    };
+    if !block {
+        errs.push("SERVER-CONTROL lacks CAN-BLOCK-RELOAD=YES".to_owned());
+    }
+    let hold_back = hold_back.unwrap_or(0.0);
+    if hold_back < 2.0 * part_target {
+        errs.push(format!(
+            "PART-HOLD-BACK {hold_back} is under 2 × PART-TARGET {part_target}"
+        ));
+    }
+    let skip_until = skip_until.unwrap_or(0.0);
+    let base = match base {
+        Ok(b) => b,
+        Err(e) => {
+            errs.push(e);
+            return Err(errs.join("\n"));
+        }
+    };
+    if skip_until < 6.0 * base.target_duration as f64 {
+        errs.push(format!(
+            "CAN-SKIP-UNTIL {skip_until} is under 6 × TARGETDURATION {}",
+            base.target_duration
+        ));
+    }
+    let all = parts.iter().chain(std::iter::once(&pending));
+    for p in all.clone().flatten() {
+        if p.duration > part_target + 1e-9 {
+            errs.push(format!(
+                "part {} lasts {} > PART-TARGET {part_target}",
+                p.uri, p.duration
+            ));
+        }
+    }
+    for (i, (ps, extinf)) in parts.iter().zip(&base.durations).enumerate() {
+        if ps.is_empty() {
+            continue;
+        }
+        let sum: f64 = ps.iter().map(|p| p.duration).sum();
+        if (sum - extinf).abs() > 0.0015 {
+            errs.push(format!(
+                "the parts of segment {i} add up to {sum}, its EXTINF is {extinf}"
+            ));
+        }
+        for p in &ps[..ps.len() - 1] {
+            if !p.independent && p.duration < 0.85 * part_target - 1e-9 {
+                errs.push(format!(
+                    "part {} lasts {}, under 85 % of {part_target}",
+                    p.uri, p.duration
+                ));
+            }
+        }
+    }
+    let mut uris = HashMap::new();
+    for p in all.flatten() {
+        if uris.insert(p.uri.clone(), ()).is_some() {
+            errs.push(format!("part URI {} appears twice", p.uri));
+        }
+    }
+    if errs.is_empty() {
+        Ok(CheckedLl {
+            base,
+            part_target,
+            part_hold_back: hold_back,
+            can_skip_until: skip_until,
+            skipped,
+            parts,
+            tail: pending,
+            tail_discontinuity,
+            preload_hint,
+        })
+    } else {
+        Err(errs.join("\n"))
+    }
+}

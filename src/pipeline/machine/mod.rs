@@ -641,6 +641,7 @@ impl Core {
             fx.push(Effect::CacheLive {
                 channel: chid.clone(),
                 body: ch.live.render(target),
+                target_duration: target,
             });
         }
         let finished: Vec<String> = self

@@ -38,6 +38,7 @@ fn meta(id: &str, started_ms: u64) -> SessionMeta {
         addr: "127.0.0.1".into(),
         started_ms,
         shape: None,
+        low_latency: None,
         snapshot: None,
         resume: None,
         grant: String::new(),

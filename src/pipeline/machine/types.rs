@@ -211,10 +211,12 @@ pub enum Effect {
     },
     /// Persist the channel's window (for continuity after a restart).
     SaveChannel(ChannelId),
-    /// The newest stored playlist, for `/play`.
+    /// The newest stored playlist, for `/play`, and its target duration
+    /// (LL playlists are built from the same window).
     CacheLive {
         channel: ChannelId,
         body: String,
+        target_duration: u64,
     },
     /// Rewrite the session's journal as [`super::Core::journal_of`] says,
     /// after saving its channel's window (which then vouches for the
