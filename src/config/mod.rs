@@ -512,7 +512,7 @@ fn default_window() -> usize {
     6
 }
 fn default_low_latency() -> bool {
-    false
+    true
 }
 fn default_part_target_ms() -> u64 {
     500
@@ -954,14 +954,14 @@ mod tests {
     #[test]
     fn low_latency_settings_are_validated() {
         let c = parse(MINIMAL).unwrap();
-        assert!(!c.live.low_latency);
+        assert!(c.live.low_latency);
         assert_eq!(c.live.part_target_ms, 500);
-        let on = parse(&format!(
-            "{MINIMAL}\n[live]\nlow_latency = true\npart_target_ms = 800\n"
+        let off = parse(&format!(
+            "{MINIMAL}\n[live]\nlow_latency = false\npart_target_ms = 800\n"
         ))
         .unwrap();
-        assert!(on.live.low_latency);
-        assert_eq!(on.live.part_target_ms, 800);
+        assert!(!off.live.low_latency);
+        assert_eq!(off.live.part_target_ms, 800);
         for (extra, why) in [
             ("part_target_ms = 100", "between 200 and 2000"),
             ("part_target_ms = 2500", "between 200 and 2000"),
