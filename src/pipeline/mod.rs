@@ -910,9 +910,10 @@ mod low_latency_tests {
         )
         .unwrap();
         let mut live = LiveConfig::default();
-        assert_eq!(meta.low_latency_or(&live), None, "off by default");
+        assert_eq!(meta.low_latency_or(&live), Some(500), "on by default");
+        live.low_latency = false;
+        assert_eq!(meta.low_latency_or(&live), None);
         live.low_latency = true;
-        assert_eq!(meta.low_latency_or(&live), Some(500));
         meta.low_latency = Some(false);
         assert_eq!(meta.low_latency_or(&live), None);
         live.low_latency = false;
