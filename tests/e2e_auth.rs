@@ -43,7 +43,7 @@ async fn wait_for_ended_playlist(s3: &S3, channel: &str, playlist_name: &str) ->
 async fn segment_sessions(s3: &S3, channel: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for (key, _) in s3.list(BUCKET, &format!("{channel}/")).await {
-        if key.ends_with(".ts") {
+        if common::is_fragment_key(&key) {
             let head = s3.head(BUCKET, &key).await;
             let session = head
                 .metadata
@@ -328,7 +328,7 @@ async fn second_publisher_to_a_live_channel_is_refused() {
                 .list(BUCKET, &format!("{channel}/"))
                 .await
                 .into_iter()
-                .filter(|(k, _)| k.ends_with(".ts"))
+                .filter(|(k, _)| common::is_fragment_key(k))
                 .count();
             if now >= before + 2 {
                 Ok(())

@@ -459,7 +459,7 @@ async fn disable_reaches_other_nodes_and_a_cut_off_node_stops_its_playlist() {
         .await
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| k.ends_with(".ts") && *k > last)
+        .filter(|k| common::is_fragment_key(k) && *k > last)
         .collect();
     assert!(
         !newer.is_empty(),
@@ -652,7 +652,7 @@ async fn assert_vod_lists_every_fragment(
         .await
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| k.ends_with(".ts"))
+        .filter(|k| common::is_fragment_key(k))
         .collect();
     let in_vod: BTreeSet<String> = listed.iter().map(|(k, _)| k.clone()).collect();
     assert_eq!(

@@ -75,7 +75,7 @@ async fn fragment_keys(stack: &Stack, channel: &str) -> Vec<String> {
         .await
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| k.ends_with(".ts"))
+        .filter(|k| common::is_fragment_key(k))
         .collect();
     keys.sort();
     keys

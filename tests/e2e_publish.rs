@@ -102,7 +102,7 @@ async fn push_stores_segments_and_playlist(stack: &Stack) {
     let segments: Vec<&(String, u64)> = stored
         .objects
         .iter()
-        .filter(|(k, _)| k.ends_with(".ts"))
+        .filter(|(k, _)| common::is_fragment_key(k))
         .collect();
     assert!(segments.len() >= 2, "segments: {:?}", stored.objects);
     for (key, size) in &segments {
@@ -166,7 +166,7 @@ async fn push_stores_segments_and_playlist(stack: &Stack) {
     )
     .await;
     let mut stored_seconds = 0.0;
-    for (key, _) in done.objects.iter().filter(|(k, _)| k.ends_with(".ts")) {
+    for (key, _) in done.objects.iter().filter(|(k, _)| common::is_fragment_key(k)) {
         stored_seconds += extinf_of(key, &stack.s3.head(BUCKET, key).await);
     }
     assert!(

@@ -181,7 +181,7 @@ async fn ts_keys(s3: &S3, channel: &str) -> Vec<String> {
         .await
         .into_iter()
         .map(|(k, _)| k)
-        .filter(|k| k.ends_with(".ts"))
+        .filter(|k| common::is_fragment_key(k))
         .collect()
 }
 

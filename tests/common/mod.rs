@@ -257,3 +257,16 @@ impl Stack {
         push(&self.dir, url, seconds)
     }
 }
+
+/// Whether a key listed under `CHANNEL/` is a fragment livebucket stored,
+/// `CHANNEL/<13-digit epoch ms>.ts`, rather than a Low-Latency HLS part
+/// (`CHANNEL/.ll/<recording>/…`), which lives only while its segment is
+/// near the live edge.
+pub fn is_fragment_key(key: &str) -> bool {
+    key.rsplit_once('/').is_some_and(|(dir, name)| {
+        !dir.split('/').any(|c| c == ".ll")
+            && name
+                .strip_suffix(".ts")
+                .is_some_and(|d| d.len() == 13 && d.bytes().all(|b| b.is_ascii_digit()))
+    })
+}

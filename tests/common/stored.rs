@@ -26,7 +26,7 @@ impl Stored {
         self.objects
             .iter()
             .map(|(k, _)| k.as_str())
-            .filter(|k| k.ends_with(".ts"))
+            .filter(|k| crate::common::is_fragment_key(k))
             .collect()
     }
 }
