@@ -8,7 +8,8 @@
 //!    of its node: it reconnects, another node continues the channel's
 //!    playlist (every version seen is a valid reload of the one before, with
 //!    one discontinuity), and once the dead node restarts, every fragment of
-//!    its window is in the bucket and in its VOD manifest.
+//!    its window is in the bucket and in its VOD manifest. The same on Ceph
+//!    RGW (`rgw_…`), where the playlist writes are conditional.
 //! 2. GetLiveChannelStat asked of one node describes the stream another
 //!    node publishes; a disable through one node drops the publisher on
 //!    another. A node cut off from etcd stops writing its channel's playlist
@@ -123,15 +124,27 @@ fn nginx_window(node: &Node) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn one_publisher_per_channel_and_failover_continues_the_playlist() {
-    let dir = TestDir::new("cluster");
-    let mut garage = Garage::start(&dir);
-    garage.create_bucket(BUCKET);
-    let s3 = garage.s3();
+    failover(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW, where every playlist write is conditional: the
+/// node that takes over writes `If-Match` the ETag it read, and the dead
+/// node, restarted, yields its recovered session's playlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn rgw_one_publisher_per_channel_and_failover_continues_the_playlist() {
+    failover(StoreKind::Rgw).await;
+}
+
+async fn failover(kind: StoreKind) {
+    let dir = TestDir::new(&format!("cluster-{kind:?}"));
+    let mut store = TestStore::start(kind, &dir);
+    store.create_bucket(BUCKET);
+    let s3 = store.s3();
     let etcd = blocking(|| Etcd::start(&dir, 3));
     let endpoints = etcd.endpoints_toml();
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
-        .map(|n| blocking(|| Node::start(n, &garage, &endpoints, LIVE)))
+        .map(|n| blocking(|| Node::start_on(n, &store, &endpoints, LIVE)))
         .collect();
     let ports: Vec<u16> = nodes.iter().map(|n| n.nginx.rtmp_port()).collect();
     let balancer = blocking(|| Balancer::start(&dir, &ports));
