@@ -44,6 +44,10 @@ const HELP: &[(&str, &str)] = &[
         "Cluster mode: fence checks before playlist and manifest uploads, by verdict: write, hold (etcd unreachable or lease past its TTL; retried), yield (another node holds the channel).",
     ),
     (
+        "livebucket_cluster_playlist_refusals_total",
+        "Cluster mode, store with conditional writes: playlist PUTs the store refused because the object changed since this node wrote or read it, by what followed: drop (another node holds the channel), hold (the fence cannot tell; retried), retry (this node holds it: read again, tried once more), contended (refused again after that read; retried after the backoff).",
+    ),
+    (
         "livebucket_cluster_lease_alive",
         "Cluster mode: 1 while this node's etcd lease was renewed less than a TTL ago.",
     ),
@@ -204,6 +208,7 @@ const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_hooks_previous_secret_total", "call"),
     ("livebucket_connections_refused_total", "listener"),
     ("livebucket_cluster_fence_total", "verdict"),
+    ("livebucket_cluster_playlist_refusals_total", "outcome"),
     ("livebucket_cluster_leases_total", "event"),
     ("livebucket_s3_errors_total", "code"),
 ];

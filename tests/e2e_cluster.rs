@@ -8,7 +8,8 @@
 //!    of its node: it reconnects, another node continues the channel's
 //!    playlist (every version seen is a valid reload of the one before, with
 //!    one discontinuity), and once the dead node restarts, every fragment of
-//!    its window is in the bucket and in its VOD manifest.
+//!    its window is in the bucket and in its VOD manifest. The same on Ceph
+//!    RGW (`rgw_…`), where the playlist writes are conditional.
 //! 2. GetLiveChannelStat asked of one node describes the stream another
 //!    node publishes; a disable through one node drops the publisher on
 //!    another. A node cut off from etcd stops writing its channel's playlist
@@ -20,6 +21,12 @@
 //!    Every stored fragment is in the VOD, with its true duration.
 //! 3. A node restarted after a crash ends the playlist nobody continued;
 //!    etcd over TLS with a user; a clean stop frees the channels at once.
+//! 4. Fenced playlist writes on Ceph RGW (conditional PUTs) and Garage
+//!    (plain): a playlist another writer stored after the node's last write
+//!    makes the node's next write refused on RGW (then, as it still holds
+//!    the channel, read again and written); on Garage it is overwritten as
+//!    before. Consecutive writes go on either way, and so does a node that
+//!    takes the channel over (conditional on the ETag it read then).
 
 mod common;
 
@@ -117,15 +124,27 @@ fn nginx_window(node: &Node) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 3)]
 async fn one_publisher_per_channel_and_failover_continues_the_playlist() {
-    let dir = TestDir::new("cluster");
-    let mut garage = Garage::start(&dir);
-    garage.create_bucket(BUCKET);
-    let s3 = garage.s3();
+    failover(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW, where every playlist write is conditional: the
+/// node that takes over writes `If-Match` the ETag it read, and the dead
+/// node, restarted, yields its recovered session's playlist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn rgw_one_publisher_per_channel_and_failover_continues_the_playlist() {
+    failover(StoreKind::Rgw).await;
+}
+
+async fn failover(kind: StoreKind) {
+    let dir = TestDir::new(&format!("cluster-{kind:?}"));
+    let mut store = TestStore::start(kind, &dir);
+    store.create_bucket(BUCKET);
+    let s3 = store.s3();
     let etcd = blocking(|| Etcd::start(&dir, 3));
     let endpoints = etcd.endpoints_toml();
     let mut nodes: Vec<Node> = ["a", "b", "c"]
         .iter()
-        .map(|n| blocking(|| Node::start(n, &garage, &endpoints, LIVE)))
+        .map(|n| blocking(|| Node::start_on(n, &store, &endpoints, LIVE)))
         .collect();
     let ports: Vec<u16> = nodes.iter().map(|n| n.nginx.rtmp_port()).collect();
     let balancer = blocking(|| Balancer::start(&dir, &ports));
@@ -942,4 +961,160 @@ async fn a_clean_stop_frees_its_channels_at_once() {
     drop(a);
     drop(b);
     drop(etcd);
+}
+
+/// The refusals of conditional playlist PUTs, by what followed.
+fn playlist_refusals(node: &Node) -> [u64; 4] {
+    ["retry", "drop", "hold", "contended"].map(|what| {
+        node.livebucket.metric(&format!(
+            "livebucket_cluster_playlist_refusals_total{{outcome=\"{what}\"}}"
+        ))
+    })
+}
+
+/// Sequence number one past the playlist's last segment.
+fn next_sequence(p: &common::hlscheck::CheckedPlaylist) -> u64 {
+    p.media_sequence + p.uris.len() as u64
+}
+
+/// A channel's playlist written by "another node" (the test PUTs it
+/// directly) after the holder's last write: on a store with conditional
+/// writes the holder's next PUT (`If-Match` its own last ETag) is refused;
+/// the holder, still holding the channel, reads the object again and writes
+/// once more with its ETag. On Garage the next plain PUT overwrites it.
+async fn a_playlist_written_underneath(kind: StoreKind) {
+    let dir = TestDir::new(&format!("cluster-ifmatch-{kind:?}"));
+    let mut store = TestStore::start(kind, &dir);
+    store.create_bucket(BUCKET);
+    let s3 = store.s3();
+    let etcd = blocking(|| Etcd::start(&dir, 1));
+    let node = blocking(|| Node::start_on("solo", &store, &etcd.endpoints_toml(), LIVE));
+    let mut p = push(&dir, &sign(&node, "fenced", &node.push_base()), 600);
+    let key = "fenced/index.m3u8";
+    let first = wait_until("three segments", secs(60), millis(300), async || {
+        if let Some(status) = p.try_wait() {
+            panic!("the push ended ({status}):\n{}", p.log());
+        }
+        common::stored::read_playlist(&s3, key, &at_least_segments(3)).await
+    })
+    .await;
+    // Three versions written one after another, each conditional on the
+    // one before on RGW: none refused.
+    assert_eq!(
+        playlist_refusals(&node),
+        [0; 4],
+        "{}",
+        node.livebucket.log()
+    );
+    let conditional = node
+        .livebucket
+        .log()
+        .contains("the store honours conditional writes");
+    assert_eq!(
+        conditional,
+        kind == StoreKind::Rgw,
+        "{}",
+        node.livebucket.log()
+    );
+
+    let other = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n\
+                 #EXT-X-MEDIA-SEQUENCE:0\n#written-by-another-node\n";
+    s3.put(BUCKET, key, other.into(), "application/vnd.apple.mpegurl")
+        .await;
+    let before = next_sequence(&first.playlist);
+    let again = wait_until(
+        "the node's playlist again",
+        secs(30),
+        millis(200),
+        async || {
+            let text = String::from_utf8(s3.get(BUCKET, key).await).expect("UTF-8");
+            if text.contains("#written-by-another-node") {
+                return Err("still the other writer's".to_owned());
+            }
+            common::stored::read_playlist(&s3, key, &|p| {
+                if next_sequence(p) > before {
+                    Ok(())
+                } else {
+                    Err("not past the first read".into())
+                }
+            })
+            .await
+        },
+    )
+    .await;
+    let expected = match kind {
+        // Refused once; the node still holds the channel: read, written.
+        StoreKind::Rgw => [1, 0, 0, 0],
+        StoreKind::Garage => [0; 4],
+    };
+    assert_eq!(
+        playlist_refusals(&node),
+        expected,
+        "{}",
+        node.livebucket.log()
+    );
+    // And the writes after it go on, conditional on the retry's ETag.
+    let after = next_sequence(&again.playlist);
+    wait_until("two more segments", secs(30), millis(300), async || {
+        common::stored::read_playlist(&s3, key, &|p| {
+            if next_sequence(p) >= after + 2 {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        })
+        .await
+    })
+    .await;
+    assert_eq!(
+        playlist_refusals(&node),
+        expected,
+        "{}",
+        node.livebucket.log()
+    );
+
+    // Another node takes the channel over once this session has ended: it
+    // read the playlist (and its ETag) when it took it, so a write landing
+    // after that read (a former holder's late PUT, played by the test) makes
+    // its first write refused too, not overwritten blindly.
+    p.kill();
+    wait_until("the playlist to end", secs(30), millis(300), async || {
+        common::stored::read_playlist(&s3, key, &common::stored::ended).await
+    })
+    .await;
+    let b = blocking(|| Node::start_on("b", &store, &etcd.endpoints_toml(), LIVE));
+    let (mut p, _) = push_until_accepted(&dir, &sign(&b, "fenced", &b.push_base()), &[&b]).await;
+    s3.put(BUCKET, key, other.into(), "application/vnd.apple.mpegurl")
+        .await;
+    let before = next_sequence(&again.playlist);
+    wait_until("node b's playlist", secs(30), millis(300), async || {
+        let text = String::from_utf8(s3.get(BUCKET, key).await).expect("UTF-8");
+        if text.contains("#written-by-another-node") {
+            return Err("still the other writer's".to_owned());
+        }
+        common::stored::read_playlist(&s3, key, &|p| {
+            if !p.ended && next_sequence(p) > before + 1 {
+                Ok(())
+            } else {
+                Err("not node b's yet".into())
+            }
+        })
+        .await
+    })
+    .await;
+    assert_eq!(playlist_refusals(&b), expected, "{}", b.livebucket.log());
+    p.kill();
+    drop(b);
+    drop(node);
+    drop(etcd);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn rgw_a_playlist_written_underneath_the_holder_is_refused_then_rewritten() {
+    a_playlist_written_underneath(StoreKind::Rgw).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_playlist_written_underneath_the_holder_is_overwritten_on_garage() {
+    a_playlist_written_underneath(StoreKind::Garage).await;
 }

@@ -15,9 +15,13 @@
 //!   the one it took. It holds the write back when etcd does not answer or
 //!   its lease is past its TTL (so a node cut off from etcd stops writing
 //!   playlists within the TTL), and drops it for good when another node
-//!   holds the channel. What is left: a PUT already sent when the check
-//!   passed may land after the lease expired (up to one request timeout
-//!   plus the S3 request's own time), since S3 cannot fence.
+//!   holds the channel. The PUT is abandoned at the fence's write deadline
+//!   (last renewal + TTL − margin). On a store with conditional PUTs the
+//!   playlist PUT is also `If-Match` the ETag this node last wrote or read
+//!   (`If-None-Match: *` when it knew the object absent), so one that still
+//!   lands after the next holder wrote is refused
+//!   ([`crate::pipeline::fenced_write`]); on a store without them (Garage)
+//!   a PUT sent just before the deadline can still land after it.
 //! - **continuity**: a session continues the playlist the last holder
 //!   stored in the bucket ([`continuity`]).
 //! - **channel changes**: every record write bumps `changes/<bucket>/<channel>`;
@@ -75,6 +79,9 @@ struct State {
     cut_off_logged: bool,
     /// `shutdown` began: no new lease is taken.
     stopped: bool,
+    /// What [`Cluster::resume`] read of a channel's playlist object, until
+    /// the uploader takes it ([`Fence::take_read`]).
+    reads: HashMap<ChannelKey, crate::pipeline::fenced_write::Known>,
 }
 
 /// Longest an `on_publish` can keep a claimed session pending (its handler
@@ -87,6 +94,8 @@ pub struct Cluster {
     etcd: Etcd,
     sessions: Arc<Sessions>,
     metrics: Arc<Metrics>,
+    /// Holds the store's conditional-write probe ([`Fence::conditional`]).
+    channels: Arc<crate::channels::ChannelStore>,
     state: Mutex<State>,
 }
 
@@ -115,12 +124,14 @@ impl Cluster {
             etcd,
             sessions,
             metrics,
+            channels: channels.clone(),
             state: Mutex::new(State {
                 lease: lease::Lease::new(ttl),
                 holdings: HashMap::new(),
                 pending: HashMap::new(),
                 cut_off_logged: false,
                 stopped: false,
+                reads: HashMap::new(),
             }),
         });
         // The first lease before the first push, so a node that starts with
@@ -278,6 +289,8 @@ impl Cluster {
     }
 
     /// Where the channel's playlist stood in the bucket, for a new session.
+    /// What the read found (the object's ETag, or that it is absent) is kept
+    /// for the uploader's first conditional write ([`Fence::take_read`]).
     pub async fn resume(
         &self,
         store: &crate::store::Store,
@@ -286,10 +299,28 @@ impl Cluster {
         channel: &str,
         playlist: &str,
     ) -> Option<Resume> {
+        use crate::pipeline::fenced_write::Known;
         let object = crate::layout::playlist_key(channel, playlist);
-        match store.get(key_id, bucket, &object).await {
-            Ok(bytes) => {
-                let r = std::str::from_utf8(&bytes).ok().and_then(continuity::parse);
+        let read = store.get_versioned(key_id, bucket, &object).await;
+        let k = (bucket.to_owned(), channel.to_owned());
+        match &read {
+            Ok(v) => {
+                let known = Known::stored(v.etag.clone());
+                self.lock().reads.insert(k, known);
+            }
+            Err(crate::store::StoreError::NotFound { .. }) => {
+                self.lock().reads.insert(k, Known::Absent);
+            }
+            // Nothing learnt: the uploader reads before its first write.
+            Err(_) => {
+                self.lock().reads.remove(&k);
+            }
+        }
+        match read {
+            Ok(v) => {
+                let r = std::str::from_utf8(&v.body)
+                    .ok()
+                    .and_then(continuity::parse);
                 if r.is_none() {
                     warn!(
                         bucket,
@@ -509,6 +540,20 @@ impl Cluster {
 impl Fence for Cluster {
     fn write_deadline(&self) -> Option<Instant> {
         self.lock().lease.write_deadline()
+    }
+
+    fn conditional<'a>(
+        &'a self,
+        key_id: &'a str,
+        bucket: &'a str,
+    ) -> BoxFuture<'a, Result<crate::store::Conditional, crate::store::StoreError>> {
+        Box::pin(self.channels.conditional(key_id, bucket))
+    }
+
+    fn take_read(&self, channel: &ChannelId) -> Option<crate::pipeline::fenced_write::Known> {
+        self.lock()
+            .reads
+            .remove(&(channel.bucket.clone(), channel.channel.clone()))
     }
 
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict> {

@@ -2,7 +2,9 @@
 //! them; a single node has none and writes as before).
 //!
 //! - [`Fence`]: asked before every upload of a channel's playlist and of a
-//!   session's manifest, whether this node may write it now.
+//!   session's manifest, whether this node may write it now; it also says
+//!   whether the store has conditional PUTs and hands over what this node
+//!   read of the playlist object, for [`super::fenced_write`].
 //! - [`Resume`]: where a channel's live playlist stood when another node
 //!   last wrote it, handed to the pipeline with a new session (in
 //!   [`crate::session::SessionMeta::resume`]) so the playlist continues its
@@ -11,7 +13,9 @@
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
+use super::fenced_write::Known;
 use super::live::{ChannelId, WindowSeg};
+use crate::store::{Conditional, StoreError};
 
 /// The answer of a [`Fence`] for one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,6 +40,25 @@ pub trait Fence: Send + Sync {
     /// not land (the lease that allowed it may have expired by then), so
     /// the PUT is abandoned at it. `None`: no such bound.
     fn write_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
+
+    /// Whether the store honours conditional PUTs (found out once, with
+    /// `key_id` in `bucket`): where it does, fenced playlist writes are
+    /// conditional ([`super::fenced_write`]). An error: not known yet (the
+    /// store did not answer), the write is tried again later.
+    fn conditional<'a>(
+        &'a self,
+        _key_id: &'a str,
+        _bucket: &'a str,
+    ) -> BoxFuture<'a, Result<Conditional, StoreError>> {
+        Box::pin(async { Ok(Conditional::Unsupported) })
+    }
+
+    /// The channel's playlist object as this node read it from the bucket
+    /// when it last took the channel (for [`Resume`]), handed out once: it
+    /// is newer than anything this node wrote before taking the channel.
+    fn take_read(&self, _channel: &ChannelId) -> Option<Known> {
         None
     }
 }

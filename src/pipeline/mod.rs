@@ -27,6 +27,7 @@
 
 pub mod capture;
 pub mod fence;
+pub mod fenced_write;
 pub mod journal;
 pub mod live;
 pub mod machine;

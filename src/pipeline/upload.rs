@@ -19,7 +19,11 @@
 //!
 //! A playlist or manifest write in a cluster is bounded by the fence's
 //! [`Fence::write_deadline`]: its PUT is abandoned when the lease that
-//! allowed it could have expired, and not started past that instant.
+//! allowed it could have expired, and not started past that instant. On a
+//! store with conditional PUTs a playlist write is also conditional on the
+//! object being the one this node last wrote or read
+//! ([`super::fenced_write`] decides the precondition and what a refusal
+//! leads to; this module carries it out).
 //!
 //! Media and the small objects (playlists, manifests) have separate permit
 //! pools, so a playlist never queues behind a backlog of fragments when S3
@@ -45,11 +49,12 @@ use tracing::{Instrument, info_span};
 
 use super::Msg;
 use super::fence::{Fence, FenceVerdict};
+use super::fenced_write::{AfterRefusal, Attempt, Known, after_refusal, attempt};
 use super::live::ChannelId;
 use super::machine::{Job, Stored};
 use crate::layout::{fragment_key, playlist_key};
 use crate::metrics::Metrics;
-use crate::store::{ObjectMeta, PutFileError, Store, StoreError};
+use crate::store::{ObjectMeta, PutFileError, PutIf, Store, StoreError};
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +73,12 @@ pub enum UploadError {
         "held back: this node cannot confirm it holds channel {0} (cluster coordinator unreachable)"
     )]
     Fenced(String),
+    /// A conditional playlist PUT was refused twice in a row while this
+    /// node holds the channel, the second time right after reading the
+    /// object's current ETag: another writer is active. Tried again after
+    /// the backoff, with a new fence check and read.
+    #[error("the playlist of channel {0} changed again under this node's write; retried later")]
+    Contended(String),
     /// The attempt panicked (its message); retried at the longest backoff,
     /// as a bug is unlikely to go away sooner.
     #[error("the upload attempt panicked: {0}")]
@@ -86,7 +97,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 impl UploadError {
     fn is_retriable(&self) -> bool {
         match self {
-            UploadError::Read { .. } | UploadError::Fenced(_) => true,
+            UploadError::Read { .. } | UploadError::Fenced(_) | UploadError::Contended(_) => true,
             UploadError::Panicked(_) => false,
             UploadError::Store(e) => e.is_retriable(),
         }
@@ -269,6 +280,9 @@ pub struct Uploader {
     max_backoff: Duration,
     playlist_cache_control: Arc<str>,
     slots: Arc<Mutex<HashMap<ChannelId, PlaylistSlot>>>,
+    /// Each channel's playlist object as this node last wrote or read it
+    /// (used only for conditional writes).
+    known: Arc<Mutex<HashMap<ChannelId, Known>>>,
     fence: Option<Arc<dyn Fence>>,
 }
 
@@ -301,6 +315,7 @@ impl Uploader {
             max_backoff: cfg.max_backoff,
             playlist_cache_control: cfg.playlist_cache_control.into(),
             slots: Arc::default(),
+            known: Arc::default(),
             fence: cfg.fence,
         }
     }
@@ -460,17 +475,8 @@ impl Uploader {
                                 Some(FenceVerdict::Write) | None => {}
                             }
                             let before = up.fenced_deadline(&channel, verdict)?;
-                            up.store
-                                .put_before(
-                                    &key_id,
-                                    &channel.bucket,
-                                    &object,
-                                    body.clone(),
-                                    &meta,
-                                    before,
-                                )
+                            up.put_playlist(&channel, &key_id, &object, &body, &meta, before)
                                 .await
-                                .map_err(UploadError::from)
                         })
                         .await;
                     if !stored {
@@ -484,6 +490,139 @@ impl Uploader {
             }
             .instrument(span),
         );
+    }
+
+    /// One PUT of `channel`'s playlist after the fence said write (or
+    /// without a fence): plain, or conditional where the fence says the
+    /// store has conditional writes ([`super::fenced_write`]).
+    async fn put_playlist(
+        &self,
+        channel: &ChannelId,
+        key_id: &str,
+        object: &str,
+        body: &Bytes,
+        meta: &ObjectMeta<'_>,
+        before: Option<std::time::Instant>,
+    ) -> Result<(), UploadError> {
+        let plain = || async {
+            self.store
+                .put_before(key_id, &channel.bucket, object, body.clone(), meta, before)
+                .await
+                .map_err(UploadError::from)
+        };
+        let Some(fence) = &self.fence else {
+            return plain().await;
+        };
+        let mode = fence.conditional(key_id, &channel.bucket).await?;
+        if let Some(read) = fence.take_read(channel) {
+            self.set_known(channel, read);
+        }
+        let mut reread = false;
+        loop {
+            let known = self.known_of(channel);
+            let condition = match attempt(mode, &known) {
+                Attempt::Plain => return plain().await,
+                Attempt::ReadFirst => {
+                    self.read_known(channel, key_id, object).await?;
+                    reread = true;
+                    continue;
+                }
+                Attempt::If(condition) => condition,
+            };
+            let sent = self
+                .store
+                .put_if_before(
+                    key_id,
+                    &channel.bucket,
+                    object,
+                    body.clone(),
+                    meta,
+                    &condition,
+                    before,
+                )
+                .await;
+            match sent {
+                Ok(PutIf::Stored { etag }) => {
+                    self.set_known(channel, Known::stored(etag));
+                    return Ok(());
+                }
+                // What the object is now cannot be told from a failure.
+                Err(e) => {
+                    self.set_known(channel, Known::Unknown);
+                    return Err(e.into());
+                }
+                Ok(PutIf::PreconditionFailed) => {}
+            }
+            let verdict = fence.allow(channel).await;
+            let next = after_refusal(verdict, reread);
+            let label = match next {
+                AfterRefusal::Drop => "drop",
+                AfterRefusal::Hold => "hold",
+                AfterRefusal::ReadAndRetry => "retry",
+                AfterRefusal::Contended => "contended",
+            };
+            self.metrics
+                .inc("livebucket_cluster_playlist_refusals_total", label);
+            tracing::info!(
+                ?condition,
+                ?verdict,
+                ?next,
+                "conditional playlist PUT refused: the object changed since this node wrote or read it"
+            );
+            match next {
+                AfterRefusal::Drop => {
+                    self.forget_known(channel);
+                    return Ok(());
+                }
+                AfterRefusal::Hold => {
+                    return Err(UploadError::Fenced(channel.channel.clone()));
+                }
+                AfterRefusal::Contended => {
+                    self.set_known(channel, Known::Unknown);
+                    return Err(UploadError::Contended(channel.channel.clone()));
+                }
+                AfterRefusal::ReadAndRetry => {
+                    // The retry keeps the deadline of the fence check that
+                    // allowed the first PUT.
+                    if before.is_some_and(|b| b <= std::time::Instant::now()) {
+                        return Err(UploadError::Fenced(channel.channel.clone()));
+                    }
+                    self.read_known(channel, key_id, object).await?;
+                    reread = true;
+                }
+            }
+        }
+    }
+
+    /// Reads what the playlist object is now into [`Uploader::known`].
+    async fn read_known(
+        &self,
+        channel: &ChannelId,
+        key_id: &str,
+        object: &str,
+    ) -> Result<(), UploadError> {
+        let read = self
+            .store
+            .get_versioned(key_id, &channel.bucket, object)
+            .await;
+        let known = Known::read(read)?;
+        self.set_known(channel, known);
+        Ok(())
+    }
+
+    fn known_of(&self, channel: &ChannelId) -> Known {
+        let known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.get(channel).cloned().unwrap_or_default()
+    }
+
+    fn set_known(&self, channel: &ChannelId, k: Known) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.insert(channel.clone(), k);
+    }
+
+    fn forget_known(&self, channel: &ChannelId) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        known.remove(channel);
     }
 
     /// The fence's verdict for a write of `channel`'s objects; `None`

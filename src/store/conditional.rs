@@ -20,8 +20,10 @@
 //! (If a 500 ever meant the write had landed, the re-read would show it,
 //! and a change applied twice is the worst case, never a lost one.)
 //!
-//! These requests go through the AWS SDK: they are rare (channel records),
-//! and none of them is on a fragment's path.
+//! These requests go through the AWS SDK, the same code the probe used, so
+//! a write relies on exactly the header form and refusal answers the probe
+//! saw: channel records, and in a cluster the fenced playlist writes
+//! ([`Store::put_if_before`]); none of them is on a fragment's path.
 
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -180,6 +182,41 @@ impl Store {
                 retriable: false,
             }),
         }
+    }
+
+    /// [`Store::put_if`] abandoned at `before` if its own attempt deadline
+    /// is later (a fenced write that must not land after its lease): no
+    /// answer by then is a retriable [`StoreError`].
+    // put_if's arguments and the deadline, as put_before is put's.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn put_if_before(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        object: &ObjectMeta<'_>,
+        condition: &Precondition,
+        before: Option<std::time::Instant>,
+    ) -> Result<PutIf, StoreError> {
+        let deadline = self.deadline(body.len() as u64, before);
+        let sent = self.put_if(key_id, bucket, key, body, object, condition);
+        let result = match tokio::time::timeout_at(deadline.into(), sent).await {
+            Ok(result) => result,
+            Err(_) => Err(StoreError::Request {
+                op: "PUT",
+                bucket: bucket.to_owned(),
+                key: key.to_owned(),
+                message: "no answer by the attempt deadline".into(),
+                retriable: true,
+            }),
+        };
+        let noted = match &result {
+            Ok(_) => Ok(()),
+            Err(e) => Err(Some(e)),
+        };
+        self.note_put(key_id, bucket, noted);
+        result
     }
 
     /// One conditional PUT: the new ETag, or how the store refused it.

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::AbortHandle;
 
-use super::garage::Garage;
+use super::garage::{Garage, Key};
 use super::livebucket::{ConfigParams, Livebucket, config_toml};
 use super::nginx::Nginx;
 use super::process::{Proc, Stop, run};
+use super::store::TestStore;
 use super::tmpfs::Tmpfs;
 use super::{BUCKET, TestDir, free_addr};
 
@@ -55,6 +56,29 @@ impl Node {
         cluster: &str,
         extra: &str,
     ) -> Node {
+        Node::start_at(
+            name,
+            garage.endpoint(),
+            garage.key(),
+            endpoints,
+            cluster,
+            extra,
+        )
+    }
+
+    /// [`Node::start`] on any [`TestStore`] (Garage or RGW).
+    pub fn start_on(name: &str, store: &TestStore, endpoints: &str, extra: &str) -> Node {
+        Node::start_at(name, store.endpoint(), store.key(), endpoints, "", extra)
+    }
+
+    fn start_at(
+        name: &str,
+        s3_endpoint: &str,
+        key: &Key,
+        endpoints: &str,
+        cluster: &str,
+        extra: &str,
+    ) -> Node {
         let dir = TestDir::new(&format!("cluster-{name}"));
         let tmpfs = Tmpfs::mount(&format!("cluster-{name}"), "128m");
         let hls_dir = tmpfs.path().join("hls");
@@ -62,7 +86,6 @@ impl Node {
         let hooks_url = format!("http://{listen}");
         let nginx = Nginx::start(&dir, &hooks_url, &hls_dir);
         let state_dir = dir.subdir("state");
-        let key = garage.key().clone();
         // `cluster` may set its own TTL.
         let ttl = if cluster.contains("lease_ttl_secs") {
             String::new()
@@ -80,8 +103,8 @@ impl Node {
             state_dir: &state_dir,
             hls_dir: &hls_dir,
             relay_url: &nginx.relay_url(),
-            s3_endpoint: garage.endpoint(),
-            keys: &[(&key, &[BUCKET])],
+            s3_endpoint,
+            keys: &[(key, &[BUCKET])],
             extra: &extra,
         });
         // The node advertises its operator listener, whose port
