@@ -22,6 +22,7 @@ window and livebucket's peak RSS.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -100,6 +101,13 @@ def tree_cpu(pid: int) -> float:
         except OSError:
             pass
     return total
+
+
+def log_tag(session: str) -> str:
+    """How livebucket's log names a session (src/session.rs `log_tag`): the
+    first 8 hex digits of its recording id, SHA-256 over a label and the
+    session id, which names the stream's directory."""
+    return hashlib.sha256(b"livebucket recording id\0" + session.encode()).hexdigest()[:8]
 
 
 SESSION_RE = re.compile(r"session=(\S+).*?channel=(\S+)")
@@ -198,8 +206,9 @@ def main() -> None:
         for line in closes.read_text().splitlines():
             t, stream, name = line.split()
             t = float(t)
-            if t0 <= t < t1 and stream in sessions:
-                events.append({"ch": sessions[stream], "name": name, "size": None, "t_close": t})
+            ch = sessions.get(log_tag(stream))
+            if t0 <= t < t1 and ch:
+                events.append({"ch": ch, "name": name, "size": None, "t_close": t})
         wanted = {(e["ch"], e["name"]) for e in events}
 
         def drained() -> bool:
