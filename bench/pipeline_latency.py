@@ -445,13 +445,15 @@ class RcloneLoop:
 
 
 def start_livebucket(
-    ctx, run_dir: Path, hls: Path, state_dir: Path, nginx_extra: str = "", s3_extra: str = ""
+    ctx, run_dir: Path, hls: Path, state_dir: Path, nginx_extra: str = "", s3_extra: str = "", extra: str = ""
 ) -> tuple[common.Proc, common.LivebucketPorts]:
     port = common.LivebucketPorts.free()
     cfg = run_dir / "livebucket.toml"
     g = ctx.garage
     cfg.write_text(
-        common.livebucket_config(port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra)
+        common.livebucket_config(
+            port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra, extra
+        )
     )
     proc = common.Proc(
         "livebucket",
