@@ -8,8 +8,11 @@ Generates gray 320x240 frames paced by the wall clock (`--fps`), each showing
 its capture time (Unix ms) as the stamp below, pipes them raw into ffmpeg,
 which encodes them the way a live encoder does (libx264 `-preset veryfast
 -tune zerolatency`, a keyframe every `--fps` x `--fragment` frames, no scene
-cut keyframes, CBR `--kbps`; AAC from a 440 Hz tone read in real time) and
-pushes FLV to URL (rtmp://..., or a file for a self-check). Runs `--seconds`
+cut keyframes, CBR `--kbps`; AAC 64 kbit/s of a 440 Hz tone) and pushes FLV
+to URL (rtmp://..., or a file for a self-check). The tone is not read with
+`-re`: the pictures pace the stream, and a tone paced from ffmpeg's own start
+held each picture back in ffmpeg's interleaving for as long as ffmpeg took
+to start (0.3-0.8 s of latency a real encoder does not have). Runs `--seconds`
 (0: until stopped); killing this script closes ffmpeg's input, and ffmpeg
 then ends the push.
 
