@@ -62,6 +62,12 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
 
     let cancel = CancellationToken::new();
     let channels = Arc::new(crate::channels::ChannelStore::new(store.clone()));
+    if let Some((key_id, bucket)) = crate::channels::probe_target(&config.keys) {
+        // In the background, so a store that is down does not hold up the
+        // start; the first channel write waits for (or redoes) the probe.
+        let (channels, key_id, bucket) = (channels.clone(), key_id.to_owned(), bucket.to_owned());
+        tokio::spawn(async move { channels.detect_conditional(&key_id, &bucket).await });
+    }
     let cluster = match &config.cluster {
         Some(c) => Some(
             crate::cluster::Cluster::start(

@@ -4,15 +4,29 @@
 //! push ([`plan_push`]).
 //!
 //! The records live in the bucket so they survive the node and any node that
-//! serves the bucket sees them. This node is the writer of record (Garage
-//! ignores conditional PUTs, so two writers could not be made safe here; a
-//! coordinator comes with clustering), so a write-through cache answers
-//! `on_publish` and `on_update` without a round trip to S3 after the first
-//! read of a channel. In a cluster every node caches, so each write is
-//! announced (`announce_to`) and the other nodes `forget` their copy.
+//! serves the bucket sees them. A write-through cache answers `on_publish`
+//! and `on_update` without a round trip to S3 after the first read of a
+//! channel. In a cluster every node caches, so each write is announced
+//! (`announce_to`) and the other nodes `forget` their copy.
+//!
+//! Any node may change a record (the OSS API is served everywhere), and
+//! every change is a read-modify-write ([`ChannelStore::update`]). Where the
+//! store honours conditional PUTs (Ceph RGW, AWS S3, MinIO; found at start
+//! by [`ChannelStore::detect_conditional`], never assumed) each write-back
+//! is made `If-Match` the ETag that was read, or `If-None-Match: *` for a
+//! record that did not exist, so a concurrent change makes it fail instead
+//! of being overwritten; the change is then applied again to a fresh
+//! read, at most [`MAX_WRITE_ATTEMPTS`] times, after which the caller gets
+//! [`ChannelError::Conflict`]. Garage ignores those headers: there the
+//! write is plain, as before, and two writers of one record at the same
+//! moment can still lose one change (the last write wins), so the rule
+//! stays one writer at a time. A channel's push history is updated the same
+//! way.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+
+use tokio::sync::OnceCell;
 
 use crate::auth::push::Reject;
 use crate::config::{Config, UnknownChannels};
@@ -20,7 +34,11 @@ use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
 };
 use crate::session::LiveShape;
-use crate::store::{ObjectMeta, Store, StoreError};
+use crate::store::{Conditional, Store, StoreError};
+
+mod write;
+
+pub use write::{MAX_WRITE_ATTEMPTS, WriteBack, probe_target, write_back};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
@@ -28,17 +46,31 @@ pub enum ChannelError {
     Store(#[from] StoreError),
     #[error("stored record of {channel} is unreadable: {message}")]
     Corrupt { channel: String, message: String },
+    /// Every attempt lost a race to another writer of the same object.
+    #[error("{channel}: another writer changed it during each of {MAX_WRITE_ATTEMPTS} attempts")]
+    Conflict { channel: String },
 }
 
 type CacheKey = (String, String);
 
+/// A cached record and the ETag of the object it came from (`None` when the
+/// store did not say, or the record does not exist).
+#[derive(Clone)]
+struct Cached {
+    record: Option<ChannelRecord>,
+    etag: Option<String>,
+}
+
 /// Channel records in their buckets, with a write-through cache.
 pub struct ChannelStore {
     store: Store,
-    cache: Mutex<HashMap<CacheKey, Option<ChannelRecord>>>,
+    cache: Mutex<HashMap<CacheKey, Cached>>,
     /// In a cluster: told (bucket, channel) after every write of a record,
     /// so the other nodes drop their cached copies.
     changes: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<CacheKey>>,
+    /// Whether the store honours conditional PUTs; probed once (the first
+    /// write waits for it if the start-up probe has not answered yet).
+    conditional: OnceCell<Conditional>,
 }
 
 impl ChannelStore {
@@ -47,6 +79,7 @@ impl ChannelStore {
             store,
             cache: Mutex::new(HashMap::new()),
             changes: std::sync::OnceLock::new(),
+            conditional: OnceCell::new(),
         }
     }
 
@@ -77,6 +110,10 @@ impl ChannelStore {
     /// The cached record without a lookup: `Some(None)` for a channel known
     /// not to exist, `None` when it is not cached.
     pub fn cached(&self, bucket: &str, channel: &str) -> Option<Option<ChannelRecord>> {
+        self.cached_entry(bucket, channel).map(|c| c.record)
+    }
+
+    fn cached_entry(&self, bucket: &str, channel: &str) -> Option<Cached> {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -84,11 +121,11 @@ impl ChannelStore {
             .cloned()
     }
 
-    fn remember(&self, bucket: &str, channel: &str, record: Option<ChannelRecord>) {
+    fn remember(&self, bucket: &str, channel: &str, cached: Cached) {
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert((bucket.to_owned(), channel.to_owned()), record);
+            .insert((bucket.to_owned(), channel.to_owned()), cached);
     }
 
     /// The channel's record; `None` if it was never created (or deleted).
@@ -101,49 +138,38 @@ impl ChannelStore {
         if let Some(hit) = self.cached(bucket, channel) {
             return Ok(hit);
         }
-        let record =
-            match self
-                .store
-                .get(key_id, bucket, &model::channel_key(channel))
-                .await
-            {
-                Ok(bytes) => Some(model::decode_channel(channel, &bytes).map_err(|e| {
+        Ok(self.read(key_id, bucket, channel).await?.record)
+    }
+
+    /// Reads the record from the store (never the cache) and caches it.
+    async fn read(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<Cached, ChannelError> {
+        let cached = match self
+            .store
+            .get_versioned(key_id, bucket, &model::channel_key(channel))
+            .await
+        {
+            Ok(v) => Cached {
+                record: Some(model::decode_channel(channel, &v.body).map_err(|e| {
                     ChannelError::Corrupt {
                         channel: channel.to_owned(),
                         message: e.to_string(),
                     }
                 })?),
-                Err(StoreError::NotFound { .. }) => None,
-                Err(e) => return Err(e.into()),
-            };
-        self.remember(bucket, channel, record.clone());
-        Ok(record)
-    }
-
-    /// Stores (creates or overwrites) a channel's record.
-    pub async fn put(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        record: ChannelRecord,
-    ) -> Result<(), ChannelError> {
-        let body = model::encode_channel(&record).map_err(|e| ChannelError::Corrupt {
-            channel: record.name.clone(),
-            message: e.to_string(),
-        })?;
-        self.store
-            .put(
-                key_id,
-                bucket,
-                &model::channel_key(&record.name),
-                body,
-                &ObjectMeta::JSON,
-            )
-            .await?;
-        let name = record.name.clone();
-        self.remember(bucket, &name, Some(record));
-        self.announce(bucket, &name);
-        Ok(())
+                etag: v.etag,
+            },
+            Err(StoreError::NotFound { .. }) => Cached {
+                record: None,
+                etag: None,
+            },
+            Err(e) => return Err(e.into()),
+        };
+        self.remember(bucket, channel, cached.clone());
+        Ok(cached)
     }
 
     /// Forgets a channel: its record and its history. Its media stays.
@@ -159,7 +185,14 @@ impl ChannelStore {
         self.store
             .delete(key_id, bucket, &model::history_key(channel))
             .await?;
-        self.remember(bucket, channel, None);
+        self.remember(
+            bucket,
+            channel,
+            Cached {
+                record: None,
+                etag: None,
+            },
+        );
         self.announce(bucket, channel);
         Ok(())
     }
@@ -225,33 +258,6 @@ impl ChannelStore {
             Err(StoreError::NotFound { .. }) => Ok(Vec::new()),
             Err(e) => Err(e.into()),
         }
-    }
-
-    /// Adds a finished push to the channel's history (the last
-    /// [`model::HISTORY_LEN`] are kept).
-    pub async fn record_push(
-        &self,
-        key_id: &str,
-        bucket: &str,
-        channel: &str,
-        push: LiveRecord,
-    ) -> Result<(), ChannelError> {
-        let mut records = self.history(key_id, bucket, channel).await?;
-        model::record_push(&mut records, push);
-        let body = model::encode_history(&records).map_err(|e| ChannelError::Corrupt {
-            channel: channel.to_owned(),
-            message: e.to_string(),
-        })?;
-        self.store
-            .put(
-                key_id,
-                bucket,
-                &model::history_key(channel),
-                body,
-                &ObjectMeta::JSON,
-            )
-            .await?;
-        Ok(())
     }
 }
 

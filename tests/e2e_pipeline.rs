@@ -37,14 +37,15 @@ const UPLOAD: &str = "[upload]\nmax_backoff_secs = 2\n";
 /// list every stored fragment.
 const WHOLE_WINDOW: &str = "[live]\nwindow_segments = 200\n";
 
-/// Garage, livebucket and (optionally) nginx-rtmp, plus the test's own
-/// record of the HLS directory. Fields drop in order: the recorder, then
-/// livebucket, nginx, Garage, and the directory last.
+/// A store (Garage unless [`Rig::start_on`] says otherwise), livebucket and
+/// (optionally) nginx-rtmp, plus the test's own record of the HLS directory.
+/// Fields drop in order: the recorder, then livebucket, nginx, the store,
+/// and the directory last.
 struct Rig {
     _recorder: Option<Recorder>,
     livebucket: Livebucket,
     nginx: Option<Nginx>,
-    garage: Garage,
+    store: TestStore,
     s3: S3,
     hls_dir: PathBuf,
     state_dir: PathBuf,
@@ -64,27 +65,33 @@ impl Rig {
 
     /// With nginx; `extra` is added to livebucket's config after [`UPLOAD`].
     fn start(name: &str, extra: &str) -> Rig {
-        Self::build(name, true, None, extra, false)
+        Self::start_on(StoreKind::Garage, name, extra)
+    }
+
+    /// [`Rig::start`] on a store of `kind`.
+    fn start_on(kind: StoreKind, name: &str, extra: &str) -> Rig {
+        Self::build(kind, name, true, None, extra, false)
     }
 
     /// With nginx, and livebucket serving on a listening socket the test
     /// holds across restarts (systemd socket activation), logging every
     /// request it answers.
     fn start_with_held_socket(name: &str, extra: &str) -> Rig {
-        Self::build(name, true, None, extra, true)
+        Self::build(StoreKind::Garage, name, true, None, extra, true)
     }
 
     /// Without nginx: the test writes the HLS directory itself.
     fn start_without_nginx(name: &str, extra: &str) -> Rig {
-        Self::build(name, false, None, extra, false)
+        Self::build(StoreKind::Garage, name, false, None, extra, false)
     }
 
     /// With nginx writing HLS to `hls_dir` (e.g. on a tmpfs of the test's).
     fn start_with_hls_dir(name: &str, hls_dir: PathBuf, extra: &str) -> Rig {
-        Self::build(name, true, Some(hls_dir), extra, false)
+        Self::build(StoreKind::Garage, name, true, Some(hls_dir), extra, false)
     }
 
     fn build(
+        kind: StoreKind,
         name: &str,
         with_nginx: bool,
         hls_dir: Option<PathBuf>,
@@ -92,9 +99,9 @@ impl Rig {
         held_socket: bool,
     ) -> Rig {
         let dir = TestDir::new(name);
-        let mut garage = Garage::start(&dir);
-        garage.create_bucket(BUCKET);
-        let key = garage.key().clone();
+        let mut store = TestStore::start(kind, &dir);
+        store.create_bucket(BUCKET);
+        let key = store.key().clone();
         // Held for the whole test by livebucket's harness, which passes it
         // to every `serve` as fd 3.
         let socket = held_socket
@@ -118,7 +125,7 @@ impl Rig {
             state_dir: &state_dir,
             hls_dir: &hls_dir,
             relay_url: &relay_url,
-            s3_endpoint: garage.endpoint(),
+            s3_endpoint: store.endpoint(),
             keys: &[(&key, &[BUCKET])],
             extra: &format!("{UPLOAD}{extra}"),
         });
@@ -132,10 +139,10 @@ impl Rig {
         );
         Rig {
             _recorder: recorder,
-            s3: garage.s3(),
+            s3: store.s3(),
             livebucket,
             nginx,
-            garage,
+            store,
             hls_dir,
             state_dir,
             ledger,
@@ -169,7 +176,7 @@ impl Rig {
     fn fake_publish(&self, channel: &str, clientid: u32) -> (FakePublisher, String) {
         FakePublisher::publish(
             self.livebucket.listen(),
-            self.garage.key(),
+            self.store.key(),
             BUCKET,
             channel,
             clientid,
@@ -274,7 +281,17 @@ fn blocking<T>(f: impl FnOnce() -> T) -> T {
 ///    nginx wrote is missing, duplicated or altered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn playlist_versions_list_only_stored_fragments_in_key_order() {
-    let rig = Rig::start("ordering", "");
+    playlist_versions_list_only_stored_fragments_in_key_order_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rgw_playlist_versions_list_only_stored_fragments_in_key_order() {
+    playlist_versions_list_only_stored_fragments_in_key_order_on(StoreKind::Rgw).await;
+}
+
+async fn playlist_versions_list_only_stored_fragments_in_key_order_on(kind: StoreKind) {
+    let rig = Rig::start_on(kind, "ordering", "");
     let watch = rig.watch(CHANNEL);
     let started_ms = now_ms();
     let mut push = rig.push(CHANNEL, 20);
@@ -304,7 +321,18 @@ async fn playlist_versions_list_only_stored_fragments_in_key_order() {
 ///    the playlist catches up and ends.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_outage_loses_nothing_and_playlist_catches_up() {
-    let mut rig = Rig::start("outage", WHOLE_WINDOW);
+    s3_outage_loses_nothing_and_playlist_catches_up_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW, frozen (SIGSTOP) for the outage: requests hang
+/// rather than being refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rgw_s3_outage_loses_nothing_and_playlist_catches_up() {
+    s3_outage_loses_nothing_and_playlist_catches_up_on(StoreKind::Rgw).await;
+}
+
+async fn s3_outage_loses_nothing_and_playlist_catches_up_on(kind: StoreKind) {
+    let mut rig = Rig::start_on(kind, "outage", WHOLE_WINDOW);
     let watch = rig.watch(CHANNEL);
     let mut push = rig.push(CHANNEL, 100);
     let push_started = Instant::now();
@@ -313,7 +341,7 @@ async fn s3_outage_loses_nothing_and_playlist_catches_up() {
         .await;
     tokio::time::sleep_until((push_started + secs(20)).into()).await;
 
-    blocking(|| rig.garage.stop());
+    blocking(|| rig.store.stop());
     let outage_ms = now_ms();
     let listed_before = watch.latest().map_or(0, |v| v.keys.len());
     tokio::time::sleep(secs(60)).await;
@@ -329,7 +357,7 @@ async fn s3_outage_loses_nothing_and_playlist_catches_up() {
         "after 60 s without S3 only {} captures wait to be stored",
         waiting.len()
     );
-    blocking(|| rig.garage.start_again());
+    blocking(|| rig.store.start_again());
     let back_ms = now_ms();
 
     assert_push_succeeds(&mut push, secs(60)).await;
@@ -357,7 +385,17 @@ async fn s3_outage_loses_nothing_and_playlist_catches_up() {
 ///    unaltered, and the playlist carries on across the restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_and_restart_stores_every_fragment_once() {
-    let mut rig = Rig::start("crash", WHOLE_WINDOW);
+    kill_9_and_restart_stores_every_fragment_once_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rgw_kill_9_and_restart_stores_every_fragment_once() {
+    kill_9_and_restart_stores_every_fragment_once_on(StoreKind::Rgw).await;
+}
+
+async fn kill_9_and_restart_stores_every_fragment_once_on(kind: StoreKind) {
+    let mut rig = Rig::start_on(kind, "crash", WHOLE_WINDOW);
     let watch = rig.watch(CHANNEL);
     let mut push = rig.push(CHANNEL, 30);
     let push_started = Instant::now();
@@ -410,7 +448,7 @@ async fn sigterm_during_uploads_exits_in_time_and_loses_nothing() {
         .await;
     // Between nginx's on_update calls (every 10 s), as in the crash test.
     tokio::time::sleep_until((push_started + secs(11)).into()).await;
-    blocking(|| rig.garage.stop());
+    blocking(|| rig.store.stop());
     wait_until(
         "an upload to be waiting for S3",
         secs(10),
@@ -439,7 +477,7 @@ async fn sigterm_during_uploads_exits_in_time_and_loses_nothing() {
         !rig.waiting_captures().is_empty(),
         "nothing left to store after the stop"
     );
-    blocking(|| rig.garage.start_again());
+    blocking(|| rig.store.start_again());
     blocking(|| rig.livebucket.restart());
 
     assert_push_succeeds(&mut push, secs(60)).await;
@@ -617,7 +655,7 @@ async fn full_tmpfs_spills_to_spool_and_drains() {
     );
     let spool = rig.state_dir.join("spool");
     let capture = shm.join("capture");
-    blocking(|| rig.garage.stop());
+    blocking(|| rig.store.stop());
     let watch = rig.watch(CHANNEL);
     let mut push = push_cbr(&rig.dir, &rig.push_url(CHANNEL), 32);
 
@@ -671,7 +709,7 @@ async fn full_tmpfs_spills_to_spool_and_drains() {
         "captures went to the spool ({spooled:?}) with the tmpfs never more than {:.0}% used",
         peak * 100.0
     );
-    blocking(|| rig.garage.start_again());
+    blocking(|| rig.store.start_again());
 
     let status = wait_until("the push to end", secs(60), millis(200), async || {
         push.try_wait().ok_or("ffmpeg still running")

@@ -224,8 +224,8 @@ async fn snapshots_of(stack: &Stack, fragment: &Path) {
         disabled: false,
     };
     let s3 = S3Config {
-        endpoint: stack.garage.endpoint().into(),
-        region: stack.garage.region().into(),
+        endpoint: stack.store.endpoint().into(),
+        region: stack.store.region().into(),
         force_path_style: true,
         public_endpoint: None,
         sign_payload: false,

@@ -14,6 +14,9 @@
 //!   twice with different values, are refused;
 //! - `livebucket sign play` URLs (SigV4) are accepted by Garage, and SigV2
 //!   URLs have the documented form and signature.
+//!
+//! Each also runs on Ceph RGW (`rgw_*`), which accepts SigV2 as well: there
+//! the SigV2 segment and object URLs are fetched straight from the bucket.
 
 mod common;
 
@@ -201,9 +204,9 @@ fn object_key(endpoint: &str, url: &str) -> String {
     percent_decode_str(path).decode_utf8_lossy().into_owned()
 }
 
-/// Every segment URI of a playlist must be a SigV4 presigned URL on Garage;
+/// Every segment URI of a playlist must be a SigV4 presigned URL on the store;
 /// returns their object keys in order.
-fn presigned_keys(garage: &Garage, playlist: &CheckedPlaylist, text: &str) -> Vec<String> {
+fn presigned_keys(endpoint: &str, playlist: &CheckedPlaylist, text: &str) -> Vec<String> {
     playlist
         .uris
         .iter()
@@ -214,7 +217,7 @@ fn presigned_keys(garage: &Garage, playlist: &CheckedPlaylist, text: &str) -> Ve
                     "segment URI {uri} has no {param}; the playlist:\n{text}"
                 );
             }
-            object_key(garage.endpoint(), uri)
+            object_key(endpoint, uri)
         })
         .collect()
 }
@@ -438,8 +441,18 @@ async fn wait_for_end(watch: &PlaylistWatch, push: &mut Push, after: Option<&str
 /// then VODs over both and parts of them, by the CLI and the API.
 #[tokio::test(flavor = "multi_thread")]
 async fn vod_over_two_sessions() {
+    vod_over_two_sessions_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW.
+#[tokio::test(flavor = "multi_thread")]
+async fn rgw_vod_over_two_sessions() {
+    vod_over_two_sessions_on(StoreKind::Rgw).await;
+}
+
+async fn vod_over_two_sessions_on(kind: StoreKind) {
     let extra = format!("[vod]\nmax_range_secs = {MAX_RANGE_SECS}\n");
-    let stack = Stack::start_with("vod-two-sessions", &extra);
+    let stack = Stack::start_on(kind, "vod-two-sessions", &extra);
     let channel = "show";
     let watch = PlaylistWatch::start(&stack.s3, BUCKET, channel);
     let start = unix_now() - 1;
@@ -514,7 +527,7 @@ async fn vod_over_two_sessions() {
     let vod = check_playlist(&text)
         .unwrap_or_else(|v| panic!("the VOD playlist is not valid:\n{v}\n{text}"));
     assert!(vod.vod && vod.ended, "not a finished VOD playlist:\n{text}");
-    let keys = presigned_keys(&stack.garage, &vod, &text);
+    let keys = presigned_keys(stack.store.endpoint(), &vod, &text);
     assert_eq!(keys, all, "the VOD's segments are not the stored ones");
     assert_durations(
         "VOD EXTINF",
@@ -558,7 +571,7 @@ async fn vod_over_two_sessions() {
     let api_text = resp.text();
     let api = check_playlist(&api_text)
         .unwrap_or_else(|v| panic!("the API's VOD is not valid:\n{v}\n{api_text}"));
-    assert_eq!(presigned_keys(&stack.garage, &api, &api_text), all);
+    assert_eq!(presigned_keys(stack.store.endpoint(), &api, &api_text), all);
     assert_eq!(api.durations, vod.durations);
     assert_eq!(api.discontinuity_flags, vod.discontinuity_flags);
 
@@ -596,7 +609,10 @@ async fn vod_over_two_sessions() {
     let played = check_playlist(&played_text)
         .unwrap_or_else(|v| panic!("/play of the VOD is not valid:\n{v}\n{played_text}"));
     assert!(played.vod && played.ended);
-    assert_eq!(presigned_keys(&stack.garage, &played, &played_text), all);
+    assert_eq!(
+        presigned_keys(stack.store.endpoint(), &played, &played_text),
+        all
+    );
 
     // Ranges that cut into sessions: exactly the fragments starting in the
     // range, a DISCONTINUITY only where the second session starts after an
@@ -681,7 +697,17 @@ async fn vod_over_two_sessions() {
 /// same VOD through a listing.
 #[tokio::test(flavor = "multi_thread")]
 async fn vod_falls_back_to_listing_without_manifests() {
-    let stack = Stack::start("vod-listing");
+    vod_falls_back_to_listing_without_manifests_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW.
+#[tokio::test(flavor = "multi_thread")]
+async fn rgw_vod_falls_back_to_listing_without_manifests() {
+    vod_falls_back_to_listing_without_manifests_on(StoreKind::Rgw).await;
+}
+
+async fn vod_falls_back_to_listing_without_manifests_on(kind: StoreKind) {
+    let stack = Stack::start_on(kind, "vod-listing", "");
     let (channel, copy) = ("src", "copied");
     let watch = PlaylistWatch::start(&stack.s3, BUCKET, channel);
     let start = unix_now() - 1;
@@ -776,7 +802,17 @@ async fn vod_falls_back_to_listing_without_manifests() {
 /// `/play` while a push runs.
 #[tokio::test]
 async fn play_serves_live_playlist_with_presigned_segments() {
-    let stack = Stack::start("vod-play");
+    play_serves_live_playlist_with_presigned_segments_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW, which also serves the SigV2 segment URLs.
+#[tokio::test]
+async fn rgw_play_serves_live_playlist_with_presigned_segments() {
+    play_serves_live_playlist_with_presigned_segments_on(StoreKind::Rgw).await;
+}
+
+async fn play_serves_live_playlist_with_presigned_segments_on(kind: StoreKind) {
+    let stack = Stack::start_on(kind, "vod-play", "");
     let channel = "live1";
     let mut push = stack.push(&stack.sign_push(channel), 60);
     let playlist_key = format!("{channel}/index.m3u8");
@@ -810,7 +846,7 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     let playlist = check_playlist(&text)
         .unwrap_or_else(|v| panic!("/play answered an invalid playlist:\n{v}\n{text}"));
     assert!(!playlist.ended && !playlist.vod, "still live:\n{text}");
-    let keys = presigned_keys(&stack.garage, &playlist, &text);
+    let keys = presigned_keys(stack.store.endpoint(), &playlist, &text);
     let stored = ts_keys(&stack.s3, channel).await;
     for key in &keys {
         assert!(stored.contains(key), "/play lists {key}, not in the bucket");
@@ -832,10 +868,11 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     for _ in 0..5 {
         let text = httpc::get(&url).await.text();
         let reload = check_playlist(&text).unwrap();
-        for (uri, key) in reload
-            .uris
-            .iter()
-            .zip(presigned_keys(&stack.garage, &reload, &text))
+        for (uri, key) in
+            reload
+                .uris
+                .iter()
+                .zip(presigned_keys(stack.store.endpoint(), &reload, &text))
         {
             match seen.get(&key) {
                 Some(before) => {
@@ -891,6 +928,19 @@ async fn play_serves_live_playlist_with_presigned_segments() {
                 && !uri.contains("X-Amz-"),
             "not a SigV2 URL: {uri}"
         );
+    }
+    if kind == StoreKind::Rgw {
+        // RGW accepts SigV2: the segment straight from the bucket.
+        let segment = httpc::get(&v2.uris[0]).await;
+        assert_eq!(
+            segment.status,
+            200,
+            "GET {}: {}",
+            v2.uris[0],
+            segment.text()
+        );
+        let key = object_key(stack.store.endpoint(), &v2.uris[0]);
+        assert_eq!(segment.body, stack.s3.get(BUCKET, &key).await);
     }
 
     // Expired and forged play signatures.
@@ -969,7 +1019,7 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     let first = httpc::get(&segment_url).await;
     assert_eq!(first.status, 200, "a fresh segment URL: {}", first.text());
     let refused = wait_until(
-        "Garage to refuse the expired segment URL",
+        "the store to refuse the expired segment URL",
         secs(30),
         millis(250),
         async || {
@@ -983,12 +1033,17 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     )
     .await;
     // Garage 2.5 answers 400 InvalidRequest "Date is too old" where AWS
-    // answers 403 AccessDenied "Request has expired".
+    // answers 403 AccessDenied "Request has expired"; RGW 16.2 answers 403
+    // AccessDenied with no message (that it is the expiry shows below: the
+    // same URL was served until then).
     let (refused_at, refused) = refused;
     let text = refused.text();
+    let says_expired = match kind {
+        StoreKind::Garage => text.contains("too old") || text.contains("expired"),
+        StoreKind::Rgw => text.contains("<Code>AccessDenied</Code>"),
+    };
     assert!(
-        matches!(refused.status, 400 | 403)
-            && (text.contains("too old") || text.contains("expired")),
+        matches!(refused.status, 400 | 403) && says_expired,
         "an expired segment URL: {} {text}",
         refused.status
     );
@@ -999,11 +1054,21 @@ async fn play_serves_live_playlist_with_presigned_segments() {
     push.kill();
 }
 
-/// `livebucket sign play` URLs for single objects, against Garage.
+/// `livebucket sign play` URLs for single objects, against the store.
 #[tokio::test]
 async fn sign_play_urls_for_objects() {
-    let stack = Stack::start("vod-presign");
-    let endpoint = stack.garage.endpoint().to_owned();
+    sign_play_urls_for_objects_on(StoreKind::Garage).await;
+}
+
+/// The same on Ceph RGW, which also serves the SigV2 URL.
+#[tokio::test]
+async fn rgw_sign_play_urls_for_objects() {
+    sign_play_urls_for_objects_on(StoreKind::Rgw).await;
+}
+
+async fn sign_play_urls_for_objects_on(kind: StoreKind) {
+    let stack = Stack::start_on(kind, "vod-presign", "");
+    let endpoint = stack.store.endpoint().to_owned();
     let body: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
     let plain = "cam/1700000000000.ts";
     let odd = "odd chan/seg+1 é.ts";
@@ -1019,7 +1084,7 @@ async fn sign_play_urls_for_objects() {
         assert_eq!(resp.status, 200, "GET {url}: {}", resp.text());
         assert_eq!(resp.body, body, "{key}: other bytes");
 
-        // Garage checks what it is given: the signature must match.
+        // The store checks what it is given: the signature must match.
         let signature = query_param(&url, "X-Amz-Signature").unwrap();
         let flipped = if signature.starts_with('0') { "1" } else { "0" };
         let forged = with_query_param(
@@ -1054,6 +1119,15 @@ async fn sign_play_urls_for_objects() {
     assert_eq!(query_param(&url, "AWSAccessKeyId"), Some(key.id.clone()));
     assert_eq!(query_param(&url, "Expires"), Some(expires.to_string()));
     assert_eq!(query_param(&url, "Signature"), Some(expected), "{url}");
+    if kind == StoreKind::Rgw {
+        // RGW speaks SigV2 too: it serves the URL, and refuses it forged.
+        let resp = httpc::get(&url).await;
+        assert_eq!(resp.status, 200, "GET {url}: {}", resp.text());
+        assert_eq!(resp.body, body);
+        let forged = with_query_param(&url, "Expires", &(expires + 1).to_string());
+        let resp = httpc::get(&forged).await;
+        assert_eq!(resp.status, 403, "forged SigV2 URL: {}", resp.text());
+    }
 
     // A SigV4 URL cannot be signed for the past.
     let output = Command::new(BIN)

@@ -175,7 +175,13 @@ fn internal(e: impl std::fmt::Display) -> OssError {
 
 impl From<ChannelError> for OssError {
     fn from(e: ChannelError) -> Self {
-        internal(e)
+        match e {
+            ChannelError::Conflict { .. } => {
+                info!(error = %Esc(&e.to_string()), "OSS API change refused");
+                OssError::ConcurrentUpdate
+            }
+            ChannelError::Store(_) | ChannelError::Corrupt { .. } => internal(e),
+        }
     }
 }
 
@@ -241,12 +247,17 @@ async fn execute(
                 })?;
             }
             let (publish, play) = urls(cfg, bucket, &channel, &config.target.playlist_name);
-            let record = ChannelRecord {
-                name: channel,
-                config,
-                last_modified: unix_now() as i64,
-            };
-            app.channels.put(&key.id, bucket, record).await?;
+            // A whole new record, whatever was there: written back under
+            // the store's conditional rule like every change.
+            app.channels
+                .update(&key.id, bucket, &channel, |_| {
+                    Ok::<_, OssError>(ChannelRecord {
+                        name: channel.clone(),
+                        config: config.clone(),
+                        last_modified: unix_now() as i64,
+                    })
+                })
+                .await?;
             Ok(xml_ok(xml::render_create_result(&publish, &play)))
         }
         Operation::ListLiveChannel(p) => {
@@ -288,12 +299,18 @@ async fn execute(
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Operation::PutLiveChannelStatus { channel, status } => {
-            let mut r = existing(app, key, bucket, &channel).await?;
-            r.config.status = status;
-            r.last_modified = unix_now() as i64;
-            // A live publisher of a disabled channel is dropped at its next
-            // on_update (nginx's notify_update_timeout).
-            app.channels.put(&key.id, bucket, r).await?;
+            // Applied to the record as stored when written back (another
+            // change meanwhile is kept, not overwritten). A live publisher of
+            // a disabled channel is dropped at its next on_update (nginx's
+            // notify_update_timeout).
+            app.channels
+                .update(&key.id, bucket, &channel, |current| {
+                    let mut r = current.ok_or(OssError::NoSuchLiveChannel)?;
+                    r.config.status = status;
+                    r.last_modified = unix_now() as i64;
+                    Ok::<_, OssError>(r)
+                })
+                .await?;
             Ok(StatusCode::OK.into_response())
         }
         Operation::GetLiveChannelStat { channel } => {

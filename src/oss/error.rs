@@ -12,7 +12,8 @@
 //! 400, `AccessDenied` 403, `SignatureDoesNotMatch` 403,
 //! `RequestTimeTooSkewed` 403, `EntityTooLarge` 400, `NotImplemented` 400
 //! (oss2's class), `MethodNotAllowed` 405, `InvalidDigest` 400, `BadDigest`
-//! 400, `ServiceUnavailable` 503.
+//! 400, `ServiceUnavailable` 503, `OperationAborted` 409 (S3's and OSS's
+//! code for a conflicting concurrent operation on the same resource).
 //!
 //! # Refusals never reveal whether an access key id exists
 //!
@@ -83,6 +84,10 @@ pub enum OssError {
     /// changed nothing and may be retried.
     #[error("service unavailable: {0}")]
     ServiceUnavailable(String),
+    /// Other writers kept changing the channel's record while this change
+    /// was being applied; nothing of this request was stored.
+    #[error("the live channel was changed concurrently")]
+    ConcurrentUpdate,
 }
 
 /// What the HTTP layer sends for an [`OssError`].
@@ -165,6 +170,13 @@ impl OssError {
                 "We encountered an internal error. Please try again.".into(),
             ),
             OssError::ServiceUnavailable(m) => (503, "ServiceUnavailable", m.clone()),
+            OssError::ConcurrentUpdate => (
+                409,
+                "OperationAborted",
+                "Another request changed the live channel at the same time; \
+                 nothing of this one was stored. Please try again."
+                    .into(),
+            ),
             OssError::InvalidDigest => (
                 400,
                 "InvalidDigest",
@@ -259,6 +271,7 @@ mod tests {
             ),
             (OssError::InvalidDigest, 400, "InvalidDigest"),
             (OssError::BadDigest, 400, "BadDigest"),
+            (OssError::ConcurrentUpdate, 409, "OperationAborted"),
         ];
         for (err, status, code) in cases {
             let p = err.parts();

@@ -30,9 +30,12 @@ use bytes::Bytes;
 
 use crate::config::{AccessKey, S3Config};
 
+mod conditional;
 mod direct;
 mod file_body;
 mod sign;
+
+pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
 /// An access key's SDK client and direct-PUT signer.
 struct KeyClient {

@@ -1,5 +1,5 @@
-//! The end-to-end harness: real Garage, nginx-rtmp, ffmpeg and the livebucket
-//! binary, on 127.0.0.1 ports picked free, one temporary directory per test.
+//! The end-to-end harness: a real S3 store (Garage, or Ceph's RADOS Gateway:
+//! [`store::StoreKind`]), nginx-rtmp, ffmpeg and the livebucket binary, on 127.0.0.1 ports picked free, one temporary directory per test.
 //!
 //! Every process a test starts is owned by a guard that stops it by PID when
 //! dropped and, if the test is failing, prints its log. Declare guards in the
@@ -8,7 +8,8 @@
 //! directory goes last (kept on failure, its path printed).
 //!
 //! [`Stack`] starts the usual set in one call. External tools are installed by
-//! `scripts/install-deps`; Garage is found through `GARAGE_BIN`. `compose`
+//! `scripts/install-deps`; Garage is found through `GARAGE_BIN`, Ceph's
+//! daemons on `PATH`. `compose`
 //! runs the same programs as the docker compose stack of `deploy/docker/`
 //! instead, owned by a guard that takes it down with its volumes.
 //!
@@ -35,7 +36,9 @@ pub mod playlist_watch;
 pub mod ports;
 pub mod process;
 pub mod rawrtmp;
+pub mod rgw;
 pub mod s3;
+pub mod store;
 pub mod stored;
 pub mod tmpfs;
 
@@ -53,6 +56,7 @@ pub use livebucket::{
 };
 pub use nginx::Nginx;
 pub use s3::{Head, S3};
+pub use store::{StoreKind, TestStore};
 
 /// One directory per test, under the system temp dir. Removed when dropped,
 /// unless the test is failing: then it is kept and its path printed.
@@ -172,17 +176,18 @@ pub fn millis(ms: u64) -> Duration {
 
 /// The bucket [`Stack::start`] creates.
 pub const BUCKET: &str = "media";
-/// A second bucket in Garage that the stack's key may not push to.
+/// A second bucket in the store that the stack's key may not push to.
 pub const OTHER_BUCKET: &str = "other";
 
-/// Garage with [`BUCKET`] and [`OTHER_BUCKET`], nginx-rtmp, and livebucket
-/// wired to both, with one key allowed to push to [`BUCKET`] only.
-/// Fields drop in declaration order: livebucket, nginx, Garage, then the
+/// A store (Garage unless [`Stack::start_on`] says otherwise) with
+/// [`BUCKET`] and [`OTHER_BUCKET`], nginx-rtmp, and livebucket wired to both,
+/// with one key allowed to push to [`BUCKET`] only.
+/// Fields drop in declaration order: livebucket, nginx, the store, then the
 /// directory.
 pub struct Stack {
     pub livebucket: Livebucket,
     pub nginx: Nginx,
-    pub garage: Garage,
+    pub store: TestStore,
     pub s3: S3,
     pub hls_dir: PathBuf,
     pub dir: TestDir,
@@ -197,11 +202,16 @@ impl Stack {
     /// `"[live]\nwindow_segments = 3\n"`; bare keys before any table land in
     /// `[s3]` (it comes right before them).
     pub fn start_with(name: &str, extra_config: &str) -> Stack {
+        Self::start_on(StoreKind::Garage, name, extra_config)
+    }
+
+    /// [`Stack::start_with`] on a store of `kind`.
+    pub fn start_on(kind: StoreKind, name: &str, extra_config: &str) -> Stack {
         let dir = TestDir::new(name);
-        let mut garage = Garage::start(&dir);
-        garage.create_bucket(BUCKET);
-        garage.create_bucket(OTHER_BUCKET);
-        let key = garage.key().clone();
+        let mut store = TestStore::start(kind, &dir);
+        store.create_bucket(BUCKET);
+        store.create_bucket(OTHER_BUCKET);
+        let key = store.key().clone();
 
         let listen = free_addr();
         let hls_dir = dir.join("hls");
@@ -213,16 +223,16 @@ impl Stack {
             state_dir: &state_dir,
             hls_dir: &hls_dir,
             relay_url: &nginx.relay_url(),
-            s3_endpoint: garage.endpoint(),
+            s3_endpoint: store.endpoint(),
             keys: &[(&key, &[BUCKET])],
             extra: extra_config,
         });
         let livebucket = Livebucket::start(&dir, &config);
         Stack {
-            s3: garage.s3(),
+            s3: store.s3(),
             livebucket,
             nginx,
-            garage,
+            store,
             hls_dir,
             dir,
         }
@@ -230,7 +240,7 @@ impl Stack {
 
     /// The stack's key (allowed on [`BUCKET`]).
     pub fn key(&self) -> &Key {
-        self.garage.key()
+        self.store.key()
     }
 
     /// A push URL for `channel` in [`BUCKET`], signed by `livebucket sign push`.

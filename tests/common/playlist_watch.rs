@@ -25,6 +25,8 @@ use super::s3::S3;
 
 /// How often the playlist is read.
 const POLL: Duration = Duration::from_millis(250);
+/// How long one poll may wait for an answer before it counts as failed.
+const POLL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One distinct playlist text seen in the bucket.
 #[derive(Debug, Clone)]
@@ -170,8 +172,11 @@ async fn poll_loop(
     loop {
         // Read the flag first: a stop request still gets one full poll.
         let last = stop.load(Ordering::SeqCst);
-        let result = poll_once(&s3, &bucket, &channel, &playlist_key, &observed).await;
-        if result.is_err() {
+        // A frozen store (RGW under SIGSTOP) accepts and never answers: a
+        // poll without an answer in time counts as failed, like a refusal.
+        let poll = poll_once(&s3, &bucket, &channel, &playlist_key, &observed);
+        let result = tokio::time::timeout(POLL_TIMEOUT, poll).await;
+        if !matches!(result, Ok(Ok(()))) {
             observed
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
