@@ -17,7 +17,8 @@ when the fragment's PUT and the first playlist PUT listing it were answered
 (as in pipeline_latency.py). Fragments closed during the measuring window
 (after `--warmup` seconds) count. Also: livebucket's and nginx's CPU over the
 window, livebucket's peak RSS, and every S3 request to the bucket in the
-window by method (PUTs and requests per channel-hour).
+window by method (PUTs and requests per channel-hour; part PUTs and DELETEs,
+keys under CHANNEL/.ll/, apart).
 
 `--low-latency on` runs livebucket with its LL-HLS parts on (`[live]
 low_latency = true`, each part a PUT of its own while the fragment grows);
@@ -272,11 +273,15 @@ def run_once(ctx, args, source: Path, low_latency: bool) -> dict:
         for r in window_records:
             requests[r["method"]] = requests.get(r["method"], 0) + 1
         channel_hours = args.channels * window / 3600
+        # Part objects live under CHANNEL/.ll/<recording>/ (src/llhls).
+        parts = [r for r in window_records if "/.ll/" in r["key"]]
         res.update(
             low_latency=low_latency,
             s3_requests=requests,
             puts_per_channel_hour=round(requests.get("PUT", 0) / channel_hours),
             s3_requests_per_channel_hour=round(sum(requests.values()) / channel_hours),
+            part_puts_per_channel_hour=round(sum(r["method"] == "PUT" for r in parts) / channel_hours),
+            part_deletes_per_channel_hour=round(sum(r["method"] == "DELETE" for r in parts) / channel_hours),
         )
         return res
     finally:
@@ -351,9 +356,9 @@ def markdown(results: list[dict], header: dict, command: str) -> str:
         "",
         "| LL-HLS parts | fragments | stored | listed | (a) stored p50 / p90 / p99 / max ms "
         "| (b) in playlist p50 / p90 / p99 / max ms | lag p99 / max ms | early | livebucket CPU s per ch-h "
-        "| PUTs per ch-h | S3 requests per ch-h (by method in the window) | nginx CPU s | Garage CPU s "
-        "| livebucket peak RSS MiB | load 1-min |",
-        "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---:|---:|---:|---|",
+        "| PUTs per ch-h | of which parts / part DELETEs | S3 requests per ch-h (by method in the window) "
+        "| nginx CPU s | Garage CPU s | livebucket peak RSS MiB | load 1-min |",
+        "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---|",
     ]
     for r in results:
         methods = ", ".join(f"{m} {n}" for m, n in sorted(r["s3_requests"].items()))
@@ -364,6 +369,7 @@ def markdown(results: list[dict], header: dict, command: str) -> str:
             f"| {f(r['listed_p50_s'])} / {f(r['listed_p90_s'])} / {f(r['listed_p99_s'])} / {f(r['listed_max_s'])} "
             f"| {f(r['lag_p99_s'])} / {f(r['lag_max_s'])} | {r['listed_before_stored']} "
             f"| {r['livebucket_cpu_s_per_channel_hour']:.1f} | {r['puts_per_channel_hour']} "
+            f"| {r['part_puts_per_channel_hour']} / {r['part_deletes_per_channel_hour']} "
             f"| {r['s3_requests_per_channel_hour']} ({methods}) | {r['nginx_cpu_s']:.1f} | {r['garage_cpu_s']:.1f} "
             f"| {r['peak_rss_kb'] / 1024:.1f} | {r['load_start'].split()[0]}→{r['load_end'].split()[0]} |"
         )
