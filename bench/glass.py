@@ -22,8 +22,10 @@ the observing proxy, a channel per length created with that FragDuration.
 Each player starts once a viewer joining would start inside the stream (not
 at the session's first segment; see `joinable`) and watches
 `--warmup` + `--window` seconds; the percentiles are over the pictures
-presented in the window. `--lb-extra` adds config tables to livebucket's
-(e.g. `[live]` settings).
+presented in the window. livebucket's LL-HLS (`[live] low_latency`) is on
+when the binary has it (`--low-latency auto|on|off`), so (a) is a player
+that ignores parts on the same LL playlist. `--lb-extra` adds config tables
+to livebucket's (e.g. `[live]` settings).
 
 Needs Chromium, node, and puppeteer-core + hls.js from
 tests/console/package.json (scripts/install-deps; CONSOLE_TEST_NODE_MODULES
@@ -254,6 +256,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds of play before the window (default 10)")
     ap.add_argument("--window", type=float, default=30.0, help="measuring window, seconds (default 30)")
     ap.add_argument("--lb-extra", default="", help="config tables added to livebucket's, e.g. '[live]\\n...'")
+    ap.add_argument(
+        "--low-latency", choices=["auto", "on", "off"], default="auto",
+        help="livebucket's LL-HLS ([live] low_latency): auto (default) = on when the binary has it",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the run directory (logs, Chromium profiles)")
     args = ap.parse_args()
     command = "bench/glass.py " + " ".join(sys.argv[1:])
@@ -265,6 +271,11 @@ def main() -> None:
             sys.exit(f"{NODE_MODULES} has no {package}: run scripts/install-deps")
     header = common.machine()
     header["load_start"] = common.loadavg()
+    supported = realpath.livebucket_supports_low_latency()
+    if args.low_latency == "on" and not supported:
+        sys.exit("--low-latency on: this livebucket has no [live] low_latency")
+    low_latency = args.low_latency == "on" or (args.low_latency == "auto" and supported)
+    header["low_latency"] = "on" if low_latency else "off" if supported else "off (this livebucket has no such setting)"
     ctx = pl.Ctx(args)
     rows: list[dict] = []
     failed = True
@@ -281,7 +292,10 @@ def main() -> None:
         allow_any_origin(g)
         rtmp_port, stat_port = common.free_port(), common.free_port()
         nginx_extra = f'relay_url = "rtmp://127.0.0.1:{rtmp_port}/hls"\nstat_url = "http://127.0.0.1:{stat_port}/stat"'
-        extra = '[http]\ncors_origins = ["*"]\n' + args.lb_extra.replace("\\n", "\n")
+        extra = '[http]\ncors_origins = ["*"]\n'
+        if low_latency:
+            extra += realpath.LOW_LATENCY_CONFIG
+        extra += args.lb_extra.replace("\\n", "\n")
         lb, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state", nginx_extra=nginx_extra, extra=extra)
         nginx = realpath.start_nginx(run_dir, port.hooks, hls, rtmp_port, stat_port)
         floor, floor_rtmp, floor_http = start_floor(run_dir, shm, fragments)
@@ -334,7 +348,8 @@ def markdown(rows: list[dict], header: dict, command: str, args) -> str:
         f"hls.js {', '.join(versions)} in headless Chromium; each player joins once the playlist lists more "
         f"than its hold-back (not at the session's first segment), plays {args.warmup:g} s, then {args.window:g} s are measured. Stamped encoder: 320x240 25 fps, "
         "libx264 veryfast zerolatency, keyframe every fragment, 400 kbit/s, AAC 64 kbit/s. Glass to glass: the "
-        "page's clock when Chromium presents a picture − the time written into that picture.",
+        "page's clock when Chromium presents a picture − the time written into that picture. livebucket's LL-HLS "
+        f"(`[live] low_latency`): {header['low_latency']}.",
         "",
         "| fragment | server | hls.js | pictures | glass to glass p50 / p95 / max ms | hls.latency p50 ms "
         "| targetLatency ms | target duration / part target s | parts loaded | stalls | startup ms | load 1-min |",

@@ -80,7 +80,7 @@ pub struct Played {
     pub waiting: Vec<Option<f64>>,
     /// hls.js errors (the first 50).
     pub errors: Vec<PlayerError>,
-    /// The first fatal hls.js error, `TYPE: DETAILS`.
+    /// The first fatal hls.js error, `TYPE: DETAILS (REASON)`.
     pub fatal: Option<String>,
     /// Whole segments loaded.
     pub frags_loaded: u64,
@@ -99,6 +99,8 @@ pub struct PlayerError {
     pub kind: String,
     pub details: String,
     pub fatal: bool,
+    /// hls.js's reason or error message, when it gives one.
+    pub reason: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -129,10 +129,13 @@ hls.on(Hls.Events.LEVEL_LOADED, (_, d) => {
 });
 hls.on(Hls.Events.FRAG_LOADED, (_, d) => { if (d.part) P.partsLoaded++; else P.fragsLoaded++; });
 hls.on(Hls.Events.ERROR, (_, d) => {
-  const e = { t: since(), type: d.type, details: d.details, fatal: Boolean(d.fatal) };
+  const e = {
+    t: since(), type: d.type, details: d.details, fatal: Boolean(d.fatal),
+    reason: String(d.reason || (d.error && d.error.message) || ""),
+  };
   if (d.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) P.stalls.push(e.t);
   if (P.errors.length < 50) P.errors.push(e);
-  if (d.fatal && !P.fatal) P.fatal = d.type + ": " + d.details;
+  if (d.fatal && !P.fatal) P.fatal = d.type + ": " + d.details + (e.reason ? ` (${e.reason})` : "");
 });
 setInterval(() => {
   if (P.firstFrameAt === null) return;
