@@ -67,7 +67,8 @@ pub struct Played {
     pub presented_frames: u64,
     /// Pictures whose stamp did not read (no stamp, or a CRC mismatch).
     pub unreadable: u64,
-    /// The longest time between two presented pictures after the first.
+    /// The longest time between two presented pictures after the first, or
+    /// from the last one to the end of the watch (a picture that froze).
     pub max_frame_gap_ms: f64,
     /// `(t, glass to glass)` for every picture whose stamp read.
     pub glass: Vec<(f64, f64)>,

@@ -135,7 +135,7 @@ hls.on(Hls.Events.ERROR, (_, d) => {
   };
   if (d.details === Hls.ErrorDetails.BUFFER_STALLED_ERROR) P.stalls.push(e.t);
   if (P.errors.length < 50) P.errors.push(e);
-  if (d.fatal && !P.fatal) P.fatal = d.type + ": " + d.details + (e.reason ? ` (${e.reason})` : "");
+  if (d.fatal && !P.fatal) P.fatal = d.type + ": " + d.details + (e.reason ? " (" + e.reason + ")" : "");
 });
 setInterval(() => {
   if (P.firstFrameAt === null) return;
@@ -191,6 +191,8 @@ async function main() {
     await sleep(SECONDS * 1000);
     const p = await page.evaluate(() => {
       const { lastFrameAt, ...rest } = window.__play;
+      // A picture that froze until the end is a gap too.
+      rest.maxFrameGapMs = Math.max(rest.maxFrameGapMs, Date.now() - lastFrameAt);
       return rest;
     });
     p.startupMs = p.firstFrameAt - p.loadedAt;
