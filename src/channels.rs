@@ -275,13 +275,14 @@ pub struct PushPlan {
 /// The decision for a push to a channel whose record is `record`: refused
 /// while disabled, refused when unknown under `channels.unknown = "refuse"`,
 /// otherwise the channel's playlist name, window (`FragCount`, at least 3;
-/// the live window also keeps three target durations, RFC 8216 §6.2.2),
-/// target duration (twice `FragDuration`, at least `[live]`'s: nginx cuts
-/// at the first keyframe after the fragment length, and a relayed session's
-/// first fragment also carries the audio before the first keyframe, so a
-/// fragment may run well past `FragDuration`; the target must never change
-/// while the playlist is live) and the internal application whose
-/// `hls_fragment` is closest to `FragDuration`.
+/// the live window also keeps three target durations, RFC 8216 §6.2.2), the
+/// internal application whose `hls_fragment` is closest to `FragDuration`
+/// ([`fragment_app`]) and, as target duration, that application's fragment
+/// length (`[live] target_duration_secs` when every push goes to the one
+/// application of `relay_url`). Nothing exceeds it: nginx-rtmp's relay
+/// starts at a keyframe (`wait_key`/`wait_video` in the public
+/// application) and `hls_max_fragment` cuts a fragment before it rounds
+/// above its application's length (`scripts/render-nginx-conf`).
 pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Reject> {
     let default = PushPlan {
         playlist: crate::auth::push::DEFAULT_PLAYLIST.to_owned(),
@@ -298,28 +299,33 @@ pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPla
     if c.status == ChannelStatus::Disabled {
         return Err(Reject::ChannelDisabled);
     }
-    let frag = c.target.frag_duration;
+    let app = fragment_app(&cfg.nginx.fragment_durations, c.target.frag_duration);
     Ok(PushPlan {
         playlist: c.target.playlist_name.clone(),
         shape: Some(LiveShape {
             window_segments: (c.target.frag_count as usize).max(3),
-            target_duration_secs: cfg.live.target_duration_secs.max(2 * u64::from(frag)),
+            target_duration_secs: app.map_or(cfg.live.target_duration_secs, u64::from),
         }),
-        relay_url: relay_for(&default.relay_url, &cfg.nginx.fragment_durations, frag),
+        relay_url: relay_for(&default.relay_url, app),
     })
 }
 
-/// The internal application for a fragment length: `<relay app>_<N>s` for
-/// the longest configured N not above `frag` (the shortest if all are), or
-/// the default relay when none is configured.
-pub fn relay_for(relay_url: &str, durations: &[u32], frag: u32) -> String {
-    let best = durations
+/// The fragment length (seconds) of the internal application for a
+/// channel's `frag` among the configured `durations`: the longest not above
+/// `frag` (the shortest if all are); `None` when none is configured.
+pub fn fragment_app(durations: &[u32], frag: u32) -> Option<u32> {
+    durations
         .iter()
         .copied()
         .filter(|&d| d <= frag)
         .max()
-        .or_else(|| durations.iter().copied().min());
-    match best {
+        .or_else(|| durations.iter().copied().min())
+}
+
+/// The relay URL of the internal application with fragment length `app`
+/// ([`fragment_app`]): `<relay app>_<N>s`, or `relay_url` itself for `None`.
+pub fn relay_for(relay_url: &str, app: Option<u32>) -> String {
+    match app {
         Some(n) => format!("{relay_url}_{n}s"),
         None => relay_url.to_owned(),
     }
@@ -374,11 +380,12 @@ mod tests {
     fn a_channel_shapes_its_push() {
         let plan = plan_push(Some(&record(ChannelStatus::Enabled, 5, 4)), &cfg("")).unwrap();
         assert_eq!(plan.playlist, "live.m3u8");
+        // The target duration is the application's fragment, not more.
         assert_eq!(
             plan.shape,
             Some(LiveShape {
                 window_segments: 4,
-                target_duration_secs: 10
+                target_duration_secs: 5
             })
         );
         assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_5s");
@@ -388,9 +395,19 @@ mod tests {
             plan.shape,
             Some(LiveShape {
                 window_segments: 3,
-                target_duration_secs: 6
+                target_duration_secs: 1
             })
         );
+        // FragDuration 7 goes to hls_6s: its target is 6, not 7.
+        let plan = plan_push(Some(&record(ChannelStatus::Enabled, 7, 3)), &cfg("")).unwrap();
+        assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls_6s");
+        assert_eq!(plan.shape.map(|s| s.target_duration_secs), Some(6));
+        // Without per-length applications, the one application's target.
+        let mut one = cfg("[live]\ntarget_duration_secs = 3\n");
+        one.raw.nginx.fragment_durations.clear();
+        let plan = plan_push(Some(&record(ChannelStatus::Enabled, 5, 3)), &one).unwrap();
+        assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls");
+        assert_eq!(plan.shape.map(|s| s.target_duration_secs), Some(3));
         assert_eq!(
             plan_push(Some(&record(ChannelStatus::Disabled, 5, 3)), &cfg("")),
             Err(Reject::ChannelDisabled)
@@ -400,9 +417,10 @@ mod tests {
     #[test]
     fn relay_picks_the_closest_application() {
         let d = [1, 2, 3, 4, 5, 6, 8, 10];
-        assert_eq!(relay_for("r/hls", &d, 7), "r/hls_6s");
-        assert_eq!(relay_for("r/hls", &d, 100), "r/hls_10s");
-        assert_eq!(relay_for("r/hls", &[5, 10], 1), "r/hls_5s");
-        assert_eq!(relay_for("r/hls", &[], 5), "r/hls");
+        let relay = |d: &[u32], frag| relay_for("r/hls", fragment_app(d, frag));
+        assert_eq!(relay(&d, 7), "r/hls_6s");
+        assert_eq!(relay(&d, 100), "r/hls_10s");
+        assert_eq!(relay(&[5, 10], 1), "r/hls_5s");
+        assert_eq!(relay(&[], 5), "r/hls");
     }
 }

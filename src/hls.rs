@@ -318,7 +318,11 @@ pub fn target_duration_of(durations_ms: impl Iterator<Item = u64>) -> u64 {
 /// Renders a live playlist. The TARGETDURATION written is
 /// `max(p.target_duration, min_target_duration(&p.segments))`; see
 /// [`LivePlaylist::target_duration`] for why the caller should never need
-/// the raise.
+/// the raise. While not ended it also states
+/// `#EXT-X-SERVER-CONTROL:HOLD-BACK` = three target durations, the least
+/// rfc8216bis §4.4.3.8 allows: players that read it (hls.js, AVPlayer,
+/// Media3) then start that far behind the live edge whatever their own
+/// default, which is as close as a player may start on plain segments.
 pub fn render_live(p: &LivePlaylist) -> String {
     let target = p.target_duration.max(min_target_duration(&p.segments));
     let mut out = String::with_capacity(capacity_for(&p.segments));
@@ -328,6 +332,9 @@ pub fn render_live(p: &LivePlaylist) -> String {
         "#EXT-X-DISCONTINUITY-SEQUENCE:{}",
         p.discontinuity_sequence
     );
+    if !p.ended {
+        let _ = writeln!(out, "#EXT-X-SERVER-CONTROL:HOLD-BACK={}.0", 3 * target);
+    }
     write_segments(&mut out, &p.segments);
     if p.ended {
         out.push_str("#EXT-X-ENDLIST\n");
@@ -737,7 +744,8 @@ mod tests {
         assert_eq!(
             text,
             "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:3\n#EXT-X-MEDIA-SEQUENCE:12\n\
-             #EXT-X-DISCONTINUITY-SEQUENCE:4\n#EXT-X-DISCONTINUITY\n\
+             #EXT-X-DISCONTINUITY-SEQUENCE:4\n#EXT-X-SERVER-CONTROL:HOLD-BACK=9.0\n\
+             #EXT-X-DISCONTINUITY\n\
              #EXT-X-PROGRAM-DATE-TIME:2024-11-25T22:44:35.123Z\n#EXTINF:2.002,\nlive/s1/12.ts\n\
              #EXTINF:2.000,\nlive/s1/13.ts\n"
         );
@@ -754,6 +762,7 @@ mod tests {
         assert_eq!(c.durations, [2.002, 2.0]);
         assert_eq!(c.discontinuities, 1);
         assert!(!c.ended && !c.vod);
+        assert_eq!(c.hold_back, Some(9.0));
 
         let m = m3u8_rs::parse_media_playlist_res(text.as_bytes()).unwrap();
         let pdt = m.segments[0].program_date_time.unwrap();
@@ -761,6 +770,8 @@ mod tests {
 
         let ended = render_live(&LivePlaylist { ended: true, ..p });
         assert!(ended.ends_with("live/s1/13.ts\n#EXT-X-ENDLIST\n"));
+        // An ended playlist is not played live: no hold back to state.
+        assert_eq!(accepted(&ended).hold_back, None);
         assert!(accepted(&ended).ended);
     }
 
@@ -787,7 +798,10 @@ mod tests {
             segments: vec![seg("a", 2499, false), seg("b", 4500, false)],
             ended: false,
         };
-        assert_eq!(accepted(&render_live(&p)).target_duration, 5);
+        let raised = accepted(&render_live(&p));
+        assert_eq!(raised.target_duration, 5);
+        // The hold back follows the target actually written.
+        assert_eq!(raised.hold_back, Some(15.0));
         let p = LivePlaylist {
             target_duration: 6,
             ..p

@@ -80,6 +80,10 @@ const HELP: &[(&str, &str)] = &[
         "Fragments stored in S3.",
     ),
     (
+        "livebucket_fragment_misfit_total",
+        "Fragments that start without a keyframe or whose EXTINF rounds above the live playlist's target duration: the encoder's keyframe interval does not fit the fragment length (the first of each session is logged with the fix).",
+    ),
+    (
         "livebucket_fragments_lost_total",
         "Fragments nginx listed that were gone before capture.",
     ),

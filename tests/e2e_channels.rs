@@ -259,7 +259,8 @@ async fn oss2_manages_channels_end_to_end_on(kind: StoreKind) {
         "{stat}"
     );
     // Stored fragments follow FragDuration (3 s; keyframes every second) in
-    // the channel's own playlist object.
+    // the channel's own playlist object, whose target duration is that
+    // fragment length (players hold back three of it).
     let stored = wait_until(
         "three fragments in live.m3u8",
         secs(40),
@@ -276,12 +277,13 @@ async fn oss2_manages_channels_end_to_end_on(kind: StoreKind) {
     .await;
     for d in &stored.playlist.durations[..stored.playlist.durations.len() - 1] {
         assert!(
-            (2.5..=4.2).contains(d),
+            (2.5..3.5).contains(d),
             "fragment of {d} s: {:?}",
             stored.playlist.durations
         );
     }
-    assert_eq!(stored.playlist.target_duration, 6);
+    assert_eq!(stored.playlist.target_duration, 3);
+    assert_eq!(stored.playlist.hold_back, Some(9.0));
     // Delete is refused while live.
     api.fails("delete", &[("channel", "cam")], 409, "ChannelStillLive");
     api.fails("create", &[("channel", "cam")], 409, "ChannelStillLive");

@@ -33,8 +33,9 @@ use common::stored::at_least_segments;
 use common::*;
 
 /// Short sessions' ends: a node restarted after a crash finishes its
-/// recovered session soon (no `on_publish_done` ever comes for it).
-const LIVE: &str = "[live]\nidle_end_factor = 1\ndone_grace_ms = 1000\n";
+/// recovered session soon (no `on_publish_done` ever comes for it), 6 s
+/// (three 2 s target durations) after its last fragment.
+const LIVE: &str = "[live]\nidle_end_factor = 3\ndone_grace_ms = 1000\n";
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)

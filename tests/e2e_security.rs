@@ -253,7 +253,7 @@ async fn signed_links_grant_exactly_what_they_say() {
     );
     forbidden(
         "another URL mode",
-        &httpc::get(&with_param(&get, "urls", "presigned")).await,
+        &httpc::get(&with_param(&get, "urls", "relative")).await,
     );
     // A POST link writes its own name and no other.
     let mut post_args = range.clone();

@@ -628,7 +628,13 @@ async fn vod_over_two_sessions_on(kind: StoreKind) {
     let mid2 = key_ms(&all[n1 + 2]) / 1000 + 1;
     for (s, e) in [(mid1, end), (between, end), (start, mid2), (mid1, mid2)] {
         let want = keys_in(&all, s, e);
-        let resp = vod_api_ok(&stack, "GET", channel, &format!("start={s}&end={e}")).await;
+        let resp = vod_api_ok(
+            &stack,
+            "GET",
+            channel,
+            &format!("start={s}&end={e}&urls=relative"),
+        )
+        .await;
         let text = resp.text();
         let got = check_playlist(&text)
             .unwrap_or_else(|v| panic!("VOD [{s}, {e}) is not valid:\n{v}\n{text}"));
@@ -753,7 +759,7 @@ async fn vod_falls_back_to_listing_without_manifests_on(kind: StoreKind) {
         "CopyObject kept the extinf metadata"
     );
 
-    let range = format!("start={start}&end={end}");
+    let range = format!("start={start}&end={end}&urls=relative");
     let mut answers = Vec::new();
     for (ch, source) in [(channel, "index"), (copy, "listing")] {
         let resp = vod_api_ok(&stack, "GET", ch, &range).await;
@@ -787,7 +793,13 @@ async fn vod_falls_back_to_listing_without_manifests_on(kind: StoreKind) {
         .collect();
     assert!(!want.is_empty() && want.len() < keys.len(), "{want:?}");
     for ch in [channel, copy] {
-        let resp = vod_api_ok(&stack, "GET", ch, &format!("start={mid}&end={end}")).await;
+        let resp = vod_api_ok(
+            &stack,
+            "GET",
+            ch,
+            &format!("start={mid}&end={end}&urls=relative"),
+        )
+        .await;
         let got = check_playlist(&resp.text()).unwrap();
         assert_eq!(got.uris, want, "VOD of {ch} from {mid}");
     }

@@ -275,3 +275,29 @@ fn each_reload_violation_is_caught() {
     reload_rejected(&ended, &base, "after ENDLIST");
     reload_rejected(VOD, &VOD.replace("b.ts", "c.ts"), "after ENDLIST");
 }
+
+#[test]
+fn hold_back_is_read_and_at_least_three_target_durations() {
+    let with = |attrs: &str| {
+        LIVE.replacen(
+            "#EXT-X-MEDIA-SEQUENCE",
+            &format!("#EXT-X-SERVER-CONTROL:{attrs}\n#EXT-X-MEDIA-SEQUENCE"),
+            1,
+        )
+    };
+    assert_eq!(ok(&with("HOLD-BACK=9.0")).hold_back, Some(9.0));
+    assert_eq!(
+        ok(&with("CAN-BLOCK-RELOAD=YES,HOLD-BACK=10")).hold_back,
+        Some(10.0)
+    );
+    assert_eq!(ok(LIVE).hold_back, None);
+    rejected(
+        &with("HOLD-BACK=8.9"),
+        "less than three times TARGETDURATION 3",
+    );
+    rejected(&with("HOLD-BACK=soon"), "not a decimal");
+    rejected(
+        &with("hold-back"),
+        "malformed #EXT-X-SERVER-CONTROL attribute",
+    );
+}

@@ -102,11 +102,13 @@ export function videoElement(label) {
  * Plays `url` in `video` with hls.js (or natively where HLS is native).
  * `onFatal(message)` is called on an unrecoverable error. Returns a stop().
  *
- * One error is recovered: a session's first fragment can carry audio only
- * (nginx-rtmp starts the relayed stream before the first keyframe reaches
- * it), so hls.js opens an audio-only MediaSource and then cannot append the
- * video that follows. The player is then restarted at the fragment that
- * brought the video, once; `video.dataset.restarts` counts it.
+ * One error is recovered: the first fragment of a session stored behind an
+ * nginx.conf without `wait_video on` (before livebucket's template had it)
+ * carries audio only (nginx-rtmp started the relayed stream before the
+ * first keyframe reached it), so hls.js opens an audio-only MediaSource and
+ * then cannot append the video that follows. The player is then restarted
+ * at the fragment that brought the video, once; `video.dataset.restarts`
+ * counts it.
  */
 export function playHls(video, url, onFatal) {
   const Hls = window.Hls;

@@ -42,9 +42,12 @@
 //!   ```
 //!
 //!   with METHOD `GET` or `POST`, START and END the range in unix seconds,
-//!   URLS `relative` or `presigned` (the value in effect, so an omitted
-//!   `urls` is signed as `relative`), NAME the object name for POST
-//!   (`vod.m3u8` when omitted) and empty for GET; `S` as for play.
+//!   URLS `relative` or `presigned` (the value in effect: an omitted `urls`
+//!   is signed as [`default_vod_urls`], `presigned` for GET and `relative`
+//!   for POST), NAME the object name for POST (`vod.m3u8` when omitted) and
+//!   empty for GET; `S` as for play. A GET without `urls` signed when its
+//!   default was `relative` still verifies, as the `relative` link it was
+//!   signed as ([`verify_vod_mode`]).
 //!
 //! # Invariants
 //!
@@ -457,6 +460,52 @@ pub fn vod_query(
         utf8_percent_encode(key_id, UNRESERVED)
     );
     Ok(q)
+}
+
+/// The URL mode a VOD request without `urls` is signed and served with:
+/// `presigned` for GET, so a viewer's link plays as is (relative URIs would
+/// resolve under the API's path), `relative` for POST, whose playlist is
+/// stored next to its fragments.
+pub fn default_vod_urls(method: &str) -> &'static str {
+    if method == "GET" {
+        "presigned"
+    } else {
+        "relative"
+    }
+}
+
+/// Checks a VOD request's signature and returns the URL mode it grants.
+/// `scope.urls` is the query's `urls` when `urls_given`, else
+/// [`default_vod_urls`]. A GET without `urls` whose signature is not for
+/// `presigned` but for `relative` (signed while that was GET's default)
+/// verifies as the `relative` link it was signed as: the signature, not
+/// the current default, says what a link grants. Errors as for
+/// [`verify_play`].
+pub fn verify_vod_mode<'a>(
+    secret: &str,
+    scope: &VodScope<'a>,
+    urls_given: bool,
+    expires: u64,
+    now_unix: u64,
+    signature: &str,
+) -> Result<&'a str, PresignError> {
+    match verify_vod(secret, scope, expires, now_unix, signature) {
+        Err(PresignError::BadSignature) if !urls_given && scope.method == "GET" => {
+            let signed_before = VodScope {
+                urls: "relative",
+                ..*scope
+            };
+            verify_vod(secret, &signed_before, expires, now_unix, signature)
+                .map(|()| "relative")
+                // A link of neither rule: report the mismatch, not the
+                // old rule's.
+                .map_err(|e| match e {
+                    PresignError::Expired => PresignError::Expired,
+                    _ => PresignError::BadSignature,
+                })
+        }
+        other => other.map(|()| scope.urls),
+    }
 }
 
 /// Checks a VOD API signature for exactly `scope` at `now_unix`; errors as
@@ -1152,6 +1201,62 @@ mod tests {
         urls: "relative",
         name: "",
     };
+
+    /// GET without `urls` means `presigned` now; a link signed while it
+    /// meant `relative` still verifies, as `relative`; an explicit `urls`
+    /// and POST's default are exactly what they were.
+    #[test]
+    fn an_omitted_vod_url_mode_is_presigned_for_get_and_old_links_keep_theirs() {
+        let (now, secret) = (1_700_000_000, "vod-secret");
+        assert_eq!(default_vod_urls("GET"), "presigned");
+        assert_eq!(default_vod_urls("POST"), "relative");
+        let get = VodScope {
+            urls: default_vod_urls("GET"),
+            ..VOD_GET
+        };
+        let new = sign_vod(secret, &get, PLAY_EXPIRES).unwrap();
+        // The python vector above: signed when omitted meant relative.
+        let old = "9w84sXFaSrNpe3y1tmC6-TjMsDR3Isb10Mnb2OITGzQ";
+        let mode = |scope: &VodScope<'static>, given, sig: &str, now| {
+            verify_vod_mode(secret, scope, given, PLAY_EXPIRES, now, sig)
+        };
+        assert_eq!(mode(&get, false, &new, now), Ok("presigned"));
+        assert_eq!(mode(&get, false, old, now), Ok("relative"));
+        assert_eq!(
+            mode(&get, false, old, PLAY_EXPIRES + 1),
+            Err(PresignError::Expired)
+        );
+        // Given explicitly, the mode is the one signed, no fallback.
+        assert_eq!(mode(&get, true, old, now), Err(PresignError::BadSignature));
+        assert_eq!(mode(&VOD_GET, true, old, now), Ok("relative"));
+        let forged = "A".repeat(43);
+        assert_eq!(
+            mode(&get, false, &forged, now),
+            Err(PresignError::BadSignature)
+        );
+        // POST's default stays relative, without a fallback.
+        let post = VodScope {
+            method: "POST",
+            urls: default_vod_urls("POST"),
+            name: "vod.m3u8",
+            ..VOD_GET
+        };
+        let signed = sign_vod(secret, &post, PLAY_EXPIRES).unwrap();
+        assert_eq!(mode(&post, false, &signed, now), Ok("relative"));
+        let presigned = sign_vod(
+            secret,
+            &VodScope {
+                urls: "presigned",
+                ..post
+            },
+            PLAY_EXPIRES,
+        )
+        .unwrap();
+        assert_eq!(
+            mode(&post, false, &presigned, now),
+            Err(PresignError::BadSignature)
+        );
+    }
 
     #[test]
     fn vod_signatures_match_python_and_bind_every_field() {

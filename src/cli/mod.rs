@@ -182,27 +182,31 @@ pub fn run() -> ExitCode {
             name,
             expiry,
             via_livebucket,
-        }) => sign_vod(
-            &key,
-            presign::VodScope {
-                method: if post { "POST" } else { "GET" },
-                bucket: &bucket,
-                channel: &channel,
-                start,
-                end,
-                urls: match urls {
-                    VodUris::Relative => "relative",
-                    VodUris::Presigned => "presigned",
+        }) => {
+            let method = if post { "POST" } else { "GET" };
+            sign_vod(
+                &key,
+                presign::VodScope {
+                    method,
+                    bucket: &bucket,
+                    channel: &channel,
+                    start,
+                    end,
+                    urls: match urls {
+                        Some(VodUris::Relative) => "relative",
+                        Some(VodUris::Presigned) => "presigned",
+                        None => presign::default_vod_urls(method),
+                    },
+                    name: match (post, &name) {
+                        (false, _) => "",
+                        (true, Some(n)) => n,
+                        (true, None) => "vod.m3u8",
+                    },
                 },
-                name: match (post, &name) {
-                    (false, _) => "",
-                    (true, Some(n)) => n,
-                    (true, None) => "vod.m3u8",
-                },
-            },
-            expiry.unix(),
-            &via_livebucket,
-        ),
+                expiry.unix(),
+                &via_livebucket,
+            )
+        }
         Command::Vod {
             key,
             bucket,

@@ -70,8 +70,10 @@ pub(super) enum Sign {
         #[arg(long)]
         end: u64,
         /// Segment URIs of the playlist: relative, or presigned S3 URLs.
-        #[arg(long, value_enum, default_value_t = VodUris::Relative)]
-        urls: VodUris,
+        /// Default: presigned for a GET (the link plays as is), relative
+        /// with --post (the playlist is stored next to its fragments).
+        #[arg(long, value_enum)]
+        urls: Option<VodUris>,
         /// Sign a POST that stores the playlist as CHANNEL/NAME (default: a GET).
         #[arg(long)]
         post: bool,

@@ -7,7 +7,6 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -254,8 +253,14 @@ pub struct UploadConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LiveConfig {
-    /// `#EXT-X-TARGETDURATION` of live playlists. It must not change while a
-    /// playlist is live, so it is fixed here rather than following fragments.
+    /// `#EXT-X-TARGETDURATION` of the live playlists of pushes relayed to
+    /// the `relay_url` application itself (channels without a record, or
+    /// every push when `nginx.fragment_durations` is empty): that
+    /// application's `hls_fragment` (`HLS_FRAGMENT`) rounded up to whole
+    /// seconds. A channel relayed to `<relay app>_<N>s` gets N. It must not
+    /// change while a playlist is live, so it is fixed rather than following
+    /// fragments; a fragment that rounds above it is logged with advice and
+    /// counted (`livebucket_fragment_misfit_total`).
     #[serde(default = "default_target_duration")]
     pub target_duration_secs: u64,
     /// Segments kept in the live playlist window.
@@ -266,7 +271,7 @@ pub struct LiveConfig {
     #[serde(default = "default_done_grace_ms")]
     pub done_grace_ms: u64,
     /// Without `on_publish_done`, a session with no new fragment for this many
-    /// target durations is ended.
+    /// of its target durations is ended (at least 2).
     #[serde(default = "default_idle_factor")]
     pub idle_end_factor: u32,
 }
@@ -459,8 +464,9 @@ fn default_playlist_cache_control() -> String {
 fn default_max_backoff() -> u64 {
     30
 }
+/// `HLS_FRAGMENT`'s default in `scripts/render-nginx-conf` (2s).
 fn default_target_duration() -> u64 {
-    6
+    2
 }
 fn default_window() -> usize {
     6
@@ -591,10 +597,6 @@ impl Config {
             .dir
             .clone()
             .unwrap_or_else(|| self.state_dir.join("spool"))
-    }
-
-    pub fn hold_interval(&self) -> Duration {
-        Duration::from_secs(self.live.target_duration_secs)
     }
 }
 
@@ -732,8 +734,12 @@ impl RawConfig {
                 "must be at least 3 (RFC 8216 asks live playlists for three target durations)",
             ));
         }
-        if self.live.idle_end_factor == 0 {
-            return Err(invalid("live.idle_end_factor", "must be at least 1"));
+        if self.live.idle_end_factor < 2 {
+            return Err(invalid(
+                "live.idle_end_factor",
+                "must be at least 2: fragments come about one target duration apart, so one \
+                 would end live playlists between two fragments",
+            ));
         }
         if self.auth.max_lifetime_secs == 0 {
             return Err(invalid("auth.max_lifetime_secs", "must be at least 1"));
@@ -866,6 +872,20 @@ mod tests {
         assert_eq!(c.nginx.public_apps, vec!["live".to_string()]);
         assert!(c.key("GK123").unwrap().may_write("demo"));
         assert!(!c.key("GK123").unwrap().may_write("other"));
+    }
+
+    #[test]
+    fn live_defaults_match_the_default_application_and_idle_needs_two_fragments() {
+        let c = parse(MINIMAL).unwrap();
+        // HLS_FRAGMENT=2s in scripts/render-nginx-conf.
+        assert_eq!(c.live.target_duration_secs, 2);
+        let one = parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 1\n")).unwrap_err();
+        assert!(
+            one.to_string().contains("live.idle_end_factor")
+                && one.to_string().contains("at least 2"),
+            "{one}"
+        );
+        assert!(parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 2\n")).is_ok());
     }
 
     #[test]

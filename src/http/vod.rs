@@ -4,6 +4,8 @@
 //! the VOD scheme of [`crate::auth::presign`]: the signature binds the
 //! method, the range, the URL mode and, for POST, the object name, so a
 //! viewer's GET link can neither be widened nor turned into a write.
+//! Without `urls`, GET presigns its segment URIs (the link plays as is) and
+//! POST writes them relative ([`presign::default_vod_urls`]).
 //!
 //! GET streams the playlist as it is rendered; POST stores `C/<name>` in the
 //! bucket (never over a live playlist) and answers JSON.
@@ -123,7 +125,8 @@ async fn admit(
         .map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let cfg = app.config();
     let (start, end) = (num(q, "start")?, num(q, "end")?);
-    let urls = q.get("urls").map_or("relative", String::as_str);
+    let given = q.get("urls").map(String::as_str);
+    let urls = given.unwrap_or(presign::default_vod_urls(method));
     if !matches!(urls, "relative" | "presigned") {
         return Err(HttpError::BadRequest(format!(
             "urls={:?}: use relative or presigned",
@@ -139,13 +142,19 @@ async fn admit(
         urls,
         name,
     };
+    // The mode the signature grants (see `presign::verify_vod_mode`).
+    let granted = std::cell::Cell::new(urls);
     let (key, expires) = verify_signed(
         &app.metrics,
         &cfg,
         q,
         bucket,
-        |secret, expires, now, sig| presign::verify_vod(secret, &scope, expires, now, sig),
+        |secret, expires, now, sig| {
+            presign::verify_vod_mode(secret, &scope, given.is_some(), expires, now, sig)
+                .map(|mode| granted.set(mode))
+        },
     )?;
+    let urls = granted.get();
     vod::check_range(start, end, cfg.vod.max_range_secs)?;
     let (frags, source, permit) = range_fragments(
         app,

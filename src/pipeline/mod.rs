@@ -186,7 +186,7 @@ impl Pipeline {
                 target_duration_secs: cfg.live.target_duration_secs,
             },
             done_grace_ms: cfg.live.done_grace_ms,
-            idle_ms: (cfg.hold_interval() * cfg.live.idle_end_factor).as_millis() as u64,
+            idle_end_factor: u64::from(cfg.live.idle_end_factor),
             manifest_every_ms: MANIFEST_EVERY.as_millis() as u64,
             manifest_chunk: MANIFEST_CHUNK,
         });
@@ -311,18 +311,20 @@ impl Pipeline {
             } => {
                 let outcome = self.capture(&session, &name, key, ident, spool);
                 // Head and tail of the kept file: what a fragment nginx
-                // never lists gets as its duration.
-                let media_ms = match outcome {
+                // never lists gets as its duration, and whether it starts
+                // with a keyframe.
+                let facts = match outcome {
                     CaptureOutcome::Kept(at) => {
-                        timestamps::media_ms(&self.kept_path(&session, &name, key, at))
+                        timestamps::facts(&self.kept_path(&session, &name, key, at))
                     }
-                    CaptureOutcome::Changed => None,
+                    CaptureOutcome::Changed => timestamps::Facts::default(),
                 };
                 self.feed(Input::Captured {
                     session,
                     key,
                     outcome,
-                    media_ms,
+                    media_ms: facts.media_ms,
+                    keyframe_start: facts.keyframe_start,
                 });
             }
             Effect::Probe {

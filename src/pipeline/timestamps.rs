@@ -9,6 +9,12 @@
 //! any size costs two small reads. The parsing ([`span_ms`]) has no I/O.
 //! PTS are 33-bit and wrap (every 26.5 hours): spans are taken modulo 2^33
 //! around the first timestamp, so a fragment across the wrap measures right.
+//!
+//! The same head read tells whether the fragment's first video frame is a
+//! keyframe ([`keyframe_start`]): nginx-rtmp (like ffmpeg's muxer) sets the
+//! random access indicator in the adaptation field of the packet that starts
+//! a keyframe's PES, and the pipeline warns about an encoder whose
+//! fragments do not start with one (`pipeline/machine/fit.rs`).
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -22,20 +28,61 @@ const WRAP: i64 = 1 << 33;
 /// the distance from a fragment's end to its last PES header.
 const END_BYTES: u64 = 188 * 1024;
 
+/// What the pipeline reads from a kept fragment's own bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Facts {
+    /// Its duration in ms from its timestamps ([`span_ms`]).
+    pub media_ms: Option<u64>,
+    /// Whether its first video frame is a keyframe ([`keyframe_start`]).
+    pub keyframe_start: Option<bool>,
+}
+
+/// [`Facts`] of the MPEG-TS file at `path`, from two small reads; each
+/// `None` when the file cannot be read or lacks what it needs.
+pub fn facts(path: &Path) -> Facts {
+    let read = || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+        let mut f = std::fs::File::open(path)?;
+        let len = f.metadata()?.len();
+        let mut head = Vec::new();
+        (&mut f).take(END_BYTES).read_to_end(&mut head)?;
+        let mut tail = Vec::new();
+        if len > END_BYTES {
+            f.seek(SeekFrom::Start(len.saturating_sub(END_BYTES)))?;
+            f.read_to_end(&mut tail)?;
+        }
+        Ok((head, tail))
+    };
+    match read() {
+        Ok((head, tail)) => Facts {
+            media_ms: span_ms(&head, &tail),
+            keyframe_start: keyframe_start(&head),
+        },
+        Err(_) => Facts::default(),
+    }
+}
+
 /// The duration of the MPEG-TS file at `path`, in ms, from its timestamps;
 /// `None` when it cannot be read or holds no PTS.
 pub fn media_ms(path: &Path) -> Option<u64> {
-    let mut f = std::fs::File::open(path).ok()?;
-    let len = f.metadata().ok()?.len();
-    let mut head = Vec::new();
-    (&mut f).take(END_BYTES).read_to_end(&mut head).ok()?;
-    let mut tail = Vec::new();
-    if len > END_BYTES {
-        f.seek(SeekFrom::Start(len.saturating_sub(END_BYTES)))
-            .ok()?;
-        f.read_to_end(&mut tail).ok()?;
-    }
-    span_ms(&head, &tail)
+    facts(path).media_ms
+}
+
+/// Whether the first video PES in `head` (a file's first bytes, from a
+/// packet boundary) starts with the random access indicator, i.e. is a
+/// keyframe; `None` when `head` holds no video PES start.
+pub fn keyframe_start(head: &[u8]) -> Option<bool> {
+    head.chunks_exact(PACKET)
+        .filter(|p| p[0] == SYNC && p[1] & 0x40 != 0)
+        .find_map(|p| {
+            let control = (p[3] >> 4) & 3;
+            let adaptation = control & 2 != 0;
+            let offset = if adaptation { 5 + usize::from(p[4]) } else { 4 };
+            let pes = p.get(offset..)?;
+            let video = pes.len() >= 4 && pes[..3] == [0, 0, 1] && (0xE0..=0xEF).contains(&pes[3]);
+            // The flags byte follows the adaptation field's length; bit 6
+            // is the random access indicator.
+            video.then(|| adaptation && p[4] > 0 && p[5] & 0x40 != 0)
+        })
 }
 
 /// The duration in ms that the PTS in `head` (the file's first bytes) and
@@ -192,6 +239,27 @@ mod tests {
     fn across_the_33_bit_wrap() {
         let ts = fragment((1 << 33) - 90_000, 2.0);
         assert_eq!(span_ms(&ts, &[]), Some(2000));
+    }
+
+    #[test]
+    fn the_first_video_frame_says_whether_a_fragment_starts_with_a_keyframe() {
+        // `packet` writes an adaptation field with no flags: not a keyframe.
+        let key = |pts| {
+            let mut p = packet(VIDEO, 0xE0, Some(pts));
+            p[5] |= 0x40; // random access indicator
+            p
+        };
+        let audio = packet(AUDIO, 0xC0, Some(0));
+        let keyed = [audio.clone(), key(3000), packet(VIDEO, 0xE0, Some(6000))].concat();
+        assert_eq!(keyframe_start(&keyed), Some(true));
+        let cut = [audio.clone(), packet(VIDEO, 0xE0, Some(3000)), key(6000)].concat();
+        assert_eq!(keyframe_start(&cut), Some(false));
+        // Only audio, or nothing readable: unknown.
+        assert_eq!(keyframe_start(&audio), None);
+        assert_eq!(keyframe_start(&[0u8; 1000]), None);
+        // Only the first video PES start counts, not its continuations.
+        let continued = [packet(VIDEO, 0xE0, None), key(0)].concat();
+        assert_eq!(keyframe_start(&continued), Some(true));
     }
 
     #[test]

@@ -39,6 +39,9 @@ pub struct CheckedPlaylist {
     pub ended: bool,
     /// `#EXT-X-PLAYLIST-TYPE:VOD`.
     pub vod: bool,
+    /// `HOLD-BACK` of `#EXT-X-SERVER-CONTROL` (rfc8216bis §4.4.3.8), in
+    /// seconds, when stated.
+    pub hold_back: Option<f64>,
 }
 
 /// Tags of master playlists; a media playlist must not contain them (§4.1).
@@ -75,6 +78,7 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
     let mut media_sequence: Option<u64> = None;
     let mut discontinuity_sequence: Option<u64> = None;
     let mut playlist_type: Option<String> = None;
+    let mut server_control: Option<(usize, Option<f64>)> = None;
     let mut ended = false;
     // The EXTINF line, its duration text and value, awaiting a URI.
     let mut pending_extinf: Option<(usize, String, f64)> = None;
@@ -148,6 +152,10 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
                             "line {n}: {name} must be VOD or EVENT, found {value:?}"
                         )),
                     }
+                }
+                "#EXT-X-SERVER-CONTROL" => {
+                    once(server_control.is_some());
+                    server_control = Some((n, hold_back(n, value, &mut errs)));
                 }
                 "#EXT-X-ENDLIST" => {
                     once(ended);
@@ -248,6 +256,13 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
             ));
         }
     }
+    if let Some((n, Some(hold))) = server_control
+        && hold < 3.0 * target as f64
+    {
+        errs.push(format!(
+            "line {n}: HOLD-BACK {hold} is less than three times TARGETDURATION {target} (rfc8216bis §4.4.3.8)"
+        ));
+    }
     let mut first_seen: HashMap<&str, usize> = HashMap::new();
     for (i, uri) in uris.iter().enumerate() {
         if let Some(first) = first_seen.insert(uri, i) {
@@ -271,6 +286,7 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
         durations,
         ended,
         vod,
+        hold_back: server_control.and_then(|(_, h)| h),
     };
     // Only a playlist we accept is compared, so m3u8-rs's view does not
     // repeat problems already reported.
@@ -471,6 +487,35 @@ fn differences(a: &CheckedPlaylist, b: &CheckedPlaylist) -> String {
         .filter_map(|(differs, name)| differs.then_some(name))
         .collect();
     differ.join(", ")
+}
+
+/// The `HOLD-BACK` attribute of an `#EXT-X-SERVER-CONTROL` value, if any;
+/// a malformed attribute list or value is reported.
+fn hold_back(n: usize, value: Option<&str>, errs: &mut Vec<String>) -> Option<f64> {
+    let Some(value) = value else {
+        errs.push(format!(
+            "line {n}: #EXT-X-SERVER-CONTROL without attributes"
+        ));
+        return None;
+    };
+    let mut hold = None;
+    for attr in value.split(',') {
+        match attr.split_once('=') {
+            Some(("HOLD-BACK", v)) if is_decimal_float(v) => hold = v.parse().ok(),
+            Some(("HOLD-BACK", v)) => errs.push(format!(
+                "line {n}: HOLD-BACK {v:?} is not a decimal number of seconds"
+            )),
+            Some((name, _))
+                if !name.is_empty()
+                    && name
+                        .bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'-') => {}
+            _ => errs.push(format!(
+                "line {n}: malformed #EXT-X-SERVER-CONTROL attribute {attr:?} (§4.2)"
+            )),
+        }
+    }
+    hold
 }
 
 /// A `decimal-integer` attribute (§4.2): digits only, fits in u64.

@@ -38,14 +38,18 @@ impl Core {
                 continue;
             }
             let quiet = now.saturating_sub(s.last_activity);
+            // In the session's own target durations: a channel of 10 s
+            // fragments is not idle after a 2 s channel's wait.
+            let idle_ms =
+                self.cfg.idle_end_factor * self.shape(&s.meta).target_duration_secs * 1000;
             // An idle-ended session whose publish_done never comes (nginx
             // restarted, or it came while livebucket was down) is done after
             // a while longer.
             let done = s
                 .done_at
                 .is_some_and(|t| now.saturating_sub(t) >= self.cfg.done_grace_ms)
-                || (s.idle_ended && quiet >= self.cfg.idle_ms * 4);
-            let idle_now = !s.idle_ended && quiet >= self.cfg.idle_ms;
+                || (s.idle_ended && quiet >= idle_ms * 4);
+            let idle_now = !s.idle_ended && quiet >= idle_ms;
             if done || idle_now {
                 fx.push(Effect::FinalLook { session: id, done });
             }

@@ -17,6 +17,7 @@
 //! - the media sequence never goes back (`live.rs`).
 
 mod ending;
+mod fit;
 mod manifest;
 mod session;
 mod spool;
@@ -43,8 +44,9 @@ pub struct CoreConfig {
     pub live: LiveShape,
     /// How long after `on_publish_done` nginx's last fragment may still come.
     pub done_grace_ms: u64,
-    /// No new fragment for this long ends the playlist until fragments resume.
-    pub idle_ms: u64,
+    /// No new fragment for this many of a session's target durations ends
+    /// the playlist until fragments resume.
+    pub idle_end_factor: u64,
     /// How often a live session's manifest is rewritten: it grows with the
     /// session, so not at every fragment.
     pub manifest_every_ms: u64,
@@ -140,7 +142,8 @@ impl Core {
                 key,
                 outcome,
                 media_ms,
-            } => self.captured(&session, key, outcome, media_ms, &mut fx),
+                keyframe_start,
+            } => self.captured(&session, key, outcome, (media_ms, keyframe_start), &mut fx),
             Input::Playlist {
                 session,
                 entries,
@@ -293,6 +296,7 @@ impl Core {
             assigned: false,
             original_removed: false,
             media_ms: None,
+            keyframe_start: None,
         });
         s.last_activity = now;
     }
@@ -302,7 +306,7 @@ impl Core {
         id: &str,
         key: u64,
         outcome: CaptureOutcome,
-        media_ms: Option<u64>,
+        (media_ms, keyframe_start): (Option<u64>, Option<bool>),
         fx: &mut Vec<Effect>,
     ) {
         let Some(s) = self.sessions.get_mut(id) else {
@@ -319,6 +323,7 @@ impl Core {
                 };
                 c.bytes = Bytes::At(at);
                 c.media_ms = media_ms;
+                c.keyframe_start = keyframe_start;
                 if at == Location::Nginx {
                     // Not ours to delete before it is stored and out of
                     // nginx's window; `original_removed` stays false.
@@ -435,6 +440,7 @@ impl Core {
             assigned: false,
             original_removed: false,
             media_ms: None,
+            keyframe_start: None,
         };
         let (before, listed) = before.unwrap_or((&last, &[]));
         while let Some((i, duration_ms)) = self
@@ -501,6 +507,10 @@ impl Core {
             fx.push(fragment_job(&s.meta, c, &seg, at));
         }
         s.segs.push_back(seg);
+        // Only nginx's own durations: an estimate says nothing of the encoder.
+        if seq.is_some() {
+            self.check_fit(id, key, duration_ms, fx);
+        }
     }
 
     fn fragment_stored(&mut self, id: &str, key: u64, fx: &mut Vec<Effect>) {
@@ -666,6 +676,7 @@ pub fn session_capture(
         assigned: false,
         original_removed: false,
         media_ms,
+        keyframe_start: None,
     }
 }
 

@@ -32,6 +32,9 @@ pub struct Capture {
     /// measured once its bytes are safe; what a fragment nginx never lists
     /// gets as its duration.
     pub media_ms: Option<u64>,
+    /// Whether its first video frame is a keyframe, read with `media_ms`;
+    /// `None` without video, when unreadable, or after a restart.
+    pub keyframe_start: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,6 +85,9 @@ pub struct SessionState {
     /// (a stalled publisher's last fragment): nginx listing one later is no
     /// news. Only such fragments, so a handful.
     pub estimated: std::collections::BTreeSet<String>,
+    /// A fragment that does not fit the target duration was logged
+    /// (`fit.rs`): once per session is enough.
+    pub misfit_warned: bool,
 }
 
 impl SessionState {
@@ -106,6 +112,7 @@ impl SessionState {
             idle_ended: false,
             manifest: ManifestState::default(),
             estimated: Default::default(),
+            misfit_warned: false,
         }
     }
 

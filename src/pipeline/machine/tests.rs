@@ -20,7 +20,7 @@ fn cfg(chunk: usize) -> CoreConfig {
             target_duration_secs: 2,
         },
         done_grace_ms: 1_000,
-        idle_ms: 60_000,
+        idle_end_factor: 30,
         manifest_every_ms: 5_000,
         manifest_chunk: chunk,
     }
@@ -204,6 +204,7 @@ impl World {
                     key,
                     outcome,
                     media_ms: None,
+                    keyframe_start: None,
                 });
             }
             Effect::Probe {
@@ -894,4 +895,67 @@ fn a_session_with_a_resume_continues_another_nodes_playlist() {
     }));
     core.handle(Input::Open { meta: m, now: 0 });
     assert_eq!(core.channel(&chid()).unwrap().total, 3);
+}
+
+/// A fragment that starts without a keyframe, or rounds above the target,
+/// is counted each time (and logged once per session); one that fits is
+/// not, and neither is a fragment whose start is unknown.
+#[test]
+fn fragments_that_miss_the_target_are_counted() {
+    let mut core = Core::new(cfg(10));
+    core.handle(Input::Open {
+        meta: meta("s1", 10_000),
+        now: 0,
+    });
+    let mut listed = Vec::new();
+    let mut misfits = Vec::new();
+    // (keyframe start, nginx's duration): target 2 s.
+    let frags = [
+        (Some(true), 2_000),
+        (Some(false), 2_400),
+        (Some(true), 2_600),
+        (None, 2_000),
+        (Some(false), 1_000),
+    ];
+    for (i, (keyframe_start, duration_ms)) in frags.into_iter().enumerate() {
+        let name = format!("{}.ts", 1_700_000_000_000u64 + 2_000 * i as u64);
+        let fx = core.handle(Input::Closed {
+            session: "s1".into(),
+            name: name.clone(),
+            ident: ident(i as u64 + 1),
+            spool: false,
+            wall_ms: 0,
+            now: 0,
+        });
+        let key = fx
+            .iter()
+            .find_map(|e| match e {
+                Effect::Capture { key, .. } => Some(*key),
+                _ => None,
+            })
+            .expect("a capture");
+        core.handle(Input::Captured {
+            session: "s1".into(),
+            key,
+            outcome: CaptureOutcome::Kept(Location::Capture),
+            media_ms: None,
+            keyframe_start,
+        });
+        listed.push(NginxEntry {
+            seq: i as u64,
+            uri: name,
+            extinf: format!("{}.{:03}", duration_ms / 1000, duration_ms % 1000),
+            duration_ms,
+            discontinuity: false,
+        });
+        let fx = core.handle(Input::Playlist {
+            session: "s1".into(),
+            entries: listed.clone(),
+            probed: false,
+            now: 0,
+        });
+        misfits.push(fx.contains(&Effect::Count("livebucket_fragment_misfit_total")));
+    }
+    assert_eq!(misfits, [false, true, true, false, true]);
+    assert!(core.session("s1").unwrap().misfit_warned);
 }

@@ -89,6 +89,9 @@ pub enum Input {
         outcome: CaptureOutcome,
         /// The kept bytes' duration from their timestamps, if readable.
         media_ms: Option<u64>,
+        /// Whether the kept bytes' first video frame is a keyframe; `None`
+        /// without video or when unreadable.
+        keyframe_start: Option<bool>,
     },
     /// nginx's playlist for the session as it is now. `probed`: the files
     /// it lists that were not captured have just been looked for.
