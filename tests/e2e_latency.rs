@@ -109,7 +109,7 @@ fn assert_played_smoothly(seen: &Played) {
 /// bench/glass.py).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plain_player_sits_within_three_fragments_of_the_camera() {
-    let stack = Stack::start_with("glass-plain", player::CORS_CONFIG);
+    let stack = Stack::start_with("latency-plain", player::CORS_CONFIG);
     player::allow_any_origin(&stack.s3, BUCKET).await;
     let (_push, url) = live(&stack, "cam").await;
 
