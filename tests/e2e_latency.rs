@@ -98,15 +98,17 @@ fn assert_played_smoothly(seen: &Played) {
 }
 
 /// A plain player sits at issue 21's goal, three fragments plus a second
-/// behind the live edge: hls.js's own latency (p95 over 20 s, so one late
-/// sample on a loaded machine does not decide) and the latency it steers to
-/// (`targetLatency`: three target durations, or the playlist's HOLD-BACK,
-/// which a viewer joining a long-running stream gets) are within it.
-/// Glass to glass, read from the stamps, may be one fragment more: a player
-/// holds back from the live edge of the playlist it loaded, which by then
-/// is up to a fragment old, and stays where it joined (nginx-rtmp serving
-/// its own 2 s HLS measures 6.5–8.4 s by when the player joins; see
-/// bench/glass.py).
+/// behind the live edge: the latency hls.js steers to (`targetLatency`:
+/// three target durations, or the playlist's HOLD-BACK, which a viewer
+/// joining a long-running stream gets) is within it. What the player then
+/// measures may be one fragment more, both glass to glass from the stamps
+/// and hls.js's own `latency` (p95 over 20 s, so one late sample on a
+/// loaded machine does not decide): a player holds back from the live edge
+/// of the playlist it loaded, which by then is up to a fragment old, and
+/// stays where it joined (nginx-rtmp serving its own 2 s HLS measures
+/// 6.5–8.4 s glass to glass by when the player joins; see bench/glass.py);
+/// and on an LL-HLS playlist hls.js counts its latency from the last part,
+/// up to a fragment past the last whole segment.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_plain_player_sits_within_three_fragments_of_the_camera() {
     let stack = Stack::start_with("latency-plain", player::CORS_CONFIG);
@@ -117,15 +119,16 @@ async fn a_plain_player_sits_within_three_fragments_of_the_camera() {
     eprintln!("plain player on /play: {}", seen.summary());
     assert_played_smoothly(&seen);
     let goal_ms = f64::from(3 * FRAGMENT_SECS * 1000 + 1000);
-    let joined_ms = goal_ms + f64::from(FRAGMENT_SECS * 1000);
+    let measured_ms = goal_ms + f64::from(FRAGMENT_SECS * 1000);
     let glass = seen.glass_percentile(95.0).unwrap_or(f64::INFINITY);
     let hls = seen.hls_latency_percentile(95.0).unwrap_or(f64::INFINITY);
     let target = seen.target_latency_ms().unwrap_or(f64::INFINITY);
     assert!(
-        hls <= goal_ms && target <= goal_ms && glass <= joined_ms,
-        "a plain player is {hls:.0} ms behind the live edge (p95, hls.latency) and steers to \
-         {target:.0} ms, the goal is {goal_ms:.0} ms (3 x {FRAGMENT_SECS} s + 1 s); glass to glass \
-         {glass:.0} ms (p95), at most {joined_ms:.0} ms wanted: {}",
+        target <= goal_ms && glass <= measured_ms && hls <= measured_ms,
+        "a plain player steers to {target:.0} ms behind the live edge (hls.js targetLatency), \
+         the goal is {goal_ms:.0} ms (3 x {FRAGMENT_SECS} s + 1 s); it is {glass:.0} ms behind the \
+         camera (p95, glass to glass) and hls.js says {hls:.0} ms (p95), at most {measured_ms:.0} ms \
+         wanted: {}",
         seen.summary()
     );
 }
