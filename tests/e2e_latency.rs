@@ -8,9 +8,9 @@
 //!
 //! - A plain player (hls.js, `lowLatencyMode` off: one that ignores LL-HLS
 //!   parts), joining a running stream, plays it for 20 s: pictures keep
-//!   coming, no stall once playing, and it sits within issue 21's plain-HLS
-//!   goal, three fragments plus a second behind the live edge (7 s at
-//!   nginx's 2 s fragments), and within a fragment more behind the camera.
+//!   coming, no stall once playing, it steers to issue 21's plain-HLS goal,
+//!   three fragments plus a second behind the live edge (7 s at nginx's 2 s
+//!   fragments), and measures within a fragment more.
 
 mod common;
 
