@@ -333,12 +333,18 @@ class Observer:
     (so a playlist PUT tells which fragments it lists). Every client in a
     benchmark (livebucket, the alternatives, the baseline PUTs) talks to S3
     through it, so all of them see the same extra hop and are timed by the same
-    clock, with no polling load on Garage."""
+    clock, with no polling load on Garage.
+
+    It also listens with TLS (`tls_endpoint`, same server, same log) on a
+    certificate made here with openssl, signed by a CA of its own
+    (`ca_file`): the https store of the `livebucket-https` runs."""
 
     def __init__(self, dir: Path, upstream_port: int):
         dir.mkdir(parents=True, exist_ok=True)
         self.dir = dir
         self.port = free_port()
+        self.tls_port = free_port()
+        self.ca_file, cert, key = make_tls_cert(dir / "tls")
         self.log_path = dir / "observed.log"
         self.proc = start_nginx(
             "nginx-observer",
@@ -349,6 +355,9 @@ class Observer:
     upstream garage {{ server 127.0.0.1:{upstream_port}; keepalive 128; }}
     server {{
         listen 127.0.0.1:{self.port};
+        listen 127.0.0.1:{self.tls_port} ssl;
+        ssl_certificate {cert};
+        ssl_certificate_key {key};
         client_max_body_size 0;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
@@ -369,6 +378,7 @@ class Observer:
         )
         wait_until("the observing nginx", lambda: port_open(self.port), timeout=10)
         self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.tls_endpoint = f"https://127.0.0.1:{self.tls_port}"
 
     def offset(self) -> int:
         try:
@@ -389,6 +399,24 @@ class Observer:
 
     def stop(self) -> None:
         self.proc.stop()
+
+
+def make_tls_cert(dir: Path) -> tuple[Path, Path, Path]:
+    """A CA and a certificate for 127.0.0.1 signed by it (openssl, EC P-256):
+    (CA file, certificate, key). A self-signed certificate alone will not do:
+    rustls refuses a CA certificate as the server's own."""
+    dir.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (dir / n for n in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem"))
+    ext = dir / "server.ext"
+    ext.write_text("subjectAltName = IP:127.0.0.1\nbasicConstraints = CA:FALSE\n")
+    run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True)
+    run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(ca_key), "-out", str(ca), "-days", "2", "-subj", "/CN=livebucket bench CA")
+    run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", str(key), "-out", str(csr), "-subj", "/CN=127.0.0.1")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-out", str(cert), "-days", "2", "-extfile", str(ext))
+    return ca, cert, key
 
 
 def _unescape_nginx(s: str) -> str:

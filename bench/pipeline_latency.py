@@ -22,7 +22,10 @@ Systems, each on its own bucket, one after the other on one Garage:
   signed `POST /hooks/on_publish`, stream directories `<hls>/<session id>/`,
   state_dir on disk; `livebucket-tmpfs`: the same with state_dir on tmpfs;
   `livebucket-sdk`: the same with every PUT through the AWS SDK
-  (`[s3] direct_put = false`, the path an https store takes);
+  (`[s3] direct_put = false`); `livebucket-https`: the same against the
+  observing proxy's TLS port (its own CA in `[s3] ca_file`);
+  `livebucket-main`: the binary in $LIVEBUCKET_MAIN_BIN (e.g. main's build),
+  to compare two builds in one run;
 - `pywatcher`: bench/pywatcher.py (watchdog IN_CLOSE_WRITE + boto3);
 - `rclone`: `rclone copy --update --use-server-modtime HLS :s3:BUCKET`, again
   1 s after each run ends.
@@ -445,19 +448,27 @@ class RcloneLoop:
 
 
 def start_livebucket(
-    ctx, run_dir: Path, hls: Path, state_dir: Path, nginx_extra: str = "", s3_extra: str = "", extra: str = ""
+    ctx,
+    run_dir: Path,
+    hls: Path,
+    state_dir: Path,
+    nginx_extra: str = "",
+    s3_extra: str = "",
+    binary: Path | None = None,
+    endpoint: str | None = None,
+    extra: str = "",
 ) -> tuple[common.Proc, common.LivebucketPorts]:
     port = common.LivebucketPorts.free()
     cfg = run_dir / "livebucket.toml"
     g = ctx.garage
     cfg.write_text(
         common.livebucket_config(
-            port, state_dir, hls, ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra, extra
+            port, state_dir, hls, endpoint or ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra, extra
         )
     )
     proc = common.Proc(
         "livebucket",
-        [str(common.LIVEBUCKET_BIN), "serve", "--config", str(cfg)],
+        [str(binary or common.LIVEBUCKET_BIN), "serve", "--config", str(cfg)],
         run_dir / "livebucket.log",
         env={"NO_COLOR": "1"},
     )
@@ -473,6 +484,17 @@ def metric(port: common.LivebucketPorts, series: str) -> float:
         if line.startswith(series + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+LB_SYSTEMS = ("livebucket", "livebucket-tmpfs", "livebucket-sdk", "livebucket-https", "livebucket-main")
+
+
+def main_binary() -> Path:
+    """The other build `livebucket-main` runs: $LIVEBUCKET_MAIN_BIN."""
+    path = os.environ.get("LIVEBUCKET_MAIN_BIN")
+    if not path or not Path(path).exists():
+        sys.exit("livebucket-main needs LIVEBUCKET_MAIN_BIN, the path of another release build")
+    return Path(path)
 
 
 class Run:
@@ -501,9 +523,16 @@ class Run:
         # takes the cost of its fsyncs out (an A/B for the disk default).
         # `livebucket-sdk`: every PUT through the AWS SDK (`direct_put =
         # false`), the path https stores take: an A/B for the direct PUT.
-        self.is_lb = system in ("livebucket", "livebucket-tmpfs", "livebucket-sdk")
+        # `livebucket-https`: to the observing proxy's TLS port, trusting its
+        # CA; `livebucket-main`: another build ($LIVEBUCKET_MAIN_BIN).
+        self.is_lb = system in LB_SYSTEMS
         self.state_on_tmpfs = system == "livebucket-tmpfs"
-        self.s3_extra = "direct_put = false" if system == "livebucket-sdk" else ""
+        self.s3_extra = {
+            "livebucket-sdk": "direct_put = false",
+            "livebucket-https": f'ca_file = "{ctx.obs.ca_file}"',
+        }.get(system, "")
+        self.endpoint = ctx.obs.tls_endpoint if system == "livebucket-https" else None
+        self.binary = main_binary() if system == "livebucket-main" else None
         self.bucket = f"lat-{system}-{n}-{ctx.seq()}"
         self.run_dir = ctx.work / f"{system}-{n}"
         self.shm = ctx.shm / f"{system}-{n}"
@@ -525,7 +554,9 @@ class Run:
         lb_port = None
         if self.is_lb:
             state = (self.shm if self.state_on_tmpfs else self.run_dir) / "state"
-            proc, lb_port = start_livebucket(ctx, self.run_dir, self.hls, state, s3_extra=self.s3_extra)
+            proc, lb_port = start_livebucket(
+                ctx, self.run_dir, self.hls, state, s3_extra=self.s3_extra, binary=self.binary, endpoint=self.endpoint
+            )
             for i, ch in enumerate(channels):
                 sid = common.publish(lb_port, i + 1, self.bucket, ch, g.key_id, g.secret)
                 dirs.append(self.hls / sid)
@@ -971,7 +1002,7 @@ def cpu_lines(results: list[dict]) -> list[str]:
     for n in sorted({r["channels"] for r in results}):
         row = {r["system"]: r for r in results if r["channels"] == n}
         parts = []
-        for system in ("livebucket", "livebucket-tmpfs", "livebucket-sdk", "pywatcher", "rclone"):
+        for system in (*LB_SYSTEMS, "pywatcher", "rclone"):
             if system in row and row[system]["cpu_s_per_channel_hour"] is not None:
                 parts.append(f"{system} {row[system]['cpu_s_per_channel_hour']:.1f}")
         for floor in BASELINES:

@@ -50,7 +50,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let store = Store::new(&config.s3, &config.keys);
     match store.sdk_put_reason() {
-        None => info!("fragment and playlist PUTs go direct to the store (sendfile from tmpfs)"),
+        None => info!("fragment and playlist PUTs go direct to the store (hyper client)"),
         Some(why) => info!("every PUT goes through the AWS SDK: {why}"),
     }
     let (sessions, recovered) =

@@ -33,6 +33,7 @@ pub mod layout;
 pub mod logfmt;
 pub mod metrics;
 pub mod oss;
+pub mod outbound;
 pub mod pipeline;
 pub mod session;
 pub mod snapshot;

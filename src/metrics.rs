@@ -32,6 +32,14 @@ struct Histogram {
 /// Help text for each series, so `/metrics` explains itself.
 const HELP: &[(&str, &str)] = &[
     (
+        "livebucket_s3_errors_total",
+        "Failed upload attempts by S3 error code (HTTP_<status> without one, transport when no answer came, unknown_key for a key missing from the configuration).",
+    ),
+    (
+        "livebucket_uploads_parked",
+        "Uploads the store refused with a final answer (wrong key, region, bucket, …): kept on disk, retried every upload.max_backoff_secs and at each reload.",
+    ),
+    (
         "livebucket_cluster_fence_total",
         "Cluster mode: fence checks before playlist and manifest uploads, by verdict: write, hold (etcd unreachable or lease past its TTL; retried), yield (another node holds the channel).",
     ),
@@ -189,6 +197,7 @@ const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_connections_refused_total", "listener"),
     ("livebucket_cluster_fence_total", "verdict"),
     ("livebucket_cluster_leases_total", "event"),
+    ("livebucket_s3_errors_total", "code"),
 ];
 
 impl Metrics {

@@ -180,7 +180,7 @@ async fn plain_hls_at_the_fragment_length_from_a_keyframe() {
     assert!(
         vod.uris
             .iter()
-            .all(|u| u.starts_with(stack.garage.endpoint())),
+            .all(|u| u.starts_with(stack.store.endpoint())),
         "segment URIs are not presigned store URLs:\n{}",
         resp.text()
     );

@@ -230,6 +230,9 @@ async fn snapshots_of(stack: &Stack, fragment: &Path) {
         public_endpoint: None,
         sign_payload: false,
         direct_put: true,
+        ca_file: None,
+        attempt_timeout_secs: 5,
+        attempt_min_rate_kib: 256,
     };
     let metrics = Arc::new(Metrics::default());
     let tracker = TaskTracker::new();

@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Bytes;
+use http_body_util::BodyExt;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use quick_xml::events::Event;
 
@@ -16,6 +15,8 @@ use super::args::{KeyArgs, signing_key};
 use livebucket::config::{Config, ListenAddr};
 use livebucket::oss::channel::{HlsTarget, LiveChannelConfig};
 use livebucket::oss::{sign, xml};
+use livebucket::outbound;
+use livebucket::store::errors::ErrorBody;
 
 #[derive(Subcommand)]
 pub(super) enum Channel {
@@ -254,32 +255,25 @@ async fn call(
     path = format!("{path}?{}", q.join("&"));
     let mut req = hyper::Request::builder()
         .method(method)
-        .uri(&path)
+        .uri(format!("{base}{path}"))
         .header("host", format!("{host}:{port}"))
         .header("date", &date)
         .header("authorization", authorization);
     if !content_type.is_empty() {
         req = req.header("content-type", content_type);
     }
-    let req = req.body(Full::new(Bytes::from(body)))?;
-    let stream = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio::net::TcpStream::connect((host.as_str(), port)),
-    )
-    .await
-    .with_context(|| format!("{base}: no connection within 10 s"))?
-    .with_context(|| format!("cannot connect to {base}"))?;
-    let (mut sender, conn) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let resp = tokio::time::timeout(Duration::from_secs(60), sender.send_request(req))
+    let req = req.body(outbound::full(body))?;
+    let client = outbound::plain()?;
+    let resp = tokio::time::timeout(Duration::from_secs(60), client.send(req))
         .await
-        .context("no answer within 60 s")??;
+        .context("no answer within 60 s")?
+        .with_context(|| format!("{method} {base}{path}"))?;
     let status = resp.status();
     let text = String::from_utf8_lossy(&resp.into_body().collect().await?.to_bytes()).into_owned();
     if !status.is_success() {
-        let code = leaf(&text, "Code").unwrap_or_else(|| status.to_string());
-        let message = leaf(&text, "Message").unwrap_or_default();
+        let error = ErrorBody::parse(text.as_bytes());
+        let code = error.code.unwrap_or_else(|| status.to_string());
+        let message = error.message.unwrap_or_default();
         bail!("{method} {path}: {code}: {message}");
     }
     Ok(text)
@@ -310,61 +304,81 @@ fn host_port(base: &str) -> anyhow::Result<(String, u16)> {
     }
 }
 
-/// The text of the first `<name>` element.
-fn leaf(text: &str, name: &str) -> Option<String> {
-    let mut reader = quick_xml::Reader::from_str(text);
-    let mut inside = false;
-    loop {
-        match reader.read_event().ok()? {
-            Event::Start(e) => inside = e.name().as_ref() == name.as_bytes(),
-            Event::Text(t) if inside => return t.decode().ok().map(|s| s.into_owned()),
-            Event::Eof => return None,
-            _ => {}
-        }
-    }
+/// An XML answer as an indented outline: elements with text as
+/// `Name: text` (the whole text, entities resolved), others as headings.
+fn print_xml(text: &str) {
+    print!("{}", outline(text));
 }
 
-/// An XML answer as an indented outline: elements with text as
-/// `Name: text`, others as headings.
-fn print_xml(text: &str) {
+fn outline(text: &str) -> String {
     let mut reader = quick_xml::Reader::from_str(text);
-    reader.config_mut().trim_text(true);
+    let mut out = String::new();
     let mut depth = 0usize;
-    let mut pending: Option<String> = None;
+    // The element just opened, and the text read inside it so far.
+    let mut pending: Option<(String, String)> = None;
     let indent = |d: usize| "  ".repeat(d.saturating_sub(1));
     loop {
         match reader.read_event() {
             Ok(Event::Start(e)) => {
-                if let Some(open) = pending.take() {
-                    println!("{}{open}", indent(depth));
+                if let Some((open, _)) = pending.take() {
+                    out.push_str(&format!("{}{open}\n", indent(depth)));
                 }
                 depth += 1;
-                pending = Some(String::from_utf8_lossy(e.name().as_ref()).into_owned());
+                let name = String::from_utf8_lossy(e.name().as_ref()).into_owned();
+                pending = Some((name, String::new()));
             }
             Ok(Event::Text(t)) => {
-                if let Some(open) = pending.take() {
-                    let value = t.decode().map(|s| s.into_owned()).unwrap_or_default();
-                    println!("{}{open}: {value}", indent(depth));
+                if let (Some((_, text)), Ok(piece)) = (pending.as_mut(), t.decode()) {
+                    text.push_str(&piece);
+                }
+            }
+            Ok(Event::GeneralRef(r)) => {
+                if let Some((_, text)) = pending.as_mut() {
+                    let name = r.decode().unwrap_or_default();
+                    match r.resolve_char_ref() {
+                        Ok(Some(c)) => text.push(c),
+                        _ => text.push_str(
+                            quick_xml::escape::resolve_predefined_entity(&name).unwrap_or(""),
+                        ),
+                    }
                 }
             }
             Ok(Event::Empty(e)) => {
-                if let Some(open) = pending.take() {
-                    println!("{}{open}", indent(depth));
+                if let Some((open, _)) = pending.take() {
+                    out.push_str(&format!("{}{open}\n", indent(depth)));
                 }
-                println!(
-                    "{}{}:",
+                out.push_str(&format!(
+                    "{}{}:\n",
                     indent(depth + 1),
                     String::from_utf8_lossy(e.name().as_ref())
-                );
+                ));
             }
             Ok(Event::End(_)) => {
-                if let Some(open) = pending.take() {
-                    println!("{}{open}:", indent(depth));
+                if let Some((open, text)) = pending.take() {
+                    let text = text.trim();
+                    if text.is_empty() {
+                        out.push_str(&format!("{}{open}:\n", indent(depth)));
+                    } else {
+                        out.push_str(&format!("{}{open}: {text}\n", indent(depth)));
+                    }
                 }
                 depth = depth.saturating_sub(1);
             }
             Ok(Event::Eof) | Err(_) => break,
             _ => {}
         }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn outlines_keep_whole_texts() {
+        let xml = "<LiveChannel>\n  <Description>Tom &amp; Jerry&#39;s</Description>\n  <Status>enabled</Status><Empty/>\n</LiveChannel>";
+        assert_eq!(
+            super::outline(xml),
+            "LiveChannel\n  Description: Tom & Jerry's\n  Status: enabled\n  Empty:\n"
+        );
     }
 }

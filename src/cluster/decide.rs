@@ -67,6 +67,17 @@ pub fn lease_alive(last_renewal_sent: Option<Instant>, ttl: Duration, now: Insta
     last_renewal_sent.is_some_and(|t| now.saturating_duration_since(t) < ttl)
 }
 
+/// The latest instant a fenced write may still land: the lease's end as
+/// this node can be sure of it (the last renewal etcd acknowledged was sent
+/// at `last_renewal_sent`, and etcd counts its TTL from when it got it, which
+/// is later), less a margin for the store's own delay between the last byte
+/// and the object taking effect (a fifth of the TTL, at most 1 s). `None`
+/// without a renewal (no lease).
+pub fn write_deadline(last_renewal_sent: Option<Instant>, ttl: Duration) -> Option<Instant> {
+    let margin = (ttl / 5).min(Duration::from_secs(1));
+    last_renewal_sent.map(|t| t + ttl.saturating_sub(margin))
+}
+
 /// What the fence transaction found at the channel's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeyState {
@@ -370,6 +381,21 @@ mod tests {
             recovered(None, Some(&last("a", "t")), "a", "s"),
             Recovered::Leave
         );
+    }
+
+    #[test]
+    fn fenced_writes_end_before_the_lease_can() {
+        let t0 = Instant::now();
+        let ttl = Duration::from_secs(10);
+        assert_eq!(write_deadline(None, ttl), None);
+        let end = write_deadline(Some(t0), ttl).unwrap();
+        assert_eq!(end, t0 + Duration::from_secs(9));
+        // Never past the instant the lease stops counting as alive.
+        assert!(!lease_alive(Some(t0), ttl, t0 + ttl));
+        assert!(lease_alive(Some(t0), ttl, end));
+        // A short TTL keeps a fifth of it as margin.
+        let short = write_deadline(Some(t0), Duration::from_secs(2)).unwrap();
+        assert_eq!(short, t0 + Duration::from_millis(1600));
     }
 
     #[test]

@@ -168,6 +168,12 @@ impl Lease {
             .filter(|_| decide::lease_alive(self.renewed, self.ttl, now))
     }
 
+    /// Until when a fenced write may land ([`decide::write_deadline`]).
+    pub fn write_deadline(&self) -> Option<Instant> {
+        self.id
+            .and_then(|_| decide::write_deadline(self.renewed, self.ttl))
+    }
+
     /// Forgets the lease (revoked at shutdown).
     pub fn take(&mut self) -> Option<i64> {
         self.renewed = None;

@@ -507,6 +507,10 @@ impl Cluster {
 }
 
 impl Fence for Cluster {
+    fn write_deadline(&self) -> Option<Instant> {
+        self.lock().lease.write_deadline()
+    }
+
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict> {
         Box::pin(async move {
             let k = (channel.bucket.clone(), channel.channel.clone());

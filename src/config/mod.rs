@@ -195,12 +195,28 @@ pub struct S3Config {
     /// `UNSIGNED-PAYLOAD`, which Garage, MinIO, Ceph RGW and AWS accept.)
     #[serde(default)]
     pub sign_payload: bool,
-    /// Send fragment and playlist PUTs to an `http://` endpoint without the
-    /// AWS SDK, a tmpfs fragment with `sendfile(2)` (`store/direct.rs`).
-    /// On by default; it is used only for `http://` endpoints without
-    /// `sign_payload`. `false` sends every PUT through the SDK.
+    /// Send fragment and playlist PUTs without the AWS SDK, on livebucket's
+    /// own HTTP client (hyper, rustls for `https://`; `store/direct.rs`). On
+    /// by default; it is used only without `sign_payload`. `false` sends
+    /// every PUT through the SDK.
     #[serde(default = "default_true")]
     pub direct_put: bool,
+    /// A PEM file of CA certificates trusted for an `https://` endpoint on
+    /// top of the system's roots (a store with a self-signed or private CA).
+    /// Used by the direct PUTs; the SDK's requests (GET, LIST, DELETE, HEAD)
+    /// trust the system's roots only.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Seconds a PUT attempt may take before the body's own transfer time
+    /// (`attempt_min_rate_kib`) is added; past it the attempt is abandoned
+    /// and retried. A live fragment is worth little once it has left the
+    /// playlist, so this is seconds, not the SDK's usual 30.
+    #[serde(default = "default_attempt_timeout")]
+    pub attempt_timeout_secs: u64,
+    /// The slowest upload rate (KiB/s) a PUT attempt is given time for: an
+    /// attempt of N KiB may take `attempt_timeout_secs + N / this` seconds.
+    #[serde(default = "default_attempt_min_rate")]
+    pub attempt_min_rate_kib: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -433,6 +449,12 @@ fn default_public_apps() -> Vec<String> {
 }
 fn default_stat_url() -> String {
     "http://127.0.0.1:8090/stat".into()
+}
+fn default_attempt_timeout() -> u64 {
+    5
+}
+fn default_attempt_min_rate() -> u64 {
+    256
 }
 fn default_region() -> String {
     "garage".into()
@@ -719,6 +741,23 @@ impl RawConfig {
         if self.s3.region.is_empty() {
             return Err(invalid("s3.region", "must not be empty"));
         }
+        if self.s3.attempt_timeout_secs == 0 {
+            return Err(invalid("s3.attempt_timeout_secs", "must be at least 1"));
+        }
+        if self.s3.attempt_min_rate_kib == 0 {
+            return Err(invalid("s3.attempt_min_rate_kib", "must be at least 1"));
+        }
+        if let Some(ca) = &self.s3.ca_file
+            && let Err(e) = std::fs::metadata(ca)
+        {
+            return Err(invalid(
+                "s3.ca_file",
+                format!(
+                    "cannot read {}: {e} (a PEM file of CA certificates)",
+                    ca.display()
+                ),
+            ));
+        }
         if self.upload.concurrency == 0 {
             return Err(invalid("upload.concurrency", "must be at least 1"));
         }
@@ -886,6 +925,35 @@ mod tests {
             "{one}"
         );
         assert!(parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 2\n")).is_ok());
+    }
+
+    #[test]
+    fn s3_attempt_bounds_and_ca_file_are_checked() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(
+            (c.s3.attempt_timeout_secs, c.s3.attempt_min_rate_kib),
+            (5, 256)
+        );
+        assert_eq!(c.s3.ca_file, None);
+        let with = |line: &str| {
+            MINIMAL.replace(
+                "endpoint = \"http://127.0.0.1:3900\"",
+                &format!("endpoint = \"https://127.0.0.1:3900\"\n{line}"),
+            )
+        };
+        for (line, field) in [
+            ("attempt_timeout_secs = 0", "s3.attempt_timeout_secs"),
+            ("attempt_min_rate_kib = 0", "s3.attempt_min_rate_kib"),
+            ("ca_file = \"/nonexistent/ca.pem\"", "s3.ca_file"),
+        ] {
+            let err = parse(&with(line)).unwrap_err();
+            assert!(err.to_string().contains(field), "{line}: {err}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "").unwrap();
+        let c = parse(&with(&format!("ca_file = {:?}", ca.display().to_string()))).unwrap();
+        assert_eq!(c.s3.ca_file.as_deref(), Some(ca.as_path()));
     }
 
     #[test]

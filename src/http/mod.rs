@@ -396,12 +396,12 @@ fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
         .max_age(Duration::from_secs(600))
 }
 
-/// `/metrics`, `/healthz` (the process answers) and `/readyz` (it takes
-/// pushes), for operators and balancers.
+/// `/metrics`, `/healthz` (the process answers; whether the store refuses
+/// its uploads) and `/readyz` (it takes pushes), for operators and balancers.
 pub fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/cluster/v1/stat/{bucket}/{channel}", get(peer::stat))
         .layer(TimeoutLayer::with_status_code(
@@ -409,6 +409,28 @@ pub fn operator_router(state: Arc<AppState>) -> Router {
             Duration::from_secs(10),
         ))
         .with_state(state)
+}
+
+/// Always 200 while the process answers (a liveness probe must not restart
+/// a node over a store's refusal: a restart would not fix it and nothing is
+/// lost meanwhile). The body is `ok`, or `degraded:` and one line per access
+/// key and bucket whose last upload the store refused with a final answer
+/// (its S3 code and message), until an upload there succeeds.
+async fn healthz(State(app): State<Arc<AppState>>) -> String {
+    health_text(&app.store.refusals())
+}
+
+fn health_text(refusals: &[String]) -> String {
+    if refusals.is_empty() {
+        return "ok\n".to_owned();
+    }
+    let mut text =
+        "degraded: the store refuses uploads (kept on disk; retried every upload.max_backoff_secs and at each reload)\n".to_owned();
+    for r in refusals {
+        text.push_str(r);
+        text.push('\n');
+    }
+    text
 }
 
 /// 200 while this node takes pushes; 503 with the reason while it cannot (in
@@ -464,6 +486,15 @@ mod tests {
         resp.headers()
             .get(header::ACCESS_CONTROL_ALLOW_ORIGIN)
             .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn health_names_each_refusal() {
+        assert_eq!(health_text(&[]), "ok\n");
+        let text =
+            health_text(&["GK1/media: S3 PUT media/cam/1.ts: HTTP 403: AccessDenied (no)".into()]);
+        assert!(text.starts_with("degraded: "), "{text}");
+        assert!(text.contains("GK1/media: S3 PUT media/cam/1.ts: HTTP 403: AccessDenied (no)\n"));
     }
 
     #[test]

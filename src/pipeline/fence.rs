@@ -31,6 +31,13 @@ pub enum FenceVerdict {
 /// Whether this node may write a channel's shared objects now.
 pub trait Fence: Send + Sync {
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict>;
+
+    /// After [`FenceVerdict::Write`]: the instant past which the write must
+    /// not land (the lease that allowed it may have expired by then), so
+    /// the PUT is abandoned at it. `None`: no such bound.
+    fn write_deadline(&self) -> Option<std::time::Instant> {
+        None
+    }
 }
 
 /// A channel's live playlist as it was last stored (by any node).

@@ -3,9 +3,23 @@
 //! Every job is retried until it is stored or livebucket stops: the bytes
 //! stay in their capture or spool file (the queue of record) and a failing
 //! upload waits at most `max_backoff` between attempts, visible in
-//! `livebucket_upload_failures_total`. A stop cancels the wait; the file is
-//! still there for the next start. "Retriable?" is decided by the store; this
+//! `livebucket_upload_failures_total` and, by S3 code, in
+//! `livebucket_s3_errors_total`. A stop cancels the wait; the file is still
+//! there for the next start. "Retriable?" is decided by the store; this
 //! module only decides how long to wait.
+//!
+//! A final answer (a refusal that only a change of configuration, keys or
+//! bucket can fix) is logged once per distinct error as an error, and the
+//! upload is parked: retried every `max_backoff`, and at once after a reload
+//! ([`Store::keys_changed`]), counted in `livebucket_uploads_parked`; the
+//! bytes stay on disk. Parking rather than giving up keeps every fragment;
+//! waiting `max_backoff` rather than retrying fast keeps a wrong key from
+//! becoming a tight loop against the store, and the reload wake-up means an
+//! operator's fix takes effect without waiting out the backoff.
+//!
+//! A playlist or manifest write in a cluster is bounded by the fence's
+//! [`Fence::write_deadline`]: its PUT is abandoned when the lease that
+//! allowed it could have expired, and not started past that instant.
 //!
 //! Media and the small objects (playlists, manifests) have separate permit
 //! pools, so a playlist never queues behind a backlog of fragments when S3
@@ -24,6 +38,7 @@ use bytes::Bytes;
 use futures::FutureExt as _;
 use tokio::sync::Semaphore;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
@@ -76,6 +91,19 @@ impl UploadError {
             UploadError::Store(e) => e.is_retriable(),
         }
     }
+
+    /// A refusal only a change of configuration, keys or bucket can fix.
+    fn is_final_answer(&self) -> bool {
+        matches!(self, UploadError::Store(e) if !e.is_retriable())
+    }
+}
+
+/// Waits for the next change of `keys` (a reload); forever if its sender is
+/// gone.
+async fn next_reload(keys: &mut watch::Receiver<u64>) {
+    if keys.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
 }
 
 /// Full-jitter exponential backoff: a random wait in `[0, min(cap, base·1.5^n)]`,
@@ -90,12 +118,16 @@ pub fn backoff(attempt: u32, cap: Duration) -> Duration {
 /// Runs `attempt` until it succeeds; `None` if cancelled first. Holds an
 /// upload permit only while a request is in flight, so a failing server does
 /// not starve uploads of healthy buckets.
+///
+/// A final answer parks the job ([`UploadError::is_final_answer`]): the next
+/// attempt comes after `max_backoff`, or as soon as `reloads` changes.
 pub async fn until_stored<F, Fut>(
     what: &str,
     permits: &Arc<Semaphore>,
     cancel: &CancellationToken,
     metrics: &Metrics,
     max_backoff: Duration,
+    mut reloads: watch::Receiver<u64>,
     mut attempt: F,
 ) -> Option<()>
 where
@@ -103,7 +135,17 @@ where
     Fut: Future<Output = Result<(), UploadError>>,
 {
     let mut failures: u32 = 0;
+    // The final answer last logged for this job, so each is logged once.
+    let mut logged_final: Option<String> = None;
+    let mut parked = false;
+    let unpark = |parked: &mut bool| {
+        if std::mem::take(parked) {
+            metrics.gauge_add("livebucket_uploads_parked", -1);
+        }
+    };
     loop {
+        // Only a reload after this attempt wakes a parked job.
+        reloads.borrow_and_update();
         let result = {
             let _permit = tokio::select! {
                 p = permits.acquire() => p.ok()?,
@@ -123,11 +165,15 @@ where
                     metrics.inc("livebucket_upload_panics_total", "");
                     Err(UploadError::Panicked(panic_message(panic.as_ref())))
                 }),
-                _ = cancel.cancelled() => return None,
+                _ = cancel.cancelled() => {
+                    unpark(&mut parked);
+                    return None;
+                }
             }
         };
         match result {
             Ok(()) => {
+                unpark(&mut parked);
                 if failures > 0 {
                     tracing::info!(what, failures, "stored after retries");
                 }
@@ -136,17 +182,40 @@ where
             Err(e) => {
                 failures += 1;
                 metrics.inc("livebucket_upload_failures_total", "");
+                if let UploadError::Store(se) = &e {
+                    metrics.inc("livebucket_s3_errors_total", &se.metric_code());
+                }
+                let is_final = e.is_final_answer();
                 let wait = if e.is_retriable() {
                     backoff(failures, max_backoff)
                 } else {
                     max_backoff
                 };
-                if failures == 1 || failures.is_multiple_of(10) {
-                    tracing::warn!(what, failures, error = %e, wait_ms = wait.as_millis() as u64, "upload failed; will retry");
+                if is_final {
+                    if !parked {
+                        parked = true;
+                        metrics.gauge_add("livebucket_uploads_parked", 1);
+                    }
+                    let text = e.to_string();
+                    if logged_final.as_deref() != Some(text.as_str()) {
+                        tracing::error!(what, failures, error = %text, retry_in_s = wait.as_secs(), "the store refused the upload; kept on disk, retried after the wait or at the next reload");
+                        logged_final = Some(text);
+                    }
+                } else {
+                    unpark(&mut parked);
+                    if failures == 1 || failures.is_multiple_of(10) {
+                        tracing::warn!(what, failures, error = %e, wait_ms = wait.as_millis() as u64, "upload failed; will retry");
+                    }
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
-                    _ = cancel.cancelled() => return None,
+                    _ = next_reload(&mut reloads), if is_final => {
+                        tracing::info!(what, "configuration reloaded; trying the refused upload again");
+                    }
+                    _ = cancel.cancelled() => {
+                        unpark(&mut parked);
+                        return None;
+                    }
                 }
             }
         }
@@ -294,11 +363,20 @@ impl Uploader {
                                 // A manifest is this session's own object:
                                 // held back while the node cannot reach the
                                 // coordinator, written otherwise.
-                                if up.fenced(&channel).await == Some(FenceVerdict::Hold) {
+                                let verdict = up.fenced(&channel).await;
+                                if verdict == Some(FenceVerdict::Hold) {
                                     return Err(UploadError::Fenced(channel.channel.clone()));
                                 }
+                                let before = up.fenced_deadline(&channel, verdict)?;
                                 up.store
-                                    .put(&key_id, &bucket, &object, body.clone(), &ObjectMeta::JSON)
+                                    .put_before(
+                                        &key_id,
+                                        &bucket,
+                                        &object,
+                                        body.clone(),
+                                        &ObjectMeta::JSON,
+                                        before,
+                                    )
                                     .await
                                     .map_err(UploadError::from)
                             })
@@ -369,7 +447,8 @@ impl Uploader {
                         .retry(&object, &up.small, || async {
                             // Checked before every attempt: a retry may come
                             // after this node lost the channel.
-                            match up.fenced(&channel).await {
+                            let verdict = up.fenced(&channel).await;
+                            match verdict {
                                 Some(FenceVerdict::Hold) => {
                                     return Err(UploadError::Fenced(channel.channel.clone()));
                                 }
@@ -380,8 +459,16 @@ impl Uploader {
                                 Some(FenceVerdict::Yield) => return Ok(()),
                                 Some(FenceVerdict::Write) | None => {}
                             }
+                            let before = up.fenced_deadline(&channel, verdict)?;
                             up.store
-                                .put(&key_id, &channel.bucket, &object, body.clone(), &meta)
+                                .put_before(
+                                    &key_id,
+                                    &channel.bucket,
+                                    &object,
+                                    body.clone(),
+                                    &meta,
+                                    before,
+                                )
                                 .await
                                 .map_err(UploadError::from)
                         })
@@ -409,6 +496,25 @@ impl Uploader {
         Some(verdict)
     }
 
+    /// After a [`FenceVerdict::Write`]: the instant the write must land by
+    /// ([`Fence::write_deadline`]); an error (held back) when that is
+    /// already past, `None` without a bound.
+    fn fenced_deadline(
+        &self,
+        channel: &ChannelId,
+        verdict: Option<FenceVerdict>,
+    ) -> Result<Option<std::time::Instant>, UploadError> {
+        if verdict != Some(FenceVerdict::Write) {
+            return Ok(None);
+        }
+        match self.fence.as_ref().and_then(|f| f.write_deadline()) {
+            Some(d) if d <= std::time::Instant::now() => {
+                Err(UploadError::Fenced(channel.channel.clone()))
+            }
+            d => Ok(d),
+        }
+    }
+
     async fn retry<F, Fut>(&self, what: &str, permits: &Arc<Semaphore>, attempt: F) -> bool
     where
         F: FnMut() -> Fut,
@@ -420,6 +526,7 @@ impl Uploader {
             &self.cancel,
             &self.metrics,
             self.max_backoff,
+            self.store.keys_changed(),
             attempt,
         )
         .await
@@ -493,6 +600,7 @@ mod tests {
             &cancel,
             &metrics,
             Duration::from_secs(1),
+            watch::channel(0).1,
             || {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 async move {
@@ -516,10 +624,65 @@ mod tests {
             &cancel,
             &metrics,
             Duration::from_secs(1),
+            watch::channel(0).1,
             || async { Err(UploadError::Store(StoreError::UnknownKey("k".into()))) },
         )
         .await;
         assert_eq!(r, None);
+    }
+
+    /// A final answer parks the job: counted by code, waited on at the
+    /// longest backoff, and tried again at once after a reload.
+    #[tokio::test(start_paused = true)]
+    async fn a_final_answer_parks_the_job_until_a_reload() {
+        let permits = Arc::new(Semaphore::new(1));
+        let metrics = Arc::new(Metrics::default());
+        let (reload, reloads) = watch::channel(0u64);
+        let calls = Arc::new(AtomicU32::new(0));
+        let refused = || {
+            UploadError::Store(StoreError::Answered {
+                op: "PUT",
+                bucket: "media".into(),
+                key: "cam/1.ts".into(),
+                status: 403,
+                code: Some("SignatureDoesNotMatch".into()),
+                message: Some("wrong secret".into()),
+                class: crate::store::errors::Class::Final,
+            })
+        };
+        let job = {
+            let (metrics, calls, permits) = (metrics.clone(), calls.clone(), permits.clone());
+            tokio::spawn(async move {
+                until_stored(
+                    "x",
+                    &permits,
+                    &CancellationToken::new(),
+                    &metrics,
+                    Duration::from_secs(3600),
+                    reloads,
+                    || {
+                        let n = calls.fetch_add(1, Ordering::SeqCst);
+                        async move { if n < 2 { Err(refused()) } else { Ok(()) } }
+                    },
+                )
+                .await
+            })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "parked, not retried fast");
+        assert_eq!(
+            metrics.counter("livebucket_s3_errors_total", "SignatureDoesNotMatch"),
+            1
+        );
+        assert!(metrics.render().contains("livebucket_uploads_parked 1"));
+        reload.send_modify(|n| *n += 1);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "the reload woke it");
+        // Still refused: parked again until the longest backoff passes.
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert_eq!(job.await.unwrap(), Some(()));
+        assert_eq!(calls.load(Ordering::SeqCst), 3);
+        assert!(metrics.render().contains("livebucket_uploads_parked 0"));
     }
 
     /// A panicking attempt is counted, reported as a failure and retried;
@@ -535,6 +698,7 @@ mod tests {
             &CancellationToken::new(),
             &metrics,
             Duration::from_secs(1),
+            watch::channel(0).1,
             || {
                 let n = calls.fetch_add(1, Ordering::SeqCst);
                 async move {

@@ -44,9 +44,9 @@
 //! The parser takes any bytes: it never panics, ignores elements it does not
 //! know, treats an unreadable number as unknown, and refuses only documents
 //! that are not XML, not `<rtmp>`, or nested absurdly deep. The fetch is one
-//! HTTP/1.0 GET over a fresh TCP or Unix-socket connection with an overall
-//! deadline ([`STAT_TIMEOUT`]) and a size cap, so a hung nginx cannot hold
-//! up the API.
+//! GET on livebucket's HTTP client ([`crate::outbound`]: pooled over TCP, a
+//! new connection over a Unix socket) with an overall deadline
+//! ([`STAT_TIMEOUT`]) and a size cap, so a hung nginx cannot hold up the API.
 //!
 //! # Cost
 //!
@@ -56,20 +56,14 @@
 //! therefore reads it at most once per [`STAT_CACHE_FOR`]: one read in flight
 //! at a time (callers that arrive meanwhile wait for it and share its
 //! result, failures included) and its parsed result kept for that long.
-//!
-//! A hand-written request rather than an HTTP client crate: the crate has
-//! none (hyper is built server-only), and nginx answers an HTTP/1.0 request
-//! with a `Content-Length` body and a close, which is all this needs.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-
 use crate::config::{NginxConfig, StatTarget, parse_stat_url};
 use crate::oss::channel::{AudioStat, VideoStat};
+use crate::outbound;
 
 pub mod page;
 
@@ -207,7 +201,7 @@ impl StatSource {
     }
 }
 
-/// `GET` over HTTP/1.0; the body of a `200`.
+/// `GET url`; the body of a `200`, at most [`MAX_STAT_BYTES`].
 async fn http_get(url: &str) -> Result<Vec<u8>, StatError> {
     let fail = |message: String| StatError::Fetch {
         url: url.to_owned(),
@@ -215,99 +209,40 @@ async fn http_get(url: &str) -> Result<Vec<u8>, StatError> {
     };
     let target = parse_stat_url(url)
         .ok_or_else(|| fail("not an http://HOST:PORT/PATH or unix:/SOCKET:/PATH URL".into()))?;
-    let response = match target {
+    let request = |uri: String, host: &str| {
+        hyper::Request::get(uri)
+            .header(hyper::header::HOST, host)
+            .header(hyper::header::USER_AGENT, "livebucket")
+            .header(hyper::header::ACCEPT, "text/xml")
+            .body(outbound::empty())
+            .map_err(|e| fail(e.to_string()))
+    };
+    let answer = match target {
         StatTarget::Tcp { authority, path } => {
-            // `[::1]:8090` is how a URL writes it, `::1:8090`… is not: connect
-            // to what is inside the brackets.
-            let addr = authority
-                .strip_prefix('[')
-                .and_then(|a| a.split_once("]:"))
-                .map(|(ip, port)| format!("{ip}:{port}"));
-            let stream = TcpStream::connect(addr.as_deref().unwrap_or(authority)).await;
-            exchange(stream, authority, path).await
+            let req = request(format!("http://{authority}{path}"), authority)?;
+            let client = outbound::plain().map_err(|e| fail(e.to_string()))?;
+            client.send(req).await
         }
         StatTarget::Unix { socket, path } => {
-            let stream = tokio::net::UnixStream::connect(socket).await;
-            exchange(stream, "localhost", path).await
+            outbound::send_unix(
+                std::path::Path::new(socket),
+                request(path.to_owned(), "localhost")?,
+            )
+            .await
         }
     }
     .map_err(|e| fail(e.to_string()))?;
-    let (status, body) = split_response(&response).map_err(|m| fail(m.into()))?;
+    let status = answer.status().as_u16();
     if status != 200 {
         return Err(StatError::Status {
             url: url.to_owned(),
             status,
         });
     }
+    let body = outbound::read_capped(answer.into_body(), MAX_STAT_BYTES)
+        .await
+        .map_err(|e| fail(e.to_string()))?;
     Ok(body.to_vec())
-}
-
-/// Sends the request on a fresh connection and reads the answer to its
-/// close, at most [`MAX_STAT_BYTES`] of body.
-async fn exchange<S: AsyncReadExt + AsyncWriteExt + Unpin>(
-    stream: std::io::Result<S>,
-    host: &str,
-    path: &str,
-) -> std::io::Result<Vec<u8>> {
-    let mut stream = stream?;
-    let request = format!(
-        "GET {path} HTTP/1.0\r\nHost: {host}\r\nUser-Agent: livebucket\r\nAccept: text/xml\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await?;
-    let mut response = Vec::new();
-    let limit = (MAX_STAT_BYTES + 64 * 1024) as u64;
-    (&mut stream)
-        .take(limit + 1)
-        .read_to_end(&mut response)
-        .await?;
-    if response.len() as u64 > limit {
-        return Err(std::io::Error::other(format!(
-            "the answer is larger than {MAX_STAT_BYTES} bytes"
-        )));
-    }
-    Ok(response)
-}
-
-/// An HTTP/1.x response read to the close: its status and body, checked
-/// against `Content-Length` when given. Chunked bodies are refused (nginx
-/// does not chunk answers to HTTP/1.0).
-fn split_response(response: &[u8]) -> Result<(u16, &[u8]), &'static str> {
-    let end = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("the answer has no complete HTTP head")?;
-    let head = std::str::from_utf8(&response[..end]).map_err(|_| "the HTTP head is not text")?;
-    let body = &response[end + 4..];
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or("");
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    let status = parts
-        .next()
-        .filter(|s| s.len() == 3)
-        .and_then(|s| s.parse::<u16>().ok());
-    let status = match status {
-        Some(s) if version.starts_with("HTTP/1.") => s,
-        _ => return Err("the answer is not HTTP/1.x"),
-    };
-    for line in lines {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("transfer-encoding") && !value.eq_ignore_ascii_case("identity")
-        {
-            return Err("the answer has a transfer encoding");
-        }
-        if name.eq_ignore_ascii_case("content-length") {
-            let length: usize = value.parse().map_err(|_| "bad Content-Length")?;
-            if body.len() < length {
-                return Err("the answer ended before its Content-Length");
-            }
-            return Ok((status, &body[..length]));
-        }
-    }
-    Ok((status, body))
 }
 
 /// The statistics of `session_ids` found in a parsed page: each session's
@@ -388,6 +323,7 @@ fn audio_of(stream: &Stream) -> Option<AudioStat> {
 mod tests {
     use super::page::tests::{AUDIO_ONLY, FIRST_SECONDS, IDLE, LIVE};
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     const SESSION: &str = "dc05cdac9ff06f227e9fac0a29ff9b17";
@@ -470,34 +406,6 @@ mod tests {
         }
     }
 
-    #[test]
-    fn http_responses() {
-        let ok =
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/xml\r\nContent-Length: 5\r\n\r\n<a/>\nextra";
-        assert_eq!(split_response(ok), Ok((200, &b"<a/>\n"[..])));
-        let to_close = b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\n<rtmp/>";
-        assert_eq!(split_response(to_close), Ok((200, &b"<rtmp/>"[..])));
-        assert_eq!(
-            split_response(b"HTTP/1.1 403 Forbidden\r\n\r\n").map(|r| r.0),
-            Ok(403)
-        );
-        for bad in [
-            &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nshort"[..],
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
-            b"SSH-2.0-OpenSSH\r\n\r\n",
-            b"HTTP/1.1 2000 OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\n",
-            b"",
-        ] {
-            assert!(
-                split_response(bad).is_err(),
-                "{:?}",
-                String::from_utf8_lossy(bad)
-            );
-        }
-    }
-
     /// A one-shot server on 127.0.0.1 that reads the request and answers
     /// `answer` (or nothing, holding the connection, when `None`).
     async fn serve_once(answer: Option<Vec<u8>>) -> (String, tokio::task::JoinHandle<Vec<u8>>) {
@@ -524,7 +432,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn fetches_over_http_1_0() {
+    async fn fetches_over_http() {
         let mut answer =
             format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", LIVE.len()).into_bytes();
         answer.extend_from_slice(LIVE);
@@ -536,12 +444,12 @@ mod tests {
         assert_eq!(got[SESSION].video.as_ref().unwrap().width, 640);
         let request = String::from_utf8(server.await.unwrap()).unwrap();
         let authority = url.trim_start_matches("http://").trim_end_matches("/stat");
-        assert_eq!(
-            request,
-            format!(
-                "GET /stat HTTP/1.0\r\nHost: {authority}\r\nUser-Agent: livebucket\r\nAccept: text/xml\r\n\r\n"
-            )
+        assert!(request.starts_with("GET /stat HTTP/1.1\r\n"), "{request}");
+        assert!(
+            request.contains(&format!("host: {authority}\r\n")),
+            "{request}"
         );
+        assert!(request.contains("accept: text/xml\r\n"), "{request}");
     }
 
     #[tokio::test]
@@ -567,10 +475,8 @@ mod tests {
             .unwrap();
         assert!(got.is_empty());
         let request = String::from_utf8(server.await.unwrap()).unwrap();
-        assert!(
-            request.starts_with("GET /stat HTTP/1.0\r\nHost: localhost\r\n"),
-            "{request}"
-        );
+        assert!(request.starts_with("GET /stat HTTP/1.1\r\n"), "{request}");
+        assert!(request.contains("host: localhost\r\n"), "{request}");
     }
 
     #[tokio::test]

@@ -7,7 +7,7 @@
 //! read that is a memory copy. Profiling 100 channels showed those hand-offs
 //! among the largest costs of an upload.
 
-use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -31,10 +31,13 @@ pub fn memory_backed(file: &std::fs::File) -> bool {
     rc == 0 && matches!(st.f_type as libc::c_long, TMPFS_MAGIC | RAMFS_MAGIC)
 }
 
-/// The first `len` bytes of a file, as `CHUNK`-sized frames. A file that
-/// turns out shorter fails the request (the length was already sent).
+/// The first `len` bytes of a file, as `CHUNK`-sized frames, read at their
+/// offsets (`pread`), so the file's own position is never used and a clone of
+/// the descriptor can be sent again. A file that turns out shorter fails the
+/// request (the length was already sent).
 pub struct MemFileBody {
     file: std::fs::File,
+    offset: u64,
     remaining: u64,
 }
 
@@ -42,6 +45,7 @@ impl MemFileBody {
     pub fn new(file: std::fs::File, len: u64) -> Self {
         Self {
             file,
+            offset: 0,
             remaining: len,
         }
     }
@@ -58,20 +62,32 @@ impl http_body::Body for MemFileBody {
         if self.remaining == 0 {
             return Poll::Ready(None);
         }
-        let want = self.remaining.min(CHUNK as u64);
-        let mut buf = Vec::with_capacity(want as usize);
-        let read = (&self.file).take(want).read_to_end(&mut buf);
-        Poll::Ready(Some(match read {
-            Ok(0) => Err(std::io::Error::new(
+        let want = self.remaining.min(CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        let mut filled = 0;
+        // A read of a regular file returns less than asked only at its end
+        // (or on a signal), so loop until the chunk is full or the file ends.
+        while filled < want {
+            match self
+                .file
+                .read_at(&mut buf[filled..], self.offset + filled as u64)
+            {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Some(Err(e))),
+            }
+        }
+        if filled == 0 {
+            return Poll::Ready(Some(Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
                 "file shorter than when its upload started",
-            )),
-            Ok(n) => {
-                self.remaining -= n as u64;
-                Ok(Frame::data(Bytes::from(buf)))
-            }
-            Err(e) => Err(e),
-        }))
+            ))));
+        }
+        buf.truncate(filled);
+        self.offset += filled as u64;
+        self.remaining -= filled as u64;
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(buf)))))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -1,8 +1,17 @@
 //! The S3 side: one `aws-sdk-s3` client per access key, and how each kind
 //! of object is stored ([`ObjectMeta`]): fragments `video/mp2t`, immutable,
 //! with metadata `extinf` (duration as the playlist writes it) and `session`.
-//! The key layout is `crate::layout`'s. PUTs to an `http://` store skip the
-//! SDK ([`direct`]); every other request goes through it.
+//! The key layout is `crate::layout`'s. Fragment and playlist PUTs skip the
+//! SDK ([`direct`], on [`crate::outbound`]); every other request goes through
+//! it. Both paths class a failure the same way ([`errors::classify`]): a
+//! retriable one, or a final answer ([`StoreError::Answered`]) that only a
+//! change of configuration, keys or bucket can fix. A final answer to a PUT is
+//! remembered per access key and bucket until a PUT there succeeds
+//! ([`Store::refusals`], shown by `/healthz`).
+//!
+//! Every PUT attempt has a deadline ([`attempt_timeout`], or the caller's
+//! earlier one): a live fragment is worth little once it has left the
+//! playlist, and a fenced write must not land after its lease.
 //!
 //! The SDK's own retries are off: the upload pipeline retries forever with its
 //! own backoff and keeps the bytes on local disk meanwhile, so an SDK retry
@@ -11,9 +20,10 @@
 //! reject the newer default checksum headers. Stalled-stream protection is off:
 //! the attempt timeout bounds a stalled transfer.
 
+use std::collections::BTreeMap;
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
@@ -32,6 +42,7 @@ use crate::config::{AccessKey, S3Config};
 
 mod conditional;
 mod direct;
+pub mod errors;
 mod file_body;
 mod sign;
 
@@ -100,6 +111,18 @@ pub enum StoreError {
         /// but jumps straight to its longest backoff when this is false.
         retriable: bool,
     },
+    /// The store answered with an error status ([`errors::classify`] says
+    /// whether trying again can help).
+    #[error("S3 {op} {bucket}/{key}: HTTP {status}: {}", describe(code.as_deref(), message.as_deref()))]
+    Answered {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        status: u16,
+        code: Option<String>,
+        message: Option<String>,
+        class: errors::Class,
+    },
     #[error("S3 {op} {bucket}/{key}: not found")]
     NotFound {
         op: &'static str,
@@ -130,49 +153,91 @@ impl StoreError {
     pub fn is_retriable(&self) -> bool {
         match self {
             StoreError::Request { retriable, .. } => *retriable,
+            StoreError::Answered { class, .. } => *class == errors::Class::Retry,
             StoreError::UnknownKey(_)
             | StoreError::NotFound { .. }
             | StoreError::TooLarge { .. } => false,
         }
     }
+
+    /// The label this error is counted under in
+    /// `livebucket_s3_errors_total`: the S3 code, `HTTP_<status>` without
+    /// one, `transport` when no answer came, `unknown_key` for a key missing
+    /// from the configuration.
+    pub fn metric_code(&self) -> String {
+        match self {
+            StoreError::Answered { status, code, .. } => {
+                errors::metric_code(code.as_deref(), Some(*status))
+            }
+            StoreError::Request { .. } => "transport".into(),
+            StoreError::UnknownKey(_) => "unknown_key".into(),
+            StoreError::NotFound { .. } => "NoSuchKey".into(),
+            StoreError::TooLarge { .. } => "too_large".into(),
+        }
+    }
 }
 
-/// Whether an S3 error code can go away by trying again.
-fn retriable_code(code: Option<&str>) -> bool {
-    !matches!(
-        code,
-        Some("AccessDenied" | "NoSuchBucket" | "InvalidAccessKeyId" | "SignatureDoesNotMatch")
+/// `Code (message)` as an error line shows it.
+fn describe(code: Option<&str>, message: Option<&str>) -> String {
+    format!(
+        "{} ({})",
+        code.unwrap_or("no S3 error code"),
+        message.unwrap_or("no message")
     )
 }
 
-fn classify<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+/// The error for an answer with `status` and the error body read from it.
+fn answered(
     op: &'static str,
     bucket: &str,
     key: &str,
-    err: SdkError<E, R>,
+    status: u16,
+    body: errors::ErrorBody,
 ) -> StoreError {
-    let retriable = match &err {
-        SdkError::ServiceError(se) => retriable_code(se.err().code()),
-        _ => true,
-    };
-    let message = match &err {
-        SdkError::ServiceError(se) => format!(
-            "{} ({})",
-            se.err().code().unwrap_or("error"),
-            se.err().message().unwrap_or("no message")
-        ),
-        other => format!(
-            "{}",
-            aws_smithy_types::error::display::DisplayErrorContext(other)
-        ),
-    };
+    StoreError::Answered {
+        op,
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        status,
+        class: errors::classify(Some(status), body.code.as_deref()),
+        code: body.code,
+        message: body.message,
+    }
+}
+
+/// An SDK failure as a [`StoreError`], classed as the direct path classes
+/// its answers: an answer with a status is [`StoreError::Answered`], no
+/// answer (timeout, connection) a retriable [`StoreError::Request`].
+fn classify<E: ProvideErrorMetadata + std::error::Error + 'static>(
+    op: &'static str,
+    bucket: &str,
+    key: &str,
+    err: SdkError<E, aws_sdk_s3::config::http::HttpResponse>,
+) -> StoreError {
+    if let SdkError::ServiceError(se) = &err {
+        let body = errors::ErrorBody {
+            code: se.err().code().map(str::to_owned),
+            message: se.err().message().map(str::to_owned),
+        };
+        return answered(op, bucket, key, se.raw().status().as_u16(), body);
+    }
     StoreError::Request {
         op,
         bucket: bucket.to_owned(),
         key: key.to_owned(),
-        message,
-        retriable,
+        message: format!(
+            "{}",
+            aws_smithy_types::error::display::DisplayErrorContext(&err)
+        ),
+        retriable: true,
     }
+}
+
+/// How long one PUT attempt of `len` bytes may take: `base`, plus the time
+/// the body takes at `min_rate` bytes per second (a fragment must not time
+/// out on a slow but working link, a playlist must not wait long).
+pub fn attempt_timeout(base: Duration, min_rate: u64, len: u64) -> Duration {
+    base + Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64)
 }
 
 /// One client per access key; cloning a `Client` is cheap.
@@ -185,7 +250,12 @@ pub struct Store {
     s3: S3Config,
     clients: Arc<RwLock<HashMap<String, KeyClient>>>,
     /// PUTs without the SDK where the store allows ([`direct`]), or why not.
-    direct: Result<Arc<direct::DirectPut>, &'static str>,
+    direct: Result<Arc<direct::DirectPut>, String>,
+    /// Final answers to PUTs by `key_id/bucket`, until a PUT there succeeds.
+    refusals: Arc<Mutex<BTreeMap<String, String>>>,
+    /// Bumped by every [`Store::update_keys`]: uploads parked on a final
+    /// answer try again at once.
+    keys_changed: Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl Store {
@@ -195,12 +265,59 @@ impl Store {
             s3: s3.clone(),
             clients: Arc::default(),
             direct,
+            refusals: Arc::default(),
+            keys_changed: Arc::new(tokio::sync::watch::channel(0).0),
         };
-        store.update_keys(keys);
+        store.replace_clients(keys);
         store
     }
 
+    /// Adds and replaces clients for `keys` (see [`Store`]) and wakes the
+    /// uploads parked on a final answer ([`Store::keys_changed`]).
     pub fn update_keys(&self, keys: &[AccessKey]) {
+        self.replace_clients(keys);
+        self.keys_changed.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that changes at every [`Store::update_keys`] (a reload).
+    pub fn keys_changed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.keys_changed.subscribe()
+    }
+
+    /// The final answers PUTs got, one line per access key and bucket whose
+    /// last PUT got one (`key_id/bucket: error`); empty when all is well.
+    pub fn refusals(&self) -> Vec<String> {
+        self.refusals
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(at, why)| format!("{at}: {why}"))
+            .collect()
+    }
+
+    /// Remembers a PUT's final answer, or forgets it after a success.
+    /// `result` is the PUT's, its error `None` when it says nothing about
+    /// the store (a local read failed).
+    fn note_put(&self, key_id: &str, bucket: &str, result: Result<(), Option<&StoreError>>) {
+        let at = format!("{key_id}/{bucket}");
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
+            Ok(()) => {
+                refusals.remove(&at);
+            }
+            Err(Some(
+                e @ StoreError::Answered {
+                    class: errors::Class::Final,
+                    ..
+                },
+            )) => {
+                refusals.insert(at, e.to_string());
+            }
+            Err(_) => {}
+        }
+    }
+
+    fn replace_clients(&self, keys: &[AccessKey]) {
         let mut clients = self.clients.write().unwrap_or_else(|p| p.into_inner());
         for k in keys {
             if clients.get(&k.id).is_none_or(|c| c.secret != k.secret) {
@@ -237,13 +354,24 @@ impl Store {
 
     /// Why fragment and playlist PUTs go through the SDK, or `None` when
     /// they go direct.
-    pub fn sdk_put_reason(&self) -> Option<&'static str> {
-        self.direct.as_ref().err().copied()
+    pub fn sdk_put_reason(&self) -> Option<&str> {
+        self.direct.as_ref().err().map(String::as_str)
+    }
+
+    /// The deadline of a PUT attempt of `len` bytes starting now, or
+    /// `before` when that is earlier.
+    fn deadline(&self, len: u64, before: Option<Instant>) -> Instant {
+        let own = Instant::now()
+            + attempt_timeout(
+                Duration::from_secs(self.s3.attempt_timeout_secs),
+                self.s3.attempt_min_rate_kib.saturating_mul(1024),
+                len,
+            );
+        before.map_or(own, |b| b.min(own))
     }
 
     /// Stores a whole object with its content type, cache policy and
     /// metadata. Every PUT livebucket makes goes through here.
-    #[tracing::instrument(level = "debug", skip(self, body, object))]
     pub async fn put(
         &self,
         key_id: &str,
@@ -252,10 +380,50 @@ impl Store {
         body: impl Into<Bytes>,
         object: &ObjectMeta<'_>,
     ) -> Result<(), StoreError> {
+        self.put_before(key_id, bucket, key, body, object, None)
+            .await
+    }
+
+    /// [`Store::put`] that gives up at `before` if its own attempt deadline
+    /// is later (a fenced write that must not land after its lease).
+    #[tracing::instrument(level = "debug", skip(self, body, object))]
+    pub async fn put_before(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: impl Into<Bytes>,
+        object: &ObjectMeta<'_>,
+        before: Option<Instant>,
+    ) -> Result<(), StoreError> {
         let body = body.into();
+        let deadline = self.deadline(body.len() as u64, before);
+        let result = self
+            .put_bytes(key_id, bucket, key, body, object, deadline)
+            .await;
+        self.note_put(key_id, bucket, result.as_ref().map(|_| ()).map_err(Some));
+        result
+    }
+
+    async fn put_bytes(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        body: Bytes,
+        object: &ObjectMeta<'_>,
+        deadline: Instant,
+    ) -> Result<(), StoreError> {
         if let Ok(direct) = &self.direct {
             let signer = self.signer(key_id)?;
-            let sent = direct.put(&signer, bucket, key, direct::Body::Bytes(&body), object);
+            let sent = direct.put(
+                &signer,
+                bucket,
+                key,
+                direct::Body::Bytes(body),
+                object,
+                deadline,
+            );
             return sent.await.map_err(|e| match e {
                 PutFileError::Store(e) => e,
                 // Bytes in memory cannot come up short.
@@ -268,8 +436,15 @@ impl Store {
                 },
             });
         }
-        self.sdk_put(key_id, bucket, key, ByteStream::from(body), object)
-            .await
+        self.sdk_put(
+            key_id,
+            bucket,
+            key,
+            ByteStream::from(body),
+            object,
+            deadline,
+        )
+        .await
     }
 
     async fn sdk_put(
@@ -279,6 +454,7 @@ impl Store {
         key: &str,
         body: ByteStream,
         object: &ObjectMeta<'_>,
+        deadline: Instant,
     ) -> Result<(), StoreError> {
         let mut req = self
             .client(key_id)?
@@ -291,12 +467,25 @@ impl Store {
         for (k, v) in object.metadata {
             req = req.metadata(*k, *v);
         }
-        let sent = if self.s3.sign_payload {
-            req.send().await
-        } else {
-            req.customize().disable_payload_signing().send().await
+        let send = async {
+            if self.s3.sign_payload {
+                req.send().await
+            } else {
+                req.customize().disable_payload_signing().send().await
+            }
         };
-        sent.map_err(|e| classify("PUT", bucket, key, e))?;
+        match tokio::time::timeout_at(deadline.into(), send).await {
+            Ok(sent) => sent.map_err(|e| classify("PUT", bucket, key, e))?,
+            Err(_) => {
+                return Err(StoreError::Request {
+                    op: "PUT",
+                    bucket: bucket.to_owned(),
+                    key: key.to_owned(),
+                    message: "no answer by the attempt deadline".into(),
+                    retriable: true,
+                });
+            }
+        };
         Ok(())
     }
 
@@ -310,13 +499,54 @@ impl Store {
         path: &std::path::Path,
         object: &ObjectMeta<'_>,
     ) -> Result<(), PutFileError> {
+        let result = self.put_file_inner(key_id, bucket, key, path, object).await;
+        let noted = result.as_ref().map(|_| ()).map_err(|e| match e {
+            PutFileError::Store(e) => Some(e),
+            PutFileError::Read(_) => None,
+        });
+        self.note_put(key_id, bucket, noted);
+        result
+    }
+
+    async fn put_file_inner(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        key: &str,
+        path: &std::path::Path,
+        object: &ObjectMeta<'_>,
+    ) -> Result<(), PutFileError> {
         let file = std::fs::File::open(path).map_err(PutFileError::Read)?;
         let size = file.metadata().map_err(PutFileError::Read)?.len();
+        let deadline = self.deadline(size, None);
         let in_memory = file_body::memory_backed(&file);
-        if let Some(direct) = self.direct.as_ref().ok().filter(|_| in_memory) {
+        if let Ok(direct) = &self.direct {
             let signer = self.signer(key_id)?;
-            let body = direct::Body::File(&file, size);
-            return direct.put(&signer, bucket, key, body, object).await;
+            let body = if in_memory {
+                direct::Body::File(file, size)
+            } else {
+                // A spooled fragment on disk: read whole off the runtime (a
+                // disk read may block), so it takes the same path, and an
+                // https store's CA file applies to it too.
+                let read = tokio::task::spawn_blocking(move || {
+                    let mut bytes = Vec::with_capacity(size as usize);
+                    std::io::Read::read_to_end(&mut std::io::Read::take(&file, size), &mut bytes)
+                        .map(|_| bytes)
+                })
+                .await
+                .map_err(|e| PutFileError::Read(std::io::Error::other(e)))?
+                .map_err(PutFileError::Read)?;
+                if read.len() as u64 != size {
+                    return Err(PutFileError::Read(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "the file is shorter than when its upload started",
+                    )));
+                }
+                direct::Body::Bytes(Bytes::from(read))
+            };
+            return direct
+                .put(&signer, bucket, key, body, object, deadline)
+                .await;
         }
         let body = if !self.s3.sign_payload && in_memory {
             // A tmpfs read is a memory copy that never blocks: read in the
@@ -335,7 +565,9 @@ impl Store {
                 .await
                 .map_err(|e| PutFileError::Read(std::io::Error::other(e)))?
         };
-        Ok(self.sdk_put(key_id, bucket, key, body, object).await?)
+        Ok(self
+            .sdk_put(key_id, bucket, key, body, object, deadline)
+            .await?)
     }
 
     /// Deletes an object; deleting a missing one succeeds (S3 semantics).
@@ -506,4 +738,23 @@ fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
         )
         .build();
     Client::from_conf(conf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_attempt_gets_its_base_plus_the_body_at_the_slowest_rate() {
+        let base = Duration::from_secs(5);
+        assert_eq!(attempt_timeout(base, 256 * 1024, 0), base);
+        // A 2 s fragment at 1.5 Mbit/s (~375 KB): about 6.4 s.
+        let t = attempt_timeout(base, 256 * 1024, 375_000);
+        assert!(
+            t > Duration::from_millis(6400) && t < Duration::from_millis(6500),
+            "{t:?}"
+        );
+        // A zero rate cannot divide by zero.
+        assert!(attempt_timeout(base, 0, 10) > base);
+    }
 }

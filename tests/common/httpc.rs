@@ -1,13 +1,13 @@
-//! A tiny HTTP/1.1 client for plain `http://` URLs (the crate has no HTTP
-//! client dependency): one request per connection with `Connection: close`,
-//! the body read to the end (by `Content-Length`, chunked, or until close)
+//! The tests' HTTP client, on livebucket's own ([`livebucket::outbound`],
+//! hyper): one request per connection with `Connection: close` (each test
+//! has its own runtime, so nothing pooled outlives it), the body read whole
 //! and kept as bytes, every header kept. The URL's authority is sent as the
 //! `Host` header unchanged, which is what a SigV4 presigned URL signs.
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use http_body_util::BodyExt;
+use livebucket::outbound::{self, HttpClient};
 
 /// How long one request may take, connect to last byte.
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -67,80 +67,44 @@ pub async fn request_with_headers(
 }
 
 async fn exchange(method: &str, url: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| std::io::Error::other("only http:// URLs are supported"))?;
-    let (authority, target) = match rest.find(['/', '?']) {
-        Some(i) if rest[i..].starts_with('/') => (&rest[..i], rest[i..].to_owned()),
-        Some(i) => (&rest[..i], format!("/{}", &rest[i..])),
-        None => (rest, "/".to_owned()),
-    };
-    let mut stream = TcpStream::connect(authority).await?;
-    let extra: String = headers
+    if !url.starts_with("http://") {
+        return Err(std::io::Error::other("only http:// URLs are supported"));
+    }
+    let mut req = hyper::Request::builder()
+        .method(method)
+        .uri(url)
+        .header("connection", "close")
+        .header("content-length", "0")
+        .header("user-agent", "livebucket-tests");
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    let req = req
+        .body(outbound::empty())
+        .map_err(|e| std::io::Error::other(format!("bad request: {e}")))?;
+    let client = HttpClient::new(None).map_err(std::io::Error::other)?;
+    let answer = client.send(req).await.map_err(std::io::Error::other)?;
+    let status = answer.status().as_u16();
+    let headers = answer
+        .headers()
         .iter()
-        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
-    let head = format!(
-        "{method} {target} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\
-         Content-Length: 0\r\nUser-Agent: livebucket-tests\r\n{extra}\r\n"
-    );
-    stream.write_all(head.as_bytes()).await?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
-    parse(&raw)
-}
-
-fn parse(raw: &[u8]) -> std::io::Result<Response> {
-    let bad = |why: &str| std::io::Error::other(format!("malformed HTTP response: {why}"));
-    let end = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no end of headers"))?;
-    let head = String::from_utf8_lossy(&raw[..end]);
-    let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| bad("no status line"))?;
-    let headers: Vec<(String, String)> = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    let mut response = Response {
+    let body = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(std::io::Error::other)?
+        .to_bytes()
+        .to_vec();
+    Ok(Response {
         status,
         headers,
-        body: Vec::new(),
-    };
-    let rest = &raw[end + 4..];
-    response.body = if response
-        .header("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
-        dechunk(rest).ok_or_else(|| bad("broken chunked body"))?
-    } else if let Some(len) = response.header("content-length") {
-        let len: usize = len.parse().map_err(|_| bad("bad Content-Length"))?;
-        rest.get(..len)
-            .ok_or_else(|| bad("body shorter than Content-Length"))?
-            .to_vec()
-    } else {
-        rest.to_vec()
-    };
-    Ok(response)
-}
-
-fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
-    let mut body = Vec::new();
-    loop {
-        let eol = rest.windows(2).position(|w| w == b"\r\n")?;
-        let size_text = std::str::from_utf8(&rest[..eol]).ok()?;
-        let size_text = size_text.split(';').next()?.trim();
-        let size = usize::from_str_radix(size_text, 16).ok()?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Some(body);
-        }
-        body.extend_from_slice(rest.get(..size)?);
-        rest = rest.get(size + 2..)?;
-    }
+        body,
+    })
 }
