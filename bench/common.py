@@ -487,9 +487,11 @@ def livebucket_config(
     secret: str,
     nginx_extra: str = "",
     s3_extra: str = "",
+    extra: str = "",
 ) -> str:
     """`nginx_extra`: more `[nginx]` lines (relay_url, stat_url) when a real
-    nginx-rtmp is in the run; `s3_extra`: more `[s3]` lines."""
+    nginx-rtmp is in the run; `s3_extra`: more `[s3]` lines; `extra`: whole
+    tables at the end (e.g. `[http]` with `cors_origins`)."""
     return f"""state_dir = "{state_dir}"
 
 [listen]
@@ -514,6 +516,8 @@ force_path_style = true
 id = "{key_id}"
 secret = "{secret}"
 buckets = ["*"]
+
+{extra}
 """
 
 

@@ -456,13 +456,14 @@ def start_livebucket(
     s3_extra: str = "",
     binary: Path | None = None,
     endpoint: str | None = None,
+    extra: str = "",
 ) -> tuple[common.Proc, common.LivebucketPorts]:
     port = common.LivebucketPorts.free()
     cfg = run_dir / "livebucket.toml"
     g = ctx.garage
     cfg.write_text(
         common.livebucket_config(
-            port, state_dir, hls, endpoint or ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra
+            port, state_dir, hls, endpoint or ctx.obs.endpoint, g.key_id, g.secret, nginx_extra, s3_extra, extra
         )
     )
     proc = common.Proc(

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The real path: ffmpeg publishers → nginx-rtmp → livebucket → Garage.
 
-    bench/realpath.py [--channels 50] [--duration 60] [--warmup 8] [--low-latency]
+    bench/realpath.py [--channels 50] [--duration 60] [--warmup 8] [--low-latency off|on|both]
 
 A short clip (640x360, 25 fps, keyframe every second, ~1.5 Mbit/s with AAC,
 FLV) is encoded once and cached; each channel is then an ffmpeg that loops it
@@ -16,13 +16,21 @@ each fragment; the observing proxy in front of Garage (common.Observer) logs
 when the fragment's PUT and the first playlist PUT listing it were answered
 (as in pipeline_latency.py). Fragments closed during the measuring window
 (after `--warmup` seconds) count. Also: livebucket's and nginx's CPU over the
-window and livebucket's peak RSS. `--low-latency` turns LL-HLS parts on
-(`[live] low_latency`, 500 ms parts) and counts the part PUTs and DELETEs.
+window, livebucket's peak RSS, and every S3 request to the bucket in the
+window by method (PUTs and requests per channel-hour; part PUTs and DELETEs,
+keys under CHANNEL/.ll/, apart).
+
+`--low-latency on` runs livebucket with its LL-HLS parts on (`[live]
+low_latency = true`, each part a PUT of its own while the fragment grows);
+`both` runs off, then on, each with its own bucket and livebucket, and adds
+what the parts cost per channel-hour (on − off). A livebucket without that
+setting runs with parts off only, and the report says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import re
@@ -103,31 +111,51 @@ def tree_cpu(pid: int) -> float:
     return total
 
 
+def log_tag(session: str) -> str:
+    """How livebucket's log names a session (src/session.rs `log_tag`): the
+    first 8 hex digits of its recording id, SHA-256 over a label and the
+    session id, which names the stream's directory."""
+    return hashlib.sha256(b"livebucket recording id\0" + session.encode()).hexdigest()[:8]
+
+
 SESSION_RE = re.compile(r"session=(\S+).*?channel=(\S+)")
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--channels", type=int, default=50)
-    ap.add_argument("--duration", type=float, default=60.0, help="measuring window, seconds (default 60)")
-    ap.add_argument("--warmup", type=float, default=8.0, help="seconds after the last publisher starts")
-    ap.add_argument("--keep", action="store_true")
-    ap.add_argument("--low-latency", action="store_true", help="LL-HLS parts on ([live] low_latency)")
-    ap.add_argument(
-        "--perf", action="store_true",
-        help="perf record livebucket over the window (run_dir/perf.data; implies --keep)",
-    )
-    args = ap.parse_args()
-    command = "bench/realpath.py " + " ".join(sys.argv[1:])
-    if not common.LIVEBUCKET_BIN.exists():
-        sys.exit(f"no {common.LIVEBUCKET_BIN}: build it (bench/run does)")
-    header = common.machine()
-    header["load_start"] = common.loadavg()
-    ctx = pl.Ctx(args)
-    source = clip(common.BENCH_DIR / "cache")
+def livebucket_supports_low_latency() -> bool:
+    """Whether this livebucket binary has `[live] low_latency` (LL-HLS parts,
+    issue 21): `sign push` loads the config, and refuses unknown fields."""
+    probe = common.BENCH_DIR / "low-latency-probe.toml"
+    probe.parent.mkdir(parents=True, exist_ok=True)
+    probe.write_text(common.livebucket_config(
+        common.LivebucketPorts.free(), common.BENCH_DIR, common.BENCH_DIR, "http://127.0.0.1:1",
+        "GK" + "0" * 24, "0" * 64, extra=LOW_LATENCY_CONFIG,
+    ))
+    try:
+        out = subprocess.run(
+            [str(common.LIVEBUCKET_BIN), "sign", "push", "--config", str(probe), "--bucket", "probe",
+             "--channel", "probe", "--endpoint", "rtmp://127.0.0.1/live", "--expires-in", "60"],
+            capture_output=True, text=True,
+        )
+    finally:
+        probe.unlink()
+    if out.returncode == 0:
+        return True
+    if "unknown field `low_latency`" in out.stderr:
+        return False
+    raise RuntimeError(f"livebucket sign push refused the probe config: {out.stderr}")
+
+
+# livebucket's LL-HLS parts on, at its default part target.
+LOW_LATENCY_CONFIG = "[live]\nlow_latency = true\n"
+
+
+def run_once(ctx, args, source: Path, low_latency: bool) -> dict:
+    """One run: the publishers, nginx-rtmp and livebucket (with LL-HLS parts
+    on or off), measured over the window."""
+    name = "realpath-ll" if low_latency else "realpath"
     publishers: list[common.Proc] = []
     try:
-        run_dir, shm = ctx.work / "realpath", ctx.shm / "realpath"
+        run_dir, shm = ctx.work / name, ctx.shm / name
         run_dir.mkdir()
         hls = shm / "hls"
         hls.mkdir(parents=True)
@@ -138,15 +166,12 @@ def main() -> None:
         shutil.chown(hls, group="www-data")
         os.chmod(hls, 0o2770)
         g = ctx.garage
-        bucket = "realpath"
+        bucket = name
         g.create_bucket(bucket)
         rtmp_port, stat_port = common.free_port(), common.free_port()
         extra = f'relay_url = "rtmp://127.0.0.1:{rtmp_port}/hls"\nstat_url = "http://127.0.0.1:{stat_port}/stat"'
-        if args.low_latency:
-            # A table of its own, right before livebucket_config's [s3].
-            extra += "\n\n[live]\nlow_latency = true\npart_target_ms = 500"
-
-        lb, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state", nginx_extra=extra)
+        lb, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state", nginx_extra=extra,
+                                       extra=LOW_LATENCY_CONFIG if low_latency else "")
         nginx = start_nginx(run_dir, port.hooks, hls, rtmp_port, stat_port)
         closes = run_dir / "closed.txt"
         watch = common.Proc("closewatch", ["/usr/bin/python3", str(HERE / "closewatch.py"), str(hls), str(closes)],
@@ -204,8 +229,9 @@ def main() -> None:
         for line in closes.read_text().splitlines():
             t, stream, name = line.split()
             t = float(t)
-            if t0 <= t < t1 and stream in sessions:
-                events.append({"ch": sessions[stream], "name": name, "size": None, "t_close": t})
+            ch = sessions.get(log_tag(stream))
+            if t0 <= t < t1 and ch:
+                events.append({"ch": ch, "name": name, "size": None, "t_close": t})
         wanted = {(e["ch"], e["name"]) for e in events}
 
         def drained() -> bool:
@@ -224,9 +250,6 @@ def main() -> None:
         nginx.stop()
         lb.stop()
         records = [r for r in ctx.obs.read(obs_start) if r["bucket"] == bucket]
-        in_window = [r for r in records if t0 <= r["t"] < t1]
-        part_puts = sum(1 for r in in_window if r["method"] == "PUT" and "/.ll/" in r["key"])
-        part_deletes = sum(1 for r in in_window if r["method"] == "DELETE" and "/.ll/" in r["key"])
         res = pl.analyze(events, records)
         window = t1 - t0
         res.update(
@@ -242,47 +265,127 @@ def main() -> None:
             rss_max_window_kb=max(rss) if rss else None,
             load_start=load_start,
             load_end=load_end,
-            low_latency=args.low_latency,
-            part_puts_per_channel_hour=round(part_puts / (args.channels * window / 3600)),
-            part_deletes_per_channel_hour=round(part_deletes / (args.channels * window / 3600)),
         )
+        # Every request to the bucket in the window, by method: with parts
+        # on, each part is a PUT of its own.
+        window_records = [r for r in records if t0 <= r["t"] < t1]
+        requests: dict[str, int] = {}
+        for r in window_records:
+            requests[r["method"]] = requests.get(r["method"], 0) + 1
+        channel_hours = args.channels * window / 3600
+        # Part objects live under CHANNEL/.ll/<recording>/ (src/llhls).
+        parts = [r for r in window_records if "/.ll/" in r["key"]]
+        res.update(
+            low_latency=low_latency,
+            s3_requests=requests,
+            puts_per_channel_hour=round(requests.get("PUT", 0) / channel_hours),
+            s3_requests_per_channel_hour=round(sum(requests.values()) / channel_hours),
+            part_puts_per_channel_hour=round(sum(r["method"] == "PUT" for r in parts) / channel_hours),
+            part_deletes_per_channel_hour=round(sum(r["method"] == "DELETE" for r in parts) / channel_hours),
+        )
+        return res
     finally:
         for p in publishers:
             p.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--channels", type=int, default=50)
+    ap.add_argument("--duration", type=float, default=60.0, help="measuring window, seconds (default 60)")
+    ap.add_argument("--warmup", type=float, default=8.0, help="seconds after the last publisher starts")
+    ap.add_argument(
+        "--low-latency", choices=["off", "on", "both"], default="off",
+        help="livebucket's LL-HLS parts ([live] low_latency): off (default), on, or both, one run each",
+    )
+    ap.add_argument("--keep", action="store_true")
+    ap.add_argument(
+        "--perf", action="store_true",
+        help="perf record livebucket over the window (run_dir/perf.data; implies --keep)",
+    )
+    args = ap.parse_args()
+    command = "bench/realpath.py " + " ".join(sys.argv[1:])
+    if not common.LIVEBUCKET_BIN.exists():
+        sys.exit(f"no {common.LIVEBUCKET_BIN}: build it (bench/run does)")
+    header = common.machine()
+    header["load_start"] = common.loadavg()
+    modes = {"off": [False], "on": [True], "both": [False, True]}[args.low_latency]
+    header["note"] = ""
+    if True in modes and not livebucket_supports_low_latency():
+        header["note"] = (
+            f"`--low-latency {args.low_latency}` asked for, but this livebucket has no `[live] low_latency`: "
+            "ran with parts off only."
+        )
+        log(header["note"])
+        modes = [False]
+    ctx = pl.Ctx(args)
+    source = clip(common.BENCH_DIR / "cache")
+    results = []
+    try:
+        for low_latency in modes:
+            results.append(run_once(ctx, args, source, low_latency))
+    finally:
         ctx.close(args.keep or args.perf)
     header["load_end"] = common.loadavg()
-    md = markdown(res, header, command)
+    md = markdown(results, header, command)
     out_dir = common.BENCH_DIR / "results"
     out_dir.mkdir(parents=True, exist_ok=True)
     base = out_dir / f"realpath-{ctx.stamp}"
-    base.with_suffix(".json").write_text(json.dumps({"machine": header, "command": command, "result": res}, indent=1))
+    base.with_suffix(".json").write_text(
+        json.dumps({"machine": header, "command": command, "results": results}, indent=1)
+    )
     base.with_suffix(".md").write_text(md)
     print(md)
     log("results:", base.with_suffix(".json"), base.with_suffix(".md"))
 
 
-def markdown(r: dict, header: dict, command: str) -> str:
+def markdown(results: list[dict], header: dict, command: str) -> str:
     f = common.fmt_ms
-    return "\n".join([
+    r0 = results[0]
+    out = [
         f"Command: `{command}`  ",
         f"Date: {header['date']}; commit {header['commit']}; load average (1/5/15 min) at start: "
         f"{header['load_start']}, at end: {header['load_end']}  ",
-        f"{r['channels']} ffmpeg `-c copy` publishers ({r['publishers_alive']} still running at the end of the "
-        f"window, {r['sessions']} sessions approved), {r['window_s']:.0f} s window, fragments closed in it: "
-        f"{r['fragments']}. Latency from nginx's close (IN_CLOSE_WRITE) to stored / to listed.",
+        f"{r0['channels']} ffmpeg `-c copy` publishers per run, {r0['window_s']:.0f} s window. Latency from nginx's "
+        "close (IN_CLOSE_WRITE) to stored / to listed; S3 requests are every request to the run's bucket in the "
+        "window (through the observing proxy).",
+    ]
+    if header.get("note"):
+        out.append(f"Note: {header['note']}")
+    out += [
         "",
-        "| fragments | stored | listed | (a) stored p50 / p90 / p99 / max ms | (b) in playlist p50 / p90 / p99 / max ms "
-        "| lag p99 / max ms | early | livebucket CPU s per ch-h | nginx CPU s | Garage CPU s | livebucket peak RSS MiB "
-        "| load 1-min |",
-        "|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|",
-        f"| {r['fragments']} | {r['stored']} | {r['listed']} "
-        f"| {f(r['stored_p50_s'])} / {f(r['stored_p90_s'])} / {f(r['stored_p99_s'])} / {f(r['stored_max_s'])} "
-        f"| {f(r['listed_p50_s'])} / {f(r['listed_p90_s'])} / {f(r['listed_p99_s'])} / {f(r['listed_max_s'])} "
-        f"| {f(r['lag_p99_s'])} / {f(r['lag_max_s'])} | {r['listed_before_stored']} "
-        f"| {r['livebucket_cpu_s_per_channel_hour']:.1f} | {r['nginx_cpu_s']:.1f} | {r['garage_cpu_s']:.1f} "
-        f"| {r['peak_rss_kb'] / 1024:.1f} | {r['load_start'].split()[0]}→{r['load_end'].split()[0]} |",
-        "",
-    ])
+        "| LL-HLS parts | fragments | stored | listed | (a) stored p50 / p90 / p99 / max ms "
+        "| (b) in playlist p50 / p90 / p99 / max ms | lag p99 / max ms | early | livebucket CPU s per ch-h "
+        "| PUTs per ch-h | of which parts / part DELETEs | S3 requests per ch-h (by method in the window) "
+        "| nginx CPU s | Garage CPU s | livebucket peak RSS MiB | load 1-min |",
+        "|---|---:|---:|---:|---|---|---|---:|---:|---:|---|---|---:|---:|---:|---|",
+    ]
+    for r in results:
+        methods = ", ".join(f"{m} {n}" for m, n in sorted(r["s3_requests"].items()))
+        out.append(
+            f"| {'on' if r['low_latency'] else 'off'} ({r['publishers_alive']}/{r['channels']} publishers, "
+            f"{r['sessions']} sessions) | {r['fragments']} | {r['stored']} | {r['listed']} "
+            f"| {f(r['stored_p50_s'])} / {f(r['stored_p90_s'])} / {f(r['stored_p99_s'])} / {f(r['stored_max_s'])} "
+            f"| {f(r['listed_p50_s'])} / {f(r['listed_p90_s'])} / {f(r['listed_p99_s'])} / {f(r['listed_max_s'])} "
+            f"| {f(r['lag_p99_s'])} / {f(r['lag_max_s'])} | {r['listed_before_stored']} "
+            f"| {r['livebucket_cpu_s_per_channel_hour']:.1f} | {r['puts_per_channel_hour']} "
+            f"| {r['part_puts_per_channel_hour']} / {r['part_deletes_per_channel_hour']} "
+            f"| {r['s3_requests_per_channel_hour']} ({methods}) | {r['nginx_cpu_s']:.1f} | {r['garage_cpu_s']:.1f} "
+            f"| {r['peak_rss_kb'] / 1024:.1f} | {r['load_start'].split()[0]}→{r['load_end'].split()[0]} |"
+        )
+    off = [r for r in results if not r["low_latency"]]
+    on = [r for r in results if r["low_latency"]]
+    if off and on:
+        a, b = off[0], on[0]
+        out += [
+            "",
+            f"What the parts cost, per channel-hour: {b['puts_per_channel_hour'] - a['puts_per_channel_hour']:+d} "
+            f"PUTs, {b['s3_requests_per_channel_hour'] - a['s3_requests_per_channel_hour']:+d} S3 requests, "
+            f"{b['livebucket_cpu_s_per_channel_hour'] - a['livebucket_cpu_s_per_channel_hour']:+.1f} livebucket "
+            "CPU-s (on − off, one run each: CPU on a shared machine drifts between runs).",
+        ]
+    out.append("")
+    return "\n".join(out)
 
 
 if __name__ == "__main__":

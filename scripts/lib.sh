@@ -7,7 +7,7 @@
 #   GARAGE_VERSION    the Garage release the tests and the demo run
 #   GARAGE_BIN        that Garage binary; honoured when already set
 #   OSS2_PYTHON       a python with Alibaba's oss2 SDK (a venv in the cache)
-#   CONSOLE_TEST_NODE puppeteer-core for the console test (npm ci in the cache)
+#   CONSOLE_TEST_NODE puppeteer-core and hls.js for the browser tests (npm ci in the cache)
 
 LIVEBUCKET_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 LIVEBUCKET_CACHE=${LIVEBUCKET_CACHE:-$HOME/.cache/livebucket}

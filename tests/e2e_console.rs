@@ -37,22 +37,6 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
 }
 
-/// puppeteer-core's `node_modules`, as `scripts/install-deps` installs it.
-fn node_modules() -> PathBuf {
-    let dir = std::env::var_os("CONSOLE_TEST_NODE_MODULES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").expect("HOME is not set"))
-                .join(".cache/livebucket/console-test-node/node_modules")
-        });
-    assert!(
-        dir.join("puppeteer-core").is_dir(),
-        "{} has no puppeteer-core: run scripts/install-deps",
-        dir.display()
-    );
-    dir
-}
-
 /// Serves a bare hls.js player page on a loopback port: another origin than
 /// livebucket's. It loads hls.js from the console of the livebucket its
 /// fragment's URL names (a script needs no CORS), plays that URL and records
@@ -198,7 +182,7 @@ async fn the_console_in_chromium() {
         .env("LB_PROFILE", &profile)
         .env("LB_SIGNALS", &signals)
         .env("LB_RTMP_ENDPOINT", stack.nginx.push_base())
-        .env("LB_NODE_MODULES", node_modules());
+        .env("LB_NODE_MODULES", player::node_modules());
     let mut driver = Proc::spawn(
         "console driver",
         cmd,

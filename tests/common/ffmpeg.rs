@@ -112,6 +112,36 @@ pub fn push_command(video: &str, url: &str, seconds: u32, output_args: &[&str]) 
     cmd
 }
 
+/// The stamped encoder, `tests/player/stamp_push.py`: 320x240 25 fps
+/// pictures that each carry their capture time (Unix ms, with a CRC) as an
+/// 8x8 grid of black and white cells, encoded live (libx264 veryfast
+/// zerolatency, a keyframe every `fragment_secs`, 400 kbit/s) with a 440 Hz
+/// AAC tone and pushed to `url` for `seconds` (0: until stopped).
+/// [`super::player`] reads the stamps back in Chromium. Stopped by SIGTERM
+/// (the script then ends ffmpeg's input, and the push ends cleanly), or
+/// [`Push::kill`]. Its log goes to `DIR/stamp-push-N.log`.
+pub fn push_stamped(dir: &TestDir, url: &str, fragment_secs: u32, seconds: u32) -> Push {
+    let log = dir.unique_file("stamp-push", "log");
+    let mut cmd = Command::new("/usr/bin/python3");
+    cmd.arg(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/player/stamp_push.py"
+    ))
+    .arg(url)
+    .args(["--fragment", &fragment_secs.to_string()])
+    .args(["--seconds", &seconds.to_string()]);
+    Push {
+        proc: Proc::spawn(
+            "stamp_push",
+            cmd,
+            &log,
+            Stop::Term {
+                grace: Duration::from_secs(12),
+            },
+        ),
+    }
+}
+
 impl Push {
     /// Waits for ffmpeg to exit; panics, with its log, after `timeout`.
     pub async fn exit_within(&mut self, timeout: Duration) -> ExitStatus {

@@ -445,6 +445,23 @@ fn sign_push_args(
     url
 }
 
+/// `livebucket sign play --via-livebucket LIVEBUCKET_URL`: a `/play` URL
+/// for `key_name` (`CHANNEL/PLAYLIST`) in `bucket`, valid an hour.
+pub fn sign_play(config: &Path, bucket: &str, key_name: &str, livebucket_url: &str) -> String {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["sign", "play", "--config"])
+        .arg(config)
+        .args(["--bucket", bucket, "--key-name", key_name])
+        .args(["--via-livebucket", livebucket_url, "--expires-in", "3600"]);
+    let out = run("livebucket sign play", &mut cmd);
+    let url = out.lines().next().unwrap_or_default().trim().to_owned();
+    assert!(
+        url.starts_with("http://"),
+        "livebucket sign play printed no http:// URL first: {out:?}"
+    );
+    url
+}
+
 /// The documented push URL, computed here rather than by livebucket:
 /// `RTMP_BASE/CHANNEL?Bucket=B&AccessKeyId=K&Expires=E&Signature=S` with
 /// `S = base64(HMAC-SHA1(secret, E + "\n/" + B + "/" + CHANNEL))`,

@@ -31,6 +31,7 @@ pub mod hlscheck;
 pub mod httpc;
 pub mod livebucket;
 pub mod nginx;
+pub mod player;
 pub mod playlist_watch;
 pub mod ports;
 pub mod process;
@@ -50,8 +51,8 @@ use std::time::{Duration, Instant};
 pub use ffmpeg::{Probe, Push, ffprobe, ffprobe_streams, push};
 pub use garage::{Garage, Key};
 pub use livebucket::{
-    ConfigParams, Livebucket, config_toml, push_signature, push_url, query_param, sign_push,
-    sign_push_expiring_at, unix_now, with_query_param,
+    ConfigParams, Livebucket, config_toml, push_signature, push_url, query_param, sign_play,
+    sign_push, sign_push_expiring_at, unix_now, with_query_param,
 };
 pub use nginx::Nginx;
 pub use s3::{Head, S3};
@@ -249,6 +250,17 @@ impl Stack {
             BUCKET,
             channel,
             &self.nginx.push_base(),
+        )
+    }
+
+    /// A `/play` URL for `key_name` (`CHANNEL/PLAYLIST`) in [`BUCKET`],
+    /// signed by `livebucket sign play`.
+    pub fn sign_play(&self, key_name: &str) -> String {
+        sign_play(
+            self.livebucket.config_path(),
+            BUCKET,
+            key_name,
+            &self.livebucket.url(),
         )
     }
 
