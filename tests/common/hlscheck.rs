@@ -229,11 +229,20 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
     if let Some((n, _, _)) = pending_extinf {
         errs.push(format!("line {n}: EXTINF is not followed by a URI"));
     }
+    // In a Low-Latency playlist these tags may precede the parts of the
+    // segment in progress, which has no URI line yet (rfc8216bis §4.4.4.9);
+    // a player that ignores parts finds no segment after them and applies
+    // them to the segment's URI once it is listed.
+    let parts_follow = |n: usize| {
+        text.lines()
+            .skip(n)
+            .any(|l| l.starts_with("#EXT-X-PART:"))
+    };
     for (n, tag) in [
         (pending_disc, "DISCONTINUITY"),
         (pending_pdt, "PROGRAM-DATE-TIME"),
     ] {
-        if let Some(n) = n {
+        if let Some(n) = n.filter(|&n| !parts_follow(n)) {
             errs.push(format!("line {n}: {tag} applies to no segment"));
         }
     }
