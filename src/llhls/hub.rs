@@ -138,7 +138,13 @@ impl Chan {
             self.frags
                 .iter()
                 .find(|((session, _), f)| {
-                    !f.key.is_some_and(|k| stored.contains(&k))
+                    // A fragment stored, or captured before the window's
+                    // last (one that has left the window keeps its entry
+                    // until its parts are deleted), is never in progress.
+                    let passed = f
+                        .key
+                        .is_some_and(|k| stored.contains(&k) || last_key.is_some_and(|l| k <= l));
+                    !passed
                         && match f.prev {
                             Some(Prev::First) => true,
                             Some(Prev::After(p)) => self
@@ -546,6 +552,39 @@ mod tests {
             hub.take_dropped(&c, "s", Duration::ZERO).is_empty(),
             "handed out once"
         );
+    }
+
+    #[test]
+    fn the_sessions_first_fragment_is_not_in_progress_again_once_it_left_the_window() {
+        let hub = Hub::new(10);
+        let c = chid();
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
+        let mut keys = Vec::new();
+        let mut prev = Prev::First;
+        for i in 0..4u64 {
+            let ms = 1000 + i * 2000;
+            hub.begin(&c, "s", ms, prev);
+            parts(&hub, ms, 5);
+            hub.complete(&c, "s", ms, true);
+            hub.map(&c, "s", ms, ms + 7);
+            keys.push(ms + 7);
+            prev = Prev::After(ms);
+        }
+        // The first segment left the window; its parts are not deleted yet.
+        hub.set_base(&c, base(&keys[1..], 1));
+        let m = model(&hub);
+        assert!(
+            m.tail.is_none(),
+            "nothing is in progress: the first fragment is not, though it is \
+             its session's first and no longer in the window: {m:?}"
+        );
+        hub.begin(&c, "s", 9000, Prev::After(7000));
+        parts(&hub, 9000, 2);
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 4);
+        let tail = m.tail.as_ref().unwrap();
+        assert!(!tail.discontinuity);
+        assert_eq!(tail.parts, vec![part(0), part(1)]);
     }
 
     #[test]
