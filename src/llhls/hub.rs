@@ -101,6 +101,15 @@ impl Frag {
             .collect()
     }
 
+    /// The follower cuts it, and parts are still to be cut or stored, none
+    /// failed: its part list is not final yet.
+    fn settling(&self) -> bool {
+        self.prev.is_some()
+            && !self.broken()
+            && !self.deleted
+            && (!self.complete || self.slots.iter().any(|s| matches!(s, Slot::Pending(_))))
+    }
+
     fn whole(&self) -> Vec<Part> {
         let parts = self.listed();
         if self.complete && parts.len() == self.slots.len() {
@@ -160,6 +169,26 @@ impl Chan {
                     parts: f.listed(),
                 })
         };
+        // The window's last segment stays in progress while its parts are
+        // still being cut or stored: its object can be stored a moment
+        // before its last part, and listing it without parts in between
+        // would take back parts a player already loaded.
+        let held = base
+            .window
+            .last()
+            .filter(|_| !base.ended)
+            .and_then(|w| Some((w, *by_key.get(&w.key_ms)?)))
+            .filter(|(_, f)| f.settling());
+        let (window, tail) = match held {
+            Some((w, f)) => (
+                &base.window[..base.window.len() - 1],
+                Some(Tail {
+                    discontinuity: w.discontinuity,
+                    parts: f.listed(),
+                }),
+            ),
+            None => (&base.window[..], tail),
+        };
         let tail_ms: u64 = tail
             .as_ref()
             .map_or(0, |t| t.parts.iter().map(|p| p.duration_ms).sum());
@@ -167,8 +196,8 @@ impl Chan {
         // of the playlist's end.
         let keep_ms = 3 * base.target_duration * 1000;
         let mut from_end = tail_ms;
-        let mut segments: Vec<Segment> = Vec::with_capacity(base.window.len());
-        for w in base.window.iter().rev() {
+        let mut segments: Vec<Segment> = Vec::with_capacity(window.len());
+        for w in window.iter().rev() {
             let parts = if from_end < keep_ms && !base.ended {
                 by_key.get(&w.key_ms).map_or_else(Vec::new, |f| f.whole())
             } else {
@@ -421,6 +450,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llhls::playlist::Readiness;
 
     fn chid() -> ChannelId {
         ChannelId {
@@ -585,6 +615,40 @@ mod tests {
         let tail = m.tail.as_ref().unwrap();
         assert!(!tail.discontinuity);
         assert_eq!(tail.parts, vec![part(0), part(1)]);
+    }
+
+    #[test]
+    fn a_segment_stored_before_its_last_part_stays_in_progress_until_its_parts_are() {
+        let hub = Hub::new(10);
+        let c = chid();
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
+        hub.begin(&c, "s", 1000, Prev::First);
+        parts(&hub, 1000, 4);
+        hub.cut(&c, "s", 1000, 4, part(4));
+        hub.complete(&c, "s", 1000, true);
+        hub.map(&c, "s", 1000, 5000);
+        hub.begin(&c, "s", 3000, Prev::After(1000));
+        parts(&hub, 3000, 1);
+        // The fragment's object is stored before its last part's.
+        hub.set_base(&c, base(&[5000], 0));
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 0, "segment 0 is still in progress: {m:?}");
+        assert_eq!(m.tail.as_ref().unwrap().parts.len(), 4);
+        assert_eq!(m.readiness(0, Some(4)), Readiness::Wait);
+        hub.stored(&c, "s", 1000, 4, true);
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 1);
+        assert_eq!(m.segments[0].parts.len(), 5, "whole, with all its parts");
+        assert_eq!(m.tail.as_ref().unwrap().parts, vec![part(0)]);
+        // A segment whose part failed is listed at once, without parts.
+        hub.begin(&c, "s", 3000, Prev::After(1000));
+        hub.cut(&c, "s", 3000, 0, part(0));
+        hub.stored(&c, "s", 3000, 0, false);
+        hub.map(&c, "s", 3000, 7000);
+        hub.set_base(&c, base(&[5000, 7000], 0));
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 2);
+        assert!(m.segments[1].parts.is_empty());
     }
 
     #[test]
