@@ -8,11 +8,15 @@
 //! complete). Every change rebuilds the model under one short lock and
 //! wakes the waiters only when the model changed.
 //!
-//! Which fragment is the segment in progress: the first not-yet-stored
-//! fragment whose predecessor in nginx's playlist is the window's last
-//! segment (or that is its session's first). So while a closed fragment's
-//! object is not stored, it stays in progress, and the next fragment's
-//! parts wait: no part is ever numbered against the wrong segment. A
+//! Which fragment is the segment in progress: the window's last segment
+//! while its parts are still being cut or stored (none failed), since its
+//! object can be stored a moment before its last part; otherwise the first
+//! fragment not captured at or before the window's last whose predecessor
+//! in nginx's playlist is the window's last segment (or that is its
+//! session's first). So while a closed fragment's object or parts are not
+//! stored, it stays in progress, and the next fragment's parts wait: no
+//! part is ever numbered against the wrong segment, and parts once listed
+//! stay listed until they age out. A
 //! fragment's parts are listed only as a contiguous run of stored objects
 //! from its first; one failed part withdraws them all. Parts of stored
 //! segments are listed while the segment ends within three target
