@@ -166,7 +166,11 @@ async fn push_stores_segments_and_playlist(stack: &Stack) {
     )
     .await;
     let mut stored_seconds = 0.0;
-    for (key, _) in done.objects.iter().filter(|(k, _)| common::is_fragment_key(k)) {
+    for (key, _) in done
+        .objects
+        .iter()
+        .filter(|(k, _)| common::is_fragment_key(k))
+    {
         stored_seconds += extinf_of(key, &stack.s3.head(BUCKET, key).await);
     }
     assert!(

@@ -8,11 +8,15 @@
 //! complete). Every change rebuilds the model under one short lock and
 //! wakes the waiters only when the model changed.
 //!
-//! Which fragment is the segment in progress: the first not-yet-stored
-//! fragment whose predecessor in nginx's playlist is the window's last
-//! segment (or that is its session's first). So while a closed fragment's
-//! object is not stored, it stays in progress, and the next fragment's
-//! parts wait: no part is ever numbered against the wrong segment. A
+//! Which fragment is the segment in progress: the window's last segment
+//! while its parts are still being cut or stored (none failed), since its
+//! object can be stored a moment before its last part; otherwise the first
+//! fragment not captured at or before the window's last whose predecessor
+//! in nginx's playlist is the window's last segment (or that is its
+//! session's first). So while a closed fragment's object or parts are not
+//! stored, it stays in progress, and the next fragment's parts wait: no
+//! part is ever numbered against the wrong segment, and parts once listed
+//! stay listed until they age out. A
 //! fragment's parts are listed only as a contiguous run of stored objects
 //! from its first; one failed part withdraws them all. Parts of stored
 //! segments are listed while the segment ends within three target
@@ -101,6 +105,15 @@ impl Frag {
             .collect()
     }
 
+    /// The follower cuts it, and parts are still to be cut or stored, none
+    /// failed: its part list is not final yet.
+    fn settling(&self) -> bool {
+        self.prev.is_some()
+            && !self.broken()
+            && !self.deleted
+            && (!self.complete || self.slots.iter().any(|s| matches!(s, Slot::Pending(_))))
+    }
+
     fn whole(&self) -> Vec<Part> {
         let parts = self.listed();
         if self.complete && parts.len() == self.slots.len() {
@@ -138,7 +151,13 @@ impl Chan {
             self.frags
                 .iter()
                 .find(|((session, _), f)| {
-                    !f.key.is_some_and(|k| stored.contains(&k))
+                    // A fragment stored, or captured before the window's
+                    // last (one that has left the window keeps its entry
+                    // until its parts are deleted), is never in progress.
+                    let passed = f
+                        .key
+                        .is_some_and(|k| stored.contains(&k) || last_key.is_some_and(|l| k <= l));
+                    !passed
                         && match f.prev {
                             Some(Prev::First) => true,
                             Some(Prev::After(p)) => self
@@ -154,6 +173,26 @@ impl Chan {
                     parts: f.listed(),
                 })
         };
+        // The window's last segment stays in progress while its parts are
+        // still being cut or stored: its object can be stored a moment
+        // before its last part, and listing it without parts in between
+        // would take back parts a player already loaded.
+        let held = base
+            .window
+            .last()
+            .filter(|_| !base.ended)
+            .and_then(|w| Some((w, *by_key.get(&w.key_ms)?)))
+            .filter(|(_, f)| f.settling());
+        let (window, tail) = match held {
+            Some((w, f)) => (
+                &base.window[..base.window.len() - 1],
+                Some(Tail {
+                    discontinuity: w.discontinuity,
+                    parts: f.listed(),
+                }),
+            ),
+            None => (&base.window[..], tail),
+        };
         let tail_ms: u64 = tail
             .as_ref()
             .map_or(0, |t| t.parts.iter().map(|p| p.duration_ms).sum());
@@ -161,8 +200,8 @@ impl Chan {
         // of the playlist's end.
         let keep_ms = 3 * base.target_duration * 1000;
         let mut from_end = tail_ms;
-        let mut segments: Vec<Segment> = Vec::with_capacity(base.window.len());
-        for w in base.window.iter().rev() {
+        let mut segments: Vec<Segment> = Vec::with_capacity(window.len());
+        for w in window.iter().rev() {
             let parts = if from_end < keep_ms && !base.ended {
                 by_key.get(&w.key_ms).map_or_else(Vec::new, |f| f.whole())
             } else {
@@ -415,6 +454,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::llhls::playlist::Readiness;
 
     fn chid() -> ChannelId {
         ChannelId {
@@ -546,6 +586,73 @@ mod tests {
             hub.take_dropped(&c, "s", Duration::ZERO).is_empty(),
             "handed out once"
         );
+    }
+
+    #[test]
+    fn the_sessions_first_fragment_is_not_in_progress_again_once_it_left_the_window() {
+        let hub = Hub::new(10);
+        let c = chid();
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
+        let mut keys = Vec::new();
+        let mut prev = Prev::First;
+        for i in 0..4u64 {
+            let ms = 1000 + i * 2000;
+            hub.begin(&c, "s", ms, prev);
+            parts(&hub, ms, 5);
+            hub.complete(&c, "s", ms, true);
+            hub.map(&c, "s", ms, ms + 7);
+            keys.push(ms + 7);
+            prev = Prev::After(ms);
+        }
+        // The first segment left the window; its parts are not deleted yet.
+        hub.set_base(&c, base(&keys[1..], 1));
+        let m = model(&hub);
+        assert!(
+            m.tail.is_none(),
+            "nothing is in progress: the first fragment is not, though it is \
+             its session's first and no longer in the window: {m:?}"
+        );
+        hub.begin(&c, "s", 9000, Prev::After(7000));
+        parts(&hub, 9000, 2);
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 4);
+        let tail = m.tail.as_ref().unwrap();
+        assert!(!tail.discontinuity);
+        assert_eq!(tail.parts, vec![part(0), part(1)]);
+    }
+
+    #[test]
+    fn a_segment_stored_before_its_last_part_stays_in_progress_until_its_parts_are() {
+        let hub = Hub::new(10);
+        let c = chid();
+        hub.register(&c, "s", 500, Some(base(&[], 0)));
+        hub.begin(&c, "s", 1000, Prev::First);
+        parts(&hub, 1000, 4);
+        hub.cut(&c, "s", 1000, 4, part(4));
+        hub.complete(&c, "s", 1000, true);
+        hub.map(&c, "s", 1000, 5000);
+        hub.begin(&c, "s", 3000, Prev::After(1000));
+        parts(&hub, 3000, 1);
+        // The fragment's object is stored before its last part's.
+        hub.set_base(&c, base(&[5000], 0));
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 0, "segment 0 is still in progress: {m:?}");
+        assert_eq!(m.tail.as_ref().unwrap().parts.len(), 4);
+        assert_eq!(m.readiness(0, Some(4)), Readiness::Wait);
+        hub.stored(&c, "s", 1000, 4, true);
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 1);
+        assert_eq!(m.segments[0].parts.len(), 5, "whole, with all its parts");
+        assert_eq!(m.tail.as_ref().unwrap().parts, vec![part(0)]);
+        // A segment whose part failed is listed at once, without parts.
+        hub.begin(&c, "s", 3000, Prev::After(1000));
+        hub.cut(&c, "s", 3000, 0, part(0));
+        hub.stored(&c, "s", 3000, 0, false);
+        hub.map(&c, "s", 3000, 7000);
+        hub.set_base(&c, base(&[5000, 7000], 0));
+        let m = model(&hub);
+        assert_eq!(m.next_msn(), 2);
+        assert!(m.segments[1].parts.is_empty());
     }
 
     #[test]

@@ -55,7 +55,10 @@ pub async fn assert_bucket_matches(
     let mut stored = Vec::new();
     // Copy index → the keys holding it.
     let mut keys_of: BTreeMap<usize, Vec<&str>> = BTreeMap::new();
-    for (key, _) in objects.iter().filter(|(k, _)| crate::common::is_fragment_key(k)) {
+    for (key, _) in objects
+        .iter()
+        .filter(|(k, _)| crate::common::is_fragment_key(k))
+    {
         let key_ms: u64 = key
             .strip_prefix(&format!("{channel}/"))
             .and_then(|n| n.strip_suffix(".ts"))

@@ -12,6 +12,11 @@
 //   PLAY_PROFILE      a new, empty directory for Chromium's profile
 //   PLAY_NODE_MODULES where puppeteer-core and hls.js are installed
 //                     (scripts/install-deps, from tests/console/package.json)
+//   PLAY_TRACE        when set, also prints every request (`REQ ms url`) and
+//                     response (`RESP ms status url`, a playlist's body after
+//                     it) the page makes, ms from just before the page
+//                     loads, signatures elided (the test's player log then
+//                     shows what hls.js asked for and got)
 //
 // Prints `STARTED` once the first picture is shown, then one line
 // `RESULT <json>` and exits 0; or `FAILED <reason>` and exits 1.
@@ -174,6 +179,16 @@ async function main() {
     const page = await browser.newPage();
     page.on("pageerror", (e) => say(`PAGEERROR ${e.message}`));
     page.on("console", (m) => { if (m.type() === "error") say(`CONSOLE ${m.text()}`); });
+    if (process.env.PLAY_TRACE) {
+      const t0 = Date.now();
+      const short = (u) => u.replace(/(Signature|X-Amz-[A-Za-z]+)=[^&]*/g, "$1=…");
+      page.on("request", (r) => say(`REQ ${Date.now() - t0} ${short(r.url())}`));
+      page.on("response", async (r) => {
+        let body = "";
+        if (r.request().resourceType() !== "document" && /\.m3u8/.test(r.url()) && r.status() === 200) body = "\n" + short(await r.text().catch(() => ""));
+        say(`RESP ${Date.now() - t0} ${r.status()} ${short(r.url())}${body}`);
+      });
+    }
     const cfg = { url: URL_, lowLatency: MODE === "low-latency" };
     await page.goto(`${origin}/#${encodeURIComponent(JSON.stringify(cfg))}`, { waitUntil: "load" });
     const started = Date.now();
