@@ -233,11 +233,7 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
     // segment in progress, which has no URI line yet (rfc8216bis §4.4.4.9);
     // a player that ignores parts finds no segment after them and applies
     // them to the segment's URI once it is listed.
-    let parts_follow = |n: usize| {
-        text.lines()
-            .skip(n)
-            .any(|l| l.starts_with("#EXT-X-PART:"))
-    };
+    let parts_follow = |n: usize| text.lines().skip(n).any(|l| l.starts_with("#EXT-X-PART:"));
     for (n, tag) in [
         (pending_disc, "DISCONTINUITY"),
         (pending_pdt, "PROGRAM-DATE-TIME"),
