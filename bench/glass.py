@@ -293,8 +293,7 @@ def main() -> None:
         rtmp_port, stat_port = common.free_port(), common.free_port()
         nginx_extra = f'relay_url = "rtmp://127.0.0.1:{rtmp_port}/hls"\nstat_url = "http://127.0.0.1:{stat_port}/stat"'
         extra = '[http]\ncors_origins = ["*"]\n'
-        if low_latency:
-            extra += realpath.LOW_LATENCY_CONFIG
+        extra += realpath.low_latency_config(low_latency)
         extra += args.lb_extra.replace("\\n", "\n")
         lb, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state", nginx_extra=nginx_extra, extra=extra)
         nginx = realpath.start_nginx(run_dir, port.hooks, hls, rtmp_port, stat_port)

@@ -147,6 +147,15 @@ def livebucket_supports_low_latency() -> bool:
 
 # livebucket's LL-HLS parts on, at its default part target.
 LOW_LATENCY_CONFIG = "[live]\nlow_latency = true\n"
+# Said outright, since parts are on by default.
+LOW_LATENCY_OFF_CONFIG = "[live]\nlow_latency = false\n"
+
+
+def low_latency_config(on: bool) -> str:
+    """The `[live]` table for parts on or off (nothing for a binary without the setting)."""
+    if on:
+        return LOW_LATENCY_CONFIG
+    return LOW_LATENCY_OFF_CONFIG if livebucket_supports_low_latency() else ""
 
 
 def run_once(ctx, args, source: Path, low_latency: bool) -> dict:
@@ -171,7 +180,7 @@ def run_once(ctx, args, source: Path, low_latency: bool) -> dict:
         rtmp_port, stat_port = common.free_port(), common.free_port()
         extra = f'relay_url = "rtmp://127.0.0.1:{rtmp_port}/hls"\nstat_url = "http://127.0.0.1:{stat_port}/stat"'
         lb, port = pl.start_livebucket(ctx, run_dir, hls, run_dir / "state", nginx_extra=extra,
-                                       extra=LOW_LATENCY_CONFIG if low_latency else "")
+                                       extra=low_latency_config(low_latency))
         nginx = start_nginx(run_dir, port.hooks, hls, rtmp_port, stat_port)
         closes = run_dir / "closed.txt"
         watch = common.Proc("closewatch", ["/usr/bin/python3", str(HERE / "closewatch.py"), str(hls), str(closes)],
