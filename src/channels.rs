@@ -28,7 +28,7 @@ use std::sync::Mutex;
 
 use tokio::sync::OnceCell;
 
-use crate::auth::push::Reject;
+use crate::auth::reject::Reject;
 use crate::config::{Config, UnknownChannels};
 use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
@@ -287,7 +287,7 @@ pub struct PushPlan {
 /// above its application's length (`scripts/render-nginx-conf`).
 pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Reject> {
     let default = PushPlan {
-        playlist: crate::auth::push::DEFAULT_PLAYLIST.to_owned(),
+        playlist: crate::names::DEFAULT_PLAYLIST.to_owned(),
         shape: None,
         relay_url: cfg.nginx.relay_url.trim_end_matches('/').to_owned(),
         low_latency: None,

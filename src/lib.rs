@@ -33,6 +33,7 @@ pub mod layout;
 pub mod llhls;
 pub mod logfmt;
 pub mod metrics;
+pub mod names;
 pub mod oss;
 pub mod outbound;
 pub mod pipeline;

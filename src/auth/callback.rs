@@ -20,7 +20,7 @@
 
 use percent_encoding::percent_decode;
 
-use super::push::Reject;
+use super::reject::Reject;
 
 /// Longest body accepted. nginx keeps at most 255 bytes of `name?query`, and
 /// its own fields are short, so real bodies are well below this.

@@ -23,7 +23,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use super::push::Reject;
+use super::reject::Reject;
 use crate::config::AuthConfig;
 
 /// Default bound on tracked addresses.

@@ -14,8 +14,9 @@
 //!   signing `E "\n" CanonicalizedParams "/" B "/" CHANNEL`.
 //!
 //! Invariants:
-//! - Bucket and channel are validated before anything else reads them, so the
-//!   rest of the program may put them into object keys as they are.
+//! - Bucket and channel are validated (by [`crate::names`]' rules) before
+//!   anything else reads them, so the rest of the program may put them into
+//!   object keys as they are.
 //! - Signatures are compared in constant time, and only on decoded bytes; the
 //!   accepted spellings (raw `+` that form decoding turned into a space, and
 //!   every `/` written as `z`) are accepted only when they spell the correct
@@ -32,7 +33,9 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use sha1::Sha1;
 
 use super::callback::Callback;
+use super::reject::Reject;
 use crate::config::{AccessKey, AuthConfig};
+use crate::names::{DEFAULT_PLAYLIST, validate_bucket, validate_channel, validate_playlist_name};
 
 type HmacSha1 = Hmac<Sha1>;
 
@@ -43,122 +46,6 @@ const SHA1_LEN: usize = 20;
 /// More digits than any Unix time this century needs, and few enough that
 /// parsing into `u64` cannot overflow.
 const MAX_EXPIRES_DIGITS: usize = 19;
-
-/// Playlist object name used unless an OSS URL names one with `playlistName`.
-pub const DEFAULT_PLAYLIST: &str = "index.m3u8";
-
-/// Why a push (or a callback of a running push) is refused. One variant per
-/// distinct reason, so logs and metrics can tell them apart via [`Reject::code`].
-///
-/// Client-supplied text is printed with `{:?}` so that it cannot forge log
-/// lines; secrets and computed signatures are never part of a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Reject {
-    #[error("callback body is {len} bytes, more than the {max} accepted")]
-    BodyTooLong { len: usize, max: usize },
-    #[error("callback field {field:?} is not UTF-8 after percent-decoding")]
-    NotUtf8 { field: String },
-    #[error("callback body lacks nginx's `{0}` field")]
-    MissingField(&'static str),
-    #[error("callback `call={0:?}` is not one livebucket handles")]
-    UnsupportedCall(String),
-    #[error("expected a {expected} callback, got `call={got:?}`")]
-    WrongCall { expected: &'static str, got: String },
-    #[error("client query sets nginx's own callback field {field:?}")]
-    OverrideAttempt { field: String },
-    #[error("parameter `{param}` is given more than once with different values")]
-    DuplicateParam { param: &'static str },
-    #[error(
-        "URL carries both RGW (Bucket, AccessKeyId) and OSS (OSSAccessKeyId, playlistName, security-token) parameters"
-    )]
-    AmbiguousScheme,
-    #[error("URL is not signed: it has neither AccessKeyId nor OSSAccessKeyId")]
-    Unsigned,
-    #[error("signed URL lacks the `{0}` parameter")]
-    MissingParam(&'static str),
-    #[error("bucket name {name:?} is invalid: {reason}")]
-    InvalidBucket { name: String, reason: &'static str },
-    #[error("channel name {name:?} is invalid: {reason}")]
-    InvalidChannel { name: String, reason: &'static str },
-    #[error("`Expires` must be a decimal Unix time of 1 to {MAX_EXPIRES_DIGITS} digits")]
-    InvalidExpires,
-    #[error("URL expired at {expires} (now {now}, {skew} s of clock skew allowed)")]
-    Expired { expires: u64, now: u64, skew: u64 },
-    #[error("`Expires` {expires} is further ahead than the {max_lifetime} s allowed (now {now})")]
-    ExpiresTooFar {
-        expires: u64,
-        now: u64,
-        max_lifetime: u64,
-    },
-    #[error("access key {key_id:?} is not known")]
-    UnknownKey { key_id: String },
-    #[error("access key {key_id:?} is disabled")]
-    KeyDisabled { key_id: String },
-    #[error("access key {key_id:?} may not write to bucket {bucket:?}")]
-    BucketNotAllowed { key_id: String, bucket: String },
-    #[error("`Signature` is not valid standard base64")]
-    SignatureNotBase64,
-    #[error("`Signature` decodes to {len} bytes; an HMAC-SHA1 signature has {SHA1_LEN}")]
-    SignatureWrongLength { len: usize },
-    #[error("signature does not match")]
-    BadSignature,
-    #[error("OSS-style URL refused: `auth.oss_live_domain` is not configured")]
-    OssNotConfigured,
-    #[error("OSS-style URL refused: tcUrl host {host:?} is not <bucket>.{domain}")]
-    OssHostMismatch { host: String, domain: String },
-    #[error("tcUrl {0:?} has no usable host")]
-    InvalidTcUrl(String),
-    #[error("playlistName {name:?} is invalid: {reason}")]
-    InvalidPlaylistName { name: String, reason: &'static str },
-    #[error("too many failed attempts from this address; refused until its ban ends")]
-    TooManyFailures,
-    /// `auth.one_time_push`: this push URL was already used.
-    #[error("this push URL was already used (auth.one_time_push)")]
-    Replayed,
-    /// `channels.unknown = "refuse"` and the channel was never created.
-    #[error("no such channel (channels.unknown = \"refuse\")")]
-    NoSuchChannel,
-    /// The channel's status is `disabled` (PutLiveChannelStatus).
-    #[error("the channel is disabled")]
-    ChannelDisabled,
-}
-
-impl Reject {
-    /// Stable snake_case label for logs and metrics; never changes meaning.
-    pub fn code(&self) -> &'static str {
-        match self {
-            Reject::BodyTooLong { .. } => "body_too_long",
-            Reject::NotUtf8 { .. } => "not_utf8",
-            Reject::MissingField(_) => "missing_field",
-            Reject::UnsupportedCall(_) => "unsupported_call",
-            Reject::WrongCall { .. } => "wrong_call",
-            Reject::OverrideAttempt { .. } => "override_attempt",
-            Reject::DuplicateParam { .. } => "duplicate_param",
-            Reject::AmbiguousScheme => "ambiguous_scheme",
-            Reject::Unsigned => "unsigned",
-            Reject::MissingParam(_) => "missing_param",
-            Reject::InvalidBucket { .. } => "invalid_bucket",
-            Reject::InvalidChannel { .. } => "invalid_channel",
-            Reject::InvalidExpires => "invalid_expires",
-            Reject::Expired { .. } => "expired",
-            Reject::ExpiresTooFar { .. } => "expires_too_far",
-            Reject::UnknownKey { .. } => "unknown_key",
-            Reject::KeyDisabled { .. } => "key_disabled",
-            Reject::BucketNotAllowed { .. } => "bucket_not_allowed",
-            Reject::SignatureNotBase64 => "signature_not_base64",
-            Reject::SignatureWrongLength { .. } => "signature_wrong_length",
-            Reject::BadSignature => "bad_signature",
-            Reject::OssNotConfigured => "oss_not_configured",
-            Reject::OssHostMismatch { .. } => "oss_host_mismatch",
-            Reject::InvalidTcUrl(_) => "invalid_tcurl",
-            Reject::InvalidPlaylistName { .. } => "invalid_playlist_name",
-            Reject::TooManyFailures => "too_many_failures",
-            Reject::Replayed => "replayed",
-            Reject::NoSuchChannel => "no_such_channel",
-            Reject::ChannelDisabled => "channel_disabled",
-        }
-    }
-}
 
 /// Which signature scheme a URL used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -599,112 +486,6 @@ fn bucket_label(host: &str, domain: &str) -> Option<String> {
         return None;
     }
     Some(label.to_ascii_lowercase())
-}
-
-/// S3 bucket naming rules: 3–63 characters of lowercase letters, digits, `-`
-/// and `.`; starts and ends with a letter or digit; no `..`; not an IPv4
-/// address.
-pub fn validate_bucket(name: &str) -> Result<(), Reject> {
-    let fail = |reason| {
-        Err(Reject::InvalidBucket {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if !(3..=63).contains(&name.len()) {
-        return fail("must be 3 to 63 characters long");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return fail("may only contain lowercase letters, digits, '-' and '.'");
-    }
-    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !alnum(name.bytes().next()) || !alnum(name.bytes().last()) {
-        return fail("must start and end with a letter or digit");
-    }
-    if name.contains("..") {
-        return fail("must not contain '..'");
-    }
-    let labels: Vec<&str> = name.split('.').collect();
-    if labels.len() == 4
-        && labels
-            .iter()
-            .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_digit()))
-    {
-        return fail("must not be formatted as an IPv4 address");
-    }
-    Ok(())
-}
-
-/// Livebucket's own prefix in every bucket (`.livebucket/index/`,
-/// `.livebucket/channels/`): a channel of this name would put its fragments
-/// among the metadata.
-pub const RESERVED_CHANNEL: &str = ".livebucket";
-
-/// The one rule for channel names, wherever a name comes in (a push's
-/// stream name, the OSS API's channel, the CLI, `/play`, VOD): 1–100 bytes
-/// of printable ASCII (0x21–0x7E), and none of
-/// - `/`, `\`, `.` alone or `..`: a channel is one path component of object
-///   keys and of nginx's HLS directory;
-/// - `?`, `&`, `=`: the OSS API's sub-resource delimiters
-///   (`/CHANNEL?live&…`), which would make one URL name two things;
-/// - [`RESERVED_CHANNEL`] itself, and a name ending in `.history`: the
-///   first is livebucket's metadata prefix, the second would share its
-///   channel record's key with another channel's history
-///   (`.livebucket/channels/x.history.json`).
-pub fn validate_channel(name: &str) -> Result<(), Reject> {
-    let fail = |reason| {
-        Err(Reject::InvalidChannel {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    if name.is_empty() || name.len() > 100 {
-        return fail("must be 1 to 100 bytes long");
-    }
-    if !name.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
-        return fail("may only contain printable ASCII without spaces");
-    }
-    if name.contains(['/', '\\']) {
-        return fail("must not contain '/' or '\\'");
-    }
-    if name == "." || name.contains("..") {
-        return fail("must not be '.' or contain '..'");
-    }
-    if name.contains(['?', '&', '=']) {
-        return fail("must not contain '?', '&' or '=' (they delimit OSS sub-resources)");
-    }
-    if name == RESERVED_CHANNEL {
-        return fail("is reserved for livebucket's metadata");
-    }
-    if name.ends_with(".history") {
-        return fail("must not end with \".history\" (channel records use that suffix)");
-    }
-    Ok(())
-}
-
-/// OSS `playlistName`: 6–128 characters ending in `.m3u8`, and usable as one
-/// object-name component (no `/`, `\` or control characters).
-pub fn validate_playlist_name(name: &str) -> Result<(), Reject> {
-    let fail = |reason| {
-        Err(Reject::InvalidPlaylistName {
-            name: name.to_owned(),
-            reason,
-        })
-    };
-    let chars = name.chars().count();
-    if !(6..=128).contains(&chars) {
-        return fail("must be 6 to 128 characters long");
-    }
-    if !name.ends_with(".m3u8") {
-        return fail("must end with .m3u8");
-    }
-    if name.contains(['/', '\\']) || name.chars().any(char::is_control) {
-        return fail("must not contain '/', '\\' or control characters");
-    }
-    Ok(())
 }
 
 /// RGW-style signature: `base64(HMAC-SHA1(secret, E "\n/" B "/" CHANNEL))`.
@@ -1231,6 +1012,26 @@ mod tests {
         assert!(validate_bucket("my.bucket-1").is_ok());
         assert!(validate_bucket("1.2.3").is_ok());
         assert!(validate_channel("a.b_c-d~e:f@g").is_ok());
+        // A name the channel rule refuses is refused before the signature
+        // is read.
+        let r = publish(
+            "k=v",
+            &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)),
+        );
+        assert_eq!(code(r), "invalid_channel");
+    }
+
+    /// `Reject`'s messages spell these limits out (it sits below this
+    /// module); they must say what the checks here enforce.
+    #[test]
+    fn refusal_messages_state_the_limits_checked_here() {
+        let expires = Reject::InvalidExpires.to_string();
+        assert!(
+            expires.contains(&format!("1 to {MAX_EXPIRES_DIGITS} digits")),
+            "{expires}"
+        );
+        let length = Reject::SignatureWrongLength { len: 3 }.to_string();
+        assert!(length.ends_with(&format!("has {SHA1_LEN}")), "{length}");
     }
 
     #[test]
@@ -1670,63 +1471,6 @@ mod tests {
                 .code(),
             "wrong_call"
         );
-    }
-
-    #[test]
-    fn one_rule_for_channel_names() {
-        for good in [
-            "cam1",
-            "a.b",
-            "x-history",
-            "history",
-            "A_b~c:d@e",
-            "a!$'()*+,;",
-            ".x",
-        ] {
-            assert_eq!(validate_channel(good), Ok(()), "{good}");
-        }
-        for (bad, why) in [
-            ("", "1 to 100"),
-            ("a/b", "'/'"),
-            ("a\\b", "'/'"),
-            ("..", "'..'"),
-            (".", "'..'"),
-            ("a b", "printable"),
-            ("caf\u{e9}", "printable"),
-            ("cam?live", "OSS sub-resources"),
-            ("a&b", "OSS sub-resources"),
-            ("k=v", "OSS sub-resources"),
-            (".livebucket", "reserved"),
-            ("cam.history", ".history"),
-        ] {
-            let err = validate_channel(bad).unwrap_err();
-            assert_eq!(err.code(), "invalid_channel");
-            assert!(err.to_string().contains(why), "{bad:?}: {err}");
-        }
-        assert!(validate_channel(&"a".repeat(100)).is_ok());
-        assert!(validate_channel(&"a".repeat(101)).is_err());
-        // A push to such a name is refused before its signature is read.
-        let r = publish(
-            "k=v",
-            &rgw_query("demo", "GK123", "1700000000", &q(SIG_1700000000)),
-        );
-        assert_eq!(code(r), "invalid_channel");
-    }
-
-    proptest! {
-        /// What the rule accepts is exactly what can be a path component,
-        /// an OSS resource name and a channel record of its own.
-        #[test]
-        fn accepted_channel_names_are_safe_everywhere(name in "[!-~]{0,110}") {
-            let ok = validate_channel(&name).is_ok();
-            let safe = (1..=100).contains(&name.len())
-                && !name.contains(['/', '\\', '?', '&', '='])
-                && name != "."
-                && !name.contains("..")
-                && name != RESERVED_CHANNEL
-                && !name.ends_with(".history");
-            prop_assert_eq!(ok, safe, "{:?}", name);
-        }
     }
 
     fn arb_channel() -> impl Strategy<Value = String> {

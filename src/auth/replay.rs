@@ -1,7 +1,9 @@
 //! One-time push URLs (`auth.one_time_push`): each signed push URL admits
-//! one push; a later publish with the same grant is refused with `replayed`
-//! until the URL expires (after that it is refused as `expired` anyway, so it
-//! is forgotten).
+//! one push on this livebucket; a later publish with the same grant is
+//! refused with `replayed` until the URL expires plus `auth.clock_skew_secs`
+//! (after that it is refused as `expired` anyway, so it is forgotten). The
+//! set is this node's, in its state directory: in cluster mode each node
+//! admits a URL once.
 //!
 //! A grant is its verified HMAC tag ([`GrantTag`]), not the text of its
 //! `Signature` parameter: the accepted spellings of one tag (a `/` written as
@@ -14,10 +16,11 @@
 //! refused), and [`Reservation::commit`]s it once every other check passed
 //! and the session is begun; a push refused in between (spool full, channel
 //! live, cluster unavailable) drops the reservation and leaves the URL
-//! usable. The spent set is saved to `STATE_DIR/push-signatures.json` (write,
-//! fsync, rename) before the push is approved, so a restart does not reopen
-//! used URLs. Pushes are rare next to fragments, so a whole-file rewrite per
-//! approval is cheap.
+//! usable. This is the one part of `auth` that does I/O: the spent set is
+//! read from `STATE_DIR/push-signatures.json` at start, and rewritten
+//! (temp file, fsync, rename, fsync of the directory) at every commit, before
+//! the push is approved, so a restart does not reopen used URLs. Pushes are
+//! rare next to fragments, so a whole-file rewrite per approval is cheap.
 //!
 //! Sets saved before grants were keyed by tag hold fingerprints of the
 //! signature text; [`legacy_ids`] checks those spellings too until they

@@ -8,6 +8,7 @@ use clap::{Subcommand, ValueEnum};
 use super::args::{Expiry, KeyArgs, signing_key, unix_now};
 use livebucket::auth::{presign, push};
 use livebucket::config::Config;
+use livebucket::names;
 
 #[derive(Subcommand)]
 pub(super) enum Sign {
@@ -109,8 +110,8 @@ pub(super) fn sign_push(
     scheme: Scheme,
     playlist_name: Option<&str>,
 ) -> anyhow::Result<()> {
-    push::validate_bucket(bucket).context("--bucket")?;
-    push::validate_channel(channel).context("--channel")?;
+    names::validate_bucket(bucket).context("--bucket")?;
+    names::validate_channel(channel).context("--channel")?;
     // RTMP clients send the stream name without decoding it, so a character
     // that has to be percent-encoded in a URL path could never verify.
     if let Some(c) = channel.chars().find(|c| "\"#%<>?[]^`{|}".contains(*c)) {
@@ -119,7 +120,7 @@ pub(super) fn sign_push(
         );
     }
     if let Some(name) = playlist_name {
-        push::validate_playlist_name(name).context("--playlist-name")?;
+        names::validate_playlist_name(name).context("--playlist-name")?;
     }
     let (k, _) = signing_key(key, bucket)?;
     let endpoint = endpoint.trim_end_matches('/');
@@ -172,7 +173,7 @@ pub(super) fn sign_vod(
     let (k, config) = signing_key(key, scope.bucket)?;
     check_play_lifetime(config.as_ref(), expires)?;
     if !scope.name.is_empty() {
-        push::validate_playlist_name(scope.name).context("--name")?;
+        names::validate_playlist_name(scope.name).context("--name")?;
     }
     let query = presign::vod_query(&k.id, &k.secret, &scope, expires)?;
     let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);

@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use super::args::{KeyArgs, signing_key, unix_now};
-use livebucket::auth::{presign, push};
+use livebucket::auth::presign;
+use livebucket::names;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum UriMode {
@@ -34,7 +35,7 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
     let config = config.context("livebucket vod needs --config (S3 endpoint and key)")?;
     vod::check_range(a.start, a.end, config.vod.max_range_secs)?;
     if let Some(name) = a.put {
-        push::validate_playlist_name(name).context("--put")?;
+        names::validate_playlist_name(name).context("--put")?;
     }
     let endpoint = config.s3.viewer_endpoint().to_owned();
     let path_style = config.s3.force_path_style;

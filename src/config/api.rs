@@ -110,7 +110,7 @@ pub fn validate(api: &ApiConfig) -> Result<(), ConfigError> {
                 "must be a host name",
             ));
         }
-        crate::auth::push::validate_bucket(bucket).map_err(|e| {
+        crate::names::validate_bucket(bucket).map_err(|e| {
             invalid(
                 format!("api.custom_domains.{host}"),
                 format!("names no valid bucket: {e}"),

@@ -11,7 +11,7 @@
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use crate::auth::push::Reject;
+use crate::auth::reject::Reject;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {

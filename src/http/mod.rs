@@ -175,7 +175,7 @@ impl AppState {
         channel: &str,
         name: &str,
     ) -> bool {
-        name == crate::auth::push::DEFAULT_PLAYLIST
+        name == crate::names::DEFAULT_PLAYLIST
             || self
                 .sessions
                 .playlists_of(bucket, channel)

@@ -237,7 +237,7 @@ async fn execute(
             let config = xml::parse_config(body)?;
             check_not_live(app, bucket, &channel).await?;
             if let Some(s) = &config.snapshot {
-                crate::auth::push::validate_bucket(&s.dest_bucket)
+                crate::names::validate_bucket(&s.dest_bucket)
                     .map_err(|e| OssError::InvalidArgument(format!("Snapshot DestBucket: {e}")))?;
                 crate::snapshot::SnapshotPlan::new(s, key).map_err(|e| match e {
                     crate::snapshot::PlanError::BucketNotAllowed { .. } => OssError::AccessDenied(

@@ -34,7 +34,7 @@ use tracing::info;
 use super::AppState;
 use super::error::HttpError;
 use crate::auth::presign::{self, S3Location, SigV4Presigner};
-use crate::auth::push::Reject;
+use crate::auth::reject::Reject;
 use crate::cache::Fifo;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
@@ -299,8 +299,7 @@ pub async fn play(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
-    crate::auth::push::validate_channel(&channel)
-        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    crate::names::validate_channel(&channel).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     if !playlist.ends_with(".m3u8") {
         return Err(HttpError::NotFound(
             "only playlists (.m3u8) are served here".into(),

@@ -121,8 +121,7 @@ async fn admit(
     method: &'static str,
     name: &str,
 ) -> Result<Admitted, HttpError> {
-    crate::auth::push::validate_channel(channel)
-        .map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    crate::names::validate_channel(channel).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let cfg = app.config();
     let (start, end) = (num(q, "start")?, num(q, "end")?);
     let given = q.get("urls").map(String::as_str);
@@ -249,7 +248,7 @@ pub async fn post_vod(
         .get("name")
         .map_or(DEFAULT_NAME, String::as_str)
         .to_owned();
-    crate::auth::push::validate_playlist_name(&name)
+    crate::names::validate_playlist_name(&name)
         .map_err(|e| HttpError::BadRequest(format!("name: {e}")))?;
     let a = admit(&app, &bucket, &channel, &q, "POST", &name).await?;
     // A VOD playlist never replaces a live one, whoever signed it.

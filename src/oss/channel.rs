@@ -20,7 +20,7 @@
 //!   key of each kind and no two names share a key: names ending in
 //!   `.history` are refused (`x.history`'s channel key would be `x`'s history
 //!   key), and so is the reserved name `.livebucket`. Names are also valid
-//!   push names ([`crate::auth::push::validate_channel`]: 1–100 printable
+//!   push names ([`crate::names::validate_channel`]: 1–100 printable
 //!   ASCII bytes, no `/`, `\` or `..`), so every channel can be pushed to.
 //! - ListLiveChannel order is the order of the channel keys in the bucket, so
 //!   a listing is one prefix list with `start-after` ([`list_start_after`]),
@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::OssError;
 use crate::auth::push;
+use crate::names;
 
 /// `FragDuration` when the request leaves it out (seconds).
 pub const DEFAULT_FRAG_DURATION: u32 = 5;
@@ -106,7 +107,7 @@ pub struct HlsTarget {
     /// Fragments in the live playlist, in [`FRAG_RANGE`].
     pub frag_count: u32,
     /// The live playlist's object name under the channel:
-    /// [`push::validate_playlist_name`].
+    /// [`names::validate_playlist_name`].
     pub playlist_name: String,
     /// livebucket's extension `Target/LowLatency`: LL-HLS parts on `/play`
     /// for this channel (`true`/`false`); `None` (not given): `[live]
@@ -161,7 +162,7 @@ impl LiveChannelConfig {
         }
         check_range("Target/FragDuration", self.target.frag_duration)?;
         check_range("Target/FragCount", self.target.frag_count)?;
-        push::validate_playlist_name(&self.target.playlist_name)
+        names::validate_playlist_name(&self.target.playlist_name)
             .map_err(|e| invalid(format!("Target/PlaylistName: {e}")))?;
         if let Some(s) = &self.snapshot {
             for (field, value) in [
@@ -174,7 +175,7 @@ impl LiveChannelConfig {
                     )));
                 }
             }
-            push::validate_bucket(&s.dest_bucket)
+            names::validate_bucket(&s.dest_bucket)
                 .map_err(|e| invalid(format!("Snapshot/DestBucket: {e}")))?;
             check_range("Snapshot/Interval", s.interval)?;
         }
@@ -210,11 +211,11 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 }
 
 /// A LiveChannel name: the one rule for channel names
-/// ([`push::validate_channel`], which also refuses the reserved
+/// ([`names::validate_channel`], which also refuses the reserved
 /// `.livebucket` and names ending in `.history`; see the module doc).
 /// Refusals are `InvalidArgument`.
 pub fn validate_channel_name(name: &str) -> Result<(), OssError> {
-    push::validate_channel(name).map_err(|e| invalid(e.to_string()))
+    names::validate_channel(name).map_err(|e| invalid(e.to_string()))
 }
 
 /// `.livebucket/channels/<channel>.json`

@@ -51,7 +51,7 @@ use percent_encoding::percent_decode;
 
 use super::channel::{ChannelStatus, DEFAULT_LIST_KEYS, MAX_LIST_KEYS, validate_channel_name};
 use super::error::OssError;
-use crate::auth::push;
+use crate::names;
 
 /// Checks a request body against the `Content-MD5` header when one was
 /// sent (OSS checks it on every request that has one): `InvalidDigest`
@@ -99,7 +99,7 @@ pub enum Style {
 /// The bucket and object a request addresses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
-    /// A valid bucket name ([`push::validate_bucket`]).
+    /// A valid bucket name ([`names::validate_bucket`]).
     pub bucket: String,
     /// The decoded key; empty for bucket-level requests.
     pub object: String,
@@ -142,7 +142,7 @@ pub fn resolve(host: &str, raw_path: &str, addressing: &Addressing) -> Result<Ta
         }
         (decode_path(bucket)?, decode_path(key)?, Style::PathStyle)
     };
-    push::validate_bucket(&bucket).map_err(|e| OssError::InvalidBucketName(e.to_string()))?;
+    names::validate_bucket(&bucket).map_err(|e| OssError::InvalidBucketName(e.to_string()))?;
     Ok(Target {
         bucket,
         object,
@@ -308,7 +308,7 @@ pub fn snapshot_object(object: &str) -> bool {
     // The source bucket leads the key when the snapshot is in another bucket.
     let channel = match prefix.split_once('/') {
         None => prefix,
-        Some((bucket, channel)) if push::validate_bucket(bucket).is_ok() => channel,
+        Some((bucket, channel)) if names::validate_bucket(bucket).is_ok() => channel,
         Some(_) => return false,
     };
     stem_ok && !channel.contains('/') && validate_channel_name(channel).is_ok()
@@ -414,7 +414,7 @@ fn vod_operation(
                 ));
             };
             validate_channel_name(channel)?;
-            push::validate_playlist_name(playlist).map_err(|e| invalid(e.to_string()))?;
+            names::validate_playlist_name(playlist).map_err(|e| invalid(e.to_string()))?;
             Ok(Operation::PostVodPlaylist {
                 channel: channel.to_owned(),
                 playlist: playlist.to_owned(),
