@@ -19,6 +19,7 @@
 //!
 //! Modules are listed in flow order; each uses only those below it.
 
+pub mod admission;
 pub mod app;
 pub mod auth;
 pub mod cache;

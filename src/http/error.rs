@@ -45,6 +45,20 @@ pub enum HttpError {
     Storage(#[from] crate::store::StoreError),
 }
 
+/// An `on_publish` refusal, with the same label ([`HttpError::code`]) and
+/// status as the admission reason.
+impl From<crate::admission::Refusal> for HttpError {
+    fn from(r: crate::admission::Refusal) -> Self {
+        use crate::admission::Refusal;
+        match r {
+            Refusal::Refused(reject) => HttpError::Refused(reject),
+            Refusal::WrongApp(app) => HttpError::WrongApp(app),
+            Refusal::ChannelLive(channel) => HttpError::ChannelLive(channel),
+            Refusal::Unavailable(why) => HttpError::Unavailable(why),
+        }
+    }
+}
+
 impl From<crate::vod::VodError> for HttpError {
     fn from(e: crate::vod::VodError) -> Self {
         use crate::vod::VodError;
@@ -166,6 +180,21 @@ mod tests {
         assert_eq!(first.2, "forbidden\n");
         for e in reasons {
             assert_eq!(answer(e).await, first);
+        }
+    }
+
+    /// Every refusal keeps the label its `HttpError` logs and counts.
+    #[test]
+    fn refusal_codes_are_the_http_codes() {
+        let all = [
+            crate::admission::Refusal::Refused(Reject::BadSignature),
+            crate::admission::Refusal::WrongApp("x".into()),
+            crate::admission::Refusal::ChannelLive("demo/cam1".into()),
+            crate::admission::Refusal::Unavailable("spool".into()),
+        ];
+        for r in all {
+            let code = r.code();
+            assert_eq!(HttpError::from(r).code(), code);
         }
     }
 }

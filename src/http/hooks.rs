@@ -1,13 +1,17 @@
-//! nginx-rtmp's callbacks: `on_publish`, `on_update`, `on_publish_done`.
+//! nginx-rtmp's callbacks: `on_publish`, `on_update`, `on_publish_done`
+//! (the public applications) and `on_relay` (`on_publish` of the internal
+//! HLS applications).
 //!
-//! Thin handlers: the body is parsed and verified by `auth`, the session is
-//! registered by `session`, the pipeline is told. `on_publish` approves by
-//! answering `302 Location: <relay_url>/<session id>`, which makes nginx relay
-//! the stream to the internal HLS application under that name; media sent
-//! before the answer never reaches an application that writes HLS.
+//! Thin handlers: parse the body (`auth::callback`), decide, map the
+//! decision to an answer. `on_publish`'s decision is
+//! [`crate::admission`]'s, driven by [`admit`]; it approves by answering
+//! `302 Location: <relay_url>/<session id>`, which makes nginx relay the
+//! stream to the internal HLS application under that name; media sent
+//! before the answer never reaches an application that writes HLS. Any
+//! refusal is an [`HttpError`] (403 or 503), logged with its reason code.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -17,10 +21,9 @@ use tracing::{info, warn};
 
 use super::AppState;
 use super::error::HttpError;
+use crate::admission::Decision;
 use crate::auth::callback::{Callback, parse_callback};
-use crate::auth::push::{verify_done, verify_publish, verify_update};
-use crate::auth::reject::Reject;
-use crate::auth::replay::ReplayError;
+use crate::auth::push::{verify_done, verify_update};
 use crate::logfmt::Esc;
 use crate::session::{Publisher, SessionMeta, log_tag};
 
@@ -97,218 +100,17 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
             return err.into_response();
         }
     };
-    match publish(&app, &cb).await {
-        Ok(resp) => close(resp),
-        Err(err) => {
-            refused(&app, Some(&cb), &err);
-            if matches!(err, HttpError::Refused(ref r) if !matches!(r, Reject::TooManyFailures)) {
-                app.limiter.record_failure(&cb.addr, Instant::now());
+    match admit::admit(&app, &cb).await {
+        Decision::Approve { location, .. } => {
+            close((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
+        }
+        Decision::Refuse(refusal) => {
+            if refusal.counts_as_failure() {
                 tokio::time::sleep(FAILURE_DELAY).await;
             }
-            err.into_response()
+            HttpError::from(refusal).into_response()
         }
     }
-}
-
-async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
-    app.limiter.check(&cb.addr, Instant::now())?;
-    let cfg = app.config();
-    if !cfg.nginx.public_apps.iter().any(|a| a == &cb.app) {
-        return Err(HttpError::WrongApp(cb.app.clone()));
-    }
-    let now = unix_now();
-    let grant = verify_publish(cb, &cfg.keys, &cfg.auth, now)?;
-    // auth.one_time_push: the grant is held from here, so a concurrent use of
-    // the same URL is refused, and spent only once the push is admitted.
-    let reservation = if cfg.auth.one_time_push {
-        // Verified above, so the signature parameter is present.
-        let signature = cb.client_param("Signature").unwrap_or_default();
-        let forget_after = grant.expires.saturating_add(cfg.auth.clock_skew_secs);
-        let held = app
-            .replay
-            .reserve(&grant.key_id, &grant.tag, signature, forget_after, now)
-            .map_err(replay_refusal)?;
-        Some(held)
-    } else {
-        None
-    };
-    // An S3 outage must not stop new pushes: a channel whose record cannot
-    // be read (and is not cached) is treated as one nobody created.
-    let record = channel_record(app, &grant.key_id, &grant.bucket, &grant.channel)
-        .await
-        .unwrap_or_else(|why| {
-            warn!(channel = %grant.channel, "{why}; treating the channel as unknown");
-            None
-        });
-    let plan = crate::channels::plan_push(record.as_ref(), &cfg)?;
-    let snapshot = record
-        .as_ref()
-        .and_then(|r| r.config.snapshot.as_ref())
-        .zip(cfg.key(&grant.key_id))
-        .and_then(|(s, key)| {
-            crate::snapshot::SnapshotPlan::new(s, key)
-                .inspect_err(
-                    |e| warn!(error = %e, channel = %grant.channel, "no snapshots for this push"),
-                )
-                .ok()
-        });
-    if app.spool_full() {
-        return Err(HttpError::Unavailable(
-            "spool past its high-water mark; refusing new publishes to protect live ones".into(),
-        ));
-    }
-    let fingerprint = grant.tag.fingerprint(&grant.key_id);
-    let meta = SessionMeta {
-        id: app.sessions.new_id(),
-        bucket: grant.bucket,
-        channel: grant.channel,
-        // A playlistName in the push URL wins over the channel's.
-        playlist: if cb.client_param("playlistName").is_some() {
-            grant.playlist_name
-        } else {
-            plan.playlist
-        },
-        key_id: grant.key_id,
-        clientid: cb.clientid.clone(),
-        name: cb.name.clone(),
-        addr: cb.addr.clone(),
-        started_ms: crate::clock::unix_now_ms(),
-        shape: plan.shape,
-        low_latency: plan.low_latency,
-        snapshot,
-        resume: None,
-        grant: fingerprint,
-    };
-    let meta = match &app.cluster {
-        Some(cluster) => {
-            let id = meta.id.clone();
-            claim_in_cluster(app, cluster, meta)
-                .await
-                .inspect_err(|_| app.sessions.give_back(&id))?
-        }
-        None => meta,
-    };
-    let begun = app
-        .sessions
-        .begin(meta.clone())
-        .map_err(|e| match e {
-            crate::session::SessionError::ChannelLive { bucket, channel } => {
-                HttpError::ChannelLive(format!("{bucket}/{channel}"))
-            }
-            other => HttpError::Unavailable(other.to_string()),
-        })
-        .and_then(|m| {
-            // The directory nginx will write into, made before the URL is
-            // spent: a push refused here leaves its URL usable.
-            if let Err(e) = stream_dir(app, &cfg, &m.id) {
-                app.sessions.finish(&m.id);
-                return Err(e);
-            }
-            // The push is admitted: spend its URL now, or undo the session
-            // (a URL that cannot be recorded as used is not approved).
-            match reservation.map(|r| r.commit()) {
-                Some(Err(e)) => {
-                    app.sessions.finish(&m.id);
-                    let _ = std::fs::remove_dir(cfg.nginx.hls_dir.join(&m.id));
-                    Err(replay_refusal(e))
-                }
-                _ => Ok(m),
-            }
-        });
-    let meta = match begun {
-        Ok(m) => {
-            if let Some(cluster) = &app.cluster {
-                cluster.started(&m.id);
-            }
-            m
-        }
-        Err(e) => {
-            if let Some(cluster) = &app.cluster {
-                cluster.unclaim(&meta.bucket, &meta.channel, &meta.id).await;
-            }
-            return Err(e);
-        }
-    };
-    let location = format!("{}/{}", plan.relay_url, meta.id);
-    info!(
-        session = %log_tag(&meta.id), bucket = %meta.bucket, channel = %meta.channel,
-        key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
-    );
-    app.metrics.inc("livebucket_push_accepted_total", "");
-    // Waking the pipeline and the blocking pool here would have them take
-    // the cores from this answer; spawned on the hooks thread, this runs
-    // once the answer is written. (A fragment nginx writes, or an end,
-    // before the pipeline has the session opens it:
-    // `Pipeline::open_if_approved`.)
-    let sessions = app.sessions.clone();
-    let pipeline = app.pipeline.clone();
-    tokio::spawn(async move {
-        pipeline.started(meta);
-        // The next publish finds its state directory made.
-        tokio::task::spawn_blocking(move || sessions.refill_spares());
-    });
-    Ok((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
-}
-
-/// Makes the approved session's HLS directory, so that it is livebucket's
-/// and nginx's worker writes there through its group (see
-/// [`crate::session::make_stream_dir`]). A failure refuses the push (503,
-/// logged with the reason, counted in `livebucket_stream_dir_errors_total`);
-/// the caller undoes the session.
-fn stream_dir(app: &AppState, cfg: &crate::config::Config, id: &str) -> Result<(), HttpError> {
-    let Err(e) = crate::session::make_stream_dir(&cfg.nginx.hls_dir, id) else {
-        return Ok(());
-    };
-    app.metrics.inc("livebucket_stream_dir_errors_total", "");
-    // The session id stays out of the log (it names the internal stream).
-    Err(HttpError::Unavailable(format!(
-        "cannot make the session's directory in nginx.hls_dir ({}): {e}",
-        cfg.nginx.hls_dir.display()
-    )))
-}
-
-/// The refusal for a grant that cannot be reserved or spent.
-fn replay_refusal(e: ReplayError) -> HttpError {
-    match e {
-        ReplayError::Replayed | ReplayError::InUse => HttpError::Refused(Reject::Replayed),
-        save @ ReplayError::Save { .. } => HttpError::Unavailable(save.to_string()),
-    }
-}
-
-/// Cluster mode: takes the channel in etcd for this session (refused when
-/// another node publishes it) and reads where its playlist stands in the
-/// bucket, so the session continues it.
-async fn claim_in_cluster(
-    app: &AppState,
-    cluster: &crate::cluster::Cluster,
-    mut meta: SessionMeta,
-) -> Result<SessionMeta, HttpError> {
-    use crate::cluster::ClaimError;
-    cluster
-        .claim(&meta.bucket, &meta.channel, &meta.id, &meta.addr)
-        .await
-        .map_err(|e| match e {
-            ClaimError::Live(node) => {
-                info!(channel = %meta.channel, node = %node, "channel live on another node");
-                HttpError::ChannelLive(format!("{}/{}", meta.bucket, meta.channel))
-            }
-            ClaimError::Unavailable(why) => HttpError::Unavailable(why),
-        })?;
-    let read = cluster.resume(
-        &app.store,
-        &meta.key_id,
-        &meta.bucket,
-        &meta.channel,
-        &meta.playlist,
-    );
-    meta.resume = match tokio::time::timeout(CHANNEL_LOOKUP, read).await {
-        Ok(r) => r.map(Box::new),
-        Err(_) => {
-            warn!(channel = %meta.channel, "the channel's playlist did not come within {CHANNEL_LOOKUP:?}; starting from this node's state");
-            None
-        }
-    };
-    Ok(meta)
 }
 
 pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
@@ -498,6 +300,8 @@ pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> R
     }
 }
 
+mod admit;
+
 #[cfg(test)]
 mod stream_dir_tests;
 
@@ -509,6 +313,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::auth::reject::Reject;
     use crate::metrics::Metrics;
 
     /// A writer that keeps what the fmt layer writes.
