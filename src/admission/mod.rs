@@ -45,9 +45,11 @@
 //!   a live channel or a cluster outage never bans a publisher.
 //!
 //! [`Refusal::code`] is the label logged and counted; the HTTP layer maps a
-//! `Refusal` into its `HttpError` (the same labels).
+//! `Refusal` into its `HttpError` (the same labels). [`update`] decides
+//! `on_update` of a running push the same way, as a plain function.
 
 mod machine;
+pub mod update;
 
 #[cfg(test)]
 mod tests;

@@ -21,7 +21,8 @@ use tracing::{info, warn};
 
 use super::AppState;
 use super::error::HttpError;
-use crate::admission::Decision;
+use crate::admission::update::Lookup;
+use crate::admission::{self, Decision};
 use crate::auth::callback::{Callback, parse_callback};
 use crate::auth::push::{verify_done, verify_update};
 use crate::logfmt::Esc;
@@ -142,31 +143,20 @@ async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
         .sessions
         .find_live(&publisher(cb, &grant, &fingerprint))
         .ok_or(HttpError::UnknownSession)?;
-    // A channel disabled since the push began drops it now. A store that
-    // cannot answer keeps the stream: an S3 outage must not end live pushes.
-    match channel_record(app, &session.key_id, &session.bucket, &session.channel).await {
-        Ok(record) => crate::channels::still_allowed(record.as_ref())?,
-        Err(why) => warn!(channel = %session.channel, "{why}; keeping the push"),
-    }
-    if let Some(cluster) = &app.cluster {
-        use crate::cluster::decide::Update;
-        match cluster.update(&session.bucket, &session.channel) {
-            Update::Keep => {}
-            Update::Superseded(node) => {
-                info!(channel = %session.channel, node = %node, "another node publishes this channel now; dropping this publisher");
-                return Err(HttpError::ChannelLive(format!(
-                    "{}/{}",
-                    session.bucket, session.channel
-                )));
-            }
-            Update::CutOff => {
-                return Err(HttpError::Unavailable(
-                    "this node is cut off from the cluster coordinator; the publisher should reconnect to another node".into(),
-                ));
-            }
-        }
-    }
-    Ok(())
+    // A channel disabled since the push began drops it now; a store that
+    // cannot answer keeps the stream.
+    let record = channel_record(app, &session.key_id, &session.bucket, &session.channel)
+        .await
+        .inspect_err(|why| warn!(channel = %session.channel, "{why}; keeping the push"));
+    let lookup = match &record {
+        Ok(r) => Lookup::Found(r.as_ref()),
+        Err(_) => Lookup::Unreadable,
+    };
+    let cluster = app
+        .cluster
+        .as_ref()
+        .map(|c| c.update(&session.bucket, &session.channel));
+    admission::update::update(&session, lookup, cluster).map_err(HttpError::from)
 }
 
 /// A channel's record for a callback, within [`CHANNEL_LOOKUP`] (nginx
