@@ -140,7 +140,12 @@ impl<'a> Admission<'a> {
                     let meta = self.meta.as_mut().expect("claimed with a session");
                     meta.resume = resume;
                     let meta = meta.clone();
-                    self.ask(Effect::Begin { meta }, Waiting::Begun);
+                    self.ask(
+                        Effect::Begin {
+                            meta: Box::new(meta),
+                        },
+                        Waiting::Begun,
+                    );
                 }
                 Err(e) => {
                     let meta = self.meta.take().expect("claimed with a session");
@@ -299,9 +304,19 @@ impl<'a> Admission<'a> {
         };
         self.meta = Some(meta.clone());
         if clustered {
-            self.ask(Effect::Claim { meta }, Waiting::Claimed);
+            self.ask(
+                Effect::Claim {
+                    meta: Box::new(meta),
+                },
+                Waiting::Claimed,
+            );
         } else {
-            self.ask(Effect::Begin { meta }, Waiting::Begun);
+            self.ask(
+                Effect::Begin {
+                    meta: Box::new(meta),
+                },
+                Waiting::Begun,
+            );
         }
     }
 
@@ -330,11 +345,12 @@ impl<'a> Admission<'a> {
                 id: meta.id.clone(),
             });
         }
+        let meta = Box::new(meta);
         self.queue
             .push_back(Effect::StartPipeline { meta: meta.clone() });
         self.decision = Some(Decision::Approve {
             location: format!("{}/{}", plan.relay_url, meta.id),
-            meta: Box::new(meta),
+            meta,
         });
     }
 

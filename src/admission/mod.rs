@@ -105,9 +105,9 @@ pub enum Effect {
     TakeId,
     /// Claim the channel in the cluster for this session and read where its
     /// playlist stands. Answer [`Answer::Claimed`].
-    Claim { meta: SessionMeta },
+    Claim { meta: Box<SessionMeta> },
     /// Begin the session in the session store. Answer [`Answer::Begun`].
-    Begin { meta: SessionMeta },
+    Begin { meta: Box<SessionMeta> },
     /// Make the session's HLS directory. Answer [`Answer::StreamDir`].
     MakeStreamDir { id: String },
     /// Spend the reserved one-time grant (saved to disk). Answer
@@ -133,7 +133,7 @@ pub enum Effect {
     /// The claimed session started (cluster mode).
     Started { id: String },
     /// Tell the pipeline about the approved session.
-    StartPipeline { meta: SessionMeta },
+    StartPipeline { meta: Box<SessionMeta> },
 }
 
 /// The outcome of a question [`Effect`].

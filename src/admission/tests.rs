@@ -152,7 +152,7 @@ impl World {
                 Claim::Unavailable => Err(ClaimError::Unavailable("etcd unreachable".into())),
             }),
             Effect::Begin { meta } => Answer::Begun(match self.begin {
-                Begin::Ok => Ok(meta.clone()),
+                Begin::Ok => Ok((**meta).clone()),
                 Begin::ChannelLive => Err(SessionError::ChannelLive {
                     bucket: meta.bucket.clone(),
                     channel: meta.channel.clone(),
@@ -263,7 +263,7 @@ fn approves_and_relays_to_the_session() {
         ("42", "192.0.2.7")
     );
     assert!(!meta.grant.is_empty());
-    assert_eq!(effects.last(), Some(&Effect::StartPipeline { meta: *meta }));
+    assert_eq!(effects.last(), Some(&Effect::StartPipeline { meta }));
 }
 
 /// With one-time URLs in a cluster: the grant is reserved right after

@@ -76,7 +76,7 @@ async fn perform<'r>(
             now_ms: crate::clock::unix_now_ms(),
         },
         Effect::Claim { meta } => Answer::Claimed(claim_in_cluster(app, &meta).await),
-        Effect::Begin { meta } => Answer::Begun(app.sessions.begin(meta)),
+        Effect::Begin { meta } => Answer::Begun(app.sessions.begin(*meta)),
         Effect::MakeStreamDir { id } => {
             let made = crate::session::make_stream_dir(&cfg.nginx.hls_dir, &id).map(drop);
             if made.is_err() {
@@ -126,7 +126,7 @@ async fn perform<'r>(
             return None;
         }
         Effect::StartPipeline { meta } => {
-            start_pipeline(app, meta);
+            start_pipeline(app, *meta);
             return None;
         }
     })
