@@ -137,7 +137,9 @@ impl<'a> Admission<'a> {
             (Some(Waiting::Claimed), Answer::Claimed(r)) => match r {
                 Ok(resume) => {
                     self.claimed = true;
-                    let meta = self.meta.as_mut().expect("claimed with a session");
+                    let Some(meta) = self.meta.as_mut() else {
+                        return self.out_of_order("a claim without a session");
+                    };
                     meta.resume = resume;
                     let meta = meta.clone();
                     self.ask(
@@ -148,7 +150,9 @@ impl<'a> Admission<'a> {
                     );
                 }
                 Err(e) => {
-                    let meta = self.meta.take().expect("claimed with a session");
+                    let Some(meta) = self.meta.take() else {
+                        return self.out_of_order("a claim without a session");
+                    };
                     self.queue.push_back(Effect::GiveBack { id: meta.id });
                     self.refuse(match e {
                         ClaimError::Live(_) => {
@@ -244,7 +248,9 @@ impl<'a> Admission<'a> {
     }
 
     fn lookup_channel(&mut self) {
-        let g = self.grant.as_ref().expect("verified");
+        let Some(g) = self.grant.as_ref() else {
+            return self.out_of_order("a lookup before verification");
+        };
         let effect = Effect::LookupChannel {
             key_id: g.key_id.clone(),
             bucket: g.bucket.clone(),
@@ -260,7 +266,9 @@ impl<'a> Admission<'a> {
             Ok(p) => p,
             Err(reject) => return self.refuse(reject.into()),
         };
-        let grant = self.grant.as_ref().expect("verified");
+        let Some(grant) = self.grant.as_ref() else {
+            return self.out_of_order("a plan before verification");
+        };
         self.snapshot = record
             .as_ref()
             .and_then(|r| r.config.snapshot.as_ref())
@@ -279,8 +287,9 @@ impl<'a> Admission<'a> {
     /// The session's record, then its claim (in a cluster) or its start.
     fn session(&mut self, id: String, now_ms: u64) {
         let (cb, clustered) = (self.cb, self.clustered);
-        let grant = self.grant.take().expect("verified");
-        let plan = self.plan.as_ref().expect("planned");
+        let (Some(grant), Some(plan)) = (self.grant.take(), self.plan.as_ref()) else {
+            return self.out_of_order("a session before verification and plan");
+        };
         let meta = SessionMeta {
             id,
             grant: grant.tag.fingerprint(&grant.key_id),
@@ -336,9 +345,7 @@ impl<'a> Admission<'a> {
     /// and nginx relays to `<relay_url>/<session id>`.
     fn approve(&mut self) {
         let (Some(meta), Some(plan)) = (self.meta.take(), self.plan.take()) else {
-            return self.refuse(Refusal::Unavailable(
-                "admission approved without a session".into(),
-            ));
+            return self.out_of_order("an approval without a session");
         };
         if std::mem::take(&mut self.claimed) {
             self.queue.push_back(Effect::Started {
@@ -352,6 +359,15 @@ impl<'a> Admission<'a> {
             location: format!("{}/{}", plan.relay_url, meta.id),
             meta,
         });
+    }
+
+    /// A driver that answers out of order (a bug) gets the push refused as
+    /// unavailable, never a panic on the request path.
+    fn out_of_order(&mut self, what: &str) {
+        debug_assert!(false, "admission: {what}");
+        self.refuse(Refusal::Unavailable(format!(
+            "admission out of order: {what}"
+        )));
     }
 
     /// Decides `refusal`, after giving back the cluster claim and the
