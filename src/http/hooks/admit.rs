@@ -63,6 +63,9 @@ async fn perform<'r>(
             bucket,
             channel,
         } => Answer::Channel(
+            // An S3 outage must not stop new pushes: a channel whose record
+            // cannot be read (and is not cached) is treated as one nobody
+            // created.
             channel_record(app, &key_id, &bucket, &channel)
                 .await
                 .unwrap_or_else(|why| {
