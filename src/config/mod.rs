@@ -14,6 +14,8 @@ pub mod api;
 pub mod cluster;
 pub mod http;
 pub mod listen;
+#[cfg(test)]
+mod reference;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
