@@ -13,9 +13,12 @@
 //! field is recorded as a setting.
 //!
 //! Then, for each direction:
-//! - every traced setting has a row in `docs/configuration.md` (under the
-//!   heading of its section) and a line, set or commented out, in the
-//!   example; every row and every line names a traced setting;
+//! - every traced setting has a row in `docs/configuration.md` (a table row
+//!   whose first cell is `` `field` ``, under the heading of its section:
+//!   ``## `[section]` ``, ``## `[[keys]]` ``, ``## `[[a.b]]` `` for a nested
+//!   one, `## Top level` for fields outside any section) and a line, set or
+//!   commented out, in the example; every row and every line names a traced
+//!   setting, and every section has its heading;
 //! - the example with every commented-out setting switched on parses into
 //!   [`RawConfig`], whose `deny_unknown_fields` proves each line names a
 //!   real field with a value of the right type.
@@ -287,26 +290,41 @@ fn is_bare_key(s: &str) -> bool {
 }
 
 /// The settings a TOML document sets, as `section.field`: the keys of each
-/// table that is a configuration section (array elements included), not the
-/// keys inside a map-valued setting.
+/// table that is a configuration section (array elements and nested
+/// sections such as `[[a.b]]` included), not the keys inside a map-valued
+/// setting.
 fn example_settings(doc: &toml::Table, sections: &BTreeSet<String>) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
-    for (key, value) in doc {
-        let tables: Vec<&toml::Table> = match value {
-            toml::Value::Table(t) if sections.contains(key) => vec![t],
-            toml::Value::Array(a) if sections.contains(key) => {
-                a.iter().filter_map(toml::Value::as_table).collect()
+    collect_settings("", doc, sections, &mut out);
+    out
+}
+
+fn collect_settings(
+    path: &str,
+    table: &toml::Table,
+    sections: &BTreeSet<String>,
+    out: &mut BTreeSet<String>,
+) {
+    for (key, value) in table {
+        let full = if path.is_empty() {
+            key.clone()
+        } else {
+            format!("{path}.{key}")
+        };
+        match value {
+            toml::Value::Table(t) if sections.contains(&full) => {
+                collect_settings(&full, t, sections, out);
+            }
+            toml::Value::Array(a) if sections.contains(&full) => {
+                for t in a.iter().filter_map(toml::Value::as_table) {
+                    collect_settings(&full, t, sections, out);
+                }
             }
             _ => {
-                out.insert(key.clone());
-                continue;
+                out.insert(full);
             }
-        };
-        for table in tables {
-            out.extend(table.keys().map(|k| format!("{key}.{k}")));
         }
     }
-    out
 }
 
 fn differences(what: &str, want: &BTreeSet<String>, have: &BTreeSet<String>) -> Vec<String> {
@@ -398,4 +416,24 @@ fn a_missing_or_unknown_row_is_reported() {
     );
     assert_eq!(headings, ["".to_owned(), "s3".to_owned()].into());
     assert!(reference_rows("| `orphan` | x |\n").is_err());
+}
+
+#[test]
+fn example_settings_follow_nested_sections_and_stop_at_maps() {
+    let doc: toml::Table =
+        toml::from_str("top = 1\n[a]\nx = 1\nm = { k = 1 }\n[[a.b]]\ny = 2\n[[a.b]]\nz = 3\n")
+            .unwrap();
+    let sections: BTreeSet<String> = ["", "a", "a.b"].map(String::from).into();
+    let want: BTreeSet<String> = ["top", "a.x", "a.m", "a.b.y", "a.b.z"]
+        .map(String::from)
+        .into();
+    assert_eq!(example_settings(&doc, &sections), want);
+}
+
+#[test]
+fn reference_headings_name_nested_sections() {
+    let (rows, headings) =
+        reference_rows("## `[a]`\n| `x` | t |\n## `[[a.b]]`\n| `y` | t |\n").unwrap();
+    assert_eq!(rows, ["a.x".to_owned(), "a.b.y".to_owned()].into());
+    assert_eq!(headings, ["a".to_owned(), "a.b".to_owned()].into());
 }
