@@ -83,7 +83,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_push_rejected_total",
-        "Callbacks refused, by reason (the reason codes are listed in README.md).",
+        "Callbacks refused, by reason (the reason codes are listed in docs/push.md).",
     ),
     (
         "livebucket_fragments_captured_total",
