@@ -198,3 +198,99 @@ pub fn oss_push_url(
     }
     Ok(url)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &str = "0123456789abcdef";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000019\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const SIG_1700000019: &str = "s6/O5Wh6ILI+VsEmD8ANWCsNoew=";
+    // python3 -c 'import hmac,hashlib,base64;print(base64.b64encode(hmac.new(b"0123456789abcdef",b"1700000000\nplaylistName:live.m3u8\n/demo/cam1",hashlib.sha1).digest()).decode())'
+    const OSS_SIG_PLAYLIST: &str = "aUiqXPkSe+EDJXpbfAhGTUlJXt0=";
+
+    #[test]
+    fn signatures_match_python() {
+        assert_eq!(
+            sign_rgw(SECRET, "demo", "cam1", 1_700_000_019),
+            Ok(SIG_1700000019.to_owned())
+        );
+        let pl = [("playlistName".to_owned(), "live.m3u8".to_owned())];
+        assert_eq!(
+            sign_oss(SECRET, "demo", "cam1", 1_700_000_000, &pl),
+            Ok(OSS_SIG_PLAYLIST.to_owned())
+        );
+    }
+
+    #[test]
+    fn every_accepted_spelling_yields_the_canonical_tag() {
+        let to_sign = rgw_string_to_sign("demo", "cam1", "1700000019");
+        let canonical = decode_sha1_tag(SIG_1700000019).expect("vector");
+        for spelling in [
+            SIG_1700000019.to_owned(),
+            // A raw `+` that form decoding turned into a space.
+            SIG_1700000019.replace('+', " "),
+            // Every `/` written as `z`.
+            SIG_1700000019.replace('/', "z"),
+        ] {
+            let given = decode_signature(&spelling).expect("decodes");
+            assert_eq!(
+                check_signature(SECRET, &to_sign, &given),
+                Ok(canonical),
+                "{spelling:?}"
+            );
+        }
+        // The `z` spelling of another tag is that other tag, and fails here.
+        let other = decode_signature(&SIG_1700000019.replace('s', "t")).expect("decodes");
+        assert_eq!(
+            check_signature(SECRET, &to_sign, &other),
+            Err(SignError::BadSignature)
+        );
+        assert_eq!(
+            decode_signature("AAAAAAAAAAAAAAAAAAAAAAAAAA=="),
+            Err(SignError::SignatureWrongLength { len: 19 })
+        );
+    }
+
+    #[test]
+    fn canonicalized_params_sorts_and_drops_the_signature_params() {
+        let params = [
+            ("playlistName", "live.m3u8"),
+            ("alpha", "1"),
+            ("Signature", "x"),
+            ("security-token", "t"),
+            ("alpha", "1"),
+            ("Zeta", "z z"),
+            ("OSSAccessKeyId", "GK123"),
+            ("Expires", "1"),
+        ];
+        assert_eq!(
+            canonicalized_params(params.into_iter()),
+            "Zeta:z z\nalpha:1\nplaylistName:live.m3u8\n"
+        );
+    }
+
+    #[test]
+    fn urls_encode_the_channel_as_pchar_and_values_as_unreserved() {
+        let url = rgw_push_url("rtmp://h/live/", "demo", "a b:@", "GK 1", SECRET, 1).expect("url");
+        let signature = sign_rgw(SECRET, "demo", "a b:@", 1).expect("sign");
+        let encoded: String = utf8_percent_encode(&signature, UNRESERVED).collect();
+        assert_eq!(
+            url,
+            format!(
+                "rtmp://h/live/a%20b:@?Bucket=demo&AccessKeyId=GK%201&Expires=1&Signature={encoded}"
+            )
+        );
+        let url = oss_push_url(
+            "rtmp://demo.l/live",
+            "demo",
+            "c",
+            "K",
+            SECRET,
+            1,
+            Some("a b.m3u8"),
+        )
+        .expect("url");
+        assert!(url.ends_with("&playlistName=a%20b.m3u8"), "{url}");
+    }
+}
