@@ -164,7 +164,9 @@ pub fn parse_stat_url(url: &str) -> Option<StatTarget<'_>> {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
-    let (host, port) = authority.rsplit_once(':')?;
+    let (host, Some(port)) = crate::sign::url::split_host_port(authority).ok()? else {
+        return None;
+    };
     let host_ok = !host.is_empty()
         && host
             .bytes()

@@ -30,7 +30,7 @@ pub enum HttpError {
     Unavailable(String),
     /// A play or API signature that does not verify (or has expired).
     #[error("signature refused: {0}")]
-    BadSignature(#[from] crate::auth::presign::PresignError),
+    BadSignature(#[from] crate::sign::SignError),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -129,7 +129,7 @@ impl IntoResponse for HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::presign::PresignError;
+    use crate::sign::SignError;
 
     async fn answer(e: HttpError) -> (StatusCode, Vec<(String, String)>, String) {
         let resp = e.into_response();
@@ -156,9 +156,9 @@ mod tests {
                 key_id: "GK1".into(),
             }),
             HttpError::Refused(Reject::Replayed),
-            HttpError::BadSignature(PresignError::BadSignature),
-            HttpError::BadSignature(PresignError::Expired),
-            HttpError::BadSignature(PresignError::Malformed("signature has the wrong length")),
+            HttpError::BadSignature(SignError::BadSignature),
+            HttpError::BadSignature(SignError::Expired),
+            HttpError::BadSignature(SignError::Malformed("signature has the wrong length")),
             HttpError::ChannelLive("b/c".into()),
             HttpError::UnknownSession,
         ];

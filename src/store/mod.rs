@@ -46,7 +46,6 @@ mod conditional;
 mod direct;
 pub mod errors;
 mod file_body;
-mod sign;
 
 pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
@@ -55,7 +54,7 @@ struct KeyClient {
     /// To notice a changed secret at reload.
     secret: String,
     client: Client,
-    signer: Arc<sign::HeaderSigner>,
+    signer: Arc<crate::sign::sigv4::HeaderSigner>,
 }
 
 pub const FRAGMENT_CONTENT_TYPE: &str = "video/mp2t";
@@ -326,7 +325,11 @@ impl Store {
                 let client = KeyClient {
                     secret: k.secret.clone(),
                     client: client_for(&self.s3, &k.id, &k.secret),
-                    signer: Arc::new(sign::HeaderSigner::new(&k.id, &k.secret, &self.s3.region)),
+                    signer: Arc::new(crate::sign::sigv4::HeaderSigner::new(
+                        &k.id,
+                        &k.secret,
+                        &self.s3.region,
+                    )),
                 };
                 clients.insert(k.id.clone(), client);
             }
@@ -337,7 +340,7 @@ impl Store {
         self.with_key(key_id, |c| c.client.clone())
     }
 
-    fn signer(&self, key_id: &str) -> Result<Arc<sign::HeaderSigner>, StoreError> {
+    fn signer(&self, key_id: &str) -> Result<Arc<crate::sign::sigv4::HeaderSigner>, StoreError> {
         self.with_key(key_id, |c| c.signer.clone())
     }
 
