@@ -14,11 +14,13 @@ pub mod api;
 pub mod cluster;
 pub mod http;
 pub mod listen;
+pub mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
+pub use retention::RetentionConfig;
 
 /// What went wrong loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +87,9 @@ pub struct RawConfig {
     /// node is alone and talks to no coordinator.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// How long recordings stay in the bucket (`[retention]`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -709,6 +714,7 @@ impl RawConfig {
         listen::validate(&self.listen, &self.limits)?;
         api::validate(&self.api)?;
         http::validate(&self.http)?;
+        retention::validate(&self.retention)?;
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }
