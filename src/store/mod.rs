@@ -40,12 +40,14 @@ use bytes::Bytes;
 
 use crate::config::{AccessKey, S3Config};
 
+mod batch;
 mod conditional;
 mod direct;
 pub mod errors;
 mod file_body;
 mod sign;
 
+pub use batch::{BatchMode, ListedObject};
 pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
 /// An access key's SDK client and direct-PUT signer.
