@@ -307,7 +307,10 @@ impl Retention {
             .to_owned();
         let result = async {
             // A dry run plans one round: it deletes nothing, so a second
-            // round would plan the same.
+            // round would plan the same. A round that plans what the last
+            // one did made no progress (a store that answers deletes but
+            // keeps the objects): the next sweep tries again.
+            let mut last: Option<plan::Plan> = None;
             loop {
                 let now_ms = crate::clock::unix_now_ms();
                 let Some(cutoff) = plan::cutoff_ms(now_ms, period_secs) else {
@@ -327,6 +330,10 @@ impl Retention {
                 if plan.is_empty() {
                     return Ok(());
                 }
+                if last.as_ref().is_some_and(|l| l.steps == plan.steps) {
+                    warn!("the sweep made no progress; stopping until the next one");
+                    return Ok(());
+                }
                 self.execute(
                     key_id,
                     bucket,
@@ -340,6 +347,7 @@ impl Retention {
                 if dry_run {
                     return Ok(());
                 }
+                last = Some(plan);
             }
         }
         .await;
@@ -364,12 +372,19 @@ impl Retention {
             .list(key_id, bucket, &index_prefix, None, |_| false)
             .await?;
         let cutoff_manifest = layout::manifest_key(channel, cutoff, "");
-        let mut manifests = Vec::new();
-        for key in manifest_keys
+        let expiring: Vec<&String> = manifest_keys
             .iter()
             .filter(|k| k.as_str() < cutoff_manifest.as_str())
-            .take(ROUND_MANIFESTS)
-        {
+            .collect();
+        // Fragments from the first manifest not read this round on may be
+        // named by it: none of them is taken for unnamed (it starts no
+        // later than its first fragment).
+        let horizon = expiring
+            .get(ROUND_MANIFESTS)
+            .and_then(|k| layout::parse_manifest_key(k))
+            .map_or(cutoff, |(ms, _)| ms.min(cutoff));
+        let mut manifests = Vec::new();
+        for key in expiring.into_iter().take(ROUND_MANIFESTS) {
             let bytes = match store.get(key_id, bucket, key).await {
                 Ok(b) => b,
                 // Deleted since the listing (another sweep, a cut short one).
@@ -384,7 +399,7 @@ impl Retention {
             manifests.push((key.clone(), m));
         }
         let media = format!("{channel}/");
-        let cutoff_fragment = layout::fragment_key(channel, cutoff);
+        let cutoff_fragment = layout::fragment_key(channel, horizon);
         let fragments = store
             .list_objects(
                 key_id,
@@ -561,4 +576,39 @@ pub fn buckets(cfg: &Config) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_the_enabled_keys_named_ones_each_with_its_first_key() {
+        let cfg = crate::config::for_tests(
+            "[[keys]]\nid = \"GKa\"\nsecret = \"0123456789abcdef\"\nbuckets = [\"media\", \"*\"]\n\
+             [[keys]]\nid = \"GKb\"\nsecret = \"0123456789abcdef\"\nbuckets = [\"media\", \"other\"]\n\
+             [[keys]]\nid = \"GKc\"\nsecret = \"0123456789abcdef\"\nbuckets = [\"off\"]\ndisabled = true\n",
+        );
+        assert_eq!(
+            buckets(&cfg),
+            vec![
+                ("GKa".to_owned(), "media".to_owned()),
+                ("GKb".to_owned(), "other".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_channel_period_overrides_the_default_and_zero_keeps_everything() {
+        let cfg = crate::config::for_tests("[retention]\ndefault_period_secs = 3600\n");
+        let mut channel = crate::oss::channel::LiveChannelConfig::default();
+        assert_eq!(period_of(None, &cfg), 3600);
+        assert_eq!(period_of(Some(&channel), &cfg), 3600);
+        channel.retention_secs = Some(0);
+        assert_eq!(period_of(Some(&channel), &cfg), 0);
+        channel.retention_secs = Some(60);
+        assert_eq!(period_of(Some(&channel), &cfg), 60);
+        assert_eq!(oldest_kept_ms(0, 5_000_000), 0);
+        assert_eq!(oldest_kept_ms(60, 5_000_000), 4_940_000);
+    }
 }
