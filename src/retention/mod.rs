@@ -379,10 +379,7 @@ impl Retention {
         // Fragments from the first manifest not read this round on may be
         // named by it: none of them is taken for unnamed (it starts no
         // later than its first fragment).
-        let horizon = expiring
-            .get(ROUND_MANIFESTS)
-            .and_then(|k| layout::parse_manifest_key(k))
-            .map_or(cutoff, |(ms, _)| ms.min(cutoff));
+        let horizon = plan::unnamed_horizon(&expiring, ROUND_MANIFESTS, cutoff);
         let mut manifests = Vec::new();
         for key in expiring.into_iter().take(ROUND_MANIFESTS) {
             let bytes = match store.get(key_id, bucket, key).await {

@@ -280,6 +280,17 @@ fn batches(items: Vec<(String, u64)>, phase: Phase, place: Where, batch: usize) 
         .collect()
 }
 
+/// How far fragments may be listed as candidates when only the first
+/// `read` of the `expiring` manifest keys (in key order) are read this
+/// round: up to the start of the first unread one, which may name any
+/// fragment from there on, and never past `cutoff`.
+pub fn unnamed_horizon<K: AsRef<str>>(expiring: &[K], read: usize, cutoff: u64) -> u64 {
+    expiring
+        .get(read)
+        .and_then(|k| crate::layout::parse_manifest_key(k.as_ref()))
+        .map_or(cutoff, |(ms, _)| ms.min(cutoff))
+}
+
 /// The nginx fragment ms in a part key (`…/<13 digits>-<3 digits>.ts`).
 fn part_ms(key: &str) -> Option<u64> {
     let name = key.rsplit('/').next()?.strip_suffix(".ts")?;

@@ -231,6 +231,17 @@ fn snapshots_go_by_their_time_and_latest_by_its_age() {
 }
 
 #[test]
+fn fragments_of_unread_manifests_are_never_candidates() {
+    let keys: Vec<String> = [1_000, 5_000, 9_000]
+        .iter()
+        .map(|&ms| manifest_key(CH, ms, "r"))
+        .collect();
+    assert_eq!(unnamed_horizon(&keys, 3, 20_000), 20_000, "all read");
+    assert_eq!(unnamed_horizon(&keys, 1, 20_000), 5_000);
+    assert_eq!(unnamed_horizon(&keys, 1, 2_000), 2_000);
+}
+
+#[test]
 fn playlist_text_names_its_earliest_fragment() {
     let text = "#EXTM3U\n#EXTINF:2.0,\n0000000005000.ts\n#EXTINF:2.0,\n\
                 https://s3/b/cam/0000000003000.ts?X-Amz-Signature=1\n#EXT-X-ENDLIST\n";
