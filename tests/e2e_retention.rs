@@ -12,7 +12,10 @@
 //!   once it ended;
 //! - livebucket killed (-9) mid-sweep (S3 slowed by a proxy, one key per
 //!   DeleteObjects): no manifest names a missing fragment, and the sweep
-//!   after the restart finishes the work.
+//!   after the restart finishes the work;
+//! - in a cluster, a node sweeps nothing of a channel live on another node,
+//!   nor of a channel whose sweep lock another holder has in etcd, and
+//!   sweeps it once the lock is gone.
 
 mod common;
 
@@ -412,4 +415,132 @@ async fn a_sweep_killed_midway_leaves_a_consistent_bucket_and_finishes_after_res
             .all(|k| swept.keys.contains(k)),
         "the restarted sweep deleted what the killed one left"
     );
+}
+
+/// `etcdctl ARGS…` against `etcd`'s first member; its stdout.
+fn etcdctl(etcd: &common::etcd::Etcd, args: &[&str]) -> String {
+    let out = Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .arg("--endpoints")
+        .arg(&etcd.endpoints[0])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run etcdctl {args:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaves_channels_live_elsewhere_or_locked_alone() {
+    use common::cluster::Node;
+    let dir = TestDir::new("retention-cluster");
+    let mut garage = common::garage::Garage::start(&dir);
+    garage.create_bucket(BUCKET);
+    let etcd = common::etcd::Etcd::start(&dir, 1);
+    let endpoints = etcd.endpoints_toml();
+    let a = Node::start("ra", &garage, &endpoints, RETENTION);
+    let b = Node::start("rb", &garage, &endpoints, RETENTION);
+    let s3 = garage.s3();
+    let config = |n: &Node| n.livebucket.config_path().to_str().unwrap().to_owned();
+    for channel in ["old", "cam"] {
+        livebucket(&[
+            "channel",
+            "create",
+            "--config",
+            &config(&a),
+            "--bucket",
+            BUCKET,
+            "--channel",
+            channel,
+            "--retention-secs",
+            "1",
+        ]);
+    }
+    let sign = |channel: &str| {
+        common::livebucket::sign_push(a.livebucket.config_path(), BUCKET, channel, &a.push_base())
+    };
+    let mut old = common::ffmpeg::push(&dir, &sign("old"), 4);
+    let status = old.exit_within(secs(60)).await;
+    assert!(status.success(), "ffmpeg: {}", old.log());
+    let mut live = common::ffmpeg::push(&dir, &sign("cam"), 40);
+    wait_until("both channels stored", secs(40), millis(300), async || {
+        let (o, c) = (recording(&s3, "old").await, recording(&s3, "cam").await);
+        let ended = s3
+            .list(BUCKET, "old/playlist.m3u8")
+            .await
+            .iter()
+            .any(|_| true);
+        (ended
+            && o.iter().any(|k| is_fragment_key(k))
+            && c.iter().filter(|k| is_fragment_key(k)).count() >= 2)
+            .then_some(())
+            .ok_or(format!("old {o:?}, cam {c:?}"))
+    })
+    .await;
+    tokio::time::sleep(secs(3)).await;
+    let old_before = recording(&s3, "old").await;
+    let cam_before = recording(&s3, "cam").await;
+
+    // Another sweeper holds "old"'s lock; "cam" is live on node a.
+    let lease = etcdctl(&etcd, &["lease", "grant", "60"]);
+    let lease = lease
+        .split_whitespace()
+        .nth(1)
+        .expect("lease id")
+        .to_owned();
+    let lock = format!("/livebucket/sweep/{BUCKET}/old");
+    etcdctl(
+        &etcd,
+        &["put", &format!("--lease={lease}"), &lock, "someone"],
+    );
+    let out = livebucket(&["retention", "sweep", "--config", &config(&b)]);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        report["busy"],
+        serde_json::json!([format!("{BUCKET}/old")]),
+        "{report}"
+    );
+    assert_eq!(
+        recording(&s3, "old").await,
+        old_before,
+        "a locked channel was swept"
+    );
+    let cam_now = recording(&s3, "cam").await;
+    assert!(
+        cam_before.is_subset(&cam_now),
+        "a channel live on node a lost {:?}",
+        cam_before.difference(&cam_now).collect::<Vec<_>>()
+    );
+
+    // The lock gone, node b sweeps "old" (a finished channel), not "cam".
+    etcdctl(&etcd, &["del", &lock]);
+    wait_until(
+        "node b sweeps the old channel",
+        secs(30),
+        millis(500),
+        async || {
+            let out = livebucket(&["retention", "sweep", "--config", &config(&b)]);
+            let left = recording(&s3, "old").await;
+            left.is_empty()
+                .then_some(())
+                .ok_or(format!("left {left:?}; {out}"))
+        },
+    )
+    .await;
+    let cam_now = recording(&s3, "cam").await;
+    assert!(
+        cam_before.is_subset(&cam_now),
+        "the live channel lost fragments"
+    );
+    assert!(
+        etcdctl(&etcd, &["get", "--prefix", "/livebucket/sweep/"])
+            .trim()
+            .is_empty(),
+        "node b left its sweep lock behind"
+    );
+    live.kill();
 }
