@@ -73,6 +73,26 @@ fn set_period(stack: &Stack, channel: &str, secs: u64) {
     ]);
 }
 
+/// `tests/oss2/client.py … OP [channel=CHANNEL]` with Alibaba's oss2: its
+/// JSON answer.
+fn oss2(stack: &Stack, op: &str, channel: &str) -> serde_json::Value {
+    let python = std::env::var("OSS2_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/livebucket/oss2-2.19.1/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    let key = stack.key();
+    let mut cmd = Command::new(&python);
+    cmd.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/oss2/client.py"))
+        .args([&stack.livebucket.url(), BUCKET, &key.id, &key.secret, op]);
+    if !channel.is_empty() {
+        cmd.arg(format!("channel={channel}"));
+    }
+    let out = common::process::run(&format!("oss2 {op}"), &mut cmd);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("oss2 {op} printed no JSON ({e}): {out}"))
+}
+
 /// What `livebucket retention sweep` reported.
 struct Swept {
     keys: BTreeSet<String>,
@@ -220,6 +240,23 @@ async fn an_old_session_is_swept_manifest_first_and_recent_and_live_ones_stay() 
 
     // The first session's end is `between`: the period reaches back to it.
     set_period(&stack, "cam", unix_now() - between);
+    // Alibaba's SDK still reads the channel (it skips the extension), and
+    // the record keeps the period.
+    let info = oss2(&stack, "get", "cam");
+    assert_eq!(info["playlist_name"], "playlist.m3u8", "{info}");
+    let listed = oss2(&stack, "list", "");
+    assert!(listed.get("error").is_none(), "{listed}");
+    let got = livebucket(&[
+        "channel",
+        "get",
+        "--config",
+        config_arg(&stack),
+        "--bucket",
+        BUCKET,
+        "--channel",
+        "cam",
+    ]);
+    assert!(got.contains("RetentionSeconds"), "{got}");
     let planned = sweep(&stack, true);
     assert!(planned.errors.is_empty(), "{:?}", planned.errors);
     // Also the old live playlist: the second session rewrote it.

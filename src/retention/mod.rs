@@ -3,8 +3,9 @@
 //!
 //! A channel's period is its record's `RetentionSeconds`, else `[retention]
 //! default_period_secs`; 0 keeps everything. Every `interval_secs` a sweep
-//! walks each bucket an enabled key names (not `"*"` keys' buckets), and in
-//! it every channel: the top-level names of the bucket and of the VOD index.
+//! walks each bucket an enabled key names (and, for keys allowed `"*"`,
+//! every bucket ListBuckets shows them), and in it every channel: the
+//! top-level names of the bucket and of the VOD index.
 //! For one channel the driver here lists and reads what may have expired
 //! (bounded per round), [`plan::plan`] decides, and the driver executes the
 //! plan's steps in order: manifests trimmed (PUT) or deleted and stored
@@ -173,7 +174,20 @@ impl Retention {
             dry_run,
             ..Report::default()
         };
-        for (key_id, bucket) in buckets(&cfg) {
+        let (mut targets, wildcard) = buckets(&cfg);
+        for key_id in wildcard {
+            match self.store.list_buckets(&key_id).await {
+                Ok(names) => {
+                    for b in names {
+                        if !targets.iter().any(|(_, seen)| *seen == b) {
+                            targets.push((key_id.clone(), b));
+                        }
+                    }
+                }
+                Err(e) => self.note_error(&mut report, "*", "", &e.into()),
+            }
+        }
+        for (key_id, bucket) in targets {
             let channels = match self.channels_of(&key_id, &bucket).await {
                 Ok(c) => c,
                 Err(e) => {
@@ -562,17 +576,21 @@ pub fn oldest_kept_ms(period_secs: u64, now_ms: u64) -> u64 {
 }
 
 /// The buckets swept and the key each is swept with: every bucket an
-/// enabled key names explicitly, with the first such key.
-pub fn buckets(cfg: &Config) -> Vec<(String, String)> {
+/// enabled key names explicitly, with the first such key; then the enabled
+/// keys allowed every bucket (`"*"`), whose buckets are found by ListBuckets.
+pub fn buckets(cfg: &Config) -> (Vec<(String, String)>, Vec<String>) {
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut wildcard = Vec::new();
     for k in cfg.keys.iter().filter(|k| !k.disabled) {
-        for b in k.buckets.iter().filter(|b| *b != "*") {
-            if !out.iter().any(|(_, seen)| seen == b) {
+        for b in &k.buckets {
+            if b == "*" {
+                wildcard.push(k.id.clone());
+            } else if !out.iter().any(|(_, seen)| seen == b) {
                 out.push((k.id.clone(), b.clone()));
             }
         }
     }
-    out
+    (out, wildcard)
 }
 
 #[cfg(test)]
@@ -580,7 +598,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_the_enabled_keys_named_ones_each_with_its_first_key() {
+    fn buckets_are_the_enabled_keys_named_ones_each_with_its_first_key_then_wildcards() {
         let cfg = crate::config::for_tests(
             "[[keys]]\nid = \"GKa\"\nsecret = \"0123456789abcdef\"\nbuckets = [\"media\", \"*\"]\n\
              [[keys]]\nid = \"GKb\"\nsecret = \"0123456789abcdef\"\nbuckets = [\"media\", \"other\"]\n\
@@ -588,10 +606,13 @@ mod tests {
         );
         assert_eq!(
             buckets(&cfg),
-            vec![
-                ("GKa".to_owned(), "media".to_owned()),
-                ("GKb".to_owned(), "other".to_owned())
-            ]
+            (
+                vec![
+                    ("GKa".to_owned(), "media".to_owned()),
+                    ("GKb".to_owned(), "other".to_owned())
+                ],
+                vec!["GKa".to_owned()]
+            )
         );
     }
 

@@ -1,6 +1,6 @@
 //! Requests over many keys, for the retention sweep
 //! ([`crate::retention`]): listings with sizes and times, listings of the
-//! "directories" under a prefix, and deletes of up to 1,000 keys in one
+//! "directories" under a prefix, the buckets a key sees, and deletes of up to 1,000 keys in one
 //! DeleteObjects request, or one DELETE each where a store refuses
 //! DeleteObjects.
 
@@ -116,6 +116,21 @@ impl Store {
                 _ => return Ok(out),
             }
         }
+    }
+
+    /// The buckets `key_id` owns or may list (ListBuckets).
+    pub async fn list_buckets(&self, key_id: &str) -> Result<Vec<String>, StoreError> {
+        let out = self
+            .client(key_id)?
+            .list_buckets()
+            .send()
+            .await
+            .map_err(|e| classify("ListBuckets", "", "", e))?;
+        Ok(out
+            .buckets()
+            .iter()
+            .filter_map(|b| b.name().map(str::to_owned))
+            .collect())
     }
 
     /// Deletes `keys` (at most 1,000) with one DeleteObjects request; a
