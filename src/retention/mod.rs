@@ -49,7 +49,7 @@ use crate::index::Manifest;
 use crate::layout;
 use crate::metrics::Metrics;
 use crate::session::Sessions;
-use crate::store::{ListedObject, Store, StoreError};
+use crate::store::{ListedObject, Listing, Store, StoreError};
 use plan::{Found, Inputs, Listed, PlaylistSeen, Step, Where};
 
 /// Most objects of each kind listed (and manifests read) per round; the
@@ -101,6 +101,15 @@ pub struct Report {
     pub errors: Vec<String>,
     /// Channels skipped because they are swept by another node now.
     pub busy: Vec<String>,
+}
+
+/// How a sweep runs.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// List and log, delete nothing.
+    dry_run: bool,
+    /// Every key deleted goes into the report (always in a dry run).
+    keep_keys: bool,
 }
 
 /// The sweep's dependencies.
@@ -204,8 +213,10 @@ impl Retention {
                         &key_id,
                         &bucket,
                         &channel,
-                        dry_run,
-                        keep_keys,
+                        Mode {
+                            dry_run,
+                            keep_keys: keep_keys || dry_run,
+                        },
                         &mut report,
                     )
                     .instrument(span)
@@ -281,15 +292,13 @@ impl Retention {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn sweep_channel(
         &self,
         cfg: &Config,
         key_id: &str,
         bucket: &str,
         channel: &str,
-        dry_run: bool,
-        keep_keys: bool,
+        mode: Mode,
         report: &mut Report,
     ) -> Result<(), RetentionError> {
         let record = self.channels.get(key_id, bucket, channel).await?;
@@ -348,17 +357,9 @@ impl Retention {
                     warn!("the sweep made no progress; stopping until the next one");
                     return Ok(());
                 }
-                self.execute(
-                    key_id,
-                    bucket,
-                    &snapshots_in,
-                    &plan,
-                    dry_run,
-                    keep_keys,
-                    report,
-                )
-                .await?;
-                if dry_run {
+                self.execute(key_id, bucket, &snapshots_in, &plan, mode, report)
+                    .await?;
+                if mode.dry_run {
                     return Ok(());
                 }
                 last = Some(plan);
@@ -415,10 +416,10 @@ impl Retention {
             .list_objects(
                 key_id,
                 bucket,
-                &media,
-                Some(&format!("{channel}//")),
-                ROUND_OBJECTS,
-                None,
+                Listing {
+                    start_after: Some(&format!("{channel}//")),
+                    ..Listing::under(&media, ROUND_OBJECTS)
+                },
                 |k| k >= cutoff_fragment.as_str(),
             )
             .await?;
@@ -426,10 +427,7 @@ impl Retention {
             .list_objects(
                 key_id,
                 bucket,
-                &layout::parts_root(channel),
-                None,
-                ROUND_OBJECTS,
-                None,
+                Listing::under(&layout::parts_root(channel), ROUND_OBJECTS),
                 |_| false,
             )
             .await?;
@@ -441,10 +439,11 @@ impl Retention {
             .list_objects(
                 key_id,
                 bucket,
-                &media,
-                Some(&after_digits),
-                ROUND_OBJECTS,
-                Some("/"),
+                Listing {
+                    start_after: Some(&after_digits),
+                    delimiter: Some("/"),
+                    ..Listing::under(&media, ROUND_OBJECTS)
+                },
                 |_| false,
             )
             .await?
@@ -470,17 +469,14 @@ impl Retention {
             .list_objects(
                 key_id,
                 snapshots_in,
-                &snap_prefix,
-                None,
-                ROUND_OBJECTS,
-                None,
+                Listing::under(&snap_prefix, ROUND_OBJECTS),
                 |k| k >= cutoff_snapshot.as_str(),
             )
             .await?;
         let latest = layout::latest_snapshot_key(&snap_prefix);
         snapshots.extend(
             store
-                .list_objects(key_id, snapshots_in, &latest, None, 1, None, |_| false)
+                .list_objects(key_id, snapshots_in, Listing::under(&latest, 1), |_| false)
                 .await?
                 .into_iter()
                 .filter(|o| o.key == latest),
@@ -495,17 +491,16 @@ impl Retention {
         })
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn execute(
         &self,
         key_id: &str,
         bucket: &str,
         snapshots_in: &str,
         plan: &plan::Plan,
-        dry_run: bool,
-        keep_keys: bool,
+        mode: Mode,
         report: &mut Report,
     ) -> Result<(), RetentionError> {
+        let dry_run = mode.dry_run;
         for step in &plan.steps {
             match step {
                 Step::Put { key, manifest } => {
@@ -531,7 +526,12 @@ impl Retention {
                         Where::Snapshots => snapshots_in,
                     };
                     info!(bucket = target, objects = keys.len(), bytes, first = %keys[0], dry_run, "retention: deleting");
-                    if !dry_run {
+                    if dry_run {
+                        // A dry run lists every key it would delete.
+                        for key in keys {
+                            info!(bucket = target, key = %key, "retention: would delete");
+                        }
+                    } else {
                         self.store.delete_many(key_id, target, keys).await?;
                         self.metrics.add(
                             "livebucket_retention_deleted_objects_total",
@@ -543,7 +543,7 @@ impl Retention {
                     }
                     report.objects += keys.len();
                     report.bytes += bytes;
-                    if dry_run || keep_keys {
+                    if mode.keep_keys {
                         report.keys.extend(keys.iter().cloned());
                     }
                 }

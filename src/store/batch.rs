@@ -17,6 +17,30 @@ pub struct ListedObject {
     pub modified_ms: u64,
 }
 
+/// Which objects [`Store::list_objects`] lists.
+#[derive(Debug, Clone, Copy)]
+pub struct Listing<'a> {
+    pub prefix: &'a str,
+    /// Keys after this one only.
+    pub start_after: Option<&'a str>,
+    /// At most this many.
+    pub max: usize,
+    /// With a delimiter, only keys with none after the prefix.
+    pub delimiter: Option<&'a str>,
+}
+
+impl<'a> Listing<'a> {
+    /// Up to `max` keys under `prefix`.
+    pub fn under(prefix: &'a str, max: usize) -> Listing<'a> {
+        Listing {
+            prefix,
+            start_after: None,
+            max,
+            delimiter: None,
+        }
+    }
+}
+
 /// How a batch delete went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BatchMode {
@@ -27,20 +51,21 @@ pub enum BatchMode {
 }
 
 impl Store {
-    /// Objects under `prefix` after `start_after`, in key order, until
-    /// `stop` says a key is past the end or `max` objects are listed; with
-    /// a `delimiter`, only those with none after the prefix.
-    #[allow(clippy::too_many_arguments)]
+    /// Objects `what` asks for, in key order, until `stop` says a key is
+    /// past the end.
     pub async fn list_objects(
         &self,
         key_id: &str,
         bucket: &str,
-        prefix: &str,
-        start_after: Option<&str>,
-        max: usize,
-        delimiter: Option<&str>,
+        what: Listing<'_>,
         stop: impl Fn(&str) -> bool,
     ) -> Result<Vec<ListedObject>, StoreError> {
+        let Listing {
+            prefix,
+            start_after,
+            max,
+            delimiter,
+        } = what;
         let client = self.client(key_id)?;
         let mut out = Vec::new();
         let mut token: Option<String> = None;

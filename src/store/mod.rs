@@ -47,7 +47,7 @@ pub mod errors;
 mod file_body;
 mod sign;
 
-pub use batch::{BatchMode, ListedObject};
+pub use batch::{BatchMode, ListedObject, Listing};
 pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
 /// An access key's SDK client and direct-PUT signer.
