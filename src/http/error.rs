@@ -5,8 +5,9 @@
 //! Every authorisation refusal (403) answers the same body, `forbidden`,
 //! whatever the reason: an unknown key id, a wrong signature and an expired
 //! URL look alike to the caller, so the answer tells an attacker nothing
-//! about which key ids exist. The reason goes to the log and the
-//! `livebucket_push_rejected_total` counter.
+//! about which key ids exist. The reason goes to the log and to a counter:
+//! `livebucket_push_rejected_total` for nginx's callbacks,
+//! `livebucket_requests_refused_total` for `/play` and VOD.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};

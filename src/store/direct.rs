@@ -1,4 +1,4 @@
-//! The direct PUT: fragments and playlists to the store without the SDK's
+//! The direct PUT: fragments, playlists and manifests to the store without the SDK's
 //! per-request machinery, on livebucket's one HTTP client
 //! ([`crate::outbound`], hyper with rustls for `https://`).
 //!

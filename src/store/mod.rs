@@ -1,9 +1,11 @@
 //! The S3 side: one `aws-sdk-s3` client per access key, and how each kind
 //! of object is stored ([`ObjectMeta`]): fragments `video/mp2t`, immutable,
 //! with metadata `extinf` (duration as the playlist writes it) and `session`.
-//! The key layout is `crate::layout`'s. Fragment and playlist PUTs skip the
-//! SDK ([`direct`], on [`crate::outbound`]); every other request goes through
-//! it. Both paths class a failure the same way ([`errors::classify`]): a
+//! The key layout is `crate::layout`'s. Fragment, playlist and manifest PUTs
+//! skip the SDK ([`direct`], on [`crate::outbound`]) unless
+//! `s3.sign_payload` is on or `s3.direct_put` off; every other request (GET,
+//! LIST, HEAD, DELETE, PutBucketCors, and the conditional PUTs of
+//! `conditional`) goes through it. Both paths class a failure the same way ([`errors::classify`]): a
 //! retriable one, or a final answer ([`StoreError::Answered`]) that only a
 //! change of configuration, keys or bucket can fix. A final answer to a PUT is
 //! remembered per access key and bucket until a PUT there succeeds
