@@ -150,7 +150,7 @@ export function channelView(main, api, name) {
     const r = info.retentionSecs;
     kept.textContent = r === null ? "Recordings are kept for the server's default period."
       : r === 0 ? "Recordings are kept forever."
-        : `Recordings are deleted once older than ${duration(r)}.`;
+        : `Recordings are deleted once older than ${r >= 86400 ? `${+(r / 86400).toFixed(2)} days` : duration(r)}.`;
     keep.input.value = r === null ? "" : String(r / 86400);
   };
   const keepForm = h("form", { class: "panel", id: "retention-form", "aria-labelledby": "retention-title" },
