@@ -306,7 +306,6 @@ impl Retention {
         if period_secs == 0 {
             return Ok(());
         }
-        let live = self.live(bucket, channel).await?;
         let lock = match &self.cluster {
             None => None,
             Some(c) => match c.lock_sweep(bucket, channel).await {
@@ -335,6 +334,9 @@ impl Retention {
             // keeps the objects): the next sweep tries again.
             let mut last: Option<plan::Plan> = None;
             loop {
+                // Asked again every round: a push that began since keeps
+                // its channel's newest recording and live playlist.
+                let live = self.live(bucket, channel).await?;
                 let now_ms = crate::clock::unix_now_ms();
                 let Some(cutoff) = plan::cutoff_ms(now_ms, period_secs) else {
                     return Ok(());
