@@ -120,6 +120,15 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let pipeline_cancel = cancel.clone();
     let pipeline_task = tokio::spawn(pipeline.run(recovered, rx));
 
+    let retention = Arc::new(crate::retention::Retention::new(
+        config.clone(),
+        store.clone(),
+        channels.clone(),
+        sessions.clone(),
+        cluster.clone(),
+        metrics.clone(),
+    ));
+    let retention_task = tokio::spawn(retention.clone().run(cancel.child_token()));
     let state = Arc::new(
         AppState::new(
             config.clone(),
@@ -131,7 +140,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             channels,
         )
         .with_cluster(cluster.clone())
-        .with_ll(ll),
+        .with_ll(ll)
+        .with_retention(retention),
     );
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;
@@ -222,6 +232,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         c.shutdown().await;
     }
+    // A sweep cut short is consistent; the next start's sweep finishes it.
+    retention_task.abort();
     stop_http.cancel();
     for server in servers {
         let _ = server.await;

@@ -231,6 +231,11 @@ async fn the_console_in_chromium() {
     );
     assert_eq!(r["storedAfterForeign"], 0, "a refused sign-in was stored");
     assert_eq!(r["createdStatus"], "Idle");
+    // Set in the create form, read back from the channel's record.
+    assert_eq!(
+        r["retention"],
+        "Recordings are deleted once older than 7 days."
+    );
     let create_error = r["createError"].as_str().unwrap_or_default();
     assert!(
         create_error.starts_with("Livebucket refused a value:"),

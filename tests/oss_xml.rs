@@ -32,6 +32,7 @@ fn config(
             low_latency: None,
         },
         snapshot: None,
+        retention_secs: None,
     }
 }
 
@@ -422,35 +423,39 @@ fn arb_config() -> impl Strategy<Value = LiveChannelConfig> {
             "[a-z ]{1,10}",
             1u32..=100,
         )),
+        proptest::option::of(0u64..=livebucket::oss::channel::MAX_RETENTION_SECS),
     )
-        .prop_map(|(description, enabled, d, c, stem, snapshot)| {
-            let mut description = description;
-            while description.len() > 128 {
-                description.pop();
-            }
-            LiveChannelConfig {
-                description,
-                status: if enabled {
-                    ChannelStatus::Enabled
-                } else {
-                    ChannelStatus::Disabled
-                },
-                target: HlsTarget {
-                    frag_duration: d,
-                    frag_count: c,
-                    playlist_name: format!("{stem}.m3u8"),
-                    low_latency: None,
-                },
-                snapshot: snapshot.map(|(role_name, dest_bucket, notify_topic, interval)| {
-                    Snapshot {
-                        role_name,
-                        dest_bucket,
-                        notify_topic,
-                        interval,
-                    }
-                }),
-            }
-        })
+        .prop_map(
+            |(description, enabled, d, c, stem, snapshot, retention_secs)| {
+                let mut description = description;
+                while description.len() > 128 {
+                    description.pop();
+                }
+                LiveChannelConfig {
+                    description,
+                    status: if enabled {
+                        ChannelStatus::Enabled
+                    } else {
+                        ChannelStatus::Disabled
+                    },
+                    target: HlsTarget {
+                        frag_duration: d,
+                        frag_count: c,
+                        playlist_name: format!("{stem}.m3u8"),
+                        low_latency: None,
+                    },
+                    snapshot: snapshot.map(|(role_name, dest_bucket, notify_topic, interval)| {
+                        Snapshot {
+                            role_name,
+                            dest_bucket,
+                            notify_topic,
+                            interval,
+                        }
+                    }),
+                    retention_secs,
+                }
+            },
+        )
         .prop_filter("valid", |c| c.validate().is_ok())
 }
 

@@ -20,11 +20,13 @@ pub mod http;
 pub mod listen;
 #[cfg(test)]
 mod reference;
+pub mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
+pub use retention::RetentionConfig;
 
 /// What went wrong loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -92,6 +94,9 @@ pub struct RawConfig {
     /// node is alone and talks to no coordinator.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// How long recordings stay in the bucket (`[retention]`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -719,6 +724,7 @@ impl RawConfig {
         listen::validate(&self.listen, &self.limits)?;
         api::validate(&self.api)?;
         http::validate(&self.http)?;
+        retention::validate(&self.retention)?;
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }

@@ -18,6 +18,7 @@ pub mod llplay;
 pub mod oss;
 pub mod peer;
 pub mod play;
+pub mod retention;
 pub mod server;
 pub mod vod;
 
@@ -78,6 +79,8 @@ pub struct AppState {
     pub background: tokio::runtime::Handle,
     /// LL-HLS playlists of the channels this node publishes with parts.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// The retention sweep, when the server runs one.
+    pub retention: Option<Arc<crate::retention::Retention>>,
 }
 
 impl AppState {
@@ -103,6 +106,7 @@ impl AppState {
             ll: Arc::new(crate::llhls::hub::Hub::new(
                 config.play.max_blocking_reloads,
             )),
+            retention: None,
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -116,6 +120,12 @@ impl AppState {
     /// Cluster mode: the hooks coordinate through `cluster`.
     pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
         self.cluster = cluster;
+        self
+    }
+
+    /// The retention sweep (its reloads and `POST /retention/sweep`).
+    pub fn with_retention(mut self, retention: Arc<crate::retention::Retention>) -> AppState {
+        self.retention = Some(retention);
         self
     }
 
@@ -152,6 +162,9 @@ impl AppState {
             );
         }
         drop(secrets);
+        if let Some(r) = &self.retention {
+            r.set_config(config.clone());
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -411,7 +424,8 @@ fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
 }
 
 /// `/metrics`, `/healthz` (the process answers; whether the store refuses
-/// its uploads) and `/readyz` (it takes pushes), for operators and balancers.
+/// its uploads) and `/readyz` (it takes pushes), for operators and balancers;
+/// `POST /retention/sweep` ([`retention`]).
 pub fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -422,6 +436,8 @@ pub fn operator_router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),
         ))
+        // A sweep takes as long as it takes: outside the 10 s limit.
+        .route("/retention/sweep", post(retention::sweep))
         .with_state(state)
 }
 

@@ -53,6 +53,9 @@ pub const HISTORY_LEN: usize = 10;
 pub const MAX_LIST_KEYS: u16 = 1000;
 pub const DEFAULT_LIST_KEYS: u16 = 100;
 
+/// The longest `RetentionSeconds` a channel may ask for: 100 years.
+pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+
 /// Where channel records live; see the module doc.
 pub const CHANNELS_PREFIX: &str = ".livebucket/channels/";
 const CHANNEL_SUFFIX: &str = ".json";
@@ -96,6 +99,12 @@ pub struct LiveChannelConfig {
     /// `Target`; `Type` is always `HLS`.
     pub target: HlsTarget,
     pub snapshot: Option<Snapshot>,
+    /// livebucket's extension `RetentionSeconds`: recordings of this channel
+    /// older than this many seconds are deleted by the retention sweep
+    /// ([`crate::retention`]); `Some(0)` keeps them forever; `None` (not
+    /// given): `[retention] default_period_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -141,6 +150,7 @@ impl Default for LiveChannelConfig {
                 low_latency: None,
             },
             snapshot: None,
+            retention_secs: None,
         }
     }
 }
@@ -177,6 +187,11 @@ impl LiveChannelConfig {
             push::validate_bucket(&s.dest_bucket)
                 .map_err(|e| invalid(format!("Snapshot/DestBucket: {e}")))?;
             check_range("Snapshot/Interval", s.interval)?;
+        }
+        if self.retention_secs.is_some_and(|r| r > MAX_RETENTION_SECS) {
+            return Err(invalid(format!(
+                "RetentionSeconds must be an integer from 0 (keep forever) to {MAX_RETENTION_SECS}"
+            )));
         }
         Ok(())
     }
@@ -488,6 +503,7 @@ mod tests {
                     notify_topic: "topic".into(),
                     interval: 10,
                 }),
+                retention_secs: Some(86_400),
             },
             last_modified: 1_700_000_000,
         }

@@ -42,11 +42,13 @@ use bytes::Bytes;
 
 use crate::config::{AccessKey, S3Config};
 
+mod batch;
 mod conditional;
 mod direct;
 pub mod errors;
 mod file_body;
 
+pub use batch::{BatchMode, ListedObject, Listing};
 pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
 /// An access key's SDK client and direct-PUT signer.

@@ -138,6 +138,7 @@ async function main() {
     await fill(page, "#create input[name=name]", CHANNEL);
     await fill(page, "#create input[name=description]", "made in the console test");
     await fill(page, "#create input[name=snapshotInterval]", 2);
+    await fill(page, "#create input[name=retentionDays]", 7);
     await page.click("#create button[type=submit]");
     result.createdStatus = await until(page, "the new channel to show Idle", (name) => {
       const b = document.querySelector(`li[data-channel="${name}"] [data-role=status]`);
@@ -156,6 +157,8 @@ async function main() {
     await page.click(`li[data-channel="${CHANNEL}"] h3 a`);
     result.endpointFromApi = await until(page, "the endpoint from PublishUrls",
       () => document.querySelector("#push-form input[name=endpoint]")?.value);
+    result.retention = await until(page, "the channel's retention",
+      () => document.querySelector("[data-role=retention]")?.textContent);
     // The test's nginx listens on a port of its own; the operator types it.
     await fill(page, "#push-form input[name=endpoint]", env("LB_RTMP_ENDPOINT"));
     await page.click("#push-form button[type=submit]");

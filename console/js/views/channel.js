@@ -141,6 +141,43 @@ export function channelView(main, api, name) {
     if (!records.length) historyBody.append(h("tr", {}, h("td", { colspan: 4 }, "No pushes yet.")));
   }
 
+  // --- retention --------------------------------------------------------
+  const kept = h("p", { "data-role": "retention" });
+  const keep = field("Keep recordings for (days)", { name: "retentionDays", type: "number", min: 0, step: "any" },
+    "Empty: the server's default; 0: forever. Saved while nobody pushes.");
+  const keepStatus = notice();
+  const showKept = () => {
+    const r = info.retentionSecs;
+    kept.textContent = r === null ? "Recordings are kept for the server's default period."
+      : r === 0 ? "Recordings are kept forever."
+        : `Recordings are deleted once older than ${r >= 86400 ? `${+(r / 86400).toFixed(2)} days` : duration(r)}.`;
+    keep.input.value = r === null ? "" : String(r / 86400);
+  };
+  const keepForm = h("form", { class: "panel", id: "retention-form", "aria-labelledby": "retention-title" },
+    h("h3", { id: "retention-title" }, "Retention"),
+    kept, keep.wrap, h("button", { type: "submit" }, "Save"), keepStatus);
+  keepForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const retentionSecs = keep.input.value === "" ? null : Number(keep.input.value) * 86400;
+      // PutLiveChannel rewrites the whole channel: the rest as it is.
+      await api.create(name, {
+        description: info.description,
+        status: info.status,
+        fragDuration: info.fragDuration,
+        fragCount: info.fragCount,
+        playlistName: info.playlistName,
+        snapshotInterval: info.snapshot ? info.snapshot.interval : 0,
+        retentionSecs,
+      });
+      info = await api.info(name);
+      showKept();
+      keepStatus.show("Saved.");
+    } catch (err) {
+      keepStatus.show(`Not saved: ${err.message || err}`, true);
+    }
+  });
+
   const vodForm = h("form", { class: "panel", id: "vod-form", "aria-labelledby": "vod-title" },
     h("h3", { id: "vod-title" }, "Play a recording"),
     h("p", {}, "Pick a push above or type a range (at most a day)."),
@@ -232,12 +269,14 @@ export function channelView(main, api, name) {
         historyBody),
       h("button", { type: "button", onclick: () => refreshHistory().catch(say) }, "Refresh")),
     vodForm,
+    keepForm,
     pushForm);
 
   (async () => {
     try {
       const [i, listed] = await Promise.all([api.info(name), api.listChannels(name)]);
       info = i;
+      showKept();
       const mine = listed.find((c) => c.name === name);
       if (mine && mine.publishUrl.endsWith(`/${name}`)) {
         endpoint.input.value = mine.publishUrl.slice(0, -name.length - 1);

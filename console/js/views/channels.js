@@ -127,11 +127,13 @@ function createForm(api, onCreated, say) {
   const playlist = field("Playlist name", { name: "playlistName", value: "index.m3u8", required: true, spellcheck: "false" });
   const snapshots = h("input", { type: "checkbox", name: "snapshots", checked: true });
   const interval = field("Snapshot every (s)", { name: "snapshotInterval", type: "number", min: 1, max: 100, value: 5 });
+  const keep = field("Keep recordings for (days)", { name: "retentionDays", type: "number", min: 0, step: "any" },
+    "Empty: the server's default; 0: forever. Older recordings are deleted.");
   const form = h("form", { class: "panel", id: "create", "aria-labelledby": "create-title" },
     h("h2", { id: "create-title" }, "New channel"),
     name.wrap, description.wrap, frag.wrap, count.wrap, playlist.wrap,
     h("label", { class: "check" }, snapshots, " Take snapshots (thumbnails) into this bucket"),
-    interval.wrap,
+    interval.wrap, keep.wrap,
     h("button", { type: "submit" }, "Create channel"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -142,6 +144,7 @@ function createForm(api, onCreated, say) {
         fragCount: Number(count.input.value),
         playlistName: playlist.input.value.trim(),
         snapshotInterval: snapshots.checked ? Number(interval.input.value) : 0,
+        retentionSecs: keep.input.value === "" ? null : Number(keep.input.value) * 86400,
       });
       const created = name.input.value.trim();
       form.reset();
