@@ -76,6 +76,9 @@ pub struct AppState {
     pub background: tokio::runtime::Handle,
     /// LL-HLS playlists of the channels this node publishes with parts.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// The pipeline's uploads parked on a final answer, by channel (shown
+    /// in GetLiveChannelStat).
+    pub parked: crate::pipeline::parked::ParkedUploads,
 }
 
 impl AppState {
@@ -101,6 +104,7 @@ impl AppState {
             ll: Arc::new(crate::llhls::hub::Hub::new(
                 config.play.max_blocking_reloads,
             )),
+            parked: Default::default(),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -120,6 +124,12 @@ impl AppState {
     /// Shares the pipeline's LL-HLS hub.
     pub fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
         self.ll = ll;
+        self
+    }
+
+    /// Shares the pipeline's record of parked uploads.
+    pub fn with_parked(mut self, parked: crate::pipeline::parked::ParkedUploads) -> AppState {
+        self.parked = parked;
         self
     }
 

@@ -334,7 +334,15 @@ async fn execute(
                     })
                 }
             };
-            let stat = model::ChannelStat::new(r.config.status, session);
+            // This node's parked uploads of the channel: the bucket's keys
+            // learn that the store refuses them, and the S3 code (never its
+            // message, a key or a URL).
+            let parked = app.parked.of(bucket, &channel).map(|p| model::ParkedStat {
+                uploads: p.uploads as u64,
+                code: p.code,
+                since: p.since as i64,
+            });
+            let stat = model::ChannelStat::new(r.config.status, session).with_parked(parked);
             Ok(xml_ok(xml::render_stat(&stat)))
         }
         Operation::GetLiveChannelHistory { channel } => {
