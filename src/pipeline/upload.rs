@@ -11,8 +11,9 @@
 //! A final answer (a refusal that only a change of configuration, keys or
 //! bucket can fix) is logged once per distinct error as an error, and the
 //! upload is parked: retried every `max_backoff`, and at once after a reload
-//! ([`Store::keys_changed`]), counted in `livebucket_uploads_parked`; the
-//! bytes stay on disk. Parking rather than giving up keeps every fragment;
+//! ([`Store::keys_changed`]), counted in `livebucket_uploads_parked` and
+//! listed by channel in [`super::parked`] (which GetLiveChannelStat shows);
+//! the bytes stay on disk. Parking rather than giving up keeps every fragment;
 //! waiting `max_backoff` rather than retrying fast keeps a wrong key from
 //! becoming a tight loop against the store, and the reload wake-up means an
 //! operator's fix takes effect without waiting out the backoff.
