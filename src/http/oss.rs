@@ -10,6 +10,13 @@
 //!
 //! Authorisation: the signing key must be enabled and allowed to write the
 //! bucket (`keys[].buckets`), the same rule as for pushes.
+//!
+//! GetLiveChannelStat also carries the channel's uploads parked on this node
+//! ([`crate::pipeline::parked`]): the count, the S3 code and since when, in
+//! livebucket's `LivebucketParkedUploads` element, so a key allowed on the
+//! bucket (and the console signed in with it) learns that the store refuses
+//! them. Only this node's: in a cluster, another node's parked uploads show
+//! on that node's answers and in its `/healthz`.
 
 use std::sync::Arc;
 use std::time::Duration;
