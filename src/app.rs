@@ -89,6 +89,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
     let live_cache = pipeline::LiveCache::default();
+    let parked = pipeline::parked::ParkedUploads::default();
     let ll = Arc::new(crate::llhls::hub::Hub::new(
         config.play.max_blocking_reloads,
     ));
@@ -112,6 +113,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 .clone()
                 .map(|c| c as Arc<dyn pipeline::fence::Fence>),
             ll: ll.clone(),
+            parked: parked.clone(),
         },
         &handle,
         cancel.child_token(),
@@ -141,7 +143,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         )
         .with_cluster(cluster.clone())
         .with_ll(ll)
-        .with_retention(retention),
+        .with_retention(retention)
+        .with_parked(parked),
     );
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;

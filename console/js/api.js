@@ -117,8 +117,15 @@ export class Api {
     const doc = parseXml(await this.request("GET", channel, [["live", ""], ["comp", "stat"]]));
     const video = doc.getElementsByTagName("Video")[0];
     const audio = doc.getElementsByTagName("Audio")[0];
+    // livebucket's extension: uploads of this channel the store refuses.
+    const parked = doc.getElementsByTagName("LivebucketParkedUploads")[0];
     return {
       status: text(doc, "Status"),
+      parked: parked ? {
+        count: Number(text(parked, "Count")),
+        code: text(parked, "Code"),
+        since: Date.parse(text(parked, "Since")) / 1000,
+      } : null,
       connected: text(doc, "ConnectedTime"),
       remoteAddr: text(doc, "RemoteAddr"),
       video: video && {

@@ -216,9 +216,9 @@ pub struct S3Config {
     #[serde(default = "default_true")]
     pub direct_put: bool,
     /// A PEM file of CA certificates trusted for an `https://` endpoint on
-    /// top of the system's roots (a store with a self-signed or private CA).
-    /// Used by the direct PUTs; the SDK's requests (GET, LIST, DELETE, HEAD)
-    /// trust the system's roots only.
+    /// top of the system's roots (a store with a self-signed or private CA),
+    /// by every request: the direct PUTs and the SDK's (GET, LIST, DELETE,
+    /// HEAD, and PUTs when they go through it).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Seconds a PUT attempt may take before the body's own transfer time

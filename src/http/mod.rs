@@ -81,6 +81,9 @@ pub struct AppState {
     pub ll: Arc<crate::llhls::hub::Hub>,
     /// The retention sweep, when the server runs one.
     pub retention: Option<Arc<crate::retention::Retention>>,
+    /// The pipeline's uploads parked on a final answer, by channel (shown
+    /// in GetLiveChannelStat).
+    pub parked: crate::pipeline::parked::ParkedUploads,
 }
 
 impl AppState {
@@ -107,6 +110,7 @@ impl AppState {
                 config.play.max_blocking_reloads,
             )),
             retention: None,
+            parked: Default::default(),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -132,6 +136,12 @@ impl AppState {
     /// Shares the pipeline's LL-HLS hub.
     pub fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
         self.ll = ll;
+        self
+    }
+
+    /// Shares the pipeline's record of parked uploads.
+    pub fn with_parked(mut self, parked: crate::pipeline::parked::ParkedUploads) -> AppState {
+        self.parked = parked;
         self
     }
 

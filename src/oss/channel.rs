@@ -411,13 +411,29 @@ pub struct AudioStat {
     pub codec: String,
 }
 
+/// Uploads of a channel the store refuses with a final answer, parked on
+/// this node until a change of configuration, keys or bucket lets them
+/// through (livebucket's extension to GetLiveChannelStat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedStat {
+    /// Jobs parked now (fragments, the playlist, manifests).
+    pub uploads: u64,
+    /// The S3 error code of the latest refusal (a plain identifier, or
+    /// `HTTP_<status>` when the store sent none).
+    pub code: String,
+    /// Unix seconds the longest-parked upload was first refused.
+    pub since: i64,
+}
+
 /// GetLiveChannelStat's answer: `Disabled` wins over a session still being
 /// dropped, a session makes it `Live`, else `Idle`. Only `Live` carries the
-/// session.
+/// session. Parked uploads ([`ChannelStat::with_parked`]) are carried
+/// whatever the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelStat {
     status: StatStatus,
     session: Option<LiveSession>,
+    parked: Option<ParkedStat>,
 }
 
 impl ChannelStat {
@@ -426,16 +442,29 @@ impl ChannelStat {
             (ChannelStatus::Disabled, _) => Self {
                 status: StatStatus::Disabled,
                 session: None,
+                parked: None,
             },
             (ChannelStatus::Enabled, Some(s)) => Self {
                 status: StatStatus::Live,
                 session: Some(s),
+                parked: None,
             },
             (ChannelStatus::Enabled, None) => Self {
                 status: StatStatus::Idle,
                 session: None,
+                parked: None,
             },
         }
+    }
+
+    /// The channel's parked uploads, if any.
+    pub fn with_parked(mut self, parked: Option<ParkedStat>) -> Self {
+        self.parked = parked;
+        self
+    }
+
+    pub fn parked(&self) -> Option<&ParkedStat> {
+        self.parked.as_ref()
     }
 
     pub fn status(&self) -> StatStatus {

@@ -568,7 +568,10 @@ pub fn render_list(list: &ListResult<'_>) -> String {
 }
 
 /// GetLiveChannelStat's answer: `ConnectedTime`, `RemoteAddr`, `Video` and
-/// `Audio` only when `Live` (and the latter two once known).
+/// `Audio` only when `Live` (and the latter two once known), then, while
+/// uploads of the channel are parked, livebucket's extension element
+/// `LivebucketParkedUploads` (`Count`, `Code`, `Since`) last, where OSS's
+/// parsers (which look up the elements they know by name) ignore it.
 pub fn render_stat(stat: &ChannelStat) -> String {
     let root = "LiveChannelStat";
     let mut d = Doc::new(root);
@@ -592,6 +595,13 @@ pub fn render_stat(stat: &ChannelStat) -> String {
             d.leaf("Codec", &a.codec);
             d.close("Audio");
         }
+    }
+    if let Some(p) = stat.parked() {
+        d.open("LivebucketParkedUploads");
+        d.leaf("Count", &p.uploads.to_string());
+        d.leaf("Code", &p.code);
+        d.leaf("Since", &iso8601(p.since));
+        d.close("LivebucketParkedUploads");
     }
     d.finish(root)
 }

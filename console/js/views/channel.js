@@ -3,7 +3,7 @@
 
 import { ApiError } from "../api.js";
 import { encodeUnreserved, ossPushUrl, playQuery, rgwPushUrl, vodQuery } from "../sign.js";
-import { copyable, duration, field, h, notice, playHls, statLine, videoElement, when } from "../ui.js";
+import { copyable, duration, field, h, notice, playHls, showParked, statLine, videoElement, when } from "../ui.js";
 
 const STAT_MS = 3000;
 /** Lifetime of the play and VOD URLs the page signs for itself. */
@@ -22,6 +22,7 @@ export function channelView(main, api, name) {
   // --- live -------------------------------------------------------------
   const badge = h("span", { class: "badge", "data-role": "status" }, "…");
   const stat = h("p", { class: "stat", "data-role": "stat" });
+  const parked = h("p", { class: "parked", "data-role": "parked", role: "alert", hidden: true });
   const toggle = h("button", { type: "button", "data-action": "toggle" }, "…");
   const live = videoElement(`Live picture of ${name}`);
   live.id = "live-video";
@@ -73,6 +74,7 @@ export function channelView(main, api, name) {
     badge.textContent = st.status;
     badge.dataset.status = st.status;
     stat.textContent = statLine(st) || (st.status === "Idle" ? "Nobody is pushing." : "");
+    showParked(parked, st.parked);
     if (st.status === "Live" && !stopLive) await startLive();
     if (st.status !== "Live" && stopLive) {
       stopLive();
@@ -259,7 +261,7 @@ export function channelView(main, api, name) {
     status,
     h("section", { class: "panel", "aria-labelledby": "live-title" },
       h("h3", { id: "live-title" }, "Live"),
-      stat, h("div", { class: "actions" }, toggle),
+      stat, parked, h("div", { class: "actions" }, toggle),
       live, latency, playerNote, playUrl.wrap),
     h("section", { class: "panel", "aria-labelledby": "history-title" },
       h("h3", { id: "history-title" }, "Pushes"),
