@@ -5,12 +5,15 @@
 //! hooks listener runs on a thread of its own (see
 //! `http::server::serve_on_own_thread`), the rest on the main runtime.
 //!
-//! Shutdown (SIGTERM/SIGINT): the listeners stop accepting and open
-//! connections finish their request, the watcher is dropped, uploads in
-//! flight get a few seconds, then the pipeline stops. What
-//! is not stored yet stays in capture/spool files and journals, and the next
-//! start picks it up. SIGHUP reloads keys and auth policy without touching
-//! live streams.
+//! Shutdown (SIGTERM/SIGINT): in cluster mode the node first revokes its
+//! lease, so its channels are free for other nodes at once; then the
+//! listeners stop accepting and open connections get [`DRAIN`] to finish
+//! their request, the watcher is dropped, uploads in flight get [`DRAIN`]
+//! more, and the pipeline stops. What is not stored yet stays in
+//! capture/spool files and journals, and the next start picks it up.
+//! SIGHUP loads the config file again and swaps it in without touching live
+//! streams: keys (also in the store's clients), auth policy and the hooks
+//! secret take effect; listener addresses and limits take a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +32,8 @@ use crate::pipeline::{self, Pipeline, watch};
 use crate::session::Sessions;
 use crate::store::Store;
 
-/// How long in-flight uploads may take to finish at shutdown.
+/// How long open connections, and then in-flight uploads, may each take to
+/// finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
@@ -85,6 +89,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
     let live_cache = pipeline::LiveCache::default();
+    let parked = pipeline::parked::ParkedUploads::default();
     let ll = Arc::new(crate::llhls::hub::Hub::new(
         config.play.max_blocking_reloads,
     ));
@@ -108,6 +113,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 .clone()
                 .map(|c| c as Arc<dyn pipeline::fence::Fence>),
             ll: ll.clone(),
+            parked: parked.clone(),
         },
         &handle,
         cancel.child_token(),
@@ -116,6 +122,15 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let pipeline_cancel = cancel.clone();
     let pipeline_task = tokio::spawn(pipeline.run(recovered, rx));
 
+    let retention = Arc::new(crate::retention::Retention::new(
+        config.clone(),
+        store.clone(),
+        channels.clone(),
+        sessions.clone(),
+        cluster.clone(),
+        metrics.clone(),
+    ));
+    let retention_task = tokio::spawn(retention.clone().run(cancel.child_token()));
     let state = Arc::new(
         AppState::new(
             config.clone(),
@@ -127,7 +142,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
             channels,
         )
         .with_cluster(cluster.clone())
-        .with_ll(ll),
+        .with_ll(ll)
+        .with_retention(retention)
+        .with_parked(parked),
     );
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;
@@ -218,6 +235,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         c.shutdown().await;
     }
+    // A sweep cut short is consistent; the next start's sweep finishes it.
+    retention_task.abort();
     stop_http.cancel();
     for server in servers {
         let _ = server.await;

@@ -1,7 +1,9 @@
-//! Counters and gauges in the Prometheus text format, served at `/metrics`.
+//! Counters, gauges and histograms in the Prometheus text format, served at
+//! `/metrics`.
 //!
-//! A handful of named series with at most one label each; a map behind a mutex
-//! is all that needs, and it keeps the exposition format in one small place.
+//! A handful of named series with at most one label each; maps behind
+//! mutexes are all that needs, and they keep the exposition format in one
+//! small place.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -81,7 +83,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_push_rejected_total",
-        "Callbacks refused, by reason (the reason codes are listed in README.md).",
+        "Callbacks refused, by reason (the reason codes are listed in docs/push.md).",
     ),
     (
         "livebucket_fragments_captured_total",
@@ -198,6 +200,26 @@ const HELP: &[(&str, &str)] = &[
     (
         "livebucket_snapshots_skipped_total",
         "Due snapshots not started, by reason: busy (one is running for the channel) or capacity (the global cap is reached).",
+    ),
+    (
+        "livebucket_retention_sweeps_total",
+        "Retention sweeps finished, by outcome: ok, errors (some channel stopped early; the next sweep retries), dry_run.",
+    ),
+    (
+        "livebucket_retention_deleted_objects_total",
+        "Objects the retention sweep deleted (fragments, manifests, LL-HLS parts, stored playlists, snapshots).",
+    ),
+    (
+        "livebucket_retention_deleted_bytes_total",
+        "Bytes of the objects the retention sweep deleted, as listed (manifests not counted).",
+    ),
+    (
+        "livebucket_retention_errors_total",
+        "Channels whose retention sweep stopped early, by reason (store, channel_record, bad_manifest, live_unknown, etcd).",
+    ),
+    (
+        "livebucket_retention_sweep_seconds",
+        "Time one retention sweep of every bucket took.",
     ),
 ];
 

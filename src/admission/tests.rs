@@ -9,9 +9,9 @@ use proptest::prelude::*;
 use super::*;
 use crate::auth::callback::test_support::nginx_publish_body;
 use crate::auth::callback::{Callback, parse_callback};
-use crate::auth::push::sign_rgw;
 use crate::config::Config;
 use crate::oss::channel::{ChannelRecord, ChannelStatus, HlsTarget, LiveChannelConfig};
+use crate::sign::push::sign_rgw;
 
 const SECRET: &str = "0123456789abcdef";
 const NOW: u64 = 1_700_000_000;
@@ -32,9 +32,9 @@ fn one_time() -> Config {
 /// An `on_publish` callback for `demo/cam1`, signed correctly or not.
 fn callback(app: &str, genuine: bool) -> Callback {
     let sig = if genuine {
-        sign_rgw(SECRET, "demo", "cam1", EXPIRES)
+        sign_rgw(SECRET, "demo", "cam1", EXPIRES).expect("sign")
     } else {
-        sign_rgw("another secret!!", "demo", "cam1", EXPIRES)
+        sign_rgw("another secret!!", "demo", "cam1", EXPIRES).expect("sign")
     };
     let sig: String =
         percent_encoding::utf8_percent_encode(&sig, percent_encoding::NON_ALPHANUMERIC).to_string();

@@ -5,9 +5,12 @@
 //! and counts its [`Reject::code`].
 //!
 //! Below everything else in `auth`: it imports only [`crate::names`], whose
-//! [`NameError`] it wraps.
+//! [`NameError`] it wraps, and the limits [`crate::sign`] checks, which its
+//! messages state.
 
 use crate::names::NameError;
+use crate::sign::expiry::MAX_EXPIRES_DIGITS;
+use crate::sign::mac::SHA1_LEN;
 
 /// Why a push (or a callback of a running push) is refused. One variant per
 /// distinct reason, so logs and metrics can tell them apart via [`Reject::code`].
@@ -42,7 +45,7 @@ pub enum Reject {
     InvalidBucket { name: String, reason: &'static str },
     #[error("channel name {name:?} is invalid: {reason}")]
     InvalidChannel { name: String, reason: &'static str },
-    #[error("`Expires` must be a decimal Unix time of 1 to 19 digits")]
+    #[error("`Expires` must be a decimal Unix time of 1 to {MAX_EXPIRES_DIGITS} digits")]
     InvalidExpires,
     #[error("URL expired at {expires} (now {now}, {skew} s of clock skew allowed)")]
     Expired { expires: u64, now: u64, skew: u64 },
@@ -60,7 +63,7 @@ pub enum Reject {
     BucketNotAllowed { key_id: String, bucket: String },
     #[error("`Signature` is not valid standard base64")]
     SignatureNotBase64,
-    #[error("`Signature` decodes to {len} bytes; an HMAC-SHA1 signature has 20")]
+    #[error("`Signature` decodes to {len} bytes; an HMAC-SHA1 signature has {SHA1_LEN}")]
     SignatureWrongLength { len: usize },
     #[error("signature does not match")]
     BadSignature,

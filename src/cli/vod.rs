@@ -5,8 +5,8 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use super::args::{KeyArgs, signing_key, unix_now};
-use livebucket::auth::presign;
 use livebucket::names;
+use livebucket::sign::sigv4;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum UriMode {
@@ -55,7 +55,7 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
             path_style,
         },
         UriMode::Presigned => Uris::SigV4 {
-            presigner: presign::SigV4Presigner::new(
+            presigner: sigv4::SigV4Presigner::new(
                 &k.id,
                 &k.secret,
                 &config.s3.region,

@@ -1,6 +1,10 @@
-//! The etcd requests livebucket makes, each bounded by
+//! The connection to etcd and the single requests livebucket makes (take,
+//! take over, check, release a channel key; put, delete, list; grant a
+//! lease and read its time to live), each bounded by
 //! `cluster.request_timeout_ms` (a hook waits for some of them; an etcd that
-//! does not answer in time counts as unreachable).
+//! does not answer in time counts as unreachable). The streams are not here:
+//! [`super::tasks`] runs the lease keep-alive stream, the lease revokes and
+//! the watch on `changes/` over [`Etcd::client`].
 
 use std::time::Duration;
 
@@ -109,6 +113,29 @@ impl Etcd {
                 ),
                 TxnOp::put(last, encode(value), None),
             ]);
+        let mut c = self.client.clone();
+        let resp = bounded(self.timeout, c.txn(txn)).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()))
+            .flatten())
+    }
+
+    /// Creates `key` with `value` on `lease` if it does not exist; its
+    /// create revision, or `None` when it exists.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<i64>, EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
         let mut c = self.client.clone();
         let resp = bounded(self.timeout, c.txn(txn)).await?;
         Ok(resp

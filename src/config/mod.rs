@@ -4,6 +4,10 @@
 //!
 //! The same access key signs push URLs and writes to its buckets (as Alibaba
 //! OSS and RGW deployments do), so keys live here, not in S3's own config.
+//!
+//! Every field is listed in `docs/configuration.md` and in
+//! `deploy/livebucket.toml.example`; the tests in `reference.rs` fail when
+//! either lacks a field or names one that does not exist.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -14,11 +18,15 @@ pub mod api;
 pub mod cluster;
 pub mod http;
 pub mod listen;
+#[cfg(test)]
+mod reference;
+pub mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
+pub use retention::RetentionConfig;
 
 /// What went wrong loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +49,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     }
 }
 
-/// The file as written. Defaults are named functions so the README can point at
-/// them.
+/// The file as written, before [`RawConfig::validate`]. Defaults are named
+/// functions; `docs/configuration.md` lists every field, checked against
+/// these structs by `reference.rs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -85,6 +94,9 @@ pub struct RawConfig {
     /// node is alone and talks to no coordinator.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// How long recordings stay in the bucket (`[retention]`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -157,7 +169,9 @@ pub fn parse_stat_url(url: &str) -> Option<StatTarget<'_>> {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
-    let (host, port) = authority.rsplit_once(':')?;
+    let (host, Some(port)) = crate::sign::url::split_host_port(authority).ok()? else {
+        return None;
+    };
     let host_ok = !host.is_empty()
         && host
             .bytes()
@@ -202,9 +216,9 @@ pub struct S3Config {
     #[serde(default = "default_true")]
     pub direct_put: bool,
     /// A PEM file of CA certificates trusted for an `https://` endpoint on
-    /// top of the system's roots (a store with a self-signed or private CA).
-    /// Used by the direct PUTs; the SDK's requests (GET, LIST, DELETE, HEAD)
-    /// trust the system's roots only.
+    /// top of the system's roots (a store with a self-signed or private CA),
+    /// by every request: the direct PUTs and the SDK's (GET, LIST, DELETE,
+    /// HEAD, and PUTs when they go through it).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Seconds a PUT attempt may take before the body's own transfer time
@@ -386,8 +400,9 @@ pub struct PlayConfig {
     pub max_concurrent_renders: usize,
     /// Memory for the signed copies of ended (`#EXT-X-ENDLIST`) playlists,
     /// kept per play URL (key and expiry) so a popular VOD link is presigned
-    /// once; 0 keeps none. One copy may take at most a quarter of it: the
-    /// default's 32 MiB holds a 50,000-segment playlist (about 20 MB signed).
+    /// once; 0 keeps none. One copy may take at most a quarter of it: a
+    /// quarter of the default (32 MiB) holds a 50,000-segment playlist
+    /// (about 20 MB signed).
     #[serde(default = "default_signed_cache_bytes")]
     pub signed_cache_bytes: usize,
     /// Blocking playlist reloads (LL-HLS `_HLS_msn`) waiting at once on
@@ -709,6 +724,7 @@ impl RawConfig {
         listen::validate(&self.listen, &self.limits)?;
         api::validate(&self.api)?;
         http::validate(&self.http)?;
+        retention::validate(&self.retention)?;
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }

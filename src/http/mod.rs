@@ -4,10 +4,12 @@
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
-//! - operator: `/metrics`, `/healthz`, `/readyz`.
+//! - operator: `/metrics`, `/healthz`, `/readyz`, and in cluster mode the
+//!   peers' `/cluster/v1/stat/…` ([`peer`]).
 //!
-//! Handlers stay thin; everything they decide is in `auth`, `session` and the
-//! pipeline. [`server`] runs each router with timeouts and a connection cap.
+//! Handlers stay thin: what they decide is in the modules they call (`auth`,
+//! `session`, `channels`, `oss`, `vod`, `llhls`, the pipeline). [`server`]
+//! runs each router with timeouts and connection caps.
 
 pub mod console;
 pub mod error;
@@ -16,6 +18,7 @@ pub mod llplay;
 pub mod oss;
 pub mod peer;
 pub mod play;
+pub mod retention;
 pub mod server;
 pub mod vod;
 
@@ -76,6 +79,11 @@ pub struct AppState {
     pub background: tokio::runtime::Handle,
     /// LL-HLS playlists of the channels this node publishes with parts.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// The retention sweep, when the server runs one.
+    pub retention: Option<Arc<crate::retention::Retention>>,
+    /// The pipeline's uploads parked on a final answer, by channel (shown
+    /// in GetLiveChannelStat).
+    pub parked: crate::pipeline::parked::ParkedUploads,
 }
 
 impl AppState {
@@ -101,6 +109,8 @@ impl AppState {
             ll: Arc::new(crate::llhls::hub::Hub::new(
                 config.play.max_blocking_reloads,
             )),
+            retention: None,
+            parked: Default::default(),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -117,9 +127,21 @@ impl AppState {
         self
     }
 
+    /// The retention sweep (its reloads and `POST /retention/sweep`).
+    pub fn with_retention(mut self, retention: Arc<crate::retention::Retention>) -> AppState {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Shares the pipeline's LL-HLS hub.
     pub fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
         self.ll = ll;
+        self
+    }
+
+    /// Shares the pipeline's record of parked uploads.
+    pub fn with_parked(mut self, parked: crate::pipeline::parked::ParkedUploads) -> AppState {
+        self.parked = parked;
         self
     }
 
@@ -150,6 +172,9 @@ impl AppState {
             );
         }
         drop(secrets);
+        if let Some(r) = &self.retention {
+            r.set_config(config.clone());
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -409,7 +434,8 @@ fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
 }
 
 /// `/metrics`, `/healthz` (the process answers; whether the store refuses
-/// its uploads) and `/readyz` (it takes pushes), for operators and balancers.
+/// its uploads) and `/readyz` (it takes pushes), for operators and balancers;
+/// `POST /retention/sweep` ([`retention`]).
 pub fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -420,6 +446,8 @@ pub fn operator_router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),
         ))
+        // A sweep takes as long as it takes: outside the 10 s limit.
+        .route("/retention/sweep", post(retention::sweep))
         .with_state(state)
 }
 

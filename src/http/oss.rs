@@ -10,6 +10,13 @@
 //!
 //! Authorisation: the signing key must be enabled and allowed to write the
 //! bucket (`keys[].buckets`), the same rule as for pushes.
+//!
+//! GetLiveChannelStat also carries the channel's uploads parked on this node
+//! ([`crate::pipeline::parked`]): the count, the S3 code and since when, in
+//! livebucket's `LivebucketParkedUploads` element, so a key allowed on the
+//! bucket (and the console signed in with it) learns that the store refuses
+//! them. Only this node's: in a cluster, another node's parked uploads show
+//! on that node's answers and in its `/healthz`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,7 +36,8 @@ use crate::logfmt::Esc;
 use crate::oss::channel::{self as model, ChannelRecord, LiveSession};
 use crate::oss::error::OssError;
 use crate::oss::route::{self, Addressing, Operation};
-use crate::oss::{sign, xml};
+use crate::oss::xml;
+use crate::sign::oss_v1;
 use crate::vod::{self, Uris};
 
 const XML: &str = "application/xml";
@@ -111,7 +119,7 @@ async fn handle(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()))
         .collect();
-    let view = sign::RequestView {
+    let view = oss_v1::RequestView {
         method: method.as_str(),
         bucket: &target.bucket,
         object: &target.object,
@@ -132,7 +140,7 @@ async fn handle(
 fn authenticate(
     app: &AppState,
     cfg: &Config,
-    view: &sign::RequestView<'_>,
+    view: &oss_v1::RequestView<'_>,
 ) -> Result<AccessKey, OssError> {
     let refuse = |reason: &str, key_id: &str, e: OssError| {
         app.metrics.inc("livebucket_api_refused_total", "auth");
@@ -144,7 +152,7 @@ fn authenticate(
         );
         e
     };
-    let creds = sign::parse(view).map_err(|e| refuse(&e.to_string(), "", e.into()))?;
+    let creds = oss_v1::parse(view).map_err(|e| refuse(&e.to_string(), "", e.into()))?;
     let key = cfg.key(creds.key_id());
     let now = unix_now() as i64;
     let window = Duration::from_secs(cfg.api.date_window_secs);
@@ -334,7 +342,15 @@ async fn execute(
                     })
                 }
             };
-            let stat = model::ChannelStat::new(r.config.status, session);
+            // This node's parked uploads of the channel: the bucket's keys
+            // learn that the store refuses them, and the S3 code (never its
+            // message, a key or a URL).
+            let parked = app.parked.of(bucket, &channel).map(|p| model::ParkedStat {
+                uploads: p.uploads as u64,
+                code: p.code,
+                since: p.since as i64,
+            });
+            let stat = model::ChannelStat::new(r.config.status, session).with_parked(parked);
             Ok(xml_ok(xml::render_stat(&stat)))
         }
         Operation::GetLiveChannelHistory { channel } => {

@@ -84,6 +84,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             ),
             fence: None,
             ll: Arc::new(crate::llhls::hub::Hub::new(10)),
+            parked: Default::default(),
         },
         &handle,
         cancel.clone(),

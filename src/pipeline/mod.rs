@@ -31,6 +31,7 @@ pub mod fenced_write;
 pub mod journal;
 pub mod live;
 pub mod machine;
+pub mod parked;
 pub mod recovery;
 pub mod timestamps;
 pub mod upload;
@@ -130,6 +131,8 @@ pub struct Shared {
     pub fence: Option<Arc<dyn fence::Fence>>,
     /// LL-HLS channels' parts and playlists, shared with `/play`.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// Uploads parked on a final answer, by channel; shared with the OSS API.
+    pub parked: parked::ParkedUploads,
 }
 
 pub struct Pipeline {
@@ -180,6 +183,7 @@ impl Pipeline {
             snapshots,
             fence,
             ll,
+            parked,
         } = shared;
         let uploader = Uploader::new(
             store.clone(),
@@ -189,6 +193,7 @@ impl Pipeline {
                 max_backoff: Duration::from_secs(cfg.upload.max_backoff_secs),
                 playlist_cache_control: cfg.upload.playlist_cache_control.clone(),
                 fence,
+                parked,
             },
             cancel.clone(),
             tracker,
