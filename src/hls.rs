@@ -494,7 +494,7 @@ fn write_uri(out: &mut String, uri: &str) {
 }
 
 #[cfg(test)]
-#[path = "../tests/common/hlscheck.rs"]
+#[path = "../tests/e2e/common/hlscheck.rs"]
 pub(crate) mod hlscheck;
 
 #[cfg(test)]

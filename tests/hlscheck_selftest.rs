@@ -2,7 +2,7 @@
 //! violation it claims to catch is caught. A checker that accepts anything
 //! would make every end-to-end playlist assertion meaningless.
 
-#[path = "common/hlscheck.rs"]
+#[path = "e2e/common/hlscheck.rs"]
 mod hlscheck;
 
 use hlscheck::{CheckedPlaylist, check_playlist, check_reload};

@@ -15,7 +15,7 @@
 //!   internal HLS application, even from this host with a live session's
 //!   id, and session ids stay out of the bucket.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 

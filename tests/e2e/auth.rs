@@ -13,7 +13,7 @@
 //! - a client that streams media without waiting for `publish`'s answer gets
 //!   nothing stored, whether its signature is bad or its channel is live.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -11,7 +11,7 @@
 //! of one record from two "nodes" all land (conditional writes), while
 //! Garage is detected as having none.
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 

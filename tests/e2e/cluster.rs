@@ -28,7 +28,7 @@
 //!    before. Consecutive writes go on either way, and so does a node that
 //!    takes the channel over (conditional on the ETag it read then).
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 

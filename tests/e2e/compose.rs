@@ -16,7 +16,7 @@
 //! Needs a Docker daemon (started if needed by `scripts/docker-base-image`);
 //! `scripts/test` skips this file, loudly, only where Docker cannot run.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

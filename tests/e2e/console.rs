@@ -17,7 +17,7 @@
 //! `js_signers_match_rust` checks the page's signers (console/js/sign.js)
 //! against the Rust ones in node, without a browser.
 
-mod common;
+use crate::common;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpListener;

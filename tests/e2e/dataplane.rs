@@ -13,7 +13,7 @@
 //!   fragment) has its own, lower cap, and a closed range is built once:
 //!   replaying the request is answered from the range cache.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 

@@ -5,7 +5,7 @@
 //! CA, arrives signed as the direct path signs it, and fails (a transport
 //! error, retriable) when the CA is not trusted.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -15,7 +15,7 @@
 //!   and stays within issue 21's LL goal, 3 s glass to glass, for 20 s,
 //!   without a stall.
 
-mod common;
+use crate::common;
 
 use common::ffmpeg::{Push, push_stamped};
 use common::player::{self, Mode, Played};

@@ -13,7 +13,7 @@
 //! - one client IP gets at most `limits.max_connections_per_peer`
 //!   connections to the public listener while another still gets answers.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

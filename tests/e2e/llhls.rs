@@ -10,7 +10,7 @@
 //! part objects are gone after the session; and a `kill -9` mid-stream
 //! loses nothing while the LL playlist carries on.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::process::{Command, Stdio};

@@ -12,7 +12,7 @@
 //! every version it sees), and ends with [`assert_bucket_matches`], which
 //! compares the bucket's bytes with the record.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -9,7 +9,7 @@
 //! whose keyframe interval is longer than the fragment gets fragments cut
 //! at the target (a valid playlist) and a warning.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

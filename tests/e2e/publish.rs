@@ -8,7 +8,7 @@
 //! URLs that are badly signed, name an unknown key, a bucket the key may not
 //! write, or have expired are refused and store nothing.
 
-mod common;
+use crate::common;
 
 use common::stored::{at_least_segments, ended, wait_for_playlist};
 use common::*;

@@ -8,7 +8,7 @@
 //! (`AuthorizationHeaderMalformed`, not reloadable) likewise, fixed by a
 //! restart that recovers the captures.
 
-mod common;
+use crate::common;
 
 use common::bucket_check::{self, FinalPlaylist};
 use common::fragments::{Ledger, Recorder};

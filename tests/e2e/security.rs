@@ -18,7 +18,7 @@
 //! - SIGHUP applies a new brute-force policy;
 //! - one-time push URLs (`auth.one_time_push`) are accepted once.
 
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Instant;

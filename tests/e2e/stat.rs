@@ -12,7 +12,7 @@
 //!
 //! Both are library calls here; the OSS API wires them in.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

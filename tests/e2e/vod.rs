@@ -18,7 +18,7 @@
 //! Each also runs on Ceph RGW (`rgw_*`), which accepts SigV2 as well: there
 //! the SigV2 segment and object URLs are fetched straight from the bucket.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::Path;
