@@ -495,6 +495,10 @@ fn write_uri(out: &mut String, uri: &str) {
 
 #[cfg(test)]
 #[path = "../tests/e2e/common/hlscheck.rs"]
+#[allow(
+    dead_code,
+    reason = "these tests use the plain-playlist checks; the LL-HLS ones serve the e2e tests"
+)]
 pub(crate) mod hlscheck;
 
 #[cfg(test)]

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Admission and identity end to end (livebucket and Garage, nginx-rtmp
 //! where the relay matters), each test played as an attacker on the same
 //! host would:

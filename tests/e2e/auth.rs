@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Push authorisation, end to end: ffmpeg (or a hostile RTMP client) →
 //! nginx-rtmp → livebucket → Garage, each test judged by what the bucket
 //! holds.

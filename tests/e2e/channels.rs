@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! The OSS LiveChannel API, driven by Alibaba's own Python SDK (`oss2`,
 //! `tests/oss2/client.py`) against real nginx-rtmp, ffmpeg, Garage and
 //! livebucket: create with a custom Target and PlaylistName, list with

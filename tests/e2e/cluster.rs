@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Several ingest nodes on one bucket, coordinated through a real 3-member
 //! etcd: each node is nginx-rtmp + livebucket with its own tmpfs, all write
 //! to one Garage bucket, and an nginx `stream` load balancer sits in front.

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! The docker compose stack (`deploy/docker/`), built and run for real: the
 //! images users get (`runtime-prebuilt` around this build's livebucket and
 //! the harness's Garage), `up` with the Garage profile, a signed push from
@@ -239,7 +238,7 @@ fn probe_all(url: &str) -> (f64, Vec<(String, String, u64)>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     if let Err(reason) = blocking(compose::docker_ready) {
-        eprintln!("e2e_compose: SKIPPED, Docker cannot run here: {reason}");
+        eprintln!("compose: SKIPPED, Docker cannot run here: {reason}");
         return;
     }
     let mut clock = Clock::new();
@@ -368,7 +367,7 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
     assert_eq!(every_port.len(), 3, "published ports: {every_port:?}");
     for (service, port, host) in &every_port {
         let status = blocking(|| post_status(host, &hook_path, &forged));
-        eprintln!("e2e_compose: {service} {port}: POST /hooks/SECRET/on_publish: {status:?}");
+        eprintln!("compose: {service} {port}: POST /hooks/SECRET/on_publish: {status:?}");
         assert!(
             status.is_none_or(|s| s >= 400),
             "{service} {port} on {host} answered {status:?} to POST /hooks/SECRET/on_publish"
@@ -710,7 +709,7 @@ async fn compose_stack_pushes_plays_and_survives_a_livebucket_restart() {
         "the HLS tmpfs is still mounted at {}",
         tmpfs.display()
     );
-    eprintln!("e2e_compose: {}", clock.report());
+    eprintln!("compose: {}", clock.report());
 }
 
 /// (uid, gid, permission bits with setgid) of `path`, not following a link.
@@ -758,7 +757,7 @@ fn assert_push_signed_by(signed: &str, key: &Key, bucket: &str, expires: u64) {
 #[test]
 fn livebucket_image_takes_any_s3_from_the_environment_or_a_mounted_config() {
     if let Err(reason) = compose::docker_ready() {
-        eprintln!("e2e_compose: SKIPPED, Docker cannot run here: {reason}");
+        eprintln!("compose: SKIPPED, Docker cannot run here: {reason}");
         return;
     }
     let images = compose::build_images(Path::new(env!("CARGO_BIN_EXE_livebucket")));

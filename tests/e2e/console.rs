@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! The web console (`/console/`) in real Chromium, headless with web
 //! security on, driven over the DevTools protocol by puppeteer-core
 //! (`tests/console/drive.cjs`, installed by `scripts/install-deps`), against

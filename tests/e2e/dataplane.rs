@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! The data plane under load from viewers who hold no secret, end to end
 //! (Garage and livebucket; nginx idles):
 //!

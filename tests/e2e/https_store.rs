@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! PUTs to an `https://` store go on livebucket's own client (rustls), not
 //! the SDK: against a TLS server of the test's own whose certificate comes
 //! from a CA made with openssl, a PUT succeeds when `[s3] ca_file` names that

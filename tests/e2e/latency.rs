@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Glass to glass in a real player: the stamped encoder
 //! (`tests/player/stamp_push.py`, every picture carrying the time it was
 //! made) pushes through real nginx-rtmp to livebucket and Garage, and hls.js

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! livebucket's listeners under connection floods, end to end, each played
 //! as an attacker on the same host would:
 //!

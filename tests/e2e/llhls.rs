@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Low-Latency HLS from the bucket, end to end (real nginx-rtmp, ffmpeg,
 //! Garage): `/play` serves the LL playlist of a live channel, checked tag
 //! by tag on every reload (`common::hlscheck::check_ll_playlist`); parts

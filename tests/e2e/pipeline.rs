@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! The pipeline's promises, end to end: every fragment nginx closes ends up in
 //! the bucket, unaltered, exactly once, and every playlist version a viewer
 //! can read lists only stored fragments, in order; through an S3 outage, a

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Plain HLS at its floor, on real nginx-rtmp, ffmpeg and Garage: the live
 //! playlist's target duration is the fragment length asked for (the default
 //! application's, and a channel's `FragDuration`), no EXTINF rounds above

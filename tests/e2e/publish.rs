@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Publishing, end to end: ffmpeg → nginx-rtmp → livebucket → Garage.
 //!
 //! A signed push ends up in the bucket as MPEG-TS segments (with their
@@ -61,7 +60,7 @@ async fn signed_push_with_signed_payloads() {
 
 /// Through the SDK on Ceph RGW: with payload signing off (the default) and
 /// on (a signed body, not `aws-chunked`, which RGW 16.2 refuses with
-/// trailing checksums). The direct path runs on RGW in e2e_pipeline.
+/// trailing checksums). The direct path runs on RGW in the pipeline tests.
 #[tokio::test]
 async fn rgw_signed_push_through_the_sdk() {
     let stack = Stack::start_on(StoreKind::Rgw, "publish-sdk", "direct_put = false\n");

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! S3's refusals, end to end against Garage: a configuration the store
 //! refuses (a wrong secret) surfaces within seconds as a clear error (the
 //! log line with the S3 code, `livebucket_s3_errors_total{code}`,

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! The control plane under attack, end to end (nginx-rtmp, ffmpeg, Garage,
 //! livebucket), each test played as an attacker on the same host would:
 //!

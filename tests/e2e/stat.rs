@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Live statistics and snapshots, end to end: ffmpeg pushes a known picture
 //! (640x360 at 25 fps, H.264, AAC at 44.1 kHz) through nginx-rtmp and
 //! livebucket into Garage, and

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! VOD and playback, end to end: ffmpeg → nginx-rtmp → livebucket → Garage,
 //! then ffmpeg, ffprobe and a plain HTTP client reading back through
 //! presigned URLs.

@@ -178,10 +178,6 @@ impl HlsWriter {
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     /// Writes fragment `name` as nginx does: open with O_TRUNC (creating it
     /// if needed), write, close.
     pub fn write_fragment(&self, name: &str, bytes: &[u8]) {

@@ -208,8 +208,3 @@ pub fn ffprobe(path: &Path) -> Probe {
             .unwrap_or_default(),
     }
 }
-
-/// The (codec_type, codec_name) pairs of `path`'s streams.
-pub fn ffprobe_streams(path: &Path) -> Vec<(String, String)> {
-    ffprobe(path).streams
-}

@@ -142,10 +142,6 @@ impl Garage {
         &self.endpoint
     }
 
-    pub fn region(&self) -> &str {
-        REGION
-    }
-
     /// The key imported at start; it owns every bucket made by `create_bucket`.
     pub fn key(&self) -> &Key {
         &self.key
@@ -166,15 +162,6 @@ impl Garage {
         self.script(&["bucket", bucket, &id]);
     }
 
-    /// Imports a new key with read and write on `bucket` only.
-    pub fn create_key_for(&mut self, bucket: &str) -> Key {
-        let key = self.new_key();
-        self.script(&[
-            "garage", "bucket", "allow", "--read", "--write", bucket, "--key", &key.id,
-        ]);
-        key
-    }
-
     /// Key ids are deterministic (GK000000000000000000000001, …002, …) so a
     /// log reads the same from run to run; secrets are random.
     fn new_key(&mut self) -> Key {
@@ -185,13 +172,6 @@ impl Garage {
         };
         self.script(&["key", &key.id, &key.secret]);
         key
-    }
-
-    /// Runs the garage CLI against this node; returns stdout.
-    pub fn cli(&mut self, args: &[&str]) -> String {
-        let mut all = vec!["garage"];
-        all.extend_from_slice(args);
-        self.script(&all)
     }
 
     /// Stops the node (SIGKILL): S3 requests fail until
@@ -208,10 +188,6 @@ impl Garage {
         self.spawn();
         self.wait_listening();
         self.script(&["wait"]);
-    }
-
-    pub fn is_running(&self) -> bool {
-        self.server.is_some()
     }
 }
 

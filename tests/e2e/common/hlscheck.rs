@@ -15,9 +15,6 @@
 //! §6.2.1–6.2.2: a live playlist only gains segments at the tail and loses
 //! them at the head, without renumbering.
 
-// Each test binary uses a different part of this file.
-#![allow(dead_code)]
-
 use std::collections::HashMap;
 
 /// What a valid playlist says, in the terms the reload rules need.
@@ -605,8 +602,6 @@ pub struct CheckedPart {
 pub struct CheckedLl {
     /// The playlist without its LL tags, as RFC 8216 reads it.
     pub base: CheckedPlaylist,
-    pub part_target: f64,
-    pub part_hold_back: f64,
     pub can_skip_until: f64,
     /// `#EXT-X-SKIP:SKIPPED-SEGMENTS` (0 without the tag).
     pub skipped: u64,
@@ -614,8 +609,6 @@ pub struct CheckedLl {
     pub parts: Vec<Vec<CheckedPart>>,
     /// The parts of the segment in progress (after the last URI line).
     pub tail: Vec<CheckedPart>,
-    /// A `#EXT-X-DISCONTINUITY` precedes the segment in progress.
-    pub tail_discontinuity: bool,
     /// The URI of `#EXT-X-PRELOAD-HINT:TYPE=PART`, if any.
     pub preload_hint: Option<String>,
 }
@@ -824,13 +817,10 @@ pub fn check_ll_playlist(text: &str) -> Result<CheckedLl, String> {
     if errs.is_empty() {
         Ok(CheckedLl {
             base,
-            part_target,
-            part_hold_back: hold_back,
             can_skip_until: skip_until,
             skipped,
             parts,
             tail: pending,
-            tail_discontinuity,
             preload_hint,
         })
     } else {

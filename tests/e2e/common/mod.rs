@@ -16,9 +16,6 @@
 //! Waiting is always a poll with a deadline ([`wait_until`]), never a fixed
 //! sleep that a slow machine could outrun.
 
-// Each tests/e2e_*.rs compiles this module on its own and uses a part of it.
-#![allow(dead_code, unused_imports)]
-
 pub mod bucket_check;
 pub mod cluster;
 pub mod compose;
@@ -48,7 +45,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-pub use ffmpeg::{Probe, Push, ffprobe, ffprobe_streams, push};
+pub use ffmpeg::{Push, ffprobe, push};
 pub use garage::{Garage, Key};
 pub use livebucket::{
     ConfigParams, Livebucket, config_toml, push_signature, push_url, query_param, sign_play,

@@ -167,10 +167,6 @@ impl Nginx {
     pub fn error_log(&self) -> String {
         super::process::read_lossy(&self.prefix.join("error.log"))
     }
-
-    pub fn pid(&self) -> Option<u32> {
-        self.proc.pid()
-    }
 }
 
 impl Drop for Nginx {

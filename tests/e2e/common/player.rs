@@ -93,6 +93,7 @@ pub struct Played {
     pub level: Option<Level>,
 }
 
+#[expect(dead_code, reason = "printed with {:?} in Played's summary")]
 #[derive(Debug, Deserialize)]
 pub struct PlayerError {
     pub t: Option<f64>,
@@ -104,6 +105,7 @@ pub struct PlayerError {
     pub reason: String,
 }
 
+#[expect(dead_code, reason = "printed with {:?} in Played's summary")]
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Level {

@@ -59,10 +59,6 @@ impl Proc {
         self.child.as_ref().map(Child::id)
     }
 
-    pub fn log_path(&self) -> &Path {
-        &self.log
-    }
-
     /// Everything the process wrote so far.
     pub fn log(&self) -> String {
         read_lossy(&self.log)

@@ -100,11 +100,9 @@ pub fn read_flv(path: &Path) -> Vec<FlvTag> {
 /// What happened to a [`publish_without_waiting`] attempt.
 #[derive(Debug)]
 pub struct NoWaitOutcome {
-    /// Audio and video messages written before the connection ended or the
-    /// media ran out.
-    pub media_sent: usize,
-    /// Of those, how many were written before the server's first answer to
-    /// `publish` (an `onStatus`) arrived: at least the whole burst.
+    /// How many audio and video messages were written before the server's
+    /// first answer to `publish` (an `onStatus`) arrived: at least the whole
+    /// burst.
     pub media_sent_before_answer: usize,
     /// When the server closed the connection, counted from `publish`;
     /// `None` if it was still open when the client gave up.
@@ -144,10 +142,10 @@ pub fn publish_without_waiting(
         ],
         stream_id,
     ));
-    let mut media_sent = 0;
+    let mut burst_sent = 0;
     while let Some(tag) = media.next_if(|t| u128::from(t.timestamp) <= burst.as_millis()) {
         first.extend(conn.media(tag, stream_id));
-        media_sent += 1;
+        burst_sent += 1;
     }
 
     // From here on a reader thread takes everything the server says.
@@ -163,7 +161,7 @@ pub fn publish_without_waiting(
     let mut media_sent_before_answer = 0;
     let mut write_ok = conn.stream.write_all(&first).is_ok();
     if write_ok && !answered(&observed) {
-        media_sent_before_answer = media_sent;
+        media_sent_before_answer = burst_sent;
     }
 
     let first_ts = tags.first().map_or(0, |t| t.timestamp);
@@ -180,11 +178,8 @@ pub fn publish_without_waiting(
         let bytes = conn.media(tag, stream_id);
         let before_answer = !answered(&observed);
         write_ok = conn.stream.write_all(&bytes).is_ok();
-        if write_ok {
-            media_sent += 1;
-            if before_answer {
-                media_sent_before_answer += 1;
-            }
+        if write_ok && before_answer {
+            media_sent_before_answer += 1;
         }
     }
     // Wait briefly for the server to close, so the outcome says whether it did.
@@ -200,7 +195,6 @@ pub fn publish_without_waiting(
         .into_inner()
         .unwrap();
     NoWaitOutcome {
-        media_sent,
         media_sent_before_answer,
         closed_after: observed.closed_after,
         statuses: observed.statuses,

@@ -167,8 +167,4 @@ impl Rgw {
         self.frozen = false;
         self.wait_listening();
     }
-
-    pub fn is_running(&self) -> bool {
-        !self.frozen
-    }
 }

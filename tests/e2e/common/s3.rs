@@ -21,7 +21,6 @@ pub struct S3 {
 /// An object's headers.
 #[derive(Debug, Clone)]
 pub struct Head {
-    pub size: u64,
     pub content_type: Option<String>,
     pub cache_control: Option<String>,
     /// User metadata (`x-amz-meta-NAME`), keyed by NAME.
@@ -94,11 +93,6 @@ impl S3 {
             .await
             .unwrap_or_else(|e| panic!("HEAD s3://{bucket}/{key}: {}", DisplayErrorContext(e)));
         Head {
-            size: out
-                .content_length()
-                .unwrap_or_default()
-                .try_into()
-                .unwrap_or(0),
             content_type: out.content_type().map(str::to_owned),
             cache_control: out.cache_control().map(str::to_owned),
             metadata: out.metadata().cloned().unwrap_or_default(),

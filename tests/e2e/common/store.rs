@@ -30,13 +30,6 @@ impl TestStore {
         }
     }
 
-    pub fn kind(&self) -> StoreKind {
-        match self {
-            TestStore::Garage(_) => StoreKind::Garage,
-            TestStore::Rgw(_) => StoreKind::Rgw,
-        }
-    }
-
     /// `http://127.0.0.1:PORT`
     pub fn endpoint(&self) -> &str {
         match self {
@@ -94,22 +87,6 @@ impl TestStore {
         match self {
             TestStore::Garage(g) => g.start_again(),
             TestStore::Rgw(r) => r.start_again(),
-        }
-    }
-
-    pub fn is_running(&self) -> bool {
-        match self {
-            TestStore::Garage(g) => g.is_running(),
-            TestStore::Rgw(r) => r.is_running(),
-        }
-    }
-
-    /// The Garage node, for what only Garage has (its CLI, more keys).
-    /// Panics on another store.
-    pub fn garage(&mut self) -> &mut Garage {
-        match self {
-            TestStore::Garage(g) => g,
-            TestStore::Rgw(_) => panic!("this test needs Garage, not RGW"),
         }
     }
 }
