@@ -77,22 +77,6 @@ enum Known {
 }
 
 const KNOWN_VIOLATIONS: &[Known] = &[
-    // C (sign/): the signers move to the bottom `sign/`.
-    Known::Up {
-        file: "src/store/direct.rs",
-        module: "auth::presign",
-        why: "SigV4 helpers live in auth; C moves them to sign/",
-    },
-    Known::Up {
-        file: "src/store/sign.rs",
-        module: "auth::presign",
-        why: "SigV4 helpers live in auth; C moves them to sign/",
-    },
-    Known::Up {
-        file: "src/config/api.rs",
-        module: "oss::sign",
-        why: "the OSS key check lives in oss; C moves it to sign/",
-    },
     // D (names/admission/auth cycles).
     Known::Up {
         file: "src/config/api.rs",

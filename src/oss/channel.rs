@@ -53,8 +53,9 @@ pub const HISTORY_LEN: usize = 10;
 pub const MAX_LIST_KEYS: u16 = 1000;
 pub const DEFAULT_LIST_KEYS: u16 = 100;
 
-/// The longest `RetentionSeconds` a channel may ask for: 100 years.
-pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+/// The longest `RetentionSeconds` a channel may ask for: 100 years (the
+/// same bound as `[retention] default_period_secs`).
+pub use crate::config::retention::MAX_RETENTION_SECS;
 
 /// Where channel records live; see the module doc.
 pub const CHANNELS_PREFIX: &str = ".livebucket/channels/";
