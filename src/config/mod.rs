@@ -12,11 +12,13 @@ use serde::Deserialize;
 
 pub mod api;
 pub mod cluster;
+pub mod events;
 pub mod http;
 pub mod listen;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
+pub use events::EventsConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
 
@@ -85,6 +87,10 @@ pub struct RawConfig {
     /// node is alone and talks to no coordinator.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Stream and channel events POSTed to the application's endpoints,
+    /// signed (`crate::events`). Absent: no events.
+    #[serde(default)]
+    pub events: EventsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -712,6 +718,7 @@ impl RawConfig {
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }
+        events::validate(&self.events)?;
         if self
             .nginx
             .fragment_durations
