@@ -76,6 +76,8 @@ pub struct AppState {
     pub background: tokio::runtime::Handle,
     /// LL-HLS playlists of the channels this node publishes with parts.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// Stream and channel events (`[events]`); inert without endpoints.
+    pub events: crate::events::Events,
 }
 
 impl AppState {
@@ -101,6 +103,7 @@ impl AppState {
             ll: Arc::new(crate::llhls::hub::Hub::new(
                 config.play.max_blocking_reloads,
             )),
+            events: crate::events::Events::disabled(),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -114,6 +117,12 @@ impl AppState {
     /// Cluster mode: the hooks coordinate through `cluster`.
     pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
         self.cluster = cluster;
+        self
+    }
+
+    /// Emits stream and channel events through `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> AppState {
+        self.events = events;
         self
     }
 

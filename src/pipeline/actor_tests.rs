@@ -84,6 +84,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             ),
             fence: None,
             ll: Arc::new(crate::llhls::hub::Hub::new(10)),
+            events: Default::default(),
         },
         &handle,
         cancel.clone(),
@@ -106,6 +107,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             snapshot: None,
             resume: None,
             grant: String::new(),
+            notify_topic: None,
         })
         .unwrap();
     let task = tokio::spawn(pipeline.run(Vec::new(), rx));
