@@ -258,6 +258,30 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_parses_once_uncommented() {
+        let example = include_str!("../../deploy/livebucket.toml.example");
+        let section = &example[example.find("#[events]").unwrap()..];
+        let text: String = section
+            .lines()
+            .filter_map(|l| l.strip_prefix('#'))
+            .filter(|l| !l.is_empty() && !l.starts_with(' '))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let text = text
+            .replace("[events]\n", "")
+            .replace("[[events.endpoints]]", "[[endpoints]]")
+            .replace(
+                "whsec_REPLACE_WITH_openssl_rand_base64_32",
+                "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+            );
+        let e: EventsConfig = toml::from_str(&text).unwrap();
+        validate(&e).unwrap();
+        assert_eq!(e.endpoints.len(), 2);
+        assert!(!e.endpoints[1].all_channels);
+        assert_eq!(e.max_age_secs, default_max_age_secs());
+    }
+
+    #[test]
     fn a_whsec_secret_is_its_base64_bytes() {
         let e: EventsConfig =
             toml::from_str("secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\n").unwrap();

@@ -230,26 +230,9 @@ impl Inner {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The endpoints `event` goes to.
-    fn targets(&self, event: &Event) -> Vec<String> {
-        let named = event.topic.as_deref();
-        let out: Vec<String> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.all_channels || named == Some(e.name.as_str()))
-            .map(|e| e.name.clone())
-            .collect();
-        if let Some(topic) = named
-            && !self.endpoints.iter().any(|e| e.name == topic)
-        {
-            debug!(topic, "NotifyTopic names no [events] endpoint");
-        }
-        out
-    }
-
     fn emit(&self, event: Event) {
         let kind = event.kind.as_str();
-        let targets = self.targets(&event);
+        let targets = targets(&self.endpoints, event.topic.as_deref());
         if targets.is_empty() {
             return;
         }
@@ -436,6 +419,21 @@ async fn post(
     tokio::time::timeout(timeout, attempt).await.ok().flatten()
 }
 
+/// The endpoints an event goes to: those that get every channel's events,
+/// and the one `topic` (the channel's `Snapshot/NotifyTopic`) names.
+fn targets(endpoints: &[Endpoint], topic: Option<&str>) -> Vec<String> {
+    if let Some(t) = topic
+        && !endpoints.iter().any(|e| e.name == t)
+    {
+        debug!(topic = t, "NotifyTopic names no [events] endpoint");
+    }
+    endpoints
+        .iter()
+        .filter(|e| e.all_channels || topic == Some(e.name.as_str()))
+        .map(|e| e.name.clone())
+        .collect()
+}
+
 /// This node's name in events: the cluster's `node_id`, else the host name.
 pub fn node_name(cfg: &crate::config::Config) -> String {
     if let Some(c) = &cfg.cluster {
@@ -449,4 +447,27 @@ pub fn node_name(cfg: &crate::config::Config) -> String {
     }
     let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
     String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_channel_reaches_the_shared_endpoints_and_the_one_its_topic_names() {
+        let ep = |name: &str, all_channels| Endpoint {
+            name: name.into(),
+            url: "http://127.0.0.1:9/".parse().unwrap(),
+            all_channels,
+        };
+        let eps = [ep("app", true), ep("billing", false), ep("audit", false)];
+        assert_eq!(targets(&eps, None), ["app"]);
+        assert_eq!(targets(&eps, Some("billing")), ["app", "billing"]);
+        assert_eq!(
+            targets(&eps, Some("arn:mns:topic/x")),
+            ["app"],
+            "an MNS topic that is no endpoint adds none"
+        );
+        assert!(targets(&eps[1..], None).is_empty());
+    }
 }
