@@ -210,8 +210,8 @@ fn types(got: &[Received]) -> Vec<&str> {
     got.iter().filter_map(|r| r.json["type"].as_str()).collect()
 }
 
-/// Created, started, ended, ready, refused, disabled: each arrives once,
-/// signed, in the order it happened for its channel; `recording.ready`
+/// Created, started, ended, ready, refused, disabled, enabled, deleted:
+/// each arrives, signed, in the order it happened for its channel; `recording.ready`
 /// names as many fragments as the bucket holds for the channel when it
 /// arrives, and its VOD range covers the push.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,22 +248,22 @@ async fn events_arrive_signed_and_in_order() {
         )
         .await;
     channel_cli(&stack, &["status", "--channel", "cam", "disabled"]);
+    channel_cli(&stack, &["status", "--channel", "cam", "enabled"]);
+    channel_cli(&stack, &["rm", "--channel", "cam"]);
     drop(got);
-    let got = {
-        wait_until("the disable event", secs(30), millis(300), async || {
-            let got = receiver.got();
-            let n = got
-                .iter()
-                .filter(|r| r.json["type"] == "channel.changed")
-                .count();
-            if n >= 2 {
-                Ok(got)
-            } else {
-                Err(format!("{n} channel.changed"))
-            }
-        })
-        .await
-    };
+    let got = wait_until("the channel's changes", secs(30), millis(300), async || {
+        let got = receiver.got();
+        let changes: BTreeSet<&str> = got
+            .iter()
+            .filter_map(|r| r.json["data"]["change"].as_str())
+            .collect();
+        if changes.len() == 4 {
+            Ok(got)
+        } else {
+            Err(format!("changes {changes:?}"))
+        }
+    })
+    .await;
     verify_with_python(&got);
 
     // Per channel, in the order it happened (duplicates of one id allowed).
@@ -291,7 +291,9 @@ async fn events_arrive_signed_and_in_order() {
             "stream.started",
             "stream.ended",
             "recording.ready",
-            "channel.changed:disabled"
+            "channel.changed:disabled",
+            "channel.changed:enabled",
+            "channel.changed:deleted"
         ],
         "all: {:?}",
         types(&got)
