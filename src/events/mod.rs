@@ -470,4 +470,88 @@ mod tests {
         );
         assert!(targets(&eps[1..], None).is_empty());
     }
+
+    fn config(max_queued: usize) -> EventsConfig {
+        let mut cfg: EventsConfig = toml::from_str(
+            "secret = \"0123456789abcdef\"\n\
+             [[endpoints]]\nname = \"app\"\nurl = \"http://127.0.0.1:9/\"\n",
+        )
+        .unwrap();
+        cfg.max_queued = max_queued;
+        cfg
+    }
+
+    #[test]
+    fn emitted_events_are_on_disk_and_a_restart_sends_them_again_under_the_same_ids() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let events = Events::open(&config(10), dir.path(), "n1", metrics.clone()).unwrap();
+        let meta: crate::session::SessionMeta = serde_json::from_str(
+            r#"{"id":"s","bucket":"b","channel":"cam","playlist":"index.m3u8","key_id":"k",
+                "clientid":"1","name":"cam","addr":"a","started_ms":1000}"#,
+        )
+        .unwrap();
+        let started = Event::stream_started(&meta);
+        let ended = Event::stream_ended(&meta, 2, 5000);
+        let ids = [started.id.clone(), ended.id.clone()];
+        events.emit(started);
+        events.emit(ended);
+        drop(events);
+        // As after a crash: a new process opens the same directory.
+        let reopened = Events::open(&config(10), dir.path(), "n1", metrics).unwrap();
+        let inner = reopened.inner.unwrap();
+        let mut q = inner.queue();
+        assert_eq!(q.len(), 2);
+        let due = q.due(unix_now_ms(), 10);
+        assert_eq!(due.len(), 1, "one lane: the second waits for the first");
+        assert_eq!(&*q.get(due[0].seq).unwrap().id, ids[0].as_str());
+        let body: serde_json::Value =
+            serde_json::from_str(&q.get(due[0].seq).unwrap().body).unwrap();
+        assert_eq!(body["data"]["node"], "n1");
+    }
+
+    #[test]
+    fn refusals_past_max_queued_are_dropped_and_counted_but_stream_events_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Arc::new(Metrics::default());
+        let events = Events::open(&config(1), dir.path(), "n1", metrics.clone()).unwrap();
+        for _ in 0..3 {
+            events.emit(Event::stream_refused(
+                "live",
+                "cam",
+                "a",
+                "bad_signature",
+                1,
+            ));
+        }
+        events.emit(Event::channel_changed("b", "cam", Change::Created, None, 2));
+        let files = std::fs::read_dir(dir.path().join("events"))
+            .unwrap()
+            .count();
+        assert_eq!(files, 2, "one refusal and the change");
+        assert_eq!(
+            metrics.counter("livebucket_events_dropped_total", "stream.refused"),
+            2
+        );
+    }
+
+    #[test]
+    fn without_endpoints_nothing_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let events = Events::open(
+            &EventsConfig::default(),
+            dir.path(),
+            "n1",
+            Arc::new(Metrics::default()),
+        )
+        .unwrap();
+        events.emit(Event::stream_refused(
+            "live",
+            "cam",
+            "a",
+            "bad_signature",
+            1,
+        ));
+        assert!(!dir.path().join("events").exists());
+    }
 }
