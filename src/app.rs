@@ -5,12 +5,15 @@
 //! hooks listener runs on a thread of its own (see
 //! `http::server::serve_on_own_thread`), the rest on the main runtime.
 //!
-//! Shutdown (SIGTERM/SIGINT): the listeners stop accepting and open
-//! connections finish their request, the watcher is dropped, uploads in
-//! flight get a few seconds, then the pipeline stops. What
-//! is not stored yet stays in capture/spool files and journals, and the next
-//! start picks it up. SIGHUP reloads keys and auth policy without touching
-//! live streams.
+//! Shutdown (SIGTERM/SIGINT): in cluster mode the node first revokes its
+//! lease, so its channels are free for other nodes at once; then the
+//! listeners stop accepting and open connections get [`DRAIN`] to finish
+//! their request, the watcher is dropped, uploads in flight get [`DRAIN`]
+//! more, and the pipeline stops. What is not stored yet stays in
+//! capture/spool files and journals, and the next start picks it up.
+//! SIGHUP loads the config file again and swaps it in without touching live
+//! streams: keys (also in the store's clients), auth policy and the hooks
+//! secret take effect; listener addresses and limits take a restart.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +32,8 @@ use crate::pipeline::{self, Pipeline, watch};
 use crate::session::Sessions;
 use crate::store::Store;
 
-/// How long in-flight uploads may take to finish at shutdown.
+/// How long open connections, and then in-flight uploads, may each take to
+/// finish at shutdown.
 const DRAIN: Duration = Duration::from_secs(5);
 
 pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {

@@ -7,14 +7,14 @@
 //! the session id; manifests written before carry the session id and read
 //! the same),
 //! outside the channel's own prefix so tools that list `CHANNEL/` see only
-//! media. The pipeline rewrites a session's manifest as fragments are stored
-//! (S3 cannot append) and a last time when the session ends; a manifest lists
-//! only fragments already in the bucket. A long session is split into
-//! several manifest objects of up to an hour each (the later ones keyed by
-//! their first fragment), so rewriting stays cheap; consecutive manifests of
-//! one session read as one. Because manifest keys start with the
-//! session's start time, the sessions that can overlap a range are a prefix
-//! listing away.
+//! media. The pipeline rewrites a session's manifest at most every 10 s
+//! while fragments are stored (S3 cannot append), and a last time when the
+//! session ends; a manifest lists only fragments already in the bucket. A
+//! long session is split into several manifest objects of up to 1,800
+//! fragments each (an hour of 2 s fragments; the later ones keyed by their
+//! first fragment), so rewriting stays cheap; consecutive manifests of one
+//! session read as one. Because manifest keys start with the session's start
+//! time, the sessions that can overlap a range are a prefix listing away.
 //!
 //! Buckets filled by other tools have no manifests: then the range is read by
 //! listing `CHANNEL/<epoch-ms>.ts` keys (time-ordered, so the listing starts

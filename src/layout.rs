@@ -1,10 +1,14 @@
-//! The bucket's object key layout, in one place: every key livebucket writes
-//! or reads is made here, and each kind that is read back from a listing is
-//! parsed here too (format and parse are tested as inverses).
+//! The bucket's object key layout: the keys of media, playlists, LL-HLS
+//! parts, VOD manifests and snapshots are made here, and each kind that is
+//! read back from a listing is parsed here too (format and parse are tested
+//! as inverses). Two kinds live with their owners: channel records
+//! (`oss::channel`) and the conditional-PUT probe (`store::conditional`,
+//! `.livebucket/probe/`).
 //!
 //! Layout (compatible with tools that already read such buckets):
 //! - fragments: `CHANNEL/<13-digit epoch ms>.ts`;
 //! - live playlists: `CHANNEL/<playlist name>` (default `index.m3u8`);
+//! - LL-HLS parts: `CHANNEL/.ll/<recording id>/<13-digit fragment ms>-<3-digit part>.ts`;
 //! - VOD manifests: `.livebucket/index/CHANNEL/<13-digit start ms>-<recording id>.json`
 //!   (`session::recording_id`; manifests written before carry the session id);
 //! - channel records: `.livebucket/channels/…` (`oss::channel`);

@@ -38,6 +38,7 @@ pub mod oss;
 pub mod outbound;
 pub mod pipeline;
 pub mod session;
+pub mod sign;
 pub mod snapshot;
 pub mod stat;
 pub mod store;

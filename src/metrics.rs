@@ -1,7 +1,9 @@
-//! Counters and gauges in the Prometheus text format, served at `/metrics`.
+//! Counters, gauges and histograms in the Prometheus text format, served at
+//! `/metrics`.
 //!
-//! A handful of named series with at most one label each; a map behind a mutex
-//! is all that needs, and it keeps the exposition format in one small place.
+//! A handful of named series with at most one label each; maps behind
+//! mutexes are all that needs, and they keep the exposition format in one
+//! small place.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -81,7 +83,7 @@ const HELP: &[(&str, &str)] = &[
     ),
     (
         "livebucket_push_rejected_total",
-        "Callbacks refused, by reason (the reason codes are listed in README.md).",
+        "Callbacks refused, by reason (the reason codes are listed in docs/push.md).",
     ),
     (
         "livebucket_fragments_captured_total",

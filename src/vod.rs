@@ -19,11 +19,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::stream::{self, Stream, StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 
-use crate::auth::presign::{PresignError, S3Location, SigV4Presigner, presign_v2_get};
 use crate::cache::Fifo;
 use crate::hls::{Segment, VOD_TAIL, target_duration_of, vod_head, vod_segments};
 use crate::index::{self, Manifest, RangeFragment};
 use crate::layout::{fragment_key, fragment_name, parse_fragment_name};
+use crate::sign::SignError;
+use crate::sign::sigv2::presign_v2_get;
+use crate::sign::sigv4::SigV4Presigner;
+use crate::sign::url::S3Location;
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,7 +48,7 @@ pub enum VodError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("presigning segment URLs: {0}")]
-    Presign(#[from] PresignError),
+    Presign(#[from] SignError),
     #[error("manifest {key} is unreadable: {message}")]
     BadManifest { key: String, message: String },
 }

@@ -987,7 +987,7 @@ async fn play_serves_live_playlist_with_presigned_segments_on(kind: StoreKind) {
     }
 
     // A parameter given twice with different values is refused, whichever
-    // comes last (presign.rs: the caller must refuse it).
+    // comes last (sign/play.rs: the caller must refuse it).
     let (path, query) = url.split_once('?').unwrap();
     let twice = format!("{path}?Expires={}&{query}", unix_now() + 9999);
     let resp = httpc::get(&twice).await;

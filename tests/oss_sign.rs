@@ -27,8 +27,8 @@
 
 use livebucket::oss::channel::ChannelStatus;
 use livebucket::oss::route::{self, Addressing, ListParams, Operation, VodRange};
-use livebucket::oss::sign::{
-    self, AuthError, DEFAULT_DATE_WINDOW, DEFAULT_MAX_PRESIGNED_LIFETIME, RequestView,
+use livebucket::sign::oss_v1::{
+    self as sign, AuthError, DEFAULT_DATE_WINDOW, DEFAULT_MAX_PRESIGNED_LIFETIME, RequestView,
     authorization_header, presign_query,
 };
 use proptest::prelude::*;

@@ -1,10 +1,10 @@
 // Request and URL signatures, computed in the page with WebCrypto so the
 // secret never leaves the browser. Each function mirrors one Rust signer and
 // must produce exactly what livebucket verifies:
-//   ossStringToSign / ossAuthorization / ossPresign  src/oss/sign.rs (OSS V1)
-//   signPlay / playQuery                               src/auth/presign.rs (play)
-//   signVod / vodQuery                                 src/auth/presign.rs (VOD)
-//   rgwPushUrl / ossPushUrl                            src/auth/push.rs
+//   ossStringToSign / ossAuthorization / ossPresign  src/sign/oss_v1.rs (OSS V1)
+//   signPlay / playQuery                               src/sign/play.rs (play)
+//   signVod / vodQuery                                 src/sign/play.rs (VOD)
+//   rgwPushUrl / ossPushUrl                            src/sign/push.rs
 // tests/console/sign_vectors.mjs checks them against vectors the Rust code
 // prints (`livebucket sign …`). No DOM here, so node runs this file too.
 
@@ -39,11 +39,11 @@ function encodePchar(s) {
 }
 
 // oss2's sub-resources that appear in LiveChannel requests; any of them in
-// the query is signed (the full list is SUB_RESOURCES in src/oss/sign.rs).
+// the query is signed (the full list is SUB_RESOURCES in src/sign/oss_v1.rs).
 const SUB_RESOURCES = new Set(["comp", "endTime", "live", "startTime", "status", "vod"]);
 
 /**
- * The OSS V1 string to sign (src/oss/sign.rs `string_to_sign`).
+ * The OSS V1 string to sign (src/sign/oss_v1.rs `string_to_sign`).
  * req: { method, contentMd5, contentType, date, ossHeaders: {name: value},
  *        bucket, object (decoded key), query: [[name, value], …] (decoded) }
  */
@@ -75,20 +75,20 @@ export async function ossPresign(keyId, secret, req, expires) {
     `&Signature=${encodeUnreserved(sig)}`;
 }
 
-/** livebucket's play signature (presign.rs `sign_play`). */
+/** livebucket's play signature (sign/play.rs `sign_play`). */
 export async function signPlay(secret, bucket, channel, playlist, expires) {
   return base64url(await hmac("SHA-256", secret,
     `LIVEBUCKET-PLAY\n${expires}\n/${bucket}/${channel}/${playlist}`));
 }
 
-/** `AccessKeyId=K&Expires=E&Signature=S` of a play URL (presign.rs `play_query`). */
+/** `AccessKeyId=K&Expires=E&Signature=S` of a play URL (sign/play.rs `play_query`). */
 export async function playQuery(keyId, secret, bucket, channel, playlist, expires) {
   const sig = await signPlay(secret, bucket, channel, playlist, expires);
   return `AccessKeyId=${encodeUnreserved(keyId)}&Expires=${expires}&Signature=${sig}`;
 }
 
 /**
- * livebucket's VOD API signature (presign.rs `sign_vod`).
+ * livebucket's VOD API signature (sign/play.rs `sign_vod`).
  * scope: { method: "GET"|"POST", bucket, channel, start, end,
  *          urls: "relative"|"presigned", name: "" for GET }
  */
@@ -98,7 +98,7 @@ export async function signVod(secret, scope, expires) {
     `${scope.start}\n${scope.end}\n${scope.urls}\n${scope.name || ""}`));
 }
 
-/** The query of a VOD API URL (presign.rs `vod_query`). */
+/** The query of a VOD API URL (sign/play.rs `vod_query`). */
 export async function vodQuery(keyId, secret, scope, expires) {
   const sig = await signVod(secret, scope, expires);
   let q = `start=${scope.start}&end=${scope.end}&urls=${scope.urls}`;

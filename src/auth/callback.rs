@@ -272,8 +272,9 @@ mod tests {
 
     use super::test_support::*;
     use super::*;
-    use crate::auth::push::{sign_rgw, verify_publish, verify_update};
+    use crate::auth::push::{verify_publish, verify_update};
     use crate::config::{AccessKey, AuthConfig};
+    use crate::sign::push::sign_rgw;
 
     const TCURL: &str = "rtmp://127.0.0.1:1935/live";
 
@@ -468,7 +469,7 @@ mod tests {
     }
 
     fn valid_body() -> Vec<u8> {
-        let sig = sign_rgw("0123456789abcdef", "demo", "cam1", 1_700_000_000);
+        let sig = sign_rgw("0123456789abcdef", "demo", "cam1", 1_700_000_000).expect("sign");
         nginx_publish_body(
             TCURL,
             "cam1",

@@ -1,17 +1,12 @@
-//! Signed push URLs: the two signature schemes livebucket accepts, the policy
-//! around them, and the generators the CLI uses to hand out URLs.
+//! Signed push URLs: the policy around the two signature schemes livebucket
+//! accepts (which key, the expiry window, the buckets a key may write). The
+//! schemes themselves (strings to sign, signatures, URL generators) live in
+//! [`crate::sign::push`].
 //!
 //! Input is a [`Callback`] parsed by [`super::callback`]; output is a
 //! [`PushGrant`] naming the bucket and channel the stream may write, or a
 //! [`Reject`] saying why not. The HTTP layer maps every `Reject` to a refusal
 //! and logs [`Reject::code`]; nginx-rtmp then drops the stream.
-//!
-//! Schemes (both sign with HMAC-SHA1 and standard base64):
-//! - RGW: `?Bucket=B&AccessKeyId=K&Expires=E&Signature=S`, signing
-//!   `E "\n/" B "/" CHANNEL`.
-//! - OSS: the bucket is the first label of the tcUrl host
-//!   (`rtmp://B.<oss_live_domain>/live/CHANNEL?OSSAccessKeyId=K&Expires=E&Signature=S`),
-//!   signing `E "\n" CanonicalizedParams "/" B "/" CHANNEL`.
 //!
 //! Invariants:
 //! - Bucket and channel are validated before anything else reads them, so the
@@ -24,25 +19,15 @@
 //!   for URLs whose signature is genuine, so those metrics count real streamers.
 //! - No `Reject` message contains a secret or a computed signature.
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use hmac::digest::{CtOutput, Output};
-use hmac::{Hmac, KeyInit, Mac};
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
-use sha1::Sha1;
-
 use super::callback::Callback;
 use crate::config::{AccessKey, AuthConfig};
-
-type HmacSha1 = Hmac<Sha1>;
-
-/// HMAC-SHA1 tag length; a decoded `Signature` of any other length is refused
-/// before the key is looked up.
-const SHA1_LEN: usize = 20;
-
-/// More digits than any Unix time this century needs, and few enough that
-/// parsing into `u64` cannot overflow.
-const MAX_EXPIRES_DIGITS: usize = 19;
+use crate::sign::SignError;
+use crate::sign::expiry::{MAX_EXPIRES_DIGITS, parse_expires};
+use crate::sign::mac::SHA1_LEN;
+use crate::sign::push::{
+    canonicalized_params, check_signature, decode_signature, oss_string_to_sign, rgw_string_to_sign,
+};
+use crate::sign::url::url_host;
 
 /// Playlist object name used unless an OSS URL names one with `playlistName`.
 pub const DEFAULT_PLAYLIST: &str = "index.m3u8";
@@ -334,8 +319,9 @@ fn verify_signed(
             .ok_or(Reject::MissingParam("OSSAccessKeyId"))?,
     };
     let expires_text = params.expires.ok_or(Reject::MissingParam("Expires"))?;
-    let expires = parse_expires(expires_text)?;
-    let signature = decode_signature(params.signature.ok_or(Reject::MissingParam("Signature"))?)?;
+    let expires = parse_expires(expires_text).map_err(refusal)?;
+    let signature = decode_signature(params.signature.ok_or(Reject::MissingParam("Signature"))?)
+        .map_err(refusal)?;
 
     let key = keys
         .iter()
@@ -355,7 +341,7 @@ fn verify_signed(
             &canonicalized_params(cb.client.iter().map(|(k, v)| (k.as_str(), v.as_str()))),
         ),
     };
-    let tag = check_signature(&key.secret, &string_to_sign, &signature)?;
+    let tag = GrantTag(check_signature(&key.secret, &string_to_sign, &signature).map_err(refusal)?);
 
     if policy == Policy::Enforce && key.disabled {
         return Err(Reject::KeyDisabled {
@@ -455,105 +441,15 @@ impl<'a> AuthParams<'a> {
     }
 }
 
-fn parse_expires(text: &str) -> Result<u64, Reject> {
-    if text.is_empty()
-        || text.len() > MAX_EXPIRES_DIGITS
-        || !text.bytes().all(|b| b.is_ascii_digit())
-    {
-        return Err(Reject::InvalidExpires);
+/// How a signing failure of a push URL reads as a refusal.
+fn refusal(e: SignError) -> Reject {
+    match e {
+        SignError::InvalidExpires => Reject::InvalidExpires,
+        SignError::SignatureNotBase64 => Reject::SignatureNotBase64,
+        SignError::SignatureWrongLength { len } => Reject::SignatureWrongLength { len },
+        // A mismatch, or a key HMAC cannot take (none exists): no grant.
+        _ => Reject::BadSignature,
     }
-    text.parse().map_err(|_| Reject::InvalidExpires)
-}
-
-/// Decodes a `Signature` value into the 20 bytes of a tag.
-fn decode_signature(value: &str) -> Result<[u8; SHA1_LEN], Reject> {
-    // A raw `+` became a space in form decoding; base64 has no space, so
-    // turning it back is lossless.
-    let normalized = value.replace(' ', "+");
-    let bytes = STANDARD
-        .decode(normalized.as_bytes())
-        .map_err(|_| Reject::SignatureNotBase64)?;
-    <[u8; SHA1_LEN]>::try_from(bytes.as_slice())
-        .map_err(|_| Reject::SignatureWrongLength { len: bytes.len() })
-}
-
-fn keyed_mac(secret: &str) -> HmacSha1 {
-    // HMAC accepts keys of any length (long ones are hashed), so this cannot
-    // fail for any secret.
-    <HmacSha1 as KeyInit>::new_from_slice(secret.as_bytes())
-        .expect("HMAC accepts keys of every length")
-}
-
-fn compute(secret: &str, string_to_sign: &str) -> String {
-    let mut mac = keyed_mac(secret);
-    mac.update(string_to_sign.as_bytes());
-    STANDARD.encode(mac.finalize().into_bytes())
-}
-
-/// Accepts `given` if it is the tag, or the tag's `/`→`z` spelling decoded,
-/// and returns the tag itself: the same bytes for either spelling.
-fn check_signature(
-    secret: &str,
-    string_to_sign: &str,
-    given: &[u8; SHA1_LEN],
-) -> Result<GrantTag, Reject> {
-    let mut mac = keyed_mac(secret);
-    mac.update(string_to_sign.as_bytes());
-    let tag = mac.clone().finalize().into_bytes();
-    let standard_ok = mac.verify_slice(given).is_ok();
-
-    // Base64 is a bijection between canonical 28-character strings and 20
-    // bytes, and the `z` spelling stays canonical (the last data character of
-    // a 20-byte encoding has its low bits clear, so it is never `/`). Comparing
-    // decoded bytes therefore compares the spellings; CtOutput's equality is
-    // constant time.
-    let z_spelling = STANDARD.encode(tag).replace('/', "z");
-    let z_ok = STANDARD
-        .decode(z_spelling.as_bytes())
-        .ok()
-        .and_then(|bytes| Output::<HmacSha1>::try_from(bytes.as_slice()).ok())
-        .is_some_and(|z| {
-            CtOutput::<HmacSha1>::new(z) == CtOutput::new(Output::<HmacSha1>::from(*given))
-        });
-
-    if standard_ok | z_ok {
-        Ok(GrantTag(tag.into()))
-    } else {
-        Err(Reject::BadSignature)
-    }
-}
-
-fn rgw_string_to_sign(bucket: &str, channel: &str, expires: &str) -> String {
-    format!("{expires}\n/{bucket}/{channel}")
-}
-
-fn oss_string_to_sign(bucket: &str, channel: &str, expires: &str, canonical: &str) -> String {
-    format!("{expires}\n{canonical}/{bucket}/{channel}")
-}
-
-/// OSS CanonicalizedParams: every parameter but the four that carry the
-/// signature itself, as `key:value\n`, sorted. Exact repeats count once, as
-/// they do in [`AuthParams::collect`]; sorting by value after key makes a
-/// repeated key with different values deterministic.
-fn canonicalized_params<'a>(params: impl Iterator<Item = (&'a str, &'a str)>) -> String {
-    let mut kept: Vec<(&str, &str)> = params
-        .filter(|(k, _)| {
-            !matches!(
-                *k,
-                "OSSAccessKeyId" | "Expires" | "Signature" | "security-token"
-            )
-        })
-        .collect();
-    kept.sort_unstable();
-    kept.dedup();
-    let mut out = String::new();
-    for (k, v) in kept {
-        out.push_str(k);
-        out.push(':');
-        out.push_str(v);
-        out.push('\n');
-    }
-    out
 }
 
 /// The bucket named by an OSS tcUrl `rtmp://BUCKET.<oss_live_domain>[:port]/app`.
@@ -567,22 +463,6 @@ fn oss_bucket(tcurl: &str, auth: &AuthConfig) -> Result<String, Reject> {
         host: host.to_owned(),
         domain: domain.to_owned(),
     })
-}
-
-/// Host of `scheme://[userinfo@]host[:port]/...`, without port.
-fn url_host(url: &str) -> Option<&str> {
-    let (_, rest) = url.split_once("://")?;
-    let authority = rest.split(['/', '?', '#']).next()?;
-    // Userinfo in an RTMP URL is unusual enough that guessing is worse than
-    // refusing.
-    if authority.contains('@') {
-        return None;
-    }
-    let host = match authority.rsplit_once(':') {
-        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
-        _ => authority,
-    };
-    (!host.is_empty()).then_some(host)
 }
 
 /// `BUCKET` if `host` is `BUCKET.<domain>` with a single-label bucket; DNS
@@ -707,130 +587,6 @@ pub fn validate_playlist_name(name: &str) -> Result<(), Reject> {
     Ok(())
 }
 
-/// RGW-style signature: `base64(HMAC-SHA1(secret, E "\n/" B "/" CHANNEL))`.
-pub fn sign_rgw(secret: &str, bucket: &str, channel: &str, expires: u64) -> String {
-    compute(
-        secret,
-        &rgw_string_to_sign(bucket, channel, &expires.to_string()),
-    )
-}
-
-/// OSS-style signature over `params`, the URL's other query parameters
-/// (`playlistName` and any custom ones; the signature's own parameters are
-/// ignored if present).
-pub fn sign_oss(
-    secret: &str,
-    bucket: &str,
-    channel: &str,
-    expires: u64,
-    params: &[(String, String)],
-) -> String {
-    let canonical = canonicalized_params(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    compute(
-        secret,
-        &oss_string_to_sign(bucket, channel, &expires.to_string(), &canonical),
-    )
-}
-
-/// RFC 3986 unreserved characters stay as they are; everything else in a
-/// query value is percent-encoded (so `+`, `/` and `=` of base64 too).
-const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
-
-/// Everything but RFC 3986 `pchar` is encoded in the channel's path segment.
-/// RTMP clients send the stream name to nginx literally, never
-/// percent-decoded, so keeping every character a path may hold as it is keeps
-/// such URLs verifiable. A channel with a character outside `pchar` (one of
-/// `"#%<>?[]^`{|}`) gets a correctly encoded URL that still cannot verify.
-pub const PATH_SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~')
-    .remove(b'!')
-    .remove(b'$')
-    .remove(b'&')
-    .remove(b'\'')
-    .remove(b'(')
-    .remove(b')')
-    .remove(b'*')
-    .remove(b'+')
-    .remove(b',')
-    .remove(b';')
-    .remove(b'=')
-    .remove(b':')
-    .remove(b'@');
-
-fn enc(value: &str) -> percent_encoding::PercentEncode<'_> {
-    utf8_percent_encode(value, QUERY_VALUE)
-}
-
-/// Full RGW-style push URL:
-/// `ENDPOINT/CHANNEL?Bucket=..&AccessKeyId=..&Expires=..&Signature=..` with
-/// `endpoint` like `rtmp://host:1935/live`.
-///
-/// Only formats and signs: validate `bucket` and `channel` first
-/// ([`validate_bucket`], [`validate_channel`]), or the URL will be refused.
-pub fn rgw_push_url(
-    endpoint: &str,
-    bucket: &str,
-    channel: &str,
-    key_id: &str,
-    secret: &str,
-    expires: u64,
-) -> String {
-    let signature = sign_rgw(secret, bucket, channel, expires);
-    format!(
-        "{}/{}?Bucket={}&AccessKeyId={}&Expires={expires}&Signature={}",
-        endpoint.trim_end_matches('/'),
-        utf8_percent_encode(channel, PATH_SEGMENT),
-        enc(bucket),
-        enc(key_id),
-        enc(&signature),
-    )
-}
-
-/// Full OSS-style push URL:
-/// `ENDPOINT/CHANNEL?OSSAccessKeyId=..&Expires=..&Signature=..[&playlistName=..]`
-/// with `endpoint` like `rtmp://BUCKET.live.example.com/live`, whose host's
-/// first label must be `bucket`.
-///
-/// Only formats and signs: validate `bucket`, `channel` and `playlist_name`
-/// first ([`validate_bucket`], [`validate_channel`],
-/// [`validate_playlist_name`]), or the URL will be refused.
-pub fn oss_push_url(
-    endpoint: &str,
-    bucket: &str,
-    channel: &str,
-    key_id: &str,
-    secret: &str,
-    expires: u64,
-    playlist_name: Option<&str>,
-) -> String {
-    let params: Vec<(String, String)> = playlist_name
-        .map(|name| ("playlistName".to_owned(), name.to_owned()))
-        .into_iter()
-        .collect();
-    let signature = sign_oss(secret, bucket, channel, expires, &params);
-    let mut url = format!(
-        "{}/{}?OSSAccessKeyId={}&Expires={expires}&Signature={}",
-        endpoint.trim_end_matches('/'),
-        utf8_percent_encode(channel, PATH_SEGMENT),
-        enc(key_id),
-        enc(&signature),
-    );
-    for (k, v) in &params {
-        url.push('&');
-        url.push_str(k);
-        url.push('=');
-        url.extend(enc(v));
-    }
-    url
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
@@ -840,8 +596,58 @@ mod tests {
     use crate::auth::callback::test_support::{
         nginx_done_body, nginx_publish_body, nginx_update_body,
     };
+    use crate::sign::push as signer;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
 
     const SECRET: &str = "0123456789abcdef";
+
+    // The generators, unwrapped: signing with a test secret cannot fail.
+    fn sign_rgw(secret: &str, bucket: &str, channel: &str, expires: u64) -> String {
+        signer::sign_rgw(secret, bucket, channel, expires).expect("sign")
+    }
+
+    fn sign_oss(
+        secret: &str,
+        bucket: &str,
+        channel: &str,
+        expires: u64,
+        params: &[(String, String)],
+    ) -> String {
+        signer::sign_oss(secret, bucket, channel, expires, params).expect("sign")
+    }
+
+    fn rgw_push_url(
+        endpoint: &str,
+        bucket: &str,
+        channel: &str,
+        key_id: &str,
+        secret: &str,
+        expires: u64,
+    ) -> String {
+        signer::rgw_push_url(endpoint, bucket, channel, key_id, secret, expires).expect("sign")
+    }
+
+    fn oss_push_url(
+        endpoint: &str,
+        bucket: &str,
+        channel: &str,
+        key_id: &str,
+        secret: &str,
+        expires: u64,
+        playlist_name: Option<&str>,
+    ) -> String {
+        signer::oss_push_url(
+            endpoint,
+            bucket,
+            channel,
+            key_id,
+            secret,
+            expires,
+            playlist_name,
+        )
+        .expect("sign")
+    }
 
     fn keys() -> Vec<AccessKey> {
         vec![
@@ -894,7 +700,7 @@ mod tests {
 
     /// Percent-encodes a whole query value, as a careful generator would.
     fn q(value: &str) -> String {
-        enc(value).to_string()
+        percent_encoding::utf8_percent_encode(value, crate::sign::encode::UNRESERVED).to_string()
     }
 
     fn rgw_query(bucket: &str, key: &str, expires: &str, sig: &str) -> String {

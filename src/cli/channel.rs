@@ -8,14 +8,17 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use http_body_util::BodyExt;
-use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, utf8_percent_encode};
 use quick_xml::events::Event;
 
 use super::args::{KeyArgs, signing_key};
 use livebucket::config::{Config, ListenAddr};
 use livebucket::oss::channel::{HlsTarget, LiveChannelConfig};
-use livebucket::oss::{sign, xml};
+use livebucket::oss::xml;
 use livebucket::outbound;
+use livebucket::sign::encode::UNRESERVED;
+use livebucket::sign::oss_v1;
+use livebucket::sign::url::{parse_port, split_host_port};
 use livebucket::store::errors::ErrorBody;
 
 #[derive(Subcommand)]
@@ -101,13 +104,9 @@ pub(super) struct Target {
     channel: String,
 }
 
-/// Path segments: unreserved characters stay, the rest is encoded (oss2
-/// quotes keys with `safe=''`).
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+/// Path segments and query values: unreserved characters stay, the rest is
+/// encoded (oss2 quotes keys with `safe=''`).
+const SEGMENT: &AsciiSet = UNRESERVED;
 
 pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
     match cmd {
@@ -233,14 +232,14 @@ async fn call(
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    let view = sign::RequestView {
+    let view = oss_v1::RequestView {
         method,
         bucket,
         object,
         query: &query_owned,
         headers: &headers,
     };
-    let authorization = sign::authorization_header(&key.id, &key.secret, &view)
+    let authorization = oss_v1::authorization_header(&key.id, &key.secret, &view)
         .map_err(|e| anyhow::anyhow!("cannot sign the request: {e}"))?;
     let mut path = format!("/{}/{}", bucket, utf8_percent_encode(object, SEGMENT));
     let q: Vec<String> = query
@@ -296,12 +295,18 @@ fn host_port(base: &str) -> anyhow::Result<(String, u16)> {
         .strip_prefix("http://")
         .context("--api-url must be http://HOST:PORT (put TLS in front of livebucket)")?;
     let authority = rest.split('/').next().unwrap_or(rest);
-    match authority.rsplit_once(':') {
-        Some((h, p)) => Ok((
-            h.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            p.parse().context("bad port in --api-url")?,
+    let (host, port) =
+        split_host_port(authority).map_err(|e| anyhow::anyhow!("bad host in --api-url: {e}"))?;
+    let host = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    match port {
+        Some(p) => Ok((
+            host,
+            parse_port(p).map_err(|e| anyhow::anyhow!("bad port in --api-url: {e}"))?,
         )),
-        None => Ok((authority.to_owned(), 80)),
+        None => Ok((host, 80)),
     }
 }
 

@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use args::KeyArgs;
-use livebucket::auth::presign;
+use livebucket::sign::play;
 use sign::{Sign, VodUris, sign_play, sign_push, sign_vod};
 use vod::{UriMode, VodArgs, vod};
 
@@ -186,7 +186,7 @@ pub fn run() -> ExitCode {
             let method = if post { "POST" } else { "GET" };
             sign_vod(
                 &key,
-                presign::VodScope {
+                play::VodScope {
                     method,
                     bucket: &bucket,
                     channel: &channel,
@@ -195,7 +195,7 @@ pub fn run() -> ExitCode {
                     urls: match urls {
                         Some(VodUris::Relative) => "relative",
                         Some(VodUris::Presigned) => "presigned",
-                        None => presign::default_vod_urls(method),
+                        None => play::default_vod_urls(method),
                     },
                     name: match (post, &name) {
                         (false, _) => "",

@@ -6,8 +6,9 @@ use anyhow::{Context, bail};
 use clap::{Subcommand, ValueEnum};
 
 use super::args::{Expiry, KeyArgs, signing_key, unix_now};
-use livebucket::auth::{presign, push};
+use livebucket::auth::push;
 use livebucket::config::Config;
+use livebucket::sign::{self, encode, play, sigv2, sigv4, url};
 
 #[derive(Subcommand)]
 pub(super) enum Sign {
@@ -128,9 +129,9 @@ pub(super) fn sign_push(
             if playlist_name.is_some() {
                 bail!("--playlist-name needs --scheme oss");
             }
-            push::rgw_push_url(endpoint, bucket, channel, &k.id, &k.secret, expires)
+            sign::push::rgw_push_url(endpoint, bucket, channel, &k.id, &k.secret, expires)?
         }
-        Scheme::Oss => push::oss_push_url(
+        Scheme::Oss => sign::push::oss_push_url(
             endpoint,
             bucket,
             channel,
@@ -138,7 +139,7 @@ pub(super) fn sign_push(
             &k.secret,
             expires,
             playlist_name,
-        ),
+        )?,
     };
     let stream_key = url
         .strip_prefix(endpoint)
@@ -165,7 +166,7 @@ pub(super) fn sign_push(
 
 pub(super) fn sign_vod(
     key: &KeyArgs,
-    scope: presign::VodScope<'_>,
+    scope: play::VodScope<'_>,
     expires: u64,
     base: &str,
 ) -> anyhow::Result<()> {
@@ -174,7 +175,7 @@ pub(super) fn sign_vod(
     if !scope.name.is_empty() {
         push::validate_playlist_name(scope.name).context("--name")?;
     }
-    let query = presign::vod_query(&k.id, &k.secret, &scope, expires)?;
+    let query = play::vod_query(&k.id, &k.secret, &scope, expires)?;
     let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
     println!(
         "{}/api/v1/buckets/{}/channels/{}/vod?{query}",
@@ -199,11 +200,7 @@ pub(super) fn check_play_lifetime(config: Option<&Config>, expires: u64) -> anyh
 
 /// One URL path segment: RFC 3986 unreserved characters stay, the rest is
 /// percent-encoded.
-pub(super) const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+pub(super) const PATH_SEGMENT: &percent_encoding::AsciiSet = encode::UNRESERVED;
 
 pub(super) fn sign_play(
     key: &KeyArgs,
@@ -220,8 +217,7 @@ pub(super) fn sign_play(
         let (channel, playlist) = object
             .rsplit_once('/')
             .context("--key-name must be CHANNEL/PLAYLIST for --via-livebucket")?;
-        let query =
-            presign::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
+        let query = play::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
         // The signature covers the decoded names; the URL needs them encoded
         // (an OSS playlist name may hold spaces or non-ASCII).
         let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
@@ -242,21 +238,21 @@ pub(super) fn sign_play(
     let region = config
         .as_ref()
         .map_or_else(|| "garage".to_owned(), |c| c.s3.region.clone());
-    let loc = presign::S3Location {
+    let loc = url::S3Location {
         endpoint: &endpoint,
         path_style,
         bucket,
         key: object,
     };
     let url = if sigv2 {
-        presign::presign_v2_get(&k.id, &k.secret, &loc, expiry.unix())?
+        sigv2::presign_v2_get(&k.id, &k.secret, &loc, expiry.unix())?
     } else {
         let expires = expiry.unix();
         let now = unix_now();
         if expires <= now {
             bail!("--expires is in the past");
         }
-        let signer = presign::SigV4Presigner::new(
+        let signer = sigv4::SigV4Presigner::new(
             &k.id,
             &k.secret,
             &region,

@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::ValueEnum;
 
 use super::args::{KeyArgs, signing_key, unix_now};
-use livebucket::auth::{presign, push};
+use livebucket::auth::push;
+use livebucket::sign::sigv4;
 
 #[derive(Clone, Copy, ValueEnum)]
 pub(super) enum UriMode {
@@ -54,7 +55,7 @@ pub(super) async fn vod(a: VodArgs<'_>) -> anyhow::Result<()> {
             path_style,
         },
         UriMode::Presigned => Uris::SigV4 {
-            presigner: presign::SigV4Presigner::new(
+            presigner: sigv4::SigV4Presigner::new(
                 &k.id,
                 &k.secret,
                 &config.s3.region,

@@ -1,6 +1,10 @@
-//! The etcd requests livebucket makes, each bounded by
+//! The connection to etcd and the single requests livebucket makes (take,
+//! take over, check, release a channel key; put, delete, list; grant a
+//! lease and read its time to live), each bounded by
 //! `cluster.request_timeout_ms` (a hook waits for some of them; an etcd that
-//! does not answer in time counts as unreachable).
+//! does not answer in time counts as unreachable). The streams are not here:
+//! [`super::tasks`] runs the lease keep-alive stream, the lease revokes and
+//! the watch on `changes/` over [`Etcd::client`].
 
 use std::time::Duration;
 

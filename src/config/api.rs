@@ -48,7 +48,7 @@ fn default_date_window() -> u64 {
     900
 }
 fn default_max_presigned_lifetime() -> u64 {
-    crate::oss::sign::DEFAULT_MAX_PRESIGNED_LIFETIME.as_secs()
+    crate::sign::oss_v1::DEFAULT_MAX_PRESIGNED_LIFETIME.as_secs()
 }
 
 impl Default for ApiConfig {

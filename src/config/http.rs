@@ -56,10 +56,8 @@ fn is_origin(s: &str) -> bool {
     else {
         return false;
     };
-    let (host, port) = match rest.rsplit_once(':') {
-        // `[::1]` has colons of its own; a port comes after the bracket.
-        Some((h, p)) if !p.contains(']') => (h, Some(p)),
-        _ => (rest, None),
+    let Ok((host, port)) = crate::sign::url::split_host_port(rest) else {
+        return false;
     };
     let host_ok = !host.is_empty()
         && host.chars().all(|c| {

@@ -1,13 +1,16 @@
 //! The network surfaces of the configuration: where each listener binds,
 //! how nginx's callbacks are authenticated, and what a connection may cost.
 //!
-//! Three listeners, never sharing a socket (README "Security"):
+//! Three listeners, never sharing a socket (docs/security.md):
 //! - `hooks`: nginx-rtmp's callbacks only. A Unix socket (the default, and
-//!   the systemd and compose deployments) or TCP restricted to `hooks.allow`; every callback URL
-//!   carries the per-install `hooks.secret`, so a process that can reach
-//!   the socket still cannot forge a callback without reading nginx.conf.
-//! - `public`: viewers and API clients (`/play`, the VOD API).
-//! - `operator`: `/metrics` and `/healthz`.
+//!   the systemd and compose deployments) or TCP restricted to
+//!   `hooks.allow`; every callback URL carries the per-install
+//!   `hooks.secret`, so a process that can reach the socket still cannot
+//!   forge a callback without reading nginx.conf.
+//! - `public`: viewers and API clients (`/play`, the VOD API, the OSS
+//!   LiveChannel API, the console).
+//! - `operator`: `/metrics`, `/healthz`, `/readyz`, and in cluster mode the
+//!   peers' `/cluster/v1/stat/…`.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -69,10 +72,12 @@ pub struct ListenConfig {
     /// local process can queue on the listener nginx's `on_update` needs.
     #[serde(default = "default_hooks")]
     pub hooks: ListenAddr,
-    /// Viewers and API clients: `/play`, the VOD API.
+    /// Viewers and API clients: `/play`, the VOD API, the OSS LiveChannel
+    /// API, the console.
     #[serde(default = "default_public")]
     pub public: ListenAddr,
-    /// Operators: `/metrics`, `/healthz`.
+    /// Operators: `/metrics`, `/healthz`, `/readyz`; in cluster mode also
+    /// the peers' `/cluster/v1/stat/…`.
     #[serde(default = "default_operator")]
     pub operator: ListenAddr,
 }

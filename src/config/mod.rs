@@ -4,6 +4,10 @@
 //!
 //! The same access key signs push URLs and writes to its buckets (as Alibaba
 //! OSS and RGW deployments do), so keys live here, not in S3's own config.
+//!
+//! Every field is listed in `docs/configuration.md` and in
+//! `deploy/livebucket.toml.example`; the tests in `reference.rs` fail when
+//! either lacks a field or names one that does not exist.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -15,6 +19,8 @@ pub mod cluster;
 pub mod events;
 pub mod http;
 pub mod listen;
+#[cfg(test)]
+mod reference;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
@@ -43,8 +49,9 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ConfigError 
     }
 }
 
-/// The file as written. Defaults are named functions so the README can point at
-/// them.
+/// The file as written, before [`RawConfig::validate`]. Defaults are named
+/// functions; `docs/configuration.md` lists every field, checked against
+/// these structs by `reference.rs`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -163,7 +170,9 @@ pub fn parse_stat_url(url: &str) -> Option<StatTarget<'_>> {
         Some(i) => rest.split_at(i),
         None => (rest, "/"),
     };
-    let (host, port) = authority.rsplit_once(':')?;
+    let (host, Some(port)) = crate::sign::url::split_host_port(authority).ok()? else {
+        return None;
+    };
     let host_ok = !host.is_empty()
         && host
             .bytes()
@@ -392,8 +401,9 @@ pub struct PlayConfig {
     pub max_concurrent_renders: usize,
     /// Memory for the signed copies of ended (`#EXT-X-ENDLIST`) playlists,
     /// kept per play URL (key and expiry) so a popular VOD link is presigned
-    /// once; 0 keeps none. One copy may take at most a quarter of it: the
-    /// default's 32 MiB holds a 50,000-segment playlist (about 20 MB signed).
+    /// once; 0 keeps none. One copy may take at most a quarter of it: a
+    /// quarter of the default (32 MiB) holds a 50,000-segment playlist
+    /// (about 20 MB signed).
     #[serde(default = "default_signed_cache_bytes")]
     pub signed_cache_bytes: usize,
     /// Blocking playlist reloads (LL-HLS `_HLS_msn`) waiting at once on

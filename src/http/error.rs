@@ -5,8 +5,9 @@
 //! Every authorisation refusal (403) answers the same body, `forbidden`,
 //! whatever the reason: an unknown key id, a wrong signature and an expired
 //! URL look alike to the caller, so the answer tells an attacker nothing
-//! about which key ids exist. The reason goes to the log and the
-//! `livebucket_push_rejected_total` counter.
+//! about which key ids exist. The reason goes to the log and to a counter:
+//! `livebucket_push_rejected_total` for nginx's callbacks,
+//! `livebucket_requests_refused_total` for `/play` and VOD.
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -29,7 +30,7 @@ pub enum HttpError {
     Unavailable(String),
     /// A play or API signature that does not verify (or has expired).
     #[error("signature refused: {0}")]
-    BadSignature(#[from] crate::auth::presign::PresignError),
+    BadSignature(#[from] crate::sign::SignError),
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -128,7 +129,7 @@ impl IntoResponse for HttpError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::presign::PresignError;
+    use crate::sign::SignError;
 
     async fn answer(e: HttpError) -> (StatusCode, Vec<(String, String)>, String) {
         let resp = e.into_response();
@@ -155,9 +156,9 @@ mod tests {
                 key_id: "GK1".into(),
             }),
             HttpError::Refused(Reject::Replayed),
-            HttpError::BadSignature(PresignError::BadSignature),
-            HttpError::BadSignature(PresignError::Expired),
-            HttpError::BadSignature(PresignError::Malformed("signature has the wrong length")),
+            HttpError::BadSignature(SignError::BadSignature),
+            HttpError::BadSignature(SignError::Expired),
+            HttpError::BadSignature(SignError::Malformed("signature has the wrong length")),
             HttpError::ChannelLive("b/c".into()),
             HttpError::UnknownSession,
         ];

@@ -33,13 +33,6 @@ use crate::pipeline::live::ChannelId;
 
 type Model = watch::Receiver<Arc<LlPlaylist>>;
 
-/// What stays as it is of a playlist name in a hint's URI.
-const NAME: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
-    .remove(b'.')
-    .remove(b'-')
-    .remove(b'_')
-    .remove(b'~');
-
 /// The LL-HLS model of the playlist `k` names, when this node publishes it
 /// with low latency on (in a cluster: while it holds the channel, as for
 /// [`super::play::live_copy`]).
@@ -143,7 +136,7 @@ fn hint_line(model: &LlPlaylist, k: &PlayKey, q: &HashMap<String, String>) -> Op
         .collect();
     query.push(("part", format!("{}.{next_part}", model.next_msn())));
     let query = serde_urlencoded::to_string(&query).ok()?;
-    let name = percent_encoding::utf8_percent_encode(&k.playlist, NAME);
+    let name = percent_encoding::utf8_percent_encode(&k.playlist, crate::sign::encode::UNRESERVED);
     Some(format!(
         "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"{name}?{query}\"\n"
     ))

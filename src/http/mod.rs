@@ -4,10 +4,12 @@
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
-//! - operator: `/metrics`, `/healthz`, `/readyz`.
+//! - operator: `/metrics`, `/healthz`, `/readyz`, and in cluster mode the
+//!   peers' `/cluster/v1/stat/…` ([`peer`]).
 //!
-//! Handlers stay thin; everything they decide is in `auth`, `session` and the
-//! pipeline. [`server`] runs each router with timeouts and a connection cap.
+//! Handlers stay thin: what they decide is in the modules they call (`auth`,
+//! `session`, `channels`, `oss`, `vod`, `llhls`, the pipeline). [`server`]
+//! runs each router with timeouts and connection caps.
 
 pub mod console;
 pub mod error;

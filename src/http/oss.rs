@@ -31,7 +31,8 @@ use crate::logfmt::Esc;
 use crate::oss::channel::{self as model, ChannelRecord, LiveSession};
 use crate::oss::error::OssError;
 use crate::oss::route::{self, Addressing, Operation};
-use crate::oss::{sign, xml};
+use crate::oss::xml;
+use crate::sign::oss_v1;
 use crate::vod::{self, Uris};
 
 const XML: &str = "application/xml";
@@ -113,7 +114,7 @@ async fn handle(
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_bytes()))
         .collect();
-    let view = sign::RequestView {
+    let view = oss_v1::RequestView {
         method: method.as_str(),
         bucket: &target.bucket,
         object: &target.object,
@@ -134,7 +135,7 @@ async fn handle(
 fn authenticate(
     app: &AppState,
     cfg: &Config,
-    view: &sign::RequestView<'_>,
+    view: &oss_v1::RequestView<'_>,
 ) -> Result<AccessKey, OssError> {
     let refuse = |reason: &str, key_id: &str, e: OssError| {
         app.metrics.inc("livebucket_api_refused_total", "auth");
@@ -146,7 +147,7 @@ fn authenticate(
         );
         e
     };
-    let creds = sign::parse(view).map_err(|e| refuse(&e.to_string(), "", e.into()))?;
+    let creds = oss_v1::parse(view).map_err(|e| refuse(&e.to_string(), "", e.into()))?;
     let key = cfg.key(creds.key_id());
     let now = unix_now() as i64;
     let window = Duration::from_secs(cfg.api.date_window_secs);

@@ -33,12 +33,16 @@ use tracing::info;
 
 use super::AppState;
 use super::error::HttpError;
-use crate::auth::presign::{self, S3Location, SigV4Presigner};
 use crate::auth::push::Reject;
 use crate::cache::Fifo;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
 use crate::pipeline::live::ChannelId;
+use crate::sign::SignError;
+use crate::sign::play::verify_play;
+use crate::sign::sigv2::presign_v2_get;
+use crate::sign::sigv4::{SIGV4_MAX_EXPIRY, SigV4Presigner};
+use crate::sign::url::S3Location;
 
 pub(super) use crate::clock::unix_now;
 
@@ -55,7 +59,7 @@ pub(super) fn verify_signed(
     cfg: &Config,
     q: &HashMap<String, String>,
     bucket: &str,
-    check: impl Fn(&str, u64, u64, &str) -> Result<(), presign::PresignError>,
+    check: impl Fn(&str, u64, u64, &str) -> Result<(), SignError>,
 ) -> Result<(AccessKey, u64), HttpError> {
     let missing = |p: &str| HttpError::BadRequest(format!("query parameter {p} is missing"));
     let key_id = q.get("AccessKeyId").ok_or_else(|| missing("AccessKeyId"))?;
@@ -81,7 +85,7 @@ pub(super) fn verify_signed(
         let secret = key.map_or(UNKNOWN_KEY_SECRET, |k| k.secret.as_str());
         check(secret, expires, now, signature)?;
         key.cloned()
-            .ok_or(HttpError::BadSignature(presign::PresignError::BadSignature))
+            .ok_or(HttpError::BadSignature(SignError::BadSignature))
     })();
     match result {
         Ok(key) => Ok((key, expires)),
@@ -92,7 +96,7 @@ pub(super) fn verify_signed(
                 (HttpError::BadSignature(_), Some(k)) if !k.may_write(bucket) => {
                     "bucket_not_allowed"
                 }
-                (HttpError::BadSignature(presign::PresignError::Expired), _) => "expired",
+                (HttpError::BadSignature(SignError::Expired), _) => "expired",
                 _ => e.code(),
             };
             metrics.inc("livebucket_requests_refused_total", reason);
@@ -120,7 +124,7 @@ const UNKNOWN_KEY_SECRET: &str = "livebucket: no such key";
 /// that (`auth.max_play_lifetime_secs` above 7 days) would need a signing
 /// time in the future: its segments are signed now, for 7 days.
 fn segment_signing(expires: u64, now: u64) -> (u64, u64) {
-    let max = presign::SIGV4_MAX_EXPIRY.as_secs();
+    let max = SIGV4_MAX_EXPIRY.as_secs();
     match expires.checked_sub(max) {
         Some(at) if at <= now => (at, max),
         Some(_) => (now, max),
@@ -243,8 +247,8 @@ impl PlayLimits {
 /// lines.
 pub fn sign_lines(
     text: &str,
-    mut sign: impl FnMut(&str) -> Result<String, presign::PresignError>,
-) -> Result<Vec<Bytes>, presign::PresignError> {
+    mut sign: impl FnMut(&str) -> Result<String, SignError>,
+) -> Result<Vec<Bytes>, SignError> {
     let mut chunks = Vec::new();
     let mut out = String::new();
     let mut signed = 0;
@@ -313,7 +317,7 @@ pub async fn play(
         &q,
         &bucket,
         |secret, expires, now, sig| {
-            presign::verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
+            verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
         },
     )?;
     let sigv2 = q.get("sigv2").is_some_and(|v| v == "1" || v == "true");
@@ -375,7 +379,7 @@ pub async fn play(
     drop(slot);
     // Cached only while the segment URLs depend on the play URL alone (an
     // expiry within SigV4's week; see segment_signing).
-    if ended && expires <= unix_now().saturating_add(presign::SIGV4_MAX_EXPIRY.as_secs()) {
+    if ended && expires <= unix_now().saturating_add(SIGV4_MAX_EXPIRY.as_secs()) {
         app.play
             .cache
             .lock()
@@ -468,13 +472,13 @@ pub(super) fn segment_signer<'a>(
     cfg: &'a Config,
     key: &'a AccessKey,
     k: &'a PlayKey,
-) -> Result<impl FnMut(&str) -> Result<String, presign::PresignError> + 'a, HttpError> {
+) -> Result<impl FnMut(&str) -> Result<String, SignError> + 'a, HttpError> {
     let endpoint = cfg.s3.viewer_endpoint();
     let now = unix_now();
     let lifetime = k
         .expires
         .saturating_sub(now)
-        .clamp(1, presign::SIGV4_MAX_EXPIRY.as_secs());
+        .clamp(1, SIGV4_MAX_EXPIRY.as_secs());
     let signer = if k.sigv2 {
         None
     } else {
@@ -499,7 +503,7 @@ pub(super) fn segment_signer<'a>(
         };
         match &signer {
             Some(s) => s.presign_get(&loc),
-            None => presign::presign_v2_get(&key.id, &key.secret, &loc, now + lifetime),
+            None => presign_v2_get(&key.id, &key.secret, &loc, now + lifetime),
         }
     })
 }
@@ -558,7 +562,7 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         let err = verify_signed(&Metrics::default(), cfg, &q, "live", |secret, e, now, s| {
-            presign::verify_play(secret, "live", "cam1", "index.m3u8", e, now, s)
+            verify_play(secret, "live", "cam1", "index.m3u8", e, now, s)
         })
         .expect_err("a forged signature was accepted");
         let resp = err.into_response();
@@ -611,12 +615,7 @@ mod tests {
             })
             .collect();
         assert_eq!(whole, want);
-        assert!(
-            sign_lines("#EXTM3U\na.ts\n", |_| Err(
-                presign::PresignError::BadSignature
-            ))
-            .is_err()
-        );
+        assert!(sign_lines("#EXTM3U\na.ts\n", |_| Err(SignError::BadSignature)).is_err());
     }
 
     #[test]
@@ -699,7 +698,7 @@ mod tests {
 
     #[test]
     fn segment_urls_are_signed_from_the_expiry_not_the_clock() {
-        let week = presign::SIGV4_MAX_EXPIRY.as_secs();
+        let week = SIGV4_MAX_EXPIRY.as_secs();
         let expires = 1_800_000_000;
         // Any moment before expiry gives the same signing time, so the same
         // URIs, ending exactly at the play URL's expiry.
@@ -715,11 +714,23 @@ mod tests {
     async fn play_urls_longer_than_the_cap_are_refused() {
         let cfg = config();
         let too_far = unix_now() + cfg.auth.max_play_lifetime_secs + 60;
-        let sig =
-            presign::sign_play("known-secret-0123", "live", "cam1", "index.m3u8", too_far).unwrap();
+        let sig = crate::sign::play::sign_play(
+            "known-secret-0123",
+            "live",
+            "cam1",
+            "index.m3u8",
+            too_far,
+        )
+        .unwrap();
         assert_eq!(answer(&cfg, "GKknown", too_far, &sig).await.0, 403);
-        let sig = presign::sign_play("known-secret-0123", "live", "cam1", "index.m3u8", u64::MAX)
-            .unwrap();
+        let sig = crate::sign::play::sign_play(
+            "known-secret-0123",
+            "live",
+            "cam1",
+            "index.m3u8",
+            u64::MAX,
+        )
+        .unwrap();
         assert_eq!(answer(&cfg, "GKknown", u64::MAX, &sig).await.0, 403);
     }
 }

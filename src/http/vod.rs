@@ -1,11 +1,11 @@
 //! The VOD API (like OSS PostVodPlaylist / GetVodPlaylist):
 //! `GET|POST /api/v1/buckets/B/channels/C/vod?start=S&end=E[&urls=relative|presigned][&name=vod.m3u8]`
 //! with `AccessKeyId`, `Expires` and `Signature` in the query, signed with
-//! the VOD scheme of [`crate::auth::presign`]: the signature binds the
+//! the VOD scheme of [`crate::sign::play`]: the signature binds the
 //! method, the range, the URL mode and, for POST, the object name, so a
 //! viewer's GET link can neither be widened nor turned into a write.
 //! Without `urls`, GET presigns its segment URIs (the link plays as is) and
-//! POST writes them relative ([`presign::default_vod_urls`]).
+//! POST writes them relative ([`play::default_vod_urls`]).
 //!
 //! GET streams the playlist as it is rendered; POST stores `C/<name>` in the
 //! bucket (never over a live playlist) and answers JSON.
@@ -33,9 +33,10 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::AppState;
 use super::error::HttpError;
 use super::play::{query_map, unix_now, verify_signed};
-use crate::auth::presign::{self, SIGV4_MAX_EXPIRY, SigV4Presigner, VodScope};
 use crate::config::{AccessKey, Config};
 use crate::index::RangeFragment;
+use crate::sign::play::{self, VodScope};
+use crate::sign::sigv4::{SIGV4_MAX_EXPIRY, SigV4Presigner};
 use crate::vod::{self, Source, Uris};
 
 /// The object name a POST writes when the query names none.
@@ -126,7 +127,7 @@ async fn admit(
     let cfg = app.config();
     let (start, end) = (num(q, "start")?, num(q, "end")?);
     let given = q.get("urls").map(String::as_str);
-    let urls = given.unwrap_or(presign::default_vod_urls(method));
+    let urls = given.unwrap_or(play::default_vod_urls(method));
     if !matches!(urls, "relative" | "presigned") {
         return Err(HttpError::BadRequest(format!(
             "urls={:?}: use relative or presigned",
@@ -142,7 +143,7 @@ async fn admit(
         urls,
         name,
     };
-    // The mode the signature grants (see `presign::verify_vod_mode`).
+    // The mode the signature grants (see `play::verify_vod_mode`).
     let granted = std::cell::Cell::new(urls);
     let (key, expires) = verify_signed(
         &app.metrics,
@@ -150,7 +151,7 @@ async fn admit(
         q,
         bucket,
         |secret, expires, now, sig| {
-            presign::verify_vod_mode(secret, &scope, given.is_some(), expires, now, sig)
+            play::verify_vod_mode(secret, &scope, given.is_some(), expires, now, sig)
                 .map(|mode| granted.set(mode))
         },
     )?;

@@ -460,7 +460,7 @@ pub fn channel_urls(
 ) -> (String, String) {
     use percent_encoding::utf8_percent_encode;
     // RFC 3986 pchar stays; the rest (including `%`, `?`, `#`, `/`) is encoded.
-    const SEGMENT: &percent_encoding::AsciiSet = push::PATH_SEGMENT;
+    const SEGMENT: &percent_encoding::AsciiSet = crate::sign::encode::PCHAR;
     let base = |template: &str| {
         template
             .replace("{bucket}", bucket)

@@ -30,7 +30,7 @@
 //! returns the latter two; we do not). Client-supplied text in messages is
 //! escaped when rendered.
 
-use super::sign::AuthError;
+use crate::sign::oss_v1::AuthError;
 
 /// One refusal of the OSS API.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -8,7 +8,7 @@
 //!
 //! ```text
 //!  Host + path + query ──route::resolve / parse_query──▶ bucket, object key, query pairs
-//!                      ──sign::parse / verify─────────▶ authenticated key id   (or AuthError)
+//!                      ──oss_v1::parse / verify───────▶ authenticated key id   (or AuthError)
 //!                      ──route::route─────────────────▶ Operation              (or OssError)
 //!  body ───────────────xml::parse_config──────────────▶ LiveChannelConfig      (or OssError)
 //!  stored JSON ◀──────channel (key layout, records)───▶ model
@@ -16,8 +16,9 @@
 //!  any refusal ───────error::OssError::parts──────────▶ (status, OSS code, message) + xml::render_error
 //! ```
 //!
-//! - [`sign`]: OSS request signature V1 (header and presigned-URL forms),
-//!   canonicalized exactly as `oss2.auth.ProviderAuth` does.
+//! - [`crate::sign::oss_v1`] (not here: all signing lives in [`crate::sign`]):
+//!   OSS request signature V1 (header and presigned-URL forms), canonicalized
+//!   exactly as `oss2.auth.ProviderAuth` does.
 //! - [`xml`]: the request body `LiveChannelConfiguration` (strict parser) and
 //!   every XML response, in the element order oss2's parsers read.
 //! - [`channel`]: the channel model, OSS's limits, the stored form and its
@@ -33,5 +34,4 @@
 pub mod channel;
 pub mod error;
 pub mod route;
-pub mod sign;
 pub mod xml;

@@ -45,13 +45,14 @@
 //! a known resource with the wrong method, `InvalidArgument` for bad names
 //! and parameters. A parameter the operation reads may appear only once.
 //! Remember that `prefix`, `marker` and `max-keys` are not signed (see
-//! [`super::sign`]).
+//! [`crate::sign::oss_v1`]).
 
 use percent_encoding::percent_decode;
 
 use super::channel::{ChannelStatus, DEFAULT_LIST_KEYS, MAX_LIST_KEYS, validate_channel_name};
 use super::error::OssError;
 use crate::auth::push;
+use crate::sign::url::split_host_port;
 
 /// Checks a request body against the `Content-MD5` header when one was
 /// sent (OSS checks it on every request that has one): `InvalidDigest`
@@ -151,15 +152,13 @@ pub fn resolve(host: &str, raw_path: &str, addressing: &Addressing) -> Result<Ta
 }
 
 /// A host without port and trailing dot; IPv6 literals keep their brackets.
+/// A host whose port is not digits stays whole, so it matches no domain.
 fn host_name(host: &str) -> &str {
     let host = host.trim();
-    let name = if host.starts_with('[') {
-        host.split_inclusive(']').next().unwrap_or(host)
-    } else {
-        match host.rsplit_once(':') {
-            Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-            _ => host,
-        }
+    let name = match split_host_port(host) {
+        Ok((name, None)) => name,
+        Ok((name, Some(port))) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
     };
     name.strip_suffix('.').unwrap_or(name)
 }

@@ -1,10 +1,10 @@
-//! The direct PUT: fragments and playlists to the store without the SDK's
+//! The direct PUT: fragments, playlists and manifests to the store without the SDK's
 //! per-request machinery, on livebucket's one HTTP client
 //! ([`crate::outbound`], hyper with rustls for `https://`).
 //!
 //! A PUT that never changes shape does not need the SDK's orchestrator
 //! (interceptors, config bags, endpoint rules): this path signs with
-//! [`super::sign`] (checked against the SDK's own signer), builds the request
+//! [`crate::sign::sigv4`] (checked against the SDK's own signer), builds the request
 //! and hands it to hyper, which owns framing, keep-alive, connection reuse and
 //! answers that arrive before the body is sent. A memory-backed file is read
 //! in the request's own task ([`super::file_body`]).
@@ -30,11 +30,11 @@ use time::OffsetDateTime;
 
 use super::errors::ErrorBody;
 use super::file_body::MemFileBody;
-use super::sign::{HeaderSigner, UNSIGNED_PAYLOAD};
 use super::{ObjectMeta, PutFileError, StoreError};
-use crate::auth::presign::{S3Location, Target};
 use crate::config::S3Config;
 use crate::outbound::{self, HttpClient};
+use crate::sign::sigv4::{HeaderSigner, UNSIGNED_PAYLOAD};
+use crate::sign::url::{S3Location, Target};
 use http_body_util::BodyExt;
 
 /// An error body larger than this is not S3's (and is not read further).

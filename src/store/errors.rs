@@ -8,7 +8,8 @@
 //! - [`Class::Retry`]: the store may answer otherwise soon: connection
 //!   failures and timeouts, 5xx, 408, 429, and the codes S3 sends for a
 //!   passing condition whatever their status (`SlowDown`, `RequestTimeout`,
-//!   `InternalError`, `ServiceUnavailable`, `OperationAborted`).
+//!   `InternalError`, `ServiceUnavailable`, `OperationAborted`,
+//!   `Throttling`, `ThrottlingException`).
 //! - [`Class::Final`]: every other answer (3xx, 4xx): the same request will
 //!   get the same answer until someone changes the configuration, the keys
 //!   or the bucket (`AccessDenied`, `SignatureDoesNotMatch`,

@@ -4,8 +4,7 @@
 //! The SDK's file body reads through tokio's blocking pool, which is right
 //! for a disk but for a tmpfs file pays a thread hand-off (two futex wake-ups
 //! and a context switch) per chunk, and a second copy of every byte, for a
-//! read that is a memory copy. Profiling 100 channels showed those hand-offs
-//! among the largest costs of an upload.
+//! read that is a memory copy.
 
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;

@@ -1,9 +1,11 @@
 //! The S3 side: one `aws-sdk-s3` client per access key, and how each kind
 //! of object is stored ([`ObjectMeta`]): fragments `video/mp2t`, immutable,
 //! with metadata `extinf` (duration as the playlist writes it) and `session`.
-//! The key layout is `crate::layout`'s. Fragment and playlist PUTs skip the
-//! SDK ([`direct`], on [`crate::outbound`]); every other request goes through
-//! it. Both paths class a failure the same way ([`errors::classify`]): a
+//! The key layout is `crate::layout`'s. Fragment, playlist and manifest PUTs
+//! skip the SDK ([`direct`], on [`crate::outbound`]) unless
+//! `s3.sign_payload` is on or `s3.direct_put` off; every other request (GET,
+//! LIST, HEAD, DELETE, PutBucketCors, and the conditional PUTs of
+//! `conditional`) goes through it. Both paths class a failure the same way ([`errors::classify`]): a
 //! retriable one, or a final answer ([`StoreError::Answered`]) that only a
 //! change of configuration, keys or bucket can fix. A final answer to a PUT is
 //! remembered per access key and bucket until a PUT there succeeds
@@ -44,7 +46,6 @@ mod conditional;
 mod direct;
 pub mod errors;
 mod file_body;
-mod sign;
 
 pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
@@ -53,7 +54,7 @@ struct KeyClient {
     /// To notice a changed secret at reload.
     secret: String,
     client: Client,
-    signer: Arc<sign::HeaderSigner>,
+    signer: Arc<crate::sign::sigv4::HeaderSigner>,
 }
 
 pub const FRAGMENT_CONTENT_TYPE: &str = "video/mp2t";
@@ -324,7 +325,11 @@ impl Store {
                 let client = KeyClient {
                     secret: k.secret.clone(),
                     client: client_for(&self.s3, &k.id, &k.secret),
-                    signer: Arc::new(sign::HeaderSigner::new(&k.id, &k.secret, &self.s3.region)),
+                    signer: Arc::new(crate::sign::sigv4::HeaderSigner::new(
+                        &k.id,
+                        &k.secret,
+                        &self.s3.region,
+                    )),
                 };
                 clients.insert(k.id.clone(), client);
             }
@@ -335,7 +340,7 @@ impl Store {
         self.with_key(key_id, |c| c.client.clone())
     }
 
-    fn signer(&self, key_id: &str) -> Result<Arc<sign::HeaderSigner>, StoreError> {
+    fn signer(&self, key_id: &str) -> Result<Arc<crate::sign::sigv4::HeaderSigner>, StoreError> {
         self.with_key(key_id, |c| c.signer.clone())
     }
 

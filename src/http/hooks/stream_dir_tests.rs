@@ -74,14 +74,15 @@ fn rig() -> Rig {
 /// and the signature in it.
 fn publish_body(channel: &str) -> (String, String) {
     let expires = unix_now() + 600;
-    let url = crate::auth::push::rgw_push_url(
+    let url = crate::sign::push::rgw_push_url(
         "rtmp://127.0.0.1:1935/live",
         "demo",
         channel,
         "GK123",
         SECRET,
         expires,
-    );
+    )
+    .expect("sign");
     let (_, query) = url.split_once('?').unwrap();
     let signature = query.rsplit_once("Signature=").unwrap().1.to_owned();
     let body = format!(
