@@ -6,7 +6,7 @@
 //!   no I/O.
 //! - [`store`]: the queue of record, one fsync'd file per event in
 //!   `<state_dir>/events/`.
-//! - [`sign`]: the Standard Webhooks signature.
+//! - `sign::webhook`: the Standard Webhooks signature.
 //! - this file: [`Events`], the handle the emitting call sites hold
 //!   (`events.emit(Event::…)`, one line each, marked `// events:`), and the
 //!   delivery worker.
@@ -35,7 +35,6 @@
 
 pub mod decide;
 pub mod model;
-pub mod sign;
 pub mod store;
 
 use std::collections::BTreeMap;
@@ -398,15 +397,13 @@ async fn post(
     timeout: Duration,
 ) -> Option<u16> {
     let timestamp = crate::clock::unix_now();
+    let signature = crate::sign::webhook::signature(key, id, timestamp, body).ok()?;
     let req = hyper::Request::post(url)
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .header(hyper::header::USER_AGENT, "livebucket-events")
         .header("webhook-id", id)
         .header("webhook-timestamp", timestamp.to_string())
-        .header(
-            "webhook-signature",
-            sign::signature(key, id, timestamp, body),
-        )
+        .header("webhook-signature", signature)
         .body(crate::outbound::full(body.to_owned()))
         .ok()?;
     let attempt = async {
