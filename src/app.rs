@@ -96,6 +96,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
     let live_cache = pipeline::LiveCache::default();
+    let parked = pipeline::parked::ParkedUploads::default();
     let ll = Arc::new(crate::llhls::hub::Hub::new(
         config.play.max_blocking_reloads,
     ));
@@ -120,6 +121,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 .map(|c| c as Arc<dyn pipeline::fence::Fence>),
             ll: ll.clone(),
             events: events.clone(),
+            parked: parked.clone(),
         },
         &handle,
         cancel.child_token(),
@@ -128,6 +130,15 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     let pipeline_cancel = cancel.clone();
     let pipeline_task = tokio::spawn(pipeline.run(recovered, rx));
 
+    let retention = Arc::new(crate::retention::Retention::new(
+        config.clone(),
+        store.clone(),
+        channels.clone(),
+        sessions.clone(),
+        cluster.clone(),
+        metrics.clone(),
+    ));
+    let retention_task = tokio::spawn(retention.clone().run(cancel.child_token()));
     let state = Arc::new(
         AppState::new(
             config.clone(),
@@ -140,7 +151,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         )
         .with_cluster(cluster.clone())
         .with_ll(ll)
-        .with_events(events),
+        .with_events(events)
+        .with_retention(retention)
+        .with_parked(parked),
     );
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;
@@ -231,6 +244,8 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     if let Some(c) = &cluster {
         c.shutdown().await;
     }
+    // A sweep cut short is consistent; the next start's sweep finishes it.
+    retention_task.abort();
     stop_http.cancel();
     for server in servers {
         let _ = server.await;

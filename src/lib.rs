@@ -37,6 +37,7 @@ pub mod metrics;
 pub mod oss;
 pub mod outbound;
 pub mod pipeline;
+pub mod retention;
 pub mod session;
 pub mod sign;
 pub mod snapshot;

@@ -225,6 +225,26 @@ const HELP: &[(&str, &str)] = &[
         "livebucket_events_write_seconds",
         "Time to write one event to disk (file and directory fsync'd) before the call site goes on, by type.",
     ),
+    (
+        "livebucket_retention_sweeps_total",
+        "Retention sweeps finished, by outcome: ok, errors (some channel stopped early; the next sweep retries), dry_run.",
+    ),
+    (
+        "livebucket_retention_deleted_objects_total",
+        "Objects the retention sweep deleted (fragments, manifests, LL-HLS parts, stored playlists, snapshots).",
+    ),
+    (
+        "livebucket_retention_deleted_bytes_total",
+        "Bytes of the objects the retention sweep deleted, as listed (manifests not counted).",
+    ),
+    (
+        "livebucket_retention_errors_total",
+        "Channels whose retention sweep stopped early, by reason (store, channel_record, bad_manifest, live_unknown, etcd).",
+    ),
+    (
+        "livebucket_retention_sweep_seconds",
+        "Time one retention sweep of every bucket took.",
+    ),
 ];
 
 /// The label name of each labelled series; `reason` when not listed.

@@ -161,15 +161,22 @@ impl RangeCache {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The cached fragments of exactly this range.
+    /// The cached fragments of exactly this range, unless one of them
+    /// starts before `oldest_kept_ms` (the channel's retention cutoff,
+    /// [`crate::retention::oldest_kept_ms`]): it may have been swept, so the
+    /// range is read again from the manifests, which are trimmed first.
     pub fn get(
         &self,
         bucket: &str,
         channel: &str,
         range: (u64, u64),
+        oldest_kept_ms: u64,
     ) -> Option<(Vec<RangeFragment>, Source)> {
         let key = (bucket.to_owned(), channel.to_owned(), range.0, range.1);
-        self.lock().get(&key).map(|(f, s)| (f.as_ref().clone(), *s))
+        self.lock()
+            .get(&key)
+            .filter(|(f, _)| f.iter().all(|f| f.key_ms >= oldest_kept_ms))
+            .map(|(f, s)| (f.as_ref().clone(), *s))
     }
 
     /// Keeps `frags` for the range, evicting the oldest entries to fit;
@@ -475,24 +482,38 @@ mod tests {
     fn the_range_cache_is_bounded_by_fragments() {
         let cache = RangeCache::new(100);
         cache.insert("b", "cam", (0, 10), &frags(60), Source::Index);
-        assert_eq!(cache.get("b", "cam", (0, 10)).unwrap().0.len(), 60);
+        assert_eq!(cache.get("b", "cam", (0, 10), 0).unwrap().0.len(), 60);
         assert!(
-            cache.get("b", "cam", (0, 11)).is_none(),
+            cache.get("b", "cam", (0, 11), 0).is_none(),
             "exactly the range"
         );
-        assert!(cache.get("other", "cam", (0, 10)).is_none());
+        assert!(cache.get("other", "cam", (0, 10), 0).is_none());
         // 60 + 50 > 100: the oldest goes.
         cache.insert("b", "cam", (10, 20), &frags(50), Source::Listing);
-        assert!(cache.get("b", "cam", (0, 10)).is_none());
+        assert!(cache.get("b", "cam", (0, 10), 0).is_none());
         assert_eq!(
-            cache.get("b", "cam", (10, 20)).map(|(f, s)| (f.len(), s)),
+            cache
+                .get("b", "cam", (10, 20), 0)
+                .map(|(f, s)| (f.len(), s)),
             Some((50, Source::Listing))
         );
         assert_eq!(cache.held(), 50);
         // Larger than the whole cache: not kept, nothing evicted.
         cache.insert("b", "cam", (20, 30), &frags(101), Source::Index);
-        assert!(cache.get("b", "cam", (20, 30)).is_none());
+        assert!(cache.get("b", "cam", (20, 30), 0).is_none());
         assert_eq!(cache.held(), 50);
+    }
+
+    #[test]
+    fn a_cached_range_reaching_past_the_retention_cutoff_is_read_again() {
+        let cache = RangeCache::new(100);
+        cache.insert("b", "cam", (0, 10), &frags(5), Source::Index);
+        // Fragments at 0, 2000, … 8000 ms.
+        assert!(cache.get("b", "cam", (0, 10), 0).is_some());
+        assert!(
+            cache.get("b", "cam", (0, 10), 1).is_none(),
+            "the first fragment may be swept"
+        );
     }
 
     #[test]

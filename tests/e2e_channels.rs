@@ -16,7 +16,10 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
+use common::bucket_check::{self, FinalPlaylist};
 use common::ffmpeg::{Push, TestMedia, push_media};
+use common::fragments::{Ledger, Recorder};
+use common::playlist_watch::{PlaylistWatch, Version};
 use common::stored::{ended, read_playlist};
 use common::*;
 use hmac::{KeyInit, Mac};
@@ -759,4 +762,167 @@ async fn garage_is_detected_without_conditional_writes() {
     );
     // The probe leaves nothing behind.
     assert_eq!(stack.s3.list(BUCKET, ".livebucket/probe/").await, []);
+}
+
+/// Uploads the store refuses with a final answer (here the key lost its
+/// write permission on the bucket, so Garage answers `AccessDenied`) show
+/// in GetLiveChannelStat to the bucket's keys (livebucket's
+/// `LivebucketParkedUploads`: count, S3 code, since), while oss2 still reads
+/// the answer; a key of another bucket sees nothing of them. Once the
+/// permission is back and livebucket reloads, the element is gone and every
+/// fragment is stored exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn parked_uploads_show_in_the_stat_to_the_buckets_keys_only() {
+    const CHANNEL: &str = "cam";
+    let mut stack = Stack::start_with(
+        "channels-parked",
+        // A long backoff: only the reload can end the parking in time.
+        "[upload]\nmax_backoff_secs = 600\n[live]\nwindow_segments = 200\n",
+    );
+    let endpoint = stack.livebucket.url();
+    let key = stack.key().clone();
+    let TestStore::Garage(garage) = &mut stack.store else {
+        unreachable!("Stack::start_with runs Garage")
+    };
+    // A second tenant: a key allowed on OTHER_BUCKET only.
+    let tenant = garage.create_key_for(OTHER_BUCKET);
+    let config_path = stack.livebucket.config_path().to_owned();
+    let mut config = std::fs::read_to_string(&config_path).unwrap();
+    config.push_str(&format!(
+        "\n[[keys]]\nid = \"{}\"\nsecret = \"{}\"\nbuckets = [\"{OTHER_BUCKET}\"]\n",
+        tenant.id, tenant.secret
+    ));
+    std::fs::write(&config_path, &config).unwrap();
+    stack.livebucket.reload();
+    let reloads = |stack: &Stack| {
+        stack
+            .livebucket
+            .log()
+            .matches("configuration reloaded")
+            .count()
+    };
+    wait_until("the reload", secs(10), millis(100), async || {
+        (reloads(&stack) >= 1).then_some(()).ok_or("not yet")
+    })
+    .await;
+
+    let mine = (key.id.as_str(), key.secret.as_str());
+    let theirs = (tenant.id.as_str(), tenant.secret.as_str());
+    let create = [
+        ("channel", CHANNEL),
+        ("frag_duration", "2"),
+        ("playlist_name", "index.m3u8"),
+    ];
+    let created = oss2(&endpoint, BUCKET, mine, "create", &create);
+    assert!(created.get("error").is_none(), "{created}");
+    let created = oss2(&endpoint, OTHER_BUCKET, theirs, "create", &create);
+    assert!(created.get("error").is_none(), "{created}");
+    let raw_stat = |bucket: &str, who: (&str, &str)| {
+        let v = oss2(&endpoint, bucket, who, "raw_stat", &[("channel", CHANNEL)]);
+        v["body"]
+            .as_str()
+            .unwrap_or_else(|| panic!("raw_stat: {v}"))
+            .to_owned()
+    };
+    assert!(!raw_stat(BUCKET, mine).contains("Parked"));
+
+    // The store now refuses this key's writes to the bucket.
+    let TestStore::Garage(garage) = &mut stack.store else {
+        unreachable!()
+    };
+    garage.cli(&["bucket", "deny", "--write", BUCKET, "--key", &key.id]);
+    let ledger = Ledger::new(stack.dir.join("nginx-wrote"));
+    let recorder = Recorder::start(&stack.hls_dir, &ledger);
+    let watch = PlaylistWatch::start(&stack.s3, BUCKET, CHANNEL);
+    let mut push = stack.push(&stack.sign_push(CHANNEL), 8);
+    let t0 = common::livebucket::unix_now() - 1;
+
+    let parked = wait_until(
+        "the parked uploads in the stat",
+        secs(30),
+        millis(300),
+        async || {
+            let body = raw_stat(BUCKET, mine);
+            body.contains("<LivebucketParkedUploads>")
+                .then(|| body.clone())
+                .ok_or(body)
+        },
+    )
+    .await;
+    let element = |name: &str| {
+        parked
+            .split_once(&format!("<{name}>"))
+            .and_then(|(_, rest)| rest.split_once(&format!("</{name}>")))
+            .map(|(v, _)| v.to_owned())
+            .unwrap_or_else(|| panic!("no {name} in {parked}"))
+    };
+    assert_eq!(element("Code"), "AccessDenied", "{parked}");
+    assert!(element("Count").parse::<u64>().unwrap() >= 1, "{parked}");
+    let since = element("Since");
+    let since = time::OffsetDateTime::parse(&since, &time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|e| panic!("Since {since}: {e}"))
+        .unix_timestamp();
+    assert!(
+        since >= t0 as i64 && since <= common::livebucket::unix_now() as i64,
+        "{parked}"
+    );
+    // Nothing secret: no key id, secret, URL or S3 message.
+    for secret in [key.id.as_str(), key.secret.as_str(), "http", "Forbidden"] {
+        assert!(!parked.contains(secret), "{secret} in {parked}");
+    }
+    // oss2's parser still reads the answer.
+    let stat = oss2(&endpoint, BUCKET, mine, "stat", &[("channel", CHANNEL)]);
+    assert!(
+        stat.get("error").is_none() && ["Live", "Idle"].contains(&stat["status"].as_str().unwrap()),
+        "{stat}"
+    );
+    // The other tenant sees nothing of it: not in its own channel of the
+    // same name, and this bucket's stat is refused to it.
+    assert!(!raw_stat(OTHER_BUCKET, theirs).contains("Parked"));
+    let refused = oss2(&endpoint, BUCKET, theirs, "stat", &[("channel", CHANNEL)]);
+    assert_eq!(refused["error"]["code"], "AccessDenied", "{refused}");
+
+    let status = push.exit_within(secs(40)).await;
+    assert!(status.success(), "the push failed; ffmpeg:\n{}", push.log());
+    // The operator gives the permission back and reloads: the parked
+    // uploads go at once.
+    let TestStore::Garage(garage) = &mut stack.store else {
+        unreachable!()
+    };
+    garage.cli(&["bucket", "allow", "--write", BUCKET, "--key", &key.id]);
+    stack.livebucket.reload();
+    wait_until("the second reload", secs(10), millis(100), async || {
+        (reloads(&stack) >= 2).then_some(()).ok_or("not yet")
+    })
+    .await;
+    watch
+        .wait_for("#EXT-X-ENDLIST", secs(30), |v: &Version| {
+            if v.playlist.ended {
+                Ok(())
+            } else {
+                Err("no #EXT-X-ENDLIST yet".to_owned())
+            }
+        })
+        .await;
+    let observed = watch.finish().await;
+    drop(recorder);
+    let stored = bucket_check::assert_bucket_matches(
+        &ledger,
+        &stack.s3,
+        CHANNEL,
+        &observed,
+        FinalPlaylist::ListsAll,
+    )
+    .await;
+    assert!(stored.len() >= 3, "{} fragments stored", stored.len());
+    wait_until(
+        "the parked uploads to leave the stat",
+        secs(20),
+        millis(300),
+        async || {
+            let body = raw_stat(BUCKET, mine);
+            (!body.contains("Parked")).then_some(()).ok_or(body)
+        },
+    )
+    .await;
 }

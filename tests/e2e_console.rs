@@ -6,6 +6,8 @@
 //! and nothing kept; sign in; create a channel (and an API error in words);
 //! sign a push URL in the page and push to it with ffmpeg; the channel turns
 //! Live with ffmpeg's real size and frame rate and a snapshot thumbnail;
+//! while the store refuses the key's writes, the list and the channel page
+//! warn with the S3 code, and the warning goes once writes are allowed again;
 //! hls.js plays the signed `/play` URL with its latency shown, also from a
 //! page on another origin (while an origin not in `http.cors_origins` is
 //! refused); five reloads keep every segment URI; disabling drops the push;
@@ -130,7 +132,7 @@ async fn wait_line(driver: &mut Proc, prefix: &str, timeout_secs: u64) -> String
 async fn the_console_in_chromium() {
     let allowed = player_origin();
     let denied = player_origin();
-    let stack = Stack::start_with(
+    let mut stack = Stack::start_with(
         "console",
         &format!("[http]\ncors_origins = [\"{allowed}\"]\n"),
     );
@@ -202,6 +204,23 @@ async fn the_console_in_chromium() {
         common::ffmpeg::push_video(&stack.dir, "testsrc=size=640x360:rate=25", &push_url, 180);
     std::fs::write(signals.join("pushing"), "").unwrap();
 
+    // One outage: Garage refuses the key's writes to the bucket (a final
+    // answer, AccessDenied) until the permission is back and livebucket
+    // reloads.
+    wait_line(&mut driver, "REFUSE", 300).await;
+    let TestStore::Garage(garage) = &mut stack.store else {
+        unreachable!("Stack::start_with runs Garage")
+    };
+    garage.cli(&["bucket", "deny", "--write", BUCKET, "--key", &key.id]);
+    std::fs::write(signals.join("refusing"), "").unwrap();
+    wait_line(&mut driver, "RESTORE", 120).await;
+    let TestStore::Garage(garage) = &mut stack.store else {
+        unreachable!()
+    };
+    garage.cli(&["bucket", "allow", "--write", BUCKET, "--key", &key.id]);
+    stack.livebucket.reload();
+    std::fs::write(signals.join("restored"), "").unwrap();
+
     wait_line(&mut driver, "DISABLED", 400).await;
     pushing.exit_within(secs(40)).await;
     std::fs::write(signals.join("dropped"), "").unwrap();
@@ -231,6 +250,11 @@ async fn the_console_in_chromium() {
     );
     assert_eq!(r["storedAfterForeign"], 0, "a refused sign-in was stored");
     assert_eq!(r["createdStatus"], "Idle");
+    // Set in the create form, read back from the channel's record.
+    assert_eq!(
+        r["retention"],
+        "Recordings are deleted once older than 7 days."
+    );
     let create_error = r["createError"].as_str().unwrap_or_default();
     assert!(
         create_error.starts_with("Livebucket refused a value:"),
@@ -270,6 +294,17 @@ async fn the_console_in_chromium() {
     );
     assert_eq!(r["thumbnail"]["width"], 640, "{}", r["thumbnail"]);
     assert_eq!(r["thumbnail"]["height"], 360, "{}", r["thumbnail"]);
+    // The parked uploads, in the list and on the channel's page, then gone.
+    for view in ["parkedList", "parkedDetail"] {
+        assert_eq!(r[view]["code"], "AccessDenied", "{view}: {}", r[view]);
+        let text = r[view]["text"].as_str().unwrap_or_default();
+        assert!(
+            text.starts_with("The store refuses this channel's uploads (AccessDenied)")
+                && text.contains("write permission on the bucket"),
+            "{view}: {text}"
+        );
+    }
+    assert_eq!(r["parkedGone"], true, "{}", r["parkedGone"]);
     assert!(
         r["narrowOverflow"].as_i64().unwrap() <= 0,
         "the list is wider than 360 px by {}",
@@ -491,6 +526,26 @@ fn js_signers_match_rust() {
     );
     assert!(
         text.contains(&format!("{0} of {0} vectors match", vectors.len())),
+        "{text}"
+    );
+}
+
+/// The page's warning for parked uploads, in node without a browser
+/// (`tests/console/parked_words.mjs`).
+#[test]
+fn js_parked_warning_words() {
+    let out = Command::new("node")
+        .arg(repo("tests/console/parked_words.mjs"))
+        .output()
+        .expect("cannot run node (scripts/install-deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("FAIL"),
+        "the console's parked-upload warning:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with("ok ")).count() >= 10,
         "{text}"
     );
 }

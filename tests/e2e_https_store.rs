@@ -3,7 +3,8 @@
 //! the SDK: against a TLS server of the test's own whose certificate comes
 //! from a CA made with openssl, a PUT succeeds when `[s3] ca_file` names that
 //! CA, arrives signed as the direct path signs it, and fails (a transport
-//! error, retriable) when the CA is not trusted.
+//! error, retriable) when the CA is not trusted. The SDK's requests (DELETE,
+//! HEAD, and PUTs with `direct_put = false`) trust the same `ca_file`.
 
 mod common;
 
@@ -154,13 +155,17 @@ async fn tls_server(
 }
 
 fn store(port: u16, ca_file: Option<PathBuf>) -> Store {
+    store_with(port, ca_file, true)
+}
+
+fn store_with(port: u16, ca_file: Option<PathBuf>, direct_put: bool) -> Store {
     let s3 = S3Config {
         endpoint: format!("https://127.0.0.1:{port}"),
         region: "garage".into(),
         force_path_style: true,
         public_endpoint: None,
         sign_payload: false,
-        direct_put: true,
+        direct_put,
         ca_file,
         attempt_timeout_secs: 5,
         attempt_min_rate_kib: 256,
@@ -223,6 +228,61 @@ async fn https_puts_go_direct_and_trust_only_the_configured_ca() {
             vec![1u8; 10],
             &ObjectMeta::JSON,
         )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Request { .. }) && err.is_retriable(),
+        "{err}"
+    );
+    assert!(
+        err.to_string().to_lowercase().contains("certificate"),
+        "{err}"
+    );
+    assert!(heads.try_recv().is_err());
+}
+
+/// The SDK's requests trust `[s3] ca_file` too: a DELETE, a HEAD and an SDK
+/// PUT reach the server when the CA is configured, and fail on the
+/// certificate (retriable, nothing sent) when it is not.
+#[tokio::test]
+async fn sdk_requests_trust_the_configured_ca_too() {
+    let dir = TestDir::new("https-store-sdk");
+    let (ca, cert, key) = make_certs(dir.path());
+    let (port, mut heads) = tls_server(&cert, &key).await;
+
+    let trusted = store_with(port, Some(ca), false);
+    assert!(
+        trusted.sdk_put_reason().is_some(),
+        "PUTs go through the SDK"
+    );
+    trusted
+        .delete("GKtest", "media", "cam/0.ts")
+        .await
+        .unwrap_or_else(|e| panic!("DELETE: {e}"));
+    let head = heads.recv().await.unwrap();
+    assert!(head.starts_with("DELETE /media/cam/0.ts"), "{head}");
+    trusted
+        .metadata("GKtest", "media", "cam/1.ts")
+        .await
+        .unwrap_or_else(|e| panic!("HEAD: {e}"));
+    let head = heads.recv().await.unwrap();
+    assert!(head.starts_with("HEAD /media/cam/1.ts"), "{head}");
+    trusted
+        .put(
+            "GKtest",
+            "media",
+            "cam/2.ts",
+            vec![7u8; 1000],
+            &ObjectMeta::fragment(&[("extinf", "2.000")]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("SDK PUT: {e}"));
+    let head = heads.recv().await.unwrap();
+    assert!(head.starts_with("PUT /media/cam/2.ts"), "{head}");
+
+    let untrusted = store_with(port, None, false);
+    let err = untrusted
+        .delete("GKtest", "media", "cam/0.ts")
         .await
         .unwrap_err();
     assert!(

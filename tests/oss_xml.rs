@@ -4,7 +4,7 @@
 
 use livebucket::oss::channel::{
     AudioStat, ChannelStat, ChannelStatus, HlsTarget, LiveChannelConfig, LiveRecord, LiveSession,
-    Snapshot, VideoStat,
+    ParkedStat, Snapshot, VideoStat,
 };
 use livebucket::oss::error::OssError;
 use livebucket::oss::xml::{
@@ -32,6 +32,7 @@ fn config(
             low_latency: None,
         },
         snapshot: None,
+        retention_secs: None,
     }
 }
 
@@ -247,6 +248,8 @@ fn oversized_bodies_are_entity_too_large() {
 // xml_utils.parse_live_channel_stat(models.LiveChannelStat(), STAT_LIVE)
 //     -> Live 1700000000 203.0.113.7:51234, video 1280x720@30 250000 H264, audio 44100 16000 AAC
 // xml_utils.parse_live_channel_stat(models.LiveChannelStat(), STAT_IDLE) -> Idle, no video
+// xml_utils.parse_live_channel_stat(models.LiveChannelStat(), STAT_LIVE_PARKED) -> as STAT_LIVE
+// xml_utils.parse_live_channel_stat(models.LiveChannelStat(), STAT_IDLE_PARKED) -> as STAT_IDLE
 // xml_utils.parse_live_channel_history(models.LiveChannelHistory(), HISTORY)
 //     -> (1700000000, 1700000600, '203.0.113.7:51234'), (1700002800, 1700002805, '[2001:db8::1]:40000')
 // exceptions.make_exception(<404 response with ERROR>) -> oss2.exceptions.NoSuchLiveChannel
@@ -259,6 +262,9 @@ const LIST: &str = "<ListLiveChannelResult><Prefix>cam</Prefix><Marker></Marker>
 const LIST_END: &str = "<ListLiveChannelResult><Prefix></Prefix><Marker>cam2</Marker><MaxKeys>100</MaxKeys><IsTruncated>false</IsTruncated></ListLiveChannelResult>";
 const STAT_LIVE: &str = "<LiveChannelStat><Status>Live</Status><ConnectedTime>2023-11-14T22:13:20.000Z</ConnectedTime><RemoteAddr>203.0.113.7:51234</RemoteAddr><Video><Width>1280</Width><Height>720</Height><FrameRate>30</FrameRate><Bandwidth>250000</Bandwidth><Codec>H264</Codec></Video><Audio><Bandwidth>16000</Bandwidth><SampleRate>44100</SampleRate><Codec>AAC</Codec></Audio></LiveChannelStat>";
 const STAT_IDLE: &str = "<LiveChannelStat><Status>Idle</Status></LiveChannelStat>";
+const PARKED: &str = "<LivebucketParkedUploads><Count>3</Count><Code>AccessDenied</Code><Since>2023-11-14T22:14:00.000Z</Since></LivebucketParkedUploads>";
+const STAT_LIVE_PARKED: &str = "<LiveChannelStat><Status>Live</Status><ConnectedTime>2023-11-14T22:13:20.000Z</ConnectedTime><RemoteAddr>203.0.113.7:51234</RemoteAddr><Video><Width>1280</Width><Height>720</Height><FrameRate>30</FrameRate><Bandwidth>250000</Bandwidth><Codec>H264</Codec></Video><Audio><Bandwidth>16000</Bandwidth><SampleRate>44100</SampleRate><Codec>AAC</Codec></Audio><LivebucketParkedUploads><Count>3</Count><Code>AccessDenied</Code><Since>2023-11-14T22:14:00.000Z</Since></LivebucketParkedUploads></LiveChannelStat>";
+const STAT_IDLE_PARKED: &str = "<LiveChannelStat><Status>Idle</Status><LivebucketParkedUploads><Count>3</Count><Code>AccessDenied</Code><Since>2023-11-14T22:14:00.000Z</Since></LivebucketParkedUploads></LiveChannelStat>";
 const HISTORY: &str = "<LiveChannelHistory><LiveRecord><StartTime>2023-11-14T22:13:20.000Z</StartTime><EndTime>2023-11-14T22:23:20.000Z</EndTime><RemoteAddr>203.0.113.7:51234</RemoteAddr></LiveRecord><LiveRecord><StartTime>2023-11-14T23:00:00.000Z</StartTime><EndTime>2023-11-14T23:00:05.000Z</EndTime><RemoteAddr>[2001:db8::1]:40000</RemoteAddr></LiveRecord></LiveChannelHistory>";
 const ERROR: &str = "<Error><Code>NoSuchLiveChannel</Code><Message>The specified live channel does not exist.</Message><RequestId>6553F3D0A1B2C3D4E5F60718</RequestId><HostId>demo.oss.example.com</HostId></Error>";
 
@@ -351,6 +357,25 @@ fn renders_what_oss2_reads() {
         render_stat(&disabled),
         doc("<LiveChannelStat><Status>Disabled</Status></LiveChannelStat>")
     );
+    // livebucket's extension, last, whatever the status.
+    let parked = || {
+        Some(ParkedStat {
+            uploads: 3,
+            code: "AccessDenied".into(),
+            since: 1_700_000_040,
+        })
+    };
+    let live = ChannelStat::new(ChannelStatus::Enabled, Some(session())).with_parked(parked());
+    assert_eq!(render_stat(&live), doc(STAT_LIVE_PARKED));
+    let idle = ChannelStat::new(ChannelStatus::Enabled, None).with_parked(parked());
+    assert_eq!(render_stat(&idle), doc(STAT_IDLE_PARKED));
+    let disabled = ChannelStat::new(ChannelStatus::Disabled, None).with_parked(parked());
+    assert_eq!(
+        render_stat(&disabled),
+        doc(&format!(
+            "<LiveChannelStat><Status>Disabled</Status>{PARKED}</LiveChannelStat>"
+        ))
+    );
 
     let records = [
         LiveRecord {
@@ -422,35 +447,39 @@ fn arb_config() -> impl Strategy<Value = LiveChannelConfig> {
             "[a-z ]{1,10}",
             1u32..=100,
         )),
+        proptest::option::of(0u64..=livebucket::oss::channel::MAX_RETENTION_SECS),
     )
-        .prop_map(|(description, enabled, d, c, stem, snapshot)| {
-            let mut description = description;
-            while description.len() > 128 {
-                description.pop();
-            }
-            LiveChannelConfig {
-                description,
-                status: if enabled {
-                    ChannelStatus::Enabled
-                } else {
-                    ChannelStatus::Disabled
-                },
-                target: HlsTarget {
-                    frag_duration: d,
-                    frag_count: c,
-                    playlist_name: format!("{stem}.m3u8"),
-                    low_latency: None,
-                },
-                snapshot: snapshot.map(|(role_name, dest_bucket, notify_topic, interval)| {
-                    Snapshot {
-                        role_name,
-                        dest_bucket,
-                        notify_topic,
-                        interval,
-                    }
-                }),
-            }
-        })
+        .prop_map(
+            |(description, enabled, d, c, stem, snapshot, retention_secs)| {
+                let mut description = description;
+                while description.len() > 128 {
+                    description.pop();
+                }
+                LiveChannelConfig {
+                    description,
+                    status: if enabled {
+                        ChannelStatus::Enabled
+                    } else {
+                        ChannelStatus::Disabled
+                    },
+                    target: HlsTarget {
+                        frag_duration: d,
+                        frag_count: c,
+                        playlist_name: format!("{stem}.m3u8"),
+                        low_latency: None,
+                    },
+                    snapshot: snapshot.map(|(role_name, dest_bucket, notify_topic, interval)| {
+                        Snapshot {
+                            role_name,
+                            dest_bucket,
+                            notify_topic,
+                            interval,
+                        }
+                    }),
+                    retention_secs,
+                }
+            },
+        )
         .prop_filter("valid", |c| c.validate().is_ok())
 }
 

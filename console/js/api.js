@@ -108,6 +108,8 @@ export class Api {
       fragCount: Number(text(doc, "FragCount")),
       playlistName: text(doc, "PlaylistName"),
       snapshot: snap ? { destBucket: text(snap, "DestBucket"), interval: Number(text(snap, "Interval")) } : null,
+      // livebucket's extension: null when the server's default applies.
+      retentionSecs: text(doc, "RetentionSeconds") === "" ? null : Number(text(doc, "RetentionSeconds")),
     };
   }
 
@@ -115,8 +117,15 @@ export class Api {
     const doc = parseXml(await this.request("GET", channel, [["live", ""], ["comp", "stat"]]));
     const video = doc.getElementsByTagName("Video")[0];
     const audio = doc.getElementsByTagName("Audio")[0];
+    // livebucket's extension: uploads of this channel the store refuses.
+    const parked = doc.getElementsByTagName("LivebucketParkedUploads")[0];
     return {
       status: text(doc, "Status"),
+      parked: parked ? {
+        count: Number(text(parked, "Count")),
+        code: text(parked, "Code"),
+        since: Date.parse(text(parked, "Since")) / 1000,
+      } : null,
       connected: text(doc, "ConnectedTime"),
       remoteAddr: text(doc, "RemoteAddr"),
       video: video && {
@@ -140,17 +149,22 @@ export class Api {
     }));
   }
 
-  /** PutLiveChannel; answers the channel's publish URL. */
+  /** PutLiveChannel; answers the channel's publish URL. `c.retentionSecs`
+   * (livebucket's RetentionSeconds): null or absent for the server's
+   * default, 0 to keep recordings forever. */
   async create(channel, c) {
     const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
     let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelConfiguration>" +
-      `<Description>${esc(c.description)}</Description><Status>enabled</Status>` +
+      `<Description>${esc(c.description)}</Description><Status>${c.status || "enabled"}</Status>` +
       `<Target><Type>HLS</Type><FragDuration>${c.fragDuration}</FragDuration>` +
       `<FragCount>${c.fragCount}</FragCount><PlaylistName>${esc(c.playlistName)}</PlaylistName></Target>`;
     if (c.snapshotInterval) {
       // RoleName and NotifyTopic are required by OSS and ignored by livebucket.
       xml += `<Snapshot><RoleName>livebucket-console</RoleName><DestBucket>${esc(this.creds.bucket)}</DestBucket>` +
         `<NotifyTopic>livebucket-console</NotifyTopic><Interval>${c.snapshotInterval}</Interval></Snapshot>`;
+    }
+    if (c.retentionSecs !== null && c.retentionSecs !== undefined) {
+      xml += `<RetentionSeconds>${Math.round(c.retentionSecs)}</RetentionSeconds>`;
     }
     xml += "</LiveChannelConfiguration>";
     const doc = parseXml(await this.request("PUT", channel, [["live", ""]], xml));

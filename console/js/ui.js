@@ -89,6 +89,42 @@ export function statLine(stat) {
   return parts.join(" · ");
 }
 
+/** What an operator does about a store's final answer, by S3 code. */
+const PARKED_FIXES = {
+  AccessDenied: "give this access key write permission on the bucket in the store (or fix its secret), then reload livebucket",
+  SignatureDoesNotMatch: "make the access key's secret in livebucket's configuration match the store's, then reload livebucket",
+  InvalidAccessKeyId: "create the access key in the store (or fix its id in livebucket's configuration), then reload livebucket",
+  NoSuchBucket: "create the bucket in the store, then reload livebucket",
+  AuthorizationHeaderMalformed: "set [s3] region to the store's region, then restart livebucket",
+  PermanentRedirect: "point [s3] endpoint and region at the bucket's region, then restart livebucket",
+};
+
+/**
+ * The warning for a channel whose uploads the store refuses
+ * (GetLiveChannelStat's LivebucketParkedUploads), or "" when none are
+ * parked. The uploads are kept on livebucket's disk and retried every
+ * upload.max_backoff_secs and at each reload, as /healthz says.
+ */
+export function parkedWarning(parked) {
+  if (!parked || !(parked.count > 0)) return "";
+  const uploads = parked.count === 1 ? "1 upload" : `${parked.count} uploads`;
+  const since = Number.isFinite(parked.since)
+    ? ` since ${new Date(parked.since * 1000).toLocaleTimeString()}` : "";
+  const fix = PARKED_FIXES[parked.code] ||
+    "fix the store's configuration, the access key or the bucket, then reload livebucket";
+  return `The store refuses this channel's uploads (${parked.code}): ${uploads} waiting${since}, ` +
+    `kept on livebucket's disk and retried every upload.max_backoff_secs and at each reload. To fix: ${fix}.`;
+}
+
+/** Shows `parkedWarning(parked)` in `el`, or hides it when there is none. */
+export function showParked(el, parked) {
+  const words = parkedWarning(parked);
+  el.textContent = words;
+  el.hidden = !words;
+  if (words) el.dataset.code = parked.code;
+  else delete el.dataset.code;
+}
+
 /** A <video> element for hls.js, keyboard-reachable with native controls. */
 export function videoElement(label) {
   const video = h("video", { controls: true, muted: true, playsinline: true, "aria-label": label });

@@ -41,6 +41,11 @@ pub(super) enum Channel {
         /// The live playlist's object name.
         #[arg(long, default_value = "playlist.m3u8")]
         playlist_name: String,
+        /// Delete this channel's recordings once they are this many seconds
+        /// old (livebucket's `RetentionSeconds`; 0 keeps them forever;
+        /// default: the server's `[retention] default_period_secs`).
+        #[arg(long)]
+        retention_secs: Option<u64>,
     },
     /// List channels: ListLiveChannel.
     Ls {
@@ -117,6 +122,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
             frag_duration,
             frag_count,
             playlist_name,
+            retention_secs,
         } => {
             let config = LiveChannelConfig {
                 description,
@@ -132,6 +138,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
                     low_latency: None,
                 },
                 snapshot: None,
+                retention_secs,
             };
             config
                 .validate()

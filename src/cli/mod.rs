@@ -1,5 +1,5 @@
 //! The `livebucket` command line: `serve`, `sign push|play|vod`, `vod`, `ls`,
-//! `channel …`, `cors`, `cluster status`. Each command has its module; this
+//! `channel …`, `cors`, `cluster status`, `retention sweep`. Each command has its module; this
 //! one parses the arguments and dispatches. Errors are printed with their whole chain and exit with
 //! status 1 (2 for usage errors, from clap).
 
@@ -7,6 +7,7 @@ mod args;
 mod channel;
 mod cors;
 mod ls;
+mod retention;
 mod sign;
 mod vod;
 
@@ -91,6 +92,9 @@ enum Command {
     /// The cluster as etcd sees it (config section `cluster`).
     #[command(subcommand)]
     Cluster(ClusterCmd),
+    /// Recordings past their retention period (config section `retention`).
+    #[command(subcommand)]
+    Retention(RetentionCmd),
     /// List a bucket's objects with size, content type and metadata.
     Ls {
         #[arg(long, short)]
@@ -99,6 +103,19 @@ enum Command {
         bucket: String,
         #[arg(long, default_value = "")]
         prefix: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum RetentionCmd {
+    /// Ask the running livebucket (its operator listener) to sweep now, and
+    /// print what it deleted as JSON.
+    Sweep {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// List what would be deleted; delete nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
 }
 
@@ -237,6 +254,9 @@ pub fn run() -> ExitCode {
         Command::Channel(cmd) => runtime().and_then(|rt| rt.block_on(channel::run(cmd))),
         Command::Cluster(ClusterCmd::Status { config }) => {
             runtime().and_then(|rt| rt.block_on(cluster_status(&config)))
+        }
+        Command::Retention(RetentionCmd::Sweep { config, dry_run }) => {
+            runtime().and_then(|rt| rt.block_on(retention::sweep(&config, dry_run)))
         }
         Command::Serve { config } => {
             runtime().and_then(|rt| rt.block_on(livebucket::app::serve(config)))

@@ -121,6 +121,29 @@ impl Etcd {
             .flatten())
     }
 
+    /// Creates `key` with `value` on `lease` if it does not exist; its
+    /// create revision, or `None` when it exists.
+    pub async fn create(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: i64,
+    ) -> Result<Option<i64>, EtcdError> {
+        let txn = Txn::new()
+            .when([Compare::version(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease)),
+            )]);
+        let mut c = self.client.clone();
+        let resp = bounded(self.timeout, c.txn(txn)).await?;
+        Ok(resp
+            .succeeded()
+            .then(|| resp.header().map(|h| h.revision()))
+            .flatten())
+    }
+
     /// Rewrites `key` (this node's) for a new session or onto a new lease,
     /// if it is still at `epoch`, and records the taker at `last`. Whether
     /// it was.

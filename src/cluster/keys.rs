@@ -13,6 +13,8 @@
 //!   restarted after a crash reads it to know whether anybody continued.
 //! - `changes/<bucket>/<channel>`: bumped at every write of the channel's
 //!   record, so every node forgets its cached copy (etcd watch).
+//! - `sweep/<bucket>/<channel>`: the node sweeping the channel's old
+//!   recordings now (on its lease; the node id as value): one at a time.
 //!
 //! Bucket and channel names hold no `/` (both are validated before any key
 //! is made), so a key splits back unambiguously.
@@ -99,6 +101,10 @@ impl Keys {
         format!("{}{bucket}/{channel}", self.changes())
     }
 
+    pub fn sweep(&self, bucket: &str, channel: &str) -> String {
+        format!("{}sweep/{bucket}/{channel}", self.prefix)
+    }
+
     /// (bucket, channel) of a `live/` or `changes/` key under `under`.
     pub fn split<'k>(&self, under: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
         key.strip_prefix(under)?.split_once('/')
@@ -117,6 +123,7 @@ mod tests {
         assert_eq!(k.node("n1"), "/lb/nodes/n1");
         assert_eq!(k.member("n1"), "/lb/members/n1");
         assert_eq!(k.last("b", "c"), "/lb/last/b/c");
+        assert_eq!(k.sweep("b", "c"), "/lb/sweep/b/c");
         assert_eq!(k.split(&k.changes(), "/lb/changes/b/c"), Some(("b", "c")));
         assert_eq!(k.split(&k.live_prefix(), "/lb/changes/b/c"), None);
         assert_eq!(k.split(&k.changes(), "/lb/changes/b"), None);

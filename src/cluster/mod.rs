@@ -37,6 +37,7 @@ pub mod etcd;
 pub mod keys;
 pub mod lease;
 pub mod status;
+mod sweep;
 mod tasks;
 
 use std::collections::HashMap;

@@ -21,12 +21,14 @@ pub mod http;
 pub mod listen;
 #[cfg(test)]
 mod reference;
+pub mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
 pub use events::EventsConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
+pub use retention::RetentionConfig;
 
 /// What went wrong loading the configuration.
 #[derive(Debug, thiserror::Error)]
@@ -98,6 +100,9 @@ pub struct RawConfig {
     /// signed (`crate::events`). Absent: no events.
     #[serde(default)]
     pub events: EventsConfig,
+    /// How long recordings stay in the bucket (`[retention]`).
+    #[serde(default)]
+    pub retention: RetentionConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -217,9 +222,9 @@ pub struct S3Config {
     #[serde(default = "default_true")]
     pub direct_put: bool,
     /// A PEM file of CA certificates trusted for an `https://` endpoint on
-    /// top of the system's roots (a store with a self-signed or private CA).
-    /// Used by the direct PUTs; the SDK's requests (GET, LIST, DELETE, HEAD)
-    /// trust the system's roots only.
+    /// top of the system's roots (a store with a self-signed or private CA),
+    /// by every request: the direct PUTs and the SDK's (GET, LIST, DELETE,
+    /// HEAD, and PUTs when they go through it).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// Seconds a PUT attempt may take before the body's own transfer time
@@ -725,6 +730,7 @@ impl RawConfig {
         listen::validate(&self.listen, &self.limits)?;
         api::validate(&self.api)?;
         http::validate(&self.http)?;
+        retention::validate(&self.retention)?;
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }

@@ -18,6 +18,7 @@ pub mod llplay;
 pub mod oss;
 pub mod peer;
 pub mod play;
+pub mod retention;
 pub mod server;
 pub mod vod;
 
@@ -80,6 +81,11 @@ pub struct AppState {
     pub ll: Arc<crate::llhls::hub::Hub>,
     /// Stream and channel events (`[events]`); inert without endpoints.
     pub events: crate::events::Events,
+    /// The retention sweep, when the server runs one.
+    pub retention: Option<Arc<crate::retention::Retention>>,
+    /// The pipeline's uploads parked on a final answer, by channel (shown
+    /// in GetLiveChannelStat).
+    pub parked: crate::pipeline::parked::ParkedUploads,
 }
 
 impl AppState {
@@ -106,6 +112,8 @@ impl AppState {
                 config.play.max_blocking_reloads,
             )),
             events: crate::events::Events::disabled(),
+            retention: None,
+            parked: Default::default(),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -128,9 +136,21 @@ impl AppState {
         self
     }
 
+    /// The retention sweep (its reloads and `POST /retention/sweep`).
+    pub fn with_retention(mut self, retention: Arc<crate::retention::Retention>) -> AppState {
+        self.retention = Some(retention);
+        self
+    }
+
     /// Shares the pipeline's LL-HLS hub.
     pub fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
         self.ll = ll;
+        self
+    }
+
+    /// Shares the pipeline's record of parked uploads.
+    pub fn with_parked(mut self, parked: crate::pipeline::parked::ParkedUploads) -> AppState {
+        self.parked = parked;
         self
     }
 
@@ -161,6 +181,9 @@ impl AppState {
             );
         }
         drop(secrets);
+        if let Some(r) = &self.retention {
+            r.set_config(config.clone());
+        }
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -420,7 +443,8 @@ fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
 }
 
 /// `/metrics`, `/healthz` (the process answers; whether the store refuses
-/// its uploads) and `/readyz` (it takes pushes), for operators and balancers.
+/// its uploads) and `/readyz` (it takes pushes), for operators and balancers;
+/// `POST /retention/sweep` ([`retention`]).
 pub fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -431,6 +455,8 @@ pub fn operator_router(state: Arc<AppState>) -> Router {
             StatusCode::SERVICE_UNAVAILABLE,
             Duration::from_secs(10),
         ))
+        // A sweep takes as long as it takes: outside the 10 s limit.
+        .route("/retention/sweep", post(retention::sweep))
         .with_state(state)
 }
 

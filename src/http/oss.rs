@@ -10,6 +10,13 @@
 //!
 //! Authorisation: the signing key must be enabled and allowed to write the
 //! bucket (`keys[].buckets`), the same rule as for pushes.
+//!
+//! GetLiveChannelStat also carries the channel's uploads parked on this node
+//! ([`crate::pipeline::parked`]): the count, the S3 code and since when, in
+//! livebucket's `LivebucketParkedUploads` element, so a key allowed on the
+//! bucket (and the console signed in with it) learns that the store refuses
+//! them. Only this node's: in a cluster, another node's parked uploads show
+//! on that node's answers and in its `/healthz`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -360,7 +367,15 @@ async fn execute(
                     })
                 }
             };
-            let stat = model::ChannelStat::new(r.config.status, session);
+            // This node's parked uploads of the channel: the bucket's keys
+            // learn that the store refuses them, and the S3 code (never its
+            // message, a key or a URL).
+            let parked = app.parked.of(bucket, &channel).map(|p| model::ParkedStat {
+                uploads: p.uploads as u64,
+                code: p.code,
+                since: p.since as i64,
+            });
+            let stat = model::ChannelStat::new(r.config.status, session).with_parked(parked);
             Ok(xml_ok(xml::render_stat(&stat)))
         }
         Operation::GetLiveChannelHistory { channel } => {

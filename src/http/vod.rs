@@ -82,7 +82,17 @@ pub(super) async fn range_fragments(
     channel: &str,
     range: (u64, u64),
 ) -> Result<(Vec<RangeFragment>, Source, Option<OwnedSemaphorePermit>), RangeError> {
-    if let Some((frags, source)) = app.vod_ranges.get(bucket, channel, range) {
+    // A cached range is not trusted past the channel's retention cutoff: a
+    // sweep may have deleted its oldest fragments since.
+    // An unreadable record: the range is read again (u64::MAX).
+    let oldest_kept = match app.channels.get(key_id, bucket, channel).await {
+        Ok(record) => crate::retention::oldest_kept_ms(
+            crate::retention::period_of(record.as_ref().map(|r| &r.config), cfg),
+            crate::clock::unix_now_ms(),
+        ),
+        Err(_) => u64::MAX,
+    };
+    if let Some((frags, source)) = app.vod_ranges.get(bucket, channel, range, oldest_kept) {
         app.metrics.inc("livebucket_vod_range_cache_hits_total", "");
         return Ok((frags, source, None));
     }

@@ -53,6 +53,9 @@ pub const HISTORY_LEN: usize = 10;
 pub const MAX_LIST_KEYS: u16 = 1000;
 pub const DEFAULT_LIST_KEYS: u16 = 100;
 
+/// The longest `RetentionSeconds` a channel may ask for: 100 years.
+pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+
 /// Where channel records live; see the module doc.
 pub const CHANNELS_PREFIX: &str = ".livebucket/channels/";
 const CHANNEL_SUFFIX: &str = ".json";
@@ -96,6 +99,12 @@ pub struct LiveChannelConfig {
     /// `Target`; `Type` is always `HLS`.
     pub target: HlsTarget,
     pub snapshot: Option<Snapshot>,
+    /// livebucket's extension `RetentionSeconds`: recordings of this channel
+    /// older than this many seconds are deleted by the retention sweep
+    /// ([`crate::retention`]); `Some(0)` keeps them forever; `None` (not
+    /// given): `[retention] default_period_secs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_secs: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -142,6 +151,7 @@ impl Default for LiveChannelConfig {
                 low_latency: None,
             },
             snapshot: None,
+            retention_secs: None,
         }
     }
 }
@@ -178,6 +188,11 @@ impl LiveChannelConfig {
             push::validate_bucket(&s.dest_bucket)
                 .map_err(|e| invalid(format!("Snapshot/DestBucket: {e}")))?;
             check_range("Snapshot/Interval", s.interval)?;
+        }
+        if self.retention_secs.is_some_and(|r| r > MAX_RETENTION_SECS) {
+            return Err(invalid(format!(
+                "RetentionSeconds must be an integer from 0 (keep forever) to {MAX_RETENTION_SECS}"
+            )));
         }
         Ok(())
     }
@@ -408,13 +423,29 @@ pub struct AudioStat {
     pub codec: String,
 }
 
+/// Uploads of a channel the store refuses with a final answer, parked on
+/// this node until a change of configuration, keys or bucket lets them
+/// through (livebucket's extension to GetLiveChannelStat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParkedStat {
+    /// Jobs parked now (fragments, the playlist, manifests).
+    pub uploads: u64,
+    /// The S3 error code of the latest refusal (a plain identifier, or
+    /// `HTTP_<status>` when the store sent none).
+    pub code: String,
+    /// Unix seconds the longest-parked upload was first refused.
+    pub since: i64,
+}
+
 /// GetLiveChannelStat's answer: `Disabled` wins over a session still being
 /// dropped, a session makes it `Live`, else `Idle`. Only `Live` carries the
-/// session.
+/// session. Parked uploads ([`ChannelStat::with_parked`]) are carried
+/// whatever the status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChannelStat {
     status: StatStatus,
     session: Option<LiveSession>,
+    parked: Option<ParkedStat>,
 }
 
 impl ChannelStat {
@@ -423,16 +454,29 @@ impl ChannelStat {
             (ChannelStatus::Disabled, _) => Self {
                 status: StatStatus::Disabled,
                 session: None,
+                parked: None,
             },
             (ChannelStatus::Enabled, Some(s)) => Self {
                 status: StatStatus::Live,
                 session: Some(s),
+                parked: None,
             },
             (ChannelStatus::Enabled, None) => Self {
                 status: StatStatus::Idle,
                 session: None,
+                parked: None,
             },
         }
+    }
+
+    /// The channel's parked uploads, if any.
+    pub fn with_parked(mut self, parked: Option<ParkedStat>) -> Self {
+        self.parked = parked;
+        self
+    }
+
+    pub fn parked(&self) -> Option<&ParkedStat> {
+        self.parked.as_ref()
     }
 
     pub fn status(&self) -> StatStatus {
@@ -500,6 +544,7 @@ mod tests {
                     notify_topic: "topic".into(),
                     interval: 10,
                 }),
+                retention_secs: Some(86_400),
             },
             last_modified: 1_700_000_000,
         }

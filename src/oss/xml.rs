@@ -18,7 +18,8 @@
 //! optional elements meaning "default" (oss2 sends `<Description />` and
 //! `<PlaylistName />` by default), entity and character references, CDATA.
 //! Refused: DTDs and processing instructions (no entity expansion games),
-//! elements in leaf values, any element not in OSS's schema. Attributes are
+//! elements in leaf values, any element not in OSS's schema or livebucket's
+//! extensions (`Target/LowLatency`, `RetentionSeconds`). Attributes are
 //! ignored. Leaf values are taken exactly as written (no trimming), so
 //! `<FragCount> 3</FragCount>` is an `InvalidArgument`.
 //!
@@ -41,7 +42,7 @@ use time::OffsetDateTime;
 
 use super::channel::{
     ChannelStat, ChannelStatus, DEFAULT_FRAG_COUNT, DEFAULT_FRAG_DURATION, DEFAULT_PLAYLIST_NAME,
-    HlsTarget, LiveChannelConfig, LiveRecord, Snapshot, is_xml_char,
+    HlsTarget, LiveChannelConfig, LiveRecord, MAX_RETENTION_SECS, Snapshot, is_xml_char,
 };
 use super::error::{ErrorParts, OssError};
 
@@ -199,6 +200,9 @@ impl<'a> Parser<'a> {
                 "Status" => once(&mut raw.status, &name, |p| p.text(&name), self)?,
                 "Target" => once(&mut raw.target, &name, Parser::target, self)?,
                 "Snapshot" => once(&mut raw.snapshot, &name, Parser::snapshot, self)?,
+                "RetentionSeconds" => {
+                    once(&mut raw.retention_secs, &name, |p| p.text(&name), self)?;
+                }
                 other => {
                     return Err(malformed(format!(
                         "unknown element <{}> in <{ROOT}>",
@@ -298,6 +302,7 @@ struct RawConfig {
     status: Option<String>,
     target: Option<RawTarget>,
     snapshot: Option<RawSnapshot>,
+    retention_secs: Option<String>,
 }
 
 #[derive(Default)]
@@ -379,11 +384,25 @@ impl RawConfig {
                 })
             }
         };
+        let retention_secs = given(self.retention_secs)
+            .map(|t| {
+                let bad = || {
+                    invalid(format!(
+                        "RetentionSeconds must be an integer from 0 (keep forever) to {MAX_RETENTION_SECS}"
+                    ))
+                };
+                if t.len() > 12 || !t.bytes().all(|b| b.is_ascii_digit()) {
+                    return Err(bad());
+                }
+                t.parse::<u64>().map_err(|_| bad())
+            })
+            .transpose()?;
         Ok(LiveChannelConfig {
             description: self.description.unwrap_or_default(),
             status,
             target,
             snapshot,
+            retention_secs,
         })
     }
 }
@@ -486,6 +505,11 @@ pub fn render_info(config: &LiveChannelConfig) -> String {
         d.leaf("Interval", &s.interval.to_string());
         d.close("Snapshot");
     }
+    // livebucket's extension, after OSS's own elements (OSS clients skip
+    // elements they do not know).
+    if let Some(secs) = config.retention_secs {
+        d.leaf("RetentionSeconds", &secs.to_string());
+    }
     d.finish(ROOT)
 }
 
@@ -544,7 +568,10 @@ pub fn render_list(list: &ListResult<'_>) -> String {
 }
 
 /// GetLiveChannelStat's answer: `ConnectedTime`, `RemoteAddr`, `Video` and
-/// `Audio` only when `Live` (and the latter two once known).
+/// `Audio` only when `Live` (and the latter two once known), then, while
+/// uploads of the channel are parked, livebucket's extension element
+/// `LivebucketParkedUploads` (`Count`, `Code`, `Since`) last, where OSS's
+/// parsers (which look up the elements they know by name) ignore it.
 pub fn render_stat(stat: &ChannelStat) -> String {
     let root = "LiveChannelStat";
     let mut d = Doc::new(root);
@@ -568,6 +595,13 @@ pub fn render_stat(stat: &ChannelStat) -> String {
             d.leaf("Codec", &a.codec);
             d.close("Audio");
         }
+    }
+    if let Some(p) = stat.parked() {
+        d.open("LivebucketParkedUploads");
+        d.leaf("Count", &p.uploads.to_string());
+        d.leaf("Code", &p.code);
+        d.leaf("Since", &iso8601(p.since));
+        d.close("LivebucketParkedUploads");
     }
     d.finish(root)
 }
@@ -637,5 +671,30 @@ mod tests {
                 "{DECLARATION}\n<R><T>a&lt;b&gt;&amp;c\u{FFFD}\u{FFFD}\u{FFFD}\u{FFFD}\"'</T></R>"
             )
         );
+    }
+
+    #[test]
+    fn retention_seconds_round_trips_and_is_checked() {
+        let doc =
+            |extra: &str| format!("<{ROOT}><Target><Type>HLS</Type></Target>{extra}</{ROOT}>");
+        let parsed = parse_config(doc("<RetentionSeconds>86400</RetentionSeconds>").as_bytes())
+            .expect("parses");
+        assert_eq!(parsed.retention_secs, Some(86_400));
+        let again = parse_config(render_info(&parsed).as_bytes()).expect("round trip");
+        assert_eq!(again, parsed);
+        let forever = parse_config(doc("<RetentionSeconds>0</RetentionSeconds>").as_bytes());
+        assert_eq!(forever.ok().map(|c| c.retention_secs), Some(Some(0)));
+        let absent = parse_config(doc("").as_bytes()).expect("parses");
+        assert_eq!(absent.retention_secs, None);
+        assert!(!render_info(&absent).contains("Retention"));
+        for bad in ["-1", "1.5", "x", "99999999999999"] {
+            let refused = parse_config(
+                doc(&format!("<RetentionSeconds>{bad}</RetentionSeconds>")).as_bytes(),
+            );
+            assert!(
+                matches!(refused, Err(OssError::InvalidArgument(_))),
+                "{bad}: {refused:?}"
+            );
+        }
     }
 }

@@ -85,6 +85,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             fence: None,
             ll: Arc::new(crate::llhls::hub::Hub::new(10)),
             events: Default::default(),
+            parked: Default::default(),
         },
         &handle,
         cancel.clone(),

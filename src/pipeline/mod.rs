@@ -31,6 +31,7 @@ pub mod fenced_write;
 pub mod journal;
 pub mod live;
 pub mod machine;
+pub mod parked;
 pub mod recovery;
 pub mod timestamps;
 pub mod upload;
@@ -134,6 +135,8 @@ pub struct Shared {
     pub ll: Arc<crate::llhls::hub::Hub>,
     /// `stream.ended` and `recording.ready` go out through it.
     pub events: crate::events::Events,
+    /// Uploads parked on a final answer, by channel; shared with the OSS API.
+    pub parked: parked::ParkedUploads,
 }
 
 pub struct Pipeline {
@@ -186,6 +189,7 @@ impl Pipeline {
             fence,
             ll,
             events,
+            parked,
         } = shared;
         let uploader = Uploader::new(
             store.clone(),
@@ -195,6 +199,7 @@ impl Pipeline {
                 max_backoff: Duration::from_secs(cfg.upload.max_backoff_secs),
                 playlist_cache_control: cfg.upload.playlist_cache_control.clone(),
                 fence,
+                parked,
             },
             cancel.clone(),
             tracker,

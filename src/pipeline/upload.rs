@@ -11,8 +11,9 @@
 //! A final answer (a refusal that only a change of configuration, keys or
 //! bucket can fix) is logged once per distinct error as an error, and the
 //! upload is parked: retried every `max_backoff`, and at once after a reload
-//! ([`Store::keys_changed`]), counted in `livebucket_uploads_parked`; the
-//! bytes stay on disk. Parking rather than giving up keeps every fragment;
+//! ([`Store::keys_changed`]), counted in `livebucket_uploads_parked` and
+//! listed by channel in [`super::parked`] (which GetLiveChannelStat shows);
+//! the bytes stay on disk. Parking rather than giving up keeps every fragment;
 //! waiting `max_backoff` rather than retrying fast keeps a wrong key from
 //! becoming a tight loop against the store, and the reload wake-up means an
 //! operator's fix takes effect without waiting out the backoff.
@@ -52,6 +53,7 @@ use super::fence::{Fence, FenceVerdict};
 use super::fenced_write::{AfterRefusal, Attempt, Known, after_refusal, attempt};
 use super::live::ChannelId;
 use super::machine::{Job, Stored};
+use super::parked::ParkedUploads;
 use crate::layout::{fragment_key, playlist_key};
 use crate::metrics::Metrics;
 use crate::store::{ObjectMeta, PutFileError, PutIf, Store, StoreError};
@@ -106,6 +108,15 @@ impl UploadError {
     /// A refusal only a change of configuration, keys or bucket can fix.
     fn is_final_answer(&self) -> bool {
         matches!(self, UploadError::Store(e) if !e.is_retriable())
+    }
+
+    /// The S3 code a final answer parks its job under
+    /// ([`super::parked`]); `None` for any other failure.
+    fn parked_code(&self) -> Option<String> {
+        match self {
+            UploadError::Store(e) if self.is_final_answer() => Some(e.metric_code()),
+            _ => None,
+        }
     }
 }
 
@@ -284,6 +295,8 @@ pub struct Uploader {
     /// (used only for conditional writes).
     known: Arc<Mutex<HashMap<ChannelId, Known>>>,
     fence: Option<Arc<dyn Fence>>,
+    /// Jobs parked on a final answer, by channel (shown by the OSS API).
+    parked: ParkedUploads,
 }
 
 pub struct UploaderConfig {
@@ -293,6 +306,8 @@ pub struct UploaderConfig {
     /// In a cluster: asked before every attempt of a playlist or manifest
     /// upload (see [`super::fence`]).
     pub fence: Option<Arc<dyn Fence>>,
+    /// Where parked jobs are listed by channel.
+    pub parked: ParkedUploads,
 }
 
 impl Uploader {
@@ -317,6 +332,7 @@ impl Uploader {
             slots: Arc::default(),
             known: Arc::default(),
             fence: cfg.fence,
+            parked: cfg.parked,
         }
     }
 
@@ -343,7 +359,7 @@ impl Uploader {
                 self.tracker.spawn(
                     async move {
                         let stored = up
-                            .retry(&object, &up.media, || {
+                            .retry(&object, (&bucket, &channel), &up.media, || {
                                 up.put_fragment(
                                     &files, &key_id, &bucket, &object, &extinf, &session,
                                 )
@@ -374,7 +390,7 @@ impl Uploader {
                 self.tracker.spawn(
                     async move {
                         let stored = up
-                            .retry(&object, &up.small, || async {
+                            .retry(&object, (&bucket, &channel.channel), &up.small, || async {
                                 // A manifest is this session's own object:
                                 // held back while the node cannot reach the
                                 // coordinator, written otherwise.
@@ -459,25 +475,30 @@ impl Uploader {
                     let body = Bytes::from(body);
                     let meta = ObjectMeta::playlist(&up.playlist_cache_control);
                     let stored = up
-                        .retry(&object, &up.small, || async {
-                            // Checked before every attempt: a retry may come
-                            // after this node lost the channel.
-                            let verdict = up.fenced(&channel).await;
-                            match verdict {
-                                Some(FenceVerdict::Hold) => {
-                                    return Err(UploadError::Fenced(channel.channel.clone()));
+                        .retry(
+                            &object,
+                            (&channel.bucket, &channel.channel),
+                            &up.small,
+                            || async {
+                                // Checked before every attempt: a retry may come
+                                // after this node lost the channel.
+                                let verdict = up.fenced(&channel).await;
+                                match verdict {
+                                    Some(FenceVerdict::Hold) => {
+                                        return Err(UploadError::Fenced(channel.channel.clone()));
+                                    }
+                                    // Another node's playlist now: this version is
+                                    // done with, never written (the core may
+                                    // finish its sessions; /play does not serve
+                                    // this node's copy, see http::play).
+                                    Some(FenceVerdict::Yield) => return Ok(()),
+                                    Some(FenceVerdict::Write) | None => {}
                                 }
-                                // Another node's playlist now: this version is
-                                // done with, never written (the core may
-                                // finish its sessions; /play does not serve
-                                // this node's copy, see http::play).
-                                Some(FenceVerdict::Yield) => return Ok(()),
-                                Some(FenceVerdict::Write) | None => {}
-                            }
-                            let before = up.fenced_deadline(&channel, verdict)?;
-                            up.put_playlist(&channel, &key_id, &object, &body, &meta, before)
-                                .await
-                        })
+                                let before = up.fenced_deadline(&channel, verdict)?;
+                                up.put_playlist(&channel, &key_id, &object, &body, &meta, before)
+                                    .await
+                            },
+                        )
                         .await;
                     if !stored {
                         return;
@@ -654,11 +675,20 @@ impl Uploader {
         }
     }
 
-    async fn retry<F, Fut>(&self, what: &str, permits: &Arc<Semaphore>, attempt: F) -> bool
+    /// [`until_stored`], with the job listed in [`Uploader::parked`] under
+    /// `(bucket, channel)` while its last attempt got a final answer.
+    async fn retry<F, Fut>(
+        &self,
+        what: &str,
+        (bucket, channel): (&str, &str),
+        permits: &Arc<Semaphore>,
+        mut attempt: F,
+    ) -> bool
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<(), UploadError>>,
     {
+        let parked = self.parked.job(bucket, channel);
         until_stored(
             what,
             permits,
@@ -666,7 +696,16 @@ impl Uploader {
             &self.metrics,
             self.max_backoff,
             self.store.keys_changed(),
-            attempt,
+            || {
+                let sent = attempt();
+                let parked = &parked;
+                async move {
+                    let result = sent.await;
+                    let code = result.as_ref().err().and_then(UploadError::parked_code);
+                    parked.note(code.as_deref());
+                    result
+                }
+            },
         )
         .await
         .is_some()

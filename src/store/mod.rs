@@ -15,6 +15,11 @@
 //! earlier one): a live fragment is worth little once it has left the
 //! playlist, and a fenced write must not land after its lease.
 //!
+//! Both paths trust the system's roots plus, when `[s3] ca_file` names one,
+//! a PEM file of CA certificates: the direct PUTs through
+//! [`crate::outbound`], the SDK's requests through its own HTTPS client
+//! built with the same trust store ([`sdk_http_client`]).
+//!
 //! The SDK's own retries are off: the upload pipeline retries forever with its
 //! own backoff and keeps the bytes on local disk meanwhile, so an SDK retry
 //! would only hide attempts from its metrics. Request checksums are computed
@@ -31,10 +36,11 @@ use aws_credential_types::Credentials;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{
     BehaviorVersion, Region, RequestChecksumCalculation, ResponseChecksumValidation,
-    StalledStreamProtectionConfig,
+    SharedHttpClient, StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
+use aws_smithy_http_client::tls;
 use aws_smithy_types::body::SdkBody;
 use aws_smithy_types::retry::RetryConfig;
 use aws_smithy_types::timeout::TimeoutConfig;
@@ -42,11 +48,13 @@ use bytes::Bytes;
 
 use crate::config::{AccessKey, S3Config};
 
+mod batch;
 mod conditional;
 mod direct;
 pub mod errors;
 mod file_body;
 
+pub use batch::{BatchMode, ListedObject, Listing};
 pub use conditional::{Conditional, Precondition, PutIf, Versioned, if_match_value};
 
 /// An access key's SDK client and direct-PUT signer.
@@ -254,6 +262,9 @@ pub struct Store {
     direct: Result<Arc<direct::DirectPut>, String>,
     /// Final answers to PUTs by `key_id/bucket`, until a PUT there succeeds.
     refusals: Arc<Mutex<BTreeMap<String, String>>>,
+    /// The SDK clients' HTTPS client when `s3.ca_file` is set (shared by
+    /// every key's client); `None`: the SDK's default (system roots).
+    sdk_http: Option<SharedHttpClient>,
     /// Bumped by every [`Store::update_keys`]: uploads parked on a final
     /// answer try again at once.
     keys_changed: Arc<tokio::sync::watch::Sender<u64>>,
@@ -262,11 +273,22 @@ pub struct Store {
 impl Store {
     pub fn new(s3: &S3Config, keys: &[AccessKey]) -> Store {
         let direct = direct::DirectPut::new(s3).map(Arc::new);
+        let sdk_http = s3.ca_file.as_deref().and_then(|ca| {
+            sdk_http_client(ca)
+                .inspect_err(|e| {
+                    // Validated at start; unreadable since. The SDK's
+                    // requests then fail with a certificate error, logged
+                    // where they are made.
+                    tracing::error!(error = %e, "s3.ca_file: the SDK's requests trust the system's roots only");
+                })
+                .ok()
+        });
         let store = Store {
             s3: s3.clone(),
             clients: Arc::default(),
             direct,
             refusals: Arc::default(),
+            sdk_http,
             keys_changed: Arc::new(tokio::sync::watch::channel(0).0),
         };
         store.replace_clients(keys);
@@ -324,7 +346,7 @@ impl Store {
             if clients.get(&k.id).is_none_or(|c| c.secret != k.secret) {
                 let client = KeyClient {
                     secret: k.secret.clone(),
-                    client: client_for(&self.s3, &k.id, &k.secret),
+                    client: client_for(&self.s3, self.sdk_http.clone(), &k.id, &k.secret),
                     signer: Arc::new(crate::sign::sigv4::HeaderSigner::new(
                         &k.id,
                         &k.secret,
@@ -720,9 +742,33 @@ impl Store {
     }
 }
 
-fn client_for(s3: &S3Config, id: &str, secret: &str) -> Client {
+/// The SDK's HTTPS client (its default, rustls with aws-lc) trusting the
+/// system's roots plus the certificates of the PEM file `ca_file`.
+fn sdk_http_client(ca_file: &std::path::Path) -> Result<SharedHttpClient, String> {
+    let pem =
+        std::fs::read(ca_file).map_err(|e| format!("cannot read {}: {e}", ca_file.display()))?;
+    let trust = tls::TrustStore::default().with_pem_certificate(pem);
+    let context = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| format!("{}: {e}", ca_file.display()))?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(context)
+        .build_https())
+}
+
+/// An SDK client for one access key; `http` replaces the SDK's default
+/// HTTPS client (see [`sdk_http_client`]).
+fn client_for(s3: &S3Config, http: Option<SharedHttpClient>, id: &str, secret: &str) -> Client {
     let creds = Credentials::new(id, secret, None, None, "livebucket-config");
-    let conf = aws_sdk_s3::config::Builder::new()
+    let mut conf = aws_sdk_s3::config::Builder::new();
+    if let Some(http) = http {
+        conf = conf.http_client(http);
+    }
+    let conf = conf
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(&s3.endpoint)
         .region(Region::new(s3.region.clone()))

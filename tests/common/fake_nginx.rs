@@ -6,8 +6,8 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -17,39 +17,20 @@ use super::TestDir;
 use super::ffmpeg::TestMedia;
 use super::fragments::Ledger;
 use super::garage::Key;
-use super::httpc::Response;
+use super::httpc::{self, Response};
 use super::livebucket::push_url;
 use super::process::run;
 
-/// A minimal HTTP/1.0 form POST, as nginx-rtmp's notify module sends it.
+/// An HTTP/1.0 form POST, as nginx-rtmp's notify module sends it, through
+/// the harness's HTTP client ([`httpc::blocking`]), answered within 5 s.
 pub fn http_post_form(addr: SocketAddr, path: &str, body: &str) -> std::io::Result<Response> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(
-        stream,
-        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let mut lines = head.split("\r\n");
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
-        .collect();
-    Ok(Response {
-        status,
-        headers,
-        body: body.as_bytes().to_vec(),
-    })
+    let url = format!("http://{addr}{path}");
+    let req = httpc::Request::new("POST", &url)
+        .http10()
+        .headers(&[("content-type", "application/x-www-form-urlencoded")])
+        .body(body.as_bytes())
+        .timeout(Duration::from_secs(5));
+    httpc::blocking(&req)
 }
 
 /// `/hooks/SECRET/CALL`, as the harness's nginx.conf calls it.

@@ -2,8 +2,7 @@
 //! independent implementation of the push-URL signature so tests can forge
 //! good and bad URLs without trusting the code under test.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -299,25 +298,14 @@ fn listen_of(config: &str) -> [SocketAddr; 3] {
     ]
 }
 
-/// A minimal HTTP/1.0 GET (the harness needs no HTTP client crate):
-/// (status, body).
+/// `GET http://addr/path` from synchronous code, through the harness's
+/// HTTP client ([`super::httpc::blocking`]), answered within 5 s:
+/// (status, body as text).
 pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
-    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response)?;
-    let response = String::from_utf8_lossy(&response);
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {response:?}")))?;
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((status, body))
+    let url = format!("http://{addr}{path}");
+    let req = super::httpc::Request::new("GET", &url).timeout(Duration::from_secs(5));
+    let resp = super::httpc::blocking(&req)?;
+    Ok((resp.status, resp.text()))
 }
 
 /// A livebucket config for the harness's processes: hooks on `listen`

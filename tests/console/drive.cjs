@@ -1,9 +1,11 @@
 // Drives livebucket's web console in real Chromium (headless, web security
 // on) for tests/e2e_console.rs, which starts the servers, pushes with ffmpeg
 // and asserts on what this script prints. Protocol:
-//   this script -> test: lines `STEP <name>`, `PUSH_URL <url>`, `DISABLED`,
-//                        `SCREENSHOT <path>`, and finally `RESULT <json>`;
-//   test -> this script: empty files in $LB_SIGNALS (`pushing`, `dropped`).
+//   this script -> test: lines `STEP <name>`, `PUSH_URL <url>`, `REFUSE`,
+//                        `RESTORE`, `DISABLED`, `SCREENSHOT <path>`, and
+//                        finally `RESULT <json>`;
+//   test -> this script: empty files in $LB_SIGNALS (`pushing`, `refusing`,
+//                        `restored`, `dropped`).
 // Every request each page sends is recorded through the DevTools protocol
 // (Network.requestWillBeSent + ExtraInfo, i.e. the headers really sent) and
 // searched for the secret.
@@ -138,6 +140,7 @@ async function main() {
     await fill(page, "#create input[name=name]", CHANNEL);
     await fill(page, "#create input[name=description]", "made in the console test");
     await fill(page, "#create input[name=snapshotInterval]", 2);
+    await fill(page, "#create input[name=retentionDays]", 7);
     await page.click("#create button[type=submit]");
     result.createdStatus = await until(page, "the new channel to show Idle", (name) => {
       const b = document.querySelector(`li[data-channel="${name}"] [data-role=status]`);
@@ -156,6 +159,8 @@ async function main() {
     await page.click(`li[data-channel="${CHANNEL}"] h3 a`);
     result.endpointFromApi = await until(page, "the endpoint from PublishUrls",
       () => document.querySelector("#push-form input[name=endpoint]")?.value);
+    result.retention = await until(page, "the channel's retention",
+      () => document.querySelector("[data-role=retention]")?.textContent);
     // The test's nginx listens on a port of its own; the operator types it.
     await fill(page, "#push-form input[name=endpoint]", env("LB_RTMP_ENDPOINT"));
     await page.click("#push-form button[type=submit]");
@@ -194,6 +199,32 @@ async function main() {
     result.narrowOverflow = await page.evaluate(() => document.documentElement.scrollWidth - 360);
     await shot(page, "3-channels-360px");
     await page.setViewport({ width: 1280, height: 900 });
+
+    say("STEP parked uploads");
+    // The test makes the store refuse the key's writes to the bucket.
+    say("REFUSE");
+    await signal("refusing", 30000);
+    // Run in the page: the warning under `sel` while it shows.
+    const parkedAt = (sel) => {
+      const p = document.querySelector(sel);
+      return p && !p.hidden && p.textContent && { code: p.dataset.code, text: p.textContent };
+    };
+    result.parkedList = await until(page, "the parked-upload warning in the list", parkedAt,
+      `li[data-channel="${CHANNEL}"] [data-role=parked]`, 60000);
+    await shot(page, "3b-channels-parked");
+    await page.click(`li[data-channel="${CHANNEL}"] h3 a`);
+    result.parkedDetail = await until(page, "the parked-upload warning on the channel", parkedAt,
+      "section [data-role=parked]", 30000);
+    await shot(page, "3c-channel-parked");
+    // The test gives the permission back and reloads livebucket.
+    say("RESTORE");
+    await signal("restored", 30000);
+    result.parkedGone = await until(page, "the warning to go", () => {
+      const p = document.querySelector("section [data-role=parked]");
+      return p && p.hidden && p.textContent === "";
+    }, null, 60000);
+    await page.evaluate(() => { location.hash = "#/"; });
+    await page.waitForSelector(`li[data-channel="${CHANNEL}"] h3 a`);
 
     say("STEP live player");
     await page.click(`li[data-channel="${CHANNEL}"] h3 a`);

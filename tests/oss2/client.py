@@ -68,6 +68,11 @@ def run(bucket, op, a):
             au = r.audio
             out["audio"] = {"sample_rate": au.sample_rate, "bandwidth": au.bandwidth, "codec": au.codec}
         return out
+    if op == "raw_stat":
+        # GetLiveChannelStat's body as sent (livebucket's extension element
+        # included), signed by oss2's own request machinery.
+        resp = bucket._Bucket__do_object("GET", a["channel"], params={"live": "", "comp": "stat"})
+        return {"body": resp.read().decode()}
     if op == "history":
         r = bucket.get_live_channel_history(a["channel"])
         return {"records": [

@@ -3,7 +3,7 @@
 
 import { ApiError } from "../api.js";
 import { encodeUnreserved, ossPushUrl, playQuery, rgwPushUrl, vodQuery } from "../sign.js";
-import { copyable, duration, field, h, notice, playHls, statLine, videoElement, when } from "../ui.js";
+import { copyable, duration, field, h, notice, playHls, showParked, statLine, videoElement, when } from "../ui.js";
 
 const STAT_MS = 3000;
 /** Lifetime of the play and VOD URLs the page signs for itself. */
@@ -22,6 +22,7 @@ export function channelView(main, api, name) {
   // --- live -------------------------------------------------------------
   const badge = h("span", { class: "badge", "data-role": "status" }, "…");
   const stat = h("p", { class: "stat", "data-role": "stat" });
+  const parked = h("p", { class: "parked", "data-role": "parked", role: "alert", hidden: true });
   const toggle = h("button", { type: "button", "data-action": "toggle" }, "…");
   const live = videoElement(`Live picture of ${name}`);
   live.id = "live-video";
@@ -73,6 +74,7 @@ export function channelView(main, api, name) {
     badge.textContent = st.status;
     badge.dataset.status = st.status;
     stat.textContent = statLine(st) || (st.status === "Idle" ? "Nobody is pushing." : "");
+    showParked(parked, st.parked);
     if (st.status === "Live" && !stopLive) await startLive();
     if (st.status !== "Live" && stopLive) {
       stopLive();
@@ -140,6 +142,43 @@ export function channelView(main, api, name) {
       }, "Pick")))));
     if (!records.length) historyBody.append(h("tr", {}, h("td", { colspan: 4 }, "No pushes yet.")));
   }
+
+  // --- retention --------------------------------------------------------
+  const kept = h("p", { "data-role": "retention" });
+  const keep = field("Keep recordings for (days)", { name: "retentionDays", type: "number", min: 0, step: "any" },
+    "Empty: the server's default; 0: forever. Saved while nobody pushes.");
+  const keepStatus = notice();
+  const showKept = () => {
+    const r = info.retentionSecs;
+    kept.textContent = r === null ? "Recordings are kept for the server's default period."
+      : r === 0 ? "Recordings are kept forever."
+        : `Recordings are deleted once older than ${r >= 86400 ? `${+(r / 86400).toFixed(2)} days` : duration(r)}.`;
+    keep.input.value = r === null ? "" : String(r / 86400);
+  };
+  const keepForm = h("form", { class: "panel", id: "retention-form", "aria-labelledby": "retention-title" },
+    h("h3", { id: "retention-title" }, "Retention"),
+    kept, keep.wrap, h("button", { type: "submit" }, "Save"), keepStatus);
+  keepForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    try {
+      const retentionSecs = keep.input.value === "" ? null : Number(keep.input.value) * 86400;
+      // PutLiveChannel rewrites the whole channel: the rest as it is.
+      await api.create(name, {
+        description: info.description,
+        status: info.status,
+        fragDuration: info.fragDuration,
+        fragCount: info.fragCount,
+        playlistName: info.playlistName,
+        snapshotInterval: info.snapshot ? info.snapshot.interval : 0,
+        retentionSecs,
+      });
+      info = await api.info(name);
+      showKept();
+      keepStatus.show("Saved.");
+    } catch (err) {
+      keepStatus.show(`Not saved: ${err.message || err}`, true);
+    }
+  });
 
   const vodForm = h("form", { class: "panel", id: "vod-form", "aria-labelledby": "vod-title" },
     h("h3", { id: "vod-title" }, "Play a recording"),
@@ -222,7 +261,7 @@ export function channelView(main, api, name) {
     status,
     h("section", { class: "panel", "aria-labelledby": "live-title" },
       h("h3", { id: "live-title" }, "Live"),
-      stat, h("div", { class: "actions" }, toggle),
+      stat, parked, h("div", { class: "actions" }, toggle),
       live, latency, playerNote, playUrl.wrap),
     h("section", { class: "panel", "aria-labelledby": "history-title" },
       h("h3", { id: "history-title" }, "Pushes"),
@@ -232,12 +271,14 @@ export function channelView(main, api, name) {
         historyBody),
       h("button", { type: "button", onclick: () => refreshHistory().catch(say) }, "Refresh")),
     vodForm,
+    keepForm,
     pushForm);
 
   (async () => {
     try {
       const [i, listed] = await Promise.all([api.info(name), api.listChannels(name)]);
       info = i;
+      showKept();
       const mine = listed.find((c) => c.name === name);
       if (mine && mine.publishUrl.endsWith(`/${name}`)) {
         endpoint.input.value = mine.publishUrl.slice(0, -name.length - 1);

@@ -2,7 +2,7 @@
 // refreshed every few seconds, and create / enable / disable / delete.
 
 import { ApiError } from "../api.js";
-import { field, h, notice, statLine } from "../ui.js";
+import { field, h, notice, showParked, statLine } from "../ui.js";
 
 const REFRESH_MS = 3000;
 
@@ -31,6 +31,7 @@ export function channelsView(main, api) {
     const thumb = h("img", { class: "thumb", alt: `No snapshot of ${c.name} yet`, width: 160, height: 90 });
     const badge = h("span", { class: "badge", "data-role": "status" }, c.status === "disabled" ? "Disabled" : "…");
     const stat = h("p", { class: "stat", "data-role": "stat" });
+    const parked = h("p", { class: "parked", "data-role": "parked", role: "alert", hidden: true });
     const toggle = h("button", { type: "button", "data-action": "toggle" });
     toggle.addEventListener("click", () => {
       const next = c.status === "enabled" ? "disabled" : "enabled";
@@ -47,6 +48,7 @@ export function channelsView(main, api) {
         h("h3", {}, h("a", { href: `#/channel/${encodeURIComponent(c.name)}` }, c.name), " ", badge),
         c.description ? h("p", { class: "desc" }, c.description) : null,
         stat,
+        parked,
         h("div", { class: "actions" }, toggle, remove)));
     // A refresh updates cards in place, so keyboard focus stays put.
     li.set = (fresh) => {
@@ -62,6 +64,7 @@ export function channelsView(main, api) {
       badge.textContent = st.status;
       badge.dataset.status = st.status;
       stat.textContent = statLine(st);
+      showParked(parked, st.parked);
       if (st.video) {
         stat.dataset.width = st.video.width;
         stat.dataset.height = st.video.height;
@@ -127,11 +130,13 @@ function createForm(api, onCreated, say) {
   const playlist = field("Playlist name", { name: "playlistName", value: "index.m3u8", required: true, spellcheck: "false" });
   const snapshots = h("input", { type: "checkbox", name: "snapshots", checked: true });
   const interval = field("Snapshot every (s)", { name: "snapshotInterval", type: "number", min: 1, max: 100, value: 5 });
+  const keep = field("Keep recordings for (days)", { name: "retentionDays", type: "number", min: 0, step: "any" },
+    "Empty: the server's default; 0: forever. Older recordings are deleted.");
   const form = h("form", { class: "panel", id: "create", "aria-labelledby": "create-title" },
     h("h2", { id: "create-title" }, "New channel"),
     name.wrap, description.wrap, frag.wrap, count.wrap, playlist.wrap,
     h("label", { class: "check" }, snapshots, " Take snapshots (thumbnails) into this bucket"),
-    interval.wrap,
+    interval.wrap, keep.wrap,
     h("button", { type: "submit" }, "Create channel"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
@@ -142,6 +147,7 @@ function createForm(api, onCreated, say) {
         fragCount: Number(count.input.value),
         playlistName: playlist.input.value.trim(),
         snapshotInterval: snapshots.checked ? Number(interval.input.value) : 0,
+        retentionSecs: keep.input.value === "" ? null : Number(keep.input.value) * 86400,
       });
       const created = name.input.value.trim();
       form.reset();
