@@ -30,7 +30,8 @@ const CHANNEL_LOOKUP: Duration = Duration::from_secs(2);
 /// A refused push waits this long before its answer, which slows guessing.
 const FAILURE_DELAY: Duration = Duration::from_millis(250);
 
-use crate::clock::unix_now;
+use crate::clock::{unix_now, unix_now_ms};
+use crate::events::Event;
 
 fn close(mut resp: Response) -> Response {
     resp.headers_mut()
@@ -100,6 +101,13 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
         Ok(resp) => close(resp),
         Err(err) => {
             refused(&app, Some(&cb), &err);
+            app.events.emit(Event::stream_refused(
+                &cb.app,
+                &cb.name,
+                &cb.addr,
+                err.code(),
+                unix_now_ms(),
+            )); // events:
             if matches!(err, HttpError::Refused(ref r) if !matches!(r, Reject::TooManyFailures)) {
                 app.limiter.record_failure(&cb.addr, Instant::now());
                 tokio::time::sleep(FAILURE_DELAY).await;
@@ -177,6 +185,10 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         snapshot,
         resume: None,
         grant: fingerprint,
+        notify_topic: record
+            .as_ref()
+            .and_then(|r| r.notify_topic())
+            .map(str::to_owned), // events:
     };
     let meta = match &app.cluster {
         Some(cluster) => {
@@ -234,6 +246,7 @@ async fn publish(app: &AppState, cb: &Callback) -> Result<Response, HttpError> {
         key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
     );
     app.metrics.inc("livebucket_push_accepted_total", "");
+    app.events.emit(Event::stream_started(&meta)); // events:
     // Waking the pipeline and the blocking pool here would have them take
     // the cores from this answer; spawned on the hooks thread, this runs
     // once the answer is written. (A fragment nginx writes, or an end,
