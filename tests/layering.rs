@@ -51,7 +51,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("sessions and coordination", &["session", "cluster"]),
     (
         "the data plane and its views",
-        &["pipeline", "llhls", "vod", "stat", "oss", "retention"],
+        &["pipeline", "llhls", "vod", "stat", "oss", "retention", "events"],
     ),
     ("admission", &["admission"]),
     ("HTTP surface", &["http"]),

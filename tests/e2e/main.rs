@@ -20,6 +20,7 @@ mod cluster;
 mod compose;
 mod console;
 mod dataplane;
+mod events;
 mod https_store;
 mod latency;
 mod listeners;

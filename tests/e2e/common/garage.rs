@@ -162,6 +162,22 @@ impl Garage {
         self.script(&["bucket", bucket, &id]);
     }
 
+    /// Imports a new key with read and write on `bucket` only.
+    pub fn create_key_for(&mut self, bucket: &str) -> Key {
+        let key = self.new_key();
+        self.script(&[
+            "garage", "bucket", "allow", "--read", "--write", bucket, "--key", &key.id,
+        ]);
+        key
+    }
+
+    /// Runs the garage CLI against this node; returns stdout.
+    pub fn cli(&mut self, args: &[&str]) -> String {
+        let mut all = vec!["garage"];
+        all.extend_from_slice(args);
+        self.script(&all)
+    }
+
     /// Key ids are deterministic (GK000000000000000000000001, …002, …) so a
     /// log reads the same from run to run; secrets are random.
     fn new_key(&mut self) -> Key {

@@ -1,4 +1,3 @@
-#![cfg(feature = "e2e")]
 //! Stream and channel events (`[events]`) against real nginx-rtmp, ffmpeg,
 //! Garage and livebucket, received by an HTTP server of this test's own:
 //! every event arrives with a Standard Webhooks signature that Python's
@@ -8,7 +7,7 @@
 //! killed (-9) and restarted meanwhile, still gets every event, and never
 //! one event under two ids.
 
-mod common;
+use crate::common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
