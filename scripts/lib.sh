@@ -17,7 +17,7 @@ GARAGE_BIN=${GARAGE_BIN:-$LIVEBUCKET_CACHE/garage-$GARAGE_VERSION/bin/garage}
 OSS2_VERSION=2.19.1
 OSS2_PYTHON=${OSS2_PYTHON:-$LIVEBUCKET_CACHE/oss2-$OSS2_VERSION/bin/python}
 # puppeteer-core, pinned by tests/console/package-lock.json, which drives
-# Chromium in the console test (tests/e2e_console.rs).
+# Chromium in the console test (tests/e2e/console.rs).
 CONSOLE_TEST_NODE=$LIVEBUCKET_CACHE/console-test-node
 
 # Message on stderr, prefixed with the script's name.

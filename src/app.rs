@@ -86,6 +86,13 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    let events = crate::events::Events::open(
+        &config.events,
+        &config.state_dir,
+        &crate::events::node_name(&config),
+        metrics.clone(),
+    )?;
+    let events_task = tokio::spawn(events.clone().run(cancel.child_token()));
     let uploads = TaskTracker::new();
     let (handle, rx) = pipeline::channel();
     let live_cache = pipeline::LiveCache::default();
@@ -113,6 +120,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
                 .clone()
                 .map(|c| c as Arc<dyn pipeline::fence::Fence>),
             ll: ll.clone(),
+            events: events.clone(),
             parked: parked.clone(),
         },
         &handle,
@@ -143,6 +151,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         )
         .with_cluster(cluster.clone())
         .with_ll(ll)
+        .with_events(events)
         .with_retention(retention)
         .with_parked(parked),
     );
@@ -256,6 +265,10 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     pipeline_cancel.cancel();
     if let Err(e) = pipeline_task.await {
         error!(error = %e, "pipeline task failed");
+    }
+    // Cancelled with the pipeline; undelivered events stay on disk.
+    if let Err(e) = events_task.await {
+        error!(error = %e, "events task failed");
     }
     Ok(())
 }

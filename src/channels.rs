@@ -28,7 +28,6 @@ use std::sync::Mutex;
 
 use tokio::sync::OnceCell;
 
-use crate::auth::reject::Reject;
 use crate::config::{Config, UnknownChannels};
 use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
@@ -261,6 +260,18 @@ impl ChannelStore {
     }
 }
 
+/// Why a channel takes no push; auth maps it into its push refusal
+/// (`auth::reject::Reject`), with the same message and label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// `channels.unknown = "refuse"` and the channel was never created.
+    #[error("no such channel (channels.unknown = \"refuse\")")]
+    NoSuchChannel,
+    /// The channel's status is `disabled` (PutLiveChannelStatus).
+    #[error("the channel is disabled")]
+    ChannelDisabled,
+}
+
 /// What a push to a channel gets, decided from its record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushPlan {
@@ -285,7 +296,7 @@ pub struct PushPlan {
 /// starts at a keyframe (`wait_key`/`wait_video` in the public
 /// application) and `hls_max_fragment` cuts a fragment before it rounds
 /// above its application's length (`scripts/render-nginx-conf`).
-pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Reject> {
+pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPlan, Refused> {
     let default = PushPlan {
         playlist: crate::names::DEFAULT_PLAYLIST.to_owned(),
         shape: None,
@@ -295,12 +306,12 @@ pub fn plan_push(record: Option<&ChannelRecord>, cfg: &Config) -> Result<PushPla
     let Some(record) = record else {
         return match cfg.channels.unknown {
             UnknownChannels::Create => Ok(default),
-            UnknownChannels::Refuse => Err(Reject::NoSuchChannel),
+            UnknownChannels::Refuse => Err(Refused::NoSuchChannel),
         };
     };
     let c: &LiveChannelConfig = &record.config;
     if c.status == ChannelStatus::Disabled {
-        return Err(Reject::ChannelDisabled);
+        return Err(Refused::ChannelDisabled);
     }
     let app = fragment_app(&cfg.nginx.fragment_durations, c.target.frag_duration);
     Ok(PushPlan {
@@ -336,9 +347,9 @@ pub fn relay_for(relay_url: &str, app: Option<u32>) -> String {
 }
 
 /// Whether a live push may go on: its channel was not disabled since.
-pub fn still_allowed(record: Option<&ChannelRecord>) -> Result<(), Reject> {
+pub fn still_allowed(record: Option<&ChannelRecord>) -> Result<(), Refused> {
     match record {
-        Some(r) if r.config.status == ChannelStatus::Disabled => Err(Reject::ChannelDisabled),
+        Some(r) if r.config.status == ChannelStatus::Disabled => Err(Refused::ChannelDisabled),
         _ => Ok(()),
     }
 }
@@ -377,7 +388,7 @@ mod tests {
         assert_eq!(plan.relay_url, "rtmp://127.0.0.1:1935/hls");
         assert_eq!(
             plan_push(None, &cfg("[channels]\nunknown = \"refuse\"")),
-            Err(Reject::NoSuchChannel)
+            Err(Refused::NoSuchChannel)
         );
     }
 
@@ -420,7 +431,7 @@ mod tests {
         assert_eq!(plan.shape.map(|s| s.target_duration_secs), Some(3));
         assert_eq!(
             plan_push(Some(&record(ChannelStatus::Disabled, 5, 3)), &cfg("")),
-            Err(Reject::ChannelDisabled)
+            Err(Refused::ChannelDisabled)
         );
     }
 

@@ -494,7 +494,11 @@ fn write_uri(out: &mut String, uri: &str) {
 }
 
 #[cfg(test)]
-#[path = "../tests/common/hlscheck.rs"]
+#[path = "../tests/e2e/common/hlscheck.rs"]
+#[allow(
+    dead_code,
+    reason = "these tests use the plain-playlist checks; the LL-HLS ones serve the e2e tests"
+)]
 pub(crate) mod hlscheck;
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ pub mod channels;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod events;
 pub mod hls;
 pub mod http;
 pub mod index;

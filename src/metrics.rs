@@ -202,6 +202,30 @@ const HELP: &[(&str, &str)] = &[
         "Due snapshots not started, by reason: busy (one is running for the channel) or capacity (the global cap is reached).",
     ),
     (
+        "livebucket_events_delivered_total",
+        "Events a receiver answered 2xx, by type (once per endpoint).",
+    ),
+    (
+        "livebucket_events_failed_total",
+        "Event POSTs that got no 2xx (each is retried until events.max_age_secs), by type.",
+    ),
+    (
+        "livebucket_events_dropped_total",
+        "Events given up, by type: older than events.max_age_secs, not writable to disk, for endpoints no longer configured, or stream.refused past events.max_queued.",
+    ),
+    (
+        "livebucket_events_queued",
+        "Events on disk waiting for at least one endpoint.",
+    ),
+    (
+        "livebucket_events_oldest_age_seconds",
+        "Age of the oldest queued event (0 when none).",
+    ),
+    (
+        "livebucket_events_write_seconds",
+        "Time to write one event to disk (file and directory fsync'd) before the call site goes on, by type.",
+    ),
+    (
         "livebucket_retention_sweeps_total",
         "Retention sweeps finished, by outcome: ok, errors (some channel stopped early; the next sweep retries), dry_run.",
     ),
@@ -225,6 +249,10 @@ const HELP: &[(&str, &str)] = &[
 
 /// The label name of each labelled series; `reason` when not listed.
 const LABEL_NAMES: &[(&str, &str)] = &[
+    ("livebucket_events_delivered_total", "type"),
+    ("livebucket_events_failed_total", "type"),
+    ("livebucket_events_dropped_total", "type"),
+    ("livebucket_events_write_seconds", "type"),
     ("livebucket_hooks_total", "call"),
     ("livebucket_hook_seconds", "call"),
     ("livebucket_hooks_previous_secret_total", "call"),

@@ -7,7 +7,7 @@
 //! business; callers build a [`Request`] and read the [`Response`]. Its users:
 //! the direct S3 PUTs (`store::direct`), the rtmp_stat and peer statistics
 //! reads (`stat`), the `livebucket channel` CLI's API requests, and the
-//! tests' client (`tests/common/httpc.rs`).
+//! tests' client (`tests/e2e/common/httpc.rs`).
 //!
 //! TLS is rustls with the ring provider, trusting the system's roots plus,
 //! when given, the certificates of a PEM file (a store with a self-signed or

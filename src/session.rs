@@ -65,6 +65,11 @@ pub struct SessionMeta {
     /// before it was kept (then the bucket and key must match).
     #[serde(default)]
     pub grant: String,
+    /// The channel record's `Snapshot/NotifyTopic` when the push began: the
+    /// `[events]` endpoint (by name) that gets this session's events besides
+    /// the endpoints that get every channel's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify_topic: Option<String>,
 }
 
 /// A publisher as a callback of a running push names it: nginx's client id
@@ -766,6 +771,7 @@ mod tests {
             snapshot: None,
             resume: None,
             grant: "g1".into(),
+            notify_topic: None,
         }
     }
 

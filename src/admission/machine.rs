@@ -8,6 +8,7 @@ use tracing::warn;
 use super::{Answer, Decision, Effect, Refusal, Step, replay_refusal};
 use crate::auth::callback::Callback;
 use crate::auth::push::{PushGrant, verify_publish};
+use crate::auth::reject::Reject;
 use crate::channels::PushPlan;
 use crate::cluster::ClaimError;
 use crate::config::Config;
@@ -45,6 +46,8 @@ pub struct Admission<'a> {
     reserved: bool,
     plan: Option<PushPlan>,
     snapshot: Option<SnapshotPlan>,
+    /// The channel's `Snapshot/NotifyTopic`, carried by its events.
+    notify_topic: Option<String>,
     meta: Option<SessionMeta>,
     /// The channel is claimed in the cluster for `meta`.
     claimed: bool,
@@ -66,6 +69,7 @@ impl<'a> Admission<'a> {
             reserved: false,
             plan: None,
             snapshot: None,
+            notify_topic: None,
             meta: None,
             claimed: false,
         };
@@ -264,7 +268,7 @@ impl<'a> Admission<'a> {
         let cfg = self.cfg;
         let plan = match crate::channels::plan_push(record.as_ref(), cfg) {
             Ok(p) => p,
-            Err(reject) => return self.refuse(reject.into()),
+            Err(refused) => return self.refuse(Reject::from(refused).into()),
         };
         let Some(grant) = self.grant.as_ref() else {
             return self.out_of_order("a plan before verification");
@@ -280,6 +284,10 @@ impl<'a> Admission<'a> {
                     )
                     .ok()
             });
+        self.notify_topic = record
+            .as_ref()
+            .and_then(|r| r.notify_topic())
+            .map(str::to_owned);
         self.plan = Some(plan);
         self.ask(Effect::CheckSpool, Waiting::Spool);
     }
@@ -310,6 +318,7 @@ impl<'a> Admission<'a> {
             low_latency: plan.low_latency,
             snapshot: self.snapshot.take(),
             resume: None,
+            notify_topic: self.notify_topic.take(),
         };
         self.meta = Some(meta.clone());
         if clustered {

@@ -6,6 +6,7 @@
 use tracing::info;
 
 use super::Refusal;
+use crate::auth::reject::Reject;
 use crate::cluster::decide::Update;
 use crate::oss::channel::ChannelRecord;
 use crate::session::SessionMeta;
@@ -30,7 +31,7 @@ pub fn update(
     cluster: Option<Update>,
 ) -> Result<(), Refusal> {
     if let Lookup::Found(record) = record {
-        crate::channels::still_allowed(record)?;
+        crate::channels::still_allowed(record).map_err(Reject::from)?;
     }
     match cluster {
         None | Some(Update::Keep) => Ok(()),
@@ -50,7 +51,6 @@ pub fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::reject::Reject;
     use crate::oss::channel::{ChannelStatus, LiveChannelConfig};
 
     fn session() -> SessionMeta {
@@ -69,6 +69,7 @@ mod tests {
             snapshot: None,
             resume: None,
             grant: String::new(),
+            notify_topic: None,
         }
     }
 

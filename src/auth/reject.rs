@@ -4,9 +4,9 @@
 //! the HTTP layer, which answers every `Reject` with the same 403 and logs
 //! and counts its [`Reject::code`].
 //!
-//! Below everything else in `auth`: it imports only [`crate::names`], whose
-//! [`NameError`] it wraps, and the limits [`crate::sign`] checks, which its
-//! messages state.
+//! Below everything else in `auth`: it imports only [`crate::names`] and
+//! [`crate::channels`], whose refusals it wraps, and the limits
+//! [`crate::sign`] checks, which its messages state.
 
 use crate::names::NameError;
 use crate::sign::expiry::MAX_EXPIRES_DIGITS;
@@ -125,6 +125,15 @@ impl Reject {
     }
 }
 
+impl From<crate::channels::Refused> for Reject {
+    fn from(r: crate::channels::Refused) -> Self {
+        match r {
+            crate::channels::Refused::NoSuchChannel => Reject::NoSuchChannel,
+            crate::channels::Refused::ChannelDisabled => Reject::ChannelDisabled,
+        }
+    }
+}
+
 impl From<NameError> for Reject {
     fn from(e: NameError) -> Self {
         match e {
@@ -140,6 +149,15 @@ impl From<NameError> for Reject {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A channel's refusal keeps its message as a push refusal.
+    #[test]
+    fn channel_refusals_keep_their_message() {
+        use crate::channels::Refused;
+        for r in [Refused::NoSuchChannel, Refused::ChannelDisabled] {
+            assert_eq!(Reject::from(r).to_string(), r.to_string());
+        }
+    }
 
     /// A name refused as a push keeps the name rule's message and label.
     #[test]

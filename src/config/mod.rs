@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 pub mod api;
 pub mod cluster;
+pub mod events;
 pub mod http;
 pub mod listen;
 #[cfg(test)]
@@ -24,6 +25,7 @@ pub mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;
+pub use events::EventsConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
 pub use retention::RetentionConfig;
@@ -94,6 +96,10 @@ pub struct RawConfig {
     /// node is alone and talks to no coordinator.
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// Stream and channel events POSTed to the application's endpoints,
+    /// signed (`crate::events`). Absent: no events.
+    #[serde(default)]
+    pub events: EventsConfig,
     /// How long recordings stay in the bucket (`[retention]`).
     #[serde(default)]
     pub retention: RetentionConfig,
@@ -728,6 +734,7 @@ impl RawConfig {
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }
+        events::validate(&self.events)?;
         if self
             .nginx
             .fragment_durations

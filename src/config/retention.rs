@@ -7,6 +7,9 @@ use serde::Deserialize;
 
 use super::{ConfigError, invalid};
 
+/// The longest retention period a channel or the default may ask for:
+/// 100 years.
+pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
@@ -65,12 +68,12 @@ pub fn validate(r: &RetentionConfig) -> Result<(), ConfigError> {
             "must be at least 1 (seconds between sweeps)",
         ));
     }
-    if r.default_period_secs > crate::oss::channel::MAX_RETENTION_SECS {
+    if r.default_period_secs > MAX_RETENTION_SECS {
         return Err(invalid(
             "retention.default_period_secs",
             format!(
                 "must be at most {} (100 years); 0 keeps recordings forever",
-                crate::oss::channel::MAX_RETENTION_SECS
+                MAX_RETENTION_SECS
             ),
         ));
     }

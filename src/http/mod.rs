@@ -79,6 +79,8 @@ pub struct AppState {
     pub background: tokio::runtime::Handle,
     /// LL-HLS playlists of the channels this node publishes with parts.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// Stream and channel events (`[events]`); inert without endpoints.
+    pub events: crate::events::Events,
     /// The retention sweep, when the server runs one.
     pub retention: Option<Arc<crate::retention::Retention>>,
     /// The pipeline's uploads parked on a final answer, by channel (shown
@@ -109,6 +111,7 @@ impl AppState {
             ll: Arc::new(crate::llhls::hub::Hub::new(
                 config.play.max_blocking_reloads,
             )),
+            events: crate::events::Events::disabled(),
             retention: None,
             parked: Default::default(),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
@@ -124,6 +127,12 @@ impl AppState {
     /// Cluster mode: the hooks coordinate through `cluster`.
     pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
         self.cluster = cluster;
+        self
+    }
+
+    /// Emits stream and channel events through `events`.
+    pub fn with_events(mut self, events: crate::events::Events) -> AppState {
+        self.events = events;
         self
     }
 

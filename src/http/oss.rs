@@ -30,8 +30,10 @@ use tracing::{info, warn};
 use super::AppState;
 use super::play::unix_now;
 use crate::channels::ChannelError;
+use crate::clock::unix_now_ms;
 use crate::cluster::decide::Elsewhere;
 use crate::config::{AccessKey, Config};
+use crate::events::{Change, Event};
 use crate::logfmt::Esc;
 use crate::oss::channel::{self as model, ChannelRecord, LiveSession};
 use crate::oss::error::OssError;
@@ -257,7 +259,8 @@ async fn execute(
             let (publish, play) = urls(cfg, bucket, &channel, &config.target.playlist_name);
             // A whole new record, whatever was there: written back under
             // the store's conditional rule like every change.
-            app.channels
+            let stored = app
+                .channels
                 .update(&key.id, bucket, &channel, |_| {
                     Ok::<_, OssError>(ChannelRecord {
                         name: channel.clone(),
@@ -266,6 +269,13 @@ async fn execute(
                     })
                 })
                 .await?;
+            app.events.emit(Event::channel_changed(
+                bucket,
+                &channel,
+                Change::Created,
+                stored.notify_topic(),
+                unix_now_ms(),
+            )); // events:
             Ok(xml_ok(xml::render_create_result(&publish, &play)))
         }
         Operation::ListLiveChannel(p) => {
@@ -301,9 +311,16 @@ async fn execute(
             Ok(xml_ok(xml::render_info(&r.config)))
         }
         Operation::DeleteLiveChannel { channel } => {
-            existing(app, key, bucket, &channel).await?;
+            let was = existing(app, key, bucket, &channel).await?;
             check_not_live(app, bucket, &channel).await?;
             app.channels.delete(&key.id, bucket, &channel).await?;
+            app.events.emit(Event::channel_changed(
+                bucket,
+                &channel,
+                Change::Deleted,
+                was.notify_topic(),
+                unix_now_ms(),
+            )); // events:
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Operation::PutLiveChannelStatus { channel, status } => {
@@ -311,7 +328,8 @@ async fn execute(
             // change meanwhile is kept, not overwritten). A live publisher of
             // a disabled channel is dropped at its next on_update (nginx's
             // notify_update_timeout).
-            app.channels
+            let stored = app
+                .channels
                 .update(&key.id, bucket, &channel, |current| {
                     let mut r = current.ok_or(OssError::NoSuchLiveChannel)?;
                     r.config.status = status;
@@ -319,6 +337,13 @@ async fn execute(
                     Ok::<_, OssError>(r)
                 })
                 .await?;
+            app.events.emit(Event::channel_changed(
+                bucket,
+                &channel,
+                Change::status(status),
+                stored.notify_topic(),
+                unix_now_ms(),
+            )); // events:
             Ok(StatusCode::OK.into_response())
         }
         Operation::GetLiveChannelStat { channel } => {

@@ -53,8 +53,9 @@ pub const HISTORY_LEN: usize = 10;
 pub const MAX_LIST_KEYS: u16 = 1000;
 pub const DEFAULT_LIST_KEYS: u16 = 100;
 
-/// The longest `RetentionSeconds` a channel may ask for: 100 years.
-pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;
+/// The longest `RetentionSeconds` a channel may ask for: 100 years (the
+/// same bound as `[retention] default_period_secs`).
+pub use crate::config::retention::MAX_RETENTION_SECS;
 
 /// Where channel records live; see the module doc.
 pub const CHANNELS_PREFIX: &str = ".livebucket/channels/";
@@ -126,8 +127,9 @@ pub struct HlsTarget {
 
 /// `Snapshot`: OSS takes snapshots with a RAM role into another bucket and
 /// notifies MNS. livebucket takes them with the push's key
-/// ([`crate::snapshot`]); `RoleName` and `NotifyTopic` are stored and
-/// returned but unused (no RAM roles; no notification is sent).
+/// ([`crate::snapshot`]); `RoleName` is stored and returned but unused (no
+/// RAM roles). `NotifyTopic` names the `[events]` endpoint that gets the
+/// channel's events ([`crate::events`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Snapshot {
@@ -283,6 +285,17 @@ pub struct ChannelRecord {
     pub config: LiveChannelConfig,
     /// Unix seconds of the last PutLiveChannel or PutLiveChannelStatus.
     pub last_modified: i64,
+}
+
+impl ChannelRecord {
+    /// `Snapshot/NotifyTopic`: the `[events]` endpoint (by name) that gets
+    /// this channel's events besides those that get every channel's.
+    pub fn notify_topic(&self) -> Option<&str> {
+        self.config
+            .snapshot
+            .as_ref()
+            .map(|s| s.notify_topic.as_str())
+    }
 }
 
 /// The JSON document at [`channel_key`]; the tag is its format version.

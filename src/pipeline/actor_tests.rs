@@ -84,6 +84,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             ),
             fence: None,
             ll: Arc::new(crate::llhls::hub::Hub::new(10)),
+            events: Default::default(),
             parked: Default::default(),
         },
         &handle,
@@ -107,6 +108,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             snapshot: None,
             resume: None,
             grant: String::new(),
+            notify_topic: None,
         })
         .unwrap();
     let task = tokio::spawn(pipeline.run(Vec::new(), rx));

@@ -50,7 +50,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
+use crate::clock::unix_now_ms;
 use crate::config::Config;
+use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::session::{SessionMeta, Sessions, looks_like_id};
 use capture::{Identity, capture_name, identity, name_ms};
@@ -131,6 +133,8 @@ pub struct Shared {
     pub fence: Option<Arc<dyn fence::Fence>>,
     /// LL-HLS channels' parts and playlists, shared with `/play`.
     pub ll: Arc<crate::llhls::hub::Hub>,
+    /// `stream.ended` and `recording.ready` go out through it.
+    pub events: crate::events::Events,
     /// Uploads parked on a final answer, by channel; shared with the OSS API.
     pub parked: parked::ParkedUploads,
 }
@@ -161,6 +165,7 @@ pub struct Pipeline {
     ll_uploads: Arc<tokio::sync::Semaphore>,
     /// Each LL session's follower, cancelled when the session finishes.
     followers: HashMap<String, CancellationToken>,
+    events: crate::events::Events,
 }
 
 /// Part uploads in flight at once: parts are small and latency-critical,
@@ -183,6 +188,7 @@ impl Pipeline {
             snapshots,
             fence,
             ll,
+            events,
             parked,
         } = shared;
         let uploader = Uploader::new(
@@ -231,6 +237,7 @@ impl Pipeline {
             ll,
             ll_uploads: Arc::new(tokio::sync::Semaphore::new(LL_UPLOADS)),
             followers: HashMap::new(),
+            events,
         }
     }
 
@@ -482,10 +489,28 @@ impl Pipeline {
                 let now = self.now();
                 self.feed(Input::EndCheck { session, done, now });
             }
-            Effect::EndLive { session } => self.sessions.end_live(&session),
-            Effect::Finish { session, channel } => {
+            Effect::EndLive {
+                session,
+                done,
+                fragments,
+            } => {
+                if let Some(meta) = self.sessions.get(&session).filter(|_| done) {
+                    self.events
+                        .emit(Event::stream_ended(&meta, fragments, unix_now_ms())); // events:
+                }
+                self.sessions.end_live(&session);
+            }
+            Effect::Finish {
+                session,
+                channel,
+                fragments,
+            } => {
                 if let Some(done) = self.followers.remove(&session) {
                     done.cancel();
+                }
+                if let Some(meta) = self.sessions.get(&session).filter(|_| fragments > 0) {
+                    self.events
+                        .emit(Event::recording_ready(&meta, fragments, unix_now_ms())); // events:
                 }
                 self.unsaved.insert(channel);
                 self.save_channels();

@@ -18,6 +18,7 @@
 //! | livebucket play / VOD | HMAC-SHA256, base64url without padding | [`play`] | `/play/...` and `/api/v1/.../vod` URLs |
 //! | RGW push, OSS push | HMAC-SHA1, base64 | [`push`] | RTMP push URLs |
 //! | OSS V1 header / query | HMAC-SHA1, base64 | [`oss_v1`] | the OSS LiveChannel API |
+//! | Standard Webhooks | HMAC-SHA256, base64 | [`webhook`] | the `[events]` POSTs (`events`) |
 //!
 //! The building blocks: [`mac`] (keyed MACs, tag decoding), [`encode`] (the
 //! percent-encoding sets, each named for its RFC rule), [`expiry`] (the
@@ -42,6 +43,7 @@ pub mod push;
 pub mod sigv2;
 pub mod sigv4;
 pub mod url;
+pub mod webhook;
 
 #[cfg(test)]
 mod oss_v1_tests;

@@ -1,5 +1,5 @@
 // Drives livebucket's web console in real Chromium (headless, web security
-// on) for tests/e2e_console.rs, which starts the servers, pushes with ffmpeg
+// on) for tests/e2e/console.rs, which starts the servers, pushes with ffmpeg
 // and asserts on what this script prints. Protocol:
 //   this script -> test: lines `STEP <name>`, `PUSH_URL <url>`, `REFUSE`,
 //                        `RESTORE`, `DISABLED`, `SCREENSHOT <path>`, and

@@ -1,5 +1,5 @@
 // Checks console/js/sign.js against vectors the Rust signers made
-// (tests/e2e_console.rs writes them to the JSON file given as argument).
+// (tests/e2e/console.rs writes them to the JSON file given as argument).
 // Prints one line per vector and exits 1 on any difference.
 import { readFileSync } from "node:fs";
 import { webcrypto } from "node:crypto";

@@ -1,5 +1,5 @@
 // Plays one HLS URL with hls.js in headless Chromium and reports what the
-// player saw, for tests/common/player.rs and bench/glass.py.
+// player saw, for tests/e2e/common/player.rs and bench/glass.py.
 //
 //   node tests/player/play.cjs    (settings in the environment)
 //

@@ -13,6 +13,7 @@ use super::{AppState, CHANNEL_LOOKUP, channel_record, log_refusal};
 use crate::admission::{Admission, Answer, Decision, Effect, Step};
 use crate::auth::callback::Callback;
 use crate::auth::replay::Reservation;
+use crate::events::Event;
 use crate::logfmt::Esc;
 use crate::session::{SessionMeta, log_tag};
 
@@ -186,9 +187,11 @@ fn start_pipeline(app: &AppState, meta: SessionMeta) {
     });
 }
 
-/// The one place an `on_publish` decision is final: an approval is logged
-/// and counted in `livebucket_push_accepted_total`, a refusal logged and
-/// counted in `livebucket_push_rejected_total` by its reason code.
+/// The one place an `on_publish` decision is final: an approval is logged,
+/// counted in `livebucket_push_accepted_total` and emitted as
+/// `stream.started`; a refusal logged, counted in
+/// `livebucket_push_rejected_total` by its reason code and emitted as
+/// `stream.refused`.
 fn decided(app: &AppState, cb: &Callback, decision: &Decision) {
     match decision {
         Decision::Approve { meta, .. } => {
@@ -197,9 +200,17 @@ fn decided(app: &AppState, cb: &Callback, decision: &Decision) {
                 key_id = %Esc(&meta.key_id), addr = %Esc(&meta.addr), "push approved"
             );
             app.metrics.inc("livebucket_push_accepted_total", "");
+            app.events.emit(Event::stream_started(meta));
         }
         Decision::Refuse(refusal) => {
             log_refusal(&app.metrics, Some(cb), &refusal.clone().into());
+            app.events.emit(Event::stream_refused(
+                &cb.app,
+                &cb.name,
+                &cb.addr,
+                refusal.code(),
+                crate::clock::unix_now_ms(),
+            ));
         }
     }
 }

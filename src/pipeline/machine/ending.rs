@@ -83,6 +83,8 @@ impl Core {
             // session is done.
             fx.push(Effect::EndLive {
                 session: id.to_owned(),
+                done,
+                fragments: 0,
             });
             if !done {
                 if let Some(s) = self.sessions.get_mut(id) {
@@ -116,8 +118,11 @@ impl Core {
             ch.live.end();
         }
         let version = ch.live.version;
+        let fragments = self.sessions.get(id).map_or(0, SessionState::listed);
         fx.push(Effect::EndLive {
             session: id.to_owned(),
+            done,
+            fragments,
         });
         if done {
             info!(session = %crate::session::log_tag(id), listed = self.sessions.get(id).map_or(0, SessionState::listed), "session ended; finishing playlist");
@@ -175,6 +180,7 @@ impl Core {
             info!(session = %crate::session::log_tag(id), channel = %s.meta.channel, fragments = s.listed(), "session finished");
             fx.push(Effect::Finish {
                 session: id.to_owned(),
+                fragments: s.listed(),
                 channel: s.channel,
             });
         }

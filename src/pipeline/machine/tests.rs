@@ -42,6 +42,7 @@ fn meta(id: &str, started_ms: u64) -> SessionMeta {
         snapshot: None,
         resume: None,
         grant: String::new(),
+        notify_topic: None,
     }
 }
 
@@ -288,12 +289,14 @@ impl World {
                 let now = self.now;
                 self.feed(Input::EndCheck { session, done, now });
             }
-            Effect::EndLive { session } => {
+            Effect::EndLive { session, .. } => {
                 if let Some(r) = self.registry.get_mut(&session) {
                     r.1 = false;
                 }
             }
-            Effect::Finish { session, channel } => {
+            Effect::Finish {
+                session, channel, ..
+            } => {
                 self.saved = self.core.channel(&channel).cloned();
                 self.journals.remove(&session);
                 self.capture_files.retain(|(s, _), _| s != &session);

@@ -230,9 +230,12 @@ pub enum Effect {
         session: String,
         done: bool,
     },
-    /// The channel is free for a new publisher.
+    /// The channel is free for a new publisher. `done`: the publisher left
+    /// (else the session only went idle); `fragments`: those it listed.
     EndLive {
         session: String,
+        done: bool,
+        fragments: usize,
     },
     /// Everything of the session is stored: save the channel's window (its
     /// journal no longer vouches for what it published), then remove the
@@ -240,6 +243,8 @@ pub enum Effect {
     Finish {
         session: String,
         channel: ChannelId,
+        /// Fragments the session stored.
+        fragments: usize,
     },
     Count(&'static str),
 }
