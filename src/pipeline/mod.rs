@@ -22,7 +22,7 @@
 //!    `#EXT-X-ENDLIST`, then local files and session state are removed.
 //!
 //! On start, journals and capture files of unfinished sessions are replayed
-//! ([`recovery`]) and every session directory is rescanned, so a crash loses
+//! ([`machine::recovery`]) and every session directory is rescanned, so a crash loses
 //! nothing that reached the disk.
 
 pub mod capture;
@@ -31,7 +31,6 @@ pub mod fenced_write;
 pub mod journal;
 pub mod live;
 pub mod machine;
-pub mod recovery;
 pub mod timestamps;
 pub mod upload;
 pub mod watch;
@@ -557,7 +556,7 @@ impl Pipeline {
                 }
             }
         }
-        for at in recovery::candidates(spool) {
+        for at in machine::recovery::candidates(spool) {
             let dir = self.area(at).join(session);
             match capture::copy_fragment(&src, &dir, key, at == Location::Spool) {
                 Ok(_) => {
@@ -738,7 +737,7 @@ impl Pipeline {
                 _ => None,
             })
             .filter_map(|(key, spool, closed)| {
-                let found = recovery::candidates(spool)
+                let found = machine::recovery::candidates(spool)
                     .into_iter()
                     .find(|&at| self.area(at).join(id).join(capture_name(key)).exists());
                 found

@@ -19,6 +19,7 @@
 mod ending;
 mod fit;
 mod manifest;
+pub mod recovery;
 mod session;
 mod spool;
 #[cfg(test)]
@@ -123,7 +124,7 @@ impl Core {
                 live,
                 now,
             } => {
-                let found = crate::pipeline::recovery::Found {
+                let found = recovery::Found {
                     files: &files,
                     media: &media,
                 };
@@ -208,42 +209,6 @@ impl Core {
         ch.begin_session();
         info!(session = %crate::session::log_tag(&s.meta.id), channel = %s.meta.channel, "session started");
         self.sessions.insert(s.meta.id.clone(), s);
-    }
-
-    fn recover(
-        &mut self,
-        meta: SessionMeta,
-        entries: Vec<Entry>,
-        found: crate::pipeline::recovery::Found<'_>,
-        live: bool,
-        now: Ms,
-        fx: &mut Vec<Effect>,
-    ) {
-        if self.sessions.contains_key(&meta.id) {
-            return;
-        }
-        let mut s = SessionState::new(meta, now);
-        let ch = self.channels.entry(s.channel.clone()).or_default();
-        crate::pipeline::recovery::replay(&mut s, entries, found, &mut ch.live, fx);
-        info!(
-            session = %crate::session::log_tag(&s.meta.id),
-            captured = s.captures.len(),
-            listed = s.listed(),
-            "session recovered from journal"
-        );
-        let id = s.meta.id.clone();
-        for seg in s.segs.iter().filter(|g| !g.stored) {
-            if let Some(c) = s.captures.iter().find(|c| c.key == seg.key)
-                && let Bytes::At(at) = c.bytes
-            {
-                fx.push(fragment_job(&s.meta, c, seg, at));
-            }
-        }
-        if !live {
-            s.done_at = Some(now);
-        }
-        self.sessions.insert(id.clone(), s);
-        self.advance(&id, now, fx);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -661,44 +626,7 @@ impl Core {
     }
 }
 
-/// A capture as recovery rebuilds it.
-pub fn session_capture(
-    name: String,
-    key: u64,
-    ident: Identity,
-    bytes: Bytes,
-    media_ms: Option<u64>,
-) -> Capture {
-    Capture {
-        name,
-        key,
-        ident,
-        bytes,
-        assigned: false,
-        original_removed: false,
-        media_ms,
-        keyframe_start: None,
-    }
-}
-
-/// A listed fragment as recovery rebuilds it.
-pub fn session_seg(
-    key: u64,
-    seq: Option<u64>,
-    extinf: String,
-    duration_ms: u64,
-    stored: bool,
-) -> Seg {
-    Seg {
-        key,
-        seq,
-        extinf,
-        duration_ms,
-        stored,
-    }
-}
-
-fn fragment_job(meta: &SessionMeta, c: &Capture, seg: &Seg, at: Location) -> Effect {
+pub(super) fn fragment_job(meta: &SessionMeta, c: &Capture, seg: &Seg, at: Location) -> Effect {
     Effect::Upload(Job::Fragment {
         session: meta.id.clone(),
         key_id: meta.key_id.clone(),
