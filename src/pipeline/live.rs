@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::hls::{LivePlaylist, Segment};
+pub use crate::session::WindowSeg;
+use crate::session::Resume;
 use crate::layout::fragment_name;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -26,16 +28,6 @@ pub struct ChannelId {
     pub bucket: String,
     pub channel: String,
     pub playlist: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowSeg {
-    pub key_ms: u64,
-    pub extinf: String,
-    pub duration_ms: u64,
-    pub discontinuity: bool,
-    /// Wall-clock start, written as `#EXT-X-PROGRAM-DATE-TIME` at session starts.
-    pub program_date_time_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -100,7 +92,7 @@ impl ChannelLive {
     /// Takes over the playlist another node stored last ([`Resume`]), when it
     /// is newer than what this node knows: the window, both sequences and
     /// the key clock continue from it. Returns whether it was taken.
-    pub fn adopt(&mut self, r: &super::fence::Resume) -> bool {
+    pub fn adopt(&mut self, r: &Resume) -> bool {
         let Some(last) = r.window.last().map(|w| w.key_ms) else {
             return false;
         };
