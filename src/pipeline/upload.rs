@@ -47,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, info_span};
 
-use super::Msg;
+use super::handle::Msg;
 use super::fence::{Fence, FenceVerdict};
 use super::fenced_write::{AfterRefusal, Attempt, Known, after_refusal, attempt};
 use super::live::ChannelId;

@@ -78,6 +78,26 @@ pub struct SessionMeta {
     pub grant: String,
 }
 
+impl SessionMeta {
+    /// The part target (ms) of this push's LL-HLS parts, or `None` when
+    /// low latency is off: as its channel's `Target/LowLatency` says, else
+    /// as `[live] low_latency` does.
+    pub fn low_latency_or(&self, live: &crate::config::LiveConfig) -> Option<u64> {
+        self.low_latency
+            .unwrap_or(live.low_latency)
+            .then_some(live.part_target_ms)
+    }
+
+    /// This session's live window and target duration: its channel's, or
+    /// the `[live]` defaults.
+    pub fn shape_or(&self, live: &crate::config::LiveConfig) -> LiveShape {
+        self.shape.unwrap_or(LiveShape {
+            window_segments: live.window_segments,
+            target_duration_secs: live.target_duration_secs,
+        })
+    }
+}
+
 /// A publisher as a callback of a running push names it: nginx's client id
 /// and stream name, and the grant its URL verified to.
 #[derive(Debug, Clone, Copy)]
@@ -157,3 +177,26 @@ pub fn looks_like_id(name: &str) -> bool {
             .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
+#[cfg(test)]
+mod low_latency_tests {
+    use crate::config::LiveConfig;
+
+    #[test]
+    fn a_channel_overrides_the_default() {
+        let mut meta: crate::session::SessionMeta = serde_json::from_str(
+            r#"{"id":"s","bucket":"b","channel":"c","playlist":"index.m3u8","key_id":"k",
+                "clientid":"1","name":"c","addr":"a","started_ms":0}"#,
+        )
+        .unwrap();
+        let mut live = LiveConfig::default();
+        assert_eq!(meta.low_latency_or(&live), Some(500), "on by default");
+        live.low_latency = false;
+        assert_eq!(meta.low_latency_or(&live), None);
+        live.low_latency = true;
+        meta.low_latency = Some(false);
+        assert_eq!(meta.low_latency_or(&live), None);
+        live.low_latency = false;
+        meta.low_latency = Some(true);
+        assert_eq!(meta.low_latency_or(&live), Some(500));
+    }
+}

@@ -173,6 +173,8 @@ impl Core {
                 ch.live.published.remove(id);
             }
             info!(session = %crate::session::log_tag(id), channel = %s.meta.channel, fragments = s.listed(), "session finished");
+            // The session's journal no longer vouches for what it published.
+            self.save_now(&s.channel, fx);
             fx.push(Effect::Finish {
                 session: id.to_owned(),
                 channel: s.channel,

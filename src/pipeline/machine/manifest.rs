@@ -100,6 +100,10 @@ impl Core {
             // journal, so neither grows with the session.
             s.prune();
             s.forget_before(count);
+            // Saved first: its window then vouches for what the journal
+            // forgets (`save.rs`).
+            self.unsaved.remove(&s.channel);
+            fx.push(Effect::SaveChannel(s.channel.clone()));
             fx.push(Effect::CompactJournal {
                 session: id.to_owned(),
             });

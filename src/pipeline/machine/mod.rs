@@ -16,17 +16,19 @@
 //!   also left nginx's window);
 //! - the media sequence never goes back (`live.rs`).
 
+pub mod disk;
 mod ending;
 mod fit;
 mod manifest;
 pub mod recovery;
+mod save;
 mod session;
 mod spool;
 #[cfg(test)]
 mod tests;
 pub mod types;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tracing::{error, info, warn};
 
@@ -55,6 +57,8 @@ pub struct CoreConfig {
     /// per session would make a day-long session's uploads grow with the
     /// square of its length.
     pub manifest_chunk: usize,
+    /// How often changed channel windows are saved (see `save.rs`).
+    pub save_every_ms: u64,
 }
 
 /// A channel's playlist and where its uploads stand.
@@ -69,6 +73,10 @@ pub struct Core {
     cfg: CoreConfig,
     sessions: BTreeMap<String, SessionState>,
     channels: HashMap<ChannelId, ChannelState>,
+    /// Channels whose window changed since it was last saved.
+    unsaved: BTreeSet<ChannelId>,
+    /// When the unsaved channels were last saved on the cadence.
+    last_save: Ms,
 }
 
 impl Core {
@@ -77,6 +85,8 @@ impl Core {
             cfg,
             sessions: BTreeMap::new(),
             channels: HashMap::new(),
+            unsaved: BTreeSet::new(),
+            last_save: 0,
         }
     }
 
@@ -179,7 +189,11 @@ impl Core {
                     c.bytes = Bytes::At(Location::Spool);
                 }
             }
-            Input::Tick { now, pressure } => self.tick(now, pressure, &mut fx),
+            Input::Tick { now, pressure } => {
+                self.tick(now, pressure, &mut fx);
+                self.save_if_due(now, &mut fx);
+            }
+            Input::Stop => self.save_unsaved(&mut fx),
             Input::EndCheck { session, done, now } => self.end_check(&session, done, now, &mut fx),
         }
         fx
@@ -601,7 +615,7 @@ impl Core {
         };
         ch.live.stored_version = ch.live.stored_version.max(version);
         fx.push(Effect::Count("livebucket_playlists_uploaded_total"));
-        fx.push(Effect::SaveChannel(chid.clone()));
+        self.unsaved.insert(chid.clone());
         if ch.live.version == version {
             fx.push(Effect::CacheLive {
                 channel: chid.clone(),

@@ -55,17 +55,6 @@ impl Core {
     }
 }
 
-/// Where a journaled capture's file may be, preferred first: the area it was
-/// copied to, then the other (the preferred one was full, or it was moved to
-/// the spool since).
-pub fn candidates(spool: bool) -> [Location; 2] {
-    if spool {
-        [Location::Spool, Location::Capture]
-    } else {
-        [Location::Capture, Location::Spool]
-    }
-}
-
 /// What the actor found of a session's journaled captures, by key.
 #[derive(Clone, Copy)]
 pub struct Found<'a> {

@@ -9,6 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::*;
+use crate::pipeline::handle::channel;
 use crate::config::Config;
 
 /// The rig's tmpfs is a temporary directory on whatever disk the tests run
