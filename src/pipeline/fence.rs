@@ -10,10 +10,10 @@
 //!   [`crate::session::SessionMeta::resume`]) so the playlist continues its
 //!   sequences on this node.
 
-use futures::future::BoxFuture;
 use super::live::ChannelId;
 pub use crate::session::Resume;
 use crate::store::{Conditional, StoreError, Versioned};
+use futures::future::BoxFuture;
 
 /// What this node knows of a channel's playlist object in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]

@@ -10,8 +10,8 @@
 //! next holder's playlist. Without conditional writes (Garage) the PUT is
 //! plain, as on a single node.
 
-pub use super::fence::Known;
 use super::fence::FenceVerdict;
+pub use super::fence::Known;
 use crate::store::{Conditional, Precondition, if_match_value};
 
 /// How the next PUT of a playlist is made.

@@ -55,4 +55,3 @@ pub fn channel() -> (PipelineHandle, UnboundedReceiver<Msg>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (PipelineHandle { tx }, rx)
 }
-

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
 use crate::hls::{LivePlaylist, Segment};
-pub use crate::session::WindowSeg;
-use crate::session::Resume;
 use crate::layout::fragment_name;
+use crate::session::Resume;
+pub use crate::session::WindowSeg;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChannelId {

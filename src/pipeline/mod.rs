@@ -35,6 +35,7 @@ pub mod handle;
 pub mod journal;
 pub mod live;
 pub mod machine;
+pub mod retry;
 pub mod timestamps;
 pub mod upload;
 pub mod watch;

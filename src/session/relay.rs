@@ -37,4 +37,3 @@ pub(super) fn admit_relay(known: bool, live: bool, relayed: bool) -> Result<(), 
         (true, true, false) => Ok(()),
     }
 }
-

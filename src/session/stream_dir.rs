@@ -115,4 +115,3 @@ mod stream_dir_tests {
         assert_eq!(std::fs::read_dir(hls.path()).unwrap().count(), 0);
     }
 }
-

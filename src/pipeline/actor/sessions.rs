@@ -111,7 +111,12 @@ impl Pipeline {
     /// Starts cutting LL-HLS parts for a session on a channel with low
     /// latency on. A recovered session's captures are mapped first, so
     /// the fragment it is writing is numbered after the stored ones.
-    pub(super) fn follow_parts(&mut self, meta: &SessionMeta, chid: &ChannelId, entries: &[journal::Entry]) {
+    pub(super) fn follow_parts(
+        &mut self,
+        meta: &SessionMeta,
+        chid: &ChannelId,
+        entries: &[journal::Entry],
+    ) {
         let Some(part_target_ms) = meta.low_latency_or(&self.cfg.live) else {
             return;
         };
@@ -155,7 +160,11 @@ impl Pipeline {
     /// Which journaled captures have a file, and where. A fragment caught
     /// by a crash halfway through its move is finished moving here, if it is
     /// still the version the journal recorded.
-    pub(super) fn capture_files(&self, id: &str, entries: &[journal::Entry]) -> HashMap<u64, Location> {
+    pub(super) fn capture_files(
+        &self,
+        id: &str,
+        entries: &[journal::Entry],
+    ) -> HashMap<u64, Location> {
         entries
             .iter()
             .filter_map(|e| match e {

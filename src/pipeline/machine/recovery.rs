@@ -206,13 +206,7 @@ fn session_capture(
 }
 
 /// A listed fragment as recovery rebuilds it.
-fn session_seg(
-    key: u64,
-    seq: Option<u64>,
-    extinf: String,
-    duration_ms: u64,
-    stored: bool,
-) -> Seg {
+fn session_seg(key: u64, seq: Option<u64>, extinf: String, duration_ms: u64, stored: bool) -> Seg {
     Seg {
         key,
         seq,

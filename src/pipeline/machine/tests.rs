@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::hls::NginxEntry;
 use crate::pipeline::capture::Identity;
 
 const BASE_WALL: u64 = 1_700_000_000_000;
@@ -657,10 +658,15 @@ impl World {
 #[derive(Debug, Clone)]
 enum Op {
     Start,
-    Write { missed: bool },
+    Write {
+        missed: bool,
+    },
     Playlist,
     Complete(usize),
-    Tick { dt: u64, pressure: bool },
+    Tick {
+        dt: u64,
+        pressure: bool,
+    },
     Done,
     /// livebucket stops (gracefully: the pipeline's `Stop`) and starts.
     Restart {
@@ -851,7 +857,11 @@ fn pressure_moves_captures_to_the_spool_and_frees_nginx() {
 /// the next tick past the cadence, once, and at a stop.
 #[test]
 fn a_stored_playlist_moves_the_live_cache_and_saves_the_channel_on_the_cadence() {
-    let saves = |fx: &[Effect]| fx.iter().filter(|e| matches!(e, Effect::SaveChannel(_))).count();
+    let saves = |fx: &[Effect]| {
+        fx.iter()
+            .filter(|e| matches!(e, Effect::SaveChannel(_)))
+            .count()
+    };
     let mut w = world_with(1, 10);
     w.complete(0);
     let Some(Job::Playlist { version, .. }) = w.playlist_slot.clone() else {
@@ -868,13 +878,23 @@ fn a_stored_playlist_moves_the_live_cache_and_saves_the_channel_on_the_cadence()
         pressure: false,
     };
     assert_eq!(saves(&w.core.handle(tick(4_999))), 0);
-    assert_eq!(w.core.handle(tick(5_000)), vec![Effect::SaveChannel(chid())]);
-    assert_eq!(saves(&w.core.handle(tick(10_000))), 0, "nothing changed since");
+    assert_eq!(
+        w.core.handle(tick(5_000)),
+        vec![Effect::SaveChannel(chid())]
+    );
+    assert_eq!(
+        saves(&w.core.handle(tick(10_000))),
+        0,
+        "nothing changed since"
+    );
     w.core.handle(Input::Stored(Stored::Playlist {
         channel: chid(),
         version,
     }));
-    assert_eq!(w.core.handle(Input::Stop), vec![Effect::SaveChannel(chid())]);
+    assert_eq!(
+        w.core.handle(Input::Stop),
+        vec![Effect::SaveChannel(chid())]
+    );
 }
 
 /// A journal is compacted, and a finished session's state removed, only
@@ -898,8 +918,16 @@ fn a_channel_is_saved_before_a_compaction_and_before_a_finish() {
         at.iter()
             .all(|&i| i > 0 && w.log[i - 1] == Effect::SaveChannel(chid()))
     };
-    assert!(before(|e| matches!(e, Effect::CompactJournal { .. })), "{:?}", w.log);
-    assert!(before(|e| matches!(e, Effect::Finish { .. })), "{:?}", w.log);
+    assert!(
+        before(|e| matches!(e, Effect::CompactJournal { .. })),
+        "{:?}",
+        w.log
+    );
+    assert!(
+        before(|e| matches!(e, Effect::Finish { .. })),
+        "{:?}",
+        w.log
+    );
 }
 
 /// The continuity seam: a session whose meta carries another node's
