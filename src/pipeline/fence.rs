@@ -8,7 +8,10 @@
 //! - [`Resume`]: where a channel's live playlist stood when another node
 //!   last wrote it, handed to the pipeline with a new session (in
 //!   [`crate::session::SessionMeta::resume`]) so the playlist continues its
-//!   sequences on this node.
+//!   sequences on this node. Defined in `session` (re-exported here), so
+//!   the session record does not depend on the pipeline.
+//! - [`Known`]: what this node knows of a channel's playlist object, which
+//!   a fence hands over and [`super::fenced_write`] decides with.
 
 use super::live::ChannelId;
 pub use crate::session::Resume;

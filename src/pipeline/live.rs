@@ -9,8 +9,12 @@
 //! - the target duration never changes while the playlist is live;
 //! - a new session continuing a playlist starts with a discontinuity.
 //!
-//! The window is saved to `state_dir/channels/` after each playlist upload so
-//! a restart after a crash continues the same numbering.
+//! The window is saved to `state_dir/channels/` (when the pipeline's core
+//! says: at most every 30 s once a changed playlist is stored, right before
+//! a session's journal is compacted or its state removed, and when the
+//! pipeline stops; `machine/save.rs`) so a restart continues the same
+//! numbering; after a crash, the sessions' journals publish again what was
+//! stored since the last save.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -50,8 +54,6 @@ pub struct ChannelLive {
     pub version: u64,
     #[serde(skip)]
     pub stored_version: u64,
-    #[serde(skip)]
-    pub uploading: bool,
 }
 
 impl ChannelLive {
@@ -109,7 +111,6 @@ impl ChannelLive {
             // Not stored by this node yet: the next upload writes it.
             version: self.version + 1,
             stored_version: self.stored_version,
-            uploading: self.uploading,
             // This node's own sessions keep their counts.
             published: std::mem::take(&mut self.published),
         };

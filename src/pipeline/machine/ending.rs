@@ -5,7 +5,9 @@
 
 use tracing::info;
 
-use super::{Core, Effect, Ms, SessionState};
+use super::Core;
+use super::session::SessionState;
+use super::types::{Effect, Ms};
 
 impl Core {
     pub(super) fn tick(&mut self, now: Ms, pressure: bool, fx: &mut Vec<Effect>) {

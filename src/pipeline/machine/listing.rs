@@ -6,8 +6,9 @@
 
 use tracing::{error, info, warn};
 
-use super::session::{Capture, Seg};
-use super::{Bytes, Core, Effect, Location, Ms, fragment_job};
+use super::session::{Bytes, Capture, Seg};
+use super::types::{Effect, Location, Ms};
+use super::{Core, fragment_job};
 use crate::hls::NginxEntry;
 use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;

@@ -3,8 +3,9 @@
 
 use tracing::error;
 
-use super::session::Capture;
-use super::{Bytes, Core, Effect, Job, Location, Ms};
+use super::Core;
+use super::session::{Bytes, Capture};
+use super::types::{Effect, Job, Location, Ms};
 use crate::pipeline::journal::Entry;
 
 impl Core {

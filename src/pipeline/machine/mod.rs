@@ -2,9 +2,20 @@
 //!
 //! [`Core::handle`] takes one [`Input`] (a fragment closed, nginx's playlist
 //! read, an upload stored, a tick…) and returns the [`Effect`]s to carry out
-//! (journal, capture, upload, delete, publish a playlist…). The actor in
-//! `pipeline/mod.rs` does the I/O and feeds the outcomes back. Unit tests
-//! and the model-based property test in `tests.rs` drive it directly.
+//! (journal, capture, upload, delete, publish a playlist, save a window…).
+//! The actor (`pipeline/actor/`) does the I/O and feeds the outcomes back.
+//! Unit tests and the model-based property test in `tests.rs` drive it
+//! directly, with the same rules: what the actor decides with the file
+//! system in hand (which files are closed, the order of capture steps) is
+//! in [`disk`], as plain functions both call.
+//!
+//! Files: this one holds [`Core`], its inputs' dispatch, and fragments from
+//! close to the channel window; `listing.rs` matches nginx's playlist to
+//! captures; `ending.rs` ends and finishes sessions; `manifest.rs` writes
+//! VOD manifests and compacts journals; `recovery.rs` rebuilds a session
+//! from its journal; `save.rs` decides when channel windows are saved;
+//! `spool.rs` is the tmpfs pressure policy; `fit.rs` checks fragments
+//! against the target duration; `types.rs` and `session.rs` are the data.
 //!
 //! The rules it keeps:
 //! - a fragment's key is new for the channel and journaled before its bytes
@@ -21,7 +32,7 @@ mod ending;
 mod fit;
 mod listing;
 mod manifest;
-pub mod recovery;
+mod recovery;
 mod save;
 mod session;
 mod spool;
@@ -133,13 +144,7 @@ impl Core {
                 media,
                 live,
                 now,
-            } => {
-                let found = recovery::Found {
-                    files: &files,
-                    media: &media,
-                };
-                self.recover(meta, entries, found, live, now, &mut fx)
-            }
+            } => self.recover(meta, entries, (&files, &media), live, now, &mut fx),
             Input::Closed {
                 session,
                 name,

@@ -6,9 +6,9 @@ use std::collections::{HashMap, HashSet};
 
 use tracing::info;
 
-use super::session::{Capture, Seg};
+use super::session::{Bytes, Capture, Seg, SessionState};
 use super::types::{Effect, Location, Ms};
-use super::{Bytes, Core, SessionState, fragment_job};
+use super::{Core, fragment_job};
 use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;
 use crate::pipeline::live::ChannelLive;
@@ -22,7 +22,7 @@ impl Core {
         &mut self,
         meta: SessionMeta,
         entries: Vec<Entry>,
-        found: Found<'_>,
+        (files, media): (&HashMap<u64, Location>, &HashMap<u64, u64>),
         live: bool,
         now: Ms,
         fx: &mut Vec<Effect>,
@@ -32,7 +32,7 @@ impl Core {
         }
         let mut s = SessionState::new(meta, now);
         let ch = self.channels.entry(s.channel.clone()).or_default();
-        replay(&mut s, entries, found, &mut ch.live, fx);
+        replay(&mut s, entries, Found { files, media }, &mut ch.live, fx);
         info!(
             session = %crate::session::log_tag(&s.meta.id),
             captured = s.captures.len(),

@@ -9,7 +9,9 @@
 //! recovers a staler window by publishing again what its sessions stored
 //! since (their journals keep it).
 
-use super::{ChannelId, Core, Effect, Ms};
+use super::Core;
+use super::types::{Effect, Ms};
+use crate::pipeline::live::ChannelId;
 
 impl Core {
     /// On a tick: saves every unsaved channel once `save_every_ms` passed
