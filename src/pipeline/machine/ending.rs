@@ -122,6 +122,9 @@ impl Core {
             session: id.to_owned(),
         });
         if done {
+            // Here a session *ends* (its publisher gone, its last fragment
+            // listed and stored): its playlist ends and the final manifest
+            // is written; `finish` follows once both are stored.
             info!(session = %crate::session::log_tag(id), listed = self.sessions.get(id).map_or(0, SessionState::listed), "session ended; finishing playlist");
             if let Some(s) = self.sessions.get_mut(id) {
                 s.ending_version = Some(version);
@@ -169,6 +172,11 @@ impl Core {
             self.finish(id, fx);
         }
     }
+    /// Here a session is *fully stored*: every fragment it listed, the
+    /// channel playlist version that ends it (or that another session
+    /// continues) and its final manifest are in the bucket (a session that
+    /// never published a fragment has no manifest). [`Effect::Finish`] then
+    /// removes its local state; nothing of it is written afterwards.
     pub(super) fn finish(&mut self, id: &str, fx: &mut Vec<Effect>) {
         if let Some(s) = self.sessions.remove(id) {
             if let Some(ch) = self.channels.get_mut(&s.channel) {
