@@ -23,9 +23,11 @@
 //! ([`machine::recovery`]) and every session directory is rescanned, so a
 //! crash loses nothing that reached the disk.
 //!
-//! Imports run one way: `actor` → `upload` → `fenced_write` → `fence` →
-//! `live`; `actor` → `machine` → `capture`, `journal`, `live`; `handle` is
-//! used by `actor` and `upload`; nothing here imports `actor` or this file.
+//! Imports run one way: each file imports only files listed after it
+//! (a folder's parts, which implement its main type, import their parent):
+//! `actor` · `upload` · `handle` · `retry`, `fenced_write`, `machine`,
+//! `watch` · `fence` · `live`, `capture`, `journal`, `timestamps`. Below
+//! them all, `crate::session`.
 
 pub mod actor;
 pub mod capture;

@@ -6,8 +6,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use super::meta::{
+    Publisher, SessionError, SessionMeta, is_publisher, looks_like_id, new_session_id,
+};
 use super::relay::{RelayRefusal, admit_relay};
-use super::{Publisher, SessionError, SessionMeta, is_publisher, looks_like_id, new_session_id};
 
 #[derive(Default)]
 struct Inner {
@@ -466,7 +468,7 @@ pub fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::session::{log_tag, recording_id};
+    use crate::session::meta::{log_tag, recording_id};
 
     fn meta(id: &str, channel: &str) -> SessionMeta {
         SessionMeta {

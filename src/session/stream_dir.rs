@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::looks_like_id;
+use super::meta::looks_like_id;
 
 /// The mode [`make_stream_dir`] gives a session's HLS directory: its owner
 /// (livebucket) reads, moves and deletes there, its group (nginx's worker,
@@ -55,7 +55,7 @@ mod stream_dir_tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     use super::*;
-    use crate::session::new_session_id;
+    use crate::session::meta::new_session_id;
 
     /// An `hls_dir` as deploy/ makes it: setgid, group-writable.
     fn hls_dir() -> tempfile::TempDir {
