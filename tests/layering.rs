@@ -48,20 +48,16 @@ const LAYERS: &[(&str, &[&str])] = &[
         ],
     ),
     ("verification", &["auth"]),
-    ("sessions and coordination", &["session", "cluster"]),
+    ("sessions", &["session"]),
     (
         "the data plane and its views",
-        &[
-            "pipeline",
-            "llhls",
-            "vod",
-            "stat",
-            "oss",
-            "retention",
-            "events",
-        ],
+        &["pipeline", "llhls", "vod", "stat", "oss", "events"],
     ),
-    ("admission", &["admission"]),
+    (
+        "coordination (implements the pipeline's fence)",
+        &["cluster"],
+    ),
+    ("admission and sweeps", &["admission", "retention"]),
     ("HTTP surface", &["http"]),
     ("wiring", &["app"]),
     ("the binary", &["main", "cli"]),
@@ -85,55 +81,10 @@ enum Known {
 }
 
 const KNOWN_VIOLATIONS: &[Known] = &[
-    // F (pipeline/session cycles): the fence's types move down or are
-    // passed in.
-    Known::Up {
-        file: "src/session.rs",
-        module: "pipeline::fence",
-        why: "a session carries the fence's Resume; F",
-    },
-    Known::Up {
-        file: "src/cluster/continuity.rs",
-        module: "pipeline::fence",
-        why: "the cluster builds the pipeline's Resume; F moves the fence's types down",
-    },
-    Known::Up {
-        file: "src/cluster/continuity.rs",
-        module: "pipeline::live",
-        why: "the cluster reads the live window's WindowSeg; F moves the fence's types down",
-    },
-    Known::Up {
-        file: "src/cluster/decide.rs",
-        module: "pipeline::fence",
-        why: "the cluster answers with FenceVerdict; F moves the fence's types down",
-    },
-    Known::Up {
-        file: "src/cluster/mod.rs",
-        module: "pipeline::fence",
-        why: "the cluster implements the pipeline's Fence; F moves the fence's types down",
-    },
-    Known::Up {
-        file: "src/cluster/mod.rs",
-        module: "pipeline::fenced_write",
-        why: "the cluster keeps fenced_write::Known; F moves the fence's types down",
-    },
-    Known::Up {
-        file: "src/cluster/mod.rs",
-        module: "pipeline::live",
-        why: "the cluster keys by pipeline::live::ChannelId; F moves the fence's types down",
-    },
     Known::Cycle {
         nodes: &["llhls", "pipeline", "session"],
         why: "session → pipeline::fence (F); llhls::{hub,follow} use pipeline::live and \
               pipeline::capture while the actor drives llhls (no owner this session)",
-    },
-    Known::Cycle {
-        nodes: &["pipeline/fence", "pipeline/fenced_write", "pipeline/live"],
-        why: "fence ↔ live and fence ↔ fenced_write share types; F",
-    },
-    Known::Cycle {
-        nodes: &["pipeline/machine", "pipeline/recovery"],
-        why: "machine calls recovery::replay, recovery uses machine's types; F",
     },
     // No owner this session: the channel record is the OSS wire type.
     Known::Up {
@@ -150,21 +101,6 @@ const KNOWN_VIOLATIONS: &[Known] = &[
         file: "src/snapshot.rs",
         module: "oss::channel",
         why: "snapshots render oss::channel's types (no owner this session)",
-    },
-    Known::Up {
-        file: "src/cluster/keys.rs",
-        module: "oss::channel",
-        why: "channel keys take oss::channel's names (no owner this session)",
-    },
-    Known::Up {
-        file: "src/cluster/mod.rs",
-        module: "oss::channel",
-        why: "the cluster caches oss::channel records (no owner this session)",
-    },
-    Known::Up {
-        file: "src/cluster/mod.rs",
-        module: "stat",
-        why: "a node fetches a peer's stat page through stat::StatSource (no owner this session)",
     },
     Known::Up {
         file: "src/channels.rs",

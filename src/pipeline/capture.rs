@@ -9,8 +9,10 @@
 //! When the capture directory is on nginx's filesystem (the usual single
 //! tmpfs) the fragment is *renamed* there: no byte is copied, the tmpfs holds
 //! it once, and a later rewrite of the name by nginx creates a new file
-//! instead of truncating this one. Otherwise (another filesystem, or the
-//! on-disk spool once the tmpfs is past its high-water mark) it is copied.
+//! instead of truncating this one. Otherwise (another filesystem, the rename
+//! failed, or the on-disk spool once the tmpfs is past its high-water mark)
+//! it is copied. The order in which these are tried is the machine's
+//! (`machine/disk.rs`); this module does each one.
 //!
 //! Symbolic links are never followed: a fragment or playlist is read only if
 //! it and its session directory are themselves a regular file and a

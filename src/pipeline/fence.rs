@@ -8,14 +8,44 @@
 //! - [`Resume`]: where a channel's live playlist stood when another node
 //!   last wrote it, handed to the pipeline with a new session (in
 //!   [`crate::session::SessionMeta::resume`]) so the playlist continues its
-//!   sequences on this node.
+//!   sequences on this node. Defined in `session` (re-exported here), so
+//!   the session record does not depend on the pipeline.
+//! - [`Known`]: what this node knows of a channel's playlist object, which
+//!   a fence hands over and [`super::fenced_write`] decides with.
 
+use super::live::ChannelId;
+pub use crate::session::Resume;
+use crate::store::{Conditional, StoreError, Versioned};
 use futures::future::BoxFuture;
-use serde::{Deserialize, Serialize};
 
-use super::fenced_write::Known;
-use super::live::{ChannelId, WindowSeg};
-use crate::store::{Conditional, StoreError};
+/// What this node knows of a channel's playlist object in the bucket.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Known {
+    /// Nothing (never written or read here, or a PUT answered without an
+    /// ETag): the object is read before a conditional PUT.
+    #[default]
+    Unknown,
+    /// No such object when it was last read.
+    Absent,
+    /// Its ETag, as the store returned it (quotes included).
+    Etag(String),
+}
+
+impl Known {
+    /// What a PUT's answer says: the new object's ETag, if it gave one.
+    pub fn stored(etag: Option<String>) -> Known {
+        etag.map_or(Known::Unknown, Known::Etag)
+    }
+
+    /// What a read of the object says (a missing object is [`Known::Absent`]).
+    pub fn read(result: Result<Versioned, StoreError>) -> Result<Known, StoreError> {
+        match result {
+            Ok(v) => Ok(Known::stored(v.etag)),
+            Err(StoreError::NotFound { .. }) => Ok(Known::Absent),
+            Err(e) => Err(e),
+        }
+    }
+}
 
 /// The answer of a [`Fence`] for one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,14 +91,4 @@ pub trait Fence: Send + Sync {
     fn take_read(&self, _channel: &ChannelId) -> Option<Known> {
         None
     }
-}
-
-/// A channel's live playlist as it was last stored (by any node).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Resume {
-    pub media_sequence: u64,
-    pub discontinuity_sequence: u64,
-    /// The stored window, oldest first.
-    pub window: Vec<WindowSeg>,
-    pub ended: bool,
 }

@@ -11,36 +11,8 @@
 //! plain, as on a single node.
 
 use super::fence::FenceVerdict;
-use crate::store::{Conditional, Precondition, StoreError, Versioned, if_match_value};
-
-/// What this node knows of a channel's playlist object in the bucket.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Known {
-    /// Nothing (never written or read here, or a PUT answered without an
-    /// ETag): the object is read before a conditional PUT.
-    #[default]
-    Unknown,
-    /// No such object when it was last read.
-    Absent,
-    /// Its ETag, as the store returned it (quotes included).
-    Etag(String),
-}
-
-impl Known {
-    /// What a PUT's answer says: the new object's ETag, if it gave one.
-    pub fn stored(etag: Option<String>) -> Known {
-        etag.map_or(Known::Unknown, Known::Etag)
-    }
-
-    /// What a read of the object says (a missing object is [`Known::Absent`]).
-    pub fn read(result: Result<Versioned, StoreError>) -> Result<Known, StoreError> {
-        match result {
-            Ok(v) => Ok(Known::stored(v.etag)),
-            Err(StoreError::NotFound { .. }) => Ok(Known::Absent),
-            Err(e) => Err(e),
-        }
-    }
-}
+pub use super::fence::Known;
+use crate::store::{Conditional, Precondition, if_match_value};
 
 /// How the next PUT of a playlist is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,6 +73,7 @@ pub fn after_refusal(verdict: FenceVerdict, reread: bool) -> AfterRefusal {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{StoreError, Versioned};
     use bytes::Bytes;
 
     const RGW: Conditional = Conditional::Supported { quoted_etag: false };

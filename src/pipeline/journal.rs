@@ -5,9 +5,10 @@
 //! for different bytes) and every duration nginx gave. A torn last line (crash
 //! mid-write) is cut off when the journal is opened, so the lines appended
 //! after it start on a line of their own and are read at the next start.
-//! When a session's manifest chunk is stored, the journal is rewritten to a
-//! checkpoint plus what is still in flight, so it does not grow with the
-//! session. Appends are not fsync'd: they protect against a
+//! When a full manifest chunk of the session is stored, the journal is
+//! rewritten to a checkpoint plus what is still in flight (right after its
+//! channel's window is saved, which then vouches for what the journal
+//! forgets), so it does not grow with the session. Appends are not fsync'd: they protect against a
 //! crash of livebucket, which the page cache survives; a power cut loses the
 //! tmpfs fragments the journal describes anyway.
 

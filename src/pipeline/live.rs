@@ -9,8 +9,12 @@
 //! - the target duration never changes while the playlist is live;
 //! - a new session continuing a playlist starts with a discontinuity.
 //!
-//! The window is saved to `state_dir/channels/` after each playlist upload so
-//! a restart after a crash continues the same numbering.
+//! The window is saved to `state_dir/channels/` (when the pipeline's core
+//! says: at most every 30 s once a changed playlist is stored, right before
+//! a session's journal is compacted or its state removed, and when the
+//! pipeline stops; `machine/save.rs`) so a restart continues the same
+//! numbering; after a crash, the sessions' journals publish again what was
+//! stored since the last save.
 
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
@@ -20,22 +24,14 @@ use sha2::Digest;
 
 use crate::hls::{LivePlaylist, Segment};
 use crate::layout::fragment_name;
+use crate::session::Resume;
+pub use crate::session::WindowSeg;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ChannelId {
     pub bucket: String,
     pub channel: String,
     pub playlist: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct WindowSeg {
-    pub key_ms: u64,
-    pub extinf: String,
-    pub duration_ms: u64,
-    pub discontinuity: bool,
-    /// Wall-clock start, written as `#EXT-X-PROGRAM-DATE-TIME` at session starts.
-    pub program_date_time_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -58,8 +54,6 @@ pub struct ChannelLive {
     pub version: u64,
     #[serde(skip)]
     pub stored_version: u64,
-    #[serde(skip)]
-    pub uploading: bool,
 }
 
 impl ChannelLive {
@@ -100,7 +94,7 @@ impl ChannelLive {
     /// Takes over the playlist another node stored last ([`Resume`]), when it
     /// is newer than what this node knows: the window, both sequences and
     /// the key clock continue from it. Returns whether it was taken.
-    pub fn adopt(&mut self, r: &super::fence::Resume) -> bool {
+    pub fn adopt(&mut self, r: &Resume) -> bool {
         let Some(last) = r.window.last().map(|w| w.key_ms) else {
             return false;
         };
@@ -117,7 +111,6 @@ impl ChannelLive {
             // Not stored by this node yet: the next upload writes it.
             version: self.version + 1,
             stored_version: self.stored_version,
-            uploading: self.uploading,
             // This node's own sessions keep their counts.
             published: std::mem::take(&mut self.published),
         };

@@ -2,10 +2,10 @@
 //!
 //! nginx-rtmp writes a fragment in place and closes it (IN_CLOSE_WRITE), then
 //! writes `index.m3u8.bak` and renames it over `index.m3u8` (IN_MOVED_TO). Those
-//! two are the only events that matter, so they are the only ones asked for:
-//! the `notify` crate watched every open and write too (its mask is fixed),
-//! and waking for each of nginx's writes was 42% of livebucket's CPU on the
-//! real ffmpeg → nginx path. Session directories sit one level under the HLS
+//! two are the only events that matter in a session directory, so they are
+//! the only ones asked for there (never opens or writes, which come at every
+//! write of nginx's); in the HLS directory itself, new session directories
+//! (create, moved-to). Session directories sit one level under the HLS
 //! directory, so that is the whole tree watched. inotify misses what happens
 //! in a new directory before its watch is added, and drops events when its
 //! queue overflows, so both turn into rescans.

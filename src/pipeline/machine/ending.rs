@@ -5,7 +5,9 @@
 
 use tracing::info;
 
-use super::{Core, Effect, Ms, SessionState};
+use super::Core;
+use super::session::SessionState;
+use super::types::{Effect, Ms};
 
 impl Core {
     pub(super) fn tick(&mut self, now: Ms, pressure: bool, fx: &mut Vec<Effect>) {
@@ -125,6 +127,9 @@ impl Core {
             fragments,
         });
         if done {
+            // Here a session *ends* (its publisher gone, its last fragment
+            // listed and stored): its playlist ends and the final manifest
+            // is written; `finish` follows once both are stored.
             info!(session = %crate::session::log_tag(id), listed = self.sessions.get(id).map_or(0, SessionState::listed), "session ended; finishing playlist");
             if let Some(s) = self.sessions.get_mut(id) {
                 s.ending_version = Some(version);
@@ -172,12 +177,19 @@ impl Core {
             self.finish(id, fx);
         }
     }
+    /// Here a session is *fully stored*: every fragment it listed, the
+    /// channel playlist version that ends it (or that another session
+    /// continues) and its final manifest are in the bucket (a session that
+    /// never published a fragment has no manifest). [`Effect::Finish`] then
+    /// removes its local state; nothing of it is written afterwards.
     pub(super) fn finish(&mut self, id: &str, fx: &mut Vec<Effect>) {
         if let Some(s) = self.sessions.remove(id) {
             if let Some(ch) = self.channels.get_mut(&s.channel) {
                 ch.live.published.remove(id);
             }
             info!(session = %crate::session::log_tag(id), channel = %s.meta.channel, fragments = s.listed(), "session finished");
+            // The session's journal no longer vouches for what it published.
+            self.save_now(&s.channel, fx);
             fx.push(Effect::Finish {
                 session: id.to_owned(),
                 fragments: s.listed(),

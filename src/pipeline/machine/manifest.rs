@@ -3,8 +3,9 @@
 
 use tracing::error;
 
-use super::session::Capture;
-use super::{Bytes, Core, Effect, Job, Location, Ms};
+use super::Core;
+use super::session::{Bytes, Capture};
+use super::types::{Effect, Job, Location, Ms};
 use crate::pipeline::journal::Entry;
 
 impl Core {
@@ -100,6 +101,10 @@ impl Core {
             // journal, so neither grows with the session.
             s.prune();
             s.forget_before(count);
+            // Saved first: its window then vouches for what the journal
+            // forgets (`save.rs`).
+            self.unsaved.remove(&s.channel);
+            fx.push(Effect::SaveChannel(s.channel.clone()));
             fx.push(Effect::CompactJournal {
                 session: id.to_owned(),
             });

@@ -2,9 +2,20 @@
 //!
 //! [`Core::handle`] takes one [`Input`] (a fragment closed, nginx's playlist
 //! read, an upload stored, a tick…) and returns the [`Effect`]s to carry out
-//! (journal, capture, upload, delete, publish a playlist…). The actor in
-//! `pipeline/mod.rs` does the I/O and feeds the outcomes back. Unit tests
-//! and the model-based property test in `tests.rs` drive it directly.
+//! (journal, capture, upload, delete, publish a playlist, save a window…).
+//! The actor (`pipeline/actor/`) does the I/O and feeds the outcomes back.
+//! Unit tests and the model-based property test in `tests.rs` drive it
+//! directly, with the same rules: what the actor decides with the file
+//! system in hand (which files are closed, the order of capture steps) is
+//! in [`disk`], as plain functions both call.
+//!
+//! Files: this one holds [`Core`], its inputs' dispatch, and fragments from
+//! close to the channel window; `listing.rs` matches nginx's playlist to
+//! captures; `ending.rs` ends and finishes sessions; `manifest.rs` writes
+//! VOD manifests and compacts journals; `recovery.rs` rebuilds a session
+//! from its journal; `save.rs` decides when channel windows are saved;
+//! `spool.rs` is the tmpfs pressure policy; `fit.rs` checks fragments
+//! against the target duration; `types.rs` and `session.rs` are the data.
 //!
 //! The rules it keeps:
 //! - a fragment's key is new for the channel and journaled before its bytes
@@ -16,20 +27,23 @@
 //!   also left nginx's window);
 //! - the media sequence never goes back (`live.rs`).
 
+pub mod disk;
 mod ending;
 mod fit;
+mod listing;
 mod manifest;
+mod recovery;
+mod save;
 mod session;
 mod spool;
 #[cfg(test)]
 mod tests;
 pub mod types;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use tracing::{error, info, warn};
+use tracing::{error, info};
 
-use crate::hls::NginxEntry;
 use crate::pipeline::capture::{Identity, name_ms};
 use crate::pipeline::journal::Entry;
 use crate::pipeline::live::{ChannelId, ChannelLive, WindowSeg};
@@ -54,6 +68,8 @@ pub struct CoreConfig {
     /// per session would make a day-long session's uploads grow with the
     /// square of its length.
     pub manifest_chunk: usize,
+    /// How often changed channel windows are saved (see `save.rs`).
+    pub save_every_ms: u64,
 }
 
 /// A channel's playlist and where its uploads stand.
@@ -68,6 +84,10 @@ pub struct Core {
     cfg: CoreConfig,
     sessions: BTreeMap<String, SessionState>,
     channels: HashMap<ChannelId, ChannelState>,
+    /// Channels whose window changed since it was last saved.
+    unsaved: BTreeSet<ChannelId>,
+    /// When the unsaved channels were last saved on the cadence.
+    last_save: Ms,
 }
 
 impl Core {
@@ -76,6 +96,8 @@ impl Core {
             cfg,
             sessions: BTreeMap::new(),
             channels: HashMap::new(),
+            unsaved: BTreeSet::new(),
+            last_save: 0,
         }
     }
 
@@ -122,13 +144,7 @@ impl Core {
                 media,
                 live,
                 now,
-            } => {
-                let found = crate::pipeline::recovery::Found {
-                    files: &files,
-                    media: &media,
-                };
-                self.recover(meta, entries, found, live, now, &mut fx)
-            }
+            } => self.recover(meta, entries, (&files, &media), live, now, &mut fx),
             Input::Closed {
                 session,
                 name,
@@ -178,7 +194,11 @@ impl Core {
                     c.bytes = Bytes::At(Location::Spool);
                 }
             }
-            Input::Tick { now, pressure } => self.tick(now, pressure, &mut fx),
+            Input::Tick { now, pressure } => {
+                self.tick(now, pressure, &mut fx);
+                self.save_if_due(now, &mut fx);
+            }
+            Input::Stop => self.save_unsaved(&mut fx),
             Input::EndCheck { session, done, now } => self.end_check(&session, done, now, &mut fx),
         }
         fx
@@ -208,42 +228,6 @@ impl Core {
         ch.begin_session();
         info!(session = %crate::session::log_tag(&s.meta.id), channel = %s.meta.channel, "session started");
         self.sessions.insert(s.meta.id.clone(), s);
-    }
-
-    fn recover(
-        &mut self,
-        meta: SessionMeta,
-        entries: Vec<Entry>,
-        found: crate::pipeline::recovery::Found<'_>,
-        live: bool,
-        now: Ms,
-        fx: &mut Vec<Effect>,
-    ) {
-        if self.sessions.contains_key(&meta.id) {
-            return;
-        }
-        let mut s = SessionState::new(meta, now);
-        let ch = self.channels.entry(s.channel.clone()).or_default();
-        crate::pipeline::recovery::replay(&mut s, entries, found, &mut ch.live, fx);
-        info!(
-            session = %crate::session::log_tag(&s.meta.id),
-            captured = s.captures.len(),
-            listed = s.listed(),
-            "session recovered from journal"
-        );
-        let id = s.meta.id.clone();
-        for seg in s.segs.iter().filter(|g| !g.stored) {
-            if let Some(c) = s.captures.iter().find(|c| c.key == seg.key)
-                && let Bytes::At(at) = c.bytes
-            {
-                fx.push(fragment_job(&s.meta, c, seg, at));
-            }
-        }
-        if !live {
-            s.done_at = Some(now);
-        }
-        self.sessions.insert(id.clone(), s);
-        self.advance(&id, now, fx);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -340,176 +324,6 @@ impl Core {
                     });
                 }
             }
-        }
-    }
-
-    fn playlist(
-        &mut self,
-        id: &str,
-        entries: Vec<NginxEntry>,
-        probed: bool,
-        now: Ms,
-        fx: &mut Vec<Effect>,
-    ) {
-        let Some(s) = self.sessions.get(id) else {
-            return;
-        };
-        let last_seq = s.last_seq;
-        let fresh = |e: &&NginxEntry| last_seq.is_none_or(|l| e.seq > l);
-        if !probed {
-            // Listed but never seen closed (a missed event): look first.
-            let names: Vec<String> = entries
-                .iter()
-                .filter(fresh)
-                .filter(|e| s.unassigned(&e.uri).is_none() && !s.estimated.contains(&e.uri))
-                .map(|e| e.uri.clone())
-                .collect();
-            if !names.is_empty() {
-                fx.push(Effect::Probe {
-                    session: id.to_owned(),
-                    names,
-                    entries,
-                });
-                return;
-            }
-        }
-        let default_ms = self.shape(&s.meta).target_duration_secs * 1000;
-        let names: Vec<&str> = entries.iter().map(|e| e.uri.as_str()).collect();
-        for e in entries.iter().filter(fresh) {
-            let Some(s) = self.sessions.get_mut(id) else {
-                return;
-            };
-            s.last_seq = Some(e.seq);
-            match s.unassigned(&e.uri) {
-                Some(i) => {
-                    let key = s.captures[i].key;
-                    let this = s.captures[i].clone();
-                    self.assign_orphans_before(id, Some((&this, &names)), default_ms, fx);
-                    self.assign(id, key, e.extinf.clone(), e.duration_ms, Some(e.seq), fx);
-                }
-                None if s.estimated.remove(&e.uri) => {}
-                None => {
-                    error!(session = %crate::session::log_tag(id), fragment = %e.uri, "nginx listed a fragment that is gone; it cannot be uploaded");
-                    fx.push(Effect::Count("livebucket_fragments_lost_total"));
-                }
-            }
-        }
-        let Some(s) = self.sessions.get_mut(id) else {
-            return;
-        };
-        // Fragments that left nginx's window are no longer needed in its
-        // directory once their bytes are elsewhere.
-        for c in s
-            .captures
-            .iter_mut()
-            .filter(|c| c.assigned && !c.original_removed)
-        {
-            // nginx's file is the only copy until stored: it goes at a
-            // later playlist update.
-            if !entries.iter().any(|e| e.uri == c.name) && c.bytes != Bytes::At(Location::Nginx) {
-                fx.push(Effect::RemoveNginxCopy {
-                    session: id.to_owned(),
-                    name: c.name.clone(),
-                    ident: c.ident,
-                });
-                c.original_removed = true;
-            }
-        }
-        s.last_activity = now;
-        s.prune();
-    }
-
-    /// Captures written before `before` that nginx does not list (they
-    /// left its window while livebucket was down) get estimated durations;
-    /// `None`: every unmatched capture (the session is ending).
-    fn assign_orphans_before(
-        &mut self,
-        id: &str,
-        before: Option<(&Capture, &[&str])>,
-        default_ms: u64,
-        fx: &mut Vec<Effect>,
-    ) {
-        let last = Capture {
-            name: String::new(),
-            key: u64::MAX,
-            ident: Identity {
-                size: 0,
-                mtime_ns: 0,
-            },
-            bytes: Bytes::Pending,
-            assigned: false,
-            original_removed: false,
-            media_ms: None,
-            keyframe_start: None,
-        };
-        let (before, listed) = before.unwrap_or((&last, &[]));
-        while let Some((i, duration_ms)) = self
-            .sessions
-            .get(id)
-            .and_then(|s| s.orphan_before(before, listed, default_ms))
-        {
-            let Some(s) = self.sessions.get(id) else {
-                return;
-            };
-            let key = s.captures[i].key;
-            let c = &s.captures[i];
-            let tag = crate::session::log_tag(id);
-            if c.media_ms.is_some() {
-                info!(session = %tag, fragment = %c.name, duration_ms, "fragment never listed by nginx; duration from its timestamps");
-            } else {
-                warn!(session = %tag, fragment = %c.name, duration_ms, "fragment never listed by nginx and without timestamps; duration estimated from names");
-            }
-            let extinf = format!("{}.{:03}", duration_ms / 1000, duration_ms % 1000);
-            let name = s.captures[i].name.clone();
-            self.assign(id, key, extinf, duration_ms, None, fx);
-            if let Some(s) = self.sessions.get_mut(id) {
-                s.estimated.insert(name);
-            }
-        }
-    }
-
-    fn assign(
-        &mut self,
-        id: &str,
-        key: u64,
-        extinf: String,
-        duration_ms: u64,
-        seq: Option<u64>,
-        fx: &mut Vec<Effect>,
-    ) {
-        let Some(s) = self.sessions.get_mut(id) else {
-            return;
-        };
-        let Some(c) = s.capture_mut(key) else {
-            return;
-        };
-        c.assigned = true;
-        let bytes = c.bytes;
-        fx.push(Effect::Journal {
-            session: id.to_owned(),
-            entry: Entry::Listed {
-                key,
-                extinf: extinf.clone(),
-                duration_ms,
-                seq,
-            },
-        });
-        let seg = Seg {
-            key,
-            seq,
-            extinf,
-            duration_ms,
-            stored: false,
-        };
-        if let Bytes::At(at) = bytes
-            && let Some(c) = s.captures.iter().find(|c| c.key == key)
-        {
-            fx.push(fragment_job(&s.meta, c, &seg, at));
-        }
-        s.segs.push_back(seg);
-        // Only nginx's own durations: an estimate says nothing of the encoder.
-        if seq.is_some() {
-            self.check_fit(id, key, duration_ms, fx);
         }
     }
 
@@ -636,7 +450,7 @@ impl Core {
         };
         ch.live.stored_version = ch.live.stored_version.max(version);
         fx.push(Effect::Count("livebucket_playlists_uploaded_total"));
-        fx.push(Effect::SaveChannel(chid.clone()));
+        self.unsaved.insert(chid.clone());
         if ch.live.version == version {
             fx.push(Effect::CacheLive {
                 channel: chid.clone(),
@@ -661,44 +475,7 @@ impl Core {
     }
 }
 
-/// A capture as recovery rebuilds it.
-pub fn session_capture(
-    name: String,
-    key: u64,
-    ident: Identity,
-    bytes: Bytes,
-    media_ms: Option<u64>,
-) -> Capture {
-    Capture {
-        name,
-        key,
-        ident,
-        bytes,
-        assigned: false,
-        original_removed: false,
-        media_ms,
-        keyframe_start: None,
-    }
-}
-
-/// A listed fragment as recovery rebuilds it.
-pub fn session_seg(
-    key: u64,
-    seq: Option<u64>,
-    extinf: String,
-    duration_ms: u64,
-    stored: bool,
-) -> Seg {
-    Seg {
-        key,
-        seq,
-        extinf,
-        duration_ms,
-        stored,
-    }
-}
-
-fn fragment_job(meta: &SessionMeta, c: &Capture, seg: &Seg, at: Location) -> Effect {
+pub(super) fn fragment_job(meta: &SessionMeta, c: &Capture, seg: &Seg, at: Location) -> Effect {
     Effect::Upload(Job::Fragment {
         session: meta.id.clone(),
         key_id: meta.key_id.clone(),

@@ -1,6 +1,8 @@
 //! The tmpfs pressure policy.
 
-use super::{Bytes, Core, Effect, Location};
+use super::Core;
+use super::session::Bytes;
+use super::types::{Effect, Location};
 
 impl Core {
     /// Past the tmpfs high-water mark: pending captures go to the on-disk

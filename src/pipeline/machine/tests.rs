@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use proptest::prelude::*;
 
 use super::*;
+use crate::hls::NginxEntry;
 use crate::pipeline::capture::Identity;
 
 const BASE_WALL: u64 = 1_700_000_000_000;
@@ -23,6 +24,7 @@ fn cfg(chunk: usize) -> CoreConfig {
         idle_end_factor: 30,
         manifest_every_ms: 5_000,
         manifest_chunk: chunk,
+        save_every_ms: 5_000,
     }
 }
 
@@ -121,6 +123,9 @@ struct World {
     journals: HashMap<String, Vec<Entry>>,
     capture_files: HashMap<(String, u64), (Location, u64)>,
     saved: Option<ChannelLive>,
+    /// The capture area and the spool refuse new files.
+    capture_full: bool,
+    spool_full: bool,
     /// The session registry: meta and whether nginx's publisher is live.
     registry: BTreeMap<String, (SessionMeta, bool)>,
     /// Fragment objects: key → content.
@@ -130,8 +135,9 @@ struct World {
     // Lost at a restart.
     pending: Vec<Job>,
     playlist_slot: Option<Job>,
-    save_lag: bool,
     violations: Vec<String>,
+    /// Every effect the core returned, in order.
+    log: Vec<Effect>,
 }
 
 impl World {
@@ -147,14 +153,16 @@ impl World {
             journals: HashMap::new(),
             capture_files: HashMap::new(),
             saved: None,
+            capture_full: false,
+            spool_full: false,
             registry: BTreeMap::new(),
             bucket: BTreeMap::new(),
             last_media_seq: 0,
             final_playlist: None,
             pending: Vec::new(),
             playlist_slot: None,
-            save_lag: false,
             violations: Vec::new(),
+            log: Vec::new(),
         }
     }
 
@@ -164,6 +172,7 @@ impl World {
 
     fn feed(&mut self, input: Input) {
         for e in self.core.handle(input) {
+            self.log.push(e.clone());
             self.execute(e);
         }
     }
@@ -180,27 +189,36 @@ impl World {
                 ident: closed,
                 spool,
             } => {
-                let content = self
-                    .nginx
-                    .get(&session)
-                    .and_then(|d| d.files.get(&name))
-                    .copied();
-                let outcome = match content {
-                    Some(c) if ident(c) == closed => {
-                        let at = if spool {
-                            Location::Spool
-                        } else {
-                            // Same filesystem: nginx's file is renamed away.
-                            if let Some(d) = self.nginx.get_mut(&session) {
-                                d.files.remove(&name);
-                            }
-                            Location::Capture
-                        };
-                        self.capture_files.insert((session.clone(), key), (at, c));
-                        CaptureOutcome::Kept(at)
+                // The actor's own order of steps, on this disk: nginx's
+                // file shares the capture area's file system.
+                let outcome = disk::capture_with(spool, |step| {
+                    let content = self
+                        .nginx
+                        .get(&session)
+                        .and_then(|d| d.files.get(&name))
+                        .copied();
+                    let Some(c) = content.filter(|&c| ident(c) == closed) else {
+                        return disk::StepResult::Changed;
+                    };
+                    let at = match step {
+                        disk::CaptureStep::Move => Location::Capture,
+                        disk::CaptureStep::Copy(at) => at,
+                    };
+                    let full = match at {
+                        Location::Capture => self.capture_full,
+                        _ => self.spool_full,
+                    };
+                    if full {
+                        return disk::StepResult::Failed;
                     }
-                    _ => CaptureOutcome::Changed,
-                };
+                    if step == disk::CaptureStep::Move
+                        && let Some(d) = self.nginx.get_mut(&session)
+                    {
+                        d.files.remove(&name);
+                    }
+                    self.capture_files.insert((session.clone(), key), (at, c));
+                    disk::StepResult::Done
+                });
                 self.feed(Input::Captured {
                     session,
                     key,
@@ -262,24 +280,19 @@ impl World {
             }
             Effect::MoveToSpool { session, key } => {
                 let ok = match self.capture_files.get_mut(&(session.clone(), key)) {
-                    Some(f) => {
+                    Some(f) if !self.spool_full => {
                         f.0 = Location::Spool;
                         true
                     }
-                    None => false,
+                    _ => false,
                 };
                 self.feed(Input::Moved { session, key, ok });
             }
             Effect::Snapshot { .. } | Effect::CacheLive { .. } => {}
-            // The actor saves at most every few seconds: while `save_lag`
-            // the disk keeps an older window.
-            Effect::SaveChannel(c) => {
-                if !self.save_lag {
-                    self.saved = self.core.channel(&c).cloned();
-                }
-            }
+            // When to save is the core's (`save.rs`): between saves the
+            // disk keeps an older window.
+            Effect::SaveChannel(c) => self.saved = self.core.channel(&c).cloned(),
             Effect::CompactJournal { session } => {
-                self.saved = self.core.channel(&chid()).cloned();
                 if let Some(j) = self.core.journal_of(&session) {
                     self.journals.insert(session, j);
                 }
@@ -294,10 +307,7 @@ impl World {
                     r.1 = false;
                 }
             }
-            Effect::Finish {
-                session, channel, ..
-            } => {
-                self.saved = self.core.channel(&channel).cloned();
+            Effect::Finish { session, .. } => {
                 self.journals.remove(&session);
                 self.capture_files.retain(|(s, _), _| s != &session);
                 self.nginx.remove(&session);
@@ -346,21 +356,16 @@ impl World {
         });
     }
 
-    /// As the actor's `rescan_dir`.
+    /// As the actor's `rescan_dir`, with the same rule for what is closed.
     fn rescan(&mut self, session: &str) {
         let Some(d) = self.nginx.get(session) else {
             return;
         };
         let entries = d.entries();
-        let max_listed = entries.iter().filter_map(|e| name_ms(&e.uri)).max();
         let live = self.registry.get(session).is_some_and(|r| r.1);
-        let names: Vec<String> = d.files.keys().cloned().collect();
-        for name in names {
-            let ms = name_ms(&name).unwrap_or(0);
-            if entries.iter().any(|e| e.uri == name) || max_listed.is_some_and(|m| ms < m) || !live
-            {
-                self.closed(session, &name);
-            }
+        let files = d.files.keys().cloned().collect::<Vec<_>>();
+        for name in disk::closed_fragments(files, &entries, live) {
+            self.closed(session, &name);
         }
         self.read_playlist(session);
     }
@@ -469,7 +474,10 @@ impl World {
                 self.read_playlist(&id);
             }
             Op::Complete(i) => self.complete(i),
-            Op::SaveLag(lag) => self.save_lag = lag,
+            Op::Full { capture, spool } => {
+                self.capture_full = capture;
+                self.spool_full = spool;
+            }
             Op::Tick { dt, pressure } => {
                 self.now += dt;
                 self.pressure = pressure;
@@ -489,7 +497,10 @@ impl World {
                 let now = self.now;
                 self.feed(Input::Done { session: id, now });
             }
-            Op::Restart => {
+            Op::Restart { graceful } => {
+                if graceful {
+                    self.feed(Input::Stop);
+                }
                 self.core = Core::new(self.cfg.clone());
                 self.pending.clear();
                 self.playlist_slot = None;
@@ -603,7 +614,8 @@ impl World {
 
     /// The publisher stops, S3 recovers: everything must end stored.
     fn drain(&mut self) {
-        self.save_lag = false;
+        self.capture_full = false;
+        self.spool_full = false;
         self.apply(&Op::Done);
         for _ in 0..400 {
             while !self.pending.is_empty() || self.playlist_slot.is_some() {
@@ -647,13 +659,25 @@ impl World {
 #[derive(Debug, Clone)]
 enum Op {
     Start,
-    Write { missed: bool },
+    Write {
+        missed: bool,
+    },
     Playlist,
     Complete(usize),
-    Tick { dt: u64, pressure: bool },
+    Tick {
+        dt: u64,
+        pressure: bool,
+    },
     Done,
-    Restart,
-    SaveLag(bool),
+    /// livebucket stops (gracefully: the pipeline's `Stop`) and starts.
+    Restart {
+        graceful: bool,
+    },
+    /// The capture area and the spool are full (or not).
+    Full {
+        capture: bool,
+        spool: bool,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -665,8 +689,9 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (prop_oneof![Just(500u64), Just(2_000), Just(70_000)], proptest::bool::weighted(0.2))
             .prop_map(|(dt, pressure)| Op::Tick { dt, pressure }),
         1 => Just(Op::Done),
-        1 => Just(Op::Restart),
-        1 => proptest::bool::ANY.prop_map(Op::SaveLag),
+        1 => proptest::bool::ANY.prop_map(|graceful| Op::Restart { graceful }),
+        1 => (proptest::bool::weighted(0.3), proptest::bool::weighted(0.3))
+            .prop_map(|(capture, spool)| Op::Full { capture, spool }),
     ]
 }
 
@@ -759,7 +784,7 @@ fn a_missed_close_is_found_from_the_playlist() {
 fn a_recovered_ended_session_is_finished_with_endlist() {
     let mut w = world_with(2, 10);
     w.apply(&Op::Done);
-    w.apply(&Op::Restart);
+    w.apply(&Op::Restart { graceful: false });
     // The restart lost the uploads; recovery asks for them again.
     assert_eq!(pending_keys(&w).len(), 2);
     w.drain();
@@ -803,7 +828,7 @@ fn a_closed_manifest_chunk_compacts_the_journal_and_memory() {
         "{journal:?}"
     );
     // The compacted journal rebuilds the same session.
-    w.apply(&Op::Restart);
+    w.apply(&Op::Restart { graceful: false });
     let r = w.core.session("s1").expect("recovered");
     assert_eq!(r.base, s.base);
     assert_eq!(r.published, 30);
@@ -829,8 +854,15 @@ fn pressure_moves_captures_to_the_spool_and_frees_nginx() {
     assert!(w.violations.is_empty(), "{:?}", w.violations);
 }
 
+/// A stored playlist moves the live cache at once; its channel is saved at
+/// the next tick past the cadence, once, and at a stop.
 #[test]
-fn a_stored_playlist_moves_the_live_cache_and_saves_the_channel() {
+fn a_stored_playlist_moves_the_live_cache_and_saves_the_channel_on_the_cadence() {
+    let saves = |fx: &[Effect]| {
+        fx.iter()
+            .filter(|e| matches!(e, Effect::SaveChannel(_)))
+            .count()
+    };
     let mut w = world_with(1, 10);
     w.complete(0);
     let Some(Job::Playlist { version, .. }) = w.playlist_slot.clone() else {
@@ -840,8 +872,63 @@ fn a_stored_playlist_moves_the_live_cache_and_saves_the_channel() {
         channel: chid(),
         version,
     }));
-    assert!(fx.contains(&Effect::SaveChannel(chid())));
+    assert_eq!(saves(&fx), 0, "saved on the cadence, not at every playlist");
     assert!(fx.iter().any(|e| matches!(e, Effect::CacheLive { .. })));
+    let tick = |now| Input::Tick {
+        now,
+        pressure: false,
+    };
+    assert_eq!(saves(&w.core.handle(tick(4_999))), 0);
+    assert_eq!(
+        w.core.handle(tick(5_000)),
+        vec![Effect::SaveChannel(chid())]
+    );
+    assert_eq!(
+        saves(&w.core.handle(tick(10_000))),
+        0,
+        "nothing changed since"
+    );
+    w.core.handle(Input::Stored(Stored::Playlist {
+        channel: chid(),
+        version,
+    }));
+    assert_eq!(
+        w.core.handle(Input::Stop),
+        vec![Effect::SaveChannel(chid())]
+    );
+}
+
+/// A journal is compacted, and a finished session's state removed, only
+/// right after its channel's window is saved: the saved window then
+/// vouches for what the journal forgets.
+#[test]
+fn a_channel_is_saved_before_a_compaction_and_before_a_finish() {
+    let mut w = world_with(0, 2);
+    for _ in 0..6 {
+        w.apply(&Op::Write { missed: false });
+        w.apply(&Op::Playlist);
+        while !w.pending.is_empty() || w.playlist_slot.is_some() {
+            w.complete(0);
+        }
+    }
+    w.drain();
+    assert!(w.violations.is_empty(), "{:?}", w.violations);
+    let before = |pred: fn(&Effect) -> bool| {
+        let at: Vec<usize> = (0..w.log.len()).filter(|&i| pred(&w.log[i])).collect();
+        assert!(!at.is_empty());
+        at.iter()
+            .all(|&i| i > 0 && w.log[i - 1] == Effect::SaveChannel(chid()))
+    };
+    assert!(
+        before(|e| matches!(e, Effect::CompactJournal { .. })),
+        "{:?}",
+        w.log
+    );
+    assert!(
+        before(|e| matches!(e, Effect::Finish { .. })),
+        "{:?}",
+        w.log
+    );
 }
 
 /// The continuity seam: a session whose meta carries another node's

@@ -117,6 +117,8 @@ pub enum Input {
         now: Ms,
         pressure: bool,
     },
+    /// The pipeline stops: unsaved channel windows are saved.
+    Stop,
     /// After the last look at an ending session's directory.
     EndCheck {
         session: String,
@@ -209,7 +211,8 @@ pub enum Effect {
         name: String,
         at: Location,
     },
-    /// Persist the channel's window (for continuity after a restart).
+    /// Write the channel's window to `state_dir` now (for continuity after
+    /// a restart); the core decides when (`save.rs`).
     SaveChannel(ChannelId),
     /// The newest stored playlist, for `/play`, and its target duration
     /// (LL playlists are built from the same window).
@@ -218,9 +221,9 @@ pub enum Effect {
         body: String,
         target_duration: u64,
     },
-    /// Rewrite the session's journal as [`super::Core::journal_of`] says,
-    /// after saving its channel's window (which then vouches for the
-    /// fragments the journal forgets).
+    /// Rewrite the session's journal as [`super::Core::journal_of`] says.
+    /// Always preceded by its channel's [`Effect::SaveChannel`]: the saved
+    /// window then vouches for the fragments the journal forgets.
     CompactJournal {
         session: String,
     },
@@ -237,9 +240,9 @@ pub enum Effect {
         done: bool,
         fragments: usize,
     },
-    /// Everything of the session is stored: save the channel's window (its
-    /// journal no longer vouches for what it published), then remove the
-    /// session's local files.
+    /// Everything of the session is stored (its ended playlist and final
+    /// manifest included): remove the session's local files and state.
+    /// Always preceded by its channel's [`Effect::SaveChannel`].
     Finish {
         session: String,
         channel: ChannelId,

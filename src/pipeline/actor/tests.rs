@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use super::*;
 use crate::config::Config;
+use crate::pipeline::handle::channel;
 
 /// The rig's tmpfs is a temporary directory on whatever disk the tests run
 /// on: the high-water marks are at 100 % so that disk's own fill level

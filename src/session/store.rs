@@ -1,179 +1,15 @@
-//! Publish sessions: who publishes which channel since when, recorded before
-//! `on_publish` answers so a restarted livebucket still knows them.
-//!
-//! The record is written twice. `on_publish` writes it to a directory on the
-//! capture file system (memory-backed, like nginx's HLS files, so the answer
-//! waits for no disk), and the pipeline copies it into the session's state
-//! directory when it opens the session, before it writes anything else
-//! there ([`Sessions::settle`]). A restart reads both. Neither is fsync'd:
-//! a crash of livebucket keeps both, a power cut loses the memory copy with
-//! the fragments it describes.
-//!
-//! A session is born when `on_publish` approves a push. Its id (128 random
-//! bits, hex) is the stream name nginx relays to in the internal HLS
-//! application, so `<hls_dir>/<id>/` holds its files; a directory with any
-//! other name was not approved here and is never uploaded. nginx's internal
-//! application admits one publish per approved session, its relay
-//! ([`Sessions::admit_relay`]), so knowing an id does not let a local process
-//! publish into the session. The id is kept out of the bucket and of info
-//! logs: those show its [`recording_id`] and [`log_tag`]. Invariant: at most
-//! one session per (bucket, channel) is *live* (between approval and
-//! `on_publish_done` or idle end); a second push to a live channel is refused.
-//! A session stays *known* until its pipeline finished it (everything stored,
-//! playlist ended); then its state directory is removed.
+//! The session registry ([`Sessions`]): which sessions are known and which
+//! are live, persisted as described in the [module doc](super).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct SessionMeta {
-    pub id: String,
-    pub bucket: String,
-    pub channel: String,
-    /// Live playlist object name (`index.m3u8` or the OSS `playlistName`).
-    pub playlist: String,
-    /// The key that signed the push; it also writes the objects.
-    pub key_id: String,
-    /// nginx's client id and the public stream name, which identify the
-    /// publisher in `on_update` and `on_publish_done`.
-    pub clientid: String,
-    pub name: String,
-    pub addr: String,
-    pub started_ms: u64,
-    /// The live playlist's window and target duration for this push, from
-    /// its channel's `Target`; `None` (and sessions saved before channels
-    /// existed): the `[live]` defaults.
-    #[serde(default)]
-    pub shape: Option<LiveShape>,
-    /// The channel's `Target/LowLatency` when the push began; `None`:
-    /// `[live] low_latency`.
-    #[serde(default)]
-    pub low_latency: Option<bool>,
-    /// The channel's snapshots, if its `Snapshot` asks for them.
-    #[serde(default)]
-    pub snapshot: Option<crate::snapshot::SnapshotPlan>,
-    /// In a cluster: the channel's playlist as another node last stored it,
-    /// which this session continues (see `pipeline::fence::Resume`).
-    #[serde(default)]
-    pub resume: Option<Box<crate::pipeline::fence::Resume>>,
-    /// The push URL's grant (`GrantTag::fingerprint`), which `on_update` and
-    /// `on_publish_done` must present again; empty in sessions recorded
-    /// before it was kept (then the bucket and key must match).
-    #[serde(default)]
-    pub grant: String,
-    /// The channel record's `Snapshot/NotifyTopic` when the push began: the
-    /// `[events]` endpoint (by name) that gets this session's events besides
-    /// the endpoints that get every channel's.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub notify_topic: Option<String>,
-}
-
-/// A publisher as a callback of a running push names it: nginx's client id
-/// and stream name, and the grant its URL verified to.
-#[derive(Debug, Clone, Copy)]
-pub struct Publisher<'a> {
-    pub clientid: &'a str,
-    pub name: &'a str,
-    pub bucket: &'a str,
-    pub key_id: &'a str,
-    pub grant: &'a str,
-}
-
-/// Whether `who` is the publisher `meta` approved: same client id and name
-/// (which alone repeat after nginx restarts its client id counter, and
-/// across buckets), and the same grant (or, for a session recorded without
-/// one, the same bucket and key).
-pub fn is_publisher(meta: &SessionMeta, who: &Publisher<'_>) -> bool {
-    meta.clientid == who.clientid
-        && meta.name == who.name
-        && if meta.grant.is_empty() {
-            meta.bucket == who.bucket && meta.key_id == who.key_id
-        } else {
-            meta.grant == who.grant
-        }
-}
-
-/// Why a publish into the internal HLS application was refused.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum RelayRefusal {
-    #[error("the stream name is not a session id")]
-    NotASession,
-    #[error("no approved session has this id")]
-    Unknown,
-    #[error("the session's publisher has gone")]
-    Ended,
-    #[error("the session already has its relay")]
-    AlreadyRelayed,
-}
-
-impl RelayRefusal {
-    /// Stable snake_case label for logs and metrics.
-    pub fn code(&self) -> &'static str {
-        match self {
-            RelayRefusal::NotASession => "relay_not_a_session",
-            RelayRefusal::Unknown => "relay_unknown_session",
-            RelayRefusal::Ended => "relay_session_ended",
-            RelayRefusal::AlreadyRelayed => "relay_already_relayed",
-        }
-    }
-}
-
-/// The relay decision, without I/O: one relay per approved session, while
-/// its publisher is there.
-fn admit_relay(known: bool, live: bool, relayed: bool) -> Result<(), RelayRefusal> {
-    match (known, live, relayed) {
-        (false, _, _) => Err(RelayRefusal::Unknown),
-        (true, false, _) => Err(RelayRefusal::Ended),
-        (true, true, true) => Err(RelayRefusal::AlreadyRelayed),
-        (true, true, false) => Ok(()),
-    }
-}
-
-/// The id a session's objects in the bucket carry (VOD manifest keys and
-/// bodies) and the logs show: 32 hex digits of SHA-256 over a label and the
-/// session id. Session ids name a session's stream in nginx's internal HLS
-/// application; this id cannot be turned back into one (the session id is
-/// 128 random bits), so bucket readers and log readers learn nothing that
-/// lets them publish into a session.
-pub fn recording_id(session: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update(b"livebucket recording id\0");
-    h.update(session.as_bytes());
-    hex::encode(&h.finalize()[..16])
-}
-
-/// A session in logs: the first 8 digits of its [`recording_id`], enough to
-/// follow one session through a log and useless for publishing into it.
-pub fn log_tag(session: &str) -> String {
-    let mut id = recording_id(session);
-    id.truncate(8);
-    id
-}
-
-/// A live playlist's shape.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LiveShape {
-    /// Segments in the window (at least 3, RFC 8216 §6.2.2).
-    pub window_segments: usize,
-    /// `#EXT-X-TARGETDURATION`, fixed while the playlist is live.
-    pub target_duration_secs: u64,
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum SessionError {
-    #[error("channel {bucket}/{channel} already has a live publisher")]
-    ChannelLive { bucket: String, channel: String },
-    #[error("cannot persist session state in {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
+use super::meta::{
+    Publisher, SessionError, SessionMeta, is_publisher, looks_like_id, new_session_id,
+};
+use super::relay::{RelayRefusal, admit_relay};
 
 #[derive(Default)]
 struct Inner {
@@ -207,20 +43,8 @@ pub struct Sessions {
     inner: Mutex<Inner>,
 }
 
-pub fn new_session_id() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
-}
-
 /// In a session's state directory: its publisher has gone.
 const ENDED: &str = "ended";
-
-/// Whether `name` can be a session id (and so a directory we may upload).
-pub fn looks_like_id(name: &str) -> bool {
-    name.len() == 32
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
-}
 
 impl Sessions {
     /// Opens the session store under `state_dir/sessions` (records not yet
@@ -641,119 +465,10 @@ pub fn write_atomically(path: &Path, body: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The mode [`make_stream_dir`] gives a session's HLS directory: its owner
-/// (livebucket) reads, moves and deletes there, its group (nginx's worker,
-/// from `hls_dir`) writes fragments and the playlist, nobody else enters.
-pub const STREAM_DIR_MODE: u32 = 0o2770;
-
-/// Makes `<hls_dir>/<id>/`, where nginx-rtmp writes session `id`'s HLS
-/// files, before `on_publish` approves the session, and returns its path.
-///
-/// nginx-rtmp writes into that directory as it finds it when it exists;
-/// when it does not, nginx's worker makes it itself with the fixed mode 0744
-/// (ngx_rtmp_hls_module.c), which livebucket, another user, could neither
-/// enter nor clean. Made here, it is livebucket's, and its group is
-/// `hls_dir`'s (which is setgid, group nginx's worker), so both can do their
-/// part without any capability.
-///
-/// `mkdir` fails if anything is there already: the id is new, so whatever
-/// is there was not made by livebucket. The mode is then set through a
-/// handle opened without following links (nginx's worker may rename entries
-/// of `hls_dir`), since the umask (027) strips group write at `mkdir`. The
-/// kernel keeps the setgid bit only for a caller in the directory's group,
-/// so livebucket, outside nginx's group, gets 0770: enough, as the group is
-/// already right and only nginx's worker makes files there. If the mode
-/// cannot be set, the directory is removed again.
-pub fn make_stream_dir(hls_dir: &Path, id: &str) -> std::io::Result<PathBuf> {
-    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if !looks_like_id(id) {
-        return Err(std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "not a session id",
-        ));
-    }
-    let dir = hls_dir.join(id);
-    std::fs::create_dir(&dir)?;
-    let moded = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
-        .open(&dir)
-        .and_then(|d| d.set_permissions(std::fs::Permissions::from_mode(STREAM_DIR_MODE)));
-    if let Err(e) = moded {
-        let _ = std::fs::remove_dir(&dir);
-        return Err(e);
-    }
-    Ok(dir)
-}
-
-#[cfg(test)]
-mod stream_dir_tests {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-
-    use super::*;
-
-    /// An `hls_dir` as deploy/ makes it: setgid, group-writable.
-    fn hls_dir() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o2770)).unwrap();
-        dir
-    }
-
-    #[test]
-    fn the_stream_directory_is_made_0o2770_in_the_group_of_hls_dir() {
-        let hls = hls_dir();
-        let id = new_session_id();
-        let made = make_stream_dir(hls.path(), &id).unwrap();
-        assert_eq!(made, hls.path().join(&id));
-        let meta = std::fs::symlink_metadata(&made).unwrap();
-        assert!(meta.is_dir());
-        // Group write, which the umask alone would strip, included.
-        assert_eq!(meta.permissions().mode() & 0o7777, STREAM_DIR_MODE);
-        assert_eq!(meta.gid(), std::fs::metadata(hls.path()).unwrap().gid());
-    }
-
-    #[test]
-    fn anything_already_there_is_refused_and_left_alone() {
-        let hls = hls_dir();
-        let (a, b, c) = (new_session_id(), new_session_id(), new_session_id());
-        // As nginx's worker would have made it, or a link planted there.
-        std::fs::create_dir(hls.path().join(&a)).unwrap();
-        std::fs::set_permissions(hls.path().join(&a), std::fs::Permissions::from_mode(0o744))
-            .unwrap();
-        std::os::unix::fs::symlink("/", hls.path().join(&b)).unwrap();
-        std::fs::write(hls.path().join(&c), b"x").unwrap();
-        for id in [&a, &b, &c] {
-            let err = make_stream_dir(hls.path(), id).unwrap_err();
-            assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists, "{id}");
-        }
-        let mode = std::fs::metadata(hls.path().join(&a))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o7777, 0o744, "nginx's directory is not changed");
-        assert!(
-            std::fs::symlink_metadata(hls.path().join(&b))
-                .unwrap()
-                .is_symlink()
-        );
-    }
-
-    #[test]
-    fn a_missing_hls_dir_or_a_name_that_is_no_id_is_an_error_not_a_panic() {
-        let hls = hls_dir();
-        let gone = hls.path().join("gone");
-        assert!(make_stream_dir(&gone, &new_session_id()).is_err());
-        for id in ["..", "../x", "", "ABCDEF0123456789abcdef0123456789"] {
-            let err = make_stream_dir(hls.path(), id).unwrap_err();
-            assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput, "{id:?}");
-        }
-        assert_eq!(std::fs::read_dir(hls.path()).unwrap().count(), 0);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::meta::{log_tag, recording_id};
 
     fn meta(id: &str, channel: &str) -> SessionMeta {
         SessionMeta {

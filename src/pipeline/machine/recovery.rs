@@ -1,22 +1,57 @@
 //! Rebuilding a session from its journal after a restart, without I/O: the
-//! caller says which capture files exist; this decides what they are.
+//! caller says which capture files exist; this decides what they are, and
+//! [`Core`]'s `Input::Recover` asks again for the uploads the crash lost.
 
 use std::collections::{HashMap, HashSet};
 
+use tracing::info;
+
+use super::session::{Bytes, Capture, Seg, SessionState};
+use super::types::{Effect, Location, Ms};
+use super::{Core, fragment_job};
 use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;
 use crate::pipeline::live::ChannelLive;
-use crate::pipeline::machine::types::{Effect, Location};
-use crate::pipeline::machine::{Bytes, SessionState};
+use crate::session::SessionMeta;
 
-/// Where a journaled capture's file may be, preferred first: the area it was
-/// copied to, then the other (the preferred one was full, or it was moved to
-/// the spool since).
-pub fn candidates(spool: bool) -> [Location; 2] {
-    if spool {
-        [Location::Spool, Location::Capture]
-    } else {
-        [Location::Capture, Location::Spool]
+impl Core {
+    /// A session found on disk at start: rebuilt from its journal, its
+    /// unstored listed fragments handed to the uploader again, ended if
+    /// nginx no longer has its publisher, and its stored prefix published.
+    pub(super) fn recover(
+        &mut self,
+        meta: SessionMeta,
+        entries: Vec<Entry>,
+        (files, media): (&HashMap<u64, Location>, &HashMap<u64, u64>),
+        live: bool,
+        now: Ms,
+        fx: &mut Vec<Effect>,
+    ) {
+        if self.sessions.contains_key(&meta.id) {
+            return;
+        }
+        let mut s = SessionState::new(meta, now);
+        let ch = self.channels.entry(s.channel.clone()).or_default();
+        replay(&mut s, entries, Found { files, media }, &mut ch.live, fx);
+        info!(
+            session = %crate::session::log_tag(&s.meta.id),
+            captured = s.captures.len(),
+            listed = s.listed(),
+            "session recovered from journal"
+        );
+        let id = s.meta.id.clone();
+        for seg in s.segs.iter().filter(|g| !g.stored) {
+            if let Some(c) = s.captures.iter().find(|c| c.key == seg.key)
+                && let Bytes::At(at) = c.bytes
+            {
+                fx.push(fragment_job(&s.meta, c, seg, at));
+            }
+        }
+        if !live {
+            s.done_at = Some(now);
+        }
+        self.sessions.insert(id.clone(), s);
+        self.advance(&id, now, fx);
     }
 }
 
@@ -92,7 +127,7 @@ pub fn replay(
                     // again under a new key.
                     continue;
                 };
-                s.captures.push(crate::pipeline::machine::session_capture(
+                s.captures.push(session_capture(
                     name,
                     key,
                     Identity { size, mtime_ns },
@@ -122,7 +157,7 @@ pub fn replay(
                     None => stored.contains(&key),
                 };
                 if known {
-                    s.segs.push_back(crate::pipeline::machine::session_seg(
+                    s.segs.push_back(session_seg(
                         key,
                         seq,
                         extinf,
@@ -148,4 +183,35 @@ pub fn replay(
                     .count()
         }
     };
+}
+
+/// A capture as recovery rebuilds it.
+fn session_capture(
+    name: String,
+    key: u64,
+    ident: Identity,
+    bytes: Bytes,
+    media_ms: Option<u64>,
+) -> Capture {
+    Capture {
+        name,
+        key,
+        ident,
+        bytes,
+        assigned: false,
+        original_removed: false,
+        media_ms,
+        keyframe_start: None,
+    }
+}
+
+/// A listed fragment as recovery rebuilds it.
+fn session_seg(key: u64, seq: Option<u64>, extinf: String, duration_ms: u64, stored: bool) -> Seg {
+    Seg {
+        key,
+        seq,
+        extinf,
+        duration_ms,
+        stored,
+    }
 }
