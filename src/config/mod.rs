@@ -323,6 +323,9 @@ pub struct LiveConfig {
     /// is split into chunks of this many fragments; only its newest chunk is
     /// rewritten, and retention deletes a live recording's older chunks
     /// whole, so this is also how finely a push that never ends is swept.
+    /// A live session's manifest is written at most every 10 s, one chunk
+    /// at a time: a chunk should hold more than 10 s of fragments, or VOD of
+    /// a live push falls behind it until the push ends.
     #[serde(default = "default_manifest_chunk_fragments")]
     pub manifest_chunk_fragments: usize,
 }
@@ -1033,13 +1036,20 @@ mod tests {
             "{one}"
         );
         assert!(parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 2\n")).is_ok());
-        let chunk = parse(&format!("{MINIMAL}\n[live]\nmanifest_chunk_fragments = 2\n"))
-            .unwrap_err();
+        let chunk = parse(&format!(
+            "{MINIMAL}\n[live]\nmanifest_chunk_fragments = 2\n"
+        ))
+        .unwrap_err();
         assert!(
             chunk.to_string().contains("live.manifest_chunk_fragments"),
             "{chunk}"
         );
-        assert!(parse(&format!("{MINIMAL}\n[live]\nmanifest_chunk_fragments = 3\n")).is_ok());
+        assert!(
+            parse(&format!(
+                "{MINIMAL}\n[live]\nmanifest_chunk_fragments = 3\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

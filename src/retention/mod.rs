@@ -599,7 +599,6 @@ pub fn buckets(cfg: &Config) -> (Vec<(String, String)>, Vec<String>) {
     (out, wildcard)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

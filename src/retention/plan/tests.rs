@@ -384,7 +384,14 @@ fn scenario() -> impl Strategy<Value = (Found, u64, u64, bool, usize, usize)> {
             }
             let orphans: Vec<u64> = orphans.into_iter().map(|o| o * 1000 + 1).collect();
             let now = at + 10_000;
-            (found_of(manifests, &orphans), now, period, live, batch, window)
+            (
+                found_of(manifests, &orphans),
+                now,
+                period,
+                live,
+                batch,
+                window,
+            )
         })
 }
 
