@@ -10,10 +10,12 @@
 //! media. The pipeline rewrites a session's manifest at most every 10 s
 //! while fragments are stored (S3 cannot append), and a last time when the
 //! session ends; a manifest lists only fragments already in the bucket. A
-//! long session is split into several manifest objects of up to 1,800
-//! fragments each (an hour of 2 s fragments; the later ones keyed by their
-//! first fragment), so rewriting stays cheap; consecutive manifests of one
-//! session read as one. Because manifest keys start with the session's start
+//! long session is split into several manifest objects (chunks) of up to
+//! `[live] manifest_chunk_fragments` fragments each (default 1,800, an hour
+//! of 2 s fragments; the later ones keyed by their first fragment), so
+//! rewriting stays cheap: only the newest chunk is rewritten. Consecutive
+//! manifests of one session read as one, also when retention has deleted
+//! the earlier chunks of a live session. Because manifest keys start with the session's start
 //! time, the sessions that can overlap a range are a prefix listing away.
 //!
 //! Buckets filled by other tools have no manifests: then the range is read by

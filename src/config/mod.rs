@@ -319,6 +319,15 @@ pub struct LiveConfig {
     /// back three of them from the live edge.
     #[serde(default = "default_part_target_ms")]
     pub part_target_ms: u64,
+    /// Fragments per VOD manifest object (at least 3). A session's manifest
+    /// is split into chunks of this many fragments; only its newest chunk is
+    /// rewritten, and retention deletes a live recording's older chunks
+    /// whole, so this is also how finely a push that never ends is swept.
+    /// A live session's manifest is written at most every 10 s, one chunk
+    /// at a time: a chunk should hold more than 10 s of fragments, or VOD of
+    /// a live push falls behind it until the push ends.
+    #[serde(default = "default_manifest_chunk_fragments")]
+    pub manifest_chunk_fragments: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -544,6 +553,10 @@ fn default_done_grace_ms() -> u64 {
 fn default_idle_factor() -> u32 {
     5
 }
+fn default_manifest_chunk_fragments() -> usize {
+    // An hour of 2 s fragments.
+    1800
+}
 
 fn default_high_water() -> f64 {
     0.8
@@ -597,6 +610,7 @@ impl Default for LiveConfig {
             idle_end_factor: default_idle_factor(),
             low_latency: default_low_latency(),
             part_target_ms: default_part_target_ms(),
+            manifest_chunk_fragments: default_manifest_chunk_fragments(),
         }
     }
 }
@@ -829,6 +843,13 @@ impl RawConfig {
                  would end live playlists between two fragments",
             ));
         }
+        if self.live.manifest_chunk_fragments < 3 {
+            return Err(invalid(
+                "live.manifest_chunk_fragments",
+                "must be at least 3 (fragments per VOD manifest object; 1800 is an hour of 2 s \
+                 fragments)",
+            ));
+        }
         if !(200..=2000).contains(&self.live.part_target_ms) {
             return Err(invalid(
                 "live.part_target_ms",
@@ -1015,6 +1036,20 @@ mod tests {
             "{one}"
         );
         assert!(parse(&format!("{MINIMAL}\n[live]\nidle_end_factor = 2\n")).is_ok());
+        let chunk = parse(&format!(
+            "{MINIMAL}\n[live]\nmanifest_chunk_fragments = 2\n"
+        ))
+        .unwrap_err();
+        assert!(
+            chunk.to_string().contains("live.manifest_chunk_fragments"),
+            "{chunk}"
+        );
+        assert!(
+            parse(&format!(
+                "{MINIMAL}\n[live]\nmanifest_chunk_fragments = 3\n"
+            ))
+            .is_ok()
+        );
     }
 
     #[test]

@@ -21,7 +21,10 @@
 //!   ([`crate::vod::RangeCache::get`] takes the oldest time kept).
 //! - A channel live on this node, still being stored here, or live on
 //!   another node (etcd's `live/` key, the same source as
-//!   `Cluster::live_elsewhere`) keeps its newest recording whole; when etcd
+//!   `Cluster::live_elsewhere`) keeps its newest recording's newest manifest
+//!   chunk and everything after its start; the recording's earlier chunks
+//!   (closed: the pipeline never writes them again) go whole once expired
+//!   and older than twice the live window ([`plan::live_guard_ms`]). When etcd
 //!   cannot tell, the channel is skipped.
 //! - A crash mid-sweep leaves the bucket consistent (the plan's order), and
 //!   the next sweep, started from scratch, finishes the work: no cursor is
@@ -350,6 +353,7 @@ impl Retention {
                     period_secs,
                     live,
                     live_playlists: &live_playlists,
+                    window_segments: cfg.live.window_segments,
                 };
                 let plan = plan::plan(&found, &inputs, cfg.retention.batch_size);
                 if plan.is_empty() {

@@ -10,9 +10,13 @@
 //!   expired fragment is rewritten without it or deleted in
 //!   [`Phase::Index`], and fragments go only in [`Phase::Media`], after.
 //!   Stored playlists naming an expired fragment go in the first phase too.
-//! - Nothing of a live recording is planned: when the channel is live, its
-//!   newest manifest's recording (every chunk of it) and everything keyed at
-//!   or after that manifest's start are kept.
+//! - Of a live recording only closed chunks go: when the channel is live,
+//!   its newest manifest (the chunk the pipeline still rewrites) and
+//!   everything keyed at or after its start are kept. An earlier chunk of
+//!   that recording is closed (the pipeline starts a chunk only once the one
+//!   before is stored full, and never writes that one again); it goes whole
+//!   (manifest, then its fragments and parts) once every fragment in it
+//!   ended by the cutoff and by `now -` [`live_guard_ms`], or not at all.
 //! - Nothing younger than the cutoff (`now - period`) is planned: a fragment
 //!   goes when it ended by the cutoff (a manifest's duration), or, named by
 //!   no manifest, when it started before it.
@@ -72,6 +76,12 @@ pub struct Inputs<'a> {
     pub live: bool,
     /// Playlist object names (under the channel) kept while it is live.
     pub live_playlists: &'a [String],
+    /// Segments in the live playlist window (`[live] window_segments`).
+    /// While live, a closed chunk of the live recording goes only once its
+    /// last fragment ended [`live_guard_ms`] before `now`: the span the live
+    /// window, its LL-HLS parts and players still reading it may name,
+    /// whatever the period.
+    pub window_segments: usize,
 }
 
 /// Which bucket a delete goes to.
@@ -165,6 +175,15 @@ pub fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
         (true, None) => (0, None),
     };
     let kept = |ms: u64| ms >= floor || ms >= cutoff;
+    // The live recording's longest fragment read: its live window's
+    // segments are as long.
+    let longest_live = found
+        .manifests
+        .iter()
+        .filter(|(_, m)| kept_recording == Some(m.session.as_str()))
+        .flat_map(|(_, m)| m.fragments.iter().map(|f| f.d))
+        .max()
+        .unwrap_or(0);
     let expired = |f: &IndexedFragment| f.k.saturating_add(f.d) <= cutoff && !kept(f.k);
 
     let mut index_deletes: Vec<(String, u64)> = Vec::new();
@@ -173,13 +192,39 @@ pub fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
     // Every fragment some remaining manifest still names: never deleted.
     let mut still_named: HashSet<u64> = HashSet::new();
     let mut named: HashSet<u64> = HashSet::new();
+    // The last fragment of the live recording's closed chunks planned: its
+    // parts up to there go with them.
+    let mut closed_until: Option<u64> = None;
     for (key, m) in &found.manifests {
         let Some((start, _)) = crate::layout::parse_manifest_key(key) else {
             continue;
         };
         named.extend(m.fragments.iter().map(|f| f.k));
-        if kept(start) || kept_recording == Some(m.session.as_str()) {
+        if kept(start) {
             still_named.extend(m.fragments.iter().map(|f| f.k));
+            continue;
+        }
+        if kept_recording == Some(m.session.as_str()) {
+            // A closed chunk of the live recording (it starts before the
+            // newest manifest): whole or not at all, never rewritten.
+            let guard = inputs
+                .now_ms
+                .saturating_sub(live_guard_ms(inputs.window_segments, longest_live));
+            let whole = !m.fragments.is_empty()
+                && m.fragments
+                    .iter()
+                    .all(|f| expired(f) && f.k.saturating_add(f.d) <= guard);
+            if whole {
+                index_deletes.push((key.clone(), 0));
+                media.extend(
+                    m.fragments
+                        .iter()
+                        .map(|f| (crate::layout::fragment_key(inputs.channel, f.k), 0)),
+                );
+                closed_until = closed_until.max(m.fragments.iter().map(|f| f.k).max());
+            } else {
+                still_named.extend(m.fragments.iter().map(|f| f.k));
+            }
             continue;
         }
         let (gone, left): (Vec<IndexedFragment>, Vec<IndexedFragment>) =
@@ -246,7 +291,8 @@ pub fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
         };
         let ms = part_ms(&part.key);
         let old = ms.is_some_and(|ms| ms < cutoff && !kept(ms));
-        if old && kept_recording != Some(recording) {
+        let closed = ms.is_some_and(|ms| closed_until.is_some_and(|c| ms <= c));
+        if old && (kept_recording != Some(recording) || closed) {
             media.push((part.key.clone(), part.size));
         }
     }
@@ -266,6 +312,17 @@ pub fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
         steps,
         cutoff_ms: cutoff,
     }
+}
+
+/// How long before now a closed chunk of the live recording must have
+/// ended before it goes: twice the live window plus three fragments (LL-HLS
+/// parts and stored playlists in flight), at the recording's `longest`
+/// fragment (ms).
+pub fn live_guard_ms(window_segments: usize, longest: u64) -> u64 {
+    (window_segments as u64)
+        .saturating_mul(2)
+        .saturating_add(3)
+        .saturating_mul(longest)
 }
 
 fn batches(items: Vec<(String, u64)>, phase: Phase, place: Where, batch: usize) -> Vec<Step> {

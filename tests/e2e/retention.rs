@@ -9,6 +9,12 @@
 //!   both lists only the second, every segment URI fetchable; a channel
 //!   live during the sweep keeps everything, and loses it to the next sweep
 //!   once it ended;
+//! - one push live the whole test, VOD manifests of three fragments: while
+//!   it is live, sweeps delete its oldest closed chunks (manifest and
+//!   fragments) and nothing of the newest; VOD over the whole push lists
+//!   only stored fragments, the live playlist stays valid and fetchable, and
+//!   after the push every fragment nginx wrote after the deleted ones is
+//!   stored exactly once;
 //! - livebucket killed (-9) mid-sweep (S3 slowed by a proxy, one key per
 //!   DeleteObjects): no manifest names a missing fragment, and the sweep
 //!   after the restart finishes the work;
@@ -320,6 +326,145 @@ async fn an_old_session_is_swept_manifest_first_and_recent_and_live_ones_stay() 
         },
     )
     .await;
+}
+
+/// The channel's manifest keys.
+async fn manifests(s3: &S3, channel: &str) -> BTreeSet<String> {
+    keys(s3, &format!(".livebucket/index/{channel}/")).await
+}
+
+/// The fragment ms in `CHANNEL/<ms>.ts`.
+fn fragment_ms(key: &str) -> u64 {
+    key.rsplit('/').next().unwrap()[..13].parse().unwrap()
+}
+
+/// Every segment URI of `text` answers 200.
+async fn assert_segments_fetch(text: &str, what: &str) -> usize {
+    let uris: Vec<&str> = text.lines().filter(|l| l.starts_with("http")).collect();
+    for uri in &uris {
+        let got = common::httpc::get(uri).await;
+        assert_eq!(got.status, 200, "{what}: {uri}\n{text}");
+    }
+    uris.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_that_never_ends_loses_its_closed_chunks_while_live() {
+    use common::fragments::{Ledger, Recorder};
+    // 2 s fragments, three per manifest: a chunk is closed every 6 s (its
+    // manifest written at most every 10 s). With a window of three, a closed
+    // chunk goes once it ended 2 x 3 + 3 fragments (about 18 s) ago.
+    let stack = Stack::start_with(
+        "retention-live-chunks",
+        &format!("{RETENTION}[live]\nwindow_segments = 3\nmanifest_chunk_fragments = 3\n"),
+    );
+    // Relayed to hls_1s: nginx cuts at the push's keyframes, every 2 s.
+    livebucket(&[
+        "channel",
+        "create",
+        "--config",
+        config_arg(&stack),
+        "--bucket",
+        BUCKET,
+        "--channel",
+        "cam",
+        "--retention-secs",
+        "2",
+        "--frag-duration",
+        "1",
+    ]);
+    let ledger = Ledger::new(stack.dir.join("nginx-wrote"));
+    let _recorder = Recorder::start(&stack.hls_dir, &ledger);
+    let begin = unix_now() - 1;
+    let mut push = stack.push(&stack.sign_push("cam"), 60);
+
+    // Sweep while it is live until a closed chunk has gone.
+    let (deleted, swept_manifests) = wait_until(
+        "a closed chunk of the live recording swept",
+        secs(60),
+        secs(2),
+        async || {
+            let swept = sweep(&stack, false);
+            assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+            let gone: BTreeSet<String> = swept
+                .keys
+                .iter()
+                .filter(|k| k.starts_with(".livebucket/index/"))
+                .cloned()
+                .collect();
+            if gone.is_empty() {
+                return Err(format!("nothing swept yet: {:?}", swept.keys));
+            }
+            Ok((swept.keys, gone))
+        },
+    )
+    .await;
+    assert!(
+        push.try_wait().is_none(),
+        "the push ended before a sweep took a chunk; ffmpeg:\n{}",
+        push.log()
+    );
+    // Whole chunks: each deleted manifest's fragments with it, and the
+    // newest chunk and the fragments after it stay.
+    let left = manifests(&stack.s3, "cam").await;
+    assert!(!left.is_empty(), "the live chunk was swept");
+    assert!(swept_manifests.iter().all(|m| !left.contains(m)));
+    let newest_left = left.iter().max().unwrap();
+    assert!(
+        swept_manifests.iter().all(|m| m < newest_left),
+        "swept {swept_manifests:?}, newest left {newest_left}"
+    );
+    let deleted_fragments: Vec<u64> = deleted
+        .iter()
+        .filter(|k| is_fragment_key(k))
+        .map(|k| fragment_ms(k))
+        .collect();
+    assert_eq!(
+        deleted_fragments.len(),
+        3 * swept_manifests.len(),
+        "three fragments per closed chunk: {deleted:?}"
+    );
+    let last_deleted = *deleted_fragments.iter().max().unwrap();
+    assert_consistent(&stack.s3, "cam").await;
+
+    // VOD over the whole push lists only stored fragments.
+    let resp = vod(&stack, "cam", begin, unix_now() + 1).await;
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let listed = assert_segments_fetch(&resp.text(), "VOD").await;
+    assert!(listed > 0);
+    // The live playlist keeps playing: valid, every segment fetchable.
+    let play = common::httpc::get(&stack.sign_play("cam/playlist.m3u8")).await;
+    assert_eq!(play.status, 200, "{}", play.text());
+    let text = play.text();
+    common::hlscheck::check_playlist(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    assert!(assert_segments_fetch(&text, "live").await >= 1, "{text}");
+
+    // After the push: every fragment nginx wrote after the deleted ones is
+    // stored, once.
+    wait_stored(&stack, &mut push, "cam", "playlist.m3u8").await;
+    ledger.assert_complete();
+    assert_consistent(&stack.s3, "cam").await;
+    let stored: Vec<String> = keys(&stack.s3, "cam/")
+        .await
+        .into_iter()
+        .filter(|k| is_fragment_key(k))
+        .collect();
+    assert!(stored.iter().all(|k| fragment_ms(k) > last_deleted));
+    let mut stored_shas = BTreeSet::new();
+    for key in &stored {
+        let sha = common::fragments::sha256_hex(&stack.s3.get(BUCKET, key).await);
+        assert!(stored_shas.insert(sha), "{key} stored twice");
+    }
+    let mut latest = std::collections::BTreeMap::new();
+    for copy in ledger.copies().into_iter().filter(|c| c.listed) {
+        latest.insert(copy.name.clone(), copy.sha256);
+    }
+    for (name, sha) in latest {
+        let ms: u64 = name.trim_end_matches(".ts").parse().unwrap();
+        if ms > last_deleted + 1_000 {
+            assert!(stored_shas.contains(&sha), "nginx's {name} is not stored");
+        }
+    }
 }
 
 /// A TCP proxy that holds each chunk from the client for `delay` ms (0:

@@ -33,9 +33,6 @@ use crate::events::Event;
 use crate::metrics::Metrics;
 use crate::session::{SessionMeta, Sessions};
 
-/// Fragments per manifest object: an hour of 2 s fragments.
-const MANIFEST_CHUNK: usize = 1800;
-
 /// How often a live session's manifest is rewritten.
 const MANIFEST_EVERY: Duration = Duration::from_secs(10);
 
@@ -134,7 +131,7 @@ impl Pipeline {
             done_grace_ms: cfg.live.done_grace_ms,
             idle_end_factor: u64::from(cfg.live.idle_end_factor),
             manifest_every_ms: MANIFEST_EVERY.as_millis() as u64,
-            manifest_chunk: MANIFEST_CHUNK,
+            manifest_chunk: cfg.live.manifest_chunk_fragments,
             save_every_ms: CHANNEL_SAVE_EVERY.as_millis() as u64,
         });
         Pipeline {

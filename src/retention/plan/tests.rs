@@ -70,6 +70,7 @@ fn inputs(now_ms: u64, period_secs: u64, live: bool) -> Inputs<'static> {
         period_secs,
         live,
         live_playlists: &[],
+        window_segments: 0,
     }
 }
 
@@ -143,30 +144,90 @@ fn a_recording_across_the_cutoff_is_trimmed_before_its_fragments_go() {
 }
 
 #[test]
-fn a_live_channel_keeps_its_newest_recording_whole() {
+fn a_live_channel_keeps_its_newest_chunk_and_takes_closed_ones_whole() {
     let mut manifests = recording("old", 0, 2, 100);
-    // The live recording, in three chunks, all older than the cutoff.
+    // The live recording, in three chunks of two, all older than the cutoff.
     manifests.extend(recording("live", 100_000, 6, 2));
     let mut found = found_of(manifests, &[200_000]);
     found.parts = vec![
         listed(part_key(CH, "live", 100_000, 0)),
+        listed(part_key(CH, "live", 108_000, 0)),
         listed(part_key(CH, "old", 0, 0)),
     ];
     let p = plan(&found, &inputs(10_000_000, 1_000, true), 10);
     let gone = deleted(&p);
     assert!(gone.contains(&manifest_key(CH, 0, "old")));
     assert!(gone.contains(&part_key(CH, "old", 0, 0)));
-    assert!(
-        !gone
-            .iter()
-            .any(|k| k.contains("-live") || k.contains("/live/") || k.contains("0000000200000")),
-        "{gone:?}"
-    );
+    // The two closed chunks go, manifests first, with their fragments and
+    // parts; the newest chunk (the pipeline still rewrites it), its
+    // fragments and parts, and what came after its start stay.
+    let index: Vec<String> = p
+        .steps
+        .iter()
+        .filter(|s| s.phase() == Phase::Index)
+        .flat_map(|s| match s {
+            Step::Delete { keys, .. } => keys.clone(),
+            Step::Put { .. } => vec![],
+        })
+        .collect();
+    for key in [
+        manifest_key(CH, 100_000, "live"),
+        manifest_key(CH, 104_000, "live"),
+    ] {
+        assert!(index.contains(&key), "{key} in {index:?}");
+    }
+    for ms in [100_000, 102_000, 104_000, 106_000] {
+        assert!(gone.contains(&fragment_key(CH, ms)), "{ms}: {gone:?}");
+    }
+    assert!(gone.contains(&part_key(CH, "live", 100_000, 0)));
+    for kept in [
+        manifest_key(CH, 108_000, "live"),
+        fragment_key(CH, 108_000),
+        fragment_key(CH, 110_000),
+        fragment_key(CH, 200_000),
+        part_key(CH, "live", 108_000, 0),
+    ] {
+        assert!(!gone.contains(&kept), "{kept} deleted");
+    }
     assert!(p.steps.iter().all(|s| !matches!(s, Step::Put { .. })));
     // Not live any more: it all goes.
     let gone = deleted(&plan(&found, &inputs(10_000_000, 1_000, false), 10));
-    assert!(gone.contains(&part_key(CH, "live", 100_000, 0)));
+    assert!(gone.contains(&part_key(CH, "live", 108_000, 0)));
     assert!(gone.contains(&fragment_key(CH, 200_000)));
+}
+
+#[test]
+fn a_closed_live_chunk_goes_whole_or_not_at_all() {
+    // Live chunks at 0 (0, 2 s, 4 s), 6 s (6, 8, 10 s), 12 s (newest).
+    let found = found_of(recording("live", 0, 7, 3), &[]);
+    // Cutoff 5 s: the first chunk's last fragment ends at 6 s, so nothing
+    // goes (no trimmed copy of a closed chunk), though two fragments expired.
+    let p = plan(&found, &inputs(1_005_000, 1_000, true), 10);
+    assert!(p.is_empty(), "{p:?}");
+    // Cutoff 6 s: the first chunk goes whole.
+    let p = plan(&found, &inputs(1_006_000, 1_000, true), 10);
+    assert_eq!(
+        deleted(&p),
+        BTreeSet::from([
+            manifest_key(CH, 0, "live"),
+            fragment_key(CH, 0),
+            fragment_key(CH, 2_000),
+            fragment_key(CH, 4_000),
+        ])
+    );
+    // The live guard holds it while the live window may still name it,
+    // whatever the period: 2 x 3 + 3 fragments of 2 s = 18 s.
+    assert_eq!(live_guard_ms(3, 2_000), 18_000);
+    let guarded = Inputs {
+        window_segments: 3,
+        ..inputs(6_000 + 17_999, 1, true)
+    };
+    assert!(plan(&found, &guarded, 10).is_empty());
+    let passed = Inputs {
+        window_segments: 3,
+        ..inputs(6_000 + 18_000, 1, true)
+    };
+    assert_eq!(deleted(&plan(&found, &passed, 10)), deleted(&p));
 }
 
 #[test]
@@ -304,15 +365,16 @@ impl Bucket {
     }
 }
 
-fn scenario() -> impl Strategy<Value = (Found, u64, u64, bool, usize)> {
+fn scenario() -> impl Strategy<Value = (Found, u64, u64, bool, usize, usize)> {
     (
         prop::collection::vec((1u64..50, 0usize..12, 1usize..5), 0..6),
         prop::collection::vec(0u64..400, 0..4),
         0u64..200,
         any::<bool>(),
         1usize..6,
+        0usize..4,
     )
-        .prop_map(|(sessions, orphans, period, live, batch)| {
+        .prop_map(|(sessions, orphans, period, live, batch, window)| {
             let mut manifests = Vec::new();
             let mut at = 0u64;
             for (i, (gap, n, chunk)) in sessions.into_iter().enumerate() {
@@ -322,16 +384,24 @@ fn scenario() -> impl Strategy<Value = (Found, u64, u64, bool, usize)> {
             }
             let orphans: Vec<u64> = orphans.into_iter().map(|o| o * 1000 + 1).collect();
             let now = at + 10_000;
-            (found_of(manifests, &orphans), now, period, live, batch)
+            (
+                found_of(manifests, &orphans),
+                now,
+                period,
+                live,
+                batch,
+                window,
+            )
         })
 }
 
 proptest! {
     #[test]
     fn every_prefix_of_a_plan_leaves_a_consistent_bucket(
-        (found, now, period, live, batch) in scenario()
+        (found, now, period, live, batch, window) in scenario()
     ) {
-        let p = plan(&found, &inputs(now, period, live), batch);
+        let i = Inputs { window_segments: window, ..inputs(now, period, live) };
+        let p = plan(&found, &i, batch);
         let mut bucket = Bucket::of(&found);
         bucket.consistent().map_err(TestCaseError::fail)?;
         let mut phase = Phase::Index;
@@ -344,42 +414,62 @@ proptest! {
             bucket.apply(step);
             bucket.consistent().map_err(TestCaseError::fail)?;
         }
-        // Nothing younger than the cutoff, nothing of the live recording.
+        // Nothing younger than the cutoff; of the live recording, nothing of
+        // its newest chunk, and closed chunks only whole, ended by the cutoff
+        // and the live guard.
         let cutoff = cutoff_ms(now, period).unwrap_or(0);
-        let newest = found
-            .manifests
-            .iter()
-            .max_by_key(|(k, _)| k.clone())
-            .map(|(_, m)| m.session.clone());
-        for key in deleted(&p) {
-            if let Some((_, ms)) = crate::layout::parse_fragment_key(&key) {
+        let newest = found.manifests.iter().max_by_key(|(k, _)| k.clone());
+        let gone = deleted(&p);
+        for key in &gone {
+            if let Some((_, ms)) = crate::layout::parse_fragment_key(key) {
                 prop_assert!(ms < cutoff, "{key} is not older than {cutoff}");
             }
-            if live {
-                let of_live = found.manifests.iter().any(|(k, m)| {
-                    Some(&m.session) == newest.as_ref()
-                        && (k == &key
-                            || m.fragments.iter().any(|f| fragment_key(CH, f.k) == key))
-                });
-                prop_assert!(!of_live, "{key} is the live recording's");
+        }
+        if live && let Some((newest_key, newest_m)) = newest {
+            prop_assert!(!gone.contains(newest_key), "{newest_key} is the live chunk");
+            for (key, m) in &found.manifests {
+                if m.session != newest_m.session {
+                    continue;
+                }
+                let frags: Vec<String> =
+                    m.fragments.iter().map(|f| fragment_key(CH, f.k)).collect();
+                if key == newest_key || !gone.contains(key) {
+                    for f in &frags {
+                        prop_assert!(!gone.contains(f), "{f} of kept live chunk {key}");
+                    }
+                    continue;
+                }
+                for (f, k) in m.fragments.iter().zip(&frags) {
+                    prop_assert!(gone.contains(k), "closed chunk {key} taken without {k}");
+                    let guard = live_guard_ms(window, 2_000);
+                    prop_assert!(f.k + f.d <= cutoff && f.k + f.d <= now.saturating_sub(guard));
+                }
             }
+            prop_assert!(
+                p.steps.iter().all(|s| match s {
+                    Step::Put { manifest, .. } => manifest.session != newest_m.session,
+                    Step::Delete { .. } => true,
+                }),
+                "a live chunk rewritten"
+            );
         }
         // Resumable: planning again over the result plans nothing.
-        let again = plan(&bucket.found(), &inputs(now, period, live), batch);
+        let again = plan(&bucket.found(), &i, batch);
         prop_assert!(again.is_empty(), "{again:?}");
     }
 
     #[test]
     fn a_crash_anywhere_then_a_fresh_plan_finishes_the_sweep(
-        (found, now, period, live, batch) in scenario(),
+        (found, now, period, live, batch, window) in scenario(),
         cut in 0usize..20,
     ) {
-        let full = plan(&found, &inputs(now, period, live), batch);
+        let i = Inputs { window_segments: window, ..inputs(now, period, live) };
+        let full = plan(&found, &i, batch);
         let mut bucket = Bucket::of(&found);
         for step in full.steps.iter().take(cut) {
             bucket.apply(step);
         }
-        let rest = plan(&bucket.found(), &inputs(now, period, live), batch);
+        let rest = plan(&bucket.found(), &i, batch);
         for step in &rest.steps {
             bucket.apply(step);
             bucket.consistent().map_err(TestCaseError::fail)?;
