@@ -7,7 +7,6 @@ use serde::Deserialize;
 
 use super::{ConfigError, invalid};
 
-
 /// The longest retention period a channel or the default may ask for:
 /// 100 years.
 pub const MAX_RETENTION_SECS: u64 = 100 * 365 * 86_400;

@@ -28,8 +28,8 @@ use super::AppState;
 use super::error::HttpError;
 use super::play::{PlayKey, playlist_response, render, segment_signer};
 use crate::config::{AccessKey, Config};
+use crate::live::ChannelId;
 use crate::llhls::playlist::{Directives, LlPlaylist, Readiness};
-use crate::pipeline::live::ChannelId;
 
 type Model = watch::Receiver<Arc<LlPlaylist>>;
 
