@@ -30,10 +30,10 @@ use tokio::sync::OnceCell;
 
 use crate::auth::push::Reject;
 use crate::config::{Config, UnknownChannels};
+use crate::hls::LiveShape;
 use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
 };
-use crate::session::LiveShape;
 use crate::store::{Conditional, Store, StoreError};
 
 mod write;

@@ -128,7 +128,7 @@ impl Pipeline {
             handle.sender(),
         );
         let core = Core::new(CoreConfig {
-            live: crate::session::LiveShape {
+            live: crate::hls::LiveShape {
                 window_segments: cfg.live.window_segments,
                 target_duration_secs: cfg.live.target_duration_secs,
             },
