@@ -118,10 +118,6 @@ const KNOWN_VIOLATIONS: &[Known] = &[
         module: "oss::channel",
         why: "snapshots render oss::channel's types (no owner this session)",
     },
-    Known::Cycle {
-        nodes: &["http/llplay", "http/play"],
-        why: "play and llplay share rendering helpers both ways (no owner this session)",
-    },
 ];
 
 #[test]
