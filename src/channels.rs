@@ -29,10 +29,10 @@ use std::sync::Mutex;
 use tokio::sync::OnceCell;
 
 use crate::config::{Config, UnknownChannels};
+use crate::hls::LiveShape;
 use crate::oss::channel::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
 };
-use crate::session::LiveShape;
 use crate::store::{Conditional, Store, StoreError};
 
 mod write;

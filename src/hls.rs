@@ -33,7 +33,18 @@
 
 use std::fmt::Write as _;
 
+use serde::{Deserialize, Serialize};
 use time::{OffsetDateTime, UtcOffset};
+
+/// A live playlist's shape: how many segments its window lists and its
+/// target duration: a push's channel `Target`, or the `[live]` defaults.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LiveShape {
+    /// Segments in the window (at least 3, RFC 8216 §6.2.2).
+    pub window_segments: usize,
+    /// `#EXT-X-TARGETDURATION`, fixed while the playlist is live.
+    pub target_duration_secs: u64,
+}
 
 /// Why nginx's playlist could not be read. Each variant names the 1-based
 /// line, so a log line points at the offending text.

@@ -5,6 +5,9 @@
 //! (`oss::channel`) and the conditional-PUT probe (`store::conditional`,
 //! `.livebucket/probe/`).
 //!
+//! nginx's own fragment names in its HLS directory (`<epoch ms>.ts`) are
+//! parsed here too ([`name_ms`]).
+//!
 //! Layout (compatible with tools that already read such buckets):
 //! - fragments: `CHANNEL/<13-digit epoch ms>.ts`;
 //! - live playlists: `CHANNEL/<playlist name>` (default `index.m3u8`);
@@ -39,6 +42,13 @@ pub fn parse_fragment_name(name: &str) -> Option<u64> {
 pub fn parse_fragment_key(key: &str) -> Option<(&str, u64)> {
     let (channel, name) = key.rsplit_once('/')?;
     Some((channel, parse_fragment_name(name)?))
+}
+
+/// Epoch milliseconds from the name nginx gave a fragment in its HLS
+/// directory with `hls_fragment_naming system` (`1732571234567.ts`); unlike
+/// [`parse_fragment_name`], any number of digits is accepted.
+pub fn name_ms(name: &str) -> Option<u64> {
+    name.strip_suffix(".ts")?.parse().ok()
 }
 
 /// Where a channel's LL-HLS part objects live: `CHANNEL/.ll/`.
@@ -136,6 +146,12 @@ pub fn latest_snapshot_key(prefix: &str) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn nginx_fragment_names_give_their_ms() {
+        assert_eq!(name_ms("1732571234567.ts"), Some(1_732_571_234_567));
+        assert_eq!(name_ms("index.m3u8"), None);
+    }
 
     proptest! {
         #[test]

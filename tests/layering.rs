@@ -34,6 +34,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "names",
             "sign",
             "layout",
+            "nofollow",
             "hls",
             "llhls::ts",
             "llhls::cut",
@@ -49,9 +50,10 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     ("verification", &["auth"]),
     ("sessions", &["session"]),
+    ("the live window and LL-HLS parts", &["live", "llhls"]),
     (
         "the data plane and its views",
-        &["pipeline", "llhls", "vod", "stat", "oss", "events"],
+        &["pipeline", "vod", "stat", "oss", "events"],
     ),
     (
         "coordination (implements the pipeline's fence)",
@@ -74,6 +76,10 @@ enum Known {
     },
     /// These nodes (top-level modules, or the files/subfolders of one folder
     /// written `folder/child`) form a cycle.
+    #[allow(
+        dead_code,
+        reason = "no cycle is tolerated today; kept so a refactor in flight can list one"
+    )]
     Cycle {
         nodes: &'static [&'static str],
         why: &'static str,
@@ -81,11 +87,6 @@ enum Known {
 }
 
 const KNOWN_VIOLATIONS: &[Known] = &[
-    Known::Cycle {
-        nodes: &["llhls", "pipeline", "session"],
-        why: "session → pipeline::fence (F); llhls::{hub,follow} use pipeline::live and \
-              pipeline::capture while the actor drives llhls (no owner this session)",
-    },
     // No owner this session: the channel record is the OSS wire type.
     Known::Up {
         file: "src/channels.rs",
@@ -101,15 +102,6 @@ const KNOWN_VIOLATIONS: &[Known] = &[
         file: "src/snapshot.rs",
         module: "oss::channel",
         why: "snapshots render oss::channel's types (no owner this session)",
-    },
-    Known::Up {
-        file: "src/channels.rs",
-        module: "session",
-        why: "a channel record keeps session::LiveShape (no owner this session)",
-    },
-    Known::Cycle {
-        nodes: &["http/llplay", "http/play"],
-        why: "play and llplay share rendering helpers both ways (no owner this session)",
     },
 ];
 

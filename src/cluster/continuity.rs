@@ -9,8 +9,8 @@
 //! `hls::render_live` writes is understood; anything else yields `None` (the
 //! channel then starts a new playlist, as a single node does).
 
+use crate::live::WindowSeg;
 use crate::pipeline::fence::Resume;
-use crate::pipeline::live::WindowSeg;
 
 /// The state of a live playlist as rendered by livebucket; `None` if it is
 /// not one (or lists a URI that is not `<13-digit ms>.ts`).
@@ -73,7 +73,7 @@ fn extinf_ms(v: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::live::ChannelLive;
+    use crate::live::ChannelLive;
 
     fn seg(key_ms: u64, ms: u64, pdt: Option<u64>) -> WindowSeg {
         WindowSeg {

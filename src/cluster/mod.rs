@@ -48,9 +48,9 @@ use futures::future::BoxFuture;
 use tracing::{error, info, warn};
 
 use crate::config::ClusterConfig;
+use crate::live::ChannelId;
 use crate::metrics::Metrics;
 use crate::pipeline::fence::{Fence, FenceVerdict, Resume};
-use crate::pipeline::live::ChannelId;
 use crate::session::Sessions;
 use decide::{Claim, Holding, Update};
 use etcd::{Etcd, EtcdError};

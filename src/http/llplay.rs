@@ -26,16 +26,16 @@ use tokio::sync::watch;
 
 use super::AppState;
 use super::error::HttpError;
-use super::play::{PlayKey, playlist_response, render, segment_signer};
+use super::signed::{PlayKey, playlist_response, render, segment_signer};
 use crate::config::{AccessKey, Config};
+use crate::live::ChannelId;
 use crate::llhls::playlist::{Directives, LlPlaylist, Readiness};
-use crate::pipeline::live::ChannelId;
 
 type Model = watch::Receiver<Arc<LlPlaylist>>;
 
 /// The LL-HLS model of the playlist `k` names, when this node publishes it
 /// with low latency on (in a cluster: while it holds the channel, as for
-/// [`super::play::live_copy`]).
+/// [`super::signed::live_copy`]).
 pub(super) fn model(app: &AppState, k: &PlayKey) -> Option<Model> {
     let current = app
         .cluster

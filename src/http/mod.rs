@@ -20,6 +20,7 @@ pub mod peer;
 pub mod play;
 pub mod retention;
 pub mod server;
+pub mod signed;
 pub mod vod;
 
 use std::sync::{Arc, RwLock};

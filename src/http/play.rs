@@ -14,7 +14,7 @@
 //! `play.max_playlist_bytes` is refused (413) without being read whole; at
 //! most `play.max_concurrent_renders` playlists are presigned at once (a
 //! request that waits a second for its turn gets 503 with `Retry-After`);
-//! the output is built in chunks of [`CHUNK_LINES`] lines and streamed; and
+//! the output is built in chunks of [`CHUNK_LINES`](super::signed::CHUNK_LINES) lines and streamed; and
 //! the signed copy of an ended (`#EXT-X-ENDLIST`) playlist is kept per play
 //! URL (key, expiry, URL flavour) in a cache of `play.signed_cache_bytes`,
 //! so a thousand viewers of one VOD link share one copy.
@@ -23,26 +23,23 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::header;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use tracing::info;
 
 use super::AppState;
 use super::error::HttpError;
+use super::signed::{PlayKey, live_copy, playlist_response, render};
 use crate::auth::reject::Reject;
 use crate::cache::Fifo;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
-use crate::pipeline::live::ChannelId;
 use crate::sign::SignError;
 use crate::sign::play::verify_play;
-use crate::sign::sigv2::presign_v2_get;
-use crate::sign::sigv4::{SIGV4_MAX_EXPIRY, SigV4Presigner};
-use crate::sign::url::S3Location;
+use crate::sign::sigv4::SIGV4_MAX_EXPIRY;
 
 pub(super) use crate::clock::unix_now;
 
@@ -116,23 +113,6 @@ pub(super) fn verify_signed(
 /// for this bucket), so such a request costs the same HMAC as a real one.
 const UNKNOWN_KEY_SECRET: &str = "livebucket: no such key";
 
-/// The SigV4 signing time and lifetime of a play URL's segment URLs, fixed
-/// by the play URL's expiry rather than the clock: every reload of one play
-/// URL then names each segment by the same URI, as RFC 8216 §6.2.1 asks
-/// (and caches can keep them). They are signed at `expires` − 7 days for 7
-/// days, so they end with the play URL. A play URL valid for longer than
-/// that (`auth.max_play_lifetime_secs` above 7 days) would need a signing
-/// time in the future: its segments are signed now, for 7 days.
-fn segment_signing(expires: u64, now: u64) -> (u64, u64) {
-    let max = SIGV4_MAX_EXPIRY.as_secs();
-    match expires.checked_sub(max) {
-        Some(at) if at <= now => (at, max),
-        Some(_) => (now, max),
-        // An expiry within the epoch's first week: no real URL.
-        None => (0, expires.max(1)),
-    }
-}
-
 /// The query as a map. A parameter given twice with different values is
 /// refused: which one was signed, and which one a cache in front keyed on,
 /// would be ambiguous.
@@ -151,28 +131,12 @@ pub(super) fn query_map(
     Ok(map)
 }
 
-/// Segment lines presigned per output chunk: tens of kB of URLs, so no
-/// request builds one contiguous buffer the size of a long playlist.
-pub const CHUNK_LINES: usize = 500;
-
 /// A live playlist held in memory up to this size is signed without a
 /// render slot (a live window is well under 1 kB).
 const INLINE_BYTES: usize = 16 * 1024;
 
 /// How long a request waits for a render slot before it is told to retry.
 const RENDER_WAIT: Duration = Duration::from_secs(1);
-
-/// What a play URL is rendered for: the signed output depends on nothing
-/// else (segment URLs are signed from the expiry, see [`segment_signing`]).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PlayKey {
-    pub bucket: String,
-    pub channel: String,
-    pub playlist: String,
-    pub key_id: String,
-    pub expires: u64,
-    pub sigv2: bool,
-}
 
 /// The signed copies of ended playlists, by play URL: bounded by their total
 /// size, the oldest inserted evicted first, and one copy may take at most a
@@ -238,63 +202,6 @@ impl PlayLimits {
             .unwrap_or_else(|p| p.into_inner())
             .get(key)
     }
-}
-
-/// Rewrites `text` chunk by chunk: every line that names a segment (not a
-/// tag, not blank, not already a URL) is replaced by `sign(uri)`, and so is
-/// the `URI="…"` attribute of `#EXT-X-PART` and `#EXT-X-PRELOAD-HINT` tags;
-/// the other lines are kept; each chunk ends after [`CHUNK_LINES`] signed
-/// lines.
-pub fn sign_lines(
-    text: &str,
-    mut sign: impl FnMut(&str) -> Result<String, SignError>,
-) -> Result<Vec<Bytes>, SignError> {
-    let mut chunks = Vec::new();
-    let mut out = String::new();
-    let mut signed = 0;
-    for line in text.lines() {
-        let uri = line.trim();
-        if uri.starts_with("#EXT-X-PART:") || uri.starts_with("#EXT-X-PRELOAD-HINT:") {
-            match uri_attribute(line) {
-                Some((before, inner, after)) if !inner.contains("://") => {
-                    out.push_str(before);
-                    out.push_str(&sign(inner)?);
-                    out.push_str(after);
-                    signed += 1;
-                }
-                _ => out.push_str(line),
-            }
-        } else if uri.is_empty() || uri.starts_with('#') || uri.contains("://") {
-            out.push_str(line);
-        } else {
-            out.push_str(&sign(uri)?);
-            signed += 1;
-        }
-        out.push('\n');
-        if signed == CHUNK_LINES {
-            chunks.push(Bytes::from(std::mem::take(&mut out)));
-            signed = 0;
-        }
-    }
-    if !out.is_empty() {
-        chunks.push(Bytes::from(out));
-    }
-    Ok(chunks)
-}
-
-/// A tag line split around the value of its `URI="…"` attribute.
-fn uri_attribute(line: &str) -> Option<(&str, &str, &str)> {
-    let at = line.find(",URI=\"").map(|i| i + 1).or_else(|| {
-        let colon = line.find(':')?;
-        line[colon + 1..].starts_with("URI=\"").then_some(colon + 1)
-    })?;
-    let start = at + "URI=\"".len();
-    let len = line[start..].find('"')?;
-    Some((
-        &line[..start],
-        &line[start..start + len],
-        &line[start + len..],
-    ))
 }
 
 pub async fn play(
@@ -388,30 +295,6 @@ pub async fn play(
     Ok(playlist_response(chunks, ended))
 }
 
-/// The pipeline's copy of the live playlist `k` names, when this node
-/// publishes it. In a cluster this node's copy is current only while it
-/// publishes the channel; otherwise the bucket has the playlist another
-/// node wrote.
-pub(super) fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_none_or(|c| c.holds(&k.bucket, &k.channel));
-    if !current {
-        return None;
-    }
-    let chid = ChannelId {
-        bucket: k.bucket.clone(),
-        channel: k.channel.clone(),
-        playlist: k.playlist.clone(),
-    };
-    app.live_cache
-        .read()
-        .unwrap_or_else(|p| p.into_inner())
-        .get(&chid)
-        .cloned()
-}
-
 /// The playlist a play URL names: the pipeline's copy of a live playlist
 /// this node publishes, else the stored object, at most
 /// `play.max_playlist_bytes` of either (a stored one is never read whole
@@ -455,84 +338,14 @@ async fn playlist_text(
         .map_err(|_| HttpError::Unavailable(format!("{object} is not UTF-8")))
 }
 
-/// Presigns every segment line of `text` for the play URL `k`.
-pub(super) fn render(
-    cfg: &Config,
-    key: &AccessKey,
-    k: &PlayKey,
-    text: &str,
-) -> Result<Vec<Bytes>, HttpError> {
-    Ok(sign_lines(text, segment_signer(cfg, key, k)?)?)
-}
-
-/// What presigns a URI relative to the channel for the play URL `k`: the
-/// same URL for it on every reload of `k` ([`segment_signing`]).
-pub(super) fn segment_signer<'a>(
-    cfg: &'a Config,
-    key: &'a AccessKey,
-    k: &'a PlayKey,
-) -> Result<impl FnMut(&str) -> Result<String, SignError> + 'a, HttpError> {
-    let endpoint = cfg.s3.viewer_endpoint();
-    let now = unix_now();
-    let lifetime = k
-        .expires
-        .saturating_sub(now)
-        .clamp(1, SIGV4_MAX_EXPIRY.as_secs());
-    let signer = if k.sigv2 {
-        None
-    } else {
-        let (signed_at, valid_for) = segment_signing(k.expires, now);
-        let signed_at = time::OffsetDateTime::from_unix_timestamp(signed_at as i64)
-            .map_err(|_| HttpError::BadRequest("Expires is out of range".into()))?;
-        Some(SigV4Presigner::new(
-            &key.id,
-            &key.secret,
-            &cfg.s3.region,
-            signed_at,
-            Duration::from_secs(valid_for),
-        )?)
-    };
-    Ok(move |uri: &str| {
-        let object = format!("{}/{uri}", k.channel);
-        let loc = S3Location {
-            endpoint,
-            path_style: cfg.s3.force_path_style,
-            bucket: &k.bucket,
-            key: &object,
-        };
-        match &signer {
-            Some(s) => s.presign_get(&loc),
-            None => presign_v2_get(&key.id, &key.secret, &loc, now + lifetime),
-        }
-    })
-}
-
-/// The answer: the chunks streamed one after another (shared, not copied,
-/// when they come from the cache).
-pub(super) fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
-    let cache = if ended {
-        "private, max-age=60"
-    } else {
-        "private, max-age=1"
-    };
-    let body = futures::stream::iter(
-        (0..chunks.len()).map(move |i| Ok::<_, std::convert::Infallible>(chunks[i].clone())),
-    );
-    (
-        [
-            (header::CONTENT_TYPE, crate::store::PLAYLIST_CONTENT_TYPE),
-            (header::CACHE_CONTROL, cache),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
-}
-
 #[cfg(test)]
 mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use axum::response::IntoResponse;
+
+    use crate::http::signed::{CHUNK_LINES, segment_signing, sign_lines};
     use crate::metrics::Metrics;
 
     fn config() -> Config {

@@ -33,8 +33,8 @@ use super::hub::{Hub, Prev};
 use super::playlist::Part;
 use super::ts::{PACKET, Scanner};
 use crate::hls::NginxEntry;
+use crate::live::ChannelId;
 use crate::metrics::Metrics;
-use crate::pipeline::live::ChannelId;
 use crate::store::{ObjectMeta, Store};
 
 /// How often the open fragment's size and nginx's playlist are looked at.
@@ -128,7 +128,7 @@ impl Follow {
                 .map(|m| (m.ino(), m.mtime_nsec(), m.mtime(), m.size()));
             if now_stamp != stamp {
                 stamp = now_stamp;
-                if let Ok((bytes, _)) = crate::pipeline::capture::read_nofollow(&playlist)
+                if let Ok((bytes, _)) = crate::nofollow::read_nofollow(&playlist)
                     && let Ok(entries) = crate::hls::parse_nginx(&bytes)
                 {
                     nginx = entries;
@@ -179,7 +179,7 @@ impl Follow {
             .ok()?
             .flatten()
             .filter_map(|e| e.file_name().to_str().map(str::to_owned))
-            .filter_map(|n| crate::pipeline::capture::name_ms(&n).map(|ms| (ms, n)))
+            .filter_map(|n| crate::layout::name_ms(&n).map(|ms| (ms, n)))
             .collect();
         names.sort();
         let (ms, name) = match last_ms {
@@ -192,7 +192,7 @@ impl Follow {
         let file = std::fs::File::open(self.dir.join(&name)).ok()?;
         let prev = nginx
             .iter()
-            .filter_map(|e| crate::pipeline::capture::name_ms(&e.uri))
+            .filter_map(|e| crate::layout::name_ms(&e.uri))
             .filter(|m| *m < ms)
             .max()
             .map_or(Prev::First, Prev::After);

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
 use super::playlist::{LlPlaylist, Part, Segment, Tail};
-use crate::pipeline::live::{ChannelId, ChannelLive, WindowSeg};
+use crate::live::{ChannelId, ChannelLive, WindowSeg};
 
 /// What comes before a fragment in its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

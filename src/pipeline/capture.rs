@@ -19,82 +19,10 @@
 //! directory, and the file is opened with `O_NOFOLLOW`. A link planted in the
 //! HLS directory (say to a private key) is refused, not uploaded.
 
-use std::io::Read;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-/// Size and modification time: what tells two versions of one name apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
-    pub size: u64,
-    pub mtime_ns: u64,
-}
-
-/// The identity of the regular file at `path`; an error for a symbolic
-/// link or anything else that is not a regular file.
-pub fn identity(path: &Path) -> std::io::Result<Identity> {
-    let m = std::fs::symlink_metadata(path)?;
-    if !m.file_type().is_file() {
-        return Err(not_regular(path));
-    }
-    Ok(identity_of(&m))
-}
-
-fn identity_of(m: &std::fs::Metadata) -> Identity {
-    let mtime_ns = (m.mtime() as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(m.mtime_nsec() as u64);
-    Identity {
-        size: m.size(),
-        mtime_ns,
-    }
-}
-
-fn not_regular(path: &Path) -> std::io::Error {
-    std::io::Error::new(
-        std::io::ErrorKind::InvalidInput,
-        format!(
-            "{} is not a regular file in a real directory (symbolic links are not followed)",
-            crate::logfmt::Esc(&path.to_string_lossy())
-        ),
-    )
-}
-
-/// Reads the regular file at `path` without following a symbolic link, in
-/// it or in its parent directory. Returns the bytes and the identity of the
-/// file they came from.
-pub fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
-    let (mut file, m) = open_nofollow(path)?;
-    let mut bytes = Vec::with_capacity(m.size() as usize);
-    file.read_to_end(&mut bytes)?;
-    Ok((bytes, identity_of(&m)))
-}
-
-/// Opens the regular file at `path` for reading without following a
-/// symbolic link, in it or in its parent directory.
-fn open_nofollow(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
-    if let Some(dir) = path.parent()
-        && !std::fs::symlink_metadata(dir)?.file_type().is_dir()
-    {
-        return Err(not_regular(path));
-    }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| {
-            if e.raw_os_error() == Some(libc::ELOOP) {
-                not_regular(path)
-            } else {
-                e
-            }
-        })?;
-    let m = file.metadata()?;
-    if !m.file_type().is_file() {
-        return Err(not_regular(path));
-    }
-    Ok((file, m))
-}
+pub use crate::nofollow::{Identity, identity};
+use crate::nofollow::{identity_of, not_regular, open_nofollow};
 
 /// After a crash: finishes the move of `key`'s fragment into `dir` if the
 /// crash came between its two renames, and the file under the intermediate
@@ -279,20 +207,20 @@ mod nofollow_tests {
         let link = session.join("1732571234567.ts");
         std::os::unix::fs::symlink(&secret, &link).unwrap();
         assert!(identity(&link).is_err());
-        assert!(read_nofollow(&link).is_err());
+        assert!(crate::nofollow::read_nofollow(&link).is_err());
         assert!(copy_fragment(&link, &dir.path().join("cap"), 1, false).is_err());
         // A session directory that is a link is refused too.
         let linked_dir = dir.path().join("linked");
         std::os::unix::fs::symlink(&session, &linked_dir).unwrap();
         std::fs::write(session.join("1.ts"), b"x").unwrap();
-        assert!(read_nofollow(&linked_dir.join("1.ts")).is_err());
-        assert_eq!(read_nofollow(&session.join("1.ts")).unwrap().0, b"x");
+        assert!(crate::nofollow::read_nofollow(&linked_dir.join("1.ts")).is_err());
+        assert_eq!(
+            crate::nofollow::read_nofollow(&session.join("1.ts"))
+                .unwrap()
+                .0,
+            b"x"
+        );
     }
-}
-
-/// Epoch milliseconds from a `system`-named fragment (`1732571234567.ts`).
-pub fn name_ms(name: &str) -> Option<u64> {
-    name.strip_suffix(".ts")?.parse().ok()
 }
 
 #[cfg(test)]
@@ -313,8 +241,6 @@ mod tests {
         assert!(!dst.exists());
         assert_eq!(std::fs::read(&moved).unwrap().len(), 1880);
         assert!(fs_usage(dir.path()).unwrap() <= 1.0);
-        assert_eq!(name_ms("1732571234567.ts"), Some(1_732_571_234_567));
-        assert_eq!(name_ms("index.m3u8"), None);
     }
 
     fn closed_identity(path: &Path) -> Identity {

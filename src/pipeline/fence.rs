@@ -13,7 +13,7 @@
 //! - [`Known`]: what this node knows of a channel's playlist object, which
 //!   a fence hands over and [`super::fenced_write`] decides with.
 
-use super::live::ChannelId;
+use crate::live::ChannelId;
 pub use crate::session::Resume;
 use crate::store::{Conditional, StoreError, Versioned};
 use futures::future::BoxFuture;

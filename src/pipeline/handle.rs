@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
-use super::live::ChannelId;
 use super::machine::Stored;
 use super::watch::FsEvent;
+use crate::live::ChannelId;
 use crate::session::SessionMeta;
 
 pub enum Msg {

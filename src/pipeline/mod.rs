@@ -26,8 +26,8 @@
 //! Imports run one way: each file imports only files listed after it
 //! (a folder's parts, which implement its main type, import their parent):
 //! `actor` · `upload` · `handle` · `retry`, `fenced_write`, `machine`,
-//! `watch` · `fence` · `live`, `capture`, `journal`, `timestamps`. Below
-//! them all, `crate::session`.
+//! `watch` · `fence` · `capture`, `journal`, `timestamps`. Below them all,
+//! `crate::live` (the channel window), `crate::llhls` and `crate::session`.
 
 pub mod actor;
 pub mod capture;
@@ -35,7 +35,6 @@ pub mod fence;
 pub mod fenced_write;
 pub mod handle;
 pub mod journal;
-pub mod live;
 pub mod machine;
 pub mod parked;
 pub mod retry;

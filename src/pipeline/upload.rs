@@ -49,11 +49,11 @@ use tracing::{Instrument, info_span};
 use super::fence::{Fence, FenceVerdict};
 use super::fenced_write::{AfterRefusal, Attempt, Known, after_refusal, attempt};
 use super::handle::Msg;
-use super::live::ChannelId;
 use super::machine::{Job, Stored};
 use super::parked::ParkedUploads;
 use super::retry::{UploadError, until_stored};
 use crate::layout::{fragment_key, playlist_key};
+use crate::live::ChannelId;
 use crate::metrics::Metrics;
 use crate::store::{ObjectMeta, PutFileError, PutIf, Store};
 

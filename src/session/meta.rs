@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::resume::Resume;
+use crate::hls::LiveShape;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionMeta {
@@ -116,15 +117,6 @@ pub fn log_tag(session: &str) -> String {
     let mut id = recording_id(session);
     id.truncate(8);
     id
-}
-
-/// A live playlist's shape.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-pub struct LiveShape {
-    /// Segments in the window (at least 3, RFC 8216 §6.2.2).
-    pub window_segments: usize,
-    /// `#EXT-X-TARGETDURATION`, fixed while the playlist is live.
-    pub target_duration_secs: u64,
 }
 
 #[derive(Debug, thiserror::Error)]

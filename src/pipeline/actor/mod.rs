@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, error, info, warn};
 
-use super::capture::{self, Identity, capture_name, identity, name_ms};
+use super::capture::{self, Identity, capture_name, identity};
 use super::handle::{LiveCache, Msg, PipelineHandle};
 use super::journal::Journal;
 use super::machine::disk::{CaptureStep, StepResult};
@@ -30,6 +30,7 @@ use super::{fence, timestamps};
 use crate::clock::unix_now_ms;
 use crate::config::Config;
 use crate::events::Event;
+use crate::layout::name_ms;
 use crate::metrics::Metrics;
 use crate::session::{SessionMeta, Sessions};
 
@@ -124,7 +125,7 @@ impl Pipeline {
             handle.sender(),
         );
         let core = Core::new(CoreConfig {
-            live: crate::session::LiveShape {
+            live: crate::hls::LiveShape {
                 window_segments: cfg.live.window_segments,
                 target_duration_secs: cfg.live.target_duration_secs,
             },

@@ -9,9 +9,10 @@ use std::path::Path;
 use tracing::{error, warn};
 
 use super::Pipeline;
-use crate::pipeline::capture::{self, Identity, capture_name, identity, name_ms};
+use crate::layout::name_ms;
+use crate::live::{ChannelId, ChannelLive};
+use crate::pipeline::capture::{self, Identity, capture_name, identity};
 use crate::pipeline::journal::{self, Journal};
-use crate::pipeline::live::{ChannelId, ChannelLive};
 use crate::pipeline::machine::{self, Input, Location};
 use crate::pipeline::timestamps;
 use crate::session::{SessionMeta, looks_like_id};
@@ -266,7 +267,7 @@ impl Pipeline {
 
     pub(super) fn nginx_playlist(&self, id: &str) -> Option<Vec<crate::hls::NginxEntry>> {
         let path = self.hls_dir.join(id).join("index.m3u8");
-        let (bytes, _) = capture::read_nofollow(&path).ok()?;
+        let (bytes, _) = crate::nofollow::read_nofollow(&path).ok()?;
         match crate::hls::parse_nginx(&bytes) {
             Ok(e) => Some(e),
             Err(e) => {

@@ -5,7 +5,7 @@
 //! so the model test (`tests.rs`) applies the same rules to its own disk.
 
 use crate::hls::NginxEntry;
-use crate::pipeline::capture::name_ms;
+use crate::layout::name_ms;
 
 use super::types::{CaptureOutcome, Location};
 

@@ -44,10 +44,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use tracing::{error, info};
 
-use crate::pipeline::capture::{Identity, name_ms};
+use crate::hls::LiveShape;
+use crate::layout::name_ms;
+use crate::live::{ChannelId, ChannelLive, WindowSeg};
+use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;
-use crate::pipeline::live::{ChannelId, ChannelLive, WindowSeg};
-use crate::session::{LiveShape, SessionMeta};
+use crate::session::SessionMeta;
 
 pub use session::{Bytes, Capture, Seg, SessionState};
 pub use types::{CaptureOutcome, Effect, Input, Job, Location, Ms, Stored};

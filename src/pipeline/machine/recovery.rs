@@ -9,9 +9,9 @@ use tracing::info;
 use super::session::{Bytes, Capture, Seg, SessionState};
 use super::types::{Effect, Location, Ms};
 use super::{Core, fragment_job};
+use crate::live::ChannelLive;
 use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;
-use crate::pipeline::live::ChannelLive;
 use crate::session::SessionMeta;
 
 impl Core {

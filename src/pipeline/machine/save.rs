@@ -11,7 +11,7 @@
 
 use super::Core;
 use super::types::{Effect, Ms};
-use crate::pipeline::live::ChannelId;
+use crate::live::ChannelId;
 
 impl Core {
     /// On a tick: saves every unsaved channel once `save_every_ms` passed

@@ -4,8 +4,9 @@
 
 use std::collections::VecDeque;
 
-use crate::pipeline::capture::{Identity, name_ms};
-use crate::pipeline::live::ChannelId;
+use crate::layout::name_ms;
+use crate::live::ChannelId;
+use crate::pipeline::capture::Identity;
 use crate::session::SessionMeta;
 
 use super::types::{Location, Ms};

@@ -936,7 +936,7 @@ fn a_channel_is_saved_before_a_compaction_and_before_a_finish() {
 /// its first fragment will start with one discontinuity.
 #[test]
 fn a_session_with_a_resume_continues_another_nodes_playlist() {
-    let seg = |key_ms: u64| crate::pipeline::live::WindowSeg {
+    let seg = |key_ms: u64| crate::live::WindowSeg {
         key_ms,
         extinf: "2.000".into(),
         duration_ms: 2000,

@@ -5,9 +5,9 @@
 use std::collections::HashMap;
 
 use crate::hls::NginxEntry;
+use crate::live::ChannelId;
 use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;
-use crate::pipeline::live::ChannelId;
 use crate::session::SessionMeta;
 
 /// Milliseconds on a monotonic clock chosen by the caller.

@@ -12,7 +12,7 @@
 //! The window is saved to `state_dir/channels/` (when the pipeline's core
 //! says: at most every 30 s once a changed playlist is stored, right before
 //! a session's journal is compacted or its state removed, and when the
-//! pipeline stops; `machine/save.rs`) so a restart continues the same
+//! pipeline stops; `pipeline/machine/save.rs`) so a restart continues the same
 //! numbering; after a crash, the sessions' journals publish again what was
 //! stored since the last save.
 
