@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
-pub struct Fifo<K, V> {
+pub(crate) struct Fifo<K, V> {
     max_weight: usize,
     used: usize,
     entries: HashMap<K, (V, usize)>,
@@ -16,7 +16,7 @@ pub struct Fifo<K, V> {
 
 impl<K: Clone + Eq + Hash, V> Fifo<K, V> {
     /// An empty map of at most `max_weight` in all.
-    pub fn new(max_weight: usize) -> Fifo<K, V> {
+    pub(crate) fn new(max_weight: usize) -> Fifo<K, V> {
         Fifo {
             max_weight,
             used: 0,
@@ -25,18 +25,18 @@ impl<K: Clone + Eq + Hash, V> Fifo<K, V> {
         }
     }
 
-    pub fn max_weight(&self) -> usize {
+    pub(crate) fn max_weight(&self) -> usize {
         self.max_weight
     }
 
-    pub fn get(&self, key: &K) -> Option<&V> {
+    pub(crate) fn get(&self, key: &K) -> Option<&V> {
         self.entries.get(key).map(|(v, _)| v)
     }
 
     /// Keeps `value` of `weight` under `key`, evicting the oldest entries
     /// until it fits; `false` (nothing changed) when the key is already
     /// there or the value alone outweighs the whole map.
-    pub fn insert(&mut self, key: K, value: V, weight: usize) -> bool {
+    pub(crate) fn insert(&mut self, key: K, value: V, weight: usize) -> bool {
         if weight > self.max_weight || self.entries.contains_key(&key) {
             return false;
         }
@@ -53,7 +53,7 @@ impl<K: Clone + Eq + Hash, V> Fifo<K, V> {
     }
 
     /// Drops every entry whose key `stale` says is stale.
-    pub fn drop_where(&mut self, mut stale: impl FnMut(&K) -> bool) {
+    pub(crate) fn drop_where(&mut self, mut stale: impl FnMut(&K) -> bool) {
         let gone: Vec<K> = self.order.iter().filter(|k| stale(k)).cloned().collect();
         if gone.is_empty() {
             return;
@@ -65,7 +65,7 @@ impl<K: Clone + Eq + Hash, V> Fifo<K, V> {
     }
 
     /// The weight held.
-    pub fn used(&self) -> usize {
+    pub(crate) fn used(&self) -> usize {
         self.used
     }
 

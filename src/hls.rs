@@ -508,6 +508,7 @@ fn write_uri(out: &mut String, uri: &str) {
 #[path = "../tests/e2e/common/hlscheck.rs"]
 #[allow(
     dead_code,
+    unreachable_pub,
     reason = "these tests use the plain-playlist checks; the LL-HLS ones serve the e2e tests"
 )]
 pub(crate) mod hlscheck;

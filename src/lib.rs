@@ -17,31 +17,36 @@
 //! before every playlist upload (`pipeline::fence`), and channel changes
 //! reach every node's cache.
 //!
-//! Modules are listed in flow order; each uses only those below it.
+//! Modules are listed alphabetically. Their layers are in ARCHITECTURE.md
+//! and `tests/layering.rs`, which fails when a module imports one above it.
 
-pub mod admission;
+// `pub` marks what the binary or the tests use; everything else is
+// `pub(crate)`, so the compiler reports dead code.
+#![warn(unreachable_pub)]
+
+pub(crate) mod admission;
 pub mod app;
-pub mod auth;
-pub mod cache;
+pub(crate) mod auth;
+pub(crate) mod cache;
 pub mod channels;
 pub mod clock;
 pub mod cluster;
 pub mod config;
-pub mod events;
+pub(crate) mod events;
 pub mod hls;
-pub mod http;
+pub(crate) mod http;
 pub mod index;
 pub mod layout;
-pub mod live;
-pub mod llhls;
-pub mod logfmt;
+pub(crate) mod live;
+pub(crate) mod llhls;
+pub(crate) mod logfmt;
 pub mod metrics;
 pub mod names;
-pub mod nofollow;
+pub(crate) mod nofollow;
 pub mod oss;
 pub mod outbound;
-pub mod pipeline;
-pub mod retention;
+pub(crate) mod pipeline;
+pub(crate) mod retention;
 pub mod session;
 pub mod sign;
 pub mod snapshot;

@@ -25,17 +25,17 @@ use sha2::Digest;
 use crate::hls::{LivePlaylist, Segment};
 use crate::layout::fragment_name;
 use crate::session::Resume;
-pub use crate::session::WindowSeg;
+pub(crate) use crate::session::WindowSeg;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct ChannelId {
+pub(crate) struct ChannelId {
     pub bucket: String,
     pub channel: String,
     pub playlist: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct ChannelLive {
+pub(crate) struct ChannelLive {
     /// Fragments ever appended to this playlist.
     pub total: u64,
     pub discontinuity_sequence: u64,
@@ -57,7 +57,7 @@ pub struct ChannelLive {
 }
 
 impl ChannelLive {
-    pub fn state_path(state_dir: &Path, id: &ChannelId) -> PathBuf {
+    pub(crate) fn state_path(state_dir: &Path, id: &ChannelId) -> PathBuf {
         let digest =
             sha2::Sha256::digest(format!("{}\n{}\n{}", id.bucket, id.channel, id.playlist));
         state_dir
@@ -65,7 +65,7 @@ impl ChannelLive {
             .join(format!("{}.json", hex::encode(&digest[..16])))
     }
 
-    pub fn load(state_dir: &Path, id: &ChannelId) -> ChannelLive {
+    pub(crate) fn load(state_dir: &Path, id: &ChannelId) -> ChannelLive {
         let path = Self::state_path(state_dir, id);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
@@ -76,7 +76,7 @@ impl ChannelLive {
         }
     }
 
-    pub fn save(&self, state_dir: &Path, id: &ChannelId) -> std::io::Result<()> {
+    pub(crate) fn save(&self, state_dir: &Path, id: &ChannelId) -> std::io::Result<()> {
         let path = Self::state_path(state_dir, id);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -94,7 +94,7 @@ impl ChannelLive {
     /// Takes over the playlist another node stored last ([`Resume`]), when it
     /// is newer than what this node knows: the window, both sequences and
     /// the key clock continue from it. Returns whether it was taken.
-    pub fn adopt(&mut self, r: &Resume) -> bool {
+    pub(crate) fn adopt(&mut self, r: &Resume) -> bool {
         let Some(last) = r.window.last().map(|w| w.key_ms) else {
             return false;
         };
@@ -118,7 +118,7 @@ impl ChannelLive {
     }
 
     /// A new publish session begins on this channel.
-    pub fn begin_session(&mut self) {
+    pub(crate) fn begin_session(&mut self) {
         if !self.window.is_empty() {
             self.pending_discontinuity = true;
         }
@@ -127,7 +127,7 @@ impl ChannelLive {
     /// Appends a stored fragment and slides the window to at least `window`
     /// fragments. RFC 8216 §6.2.2 forbids removing a fragment when less than
     /// three target durations would remain, so the window may hold more.
-    pub fn append(&mut self, mut seg: WindowSeg, window: usize, target_duration: u64) {
+    pub(crate) fn append(&mut self, mut seg: WindowSeg, window: usize, target_duration: u64) {
         seg.discontinuity = std::mem::take(&mut self.pending_discontinuity);
         self.ended = false;
         self.window.push_back(seg);
@@ -150,18 +150,18 @@ impl ChannelLive {
         self.version += 1;
     }
 
-    pub fn end(&mut self) {
+    pub(crate) fn end(&mut self) {
         if !self.ended {
             self.ended = true;
             self.version += 1;
         }
     }
 
-    pub fn media_sequence(&self) -> u64 {
+    pub(crate) fn media_sequence(&self) -> u64 {
         self.total - self.window.len() as u64
     }
 
-    pub fn render(&self, target_duration: u64) -> String {
+    pub(crate) fn render(&self, target_duration: u64) -> String {
         let segments = self
             .window
             .iter()

@@ -7,10 +7,10 @@
 use std::fmt;
 
 /// Longest text logged from one field; the rest is cut and marked `…`.
-pub const MAX_CHARS: usize = 256;
+pub(crate) const MAX_CHARS: usize = 256;
 
 /// Displays a client-supplied string escaped; see the module doc.
-pub struct Esc<'a>(pub &'a str);
+pub(crate) struct Esc<'a>(pub &'a str);
 
 impl fmt::Display for Esc<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

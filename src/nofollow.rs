@@ -14,14 +14,14 @@ use std::path::Path;
 
 /// Size and modification time: what tells two versions of one name apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Identity {
+pub(crate) struct Identity {
     pub size: u64,
     pub mtime_ns: u64,
 }
 
 /// The identity of the regular file at `path`; an error for a symbolic
 /// link or anything else that is not a regular file.
-pub fn identity(path: &Path) -> std::io::Result<Identity> {
+pub(crate) fn identity(path: &Path) -> std::io::Result<Identity> {
     let m = std::fs::symlink_metadata(path)?;
     if !m.file_type().is_file() {
         return Err(not_regular(path));
@@ -30,7 +30,7 @@ pub fn identity(path: &Path) -> std::io::Result<Identity> {
 }
 
 /// The identity of the file whose metadata `m` is.
-pub fn identity_of(m: &std::fs::Metadata) -> Identity {
+pub(crate) fn identity_of(m: &std::fs::Metadata) -> Identity {
     let mtime_ns = (m.mtime() as u64)
         .saturating_mul(1_000_000_000)
         .saturating_add(m.mtime_nsec() as u64);
@@ -41,7 +41,7 @@ pub fn identity_of(m: &std::fs::Metadata) -> Identity {
 }
 
 /// The error for `path` that is a symbolic link or not a regular file.
-pub fn not_regular(path: &Path) -> std::io::Error {
+pub(crate) fn not_regular(path: &Path) -> std::io::Error {
     std::io::Error::new(
         std::io::ErrorKind::InvalidInput,
         format!(
@@ -54,7 +54,7 @@ pub fn not_regular(path: &Path) -> std::io::Error {
 /// Reads the regular file at `path` without following a symbolic link, in
 /// it or in its parent directory. Returns the bytes and the identity of the
 /// file they came from.
-pub fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
+pub(crate) fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
     let (mut file, m) = open_nofollow(path)?;
     let mut bytes = Vec::with_capacity(m.size() as usize);
     file.read_to_end(&mut bytes)?;
@@ -63,7 +63,7 @@ pub fn read_nofollow(path: &Path) -> std::io::Result<(Vec<u8>, Identity)> {
 
 /// Opens the regular file at `path` for reading without following a
 /// symbolic link, in it or in its parent directory.
-pub fn open_nofollow(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
+pub(crate) fn open_nofollow(path: &Path) -> std::io::Result<(std::fs::File, std::fs::Metadata)> {
     if let Some(dir) = path.parent()
         && !std::fs::symlink_metadata(dir)?.file_type().is_dir()
     {

@@ -30,7 +30,7 @@ enum Waiting {
 }
 
 /// One push being admitted.
-pub struct Admission<'a> {
+pub(crate) struct Admission<'a> {
     cb: &'a Callback,
     cfg: &'a Config,
     /// Unix seconds at the callback, for expiry and the replay set.
@@ -56,7 +56,7 @@ pub struct Admission<'a> {
 impl<'a> Admission<'a> {
     /// Starts admitting the push `cb` under `cfg` at `now` (Unix seconds);
     /// `clustered`: this node is in a cluster.
-    pub fn new(cb: &'a Callback, cfg: &'a Config, now: u64, clustered: bool) -> Self {
+    pub(crate) fn new(cb: &'a Callback, cfg: &'a Config, now: u64, clustered: bool) -> Self {
         let mut a = Admission {
             cb,
             cfg,
@@ -85,7 +85,7 @@ impl<'a> Admission<'a> {
     /// The next effect to perform, or the decision once every effect is out.
     /// Polling after a question without answering it is a driver bug: the
     /// push is then refused as unavailable.
-    pub fn poll(&mut self) -> Step {
+    pub(crate) fn poll(&mut self) -> Step {
         if let Some(effect) = self.queue.pop_front() {
             return Step::Do(effect);
         }
@@ -108,7 +108,7 @@ impl<'a> Admission<'a> {
     }
 
     /// Feeds the outcome of the question last handed out.
-    pub fn answer(&mut self, answer: Answer) {
+    pub(crate) fn answer(&mut self, answer: Answer) {
         if self.decision.is_some() {
             debug_assert!(false, "admission answered {answer:?} after its decision");
             return;

@@ -49,12 +49,12 @@
 //! `on_update` of a running push the same way, as a plain function.
 
 mod machine;
-pub mod update;
+pub(crate) mod update;
 
 #[cfg(test)]
 mod tests;
 
-pub use machine::Admission;
+pub(crate) use machine::Admission;
 
 use crate::auth::push::GrantTag;
 use crate::auth::reject::Reject;
@@ -66,7 +66,7 @@ use crate::session::{SessionError, SessionMeta};
 
 /// What the driver does next.
 #[derive(Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// Perform this effect; if it is a question, answer it before polling
     /// again.
     Do(Effect),
@@ -77,7 +77,7 @@ pub enum Step {
 /// One thing to do. Questions (the first group) must be answered with the
 /// [`Answer`] variant named in their doc; the rest are done and forgotten.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Is `addr` banned? Answer [`Answer::Limiter`].
     CheckLimiter { addr: String },
     /// Hold the one-time grant until `forget_after`. Answer
@@ -138,7 +138,7 @@ pub enum Effect {
 
 /// The outcome of a question [`Effect`].
 #[derive(Debug)]
-pub enum Answer {
+pub(crate) enum Answer {
     Limiter(Result<(), Reject>),
     Reserved(Result<(), ReplayError>),
     /// `None`: no record, or none could be read in time (an S3 outage must
@@ -157,7 +157,7 @@ pub enum Answer {
 
 /// What `on_publish` answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
+pub(crate) enum Decision {
     /// Relay the stream to `location` (`<relay_url>/<session id>`).
     Approve {
         location: String,
@@ -168,7 +168,7 @@ pub enum Decision {
 
 /// Why a push is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// Auth's policy (signature, key, expiry, replay, channel policy, ban).
     #[error("refused: {0}")]
     Refused(#[from] Reject),
@@ -186,7 +186,7 @@ pub enum Refusal {
 
 impl Refusal {
     /// Stable label for logs and `livebucket_push_rejected_total`.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Refusal::Refused(r) => r.code(),
             Refusal::WrongApp(_) => "wrong_app",
@@ -197,7 +197,7 @@ impl Refusal {
 
     /// Whether the limiter counts this refusal as a failed attempt (and the
     /// answer is delayed): auth's refusals, except the ban itself.
-    pub fn counts_as_failure(&self) -> bool {
+    pub(crate) fn counts_as_failure(&self) -> bool {
         matches!(self, Refusal::Refused(r) if *r != Reject::TooManyFailures)
     }
 }

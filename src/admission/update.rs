@@ -13,7 +13,7 @@ use crate::session::SessionMeta;
 
 /// The channel's record as `on_update` could read it.
 #[derive(Debug, Clone, Copy)]
-pub enum Lookup<'a> {
+pub(crate) enum Lookup<'a> {
     /// Read (or cached): the record, or none.
     Found(Option<&'a ChannelRecord>),
     /// The store did not answer in time.
@@ -25,7 +25,7 @@ pub enum Lookup<'a> {
 /// the channel now or this node is cut off from the coordinator. A store
 /// that cannot answer keeps the stream: an S3 outage must not end live
 /// pushes.
-pub fn update(
+pub(crate) fn update(
     session: &SessionMeta,
     record: Lookup<'_>,
     cluster: Option<Update>,

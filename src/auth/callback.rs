@@ -24,11 +24,11 @@ use super::reject::Reject;
 
 /// Longest body accepted. nginx keeps at most 255 bytes of `name?query`, and
 /// its own fields are short, so real bodies are well below this.
-pub const MAX_BODY_BYTES: usize = 4096;
+pub(crate) const MAX_BODY_BYTES: usize = 4096;
 
 /// Keys nginx-rtmp itself writes in some callback. A client parameter with one
 /// of these names (in any letter case) is an attempt to override nginx.
-pub const NGINX_FIELDS: &[&str] = &[
+pub(crate) const NGINX_FIELDS: &[&str] = &[
     "app",
     "flashver",
     "swfurl",
@@ -49,7 +49,7 @@ pub const NGINX_FIELDS: &[&str] = &[
 
 /// One callback: nginx's fields (trusted) and the client's query (not).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Callback {
+pub(crate) struct Callback {
     /// `publish`, `update_publish`, `publish_done`, `done`, `play`,
     /// `update_play` or `play_done`.
     pub call: String,
@@ -66,7 +66,7 @@ pub struct Callback {
 
 impl Callback {
     /// First value of client parameter `key`.
-    pub fn client_param(&self, key: &str) -> Option<&str> {
+    pub(crate) fn client_param(&self, key: &str) -> Option<&str> {
         self.client
             .iter()
             .find(|(k, _)| k == key)
@@ -88,7 +88,7 @@ fn fields_after_call(call: &str) -> Option<(&'static [&'static str], bool)> {
 }
 
 /// Parses a callback body; see the module doc for what is guaranteed.
-pub fn parse_callback(body: &[u8]) -> Result<Callback, Reject> {
+pub(crate) fn parse_callback(body: &[u8]) -> Result<Callback, Reject> {
     if body.len() > MAX_BODY_BYTES {
         return Err(Reject::BodyTooLong {
             len: body.len(),

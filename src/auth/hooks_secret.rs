@@ -15,7 +15,7 @@ use subtle::ConstantTimeEq;
 
 /// The accepted hooks secrets: the configured one and, for a while after a
 /// reload changed it, the one before.
-pub struct HookSecrets {
+pub(crate) struct HookSecrets {
     current: String,
     /// The replaced secret and when it stops being accepted.
     previous: Option<(String, Instant)>,
@@ -23,7 +23,7 @@ pub struct HookSecrets {
 
 /// Which accepted secret a callback carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Matched {
+pub(crate) enum Matched {
     Current,
     /// The secret before the last reload, within its grace period.
     Previous,
@@ -31,7 +31,7 @@ pub enum Matched {
 
 impl HookSecrets {
     /// Only `current` is accepted.
-    pub fn new(current: &str) -> HookSecrets {
+    pub(crate) fn new(current: &str) -> HookSecrets {
         HookSecrets {
             current: current.to_owned(),
             previous: None,
@@ -42,7 +42,7 @@ impl HookSecrets {
     /// current one, that one is still accepted for `grace` from `now` (not
     /// at all for a zero grace). An unchanged secret keeps any grace period
     /// under way. Returns whether the secret changed.
-    pub fn rotate(&mut self, new: &str, grace: Duration, now: Instant) -> bool {
+    pub(crate) fn rotate(&mut self, new: &str, grace: Duration, now: Instant) -> bool {
         if new == self.current {
             return false;
         }
@@ -52,7 +52,7 @@ impl HookSecrets {
     }
 
     /// Which secret `given` is at `now`, if either.
-    pub fn check(&self, given: &[u8], now: Instant) -> Option<Matched> {
+    pub(crate) fn check(&self, given: &[u8], now: Instant) -> Option<Matched> {
         let current: bool = given.ct_eq(self.current.as_bytes()).into();
         let previous = self.previous.as_ref().is_some_and(|(secret, until)| {
             let same: bool = given.ct_eq(secret.as_bytes()).into();
@@ -67,7 +67,8 @@ impl HookSecrets {
 
     /// When the previous secret stops being accepted, if one still is at
     /// `now`.
-    pub fn previous_until(&self, now: Instant) -> Option<Instant> {
+    #[cfg(test)]
+    pub(crate) fn previous_until(&self, now: Instant) -> Option<Instant> {
         self.previous
             .as_ref()
             .map(|(_, until)| *until)

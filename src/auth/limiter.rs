@@ -27,11 +27,11 @@ use super::reject::Reject;
 use crate::config::AuthConfig;
 
 /// Default bound on tracked addresses.
-pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
+pub(crate) const DEFAULT_MAX_ENTRIES: usize = 65_536;
 
 /// Longest address key kept; nginx's `addr` (IPv6 text included) is shorter,
 /// so this only bounds memory against odd callers.
-pub const MAX_ADDR_LEN: usize = 64;
+pub(crate) const MAX_ADDR_LEN: usize = 64;
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
@@ -55,7 +55,7 @@ impl Entry {
 /// Per-address failure counter with temporary bans. Shareable through an
 /// `Arc`; all methods take `&self`.
 #[derive(Debug)]
-pub struct FailureLimiter {
+pub(crate) struct FailureLimiter {
     policy: Mutex<Policy>,
     max_entries: usize,
     entries: Mutex<HashMap<String, Entry>>,
@@ -70,7 +70,7 @@ struct Policy {
 
 impl FailureLimiter {
     /// `max_failures == 0` turns the limiter off (nothing is ever banned).
-    pub fn new(max_failures: u32, window: Duration, ban: Duration) -> Self {
+    pub(crate) fn new(max_failures: u32, window: Duration, ban: Duration) -> Self {
         Self {
             policy: Mutex::new(Policy {
                 max_failures,
@@ -84,7 +84,7 @@ impl FailureLimiter {
 
     /// The limiter `auth.max_failures`, `auth.failure_window_secs` and
     /// `auth.ban_secs` describe.
-    pub fn from_config(auth: &AuthConfig) -> Self {
+    pub(crate) fn from_config(auth: &AuthConfig) -> Self {
         Self::new(
             auth.max_failures,
             Duration::from_secs(auth.failure_window_secs),
@@ -93,7 +93,7 @@ impl FailureLimiter {
     }
 
     /// Takes a reloaded `[auth]` policy, keeping what was counted.
-    pub fn reconfigure(&self, auth: &AuthConfig) {
+    pub(crate) fn reconfigure(&self, auth: &AuthConfig) {
         *self
             .policy
             .lock()
@@ -112,13 +112,14 @@ impl FailureLimiter {
     }
 
     /// Changes the bound on tracked addresses (at least 1).
-    pub fn with_max_entries(mut self, max_entries: usize) -> Self {
+    #[cfg(test)]
+    pub(crate) fn with_max_entries(mut self, max_entries: usize) -> Self {
         self.max_entries = max_entries.max(1);
         self
     }
 
     /// `Err(TooManyFailures)` while `addr` is banned.
-    pub fn check(&self, addr: &str, now: Instant) -> Result<(), Reject> {
+    pub(crate) fn check(&self, addr: &str, now: Instant) -> Result<(), Reject> {
         let entries = self.lock();
         match entries.get(key(addr)) {
             Some(entry) if entry.banned_at(now) => Err(Reject::TooManyFailures),
@@ -129,7 +130,7 @@ impl FailureLimiter {
     /// Counts one failed attempt from `addr`; the `max_failures`-th within one
     /// window starts a ban. Attempts refused by [`Self::check`] need not be
     /// recorded: failures during a ban change nothing.
-    pub fn record_failure(&self, addr: &str, now: Instant) {
+    pub(crate) fn record_failure(&self, addr: &str, now: Instant) {
         let policy = self.policy();
         if policy.max_failures == 0 {
             return;
@@ -165,11 +166,13 @@ impl FailureLimiter {
     }
 
     /// Addresses currently tracked (for metrics and tests).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.lock().len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.len() == 0
     }
 

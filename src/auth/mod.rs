@@ -16,9 +16,9 @@
 //! `reject` is at the bottom (`callback`, `limiter` and `push` use it;
 //! `replay` uses `push`'s grant tag).
 
-pub mod callback;
-pub mod hooks_secret;
-pub mod limiter;
-pub mod push;
-pub mod reject;
-pub mod replay;
+pub(crate) mod callback;
+pub(crate) mod hooks_secret;
+pub(crate) mod limiter;
+pub(crate) mod push;
+pub(crate) mod reject;
+pub(crate) mod replay;

@@ -34,7 +34,7 @@ use crate::sign::url::url_host;
 
 /// Which signature scheme a URL used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scheme {
+pub(crate) enum Scheme {
     Rgw,
     Oss,
 }
@@ -47,18 +47,18 @@ pub enum Scheme {
 /// credential, so `Debug` hides it and only [`GrantTag::fingerprint`] may be
 /// stored.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub struct GrantTag([u8; SHA1_LEN]);
+pub(crate) struct GrantTag([u8; SHA1_LEN]);
 
 impl GrantTag {
     /// The tag's bytes.
-    pub fn as_bytes(&self) -> &[u8; SHA1_LEN] {
+    pub(crate) fn as_bytes(&self) -> &[u8; SHA1_LEN] {
         &self.0
     }
 
     /// Hex SHA-256 of a domain label, the key id and the tag: one value per
     /// grant, whatever its spelling, that reveals nothing of the tag (the tag
     /// is 160 bits from HMAC, so the hash cannot be inverted or guessed).
-    pub fn fingerprint(&self, key_id: &str) -> String {
+    pub(crate) fn fingerprint(&self, key_id: &str) -> String {
         use sha2::{Digest, Sha256};
         let mut h = Sha256::new();
         h.update(b"livebucket push grant v2\0");
@@ -89,7 +89,7 @@ impl std::fmt::Debug for GrantTag {
 
 /// What a verified URL allows: push `channel` into `bucket`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PushGrant {
+pub(crate) struct PushGrant {
     pub bucket: String,
     pub channel: String,
     pub key_id: String,
@@ -104,7 +104,7 @@ pub struct PushGrant {
 
 /// Verifies an `on_publish` callback (`call=publish`): signature, key, bucket
 /// permission and expiry at `now_unix`.
-pub fn verify_publish(
+pub(crate) fn verify_publish(
     cb: &Callback,
     keys: &[AccessKey],
     auth: &AuthConfig,
@@ -122,7 +122,7 @@ pub fn verify_publish(
 ///
 /// Accepts `call=update_publish`, and also `publish_done`/`done` so the end of
 /// a stream can be attributed the same way.
-pub fn verify_update(
+pub(crate) fn verify_update(
     cb: &Callback,
     keys: &[AccessKey],
     auth: &AuthConfig,
@@ -140,7 +140,7 @@ pub fn verify_update(
 /// withdrawn since the push began does not refuse it: the publisher has
 /// gone either way, and its session must end now rather than at its idle
 /// end.
-pub fn verify_done(
+pub(crate) fn verify_done(
     cb: &Callback,
     keys: &[AccessKey],
     auth: &AuthConfig,

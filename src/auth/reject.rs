@@ -18,7 +18,7 @@ use crate::sign::mac::SHA1_LEN;
 /// Client-supplied text is printed with `{:?}` so that it cannot forge log
 /// lines; secrets and computed signatures are never part of a message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Reject {
+pub(crate) enum Reject {
     #[error("callback body is {len} bytes, more than the {max} accepted")]
     BodyTooLong { len: usize, max: usize },
     #[error("callback field {field:?} is not UTF-8 after percent-decoding")]
@@ -90,7 +90,7 @@ pub enum Reject {
 
 impl Reject {
     /// Stable snake_case label for logs and metrics; never changes meaning.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             Reject::BodyTooLong { .. } => "body_too_long",
             Reject::NotUtf8 { .. } => "not_utf8",

@@ -42,7 +42,7 @@ use super::push::GrantTag;
 
 /// Used push grants, each until its URL's expiry (plus the clock skew the
 /// verifier allows), and the grants of pushes being admitted right now.
-pub struct PushReplay {
+pub(crate) struct PushReplay {
     path: PathBuf,
     seen: Mutex<Seen>,
 }
@@ -59,7 +59,7 @@ struct Seen {
 
 /// Why a grant could not be reserved or spent.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplayError {
+pub(crate) enum ReplayError {
     #[error("this push URL was already used")]
     Replayed,
     #[error("this push URL is being used by another publish right now")]
@@ -73,7 +73,7 @@ pub enum ReplayError {
 
 /// A grant held for one push being admitted: [`Reservation::commit`] spends
 /// it; dropped uncommitted, it is released and the URL stays usable.
-pub struct Reservation<'a> {
+pub(crate) struct Reservation<'a> {
     replay: &'a PushReplay,
     id: String,
     forget_after: u64,
@@ -83,7 +83,7 @@ pub struct Reservation<'a> {
 impl PushReplay {
     /// Loads the saved set; a missing or unreadable file starts empty (and an
     /// unreadable one is logged).
-    pub fn open(path: &Path) -> PushReplay {
+    pub(crate) fn open(path: &Path) -> PushReplay {
         let spent = match std::fs::read(path) {
             Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
                 tracing::warn!(path = %path.display(), error = %e, "used push signatures unreadable; starting empty");
@@ -108,7 +108,7 @@ impl PushReplay {
     /// spent until `forget_after` (unix seconds): `Replayed` if it was spent
     /// (in any spelling), `InUse` if another publish holds it. `signature`
     /// is the parameter's text as sent, for sets saved by older versions.
-    pub fn reserve(
+    pub(crate) fn reserve(
         &self,
         key_id: &str,
         tag: &GrantTag,
@@ -132,7 +132,7 @@ impl Reservation<'_> {
     /// Spends the grant and saves the set; on a failed save the grant is
     /// released (the push must then be refused: a restart would not know it
     /// was used).
-    pub fn commit(mut self) -> Result<(), ReplayError> {
+    pub(crate) fn commit(mut self) -> Result<(), ReplayError> {
         let replay = self.replay;
         let mut seen = replay.lock();
         seen.held.remove(&self.id);

@@ -141,7 +141,7 @@ async fn cluster_status(config: &std::path::Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn run() -> ExitCode {
+pub(crate) fn run() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(

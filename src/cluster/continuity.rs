@@ -14,7 +14,7 @@ use crate::pipeline::fence::Resume;
 
 /// The state of a live playlist as rendered by livebucket; `None` if it is
 /// not one (or lists a URI that is not `<13-digit ms>.ts`).
-pub fn parse(text: &str) -> Option<Resume> {
+pub(crate) fn parse(text: &str) -> Option<Resume> {
     let mut lines = text.lines();
     if lines.next()?.trim_end() != "#EXTM3U" {
         return None;

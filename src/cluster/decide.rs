@@ -9,7 +9,7 @@ use crate::pipeline::fence::FenceVerdict;
 
 /// A channel key as etcd holds it: who, and its create revision (the epoch).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Held {
+pub(crate) struct Held {
     pub node: String,
     pub session: String,
     pub epoch: i64,
@@ -17,7 +17,7 @@ pub struct Held {
 
 /// What `on_publish` does with a channel's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// Nobody holds it: create it on this node's lease.
     Take,
     /// This node holds it for a session that is no longer live here (it is
@@ -28,7 +28,7 @@ pub enum Claim {
     Refuse { node: String },
 }
 
-pub fn claim(current: Option<&Held>, me: &str, live_here: impl Fn(&str) -> bool) -> Claim {
+pub(crate) fn claim(current: Option<&Held>, me: &str, live_here: impl Fn(&str) -> bool) -> Claim {
     match current {
         None => Claim::Take,
         Some(h) if h.node == me && !live_here(&h.session) => Claim::TakeOver { epoch: h.epoch },
@@ -40,7 +40,7 @@ pub fn claim(current: Option<&Held>, me: &str, live_here: impl Fn(&str) -> bool)
 
 /// A channel this node published, as this node sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Holding {
+pub(crate) enum Holding {
     /// The key is ours at this epoch (as far as we last heard).
     Held { session: String, epoch: i64 },
     /// Our lease expired with the key on it; the keeper tries to take the
@@ -51,7 +51,7 @@ pub enum Holding {
 }
 
 impl Holding {
-    pub fn session(&self) -> &str {
+    pub(crate) fn session(&self) -> &str {
         match self {
             Holding::Held { session, .. }
             | Holding::Lost { session }
@@ -63,7 +63,7 @@ impl Holding {
 /// Whether the lease can still be alive: renewed (the renewal *sent*) less
 /// than a TTL ago. Past that, etcd may have expired it and handed the
 /// channels to other nodes, whatever this node believes.
-pub fn lease_alive(last_renewal_sent: Option<Instant>, ttl: Duration, now: Instant) -> bool {
+pub(crate) fn lease_alive(last_renewal_sent: Option<Instant>, ttl: Duration, now: Instant) -> bool {
     last_renewal_sent.is_some_and(|t| now.saturating_duration_since(t) < ttl)
 }
 
@@ -73,14 +73,14 @@ pub fn lease_alive(last_renewal_sent: Option<Instant>, ttl: Duration, now: Insta
 /// is later), less a margin for the store's own delay between the last byte
 /// and the object taking effect (a fifth of the TTL, at most 1 s). `None`
 /// without a renewal (no lease).
-pub fn write_deadline(last_renewal_sent: Option<Instant>, ttl: Duration) -> Option<Instant> {
+pub(crate) fn write_deadline(last_renewal_sent: Option<Instant>, ttl: Duration) -> Option<Instant> {
     let margin = (ttl / 5).min(Duration::from_secs(1));
     last_renewal_sent.map(|t| t + ttl.saturating_sub(margin))
 }
 
 /// What the fence transaction found at the channel's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyState {
+pub(crate) enum KeyState {
     /// Its create revision is our epoch.
     Ours,
     Absent,
@@ -90,7 +90,7 @@ pub enum KeyState {
 /// The fence's verdict: `holding` is what this node knows, `lease` whether
 /// its lease can be alive, `found` the transaction's answer (`None`: etcd
 /// did not answer in time).
-pub fn fence(
+pub(crate) fn fence(
     holding: Option<&Holding>,
     lease: bool,
     me: &str,
@@ -124,7 +124,7 @@ pub enum Update {
     CutOff,
 }
 
-pub fn update(holding: Option<&Holding>, lease: bool) -> Update {
+pub(crate) fn update(holding: Option<&Holding>, lease: bool) -> Update {
     match holding {
         Some(Holding::Superseded { by, .. }) => Update::Superseded(by.clone()),
         _ if !lease => Update::CutOff,
@@ -134,7 +134,7 @@ pub fn update(holding: Option<&Holding>, lease: bool) -> Update {
 
 /// After the keeper got a new lease: what to do with a holding whose key
 /// was on the old one, given who holds the key now.
-pub fn after_new_lease(h: &Holding, current: Option<&Held>, me: &str) -> Option<Claim> {
+pub(crate) fn after_new_lease(h: &Holding, current: Option<&Held>, me: &str) -> Option<Claim> {
     match h {
         Holding::Superseded { .. } => None,
         Holding::Held { .. } | Holding::Lost { .. } => Some(match current {
@@ -151,7 +151,7 @@ pub fn after_new_lease(h: &Holding, current: Option<&Held>, me: &str) -> Option<
 /// take and never on a lease): it outlives the holder's lease, so a node
 /// restarted after a crash can tell whether anybody continued the channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Last {
+pub(crate) struct Last {
     pub node: String,
     pub session: String,
 }
@@ -159,7 +159,7 @@ pub struct Last {
 /// What a node restarted after a crash does with the channel of a session
 /// it recovered (it holds nothing for it yet).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recovered {
+pub(crate) enum Recovered {
     /// Nobody continued the channel: take it again, so the recovered
     /// session writes (and ends) its playlist.
     Take,
@@ -173,7 +173,7 @@ pub enum Recovered {
     Leave,
 }
 
-pub fn recovered(
+pub(crate) fn recovered(
     current: Option<&Held>,
     last: Option<&Last>,
     me: &str,
@@ -197,7 +197,7 @@ pub fn recovered(
 /// Whether a balancer should send streamers to this node (`/readyz`): only
 /// while its lease can be alive, since without one every `on_publish` is
 /// refused (`unavailable`). `Err` is the reason, for the body and the log.
-pub fn ready(lease_alive: bool, failures: u32) -> Result<(), String> {
+pub(crate) fn ready(lease_alive: bool, failures: u32) -> Result<(), String> {
     if lease_alive {
         Ok(())
     } else if failures > 0 {
@@ -212,7 +212,7 @@ pub fn ready(lease_alive: bool, failures: u32) -> Result<(), String> {
 /// Whether the keeper should try again to put a holding onto its lease: it
 /// was lost with an old lease, and no retake has settled it yet (etcd
 /// answered the renewal but not the channel's request).
-pub fn retake_due(h: &Holding) -> bool {
+pub(crate) fn retake_due(h: &Holding) -> bool {
     matches!(h, Holding::Lost { .. })
 }
 
@@ -232,7 +232,7 @@ pub enum Elsewhere {
 /// `Unknown`, never "not live": a PutLiveChannel or DeleteLiveChannel
 /// allowed on a failed lookup could change a channel another node is
 /// publishing (fail closed).
-pub fn elsewhere<E>(holder: Result<Option<&str>, E>, me: &str) -> Elsewhere {
+pub(crate) fn elsewhere<E>(holder: Result<Option<&str>, E>, me: &str) -> Elsewhere {
     match holder {
         Ok(Some(node)) if node != me => Elsewhere::Yes {
             node: node.to_owned(),

@@ -39,7 +39,7 @@ pub enum EtcdError {
 
 /// A client with the per-request time limit.
 #[derive(Clone)]
-pub struct Etcd {
+pub(crate) struct Etcd {
     client: Client,
     timeout: Duration,
 }
@@ -53,7 +53,7 @@ impl Etcd {
     /// `cert_file`/`key_file`); as etcd user `username` (its token renewed
     /// when it expires). A member that is down is tried again at each
     /// request.
-    pub async fn connect(cfg: &ClusterConfig) -> Result<Etcd, EtcdError> {
+    pub(crate) async fn connect(cfg: &ClusterConfig) -> Result<Etcd, EtcdError> {
         let timeout = Duration::from_millis(cfg.request_timeout_ms);
         let mut options = ConnectOptions::new()
             .with_connect_timeout(timeout)
@@ -79,16 +79,16 @@ impl Etcd {
         Ok(Etcd { client, timeout })
     }
 
-    pub fn timeout(&self) -> Duration {
+    pub(crate) fn timeout(&self) -> Duration {
         self.timeout
     }
 
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         self.client.clone()
     }
 
     /// Who holds `key`, if anyone.
-    pub async fn holder(&self, key: &str) -> Result<Option<Held>, EtcdError> {
+    pub(crate) async fn holder(&self, key: &str) -> Result<Option<Held>, EtcdError> {
         let mut c = self.client.clone();
         let resp = bounded(self.timeout, c.get(key, None)).await?;
         resp.kvs().first().map(|kv| held(key, kv)).transpose()
@@ -96,7 +96,7 @@ impl Etcd {
 
     /// Creates `key` on `lease` if nobody holds it, and records the taker at
     /// `last` (no lease); the new epoch, or `None` when someone holds it.
-    pub async fn take(
+    pub(crate) async fn take(
         &self,
         key: &str,
         last: &str,
@@ -123,7 +123,7 @@ impl Etcd {
 
     /// Creates `key` with `value` on `lease` if it does not exist; its
     /// create revision, or `None` when it exists.
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         key: &str,
         value: Vec<u8>,
@@ -147,7 +147,7 @@ impl Etcd {
     /// Rewrites `key` (this node's) for a new session or onto a new lease,
     /// if it is still at `epoch`, and records the taker at `last`. Whether
     /// it was.
-    pub async fn take_over(
+    pub(crate) async fn take_over(
         &self,
         key: &str,
         last: &str,
@@ -170,7 +170,7 @@ impl Etcd {
     }
 
     /// Who took a channel last (its `last/` key), if recorded.
-    pub async fn last(&self, key: &str) -> Result<Option<Last>, EtcdError> {
+    pub(crate) async fn last(&self, key: &str) -> Result<Option<Last>, EtcdError> {
         let mut c = self.client.clone();
         let resp = bounded(self.timeout, c.get(key, None)).await?;
         resp.kvs()
@@ -190,7 +190,7 @@ impl Etcd {
     }
 
     /// Deletes `key` if it is still at `epoch`.
-    pub async fn release(&self, key: &str, epoch: i64) -> Result<(), EtcdError> {
+    pub(crate) async fn release(&self, key: &str, epoch: i64) -> Result<(), EtcdError> {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, epoch)])
             .and_then([TxnOp::delete(key, None)]);
@@ -201,7 +201,7 @@ impl Etcd {
 
     /// The fence: one transaction that compares the key's create revision
     /// with `epoch` and reads the key either way.
-    pub async fn check(&self, key: &str, epoch: i64) -> Result<KeyState, EtcdError> {
+    pub(crate) async fn check(&self, key: &str, epoch: i64) -> Result<KeyState, EtcdError> {
         let txn = Txn::new()
             .when([Compare::create_revision(key, CompareOp::Equal, epoch)])
             .and_then([TxnOp::get(key, None)])
@@ -221,7 +221,7 @@ impl Etcd {
         Ok(KeyState::Absent)
     }
 
-    pub async fn put(
+    pub(crate) async fn put(
         &self,
         key: &str,
         value: Vec<u8>,
@@ -233,14 +233,17 @@ impl Etcd {
         Ok(())
     }
 
-    pub async fn delete(&self, key: &str) -> Result<(), EtcdError> {
+    pub(crate) async fn delete(&self, key: &str) -> Result<(), EtcdError> {
         let mut c = self.client.clone();
         bounded(self.timeout, c.delete(key, None)).await?;
         Ok(())
     }
 
     /// Every (key, value) under `prefix`.
-    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>, i64)>, EtcdError> {
+    pub(crate) async fn list(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Vec<u8>, i64)>, EtcdError> {
         let mut c = self.client.clone();
         let resp = bounded(
             self.timeout,
@@ -260,14 +263,14 @@ impl Etcd {
             .collect())
     }
 
-    pub async fn grant(&self, ttl_secs: u64) -> Result<i64, EtcdError> {
+    pub(crate) async fn grant(&self, ttl_secs: u64) -> Result<i64, EtcdError> {
         let mut c = self.client.clone();
         let ttl = i64::try_from(ttl_secs).unwrap_or(i64::MAX);
         Ok(bounded(self.timeout, c.lease_grant(ttl, None)).await?.id())
     }
 
     /// Seconds left on `lease`; `None` if it expired.
-    pub async fn time_to_live(&self, lease: i64) -> Result<Option<i64>, EtcdError> {
+    pub(crate) async fn time_to_live(&self, lease: i64) -> Result<Option<i64>, EtcdError> {
         let mut c = self.client.clone();
         let ttl = bounded(self.timeout, c.lease_time_to_live(lease, None))
             .await?
@@ -294,7 +297,7 @@ async fn bounded<T>(
     }
 }
 
-pub fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Vec<u8> {
     // Plain structs of strings and numbers: serialising cannot fail.
     serde_json::to_vec(v).unwrap_or_default()
 }

@@ -35,7 +35,7 @@ pub struct NodeValue {
 /// publishes (`GET /cluster/v1/stat/<bucket>/<channel>`): nginx's
 /// measurements of the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PeerStat {
+pub(crate) struct PeerStat {
     pub video: Option<crate::oss::channel::VideoStat>,
     pub audio: Option<crate::oss::channel::AudioStat>,
 }
@@ -54,59 +54,59 @@ pub struct HolderValue {
 }
 
 #[derive(Debug, Clone)]
-pub struct Keys {
+pub(crate) struct Keys {
     prefix: String,
 }
 
 impl Keys {
-    pub fn new(prefix: &str) -> Keys {
+    pub(crate) fn new(prefix: &str) -> Keys {
         Keys {
             prefix: prefix.to_owned(),
         }
     }
 
-    pub fn nodes(&self) -> String {
+    pub(crate) fn nodes(&self) -> String {
         format!("{}nodes/", self.prefix)
     }
 
-    pub fn node(&self, node: &str) -> String {
+    pub(crate) fn node(&self, node: &str) -> String {
         format!("{}{node}", self.nodes())
     }
 
-    pub fn members(&self) -> String {
+    pub(crate) fn members(&self) -> String {
         format!("{}members/", self.prefix)
     }
 
-    pub fn member(&self, node: &str) -> String {
+    pub(crate) fn member(&self, node: &str) -> String {
         format!("{}{node}", self.members())
     }
 
-    pub fn live_prefix(&self) -> String {
+    pub(crate) fn live_prefix(&self) -> String {
         format!("{}live/", self.prefix)
     }
 
-    pub fn live(&self, bucket: &str, channel: &str) -> String {
+    pub(crate) fn live(&self, bucket: &str, channel: &str) -> String {
         format!("{}{bucket}/{channel}", self.live_prefix())
     }
 
-    pub fn last(&self, bucket: &str, channel: &str) -> String {
+    pub(crate) fn last(&self, bucket: &str, channel: &str) -> String {
         format!("{}last/{bucket}/{channel}", self.prefix)
     }
 
-    pub fn changes(&self) -> String {
+    pub(crate) fn changes(&self) -> String {
         format!("{}changes/", self.prefix)
     }
 
-    pub fn change(&self, bucket: &str, channel: &str) -> String {
+    pub(crate) fn change(&self, bucket: &str, channel: &str) -> String {
         format!("{}{bucket}/{channel}", self.changes())
     }
 
-    pub fn sweep(&self, bucket: &str, channel: &str) -> String {
+    pub(crate) fn sweep(&self, bucket: &str, channel: &str) -> String {
         format!("{}sweep/{bucket}/{channel}", self.prefix)
     }
 
     /// (bucket, channel) of a `live/` or `changes/` key under `under`.
-    pub fn split<'k>(&self, under: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
+    pub(crate) fn split<'k>(&self, under: &str, key: &'k str) -> Option<(&'k str, &'k str)> {
         key.strip_prefix(under)?.split_once('/')
     }
 }

@@ -23,7 +23,7 @@ use super::etcd::EtcdError;
 
 /// What etcd answered to one request of the keeper.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Answer {
+pub(crate) enum Answer {
     /// A new lease, with the node's key registered on it.
     Granted(i64),
     /// The keep-alive was acknowledged with a TTL left.
@@ -40,7 +40,7 @@ pub enum Answer {
 
 impl Answer {
     /// The `/metrics` label of a failed request.
-    pub fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Answer::Granted(_) => "granted",
             Answer::Renewed => "renewed",
@@ -52,7 +52,7 @@ impl Answer {
 }
 
 /// The answer to a keep-alive: `Ok(ttl)` is the TTL etcd reported.
-pub fn classify_renewal(r: &Result<i64, EtcdError>) -> Answer {
+pub(crate) fn classify_renewal(r: &Result<i64, EtcdError>) -> Answer {
     match r {
         Ok(ttl) if *ttl > 0 => Answer::Renewed,
         // etcd answers a keep-alive of a lease it does not know with TTL 0.
@@ -62,7 +62,7 @@ pub fn classify_renewal(r: &Result<i64, EtcdError>) -> Answer {
 }
 
 /// What a failed etcd request says about the lease it used.
-pub fn classify(e: &EtcdError) -> Answer {
+pub(crate) fn classify(e: &EtcdError) -> Answer {
     match e {
         EtcdError::Timeout(_) => Answer::Timeout,
         // etcd-client opens a keep-alive stream by sending one request and
@@ -83,7 +83,7 @@ pub fn classify(e: &EtcdError) -> Answer {
 
 /// The next request the keeper sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// No lease: ask for one (and register the node on it).
     Grant,
     /// Renew this lease.
@@ -92,7 +92,7 @@ pub enum Next {
 
 /// What the node logs after an answer (the keeper words it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// A new lease: the node takes pushes again.
     Granted,
     /// A renewal after failures: etcd answers again.
@@ -105,11 +105,11 @@ pub enum Event {
 }
 
 /// Failures in a row between two log lines.
-pub const LOG_EVERY: u32 = 20;
+pub(crate) const LOG_EVERY: u32 = 20;
 
 /// What the keeper does after an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Step {
+pub(crate) struct Step {
     /// Before the next request.
     pub wait: Duration,
     /// The lease is gone: every channel held on it is lost (the keeper
@@ -125,7 +125,7 @@ const FIRST_RETRY: Duration = Duration::from_millis(250);
 
 /// The lease as the keeper knows it.
 #[derive(Debug, Clone)]
-pub struct Lease {
+pub(crate) struct Lease {
     ttl: Duration,
     id: Option<i64>,
     /// When the last renewal (or grant) that etcd acknowledged was sent.
@@ -135,7 +135,7 @@ pub struct Lease {
 }
 
 impl Lease {
-    pub fn new(ttl: Duration) -> Lease {
+    pub(crate) fn new(ttl: Duration) -> Lease {
         Lease {
             ttl,
             id: None,
@@ -146,11 +146,11 @@ impl Lease {
 
     /// How often a live lease is renewed: a third of the TTL (at least
     /// 500 ms), so two renewals in a row can fail before it expires.
-    pub fn every(&self) -> Duration {
+    pub(crate) fn every(&self) -> Duration {
         (self.ttl / 3).max(Duration::from_millis(500))
     }
 
-    pub fn next(&self) -> Next {
+    pub(crate) fn next(&self) -> Next {
         match self.id {
             Some(id) => Next::Renew(id),
             None => Next::Grant,
@@ -158,35 +158,35 @@ impl Lease {
     }
 
     /// The lease id, whether or not it can still be alive.
-    pub fn id(&self) -> Option<i64> {
+    pub(crate) fn id(&self) -> Option<i64> {
         self.id
     }
 
     /// The lease id if it can be alive at `now`.
-    pub fn alive(&self, now: Instant) -> Option<i64> {
+    pub(crate) fn alive(&self, now: Instant) -> Option<i64> {
         self.id
             .filter(|_| decide::lease_alive(self.renewed, self.ttl, now))
     }
 
     /// Until when a fenced write may land ([`decide::write_deadline`]).
-    pub fn write_deadline(&self) -> Option<Instant> {
+    pub(crate) fn write_deadline(&self) -> Option<Instant> {
         self.id
             .and_then(|_| decide::write_deadline(self.renewed, self.ttl))
     }
 
     /// Forgets the lease (revoked at shutdown).
-    pub fn take(&mut self) -> Option<i64> {
+    pub(crate) fn take(&mut self) -> Option<i64> {
         self.renewed = None;
         self.id.take()
     }
 
     /// Failed requests in a row.
-    pub fn failures(&self) -> u32 {
+    pub(crate) fn failures(&self) -> u32 {
         self.failures
     }
 
     /// Feeds the answer to the request sent at `sent`.
-    pub fn answer(&mut self, sent: Instant, a: Answer) -> Step {
+    pub(crate) fn answer(&mut self, sent: Instant, a: Answer) -> Step {
         let steady = Step {
             wait: self.every(),
             lose_channels: false,

@@ -31,11 +31,11 @@
 //! The decisions are in [`decide`] (no I/O); this module and [`tasks`] are
 //! the driver. Lock order: `state` is never held across an await.
 
-pub mod continuity;
-pub mod decide;
-pub mod etcd;
-pub mod keys;
-pub mod lease;
+pub(crate) mod continuity;
+pub(crate) mod decide;
+pub(crate) mod etcd;
+pub(crate) mod keys;
+pub(crate) mod lease;
 pub mod status;
 mod sweep;
 mod tasks;

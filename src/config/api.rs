@@ -85,7 +85,7 @@ pub enum UnknownChannels {
 }
 
 /// Checks `[api]`.
-pub fn validate(api: &ApiConfig) -> Result<(), ConfigError> {
+pub(crate) fn validate(api: &ApiConfig) -> Result<(), ConfigError> {
     if api.date_window_secs == 0 {
         return Err(invalid("api.date_window_secs", "must be at least 1"));
     }

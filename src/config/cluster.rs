@@ -108,7 +108,7 @@ fn default_keepalive_secs() -> u64 {
     10
 }
 
-pub fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
+pub(crate) fn validate(c: &ClusterConfig) -> Result<(), ConfigError> {
     if c.endpoints.is_empty() {
         return Err(invalid(
             "cluster.endpoints",

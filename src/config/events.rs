@@ -113,7 +113,7 @@ impl Default for EventsConfig {
 }
 
 /// The shortest signing key accepted, in bytes.
-pub const MIN_SECRET_BYTES: usize = 16;
+pub(crate) const MIN_SECRET_BYTES: usize = 16;
 
 impl EventsConfig {
     /// The HMAC key `secret` stands for (see the field's doc), or `None`

@@ -30,7 +30,7 @@ impl HttpConfig {
 
 /// Checks `[http]`: every origin is `*` alone or an origin a browser could
 /// send (http or https, a host, an optional port, nothing after it).
-pub fn validate(http: &HttpConfig) -> Result<(), ConfigError> {
+pub(crate) fn validate(http: &HttpConfig) -> Result<(), ConfigError> {
     if http.any_origin() && http.cors_origins.len() > 1 {
         return Err(invalid(
             "http.cors_origins",

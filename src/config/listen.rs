@@ -175,7 +175,7 @@ impl HooksConfig {
 
 /// Whether `ip` is in one of `nets`; an IPv4 peer on a dual-stack socket
 /// (`::ffff:a.b.c.d`) is matched as its IPv4 address.
-pub fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
+pub(crate) fn ip_allowed(nets: &[IpNet], ip: IpAddr) -> bool {
     let ip = match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
@@ -190,7 +190,7 @@ const MIN_SECRET_LEN: usize = 32;
 /// goes into a URL path and an nginx directive, so only `[A-Za-z0-9_-]`.
 /// Errors never quote it. `previous_secret_grace_secs` is checked here too,
 /// with the secret it applies to.
-pub fn hooks_secret(h: &HooksConfig) -> Result<String, ConfigError> {
+pub(crate) fn hooks_secret(h: &HooksConfig) -> Result<String, ConfigError> {
     if h.previous_secret_grace_secs > MAX_PREVIOUS_SECRET_GRACE_SECS {
         return Err(invalid(
             "hooks.previous_secret_grace_secs",
@@ -247,7 +247,7 @@ pub fn hooks_secret(h: &HooksConfig) -> Result<String, ConfigError> {
 
 /// Placeholders in the shipped examples: a config copied without editing
 /// must not start with a secret everyone knows.
-pub fn is_placeholder(secret: &str) -> bool {
+pub(crate) fn is_placeholder(secret: &str) -> bool {
     let lower = secret.to_ascii_lowercase();
     lower.starts_with("replace") || lower.contains("changeme") || lower.contains("change-me")
 }
@@ -325,7 +325,7 @@ impl Default for LimitsConfig {
 }
 
 /// Checks `[listen]` and `[limits]`.
-pub fn validate(listen: &ListenConfig, limits: &LimitsConfig) -> Result<(), ConfigError> {
+pub(crate) fn validate(listen: &ListenConfig, limits: &LimitsConfig) -> Result<(), ConfigError> {
     let all = [
         ("listen.hooks", &listen.hooks),
         ("listen.public", &listen.public),

@@ -14,14 +14,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-pub mod api;
-pub mod cluster;
-pub mod events;
-pub mod http;
-pub mod listen;
+pub(crate) mod api;
+pub(crate) mod cluster;
+pub(crate) mod events;
+pub(crate) mod http;
+pub(crate) mod listen;
 #[cfg(test)]
 mod reference;
-pub mod retention;
+pub(crate) mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
 pub use cluster::ClusterConfig;

@@ -55,7 +55,7 @@ impl Default for RetentionConfig {
 
 /// Checks `[retention]`: a batch of 1 to 1,000 keys (S3's DeleteObjects
 /// limit), an interval of at least a second, a period of at most 100 years.
-pub fn validate(r: &RetentionConfig) -> Result<(), ConfigError> {
+pub(crate) fn validate(r: &RetentionConfig) -> Result<(), ConfigError> {
     if !(1..=1000).contains(&r.batch_size) {
         return Err(invalid(
             "retention.batch_size",

@@ -16,11 +16,11 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 /// Unix milliseconds.
-pub type Ms = u64;
+pub(crate) type Ms = u64;
 
 /// A queued event as the decisions see it.
 #[derive(Debug, Clone)]
-pub struct Pending {
+pub(crate) struct Pending {
     pub seq: u64,
     pub kind: &'static str,
     pub lane: String,
@@ -33,7 +33,7 @@ pub struct Pending {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Attempts {
+pub(crate) struct Attempts {
     pub failures: u32,
     pub next_at: Ms,
     pub in_flight: bool,
@@ -41,14 +41,14 @@ pub struct Attempts {
 
 /// One POST to make now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Send {
+pub(crate) struct Send {
     pub seq: u64,
     pub target: String,
 }
 
 /// What an attempt's answer means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub(crate) enum Outcome {
     Delivered,
     /// Try again after the backoff; `reason` labels the log line.
     Retry {
@@ -60,7 +60,7 @@ pub enum Outcome {
 /// connection closed): 2xx delivers; anything else is retried, as Standard
 /// Webhooks receivers expect. A 4xx is retried too: a receiver rejecting the
 /// signature is usually a secret being rotated, and `max_age` bounds it.
-pub fn classify(status: Option<u16>) -> Outcome {
+pub(crate) fn classify(status: Option<u16>) -> Outcome {
     match status {
         Some(s) if (200..300).contains(&s) => Outcome::Delivered,
         Some(s) if (400..500).contains(&s) => Outcome::Retry { reason: "refused" },
@@ -76,7 +76,7 @@ pub fn classify(status: Option<u16>) -> Outcome {
 /// The wait after the `failures`-th failure in a row: doubling from 1 s,
 /// capped at `cap`, scaled by `jitter` in [0, 1] (full jitter, so receivers
 /// coming back are not hit by every sender at once), at least 250 ms.
-pub fn backoff(failures: u32, cap: Ms, jitter: f64) -> Ms {
+pub(crate) fn backoff(failures: u32, cap: Ms, jitter: f64) -> Ms {
     let ceiling = 1000u64
         .saturating_mul(1u64 << failures.saturating_sub(1).min(30))
         .min(cap);
@@ -85,14 +85,14 @@ pub fn backoff(failures: u32, cap: Ms, jitter: f64) -> Ms {
 
 /// The queue's state: every pending event, by sequence number.
 #[derive(Debug, Default)]
-pub struct Queue {
+pub(crate) struct Queue {
     entries: BTreeMap<u64, Pending>,
     max_age: Ms,
     max_backoff: Ms,
 }
 
 impl Queue {
-    pub fn new(max_age: Ms, max_backoff: Ms) -> Queue {
+    pub(crate) fn new(max_age: Ms, max_backoff: Ms) -> Queue {
         Queue {
             entries: BTreeMap::new(),
             max_age,
@@ -100,31 +100,31 @@ impl Queue {
         }
     }
 
-    pub fn push(&mut self, p: Pending) {
+    pub(crate) fn push(&mut self, p: Pending) {
         self.entries.insert(p.seq, p);
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.entries.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
 
-    pub fn get(&self, seq: u64) -> Option<&Pending> {
+    pub(crate) fn get(&self, seq: u64) -> Option<&Pending> {
         self.entries.get(&seq)
     }
 
     /// When the oldest event happened.
-    pub fn oldest(&self) -> Option<Ms> {
+    pub(crate) fn oldest(&self) -> Option<Ms> {
         self.entries.values().map(|p| p.created_ms).min()
     }
 
     /// The POSTs due at `now`, at most `limit`, marked in flight: for each
     /// endpoint and lane, its oldest pending event, unless that is in
     /// flight or waiting out its backoff.
-    pub fn due(&mut self, now: Ms, limit: usize) -> Vec<Send> {
+    pub(crate) fn due(&mut self, now: Ms, limit: usize) -> Vec<Send> {
         let mut blocked: HashSet<(&str, &str)> = HashSet::new();
         let mut out = Vec::new();
         for p in self.entries.values() {
@@ -160,7 +160,7 @@ impl Queue {
     /// Records an attempt's outcome; `jitter` in [0, 1] scales the backoff.
     /// Returns the event when it is now delivered to every endpoint (the
     /// caller removes its file).
-    pub fn outcome(
+    pub(crate) fn outcome(
         &mut self,
         send: &Send,
         outcome: Outcome,
@@ -190,7 +190,7 @@ impl Queue {
 
     /// Removes and returns the events older than `max_age` at `now` that
     /// have no POST in flight (one in flight is judged by its answer).
-    pub fn expire(&mut self, now: Ms) -> Vec<Pending> {
+    pub(crate) fn expire(&mut self, now: Ms) -> Vec<Pending> {
         let old: Vec<u64> = self
             .entries
             .values()
@@ -205,7 +205,7 @@ impl Queue {
 
     /// The next instant something becomes due or expires, if anything is
     /// waiting (not in flight).
-    pub fn next_wake(&self) -> Option<Ms> {
+    pub(crate) fn next_wake(&self) -> Option<Ms> {
         self.entries
             .values()
             .flat_map(|p| {

@@ -33,9 +33,9 @@
 //! ever POSTed to: a channel owner picks among them but cannot add one, so
 //! the API cannot make livebucket reach an arbitrary internal address.
 
-pub mod decide;
-pub mod model;
-pub mod store;
+pub(crate) mod decide;
+pub(crate) mod model;
+pub(crate) mod store;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -52,13 +52,13 @@ use crate::clock::unix_now_ms;
 use crate::config::EventsConfig;
 use crate::metrics::Metrics;
 use decide::{Attempts, Outcome, Pending, Queue, Send};
-pub use model::{Change, Event, Kind};
+pub(crate) use model::{Change, Event, Kind};
 use store::{DiskQueue, Record};
 
 /// The handle call sites emit through; clones share the queue. Without
 /// `[events]` endpoints it is inert: nothing is written or sent.
 #[derive(Clone, Default)]
-pub struct Events {
+pub(crate) struct Events {
     inner: Option<Arc<Inner>>,
 }
 
@@ -86,21 +86,21 @@ struct Inner {
 /// Why the events queue cannot be opened.
 #[derive(Debug, thiserror::Error)]
 #[error("cannot open the events queue in {dir}: {source}")]
-pub struct OpenError {
+pub(crate) struct OpenError {
     dir: String,
     source: std::io::Error,
 }
 
 impl Events {
     /// An inert handle (no `[events]`).
-    pub fn disabled() -> Events {
+    pub(crate) fn disabled() -> Events {
         Events::default()
     }
 
     /// The queue in `<state_dir>/events/` with what it held at the last
     /// stop; `node` names this node in every event. Inert when `cfg` lists
     /// no endpoint.
-    pub fn open(
+    pub(crate) fn open(
         cfg: &EventsConfig,
         state_dir: &Path,
         node: &str,
@@ -192,7 +192,7 @@ impl Events {
     /// returns, sent by [`Events::run`]. A write that fails is logged and
     /// counted as dropped; it never fails the caller (the stream or the
     /// API call goes on).
-    pub fn emit(&self, event: Event) {
+    pub(crate) fn emit(&self, event: Event) {
         let Some(inner) = &self.inner else {
             return;
         };
@@ -201,7 +201,7 @@ impl Events {
 
     /// Delivers queued events until `cancel`; what is not delivered stays
     /// on disk for the next start.
-    pub async fn run(self, cancel: CancellationToken) {
+    pub(crate) async fn run(self, cancel: CancellationToken) {
         let Some(inner) = self.inner else {
             return;
         };
@@ -432,7 +432,7 @@ fn targets(endpoints: &[Endpoint], topic: Option<&str>) -> Vec<String> {
 }
 
 /// This node's name in events: the cluster's `node_id`, else the host name.
-pub fn node_name(cfg: &crate::config::Config) -> String {
+pub(crate) fn node_name(cfg: &crate::config::Config) -> String {
     if let Some(c) = &cfg.cluster {
         return c.node_id.clone();
     }

@@ -16,7 +16,7 @@ use crate::session::{SessionMeta, recording_id};
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub(crate) enum Kind {
     StreamStarted,
     StreamEnded,
     RecordingReady,
@@ -26,7 +26,7 @@ pub enum Kind {
 
 impl Kind {
     /// The `type` field, and the `type` label of the metrics.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Kind::StreamStarted => "stream.started",
             Kind::StreamEnded => "stream.ended",
@@ -39,7 +39,7 @@ impl Kind {
 
 /// What `channel.changed` reports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// PutLiveChannel: the record was created or replaced.
     Created,
     Enabled,
@@ -49,7 +49,7 @@ pub enum Change {
 
 impl Change {
     /// What PutLiveChannelStatus to `status` is.
-    pub fn status(status: crate::oss::channel::ChannelStatus) -> Change {
+    pub(crate) fn status(status: crate::oss::channel::ChannelStatus) -> Change {
         match status {
             crate::oss::channel::ChannelStatus::Enabled => Change::Enabled,
             crate::oss::channel::ChannelStatus::Disabled => Change::Disabled,
@@ -68,7 +68,7 @@ impl Change {
 
 /// One event, before the node that emits it fills `data.node`.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Event {
+pub(crate) struct Event {
     pub kind: Kind,
     pub id: String,
     /// When it happened (Unix ms).
@@ -82,7 +82,7 @@ pub struct Event {
 }
 
 /// `ms` as RFC 3339 UTC with milliseconds (`2026-12-06T23:30:00.125Z`).
-pub fn rfc3339(ms: u64) -> String {
+pub(crate) fn rfc3339(ms: u64) -> String {
     let t = OffsetDateTime::from_unix_timestamp((ms / 1000) as i64)
         .unwrap_or(OffsetDateTime::UNIX_EPOCH);
     format!(
@@ -139,7 +139,7 @@ impl Event {
     }
 
     /// A push was approved (emitted before nginx gets the answer).
-    pub fn stream_started(meta: &SessionMeta) -> Event {
+    pub(crate) fn stream_started(meta: &SessionMeta) -> Event {
         let data = session_data(meta);
         Event::of_session(Kind::StreamStarted, meta, meta.started_ms, data.into())
     }
@@ -147,7 +147,7 @@ impl Event {
     /// The push ended (its publisher left, or livebucket found it gone at
     /// a restart): `fragments` nginx wrote for it, `ended_ms` when
     /// livebucket saw it end.
-    pub fn stream_ended(meta: &SessionMeta, fragments: usize, ended_ms: u64) -> Event {
+    pub(crate) fn stream_ended(meta: &SessionMeta, fragments: usize, ended_ms: u64) -> Event {
         let mut data = session_data(meta);
         data.insert("ended_at".into(), json!(rfc3339(ended_ms)));
         data.insert(
@@ -162,7 +162,7 @@ impl Event {
     /// bucket. `vod` is the range (Unix seconds, end exclusive) that
     /// GetVodPlaylist / `/vod` take to list exactly this recording's
     /// fragments (with those of any other push in that range).
-    pub fn recording_ready(meta: &SessionMeta, fragments: usize, stored_ms: u64) -> Event {
+    pub(crate) fn recording_ready(meta: &SessionMeta, fragments: usize, stored_ms: u64) -> Event {
         let mut data = session_data(meta);
         let start = meta.started_ms / 1000;
         let end = stored_ms.div_ceil(1000).max(start + 1);
@@ -176,7 +176,13 @@ impl Event {
     /// `livebucket_push_rejected_total` label); `app` and `name` are what
     /// the publisher asked for, unverified; no URL parameter is included
     /// (the signature and any token stay out).
-    pub fn stream_refused(app: &str, name: &str, addr: &str, reason: &str, at_ms: u64) -> Event {
+    pub(crate) fn stream_refused(
+        app: &str,
+        name: &str,
+        addr: &str,
+        reason: &str,
+        at_ms: u64,
+    ) -> Event {
         Event {
             kind: Kind::StreamRefused,
             id: random_id(),
@@ -195,7 +201,7 @@ impl Event {
     /// A channel record was created, enabled, disabled or deleted through
     /// the API; `topic` is its `Snapshot/NotifyTopic` (the deleted record's
     /// for a deletion).
-    pub fn channel_changed(
+    pub(crate) fn channel_changed(
         bucket: &str,
         channel: &str,
         change: Change,
@@ -217,7 +223,7 @@ impl Event {
     }
 
     /// The JSON body sent, with `data.node` set to `node`.
-    pub fn body(&self, node: &str) -> String {
+    pub(crate) fn body(&self, node: &str) -> String {
         let mut data = self.data.clone();
         if let Some(m) = data.as_object_mut() {
             m.insert("node".into(), json!(node));

@@ -15,7 +15,7 @@ use tracing::warn;
 /// One event's file, versioned.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "v")]
-pub enum Record {
+pub(crate) enum Record {
     #[serde(rename = "1")]
     V1 {
         seq: u64,
@@ -28,14 +28,14 @@ pub enum Record {
     },
 }
 
-pub struct DiskQueue {
+pub(crate) struct DiskQueue {
     dir: PathBuf,
 }
 
 impl DiskQueue {
     /// The queue in `dir`, made if missing; `.tmp` leftovers of a crash
     /// mid-write are removed (their `emit` never returned).
-    pub fn open(dir: &Path) -> std::io::Result<DiskQueue> {
+    pub(crate) fn open(dir: &Path) -> std::io::Result<DiskQueue> {
         std::fs::create_dir_all(dir)?;
         for entry in std::fs::read_dir(dir)? {
             let path = entry?.path();
@@ -53,7 +53,7 @@ impl DiskQueue {
     }
 
     /// Writes `r` durably (file and directory fsync'd).
-    pub fn write(&self, seq: u64, r: &Record) -> std::io::Result<()> {
+    pub(crate) fn write(&self, seq: u64, r: &Record) -> std::io::Result<()> {
         let path = self.path(seq);
         let tmp = path.with_extension("tmp");
         let body = serde_json::to_vec(r).map_err(std::io::Error::other)?;
@@ -67,7 +67,7 @@ impl DiskQueue {
     }
 
     /// Forgets a delivered (or dropped) event.
-    pub fn remove(&self, seq: u64) {
+    pub(crate) fn remove(&self, seq: u64) {
         if let Err(e) = std::fs::remove_file(self.path(seq)) {
             warn!(seq, error = %e, "cannot remove a delivered event's file; it will be sent again after a restart");
         }
@@ -75,7 +75,7 @@ impl DiskQueue {
 
     /// Every queued event, in sequence order. A file that does not parse is
     /// renamed `*.bad` and logged (kept for the operator, never sent).
-    pub fn load(&self) -> std::io::Result<Vec<Record>> {
+    pub(crate) fn load(&self) -> std::io::Result<Vec<Record>> {
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&self.dir)? {
             let path = entry?.path();

@@ -32,13 +32,13 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
                    frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
 
 /// `GET /console` → `/console/`, so relative asset URLs resolve.
-pub async fn redirect() -> Redirect {
+pub(crate) async fn redirect() -> Redirect {
     Redirect::permanent("/console/")
 }
 
 /// `GET|HEAD /console/…`: a file of the console, or the OSS API when the
 /// request has a query (see the module doc).
-pub async fn serve(State(app): State<Arc<AppState>>, req: Request) -> Response {
+pub(crate) async fn serve(State(app): State<Arc<AppState>>, req: Request) -> Response {
     if req.uri().query().is_some() {
         let (parts, body) = req.into_parts();
         return super::oss::api(

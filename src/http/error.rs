@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use crate::auth::reject::Reject;
 
 #[derive(Debug, thiserror::Error)]
-pub enum HttpError {
+pub(crate) enum HttpError {
     /// A push or callback refused by policy (bad signature, expired, …).
     #[error("refused: {0}")]
     Refused(#[from] Reject),
@@ -76,7 +76,7 @@ impl From<crate::vod::VodError> for HttpError {
 
 impl HttpError {
     /// Stable label for logs and the `livebucket_push_rejected_total` metric.
-    pub fn code(&self) -> &'static str {
+    pub(crate) fn code(&self) -> &'static str {
         match self {
             HttpError::Refused(r) => r.code(),
             HttpError::ChannelLive(_) => "channel_live",
@@ -92,7 +92,7 @@ impl HttpError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    pub(crate) fn status(&self) -> StatusCode {
         match self {
             HttpError::Refused(_) | HttpError::ChannelLive(_) | HttpError::WrongApp(_) => {
                 StatusCode::FORBIDDEN

@@ -92,7 +92,7 @@ fn answered(app: &AppState, call: &'static str) {
     app.metrics.inc("livebucket_hooks_total", call);
 }
 
-pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub(crate) async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "publish");
     let cb = match parsed(&app, &body) {
         Ok(cb) => cb,
@@ -114,7 +114,7 @@ pub async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) -> Respon
     }
 }
 
-pub async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub(crate) async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "update");
     let result = match parse_callback(&body) {
         Ok(cb) => update(&app, &cb)
@@ -205,7 +205,7 @@ fn parsed(app: &AppState, body: &[u8]) -> Result<Callback, HttpError> {
 /// a session id, a second publish into a relayed session, an ended or
 /// unknown session) is refused and logged with its reason. The name is
 /// logged as its [`log_tag`] only: a session id must not reach info logs.
-pub async fn on_relay(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub(crate) async fn on_relay(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "relay");
     let cb = match parsed(&app, &body) {
         Ok(cb) => cb,
@@ -260,7 +260,7 @@ fn publisher<'a>(
 /// [`crate::session::is_publisher`]). A call naming no such session (a
 /// client id nginx reused after a reload, another stream's URL) is refused
 /// and ends nothing.
-pub async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+pub(crate) async fn on_publish_done(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
     answered(&app, "publish_done");
     let cb = match parsed(&app, &body) {
         Ok(cb) => cb,

@@ -11,17 +11,17 @@
 //! `session`, `channels`, `oss`, `vod`, `llhls`, the pipeline). [`server`]
 //! runs each router with timeouts and connection caps.
 
-pub mod console;
-pub mod error;
-pub mod hooks;
-pub mod llplay;
-pub mod oss;
-pub mod peer;
-pub mod play;
-pub mod retention;
-pub mod server;
-pub mod signed;
-pub mod vod;
+pub(crate) mod console;
+pub(crate) mod error;
+pub(crate) mod hooks;
+pub(crate) mod llplay;
+pub(crate) mod oss;
+pub(crate) mod peer;
+pub(crate) mod play;
+pub(crate) mod retention;
+pub(crate) mod server;
+pub(crate) mod signed;
+pub(crate) mod vod;
 
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ use crate::pipeline::{LiveCache, PipelineHandle};
 use crate::session::Sessions;
 use crate::store::Store;
 
-pub struct AppState {
+pub(crate) struct AppState {
     config: RwLock<Arc<Config>>,
     /// The hooks secrets accepted now: the configured one, and the one a
     /// reload replaced during `hooks.previous_secret_grace_secs`.
@@ -90,7 +90,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         sessions: Arc<Sessions>,
         pipeline: PipelineHandle,
@@ -126,36 +126,45 @@ impl AppState {
     }
 
     /// Cluster mode: the hooks coordinate through `cluster`.
-    pub fn with_cluster(mut self, cluster: Option<Arc<crate::cluster::Cluster>>) -> AppState {
+    pub(crate) fn with_cluster(
+        mut self,
+        cluster: Option<Arc<crate::cluster::Cluster>>,
+    ) -> AppState {
         self.cluster = cluster;
         self
     }
 
     /// Emits stream and channel events through `events`.
-    pub fn with_events(mut self, events: crate::events::Events) -> AppState {
+    pub(crate) fn with_events(mut self, events: crate::events::Events) -> AppState {
         self.events = events;
         self
     }
 
     /// The retention sweep (its reloads and `POST /retention/sweep`).
-    pub fn with_retention(mut self, retention: Arc<crate::retention::Retention>) -> AppState {
+    pub(crate) fn with_retention(
+        mut self,
+        retention: Arc<crate::retention::Retention>,
+    ) -> AppState {
         self.retention = Some(retention);
         self
     }
 
     /// Shares the pipeline's LL-HLS hub.
-    pub fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
+    pub(crate) fn with_ll(mut self, ll: Arc<crate::llhls::hub::Hub>) -> AppState {
         self.ll = ll;
         self
     }
 
     /// Shares the pipeline's record of parked uploads.
-    pub fn with_parked(mut self, parked: crate::pipeline::parked::ParkedUploads) -> AppState {
+    pub(crate) fn with_parked(
+        mut self,
+        parked: crate::pipeline::parked::ParkedUploads,
+    ) -> AppState {
         self.parked = parked;
         self
     }
 
-    pub fn config(&self) -> Arc<Config> {
+    pub(crate) fn config(&self) -> Arc<Config> {
         self.config
             .read()
             .unwrap_or_else(|p| p.into_inner())
@@ -168,7 +177,7 @@ impl AppState {
     /// changed hooks secret is accepted at once, and the previous one for
     /// `hooks.previous_secret_grace_secs` more (nginx calls with it until it
     /// is reloaded). Listener addresses and limits take a restart.
-    pub fn set_config(&self, config: Arc<Config>) {
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
         self.limiter.reconfigure(&config.auth);
         let grace = Duration::from_secs(config.hooks.previous_secret_grace_secs);
         let mut secrets = self
@@ -191,7 +200,7 @@ impl AppState {
     /// A VOD build slot, or `None` (counted) when `vod.max_concurrent_builds`
     /// are in progress. Held while the fragment list is found (and, for a
     /// stored playlist, rendered), never while a body is streamed.
-    pub fn vod_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+    pub(crate) fn vod_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         let permit = self.vod_builds.clone().try_acquire_owned().ok();
         if permit.is_none() {
             self.metrics.inc("livebucket_vod_refused_total", "busy");
@@ -203,7 +212,7 @@ impl AppState {
     /// channel, which no VOD playlist may replace: `index.m3u8`, the
     /// playlist of any session livebucket knows for it, or its channel's
     /// `PlaylistName`.
-    pub async fn is_live_playlist(
+    pub(crate) async fn is_live_playlist(
         &self,
         key_id: &str,
         bucket: &str,
@@ -226,7 +235,7 @@ impl AppState {
     }
 
     /// Whether the on-disk spool is past its high-water mark.
-    pub fn spool_full(&self) -> bool {
+    pub(crate) fn spool_full(&self) -> bool {
         let cfg = self.config();
         let dir = cfg.spool_dir();
         let full = crate::pipeline::capture::fs_usage(&dir)
@@ -248,7 +257,7 @@ impl AppState {
 /// nginx's callbacks: `/hooks/SECRET/CALL`. The secret is checked before
 /// routing, so a wrong one gets 403 whatever the path. The request span
 /// names the call, never the URI, which holds the secret.
-pub fn hooks_router(state: Arc<AppState>) -> Router {
+pub(crate) fn hooks_router(state: Arc<AppState>) -> Router {
     let request_timeout = Duration::from_secs(state.config().limits.request_timeout_secs);
     Router::new()
         .route("/hooks/{secret}/on_publish", post(hooks::on_publish))
@@ -350,7 +359,7 @@ async fn require_hooks_secret(
 
 /// `/play`, the VOD API, the OSS API and the console: what viewers, API
 /// clients and operators' browsers reach.
-pub fn public_router(state: Arc<AppState>) -> Router {
+pub(crate) fn public_router(state: Arc<AppState>) -> Router {
     let request_timeout = Duration::from_secs(state.config().limits.request_timeout_secs);
     let signed = Router::new()
         .route("/play/{bucket}/{channel}/{playlist}", get(play::play))
@@ -394,7 +403,7 @@ fn request_span(req: &Request) -> tracing::Span {
 /// parameter name that does not look like one (over 40 characters, or other
 /// than `A-Z a-z 0-9 - _ .`) is replaced too, in case a client put a token
 /// there.
-pub fn redacted_uri(uri: &axum::http::Uri) -> String {
+pub(crate) fn redacted_uri(uri: &axum::http::Uri) -> String {
     let mut out = uri.path().to_owned();
     let Some(query) = uri.query() else {
         return out;
@@ -446,7 +455,7 @@ fn cors(http: &crate::config::HttpConfig) -> tower_http::cors::CorsLayer {
 /// `/metrics`, `/healthz` (the process answers; whether the store refuses
 /// its uploads) and `/readyz` (it takes pushes), for operators and balancers;
 /// `POST /retention/sweep` ([`retention`]).
-pub fn operator_router(state: Arc<AppState>) -> Router {
+pub(crate) fn operator_router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))

@@ -45,7 +45,7 @@ use crate::vod::{self, Uris};
 const XML: &str = "application/xml";
 
 /// Everything not routed elsewhere on the public listener.
-pub async fn api(
+pub(crate) async fn api(
     State(app): State<Arc<AppState>>,
     method: Method,
     uri: Uri,
@@ -468,7 +468,7 @@ fn vod_error(e: vod::VodError) -> OssError {
 }
 
 /// `PublishUrls` and `PlayUrls` of a channel.
-pub fn urls(cfg: &Config, bucket: &str, channel: &str, playlist: &str) -> (String, String) {
+pub(crate) fn urls(cfg: &Config, bucket: &str, channel: &str, playlist: &str) -> (String, String) {
     let publish = cfg
         .api
         .publish_url

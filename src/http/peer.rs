@@ -24,7 +24,7 @@ use crate::config::ClusterConfig;
 /// Whether a peer may ask for statistics: a node in a cluster answers the
 /// other nodes (`cluster.peers_allow`) and local Unix-socket peers (the
 /// socket's permissions decide who they are), nobody else.
-pub fn may_ask(cluster: Option<&ClusterConfig>, peer: Option<SocketAddr>) -> bool {
+pub(crate) fn may_ask(cluster: Option<&ClusterConfig>, peer: Option<SocketAddr>) -> bool {
     match (cluster, peer) {
         (None, _) => false,
         (Some(_), None) => true,
@@ -35,7 +35,7 @@ pub fn may_ask(cluster: Option<&ClusterConfig>, peer: Option<SocketAddr>) -> boo
 /// `GET /cluster/v1/stat/{bucket}/{channel}`: nginx's measurements of the
 /// channel's live session here; 404 when it is not live on this node (or
 /// this node is in no cluster), 403 to a peer that is not a node.
-pub async fn stat(
+pub(crate) async fn stat(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel)): Path<(String, String)>,
     extensions: Extensions,

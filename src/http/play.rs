@@ -142,21 +142,21 @@ const RENDER_WAIT: Duration = Duration::from_secs(1);
 /// size, the oldest inserted evicted first, and one copy may take at most a
 /// quarter of the budget (a single huge playlist does not flush the rest).
 /// Copies whose play URL has expired are dropped as new ones come in.
-pub struct SignedCache(Fifo<PlayKey, Arc<[Bytes]>>);
+pub(crate) struct SignedCache(Fifo<PlayKey, Arc<[Bytes]>>);
 
 impl SignedCache {
     /// An empty cache of at most `max_bytes` (0: keeps nothing).
-    pub fn new(max_bytes: usize) -> SignedCache {
+    pub(crate) fn new(max_bytes: usize) -> SignedCache {
         SignedCache(Fifo::new(max_bytes))
     }
 
     /// The signed copy for `key`, shared.
-    pub fn get(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
+    pub(crate) fn get(&self, key: &PlayKey) -> Option<Arc<[Bytes]>> {
         self.0.get(key).cloned()
     }
 
     /// Keeps `chunks` for `key` if it fits the rules above; `false` if not.
-    pub fn insert(&mut self, key: PlayKey, chunks: Arc<[Bytes]>, now: u64) -> bool {
+    pub(crate) fn insert(&mut self, key: PlayKey, chunks: Arc<[Bytes]>, now: u64) -> bool {
         let size: usize = chunks.iter().map(Bytes::len).sum();
         if size > self.0.max_weight() / 4 {
             return false;
@@ -166,20 +166,21 @@ impl SignedCache {
     }
 
     /// Bytes held.
-    pub fn used(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn used(&self) -> usize {
         self.0.used()
     }
 }
 
 /// The bounds of `/play` (`[play]`), shared by its requests.
-pub struct PlayLimits {
+pub(crate) struct PlayLimits {
     renders: Arc<Semaphore>,
     cache: Mutex<SignedCache>,
 }
 
 impl PlayLimits {
     /// Render slots and an empty cache sized by `[play]`.
-    pub fn new(cfg: &crate::config::PlayConfig) -> PlayLimits {
+    pub(crate) fn new(cfg: &crate::config::PlayConfig) -> PlayLimits {
         PlayLimits {
             renders: Arc::new(Semaphore::new(cfg.max_concurrent_renders)),
             cache: Mutex::new(SignedCache::new(cfg.signed_cache_bytes)),
@@ -204,7 +205,7 @@ impl PlayLimits {
     }
 }
 
-pub async fn play(
+pub(crate) async fn play(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel, playlist)): Path<(String, String, String)>,
     Query(q): Query<Vec<(String, String)>>,

@@ -12,7 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::AppState;
 
-pub async fn sweep(
+pub(crate) async fn sweep(
     State(app): State<Arc<AppState>>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {

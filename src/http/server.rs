@@ -65,14 +65,14 @@ use crate::config::ListenAddr;
 use crate::metrics::Metrics;
 
 /// A bound listening socket.
-pub enum Bound {
+pub(crate) enum Bound {
     Tcp(TcpListener),
     Unix(UnixListener),
 }
 
 impl Bound {
     /// Where it listens, for logs.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         match self {
             Bound::Tcp(l) => l
                 .local_addr()
@@ -88,18 +88,18 @@ impl Bound {
 
 /// The peer of a request's connection; `None` on a Unix socket.
 #[derive(Debug, Clone, Copy)]
-pub struct Peer(pub Option<SocketAddr>);
+pub(crate) struct Peer(pub Option<SocketAddr>);
 
 /// When the server began on a request: its connection's accept for the
 /// first request (nginx's callbacks make one request per connection), the
 /// arrival of its head for later ones. Answer times are measured from it.
 #[derive(Debug, Clone, Copy)]
-pub struct Arrived(pub Instant);
+pub(crate) struct Arrived(pub Instant);
 
 /// Binds `addr`. A Unix socket replaces a stale socket file at the same path
 /// (never any other kind of file) and is made `0660`: nginx's worker reaches
 /// it through the owner or the group.
-pub async fn bind(addr: &ListenAddr) -> anyhow::Result<Bound> {
+pub(crate) async fn bind(addr: &ListenAddr) -> anyhow::Result<Bound> {
     match addr {
         ListenAddr::Tcp(a) => Ok(Bound::Tcp(
             TcpListener::bind(a)
@@ -136,7 +136,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<Bound> {
 /// without a name is taken as `hooks`, the one whose availability matters
 /// across restarts (nginx drops a live stream whose `on_update` cannot
 /// connect).
-pub fn inherited() -> anyhow::Result<Vec<(String, Bound)>> {
+pub(crate) fn inherited() -> anyhow::Result<Vec<(String, Bound)>> {
     let ours = std::env::var("LISTEN_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -196,11 +196,11 @@ fn from_fd(fd: RawFd) -> anyhow::Result<Bound> {
 }
 
 /// Which TCP peers may use a listener.
-pub type PeerFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+pub(crate) type PeerFilter = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
 
 /// How one surface is served.
 #[derive(Clone)]
-pub struct Surface {
+pub(crate) struct Surface {
     /// `hooks`, `public` or `operator`: logs and metrics.
     pub name: &'static str,
     pub router: Router,
@@ -236,7 +236,7 @@ pub struct Surface {
 /// The thread's runtime lives until `keep` is cancelled, not only until the
 /// listener stops: the work a request left for after its answer (waking
 /// the pipeline, refilling spare session directories) runs on it.
-pub fn serve_on_own_thread(
+pub(crate) fn serve_on_own_thread(
     bound: Bound,
     surface: Surface,
     stop: CancellationToken,
@@ -299,7 +299,12 @@ impl StdBound {
 
 /// Accepts until `stop`, then lets open connections finish their current
 /// request (graceful shutdown); each connection task is tracked in `conns`.
-pub async fn serve(bound: Bound, surface: Surface, stop: CancellationToken, conns: TaskTracker) {
+pub(crate) async fn serve(
+    bound: Bound,
+    surface: Surface,
+    stop: CancellationToken,
+    conns: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(surface.max_connections));
     let peers = PeerCounts::default();
     let surface = Arc::new(surface);
@@ -395,11 +400,11 @@ fn set_send_buffer(stream: &tokio::net::TcpStream, bytes: usize) {
 /// Open connections per client IP on one listener. [`PeerCounts::admit`]
 /// hands out a [`PeerSlot`] that gives its place back when dropped.
 #[derive(Default, Clone)]
-pub struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
+pub(crate) struct PeerCounts(Arc<Mutex<HashMap<IpAddr, usize>>>);
 
 /// One open connection of one peer, counted in its [`PeerCounts`] until
 /// dropped.
-pub struct PeerSlot {
+pub(crate) struct PeerSlot {
     counts: PeerCounts,
     ip: IpAddr,
 }
@@ -408,7 +413,7 @@ impl PeerCounts {
     /// A slot for one more connection from `ip`, or `None` when it already
     /// has `cap` open. An IPv4 peer on a dual-stack socket (`::ffff:a.b.c.d`)
     /// counts as its IPv4 address, so it cannot double its share.
-    pub fn admit(&self, ip: IpAddr, cap: usize) -> Option<PeerSlot> {
+    pub(crate) fn admit(&self, ip: IpAddr, cap: usize) -> Option<PeerSlot> {
         let ip = match ip {
             IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
             v4 => v4,
@@ -426,7 +431,8 @@ impl PeerCounts {
     }
 
     /// Connections open from `ip`.
-    pub fn open(&self, ip: IpAddr) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open(&self, ip: IpAddr) -> usize {
         let counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
         counts.get(&ip).copied().unwrap_or(0)
     }
@@ -451,7 +457,7 @@ impl Drop for PeerSlot {
 /// reading (its receive window and our send buffer are full). A write that
 /// makes progress, however slow, starts the clock again, so slow clients
 /// that keep reading are served to the end.
-pub struct WriteDeadline<S> {
+pub(crate) struct WriteDeadline<S> {
     inner: S,
     limit: Duration,
     /// Armed when a write is first pending, dropped at the next progress.
@@ -460,7 +466,7 @@ pub struct WriteDeadline<S> {
 }
 
 impl<S> WriteDeadline<S> {
-    pub fn new(inner: S, limit: Duration, metrics: Arc<Metrics>) -> WriteDeadline<S> {
+    pub(crate) fn new(inner: S, limit: Duration, metrics: Arc<Metrics>) -> WriteDeadline<S> {
         WriteDeadline {
             inner,
             limit,

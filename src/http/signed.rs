@@ -40,12 +40,12 @@ pub(super) fn segment_signing(expires: u64, now: u64) -> (u64, u64) {
 
 /// Segment lines presigned per output chunk: tens of kB of URLs, so no
 /// request builds one contiguous buffer the size of a long playlist.
-pub const CHUNK_LINES: usize = 500;
+pub(crate) const CHUNK_LINES: usize = 500;
 
 /// What a play URL is rendered for: the signed output depends on nothing
 /// else (segment URLs are signed from the expiry, see [`segment_signing`]).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PlayKey {
+pub(crate) struct PlayKey {
     pub bucket: String,
     pub channel: String,
     pub playlist: String,
@@ -59,7 +59,7 @@ pub struct PlayKey {
 /// the `URI="…"` attribute of `#EXT-X-PART` and `#EXT-X-PRELOAD-HINT` tags;
 /// the other lines are kept; each chunk ends after [`CHUNK_LINES`] signed
 /// lines.
-pub fn sign_lines(
+pub(crate) fn sign_lines(
     text: &str,
     mut sign: impl FnMut(&str) -> Result<String, SignError>,
 ) -> Result<Vec<Bytes>, SignError> {

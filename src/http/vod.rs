@@ -220,7 +220,7 @@ fn source_header(source: Source) -> (header::HeaderName, HeaderValue) {
     )
 }
 
-pub async fn get_vod(
+pub(crate) async fn get_vod(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,
@@ -249,7 +249,7 @@ pub async fn get_vod(
         .into_response())
 }
 
-pub async fn post_vod(
+pub(crate) async fn post_vod(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel)): Path<(String, String)>,
     Query(q): Query<Vec<(String, String)>>,

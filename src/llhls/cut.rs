@@ -28,7 +28,7 @@ const PTS_WRAP: u64 = 1 << 33;
 
 /// One part: bytes `start..end` of the fragment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cut {
+pub(crate) struct Cut {
     /// Its number in the fragment, from 0.
     pub index: usize,
     pub start: u64,
@@ -39,7 +39,7 @@ pub struct Cut {
 
 /// The cutting state over one fragment.
 #[derive(Debug)]
-pub struct Cutter {
+pub(crate) struct Cutter {
     target_ms: u64,
     /// Offset and decode time where the open part starts, and whether its
     /// first video frame is a keyframe (`None`: no video frame in it yet).
@@ -65,7 +65,7 @@ fn ms(t: u64) -> u64 {
 
 impl Cutter {
     /// A cutter for parts of at most `target_ms`.
-    pub fn new(target_ms: u64) -> Cutter {
+    pub(crate) fn new(target_ms: u64) -> Cutter {
         Cutter {
             target_ms,
             open: None,
@@ -78,12 +78,12 @@ impl Cutter {
     }
 
     /// Parts cut so far.
-    pub fn parts(&self) -> usize {
+    pub(crate) fn parts(&self) -> usize {
         self.parts
     }
 
     /// A frame starts: appends the parts it completes.
-    pub fn frame(&mut self, f: FrameStart, out: &mut Vec<Cut>) {
+    pub(crate) fn frame(&mut self, f: FrameStart, out: &mut Vec<Cut>) {
         let Some(pts) = f.dts else { return };
         if !f.video && self.video {
             return;
@@ -147,7 +147,7 @@ impl Cutter {
 
     /// The fragment closed at `end` bytes with this EXTINF (ms): the last
     /// part, unless no byte is left for one.
-    pub fn finish(&mut self, end: u64, extinf_ms: u64) -> Option<Cut> {
+    pub(crate) fn finish(&mut self, end: u64, extinf_ms: u64) -> Option<Cut> {
         let (start, _, key) = self.open.take().unwrap_or((0, 0, Some(false)));
         if end <= start {
             return None;

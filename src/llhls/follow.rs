@@ -38,14 +38,14 @@ use crate::metrics::Metrics;
 use crate::store::{ObjectMeta, Store};
 
 /// How often the open fragment's size and nginx's playlist are looked at.
-pub const POLL: Duration = Duration::from_millis(50);
+pub(crate) const POLL: Duration = Duration::from_millis(50);
 /// How often dropped parts are deleted.
 const GC_EVERY: Duration = Duration::from_secs(2);
 /// How long a dropped part's object stays for players that hold its URL.
-pub const GRACE: Duration = Duration::from_secs(20);
+pub(crate) const GRACE: Duration = Duration::from_secs(20);
 
 /// What a follower needs.
-pub struct Follow {
+pub(crate) struct Follow {
     pub hub: Arc<Hub>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
@@ -82,7 +82,7 @@ struct Open {
 
 impl Follow {
     /// Follows the session until it is finished, then deletes its parts.
-    pub async fn run(self) {
+    pub(crate) async fn run(self) {
         let span = info_span!("llhls", stream = %crate::session::log_tag(&self.session), channel = %self.chid.channel);
         async move {
             // In the background: a slow or failing S3 must not delay parts.

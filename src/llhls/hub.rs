@@ -35,7 +35,7 @@ use crate::live::{ChannelId, ChannelLive, WindowSeg};
 
 /// What comes before a fragment in its session.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Prev {
+pub(crate) enum Prev {
     /// The session's first fragment.
     First,
     /// The fragment nginx listed before it (its name's ms).
@@ -44,7 +44,7 @@ pub enum Prev {
 
 /// The stored live window, as last uploaded.
 #[derive(Debug, Clone, Default)]
-pub struct Base {
+pub(crate) struct Base {
     pub target_duration: u64,
     pub media_sequence: u64,
     pub discontinuity_sequence: u64,
@@ -55,7 +55,7 @@ pub struct Base {
 impl Base {
     /// The window `live` describes, with its target duration (raised, as
     /// the stored playlist's is, to its longest segment).
-    pub fn of(live: &ChannelLive, target_duration: u64) -> Base {
+    pub(crate) fn of(live: &ChannelLive, target_duration: u64) -> Base {
         Base {
             target_duration: target_duration.max(crate::hls::target_duration_of(
                 live.window.iter().map(|w| w.duration_ms),
@@ -256,14 +256,14 @@ impl Chan {
 }
 
 /// Every LL channel of this node.
-pub struct Hub {
+pub(crate) struct Hub {
     chans: Mutex<HashMap<ChannelId, Chan>>,
     waiters: AtomicUsize,
     max_waiters: usize,
 }
 
 /// A blocking reload counted against the cap while it waits.
-pub struct Waiter<'a>(&'a AtomicUsize);
+pub(crate) struct Waiter<'a>(&'a AtomicUsize);
 
 impl Drop for Waiter<'_> {
     fn drop(&mut self) {
@@ -273,7 +273,7 @@ impl Drop for Waiter<'_> {
 
 impl Hub {
     /// A hub that lets at most `max_waiters` blocking reloads wait at once.
-    pub fn new(max_waiters: usize) -> Hub {
+    pub(crate) fn new(max_waiters: usize) -> Hub {
         Hub {
             chans: Mutex::new(HashMap::new()),
             waiters: AtomicUsize::new(0),
@@ -303,7 +303,7 @@ impl Hub {
 
     /// `session` cuts parts of at most `part_target_ms` for the channel,
     /// which serves LL playlists until its last such session is forgotten.
-    pub fn register(
+    pub(crate) fn register(
         &self,
         chid: &ChannelId,
         session: &str,
@@ -327,7 +327,7 @@ impl Hub {
     }
 
     /// Whether the channel is registered.
-    pub fn has(&self, chid: &ChannelId) -> bool {
+    pub(crate) fn has(&self, chid: &ChannelId) -> bool {
         self.chans
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -335,17 +335,17 @@ impl Hub {
     }
 
     /// The channel's playlist was stored with this window.
-    pub fn set_base(&self, chid: &ChannelId, base: Base) {
+    pub(crate) fn set_base(&self, chid: &ChannelId, base: Base) {
         self.with(chid, |c| c.base = Some(base));
     }
 
     /// nginx's fragment `ms` of `session` was captured to object key `key`.
-    pub fn map(&self, chid: &ChannelId, session: &str, ms: u64, key: u64) {
+    pub(crate) fn map(&self, chid: &ChannelId, session: &str, ms: u64, key: u64) {
         self.frag(chid, session, ms, |f| f.key = Some(key));
     }
 
     /// The follower began cutting fragment `ms`, which follows `prev`.
-    pub fn begin(&self, chid: &ChannelId, session: &str, ms: u64, prev: Prev) {
+    pub(crate) fn begin(&self, chid: &ChannelId, session: &str, ms: u64, prev: Prev) {
         self.frag(chid, session, ms, |f| {
             f.prev = Some(prev);
             f.slots.clear();
@@ -354,7 +354,7 @@ impl Hub {
     }
 
     /// Part `index` of fragment `ms` was cut and is being stored.
-    pub fn cut(&self, chid: &ChannelId, session: &str, ms: u64, index: usize, part: Part) {
+    pub(crate) fn cut(&self, chid: &ChannelId, session: &str, ms: u64, index: usize, part: Part) {
         self.frag(chid, session, ms, |f| {
             if f.slots.len() == index {
                 f.slots.push(Slot::Pending(part));
@@ -363,7 +363,7 @@ impl Hub {
     }
 
     /// Part `index` of fragment `ms` was stored (`ok`) or not.
-    pub fn stored(&self, chid: &ChannelId, session: &str, ms: u64, index: usize, ok: bool) {
+    pub(crate) fn stored(&self, chid: &ChannelId, session: &str, ms: u64, index: usize, ok: bool) {
         self.frag(chid, session, ms, |f| {
             if let Some(slot) = f.slots.get_mut(index) {
                 *slot = match (ok, std::mem::replace(slot, Slot::Failed)) {
@@ -376,7 +376,7 @@ impl Hub {
 
     /// Fragment `ms` is cut whole (every part it will have was cut) or
     /// abandoned (`ok == false`: its parts are never listed).
-    pub fn complete(&self, chid: &ChannelId, session: &str, ms: u64, ok: bool) {
+    pub(crate) fn complete(&self, chid: &ChannelId, session: &str, ms: u64, ok: bool) {
         self.frag(chid, session, ms, |f| {
             f.complete = true;
             if !ok {
@@ -387,7 +387,7 @@ impl Hub {
 
     /// Fragments of `session` whose parts left the playlist more than
     /// `grace` ago, with their part counts; they are marked deleted.
-    pub fn take_dropped(
+    pub(crate) fn take_dropped(
         &self,
         chid: &ChannelId,
         session: &str,
@@ -410,7 +410,7 @@ impl Hub {
     /// The session is over: its fragments are forgotten, and the channel
     /// with its last session (`/play` then serves the stored playlist;
     /// blocking reloads still waiting get 503).
-    pub fn forget(&self, chid: &ChannelId, session: &str) {
+    pub(crate) fn forget(&self, chid: &ChannelId, session: &str) {
         let mut chans = self.chans.lock().unwrap_or_else(|p| p.into_inner());
         let Some(chan) = chans.get_mut(chid) else {
             return;
@@ -425,7 +425,7 @@ impl Hub {
     }
 
     /// The sessions with fragments on the channel.
-    pub fn sessions(&self, chid: &ChannelId) -> Vec<String> {
+    pub(crate) fn sessions(&self, chid: &ChannelId) -> Vec<String> {
         let chans = self.chans.lock().unwrap_or_else(|p| p.into_inner());
         let mut out: Vec<String> = chans
             .get(chid)
@@ -436,7 +436,7 @@ impl Hub {
     }
 
     /// The channel's model, once its stored window is known.
-    pub fn subscribe(&self, chid: &ChannelId) -> Option<watch::Receiver<Arc<LlPlaylist>>> {
+    pub(crate) fn subscribe(&self, chid: &ChannelId) -> Option<watch::Receiver<Arc<LlPlaylist>>> {
         let chans = self.chans.lock().unwrap_or_else(|p| p.into_inner());
         let chan = chans.get(chid)?;
         chan.base.as_ref()?;
@@ -444,7 +444,7 @@ impl Hub {
     }
 
     /// A place among the waiting blocking reloads, if one is free.
-    pub fn waiter(&self) -> Option<Waiter<'_>> {
+    pub(crate) fn waiter(&self) -> Option<Waiter<'_>> {
         let n = self.waiters.fetch_add(1, Ordering::Relaxed);
         let w = Waiter(&self.waiters);
         (n < self.max_waiters).then_some(w)

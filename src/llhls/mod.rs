@@ -10,8 +10,8 @@
 //! bucket's own playlist stays plain RFC 8216: parts only ever add to what
 //! `/play` answers.
 
-pub mod cut;
-pub mod follow;
-pub mod hub;
-pub mod playlist;
-pub mod ts;
+pub(crate) mod cut;
+pub(crate) mod follow;
+pub(crate) mod hub;
+pub(crate) mod playlist;
+pub(crate) mod ts;

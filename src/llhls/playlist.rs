@@ -24,7 +24,7 @@ use std::fmt::Write;
 
 /// One partial segment.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
+pub(crate) struct Part {
     /// Relative to the playlist, like segment URIs.
     pub uri: String,
     pub duration_ms: u64,
@@ -33,7 +33,7 @@ pub struct Part {
 
 /// A stored segment of the live window.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Segment {
+pub(crate) struct Segment {
     pub uri: String,
     /// `#EXTINF` as the stored playlist states it.
     pub extinf: String,
@@ -47,14 +47,14 @@ pub struct Segment {
 /// The segment nginx is writing (its sequence number follows the window's
 /// last).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Tail {
+pub(crate) struct Tail {
     pub discontinuity: bool,
     pub parts: Vec<Part>,
 }
 
 /// The model of one LL playlist.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct LlPlaylist {
+pub(crate) struct LlPlaylist {
     pub target_duration: u64,
     pub part_target_ms: u64,
     pub media_sequence: u64,
@@ -66,7 +66,7 @@ pub struct LlPlaylist {
 
 /// A blocking reload's answer, decided on the current model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readiness {
+pub(crate) enum Readiness {
     /// Answer now.
     Ready,
     /// Wait for a newer model.
@@ -77,7 +77,7 @@ pub enum Readiness {
 
 /// A parsed `_HLS_*` query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Directives {
+pub(crate) struct Directives {
     pub msn: Option<u64>,
     pub part: Option<u64>,
     pub skip: bool,
@@ -85,7 +85,7 @@ pub struct Directives {
 
 /// A `_HLS_*` parameter that cannot be honoured.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum DirectiveError {
+pub(crate) enum DirectiveError {
     #[error("{0} must be a non-negative integer")]
     NotANumber(&'static str),
     #[error("_HLS_part needs _HLS_msn")]
@@ -96,7 +96,9 @@ pub enum DirectiveError {
 
 impl Directives {
     /// Reads `_HLS_msn`, `_HLS_part` and `_HLS_skip` from a query.
-    pub fn parse(get: impl Fn(&str) -> Option<String>) -> Result<Directives, DirectiveError> {
+    pub(crate) fn parse(
+        get: impl Fn(&str) -> Option<String>,
+    ) -> Result<Directives, DirectiveError> {
         let num = |name: &'static str| {
             get(name)
                 .map(|v| {
@@ -126,7 +128,7 @@ fn secs(ms: u64) -> String {
 impl LlPlaylist {
     /// The sequence number of the segment in progress (one past the last
     /// stored).
-    pub fn next_msn(&self) -> u64 {
+    pub(crate) fn next_msn(&self) -> u64 {
         self.media_sequence + self.segments.len() as u64
     }
 
@@ -142,7 +144,7 @@ impl LlPlaylist {
 
     /// Whether a blocking reload for segment `msn` (part `part`) can be
     /// answered from this model.
-    pub fn readiness(&self, msn: u64, part: Option<u64>) -> Readiness {
+    pub(crate) fn readiness(&self, msn: u64, part: Option<u64>) -> Readiness {
         if self.ended {
             return Readiness::Ready;
         }
@@ -176,7 +178,7 @@ impl LlPlaylist {
     }
 
     /// The URI of part `part` of segment `msn`, if the model lists it.
-    pub fn part_uri(&self, msn: u64, part: u64) -> Option<&str> {
+    pub(crate) fn part_uri(&self, msn: u64, part: u64) -> Option<&str> {
         let parts = if msn == self.next_msn() {
             &self.tail.as_ref()?.parts
         } else {
@@ -189,7 +191,7 @@ impl LlPlaylist {
 
     /// How many segments a delta update skips: those that start before the
     /// skip boundary, `CAN-SKIP-UNTIL` before the end of the playlist.
-    pub fn skippable(&self) -> usize {
+    pub(crate) fn skippable(&self) -> usize {
         let total: u64 = self.segments.iter().map(|s| s.duration_ms).sum::<u64>()
             + self
                 .tail
@@ -218,7 +220,7 @@ impl LlPlaylist {
 
     /// The playlist text with URIs relative to it; a delta update when
     /// `skip` (and anything can be skipped).
-    pub fn render(&self, skip: bool) -> String {
+    pub(crate) fn render(&self, skip: bool) -> String {
         let mut out = String::with_capacity(256 + self.segments.len() * 400);
         let _ = write!(
             out,

@@ -12,7 +12,7 @@
 //! that does not begin its fragment can be made decodable on its own.
 
 /// The size of an MPEG-TS packet.
-pub const PACKET: usize = 188;
+pub(crate) const PACKET: usize = 188;
 
 /// Stream types of the PMT taken as video (MPEG-2, MPEG-4 part 2, H.264, HEVC).
 const VIDEO_TYPES: [u8; 4] = [0x02, 0x10, 0x1b, 0x24];
@@ -21,7 +21,7 @@ const AUDIO_TYPES: [u8; 5] = [0x03, 0x04, 0x0f, 0x11, 0x81];
 
 /// Where one access unit of the media stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FrameStart {
+pub(crate) struct FrameStart {
     /// Byte offset of its first packet in the fragment.
     pub offset: u64,
     /// Its decode time stamp (90 kHz): the DTS when the PES header has one,
@@ -36,14 +36,14 @@ pub struct FrameStart {
 
 /// The fragment is not MPEG-TS as expected.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum TsError {
+pub(crate) enum TsError {
     #[error("no sync byte at offset {0}")]
     Sync(u64),
 }
 
 /// The scanner's state over one fragment.
 #[derive(Debug, Default)]
-pub struct Scanner {
+pub(crate) struct Scanner {
     offset: u64,
     pmt_pid: Option<u16>,
     video_pid: Option<u16>,
@@ -54,17 +54,12 @@ pub struct Scanner {
 
 impl Scanner {
     /// A scanner at the start of a fragment.
-    pub fn new() -> Scanner {
+    pub(crate) fn new() -> Scanner {
         Scanner::default()
     }
 
-    /// Bytes scanned so far.
-    pub fn offset(&self) -> u64 {
-        self.offset
-    }
-
     /// The fragment's PAT and PMT packets, once both were seen.
-    pub fn psi(&self) -> Option<[u8; 2 * PACKET]> {
+    pub(crate) fn psi(&self) -> Option<[u8; 2 * PACKET]> {
         let (pat, pmt) = (self.pat?, self.pmt?);
         let mut out = [0u8; 2 * PACKET];
         out[..PACKET].copy_from_slice(&pat);
@@ -75,7 +70,11 @@ impl Scanner {
     /// Scans the next whole packets of `data` (a multiple of [`PACKET`];
     /// any trailing partial packet is left for the caller to feed again)
     /// and appends the frame starts found. Returns the bytes consumed.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<FrameStart>) -> Result<usize, TsError> {
+    pub(crate) fn push(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<FrameStart>,
+    ) -> Result<usize, TsError> {
         let mut used = 0;
         for pkt in data.chunks_exact(PACKET) {
             if pkt[0] != 0x47 {
@@ -217,11 +216,11 @@ fn has_idr(payload: &[u8]) -> bool {
 /// Synthesized MPEG-TS for tests: a PAT, a PMT with one H.264 stream
 /// (PID 0x100) and one AAC stream (0x101), and PES packets.
 #[cfg(test)]
-pub mod synth {
+pub(crate) mod synth {
     use super::PACKET;
 
-    pub const VIDEO: u16 = 0x100;
-    pub const AUDIO: u16 = 0x101;
+    pub(crate) const VIDEO: u16 = 0x100;
+    pub(crate) const AUDIO: u16 = 0x101;
 
     fn header(pid: u16, pusi: bool, cc: u8) -> [u8; 4] {
         [
@@ -241,7 +240,7 @@ pub mod synth {
     }
 
     /// PAT then PMT.
-    pub fn psi() -> Vec<u8> {
+    pub(crate) fn psi() -> Vec<u8> {
         // PAT: program 1 → PMT PID 0x1000 (CRC left as zeros: not checked).
         let pat = [
             0x00, 0xb0, 13, 0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00, 0, 0, 0, 0,
@@ -268,7 +267,7 @@ pub mod synth {
     }
 
     /// [`frame`] with a PTS and a DTS (a B-frame stream).
-    pub fn frame_with_dts(pid: u16, pts: u64, dts: u64, packets: usize) -> Vec<u8> {
+    pub(crate) fn frame_with_dts(pid: u16, pts: u64, dts: u64, packets: usize) -> Vec<u8> {
         let mut out = frame(pid, pts, false, packets);
         // PES header: flags PTS+DTS, header length 10.
         out[4 + 2 + 7] = 0xc0;
@@ -280,7 +279,7 @@ pub mod synth {
 
     /// One frame of `packets` packets on `pid` with this PTS; a keyframe
     /// carries the random access indicator.
-    pub fn frame(pid: u16, pts: u64, key: bool, packets: usize) -> Vec<u8> {
+    pub(crate) fn frame(pid: u16, pts: u64, key: bool, packets: usize) -> Vec<u8> {
         let mut out = Vec::new();
         for i in 0..packets.max(1) {
             let mut p = Vec::with_capacity(PACKET);

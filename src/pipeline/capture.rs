@@ -21,21 +21,21 @@
 
 use std::path::{Path, PathBuf};
 
-pub use crate::nofollow::{Identity, identity};
+pub(crate) use crate::nofollow::{Identity, identity};
 use crate::nofollow::{identity_of, not_regular, open_nofollow};
 
 /// After a crash: finishes the move of `key`'s fragment into `dir` if the
 /// crash came between its two renames, and the file under the intermediate
 /// name is still the version closed with identity `closed` (the journal's).
 /// Returns whether `dir/<key>.ts` now holds it.
-pub fn finish_move(dir: &Path, key_ms: u64, closed: Identity) -> bool {
+pub(crate) fn finish_move(dir: &Path, key_ms: u64, closed: Identity) -> bool {
     let moving = dir.join(moving_name(key_ms));
     identity(&moving).is_ok_and(|i| i == closed)
         && std::fs::rename(&moving, dir.join(capture_name(key_ms))).is_ok()
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum CaptureError {
+pub(crate) enum CaptureError {
     /// nginx rewrote the name while it was read: these bytes are a mix of
     /// two versions. The new version's own close event captures it.
     #[error("fragment changed while it was being captured")]
@@ -45,7 +45,7 @@ pub enum CaptureError {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum MoveError {
+pub(crate) enum MoveError {
     /// `dir` is on another filesystem than `src`: copy instead.
     #[error("capture directory on another filesystem")]
     CrossDevice,
@@ -60,13 +60,13 @@ impl From<std::io::Error> for MoveError {
 }
 
 /// The capture file of the fragment keyed `key_ms`: named by its object key.
-pub fn capture_name(key_ms: u64) -> String {
+pub(crate) fn capture_name(key_ms: u64) -> String {
     format!("{key_ms}.ts")
 }
 
 /// The name a fragment is moved to before it is checked; recovery adopts it
 /// only if it still has the identity the journal recorded at the close.
-pub fn moving_name(key_ms: u64) -> String {
+pub(crate) fn moving_name(key_ms: u64) -> String {
     format!("{key_ms}.ts.moving")
 }
 
@@ -76,7 +76,7 @@ pub fn moving_name(key_ms: u64) -> String {
 /// and [`CaptureError::Changed`] returned; its next close captures it. The
 /// check happens under an intermediate name ([`moving_name`]), so a file
 /// under the final name is always the version that was closed.
-pub fn move_fragment(
+pub(crate) fn move_fragment(
     src: &Path,
     dir: &Path,
     key_ms: u64,
@@ -119,7 +119,7 @@ pub fn move_fragment(
 /// read; fails if the file changed while it was being read. `durable` (a
 /// capture going straight to the on-disk spool) fsyncs the file and the
 /// directory before the capture counts, as a move to the spool does.
-pub fn copy_fragment(
+pub(crate) fn copy_fragment(
     src: &Path,
     dir: &Path,
     key_ms: u64,
@@ -156,7 +156,7 @@ pub fn copy_fragment(
 /// Moves a capture file to the on-disk spool durably: copy, fsync, fsync the
 /// directory, then remove the tmpfs copy. A crash in between leaves two
 /// identical copies, which is harmless.
-pub fn move_to_spool(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+pub(crate) fn move_to_spool(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
     let name = file
         .file_name()
         .ok_or_else(|| std::io::Error::other("capture file without a name"))?;
@@ -176,7 +176,7 @@ pub fn move_to_spool(file: &Path, dir: &Path) -> std::io::Result<PathBuf> {
 }
 
 /// Fraction of the filesystem holding `path` that is in use (0.0–1.0).
-pub fn fs_usage(path: &Path) -> std::io::Result<f64> {
+pub(crate) fn fs_usage(path: &Path) -> std::io::Result<f64> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let c = CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)?;

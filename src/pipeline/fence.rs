@@ -14,13 +14,13 @@
 //!   a fence hands over and [`super::fenced_write`] decides with.
 
 use crate::live::ChannelId;
-pub use crate::session::Resume;
+pub(crate) use crate::session::Resume;
 use crate::store::{Conditional, StoreError, Versioned};
 use futures::future::BoxFuture;
 
 /// What this node knows of a channel's playlist object in the bucket.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Known {
+pub(crate) enum Known {
     /// Nothing (never written or read here, or a PUT answered without an
     /// ETag): the object is read before a conditional PUT.
     #[default]
@@ -33,12 +33,12 @@ pub enum Known {
 
 impl Known {
     /// What a PUT's answer says: the new object's ETag, if it gave one.
-    pub fn stored(etag: Option<String>) -> Known {
+    pub(crate) fn stored(etag: Option<String>) -> Known {
         etag.map_or(Known::Unknown, Known::Etag)
     }
 
     /// What a read of the object says (a missing object is [`Known::Absent`]).
-    pub fn read(result: Result<Versioned, StoreError>) -> Result<Known, StoreError> {
+    pub(crate) fn read(result: Result<Versioned, StoreError>) -> Result<Known, StoreError> {
         match result {
             Ok(v) => Ok(Known::stored(v.etag)),
             Err(StoreError::NotFound { .. }) => Ok(Known::Absent),
@@ -49,7 +49,7 @@ impl Known {
 
 /// The answer of a [`Fence`] for one write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FenceVerdict {
+pub(crate) enum FenceVerdict {
     /// This node holds the channel: write.
     Write,
     /// This node cannot tell (coordinator unreachable, its lease possibly
@@ -63,7 +63,7 @@ pub enum FenceVerdict {
 }
 
 /// Whether this node may write a channel's shared objects now.
-pub trait Fence: Send + Sync {
+pub(crate) trait Fence: Send + Sync {
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict>;
 
     /// After [`FenceVerdict::Write`]: the instant past which the write must

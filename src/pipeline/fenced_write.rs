@@ -11,12 +11,12 @@
 //! plain, as on a single node.
 
 use super::fence::FenceVerdict;
-pub use super::fence::Known;
+pub(crate) use super::fence::Known;
 use crate::store::{Conditional, Precondition, if_match_value};
 
 /// How the next PUT of a playlist is made.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Attempt {
+pub(crate) enum Attempt {
     /// No conditional writes: a plain PUT.
     Plain,
     /// A PUT under this condition.
@@ -28,7 +28,7 @@ pub enum Attempt {
 
 /// The PUT to make, given the store's conditional writes and what this node
 /// knows of the object.
-pub fn attempt(mode: Conditional, known: &Known) -> Attempt {
+pub(crate) fn attempt(mode: Conditional, known: &Known) -> Attempt {
     match (mode, known) {
         (Conditional::Unsupported, _) => Attempt::Plain,
         (Conditional::Supported { .. }, Known::Unknown) => Attempt::ReadFirst,
@@ -42,7 +42,7 @@ pub fn attempt(mode: Conditional, known: &Known) -> Attempt {
 /// What follows a refused conditional PUT (someone wrote the playlist since
 /// this node last wrote or read it), once the fence has been asked again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AfterRefusal {
+pub(crate) enum AfterRefusal {
     /// Another node holds the channel: the playlist is theirs, this version
     /// is dropped for good.
     Drop,
@@ -61,7 +61,7 @@ pub enum AfterRefusal {
 
 /// `verdict`: the fence's answer asked after the refusal; `reread`: the
 /// refused PUT was already the retry with a freshly read ETag.
-pub fn after_refusal(verdict: FenceVerdict, reread: bool) -> AfterRefusal {
+pub(crate) fn after_refusal(verdict: FenceVerdict, reread: bool) -> AfterRefusal {
     match (verdict, reread) {
         (FenceVerdict::Yield, _) => AfterRefusal::Drop,
         (FenceVerdict::Hold, _) => AfterRefusal::Hold,

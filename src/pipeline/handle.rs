@@ -12,7 +12,7 @@ use super::watch::FsEvent;
 use crate::live::ChannelId;
 use crate::session::SessionMeta;
 
-pub enum Msg {
+pub(crate) enum Msg {
     Fs(FsEvent),
     /// `on_publish` approved a session.
     Started(Box<SessionMeta>),
@@ -31,27 +31,27 @@ impl From<FsEvent> for Msg {
 
 /// The sending side, held by the HTTP hooks.
 #[derive(Clone)]
-pub struct PipelineHandle {
+pub(crate) struct PipelineHandle {
     tx: UnboundedSender<Msg>,
 }
 
 impl PipelineHandle {
-    pub fn started(&self, meta: SessionMeta) {
+    pub(crate) fn started(&self, meta: SessionMeta) {
         let _ = self.tx.send(Msg::Started(Box::new(meta)));
     }
-    pub fn done(&self, id: &str) {
+    pub(crate) fn done(&self, id: &str) {
         let _ = self.tx.send(Msg::Done(id.to_owned()));
     }
-    pub fn sender(&self) -> UnboundedSender<Msg> {
+    pub(crate) fn sender(&self) -> UnboundedSender<Msg> {
         self.tx.clone()
     }
 }
 
 /// The newest stored live playlist of each channel, so `/play` can answer
 /// without a round trip to S3.
-pub type LiveCache = Arc<std::sync::RwLock<HashMap<ChannelId, String>>>;
+pub(crate) type LiveCache = Arc<std::sync::RwLock<HashMap<ChannelId, String>>>;
 
-pub fn channel() -> (PipelineHandle, UnboundedReceiver<Msg>) {
+pub(crate) fn channel() -> (PipelineHandle, UnboundedReceiver<Msg>) {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     (PipelineHandle { tx }, rx)
 }

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "t", rename_all = "snake_case")]
-pub enum Entry {
+pub(crate) enum Entry {
     /// Fragment file `name` (size, mtime) is being copied to capture key `key`.
     Captured {
         name: String,
@@ -57,14 +57,14 @@ pub enum Entry {
     },
 }
 
-pub struct Journal {
+pub(crate) struct Journal {
     path: PathBuf,
     file: File,
 }
 
 impl Journal {
     /// Opens (creating) the journal and returns what it already holds.
-    pub fn open(path: &Path) -> std::io::Result<(Journal, Vec<Entry>)> {
+    pub(crate) fn open(path: &Path) -> std::io::Result<(Journal, Vec<Entry>)> {
         let bytes = match std::fs::read(path) {
             Ok(b) => b,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
@@ -90,20 +90,16 @@ impl Journal {
         ))
     }
 
-    pub fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
+    pub(crate) fn append(&mut self, entry: &Entry) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
         line.push(b'\n');
         // One write call per line keeps lines whole in the common case.
         self.file.write_all(&line)
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     /// Replaces the journal with `entries` (compaction): written to a temp
     /// file and renamed over, so a crash leaves the old or the new journal.
-    pub fn rewrite(&mut self, entries: &[Entry]) -> std::io::Result<()> {
+    pub(crate) fn rewrite(&mut self, entries: &[Entry]) -> std::io::Result<()> {
         let mut body = Vec::new();
         for e in entries {
             serde_json::to_writer(&mut body, e).map_err(std::io::Error::other)?;

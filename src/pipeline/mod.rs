@@ -29,18 +29,18 @@
 //! `watch` · `fence` · `capture`, `journal`, `timestamps`. Below them all,
 //! `crate::live` (the channel window), `crate::llhls` and `crate::session`.
 
-pub mod actor;
-pub mod capture;
-pub mod fence;
-pub mod fenced_write;
-pub mod handle;
-pub mod journal;
-pub mod machine;
-pub mod parked;
-pub mod retry;
-pub mod timestamps;
-pub mod upload;
-pub mod watch;
+pub(crate) mod actor;
+pub(crate) mod capture;
+pub(crate) mod fence;
+pub(crate) mod fenced_write;
+pub(crate) mod handle;
+pub(crate) mod journal;
+pub(crate) mod machine;
+pub(crate) mod parked;
+pub(crate) mod retry;
+pub(crate) mod timestamps;
+pub(crate) mod upload;
+pub(crate) mod watch;
 
-pub use actor::{Pipeline, Shared};
-pub use handle::{LiveCache, Msg, PipelineHandle, channel};
+pub(crate) use actor::{Pipeline, Shared};
+pub(crate) use handle::{LiveCache, PipelineHandle, channel};

@@ -39,13 +39,13 @@ struct Registry {
 /// The parked uploads of every channel this node uploads for; cheap to
 /// clone (shared).
 #[derive(Clone, Default)]
-pub struct ParkedUploads {
+pub(crate) struct ParkedUploads {
     inner: Arc<Mutex<Registry>>,
 }
 
 /// What a channel's parked uploads add up to.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ChannelParked {
+pub(crate) struct ChannelParked {
     /// Jobs parked now (fragments, playlist, manifests).
     pub uploads: usize,
     /// The S3 code of the latest refusal among them.
@@ -56,7 +56,7 @@ pub struct ChannelParked {
 
 impl ParkedUploads {
     /// A handle for one upload job of `channel` in `bucket`, not parked yet.
-    pub fn job(&self, bucket: &str, channel: &str) -> ParkedJob {
+    pub(crate) fn job(&self, bucket: &str, channel: &str) -> ParkedJob {
         let mut reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         reg.next_id += 1;
         ParkedJob {
@@ -68,7 +68,7 @@ impl ParkedUploads {
 
     /// The parked uploads of `channel` in `bucket`; `None` when there are
     /// none.
-    pub fn of(&self, bucket: &str, channel: &str) -> Option<ChannelParked> {
+    pub(crate) fn of(&self, bucket: &str, channel: &str) -> Option<ChannelParked> {
         let reg = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let jobs = reg
             .by_channel
@@ -89,7 +89,7 @@ fn summarize(jobs: &BTreeMap<u64, Entry>) -> Option<ChannelParked> {
 }
 
 /// One upload job's place in [`ParkedUploads`]; off the list when dropped.
-pub struct ParkedJob {
+pub(crate) struct ParkedJob {
     registry: ParkedUploads,
     at: (String, String),
     id: u64,
@@ -99,7 +99,7 @@ impl ParkedJob {
     /// Notes an attempt's outcome: `Some(code)` for a final answer (the job
     /// is parked; the time it was first parked is kept across attempts),
     /// `None` for anything else (not parked).
-    pub fn note(&self, final_code: Option<&str>) {
+    pub(crate) fn note(&self, final_code: Option<&str>) {
         self.note_at(final_code, crate::clock::unix_now());
     }
 

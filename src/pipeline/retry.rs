@@ -20,7 +20,7 @@ use crate::store::StoreError;
 
 /// Why an attempt failed.
 #[derive(Debug, thiserror::Error)]
-pub enum UploadError {
+pub(crate) enum UploadError {
     /// The local copy could not be read (it is looked for again next time).
     #[error("reading {path}: {source}")]
     Read {
@@ -90,7 +90,7 @@ async fn next_reload(keys: &mut watch::Receiver<u64>) {
 
 /// Full-jitter exponential backoff: a random wait in `[0, min(cap, base·1.5^n)]`,
 /// at least 50 ms so a dead server is not hammered.
-pub fn backoff(attempt: u32, cap: Duration) -> Duration {
+pub(crate) fn backoff(attempt: u32, cap: Duration) -> Duration {
     let base = 0.2_f64 * 1.5_f64.powi(attempt.min(40) as i32);
     let ceiling = base.min(cap.as_secs_f64());
     let jittered = ceiling * rand::random::<f64>();
@@ -103,7 +103,7 @@ pub fn backoff(attempt: u32, cap: Duration) -> Duration {
 ///
 /// A final answer parks the job ([`UploadError::is_final_answer`]): the next
 /// attempt comes after `max_backoff`, or as soon as `reloads` changes.
-pub async fn until_stored<F, Fut>(
+pub(crate) async fn until_stored<F, Fut>(
     what: &str,
     permits: &Arc<Semaphore>,
     cancel: &CancellationToken,

@@ -30,7 +30,7 @@ const END_BYTES: u64 = 188 * 1024;
 
 /// What the pipeline reads from a kept fragment's own bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Facts {
+pub(crate) struct Facts {
     /// Its duration in ms from its timestamps ([`span_ms`]).
     pub media_ms: Option<u64>,
     /// Whether its first video frame is a keyframe ([`keyframe_start`]).
@@ -39,7 +39,7 @@ pub struct Facts {
 
 /// [`Facts`] of the MPEG-TS file at `path`, from two small reads; each
 /// `None` when the file cannot be read or lacks what it needs.
-pub fn facts(path: &Path) -> Facts {
+pub(crate) fn facts(path: &Path) -> Facts {
     let read = || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
         let mut f = std::fs::File::open(path)?;
         let len = f.metadata()?.len();
@@ -63,14 +63,14 @@ pub fn facts(path: &Path) -> Facts {
 
 /// The duration of the MPEG-TS file at `path`, in ms, from its timestamps;
 /// `None` when it cannot be read or holds no PTS.
-pub fn media_ms(path: &Path) -> Option<u64> {
+pub(crate) fn media_ms(path: &Path) -> Option<u64> {
     facts(path).media_ms
 }
 
 /// Whether the first video PES in `head` (a file's first bytes, from a
 /// packet boundary) starts with the random access indicator, i.e. is a
 /// keyframe; `None` when `head` holds no video PES start.
-pub fn keyframe_start(head: &[u8]) -> Option<bool> {
+pub(crate) fn keyframe_start(head: &[u8]) -> Option<bool> {
     head.chunks_exact(PACKET)
         .filter(|p| p[0] == SYNC && p[1] & 0x40 != 0)
         .find_map(|p| {
@@ -89,7 +89,7 @@ pub fn keyframe_start(head: &[u8]) -> Option<bool> {
 /// `tail` (its last bytes, may be empty when `head` is the whole file) span,
 /// plus one frame of the stream with the most timestamps; `None` without
 /// two distinct timestamps.
-pub fn span_ms(head: &[u8], tail: &[u8]) -> Option<u64> {
+pub(crate) fn span_ms(head: &[u8], tail: &[u8]) -> Option<u64> {
     let mut stamps: Vec<(u16, u64)> = pts(head).collect();
     stamps.extend(pts(tail));
     let &(_, first) = stamps.first()?;

@@ -59,7 +59,7 @@ use crate::store::{ObjectMeta, PutFileError, PutIf, Store};
 
 /// Where a fragment job's bytes are: the file first, then its twin in the
 /// other area (a capture may move to the spool while it waits).
-pub struct FragmentFiles {
+pub(crate) struct FragmentFiles {
     pub file: PathBuf,
     pub twin: Option<PathBuf>,
 }
@@ -93,7 +93,7 @@ impl Drop for ReleaseSlotOnPanic {
 }
 
 #[derive(Clone)]
-pub struct Uploader {
+pub(crate) struct Uploader {
     store: Store,
     metrics: Arc<Metrics>,
     media: Arc<Semaphore>,
@@ -112,7 +112,7 @@ pub struct Uploader {
     parked: ParkedUploads,
 }
 
-pub struct UploaderConfig {
+pub(crate) struct UploaderConfig {
     pub concurrency: usize,
     pub max_backoff: Duration,
     pub playlist_cache_control: String,
@@ -124,7 +124,7 @@ pub struct UploaderConfig {
 }
 
 impl Uploader {
-    pub fn new(
+    pub(crate) fn new(
         store: Store,
         metrics: Arc<Metrics>,
         cfg: UploaderConfig,
@@ -151,7 +151,7 @@ impl Uploader {
 
     /// Starts `job`; its [`Stored`] report comes back as [`Msg::Stored`].
     /// `files` locates a fragment job's bytes.
-    pub fn submit(&self, job: Job, files: Option<FragmentFiles>) {
+    pub(crate) fn submit(&self, job: Job, files: Option<FragmentFiles>) {
         match job {
             Job::Fragment {
                 session,

@@ -19,7 +19,7 @@ use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask, Watches};
 use tokio::sync::mpsc::UnboundedSender;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FsEvent {
+pub(crate) enum FsEvent {
     /// A `.ts` fragment was closed after writing.
     FragmentClosed(PathBuf),
     /// A playlist was renamed into place.
@@ -39,7 +39,12 @@ const SESSION_MASK: WatchMask = WatchMask::CLOSE_WRITE.union(WatchMask::MOVED_TO
 
 /// The pipeline's event for inotify's `mask` on `name` in `dir`; `root`:
 /// `dir` is the HLS directory itself.
-pub fn classify(dir: &Path, root: bool, mask: EventMask, name: Option<&OsStr>) -> Option<FsEvent> {
+pub(crate) fn classify(
+    dir: &Path,
+    root: bool,
+    mask: EventMask,
+    name: Option<&OsStr>,
+) -> Option<FsEvent> {
     if mask.contains(EventMask::Q_OVERFLOW) {
         return Some(FsEvent::Rescan);
     }
@@ -63,7 +68,7 @@ pub fn classify(dir: &Path, root: bool, mask: EventMask, name: Option<&OsStr>) -
 }
 
 /// Watching stops when this is dropped.
-pub struct Watcher {
+pub(crate) struct Watcher {
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -75,7 +80,7 @@ impl Drop for Watcher {
 
 /// Starts watching `dir` and its session directories; events go to `tx`
 /// until the returned watcher is dropped. Must run inside a tokio runtime.
-pub fn watch<T: From<FsEvent> + Send + 'static>(
+pub(crate) fn watch<T: From<FsEvent> + Send + 'static>(
     dir: &Path,
     tx: UnboundedSender<T>,
 ) -> std::io::Result<Watcher> {

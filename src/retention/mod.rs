@@ -36,7 +36,7 @@
 //! when their manifest is written, which only a period shorter than the
 //! upload backlog can give.
 
-pub mod plan;
+pub(crate) mod plan;
 
 use std::collections::BTreeSet;
 use std::sync::{Arc, RwLock};
@@ -58,14 +58,14 @@ use plan::{Found, Inputs, Listed, PlaylistSeen, Step, Where};
 /// Most objects of each kind listed (and manifests read) per round; the
 /// rounds repeat until nothing is left, so memory stays bounded on a
 /// bucket that never had retention before.
-pub const ROUND_OBJECTS: usize = 10_000;
+pub(crate) const ROUND_OBJECTS: usize = 10_000;
 /// Most manifests read per round.
-pub const ROUND_MANIFESTS: usize = 500;
+pub(crate) const ROUND_MANIFESTS: usize = 500;
 /// The largest stored playlist read to find the fragments it names.
 const MAX_PLAYLIST_BYTES: usize = 32 << 20;
 
 #[derive(Debug, thiserror::Error)]
-pub enum RetentionError {
+pub(crate) enum RetentionError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("channel record: {0}")]
@@ -92,7 +92,7 @@ impl RetentionError {
 
 /// What one sweep did (or, in a dry run, would do).
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     pub dry_run: bool,
     pub channels: usize,
     pub objects: usize,
@@ -116,7 +116,7 @@ struct Mode {
 }
 
 /// The sweep's dependencies.
-pub struct Retention {
+pub(crate) struct Retention {
     config: RwLock<Arc<Config>>,
     store: Store,
     channels: Arc<crate::channels::ChannelStore>,
@@ -128,7 +128,7 @@ pub struct Retention {
 }
 
 impl Retention {
-    pub fn new(
+    pub(crate) fn new(
         config: Arc<Config>,
         store: Store,
         channels: Arc<crate::channels::ChannelStore>,
@@ -148,7 +148,7 @@ impl Retention {
     }
 
     /// Takes a reloaded configuration (periods, batch size, dry run).
-    pub fn set_config(&self, config: Arc<Config>) {
+    pub(crate) fn set_config(&self, config: Arc<Config>) {
         *self.config.write().unwrap_or_else(|p| p.into_inner()) = config;
     }
 
@@ -161,7 +161,7 @@ impl Retention {
 
     /// Sweeps every `interval_secs` (the first one interval after start)
     /// until `cancel`.
-    pub async fn run(self: Arc<Self>, cancel: CancellationToken) {
+    pub(crate) async fn run(self: Arc<Self>, cancel: CancellationToken) {
         loop {
             let wait = Duration::from_secs(self.config().retention.interval_secs);
             tokio::select! {
@@ -178,7 +178,7 @@ impl Retention {
 
     /// One sweep of every bucket; `keep_keys`: list every key in the
     /// report (always in a dry run).
-    pub async fn sweep(&self, dry_run: bool, keep_keys: bool) -> Report {
+    pub(crate) async fn sweep(&self, dry_run: bool, keep_keys: bool) -> Report {
         let _one = self.running.lock().await;
         let cfg = self.config();
         let started = Instant::now();
@@ -569,7 +569,10 @@ fn listed(o: ListedObject) -> Listed {
 
 /// A channel's retention period (seconds; 0 keeps everything): its
 /// record's `RetentionSeconds`, else `[retention] default_period_secs`.
-pub fn period_of(record: Option<&crate::oss::channel::LiveChannelConfig>, cfg: &Config) -> u64 {
+pub(crate) fn period_of(
+    record: Option<&crate::oss::channel::LiveChannelConfig>,
+    cfg: &Config,
+) -> u64 {
     record
         .and_then(|c| c.retention_secs)
         .unwrap_or(cfg.retention.default_period_secs)
@@ -577,14 +580,14 @@ pub fn period_of(record: Option<&crate::oss::channel::LiveChannelConfig>, cfg: &
 
 /// The oldest fragment time a VOD answer may still name for a channel
 /// (epoch ms): anything older may have been swept. 0 when nothing expires.
-pub fn oldest_kept_ms(period_secs: u64, now_ms: u64) -> u64 {
+pub(crate) fn oldest_kept_ms(period_secs: u64, now_ms: u64) -> u64 {
     plan::cutoff_ms(now_ms, period_secs).unwrap_or(0)
 }
 
 /// The buckets swept and the key each is swept with: every bucket an
 /// enabled key names explicitly, with the first such key; then the enabled
 /// keys allowed every bucket (`"*"`), whose buckets are found by ListBuckets.
-pub fn buckets(cfg: &Config) -> (Vec<(String, String)>, Vec<String>) {
+pub(crate) fn buckets(cfg: &Config) -> (Vec<(String, String)>, Vec<String>) {
     let mut out: Vec<(String, String)> = Vec::new();
     let mut wildcard = Vec::new();
     for k in cfg.keys.iter().filter(|k| !k.disabled) {

@@ -30,7 +30,7 @@ use crate::index::{IndexedFragment, Manifest};
 
 /// One listed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
+pub(crate) struct Listed {
     pub key: String,
     pub size: u64,
     /// Its LastModified, epoch ms (0 when the store did not say).
@@ -39,7 +39,7 @@ pub struct Listed {
 
 /// A stored playlist under the channel (`CHANNEL/<name>.m3u8`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlaylistSeen {
+pub(crate) struct PlaylistSeen {
     pub object: Listed,
     /// The earliest fragment it names (epoch ms); `None`: names none.
     pub earliest_ms: Option<u64>,
@@ -47,7 +47,7 @@ pub struct PlaylistSeen {
 
 /// What the driver found for one channel.
 #[derive(Debug, Clone, Default)]
-pub struct Found {
+pub(crate) struct Found {
     /// The key of the channel's newest manifest, wherever it starts (the
     /// live recording's, or the one before it, when the channel is live).
     pub newest_manifest: Option<String>,
@@ -66,7 +66,7 @@ pub struct Found {
 
 /// The decision's inputs besides what was found.
 #[derive(Debug, Clone)]
-pub struct Inputs<'a> {
+pub(crate) struct Inputs<'a> {
     pub channel: &'a str,
     pub now_ms: u64,
     /// Seconds; 0 keeps everything.
@@ -86,7 +86,7 @@ pub struct Inputs<'a> {
 
 /// Which bucket a delete goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Where {
+pub(crate) enum Where {
     /// The channel's own bucket.
     Channel,
     /// The channel's snapshot destination bucket.
@@ -95,7 +95,7 @@ pub enum Where {
 
 /// The two phases; every step of the first comes before any of the second.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Phase {
+pub(crate) enum Phase {
     /// Manifests rewritten or deleted, playlists deleted.
     Index,
     /// Fragments, parts and snapshots deleted.
@@ -103,7 +103,7 @@ pub enum Phase {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Replace the manifest at `key` by `manifest` (fewer fragments).
     Put { key: String, manifest: Manifest },
     /// Delete these keys (one DeleteObjects request); `bytes` is what the
@@ -117,7 +117,8 @@ pub enum Step {
 }
 
 impl Step {
-    pub fn phase(&self) -> Phase {
+    #[cfg(test)]
+    pub(crate) fn phase(&self) -> Phase {
         match self {
             Step::Put { .. } => Phase::Index,
             Step::Delete { phase, .. } => *phase,
@@ -127,19 +128,20 @@ impl Step {
 
 /// The steps in execution order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Plan {
+pub(crate) struct Plan {
     pub steps: Vec<Step>,
     /// The cutoff the plan was made for (epoch ms); 0 when nothing expires.
     pub cutoff_ms: u64,
 }
 
 impl Plan {
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.steps.is_empty()
     }
 
     /// Keys deleted and bytes they weighed.
-    pub fn totals(&self) -> (usize, u64) {
+    #[cfg(test)]
+    pub(crate) fn totals(&self) -> (usize, u64) {
         self.steps.iter().fold((0, 0), |(n, b), s| match s {
             Step::Delete { keys, bytes, .. } => (n + keys.len(), b + bytes),
             Step::Put { .. } => (n, b),
@@ -149,13 +151,13 @@ impl Plan {
 
 /// The oldest time kept: `now - period`; `None` when the period keeps
 /// everything (0).
-pub fn cutoff_ms(now_ms: u64, period_secs: u64) -> Option<u64> {
+pub(crate) fn cutoff_ms(now_ms: u64, period_secs: u64) -> Option<u64> {
     (period_secs > 0).then(|| now_ms.saturating_sub(period_secs.saturating_mul(1000)))
 }
 
 /// The plan for one channel; deletes come in batches of at most `batch`
 /// keys (at least 1).
-pub fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
+pub(crate) fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
     let Some(cutoff) = cutoff_ms(inputs.now_ms, inputs.period_secs) else {
         return Plan::default();
     };
@@ -318,7 +320,7 @@ pub fn plan(found: &Found, inputs: &Inputs<'_>, batch: usize) -> Plan {
 /// ended before it goes: twice the live window plus three fragments (LL-HLS
 /// parts and stored playlists in flight), at the recording's `longest`
 /// fragment (ms).
-pub fn live_guard_ms(window_segments: usize, longest: u64) -> u64 {
+pub(crate) fn live_guard_ms(window_segments: usize, longest: u64) -> u64 {
     (window_segments as u64)
         .saturating_mul(2)
         .saturating_add(3)
@@ -341,7 +343,7 @@ fn batches(items: Vec<(String, u64)>, phase: Phase, place: Where, batch: usize) 
 /// `read` of the `expiring` manifest keys (in key order) are read this
 /// round: up to the start of the first unread one, which may name any
 /// fragment from there on, and never past `cutoff`.
-pub fn unnamed_horizon<K: AsRef<str>>(expiring: &[K], read: usize, cutoff: u64) -> u64 {
+pub(crate) fn unnamed_horizon<K: AsRef<str>>(expiring: &[K], read: usize, cutoff: u64) -> u64 {
     expiring
         .get(read)
         .and_then(|k| crate::layout::parse_manifest_key(k.as_ref()))
@@ -367,7 +369,7 @@ fn snapshot_ms(key: &str) -> Option<u64> {
 
 /// The earliest fragment a playlist's text names (a URI line whose last
 /// path segment, before any query, is `<13 digits>.ts`).
-pub fn earliest_fragment(text: &str) -> Option<u64> {
+pub(crate) fn earliest_fragment(text: &str) -> Option<u64> {
     text.lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {

@@ -6,11 +6,11 @@ use super::SignError;
 
 /// More digits than any Unix time this century needs, and few enough that
 /// parsing into `u64` cannot overflow.
-pub const MAX_EXPIRES_DIGITS: usize = 19;
+pub(crate) const MAX_EXPIRES_DIGITS: usize = 19;
 
 /// `text` as Unix seconds: 1 to [`MAX_EXPIRES_DIGITS`] ASCII digits (leading
 /// zeros allowed; no sign, space or other spelling `u64::from_str` takes).
-pub fn parse_expires(text: &str) -> Result<u64, SignError> {
+pub(crate) fn parse_expires(text: &str) -> Result<u64, SignError> {
     if text.is_empty()
         || text.len() > MAX_EXPIRES_DIGITS
         || !text.bytes().all(|b| b.is_ascii_digit())

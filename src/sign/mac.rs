@@ -14,16 +14,13 @@ use sha2::Sha256;
 use super::SignError;
 
 /// HMAC-SHA1, the MAC of SigV2, the push schemes and OSS V1.
-pub type HmacSha1 = Hmac<Sha1>;
-
-/// HMAC-SHA256, the MAC of SigV4 and the play and VOD signatures.
-pub type HmacSha256 = Hmac<Sha256>;
+pub(crate) type HmacSha1 = Hmac<Sha1>;
 
 /// HMAC-SHA1 tag length in bytes.
-pub const SHA1_LEN: usize = 20;
+pub(crate) const SHA1_LEN: usize = 20;
 
 /// An HMAC keyed with `key`.
-pub fn new_mac<D>(key: &[u8]) -> Result<Hmac<D>, SignError>
+pub(crate) fn new_mac<D>(key: &[u8]) -> Result<Hmac<D>, SignError>
 where
     D: hmac::EagerHash,
     Hmac<D>: KeyInit,
@@ -32,7 +29,7 @@ where
 }
 
 /// HMAC-SHA256 of `data` under `key`, as bytes.
-pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], SignError> {
+pub(crate) fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], SignError> {
     let mut mac = new_mac::<Sha256>(key)?;
     mac.update(data);
     Ok(mac.finalize().into_bytes().into())
@@ -40,7 +37,7 @@ pub fn hmac_sha256(key: &[u8], data: &[u8]) -> Result<[u8; 32], SignError> {
 
 /// Standard base64 (with padding) of HMAC-SHA1(`secret`, `data`): the
 /// `Signature` of SigV2, both push schemes and OSS V1.
-pub fn sha1_base64(secret: &str, data: &[u8]) -> Result<String, SignError> {
+pub(crate) fn sha1_base64(secret: &str, data: &[u8]) -> Result<String, SignError> {
     let mut mac = new_mac::<Sha1>(secret.as_bytes())?;
     mac.update(data);
     Ok(STANDARD.encode(mac.finalize().into_bytes()))
@@ -48,7 +45,7 @@ pub fn sha1_base64(secret: &str, data: &[u8]) -> Result<String, SignError> {
 
 /// The 20 bytes of an HMAC-SHA1 tag written in standard base64. The engine
 /// refuses non-canonical trailing bits, so each tag has one accepted text.
-pub fn decode_sha1_tag(text: &str) -> Result<[u8; SHA1_LEN], SignError> {
+pub(crate) fn decode_sha1_tag(text: &str) -> Result<[u8; SHA1_LEN], SignError> {
     let bytes = STANDARD
         .decode(text.as_bytes())
         .map_err(|_| SignError::SignatureNotBase64)?;

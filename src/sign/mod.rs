@@ -35,15 +35,15 @@
 //!   name is an error value.
 
 pub mod encode;
-pub mod expiry;
-pub mod mac;
+pub(crate) mod expiry;
+pub(crate) mod mac;
 pub mod oss_v1;
 pub mod play;
 pub mod push;
 pub mod sigv2;
 pub mod sigv4;
 pub mod url;
-pub mod webhook;
+pub(crate) mod webhook;
 
 #[cfg(test)]
 mod oss_v1_tests;

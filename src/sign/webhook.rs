@@ -15,7 +15,12 @@ use super::mac::new_mac;
 
 /// The `webhook-signature` value of one attempt: `v1,` and the standard
 /// base64 of HMAC-SHA256(`key`, `"{id}.{timestamp}.{body}"`).
-pub fn signature(key: &[u8], id: &str, timestamp: u64, body: &str) -> Result<String, SignError> {
+pub(crate) fn signature(
+    key: &[u8],
+    id: &str,
+    timestamp: u64,
+    body: &str,
+) -> Result<String, SignError> {
     let mut mac = new_mac::<Sha256>(key)?;
     mac.update(id.as_bytes());
     mac.update(b".");

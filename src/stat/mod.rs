@@ -65,7 +65,7 @@ use crate::config::{NginxConfig, StatTarget, parse_stat_url};
 use crate::oss::channel::{AudioStat, VideoStat};
 use crate::outbound;
 
-pub mod page;
+pub(crate) mod page;
 
 pub use page::{Application, Client, Meta, Stream, parse};
 

@@ -72,7 +72,7 @@ pub struct Versioned {
 
 /// How a store refused a conditional PUT (nothing was written either way).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
+pub(super) enum Refusal {
     /// The condition did not hold, or the PUT lost a race (see the module
     /// doc for RGW's 500).
     LostRace,
@@ -83,7 +83,7 @@ pub enum Refusal {
 
 /// What a conditional PUT's error answer means; `None`: an ordinary
 /// failure, for the caller's retry rules.
-pub fn refusal(status: u16, code: Option<&str>) -> Option<Refusal> {
+pub(super) fn refusal(status: u16, code: Option<&str>) -> Option<Refusal> {
     match (status, code) {
         (409 | 412, _) => Some(Refusal::LostRace),
         (500, None | Some("UnknownError")) => Some(Refusal::LostRace),
@@ -104,7 +104,7 @@ pub fn if_match_value(etag: &str, quoted: bool) -> String {
 
 /// The answers the probe got, in order (see [`Store::probe_conditional`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProbeAnswers {
+pub(super) struct ProbeAnswers {
     /// The second `If-None-Match: *` PUT of the probe object.
     pub second_create_landed: bool,
     /// A PUT with `If-Match` of an ETag the object never had.
@@ -120,7 +120,7 @@ pub struct ProbeAnswers {
 /// one (in one of its two forms) was accepted. Anything else is treated as
 /// no conditional writes, so no update ever relies on a header the store
 /// might ignore.
-pub fn conclude(a: ProbeAnswers) -> Conditional {
+pub(super) fn conclude(a: ProbeAnswers) -> Conditional {
     if a.second_create_landed || a.wrong_match_landed {
         return Conditional::Unsupported;
     }

@@ -41,7 +41,7 @@ use http_body_util::BodyExt;
 const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// What a PUT sends.
-pub enum Body {
+pub(super) enum Body {
     Bytes(Bytes),
     /// A memory-backed file and the length announced for it.
     File(std::fs::File, u64),
@@ -64,7 +64,7 @@ impl Body {
     }
 }
 
-pub struct DirectPut {
+pub(super) struct DirectPut {
     endpoint: String,
     path_style: bool,
     client: HttpClient,
@@ -72,7 +72,7 @@ pub struct DirectPut {
 
 impl DirectPut {
     /// The direct path for this store, or why the SDK keeps every PUT.
-    pub fn new(s3: &S3Config) -> Result<DirectPut, String> {
+    pub(super) fn new(s3: &S3Config) -> Result<DirectPut, String> {
         if !s3.direct_put {
             return Err("[s3] direct_put = false".into());
         }
@@ -97,7 +97,7 @@ impl DirectPut {
     /// Stores `body` at `bucket/key`, giving up at `deadline`. A file that
     /// turns out shorter than announced is a [`PutFileError::Read`] and
     /// nothing is stored.
-    pub async fn put(
+    pub(super) async fn put(
         &self,
         signer: &HeaderSigner,
         bucket: &str,

@@ -14,14 +14,14 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 /// Largest chunk read at once: what one upload holds in memory.
-pub const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = 256 * 1024;
 
 const TMPFS_MAGIC: libc::c_long = 0x0102_1994;
 const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
 
 /// Whether `file` lives in memory (tmpfs or ramfs), where a read never
 /// waits for a device.
-pub fn memory_backed(file: &std::fs::File) -> bool {
+pub(super) fn memory_backed(file: &std::fs::File) -> bool {
     use std::os::fd::AsRawFd;
     // SAFETY: fstatfs only writes the struct passed, and the descriptor is
     // open for the borrow's duration.
@@ -34,14 +34,14 @@ pub fn memory_backed(file: &std::fs::File) -> bool {
 /// offsets (`pread`), so the file's own position is never used and a clone of
 /// the descriptor can be sent again. A file that turns out shorter fails the
 /// request (the length was already sent).
-pub struct MemFileBody {
+pub(super) struct MemFileBody {
     file: std::fs::File,
     offset: u64,
     remaining: u64,
 }
 
 impl MemFileBody {
-    pub fn new(file: std::fs::File, len: u64) -> Self {
+    pub(super) fn new(file: std::fs::File, len: u64) -> Self {
         Self {
             file,
             offset: 0,

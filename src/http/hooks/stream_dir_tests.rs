@@ -14,7 +14,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use super::*;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::Msg;
+use crate::pipeline::handle::Msg;
 use crate::session::{STREAM_DIR_MODE, Sessions};
 
 const SECRET: &str = "0123456789abcdef";

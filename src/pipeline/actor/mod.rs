@@ -44,7 +44,7 @@ const MANIFEST_EVERY: Duration = Duration::from_secs(10);
 const CHANNEL_SAVE_EVERY: Duration = Duration::from_secs(30);
 
 /// What the pipeline shares with the HTTP side.
-pub struct Shared {
+pub(crate) struct Shared {
     pub store: crate::store::Store,
     pub metrics: Arc<Metrics>,
     pub sessions: Arc<Sessions>,
@@ -61,7 +61,7 @@ pub struct Shared {
     pub parked: super::parked::ParkedUploads,
 }
 
-pub struct Pipeline {
+pub(crate) struct Pipeline {
     core: Core,
     cfg: Arc<Config>,
     hls_dir: PathBuf,
@@ -92,7 +92,7 @@ pub struct Pipeline {
 const LL_UPLOADS: usize = 8;
 
 impl Pipeline {
-    pub fn new(
+    pub(crate) fn new(
         cfg: Arc<Config>,
         shared: Shared,
         handle: &PipelineHandle,
@@ -165,7 +165,7 @@ impl Pipeline {
 
     /// Replays unfinished sessions, rescans, then handles messages until
     /// cancelled.
-    pub async fn run(mut self, recovered: Vec<SessionMeta>, mut rx: UnboundedReceiver<Msg>) {
+    pub(crate) async fn run(mut self, recovered: Vec<SessionMeta>, mut rx: UnboundedReceiver<Msg>) {
         for meta in recovered {
             self.open_session(meta, true);
         }

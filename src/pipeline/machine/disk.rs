@@ -15,7 +15,7 @@ use super::types::{CaptureOutcome, Location};
 /// has gone (`live` false). The newest unlisted fragment of a live session
 /// is still being written; its IN_CLOSE_WRITE will come. Names without a
 /// time (not fragments) are left out.
-pub fn closed_fragments(
+pub(crate) fn closed_fragments(
     files: impl IntoIterator<Item = String>,
     listed: &[NginxEntry],
     live: bool,
@@ -37,7 +37,7 @@ pub fn closed_fragments(
 
 /// One way of taking nginx's closed file into a capture file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaptureStep {
+pub(crate) enum CaptureStep {
     /// Rename it into the capture area (possible only when the capture area
     /// shares nginx's file system); nginx's file is gone after it.
     Move,
@@ -47,7 +47,7 @@ pub enum CaptureStep {
 
 /// What one [`CaptureStep`] came to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepResult {
+pub(crate) enum StepResult {
     /// The bytes are in the capture file.
     Done,
     /// nginx rewrote the file since its close: nothing is kept; its next
@@ -61,7 +61,7 @@ pub enum StepResult {
 /// The steps tried for a fragment, in order: outside pressure a rename into
 /// the capture area, else a copy there, else to the spool; under pressure
 /// (`spool`) a copy to the spool, else to the capture area.
-pub fn capture_steps(spool: bool) -> Vec<CaptureStep> {
+pub(crate) fn capture_steps(spool: bool) -> Vec<CaptureStep> {
     if spool {
         vec![
             CaptureStep::Copy(Location::Spool),
@@ -81,7 +81,7 @@ pub fn capture_steps(spool: bool) -> Vec<CaptureStep> {
 /// kept, or [`CaptureOutcome::Changed`] at once if nginx rewrote the file.
 /// When every step fails, nginx's own file is all there is
 /// ([`Location::Nginx`]): it is uploaded from there and not deleted before.
-pub fn capture_with(
+pub(crate) fn capture_with(
     spool: bool,
     mut try_step: impl FnMut(CaptureStep) -> StepResult,
 ) -> CaptureOutcome {
@@ -103,7 +103,7 @@ pub fn capture_with(
 /// Where a journaled capture's file may be, preferred first: the area it was
 /// copied to, then the other (the preferred one was full, or it was moved to
 /// the spool since).
-pub fn candidates(spool: bool) -> [Location; 2] {
+pub(crate) fn candidates(spool: bool) -> [Location; 2] {
     if spool {
         [Location::Spool, Location::Capture]
     } else {

@@ -17,7 +17,7 @@ use super::types::Effect;
 
 /// How a fragment misses its target.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Misfit {
+pub(super) enum Misfit {
     /// Its EXTINF rounds above the target duration (RFC 8216 §4.3.3.1).
     TooLong,
     /// It starts without a keyframe: nginx cut it at `hls_max_fragment`.
@@ -28,7 +28,11 @@ pub enum Misfit {
 /// keyframe (`Some(true)`), is not (`Some(false)`), or is unknown (`None`:
 /// no video, or unreadable), in a session with target `target_secs`.
 /// A fragment too long is reported as such even if it also lacks a keyframe.
-pub fn misfit(duration_ms: u64, target_secs: u64, keyframe_start: Option<bool>) -> Option<Misfit> {
+pub(super) fn misfit(
+    duration_ms: u64,
+    target_secs: u64,
+    keyframe_start: Option<bool>,
+) -> Option<Misfit> {
     if crate::hls::target_duration_of(std::iter::once(duration_ms)) > target_secs {
         Some(Misfit::TooLong)
     } else if keyframe_start == Some(false) {

@@ -127,7 +127,7 @@ impl Core {
     }
     /// What the session's journal must hold: a checkpoint for what was
     /// forgotten, then every capture, listing and store still relevant.
-    pub fn journal_of(&self, id: &str) -> Option<Vec<Entry>> {
+    pub(crate) fn journal_of(&self, id: &str) -> Option<Vec<Entry>> {
         let s = self.sessions.get(id)?;
         let mut out = vec![Entry::Checkpoint {
             base: s.base as u64,

@@ -27,7 +27,7 @@
 //!   also left nginx's window);
 //! - the media sequence never goes back (`live.rs`).
 
-pub mod disk;
+pub(crate) mod disk;
 mod ending;
 mod fit;
 mod listing;
@@ -38,7 +38,7 @@ mod session;
 mod spool;
 #[cfg(test)]
 mod tests;
-pub mod types;
+pub(crate) mod types;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -51,11 +51,11 @@ use crate::pipeline::capture::Identity;
 use crate::pipeline::journal::Entry;
 use crate::session::SessionMeta;
 
-pub use session::{Bytes, Capture, Seg, SessionState};
-pub use types::{CaptureOutcome, Effect, Input, Job, Location, Ms, Stored};
+pub(crate) use session::{Bytes, Capture, Seg, SessionState};
+pub(crate) use types::{CaptureOutcome, Effect, Input, Job, Location, Ms, Stored};
 
 #[derive(Debug, Clone)]
-pub struct CoreConfig {
+pub(crate) struct CoreConfig {
     /// The live window and target duration of sessions without their own.
     pub live: LiveShape,
     /// How long after `on_publish_done` nginx's last fragment may still come.
@@ -76,13 +76,13 @@ pub struct CoreConfig {
 
 /// A channel's playlist and where its uploads stand.
 #[derive(Debug, Clone, Default)]
-pub struct ChannelState {
+pub(crate) struct ChannelState {
     pub live: ChannelLive,
     /// The newest version handed to the uploader.
     pub requested: u64,
 }
 
-pub struct Core {
+pub(crate) struct Core {
     cfg: CoreConfig,
     sessions: BTreeMap<String, SessionState>,
     channels: HashMap<ChannelId, ChannelState>,
@@ -93,7 +93,7 @@ pub struct Core {
 }
 
 impl Core {
-    pub fn new(cfg: CoreConfig) -> Core {
+    pub(crate) fn new(cfg: CoreConfig) -> Core {
         Core {
             cfg,
             sessions: BTreeMap::new(),
@@ -103,19 +103,20 @@ impl Core {
         }
     }
 
-    pub fn has_session(&self, id: &str) -> bool {
+    pub(crate) fn has_session(&self, id: &str) -> bool {
         self.sessions.contains_key(id)
     }
 
-    pub fn session(&self, id: &str) -> Option<&SessionState> {
+    pub(crate) fn session(&self, id: &str) -> Option<&SessionState> {
         self.sessions.get(id)
     }
 
-    pub fn session_ids(&self) -> impl Iterator<Item = &String> {
+    #[cfg(test)]
+    pub(crate) fn session_ids(&self) -> impl Iterator<Item = &String> {
         self.sessions.keys()
     }
 
-    pub fn has_channel(&self, id: &ChannelId) -> bool {
+    pub(crate) fn has_channel(&self, id: &ChannelId) -> bool {
         self.channels.contains_key(id)
     }
 
@@ -123,7 +124,7 @@ impl Core {
     /// The bucket may hold an older playlist than the saved one (a crash
     /// between a PUT and the save, or before an ended playlist's PUT), so
     /// the saved one counts as not yet uploaded.
-    pub fn load_channel(&mut self, id: ChannelId, mut live: ChannelLive) {
+    pub(crate) fn load_channel(&mut self, id: ChannelId, mut live: ChannelLive) {
         live.version = live.version.max(1);
         live.stored_version = 0;
         self.channels
@@ -131,11 +132,11 @@ impl Core {
             .or_insert(ChannelState { requested: 0, live });
     }
 
-    pub fn channel(&self, id: &ChannelId) -> Option<&ChannelLive> {
+    pub(crate) fn channel(&self, id: &ChannelId) -> Option<&ChannelLive> {
         self.channels.get(id).map(|c| &c.live)
     }
 
-    pub fn handle(&mut self, input: Input) -> Vec<Effect> {
+    pub(crate) fn handle(&mut self, input: Input) -> Vec<Effect> {
         let mut fx = Vec::new();
         match input {
             Input::Open { meta, now } => self.open(meta, now, &mut fx),

@@ -57,7 +57,7 @@ impl Core {
 
 /// What the actor found of a session's journaled captures, by key.
 #[derive(Clone, Copy)]
-pub struct Found<'a> {
+pub(super) struct Found<'a> {
     /// Where each capture file that exists is.
     pub files: &'a HashMap<u64, Location>,
     /// The duration from their timestamps of those that have any.
@@ -66,7 +66,7 @@ pub struct Found<'a> {
 
 /// Fills `s` from the journal `entries` and what was `found` on disk.
 /// Capture files of stored fragments are removed (effects pushed to `fx`).
-pub fn replay(
+pub(super) fn replay(
     s: &mut SessionState,
     entries: Vec<Entry>,
     found: Found<'_>,

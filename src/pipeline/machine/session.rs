@@ -12,7 +12,7 @@ use crate::session::SessionMeta;
 use super::types::{Location, Ms};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Bytes {
+pub(crate) enum Bytes {
     /// The capture was asked for; its outcome has not come back.
     Pending,
     At(Location),
@@ -20,7 +20,7 @@ pub enum Bytes {
 }
 
 #[derive(Debug, Clone)]
-pub struct Capture {
+pub(crate) struct Capture {
     pub name: String,
     pub key: u64,
     pub ident: Identity,
@@ -39,7 +39,7 @@ pub struct Capture {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Seg {
+pub(crate) struct Seg {
     pub key: u64,
     /// nginx's media sequence number; `None`: duration estimated.
     pub seq: Option<u64>,
@@ -50,7 +50,7 @@ pub struct Seg {
 
 /// The session's VOD manifest in the bucket (see `crate::index`).
 #[derive(Debug, Clone, Default)]
-pub struct ManifestState {
+pub(crate) struct ManifestState {
     pub uploading: bool,
     /// Fragments (absolute index) listed by the stored manifests.
     pub stored_count: usize,
@@ -61,7 +61,7 @@ pub struct ManifestState {
 }
 
 #[derive(Debug, Clone)]
-pub struct SessionState {
+pub(crate) struct SessionState {
     pub meta: SessionMeta,
     pub channel: ChannelId,
     pub captures: Vec<Capture>,
@@ -92,7 +92,7 @@ pub struct SessionState {
 }
 
 impl SessionState {
-    pub fn new(meta: SessionMeta, now: Ms) -> SessionState {
+    pub(crate) fn new(meta: SessionMeta, now: Ms) -> SessionState {
         let channel = ChannelId {
             bucket: meta.bucket.clone(),
             channel: meta.channel.clone(),
@@ -117,33 +117,29 @@ impl SessionState {
         }
     }
 
-    pub fn id(&self) -> &str {
-        &self.meta.id
-    }
-
     /// Fragments (absolute count) ever listed.
-    pub fn listed(&self) -> usize {
+    pub(crate) fn listed(&self) -> usize {
         self.base + self.segs.len()
     }
 
-    pub fn seg(&self, abs: usize) -> Option<&Seg> {
+    pub(crate) fn seg(&self, abs: usize) -> Option<&Seg> {
         abs.checked_sub(self.base).and_then(|i| self.segs.get(i))
     }
 
-    pub fn is_captured(&self, name: &str, ident: &Identity) -> bool {
+    pub(crate) fn is_captured(&self, name: &str, ident: &Identity) -> bool {
         self.captures
             .iter()
             .any(|c| c.name == name && c.ident == *ident)
     }
 
     /// The first capture of `name` not yet matched to a playlist entry.
-    pub fn unassigned(&self, name: &str) -> Option<usize> {
+    pub(crate) fn unassigned(&self, name: &str) -> Option<usize> {
         self.captures
             .iter()
             .position(|c| c.name == name && !c.assigned && c.bytes != Bytes::Pending)
     }
 
-    pub fn capture_mut(&mut self, key: u64) -> Option<&mut Capture> {
+    pub(crate) fn capture_mut(&mut self, key: u64) -> Option<&mut Capture> {
         self.captures.iter_mut().find(|c| c.key == key)
     }
 
@@ -155,7 +151,7 @@ impl SessionState {
     /// "Before" is by name when both names carry a time
     /// (a capture made late, for a missed event, has a later key than
     /// fragments written after it), else by key.
-    pub fn orphan_before(
+    pub(crate) fn orphan_before(
         &self,
         before: &Capture,
         listed: &[&str],
@@ -189,7 +185,7 @@ impl SessionState {
     }
 
     /// Marks fragment `key` stored; its bytes' location before, if any.
-    pub fn mark_stored(&mut self, key: u64) -> Option<Bytes> {
+    pub(crate) fn mark_stored(&mut self, key: u64) -> Option<Bytes> {
         // Keys grow in listing order, so a binary search finds it; the
         // scan stays as a fallback should that ever not hold.
         let found = self
@@ -206,7 +202,7 @@ impl SessionState {
 
     /// Forgets captures that are done with (stored, matched, nginx's copy
     /// gone, published), so a long session keeps only what is in flight.
-    pub fn prune(&mut self) {
+    pub(crate) fn prune(&mut self) {
         let Some(last) = self
             .published
             .checked_sub(1)
@@ -223,7 +219,7 @@ impl SessionState {
     /// Forgets listed fragments before `abs` (in stored manifests) whose
     /// capture is pruned; one still held (nginx's copy not yet gone) keeps
     /// its listing, so the journal can still say it was matched.
-    pub fn forget_before(&mut self, abs: usize) {
+    pub(crate) fn forget_before(&mut self, abs: usize) {
         let abs = abs.min(self.published);
         while self.base < abs
             && self
@@ -237,7 +233,7 @@ impl SessionState {
     }
 
     /// Nothing in flight: every capture matched, stored and published.
-    pub fn settled(&self) -> bool {
+    pub(crate) fn settled(&self) -> bool {
         self.published == self.listed()
             && self
                 .captures
@@ -246,7 +242,7 @@ impl SessionState {
     }
 
     /// The wall-clock time the fragment's name gives, if any.
-    pub fn name_ms_of(&self, key: u64) -> Option<u64> {
+    pub(crate) fn name_ms_of(&self, key: u64) -> Option<u64> {
         self.captures
             .iter()
             .find(|c| c.key == key)

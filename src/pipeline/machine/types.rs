@@ -11,11 +11,11 @@ use crate::pipeline::journal::Entry;
 use crate::session::SessionMeta;
 
 /// Milliseconds on a monotonic clock chosen by the caller.
-pub type Ms = u64;
+pub(crate) type Ms = u64;
 
 /// Where a fragment's bytes are kept until they are stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Location {
+pub(crate) enum Location {
     /// The capture area (tmpfs, beside nginx's directory).
     Capture,
     /// The on-disk spool (fsync'd).
@@ -26,7 +26,7 @@ pub enum Location {
 
 /// What became of a capture the state machine asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CaptureOutcome {
+pub(crate) enum CaptureOutcome {
     /// The bytes are safe at this location.
     Kept(Location),
     /// nginx rewrote the file while it was copied; its next close comes.
@@ -34,7 +34,7 @@ pub enum CaptureOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Stored {
+pub(crate) enum Stored {
     Fragment {
         session: String,
         key: u64,
@@ -54,7 +54,7 @@ pub enum Stored {
 }
 
 #[derive(Debug, Clone)]
-pub enum Input {
+pub(crate) enum Input {
     /// `on_publish` approved a new session.
     Open {
         meta: SessionMeta,
@@ -130,7 +130,7 @@ pub enum Input {
 /// An upload; the uploader retries it until it is stored and reports
 /// [`Stored`].
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Job {
+pub(crate) enum Job {
     Fragment {
         session: String,
         key_id: String,
@@ -165,7 +165,7 @@ pub enum Job {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Effect {
+pub(crate) enum Effect {
     /// Append to the session's journal (before the effects that follow).
     Journal {
         session: String,
