@@ -1,5 +1,5 @@
 //! Channels, as the OSS LiveChannel API manages them: records in the bucket
-//! under `.livebucket/channels/` ([`crate::oss::channel`] owns their format
+//! under `.livebucket/channels/` ([`crate::channels::record`] owns their format
 //! and keys), read and written here, and what a channel's record means for a
 //! push ([`plan_push`]).
 //!
@@ -28,13 +28,14 @@ use std::sync::Mutex;
 
 use tokio::sync::OnceCell;
 
-use crate::config::{Config, UnknownChannels};
-use crate::hls::LiveShape;
-use crate::oss::channel::{
+use crate::channels::record::{
     self as model, ChannelRecord, ChannelStatus, LiveChannelConfig, LiveRecord,
 };
+use crate::config::{Config, UnknownChannels};
+use crate::hls::LiveShape;
 use crate::store::{Conditional, Store, StoreError};
 
+pub mod record;
 mod write;
 
 pub use write::{MAX_WRITE_ATTEMPTS, WriteBack, probe_target, write_back};
@@ -357,7 +358,7 @@ pub fn still_allowed(record: Option<&ChannelRecord>) -> Result<(), Refused> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oss::channel::HlsTarget;
+    use crate::channels::record::HlsTarget;
 
     fn cfg(extra: &str) -> Config {
         crate::config::for_tests(extra)

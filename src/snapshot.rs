@@ -59,10 +59,10 @@ use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 use tracing::{Instrument, debug, info_span, warn};
 
+use crate::channels::record::{FRAG_RANGE, Snapshot};
 use crate::config::AccessKey;
 use crate::layout::{latest_snapshot_key, snapshot_key, snapshot_prefix};
 use crate::metrics::Metrics;
-use crate::oss::channel::{FRAG_RANGE, Snapshot};
 use crate::store::{
     FRAGMENT_CACHE_CONTROL, ObjectMeta, SNAPSHOT_CONTENT_TYPE, SNAPSHOT_LATEST_CACHE_CONTROL,
     Store, StoreError,

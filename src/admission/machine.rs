@@ -264,7 +264,7 @@ impl<'a> Admission<'a> {
     }
 
     /// The channel's plan (and snapshots) from its record.
-    fn plan(&mut self, record: Option<crate::oss::channel::ChannelRecord>) {
+    fn plan(&mut self, record: Option<crate::channels::record::ChannelRecord>) {
         let cfg = self.cfg;
         let plan = match crate::channels::plan_push(record.as_ref(), cfg) {
             Ok(p) => p,

@@ -59,8 +59,8 @@ pub(crate) use machine::Admission;
 use crate::auth::push::GrantTag;
 use crate::auth::reject::Reject;
 use crate::auth::replay::ReplayError;
+use crate::channels::record::ChannelRecord;
 use crate::cluster::ClaimError;
-use crate::oss::channel::ChannelRecord;
 use crate::pipeline::fence::Resume;
 use crate::session::{SessionError, SessionMeta};
 

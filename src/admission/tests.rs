@@ -9,8 +9,8 @@ use proptest::prelude::*;
 use super::*;
 use crate::auth::callback::test_support::nginx_publish_body;
 use crate::auth::callback::{Callback, parse_callback};
+use crate::channels::record::{ChannelRecord, ChannelStatus, HlsTarget, LiveChannelConfig};
 use crate::config::Config;
-use crate::oss::channel::{ChannelRecord, ChannelStatus, HlsTarget, LiveChannelConfig};
 use crate::sign::push::sign_rgw;
 
 const SECRET: &str = "0123456789abcdef";

@@ -7,8 +7,8 @@ use tracing::info;
 
 use super::Refusal;
 use crate::auth::reject::Reject;
+use crate::channels::record::ChannelRecord;
 use crate::cluster::decide::Update;
-use crate::oss::channel::ChannelRecord;
 use crate::session::SessionMeta;
 
 /// The channel's record as `on_update` could read it.
@@ -51,7 +51,7 @@ pub(crate) fn update(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::oss::channel::{ChannelStatus, LiveChannelConfig};
+    use crate::channels::record::{ChannelStatus, LiveChannelConfig};
 
     fn session() -> SessionMeta {
         SessionMeta {

@@ -10,9 +10,9 @@ use bytes::Bytes;
 use tracing::{info, warn};
 
 use super::{Cached, ChannelError, ChannelStore};
+use crate::channels::record::{self as model, ChannelRecord, LiveRecord};
 use crate::config::AccessKey;
 use crate::logfmt::Esc;
-use crate::oss::channel::{self as model, ChannelRecord, LiveRecord};
 use crate::store::{Conditional, ObjectMeta, Precondition, PutIf, StoreError, if_match_value};
 
 /// How many times a change is applied to a fresh read after losing a race

@@ -140,9 +140,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
                 snapshot: None,
                 retention_secs,
             };
-            config
-                .validate()
-                .map_err(|e| anyhow::anyhow!("{}", e.parts().message))?;
+            config.validate().map_err(|e| anyhow::anyhow!("{}", e))?;
             let body = xml::render_info(&config);
             let out = call(
                 &at.api,

@@ -36,8 +36,8 @@ pub struct NodeValue {
 /// measurements of the stream.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PeerStat {
-    pub video: Option<crate::oss::channel::VideoStat>,
-    pub audio: Option<crate::oss::channel::AudioStat>,
+    pub video: Option<crate::channels::record::VideoStat>,
+    pub audio: Option<crate::channels::record::AudioStat>,
 }
 
 /// Who publishes a channel.

@@ -392,7 +392,7 @@ impl Cluster {
         &self,
         bucket: &str,
         channel: &str,
-    ) -> Option<crate::oss::channel::LiveSession> {
+    ) -> Option<crate::channels::record::LiveSession> {
         let h = match self.holder(bucket, channel).await {
             Ok(Some(h)) if h.node != self.cfg.node_id => h,
             Ok(_) => return None,
@@ -427,7 +427,7 @@ impl Cluster {
             None => None,
         };
         let (video, audio) = measured.map_or((None, None), |m| (m.video, m.audio));
-        Some(crate::oss::channel::LiveSession {
+        Some(crate::channels::record::LiveSession {
             connected: (h.since_ms / 1000) as i64,
             remote_addr: h.addr,
             video,

@@ -49,10 +49,10 @@ pub(crate) enum Change {
 
 impl Change {
     /// What PutLiveChannelStatus to `status` is.
-    pub(crate) fn status(status: crate::oss::channel::ChannelStatus) -> Change {
+    pub(crate) fn status(status: crate::channels::record::ChannelStatus) -> Change {
         match status {
-            crate::oss::channel::ChannelStatus::Enabled => Change::Enabled,
-            crate::oss::channel::ChannelStatus::Disabled => Change::Disabled,
+            crate::channels::record::ChannelStatus::Enabled => Change::Enabled,
+            crate::channels::record::ChannelStatus::Disabled => Change::Disabled,
         }
     }
 

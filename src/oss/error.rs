@@ -216,6 +216,12 @@ impl From<AuthError> for OssError {
     }
 }
 
+impl From<crate::channels::record::InvalidChannel> for OssError {
+    fn from(e: crate::channels::record::InvalidChannel) -> OssError {
+        OssError::InvalidArgument(e.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -570,7 +570,7 @@ fn listed(o: ListedObject) -> Listed {
 /// A channel's retention period (seconds; 0 keeps everything): its
 /// record's `RetentionSeconds`, else `[retention] default_period_secs`.
 pub(crate) fn period_of(
-    record: Option<&crate::oss::channel::LiveChannelConfig>,
+    record: Option<&crate::channels::record::LiveChannelConfig>,
     cfg: &Config,
 ) -> u64 {
     record
@@ -628,7 +628,7 @@ mod tests {
     #[test]
     fn a_channel_period_overrides_the_default_and_zero_keeps_everything() {
         let cfg = crate::config::for_tests("[retention]\ndefault_period_secs = 3600\n");
-        let mut channel = crate::oss::channel::LiveChannelConfig::default();
+        let mut channel = crate::channels::record::LiveChannelConfig::default();
         assert_eq!(period_of(None, &cfg), 3600);
         assert_eq!(period_of(Some(&channel), &cfg), 3600);
         channel.retention_secs = Some(0);

@@ -61,8 +61,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::channels::record::{AudioStat, VideoStat};
 use crate::config::{NginxConfig, StatTarget, parse_stat_url};
-use crate::oss::channel::{AudioStat, VideoStat};
 use crate::outbound;
 
 pub(crate) mod page;
