@@ -18,7 +18,7 @@ use base64::Engine;
 use common::bucket_check::{self, FinalPlaylist};
 use common::ffmpeg::{Push, TestMedia, push_media};
 use common::fragments::{Ledger, Recorder};
-use common::playlist_watch::{PlaylistWatch, Version};
+use common::playlist_watch::{self, PlaylistWatch};
 use common::stored::{ended, read_playlist};
 use common::*;
 use hmac::{KeyInit, Mac};
@@ -895,13 +895,7 @@ async fn parked_uploads_show_in_the_stat_to_the_buckets_keys_only() {
     })
     .await;
     watch
-        .wait_for("#EXT-X-ENDLIST", secs(30), |v: &Version| {
-            if v.playlist.ended {
-                Ok(())
-            } else {
-                Err("no #EXT-X-ENDLIST yet".to_owned())
-            }
-        })
+        .wait_for("#EXT-X-ENDLIST", secs(30), playlist_watch::ended)
         .await;
     let observed = watch.finish().await;
     drop(recorder);

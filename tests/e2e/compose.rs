@@ -27,7 +27,7 @@ use common::bucket_check::{FinalPlaylist, assert_bucket_matches};
 use common::compose::{self, Compose, docker};
 use common::fragments::{Ledger, Recorder};
 use common::livebucket::push_url;
-use common::playlist_watch::{PlaylistWatch, Version};
+use common::playlist_watch::{PlaylistWatch, ended};
 use common::process::run;
 use common::*;
 
@@ -190,15 +190,6 @@ fn mount_of(path: &Path) -> Option<(String, String)> {
         let fields: Vec<&str> = l.split_whitespace().collect();
         (fields.get(1) == Some(&path)).then(|| (fields[2].to_owned(), fields[3].to_owned()))
     })
-}
-
-/// A ready check: the playlist is finished.
-fn ended(v: &Version) -> Result<(), String> {
-    if v.playlist.ended {
-        Ok(())
-    } else {
-        Err("no #EXT-X-ENDLIST yet".into())
-    }
 }
 
 /// ffprobe reading every packet of `url` (all segments fetched): duration

@@ -22,7 +22,7 @@ use common::bucket_check::{self, FinalPlaylist, StoredFragment};
 use common::fake_nginx::{FakePublisher, HlsWriter, fragment_name_now, make_ts};
 use common::ffmpeg::push_command;
 use common::fragments::{Ledger, Recorder, sha256_hex};
-use common::playlist_watch::{Observed, PlaylistWatch, Version};
+use common::playlist_watch::{Observed, PlaylistWatch, Version, ended};
 use common::process::{Proc, Stop};
 use common::tmpfs::Tmpfs;
 use common::*;
@@ -202,15 +202,6 @@ fn at_least(n: usize) -> impl Fn(&Version) -> Result<(), String> {
         } else {
             Err(format!("{} of {n} segments listed", v.keys.len()))
         }
-    }
-}
-
-/// A `ready` check: the playlist has `#EXT-X-ENDLIST`.
-fn ended(v: &Version) -> Result<(), String> {
-    if v.playlist.ended {
-        Ok(())
-    } else {
-        Err("no #EXT-X-ENDLIST yet".into())
     }
 }
 

@@ -11,7 +11,7 @@ use crate::common;
 
 use common::bucket_check::{self, FinalPlaylist};
 use common::fragments::{Ledger, Recorder};
-use common::playlist_watch::{PlaylistWatch, Version};
+use common::playlist_watch::{self, PlaylistWatch};
 use common::*;
 
 const CHANNEL: &str = "cam";
@@ -115,13 +115,7 @@ async fn a_refused_key_surfaces_in_seconds_and_a_reload_stores_everything_once()
     // The operator fixes the key: the parked uploads go at once.
     reload_with(&mut stack, &good, 2).await;
     watch
-        .wait_for("#EXT-X-ENDLIST", secs(20), |v: &Version| {
-            if v.playlist.ended {
-                Ok(())
-            } else {
-                Err("no #EXT-X-ENDLIST yet".to_owned())
-            }
-        })
+        .wait_for("#EXT-X-ENDLIST", secs(20), playlist_watch::ended)
         .await;
     let observed = watch.finish().await;
     drop(recorder);
@@ -185,13 +179,7 @@ async fn a_wrong_region_surfaces_in_seconds_and_a_restart_stores_everything_once
     std::fs::write(&config_path, &good).unwrap();
     stack.livebucket.restart();
     watch
-        .wait_for("#EXT-X-ENDLIST", secs(30), |v: &Version| {
-            if v.playlist.ended {
-                Ok(())
-            } else {
-                Err("no #EXT-X-ENDLIST yet".to_owned())
-            }
-        })
+        .wait_for("#EXT-X-ENDLIST", secs(30), playlist_watch::ended)
         .await;
     let observed = watch.finish().await;
     drop(recorder);

@@ -153,6 +153,15 @@ impl PlaylistWatch {
     }
 }
 
+/// A [`PlaylistWatch::wait_for`] check: the playlist has `#EXT-X-ENDLIST`.
+pub fn ended(v: &Version) -> Result<(), String> {
+    if v.playlist.ended {
+        Ok(())
+    } else {
+        Err("no #EXT-X-ENDLIST yet".into())
+    }
+}
+
 impl Drop for PlaylistWatch {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
