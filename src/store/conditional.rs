@@ -141,15 +141,8 @@ impl Store {
     ) -> Result<Versioned, StoreError> {
         let out = self.get_object(key_id, bucket, key).await?;
         let etag = out.e_tag().map(str::to_owned);
-        let body = out.body.collect().await.map_err(|e| StoreError::Request {
-            op: "GET",
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            message: e.to_string(),
-            retriable: true,
-        })?;
         Ok(Versioned {
-            body: body.into_bytes(),
+            body: super::read_body(out.body, bucket, key).await?,
             etag,
         })
     }

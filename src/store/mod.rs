@@ -636,14 +636,7 @@ impl Store {
 
     pub async fn get(&self, key_id: &str, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
         let out = self.get_object(key_id, bucket, key).await?;
-        let body = out.body.collect().await.map_err(|e| StoreError::Request {
-            op: "GET",
-            bucket: bucket.to_owned(),
-            key: key.to_owned(),
-            message: e.to_string(),
-            retriable: true,
-        })?;
-        Ok(body.into_bytes())
+        read_body(out.body, bucket, key).await
     }
 
     /// [`Store::get`] of an object at most `max` bytes long: a larger one is
@@ -789,6 +782,18 @@ fn client_for(s3: &S3Config, http: Option<SharedHttpClient>, id: &str, secret: &
         )
         .build();
     Client::from_conf(conf)
+}
+
+/// A GET's whole body; a connection lost while reading it is retriable.
+async fn read_body(body: ByteStream, bucket: &str, key: &str) -> Result<Bytes, StoreError> {
+    let body = body.collect().await.map_err(|e| StoreError::Request {
+        op: "GET",
+        bucket: bucket.to_owned(),
+        key: key.to_owned(),
+        message: e.to_string(),
+        retriable: true,
+    })?;
+    Ok(body.into_bytes())
 }
 
 #[cfg(test)]
