@@ -319,6 +319,8 @@ impl<'a> Admission<'a> {
             snapshot: self.snapshot.take(),
             resume: None,
             notify_topic: self.notify_topic.take(),
+            variant: None,
+            renditions: Vec::new(),
         };
         self.meta = Some(meta.clone());
         if clustered {

@@ -70,6 +70,8 @@ mod tests {
             resume: None,
             grant: String::new(),
             notify_topic: None,
+            variant: None,
+            renditions: Vec::new(),
         }
     }
 

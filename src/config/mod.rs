@@ -21,6 +21,7 @@ pub(crate) mod http;
 pub(crate) mod listen;
 #[cfg(test)]
 mod reference;
+pub(crate) mod renditions;
 pub(crate) mod retention;
 
 pub use api::{ApiConfig, ChannelsConfig, UnknownChannels};
@@ -28,6 +29,7 @@ pub use cluster::ClusterConfig;
 pub use events::EventsConfig;
 pub use http::HttpConfig;
 pub use listen::{HooksConfig, LimitsConfig, ListenAddr, ListenConfig};
+pub use renditions::{RenditionsConfig, Rung};
 pub use retention::RetentionConfig;
 
 /// What went wrong loading the configuration.
@@ -103,6 +105,10 @@ pub struct RawConfig {
     /// How long recordings stay in the bucket (`[retention]`).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The adaptive-bitrate ladder (`[renditions]`). Absent: every channel
+    /// is stored as the streamer sends it.
+    #[serde(default)]
+    pub renditions: RenditionsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -745,6 +751,7 @@ impl RawConfig {
         api::validate(&self.api)?;
         http::validate(&self.http)?;
         retention::validate(&self.retention)?;
+        renditions::validate(&self.renditions)?;
         if let Some(c) = &self.cluster {
             cluster::validate(c)?;
         }

@@ -50,6 +50,26 @@ pub struct SessionMeta {
     /// the endpoints that get every channel's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify_topic: Option<String>,
+    /// A rendition's session: the transcoder's publish of one rung of the
+    /// source session `of`. Its `channel` is the variant's, `CHANNEL/<rung>`
+    /// (so its keys, live window, parts and manifests are the variant's);
+    /// `None` for a streamer's own session. See `docs/renditions.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<VariantOf>,
+    /// The rungs this (source) session's transcoders produce, as admitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renditions: Vec<String>,
+}
+
+/// Which source session and rung a rendition's session transcodes.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct VariantOf {
+    /// The source session's id.
+    pub of: String,
+    /// The source's channel (the variant's `channel` without `/<rung>`).
+    pub channel: String,
+    /// The rung's name (`[[renditions.rungs]] name`).
+    pub rung: String,
 }
 
 impl SessionMeta {

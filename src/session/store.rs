@@ -487,6 +487,8 @@ mod tests {
             resume: None,
             grant: "g1".into(),
             notify_topic: None,
+            variant: None,
+            renditions: Vec::new(),
         }
     }
 

@@ -110,6 +110,8 @@ fn rig_with(extra: &str) -> (Rig, String) {
             resume: None,
             grant: String::new(),
             notify_topic: None,
+            variant: None,
+            renditions: Vec::new(),
         })
         .unwrap();
     let task = tokio::spawn(pipeline.run(Vec::new(), rx));

@@ -45,6 +45,8 @@ fn meta(id: &str, started_ms: u64) -> SessionMeta {
         resume: None,
         grant: String::new(),
         notify_topic: None,
+        variant: None,
+        renditions: Vec::new(),
     }
 }
 
