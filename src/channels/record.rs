@@ -110,6 +110,21 @@ pub struct LiveChannelConfig {
     /// given): `[retention] default_period_secs`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retention_secs: Option<u64>,
+    /// livebucket's extension `LivebucketRenditions`: the rungs of the
+    /// `[renditions]` ladder this channel's pushes are transcoded to.
+    /// `None` (not given): `[renditions] default`; `Some(Renditions::None)`
+    /// (`none`): no renditions whatever the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub renditions: Option<Renditions>,
+}
+
+/// A channel's choice of rungs (see [`LiveChannelConfig::renditions`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Renditions {
+    /// `none`: the source only.
+    None,
+    /// These rungs, by name, in the order given.
+    Rungs(Vec<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,6 +172,7 @@ impl Default for LiveChannelConfig {
             },
             snapshot: None,
             retention_secs: None,
+            renditions: None,
         }
     }
 }
@@ -556,6 +572,7 @@ mod tests {
                     interval: 10,
                 }),
                 retention_secs: Some(86_400),
+                renditions: None,
             },
             last_modified: 1_700_000_000,
         }

@@ -403,6 +403,8 @@ impl RawConfig {
             target,
             snapshot,
             retention_secs,
+            // Parsed by the renditions extension (issue 25, engineer C).
+            renditions: None,
         })
     }
 }
