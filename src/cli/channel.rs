@@ -139,6 +139,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
                 },
                 snapshot: None,
                 retention_secs,
+                renditions: None,
             };
             config.validate().map_err(|e| anyhow::anyhow!("{}", e))?;
             let body = xml::render_info(&config);
