@@ -33,6 +33,7 @@ fn config(
         },
         snapshot: None,
         retention_secs: None,
+        renditions: None,
     }
 }
 
@@ -477,6 +478,7 @@ fn arb_config() -> impl Strategy<Value = LiveChannelConfig> {
                         }
                     }),
                     retention_secs,
+                    renditions: None,
                 }
             },
         )
