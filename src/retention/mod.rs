@@ -13,6 +13,14 @@
 //! DeleteObjects batches of `batch_size` keys (one DELETE per key where a
 //! store refuses DeleteObjects). Rounds repeat until a plan is empty.
 //!
+//! A channel's listings are delimited, so they hold only its own objects.
+//! Its variants (a rendition's `CHANNEL/<rung>/…` and
+//! `.livebucket/index/CHANNEL/<rung>/…`; the rung names found under either)
+//! are then swept the same way, each as a channel of its own, with the
+//! channel's period, kept while the channel is live or the variant is still
+//! being stored here. Last, `CHANNEL/master.m3u8` goes once the channel is
+//! not live and none of the playlists it names is left.
+//!
 //! # Guarantees
 //!
 //! - No manifest, and so no VOD answer built from manifests, names a deleted
