@@ -26,6 +26,7 @@ pub mod fragments;
 pub mod garage;
 pub mod hlscheck;
 pub mod httpc;
+pub mod ladder;
 pub mod livebucket;
 pub mod nginx;
 pub mod player;
