@@ -3,7 +3,9 @@
 //! per rung (`CHANNEL/<rung>/…`, each playlist valid); a transcoder killed
 //! mid-push is restarted (a discontinuity in its variant) while the source
 //! loses nothing; a refused push starts no transcoder, and disabling the
-//! channel mid-push stops them all.
+//! channel mid-push stops them all; `kill -9` of livebucket takes its
+//! transcoders with it, and the restarted livebucket gives the live push
+//! new ones.
 
 use crate::common;
 
@@ -22,6 +24,14 @@ fn stack(name: &str, renditions_extra: &str) -> Stack {
         name,
         &format!("{WINDOW}{}", ladder_toml(RUNGS, renditions_extra)),
     )
+}
+
+/// The pids of the transcoders on the stack's nginx.
+fn transcoder_pids(stack: &Stack) -> Vec<u32> {
+    transcoders(stack.nginx.rtmp_port())
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// The stored fragments directly under `prefix` (not a variant's).
@@ -192,6 +202,23 @@ async fn a_refused_push_starts_nothing_and_disabling_the_channel_stops_the_trans
     assert!(rejected("expired") + rejected("bad_signature") >= 1);
     assert!(transcoders(port).is_empty(), "{:?}", transcoders(port));
     assert_eq!(stack.livebucket.metric("livebucket_transcoders_running"), 0);
+    // Nobody plays from the internal application without a transcoder's
+    // token, even from 127.0.0.1.
+    let played = std::process::Command::new("timeout")
+        .args(["15", "ffmpeg", "-nostdin", "-loglevel", "error", "-i"])
+        .arg(format!(
+            "rtmp://127.0.0.1:{port}/hls/0123456789abcdef0123456789abcdef?lbt=guess"
+        ))
+        .args(["-t", "1", "-f", "null", "-"])
+        .output()
+        .unwrap();
+    assert!(!played.status.success());
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_play_refused_total{reason=\"play_unknown_token\"}"),
+        1
+    );
 
     oss2_ok(&stack, "create", &[("channel", "cam")]);
     let mut push = stack.push(&stack.sign_push("cam"), 60);
@@ -226,4 +253,76 @@ async fn a_refused_push_starts_nothing_and_disabling_the_channel_stops_the_trans
         0,
         "a transcoder was restarted after its source ended"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_livebucket_takes_the_transcoders_and_the_restart_brings_them_back() {
+    let mut stack = Stack::start_held(
+        "transcode-crash",
+        &format!("{WINDOW}{}", ladder_toml(RUNGS, "")),
+    );
+    let seconds = 30;
+    let mut push = stack.push(&stack.sign_push("cam"), seconds);
+    let push_started = std::time::Instant::now();
+    wait_for_playlist(
+        &stack.s3,
+        "cam/120p",
+        "index.m3u8",
+        &mut push,
+        "a segment",
+        common::stored::at_least_segments(1),
+    )
+    .await;
+    let before = transcoder_pids(&stack);
+    assert_eq!(
+        before.len(),
+        2,
+        "{:?}",
+        transcoders(stack.nginx.rtmp_port())
+    );
+    // Between two of nginx's on_update calls (every 10 s), which would drop
+    // the push while nothing answers.
+    tokio::time::sleep_until((push_started + secs(11)).into()).await;
+    stack.livebucket.kill9();
+    wait_until(
+        "the transcoders died with livebucket",
+        secs(5),
+        millis(100),
+        async || {
+            let left = transcoder_pids(&stack);
+            left.is_empty()
+                .then_some(())
+                .ok_or(format!("{left:?} still run"))
+        },
+    )
+    .await;
+    stack.livebucket.restart();
+    wait_until("new transcoders", secs(20), millis(200), async || {
+        let now = transcoder_pids(&stack);
+        let running = stack.livebucket.metric("livebucket_transcoders_running");
+        (running == 2 && now.len() == 2 && now.iter().all(|p| !before.contains(p)))
+            .then_some(())
+            .ok_or(format!("{running} running; {now:?}"))
+    })
+    .await;
+    assert!(push.exit_within(secs(60)).await.success(), "{}", push.log());
+
+    let source = ended_playlist(&stack, "cam", &mut push).await;
+    assert_eq!(source.playlist.discontinuities, 0);
+    let total: f64 = source.playlist.durations.iter().sum();
+    assert!(
+        total >= f64::from(seconds) - 2.5,
+        "the source holds {total} s of a {seconds} s push: {:?}",
+        source.playlist.durations
+    );
+    for (rung, _) in RUNGS {
+        // The run before the crash, ended; the run after it.
+        let variant = ended_playlist(&stack, &format!("cam/{rung}"), &mut push).await;
+        assert_eq!(
+            variant.playlist.discontinuities, 1,
+            "{rung}: {:?}",
+            variant.playlist
+        );
+    }
+    no_transcoder_left(&stack).await;
 }
