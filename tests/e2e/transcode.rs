@@ -73,9 +73,17 @@ async fn no_transcoder_left(stack: &Stack) {
     .await;
 }
 
+/// `[events]` to an endpoint that refuses every connection: the events
+/// stay queued in `<state_dir>/events/`, where the test reads them.
+const UNDELIVERED_EVENTS: &str = "[events]\nsecret = \"whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=\"\n\
+     [[events.endpoints]]\nname = \"app\"\nurl = \"http://127.0.0.1:9/\"\n";
+
 #[tokio::test]
 async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
-    let stack = stack("transcode-two", "");
+    let stack = Stack::start_with(
+        "transcode-two",
+        &format!("{WINDOW}{UNDELIVERED_EVENTS}{}", ladder_toml(RUNGS, "")),
+    );
     let mut push = stack.push(&stack.sign_push("cam"), 12);
     assert!(push.exit_within(secs(40)).await.success(), "{}", push.log());
     let source = ended_playlist(&stack, "cam", &mut push).await;
@@ -117,6 +125,24 @@ async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
             .metric("livebucket_rendition_restarts_total{rung=\"180p\"}"),
         0
     );
+    // The push's events are the source's: its transcoders' sessions send
+    // none (no stream.ended or recording.ready for `cam/180p`).
+    let events: Vec<String> = wait_until("the push's events", secs(20), millis(200), async || {
+        let texts: Vec<String> = std::fs::read_dir(stack.dir.join("state/events"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        let ready = texts.iter().any(|t| t.contains("recording.ready"));
+        ready.then_some(texts).ok_or("no recording.ready yet")
+    })
+    .await;
+    let stray: Vec<&String> = events
+        .iter()
+        .filter(|t| RUNGS.iter().any(|(r, _)| t.contains(&format!("cam/{r}"))))
+        .collect();
+    assert!(stray.is_empty(), "events of rendition sessions: {stray:?}");
 }
 
 fn rung_height(rung: &str) -> &'static u32 {

@@ -407,7 +407,13 @@ impl Pipeline {
                 done,
                 fragments,
             } => {
-                if let Some(meta) = self.sessions.get(&session).filter(|_| done) {
+                // A rendition's session is the push's transcoder, not a
+                // push: the source's session has the push's events.
+                if let Some(meta) = self
+                    .sessions
+                    .get(&session)
+                    .filter(|m| done && m.variant.is_none())
+                {
                     self.events
                         .emit(Event::stream_ended(&meta, fragments, unix_now_ms())); // events:
                 }
@@ -419,7 +425,11 @@ impl Pipeline {
                 if let Some(done) = self.followers.remove(&session) {
                     done.cancel();
                 }
-                if let Some(meta) = self.sessions.get(&session).filter(|_| fragments > 0) {
+                if let Some(meta) = self
+                    .sessions
+                    .get(&session)
+                    .filter(|m| fragments > 0 && m.variant.is_none())
+                {
                     self.events
                         .emit(Event::recording_ready(&meta, fragments, unix_now_ms())); // events:
                 }
