@@ -23,13 +23,14 @@
 //! `max_lag_secs` behind real time is killed and its rung dropped.
 //!
 //! Invariants: a transcoder never outlives livebucket (`PR_SET_PDEATHSIG`,
-//! set from a runtime worker thread, which lives as long as the process);
+//! every transcoder forked from one long-lived thread: `spawner`);
 //! the source session is never touched by a rung's failure; a play token
 //! admits one play; session ids and tokens reach debug logs only.
 
 pub(crate) mod plan;
 pub(crate) mod policy;
 mod run;
+mod spawner;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,9 +60,11 @@ struct Inner {
     sessions: Arc<Sessions>,
     pipeline: PipelineHandle,
     metrics: Arc<Metrics>,
-    /// The main runtime: transcoders are spawned from its worker threads,
-    /// which live as long as the process (see the module doc).
+    /// The main runtime, where the rung loops run.
     runtime: tokio::runtime::Handle,
+    /// Forks every transcoder (see the module doc); `None` if its thread
+    /// could not be started (then no transcoder is).
+    spawner: Option<spawner::Spawner>,
     tokens: Mutex<HashMap<String, Pending>>,
     /// Cancelled at shutdown: every supervisor's cancel is its child.
     shutdown: CancellationToken,
@@ -88,6 +91,9 @@ impl Transcoders {
                 sessions,
                 pipeline,
                 metrics,
+                spawner: spawner::Spawner::start(runtime.clone())
+                    .inspect_err(|e| warn!(error = %e, "cannot start the transcoder spawner thread; no renditions"))
+                    .ok(),
                 runtime,
                 tokens: Mutex::new(HashMap::new()),
                 supervisors: Mutex::new(HashMap::new()),
