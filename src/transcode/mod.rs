@@ -7,7 +7,7 @@
 //! Files: [`plan`] (which rungs, the rendition session's record, ffmpeg's
 //! argv; no I/O), [`policy`] (restarts, lag, play admission, stderr budget;
 //! no I/O), `run` (one rung's loop: record, spawn, watch, stop, restart),
-//! this file (the supervisors by source session, the play tokens).
+//! `spawner` (the thread transcoders are forked from), this file (the supervisors by source session, the play tokens).
 //!
 //! Lifecycle: `on_publish` approves a push, then [`Transcoders::start`]
 //! spawns the rungs and waits up to `start_wait_ms` for each one's
