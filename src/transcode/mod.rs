@@ -7,7 +7,8 @@
 //! Files: [`plan`] (which rungs, the rendition session's record, ffmpeg's
 //! argv; no I/O), [`policy`] (restarts, lag, play admission, stderr budget;
 //! no I/O), `run` (one rung's loop: record, spawn, watch, stop, restart),
-//! `spawner` (the thread transcoders are forked from), this file (the supervisors by source session, the play tokens).
+//! `spawner` (the thread transcoders are forked from), this file (the
+//! supervisors by source session, the play tokens).
 //!
 //! Lifecycle: `on_publish` approves a push, then [`Transcoders::start`]
 //! spawns the rungs and waits up to `start_wait_ms` for each one's
@@ -18,9 +19,13 @@
 //! the push, an idle end) or livebucket shuts down: it gets a grace to
 //! finish the source's last frames on its own (its input ends with the
 //! source; not at shutdown), then SIGTERM, then SIGKILL after a grace; then
-//! its rendition session is ended as `on_publish_done` ends a session. One that dies is restarted as a new rendition session (a
-//! discontinuity in the variant), up to `max_restarts`; one more than
-//! `max_lag_secs` behind real time is killed and its rung dropped.
+//! its rendition session is ended as `on_publish_done` ends a session. One
+//! that dies while its source is live is restarted as a new rendition
+//! session (a discontinuity in the variant) after a backoff, up to
+//! `max_restarts` times; one more than `max_lag_secs` behind real time is
+//! killed and its rung dropped for the rest of the push. After a restart of
+//! livebucket ([`Transcoders::recover`]) the rendition sessions it left are
+//! ended and live pushes get new transcoders.
 //!
 //! Invariants: a transcoder never outlives livebucket (`PR_SET_PDEATHSIG`,
 //! every transcoder forked from one long-lived thread: `spawner`);
