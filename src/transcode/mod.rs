@@ -111,9 +111,11 @@ impl Transcoders {
     /// Starts the transcoders of the approved `source` (one per rung in its
     /// `renditions`), which play it from `relay` (its internal
     /// application), and waits until each has played or `start_wait_ms`
-    /// passed (logged; the push goes on either way).
+    /// passed (logged; the push goes on either way; 0: no wait).
     pub(crate) async fn start(&self, cfg: &Arc<Config>, source: &SessionMeta, relay: &str) {
-        let waits = self.supervise(cfg, source, relay, true);
+        // 0: the operator chose not to wait.
+        let wait = cfg.renditions.start_wait_ms > 0;
+        let waits = self.supervise(cfg, source, relay, wait);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(cfg.renditions.start_wait_ms);
         let mut late = Vec::new();
