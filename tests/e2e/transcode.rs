@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::ladder::{ladder_toml, oss2_ok, transcoders};
+use common::ladder::{ladder_toml, ladder_toml_fps, oss2_ok, transcoders};
 use common::stored::{Stored, ended, wait_for_playlist};
 use common::*;
 
@@ -80,9 +80,11 @@ const UNDELIVERED_EVENTS: &str = "[events]\nsecret = \"whsec_dGVzdHNlY3JldHRlc3R
 
 #[tokio::test]
 async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
+    // 120p at half the source's 30 fps: its keyframes must survive the cap.
+    let ladder = ladder_toml_fps(&[("180p", 180, None), ("120p", 120, Some(15))], "");
     let stack = Stack::start_with(
         "transcode-two",
-        &format!("{WINDOW}{UNDELIVERED_EVENTS}{}", ladder_toml(RUNGS, "")),
+        &format!("{WINDOW}{UNDELIVERED_EVENTS}{ladder}"),
     );
     let mut push = stack.push(&stack.sign_push("cam"), 12);
     assert!(push.exit_within(secs(40)).await.success(), "{}", push.log());
