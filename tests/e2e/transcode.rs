@@ -86,7 +86,17 @@ async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
         "transcode-two",
         &format!("{WINDOW}{UNDELIVERED_EVENTS}{ladder}"),
     );
-    let mut push = stack.push(&stack.sign_push("cam"), 12);
+    // A keyframe every 25 frames: nginx cuts at odd frames too (the 75th),
+    // which a frame rate cap that ignores keyframes would drop.
+    let media = common::ffmpeg::TestMedia {
+        video: "testsrc=size=320x240:rate=30",
+        tone_hz: 440,
+        seconds: 12,
+        gop: 25,
+        live: true,
+    };
+    let url = stack.sign_push("cam");
+    let mut push = common::ffmpeg::push_media(&stack.dir, &media, &url, &[]);
     assert!(push.exit_within(secs(40)).await.success(), "{}", push.log());
     let source = ended_playlist(&stack, "cam", &mut push).await;
     assert!(
@@ -106,6 +116,20 @@ async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
             source.playlist.durations
         );
         assert_eq!(variant.playlist.discontinuities, 0, "{rung}");
+        // Cut at the same keyframes: the same durations, within a frame of
+        // the 15 fps rung (the last one ends where each encoder stopped).
+        let n = source.playlist.durations.len() - 1;
+        for (s, v) in source.playlist.durations[..n]
+            .iter()
+            .zip(&variant.playlist.durations[..n])
+        {
+            assert!(
+                (s - v).abs() <= 0.07,
+                "{rung}: {:?} against the source's {:?}",
+                variant.playlist.durations,
+                source.playlist.durations
+            );
+        }
         let first = stack.s3.get(BUCKET, &variant.segment_keys[0]).await;
         let path = stack.dir.join(format!("{rung}.ts"));
         std::fs::write(&path, first).unwrap();
