@@ -86,13 +86,14 @@ async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
         "transcode-two",
         &format!("{WINDOW}{UNDELIVERED_EVENTS}{ladder}"),
     );
-    // A keyframe every 25 frames: nginx cuts at odd frames too (the 75th),
-    // which a frame rate cap that ignores keyframes would drop.
+    // A keyframe every 67 frames (2.23 s, inside nginx's 2 to 2.4 s cut
+    // window): every other cut is on an odd frame, which a frame rate cap
+    // that ignores keyframes drops (then nginx cuts elsewhere).
     let media = common::ffmpeg::TestMedia {
         video: "testsrc=size=320x240:rate=30",
         tone_hz: 440,
         seconds: 12,
-        gop: 25,
+        gop: 67,
         live: true,
     };
     let url = stack.sign_push("cam");
