@@ -480,6 +480,7 @@ impl Pipeline {
         }
         match crate::master::probe::probe(&bytes) {
             Some(p) => {
+                debug!(session = %crate::session::log_tag(session), codecs = %p.codecs(), "probed a fragment for the master playlist");
                 let write = self.masters.probed(session, p);
                 self.write_master(write);
             }
