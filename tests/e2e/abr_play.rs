@@ -18,6 +18,7 @@ use std::path::Path;
 
 use crate::common;
 use common::fake_nginx::make_ts;
+use common::hlscheck;
 use common::httpc;
 use common::livebucket::{ConfigParams, Livebucket, config_toml, sign_play};
 use common::store::{StoreKind, TestStore};
@@ -227,6 +228,9 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
         );
         let playlist = get_ok(&format!("{base}{uri}")).await.text();
         assert!(ended(&playlist), "{playlist}");
+        if let Err(e) = hlscheck::check_playlist(&playlist) {
+            panic!("{uri} is not a valid media playlist: {e}\n{playlist}");
+        }
         let segments = uris(&playlist);
         assert_eq!(segments.len(), 2, "{playlist}");
         let bytes = get_ok(segments[1]).await.body;
@@ -267,6 +271,9 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
     for (uri, ts) in vod_variants.iter().zip([&source, &rung]) {
         let playlist = get_ok(&format!("{vod_base}{uri}")).await.text();
         assert!(ended(&playlist), "{playlist}");
+        if let Err(e) = hlscheck::check_playlist(&playlist) {
+            panic!("{uri} is not a valid media playlist: {e}\n{playlist}");
+        }
         let segments = uris(&playlist);
         let mut got = Vec::new();
         for s in &segments {
