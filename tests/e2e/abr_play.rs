@@ -242,20 +242,25 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
 
     // VOD of the push: a master of VOD URLs, one per variant.
     let (start, end) = (first_ms / 1000 - 10, first_ms / 1000 + 30);
-    let out = std::process::Command::new(common::livebucket::BIN)
-        .args(["sign", "vod", "--config"])
-        .arg(lb.config_path())
-        .args(["--bucket", BUCKET, "--channel", CHANNEL])
-        .args(["--start", &start.to_string(), "--end", &end.to_string()])
-        .args(["--expires-in", "600", "--via-livebucket", &lb.url()])
-        .output()
-        .unwrap();
-    let vod_url = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(vod_url.starts_with("http://"), "sign vod: {out:?}");
+    let sign_vod = |extra: &[&str]| {
+        let out = std::process::Command::new(common::livebucket::BIN)
+            .args(["sign", "vod", "--config"])
+            .arg(lb.config_path())
+            .args(["--bucket", BUCKET, "--channel", CHANNEL])
+            .args(["--start", &start.to_string(), "--end", &end.to_string()])
+            .args(["--expires-in", "600", "--via-livebucket", &lb.url()])
+            .args(extra)
+            .output()
+            .unwrap();
+        let url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(url.starts_with("http://"), "sign vod: {out:?}");
+        url
+    };
+    let vod_url = sign_vod(&[]);
     let vod = get_ok(&vod_url).await.text();
     let vod_variants = uris(&vod);
     assert_eq!(vod_variants.len(), 2, "{vod}");
@@ -291,5 +296,10 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
             assert_eq!(segments.len(), 2, "{playlist}");
         }
     }
+    // One variant's media playlist asked for directly (sign vod --variant).
+    let direct = get_ok(&sign_vod(&["--variant", "360p"])).await.text();
+    assert!(ended(&direct) && uris(&direct).len() == 2, "{direct}");
+    let bad = sign_vod(&["--variant", "360p"]).replace("variant=360p", "variant=720p");
+    assert_eq!(httpc::get(&bad).await.status, 403, "the variant is signed");
     drop(lb);
 }
