@@ -695,6 +695,22 @@ impl Store {
         Ok(out.metadata().cloned().unwrap_or_default())
     }
 
+    /// Whether an object exists (HEAD; 404 is `false`).
+    pub async fn exists(&self, key_id: &str, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        match self
+            .client(key_id)?
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(false),
+            Err(e) => Err(classify("HEAD", bucket, key, e)),
+        }
+    }
+
     /// Keys under `prefix` after `start_after`, in order, until `stop` says
     /// a key is past the end (listing is lexicographic, so time-keyed objects
     /// come out in time order).
@@ -706,11 +722,43 @@ impl Store {
         start_after: Option<&str>,
         stop: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
+        self.list_keys(key_id, bucket, prefix, None, start_after, stop)
+            .await
+    }
+
+    /// [`Store::list`] of the keys directly under `prefix` (a `/`-delimited
+    /// listing): a channel's own objects without those of its variants
+    /// (`CHANNEL/<rung>/…`) or any other sub-prefix.
+    pub async fn list_children(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.list_keys(key_id, bucket, prefix, Some("/"), start_after, stop)
+            .await
+    }
+
+    async fn list_keys(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
         let client = self.client(key_id)?;
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut req = client.list_objects_v2().bucket(bucket).prefix(prefix);
+            let mut req = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_owned));
             if let Some(t) = &token {
                 req = req.continuation_token(t);
             } else if let Some(s) = start_after {

@@ -254,6 +254,12 @@ async fn the_console_in_chromium() {
         r["retention"],
         "Recordings are deleted once older than 7 days."
     );
+    assert_eq!(r["renditions"], "Renditions: none (the source only).");
+    let refused = r["renditionsRefused"].as_str().unwrap_or_default();
+    assert!(
+        refused.starts_with("Not saved:") && refused.contains("720p"),
+        "renditions refusal: {refused}"
+    );
     let create_error = r["createError"].as_str().unwrap_or_default();
     assert!(
         create_error.starts_with("Livebucket refused a value:"),
@@ -565,6 +571,26 @@ fn js_level_words() {
     );
     assert!(
         text.lines().filter(|l| l.starts_with("ok ")).count() >= 9,
+        "{text}"
+    );
+}
+
+/// The console's renditions field, in node without a browser
+/// (`tests/console/renditions_words.mjs`): it takes what the API takes.
+#[test]
+fn js_renditions_field() {
+    let out = Command::new("node")
+        .arg(repo("tests/console/renditions_words.mjs"))
+        .output()
+        .expect("cannot run node (scripts/install-deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("FAIL"),
+        "the console's renditions field:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
         "{text}"
     );
 }
