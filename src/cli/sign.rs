@@ -38,7 +38,9 @@ pub(super) enum Sign {
         key: KeyArgs,
         #[arg(long)]
         bucket: String,
-        /// Object key, e.g. CHANNEL/index.m3u8.
+        /// Object key, e.g. CHANNEL/index.m3u8. With --via-livebucket:
+        /// CHANNEL/PLAYLIST (CHANNEL/master.m3u8 for a channel's master
+        /// playlist) or CHANNEL/RUNG/PLAYLIST for one rendition.
         #[arg(long)]
         key_name: String,
         #[command(flatten)]
@@ -81,6 +83,11 @@ pub(super) enum Sign {
         /// With --post: the object name (default vod.m3u8).
         #[arg(long, requires = "post")]
         name: Option<String>,
+        /// A GET of one variant of a channel with renditions: `source` or a
+        /// rung's name. Without it, a range with renditions answers a
+        /// master playlist naming each variant's URL.
+        #[arg(long, conflicts_with = "post")]
+        variant: Option<String>,
         #[command(flatten)]
         expiry: Expiry,
         /// livebucket's public base URL, e.g. http://127.0.0.1:8080.
@@ -167,6 +174,7 @@ pub(super) fn sign_push(
 pub(super) fn sign_vod(
     key: &KeyArgs,
     scope: play::VodScope<'_>,
+    variant: Option<&str>,
     expires: u64,
     base: &str,
 ) -> anyhow::Result<()> {
@@ -175,7 +183,10 @@ pub(super) fn sign_vod(
     if !scope.name.is_empty() {
         names::validate_playlist_name(scope.name).context("--name")?;
     }
-    let query = play::vod_query(&k.id, &k.secret, &scope, expires)?;
+    let query = match variant {
+        Some(v) => play::vod_variant_query(&k.id, &k.secret, &scope, v, expires)?,
+        None => play::vod_query(&k.id, &k.secret, &scope, expires)?,
+    };
     let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
     println!(
         "{}/api/v1/buckets/{}/channels/{}/vod?{query}",
@@ -214,19 +225,36 @@ pub(super) fn sign_play(
     let (k, config) = signing_key(key, bucket)?;
     if let Some(base) = via {
         check_play_lifetime(config.as_ref(), expiry.unix())?;
-        let (channel, playlist) = object
-            .rsplit_once('/')
-            .context("--key-name must be CHANNEL/PLAYLIST for --via-livebucket")?;
-        let query = play::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
+        let names: Vec<&str> = object.split('/').collect();
+        let query = match names[..] {
+            [channel, playlist] => {
+                play::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?
+            }
+            [channel, rung, playlist] => play::play_variant_query(
+                &k.id,
+                &k.secret,
+                &play::VariantPath {
+                    bucket,
+                    channel,
+                    rung,
+                    playlist,
+                },
+                expiry.unix(),
+            )?,
+            _ => bail!(
+                "--key-name must be CHANNEL/PLAYLIST or CHANNEL/RUNG/PLAYLIST for --via-livebucket"
+            ),
+        };
         // The signature covers the decoded names; the URL needs them encoded
         // (an OSS playlist name may hold spaces or non-ASCII).
-        let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
+        let path: Vec<String> = std::iter::once(bucket)
+            .chain(names)
+            .map(|s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string())
+            .collect();
         println!(
-            "{}/play/{}/{}/{}?{query}",
+            "{}/play/{}?{query}",
             base.trim_end_matches('/'),
-            enc(bucket),
-            enc(channel),
-            enc(playlist)
+            path.join("/")
         );
         return Ok(());
     }

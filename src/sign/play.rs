@@ -14,7 +14,16 @@
 //!   leading zeros, the three names are the decoded path segments (PLAYLIST
 //!   includes its extension, e.g. `index.m3u8`), and
 //!   `S = base64url-no-pad(HMAC-SHA256(secret, string to sign))` (43
-//!   characters). A URL is valid up to and including second `E`.
+//!   characters). A URL is valid up to and including second `E`. A
+//!   channel's master playlist is PLAYLIST `master.m3u8` of this form.
+//! * **livebucket variant play signatures**, for a rung R of a channel with
+//!   renditions, `GET /play/BUCKET/CHANNEL/R/PLAYLIST?AccessKeyId=K&Expires=E&Signature=S`:
+//!   [`sign_play_variant`], [`play_variant_query`], [`verify_play_variant`].
+//!   The same scheme over four names:
+//!
+//!   ```text
+//!   "LIVEBUCKET-PLAY\n" + E + "\n/" + BUCKET + "/" + CHANNEL + "/" + R + "/" + PLAYLIST
+//!   ```
 //! * **livebucket VOD API signatures**, for
 //!   `GET|POST /api/v1/buckets/B/channels/C/vod?start=..&end=..&urls=..[&name=..]&AccessKeyId=K&Expires=E&Signature=S`:
 //!   [`sign_vod`], [`vod_query`], [`verify_vod`]. The signature binds
@@ -34,6 +43,13 @@
 //!   empty for GET; `S` as for play. A GET without `urls` signed when its
 //!   default was `relative` still verifies, as the `relative` link it was
 //!   signed as ([`verify_vod_mode`]).
+//! * **VOD of one variant** of a channel with renditions: the same URL
+//!   with `&variant=V` (`source`, or a rung's name) before `AccessKeyId`:
+//!   [`sign_vod_variant`], [`vod_variant_query`], [`verify_vod_variant`].
+//!   The string to sign is the VOD string above followed by `"\n" + V`.
+//!   NAME never holds a control character, so a variant's string never
+//!   equals another request's, and every URL without `variant` signs and
+//!   means exactly what it did before variants existed.
 //!
 //! # Invariants
 //!
@@ -41,7 +57,11 @@
 //!   signature is checked before the expiry, so `Expired` is only ever
 //!   reported for a URL we really issued, and a name containing `/` or a
 //!   control character is refused, so the string to sign cannot be made
-//!   ambiguous by moving a `/` between bucket, channel and playlist.
+//!   ambiguous by moving a `/` between bucket, channel and playlist. A
+//!   play string to sign has exactly one `/` before each name, so a
+//!   three-name (channel) and a four-name (variant) string never collide:
+//!   no split of a path into names is ambiguous, and a channel's URL never
+//!   verifies as a variant's or the other way round.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,8 +88,57 @@ pub fn sign_play(
     playlist: &str,
     expires: u64,
 ) -> Result<String, SignError> {
-    let mac = play_mac(secret, bucket, channel, playlist, expires)?;
+    let mac = play_mac(secret, &[bucket, channel, playlist], expires)?;
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The path a variant play URL names: `/play/BUCKET/CHANNEL/RUNG/PLAYLIST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantPath<'a> {
+    pub bucket: &'a str,
+    pub channel: &'a str,
+    pub rung: &'a str,
+    pub playlist: &'a str,
+}
+
+impl VariantPath<'_> {
+    fn names(&self) -> [&str; 4] {
+        [self.bucket, self.channel, self.rung, self.playlist]
+    }
+}
+
+/// The variant play signature `S` for `path` until `expires`; see the
+/// module doc.
+pub fn sign_play_variant(
+    secret: &str,
+    path: &VariantPath<'_>,
+    expires: u64,
+) -> Result<String, SignError> {
+    let mac = play_mac(secret, &path.names(), expires)?;
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The query string of a variant play URL, as [`play_query`].
+pub fn play_variant_query(
+    key_id: &str,
+    secret: &str,
+    path: &VariantPath<'_>,
+    expires: u64,
+) -> Result<String, SignError> {
+    let signature = sign_play_variant(secret, path, expires)?;
+    query(key_id, &signature, expires)
+}
+
+/// Checks a variant play signature; errors as for [`verify_play`].
+pub fn verify_play_variant(
+    secret: &str,
+    path: &VariantPath<'_>,
+    expires: u64,
+    now_unix: u64,
+    signature: &str,
+) -> Result<(), SignError> {
+    let mac = play_mac(secret, &path.names(), expires)?;
+    check_tag(mac, signature, expires, now_unix)
 }
 
 /// The query string `AccessKeyId=K&Expires=E&Signature=S` (no leading `?`)
@@ -82,15 +151,20 @@ pub fn play_query(
     playlist: &str,
     expires: u64,
 ) -> Result<String, SignError> {
+    let signature = sign_play(secret, bucket, channel, playlist, expires)?;
+    query(key_id, &signature, expires)
+}
+
+/// `AccessKeyId=K&Expires=E&Signature=S`, percent-encoded.
+fn query(key_id: &str, signature: &str, expires: u64) -> Result<String, SignError> {
     if key_id.is_empty() {
         return Err(SignError::Malformed("access key id must be non-empty"));
     }
-    let signature = sign_play(secret, bucket, channel, playlist, expires)?;
     Ok(format!(
         "AccessKeyId={key}&Expires={expires}&Signature={sig}",
         key = utf8_percent_encode(key_id, UNRESERVED),
         // base64url is all unreserved; encoding is a no-op kept for safety.
-        sig = utf8_percent_encode(&signature, UNRESERVED),
+        sig = utf8_percent_encode(signature, UNRESERVED),
     ))
 }
 
@@ -108,7 +182,7 @@ pub fn verify_play(
     now_unix: u64,
     signature: &str,
 ) -> Result<(), SignError> {
-    let mac = play_mac(secret, bucket, channel, playlist, expires)?;
+    let mac = play_mac(secret, &[bucket, channel, playlist], expires)?;
     check_tag(mac, signature, expires, now_unix)
 }
 
@@ -154,7 +228,7 @@ pub struct VodScope<'a> {
 
 /// The VOD signature `S` of `scope` until `expires`; see the module doc.
 pub fn sign_vod(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<String, SignError> {
-    let mac = vod_mac(secret, scope, expires)?;
+    let mac = vod_mac(secret, scope, None, expires)?;
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
@@ -167,16 +241,68 @@ pub fn vod_query(
     scope: &VodScope<'_>,
     expires: u64,
 ) -> Result<String, SignError> {
+    vod_query_with(key_id, secret, scope, None, expires)
+}
+
+/// The VOD signature `S` of one variant's range (`variant`: `source` or a
+/// rung's name); see the module doc.
+pub fn sign_vod_variant(
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: &str,
+    expires: u64,
+) -> Result<String, SignError> {
+    let mac = vod_mac(secret, scope, Some(variant), expires)?;
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The query string of a VOD API URL for one variant of `scope`: as
+/// [`vod_query`] with `&variant=V` before `AccessKeyId`.
+pub fn vod_variant_query(
+    key_id: &str,
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: &str,
+    expires: u64,
+) -> Result<String, SignError> {
+    vod_query_with(key_id, secret, scope, Some(variant), expires)
+}
+
+/// Checks a VOD signature for exactly `scope` and `variant`; errors as for
+/// [`verify_play`].
+pub fn verify_vod_variant(
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: &str,
+    expires: u64,
+    now_unix: u64,
+    signature: &str,
+) -> Result<(), SignError> {
+    let mac = vod_mac(secret, scope, Some(variant), expires)?;
+    check_tag(mac, signature, expires, now_unix)
+}
+
+fn vod_query_with(
+    key_id: &str,
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: Option<&str>,
+    expires: u64,
+) -> Result<String, SignError> {
     if key_id.is_empty() {
         return Err(SignError::Malformed("access key id must be non-empty"));
     }
-    let signature = sign_vod(secret, scope, expires)?;
+    let mac = vod_mac(secret, scope, variant, expires)?;
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     let mut q = format!(
         "start={}&end={}&urls={}",
         scope.start, scope.end, scope.urls
     );
     if !scope.name.is_empty() {
         q += &format!("&name={}", utf8_percent_encode(scope.name, UNRESERVED));
+    }
+    if let Some(v) = variant {
+        q += &format!("&variant={}", utf8_percent_encode(v, UNRESERVED));
     }
     q += &format!(
         "&AccessKeyId={}&Expires={expires}&Signature={signature}",
@@ -240,11 +366,21 @@ pub fn verify_vod(
     now_unix: u64,
     signature: &str,
 ) -> Result<(), SignError> {
-    let mac = vod_mac(secret, scope, expires)?;
+    let mac = vod_mac(secret, scope, None, expires)?;
     check_tag(mac, signature, expires, now_unix)
 }
 
-fn vod_mac(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<Hmac<Sha256>, SignError> {
+fn vod_mac(
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: Option<&str>,
+    expires: u64,
+) -> Result<Hmac<Sha256>, SignError> {
+    if variant.is_some_and(|v| !is_single_segment(v)) {
+        return Err(SignError::Malformed(
+            "variant must be one non-empty path segment",
+        ));
+    }
     for name in [scope.bucket, scope.channel] {
         if !is_single_segment(name) {
             return Err(SignError::Malformed(
@@ -281,27 +417,30 @@ fn vod_mac(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<Hmac<Sha2
         )
         .as_bytes(),
     );
+    if let Some(v) = variant {
+        mac.update(b"\n");
+        mac.update(v.as_bytes());
+    }
     Ok(mac)
 }
 
-/// The play MAC with the string to sign already fed in.
-fn play_mac(
-    secret: &str,
-    bucket: &str,
-    channel: &str,
-    playlist: &str,
-    expires: u64,
-) -> Result<Hmac<Sha256>, SignError> {
-    for name in [bucket, channel, playlist] {
-        if !is_single_segment(name) {
-            return Err(SignError::Malformed(
-                "bucket, channel and playlist must each be one non-empty path segment",
-            ));
-        }
+/// The play MAC with the string to sign already fed in: the prefix, the
+/// expiry, then `/NAME` for each of `names` (bucket, channel, [rung,]
+/// playlist).
+fn play_mac(secret: &str, names: &[&str], expires: u64) -> Result<Hmac<Sha256>, SignError> {
+    if !names.iter().all(|n| is_single_segment(n)) {
+        return Err(SignError::Malformed(
+            "bucket, channel, rung and playlist must each be one non-empty path segment",
+        ));
     }
     let mut mac = new_mac::<Sha256>(secret.as_bytes())?;
     mac.update(PLAY_PREFIX.as_bytes());
-    mac.update(format!("{expires}\n/{bucket}/{channel}/{playlist}").as_bytes());
+    mac.update(expires.to_string().as_bytes());
+    mac.update(b"\n");
+    for name in names {
+        mac.update(b"/");
+        mac.update(name.as_bytes());
+    }
     Ok(mac)
 }
 

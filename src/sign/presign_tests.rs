@@ -743,3 +743,158 @@ proptest! {
         }
     }
 }
+
+/// `LIVEBUCKET-PLAY\n1700003600\n/live/cam1/360p/index.m3u8` under
+/// `play-secret`, from Python's `hmac`.
+const VARIANT_SIG: &str = "XrFGEza-gmHgwmEeJ8USeOqGCYv0wOPZzfTpA9k0xgo";
+
+#[test]
+fn variant_play_signature_matches_python_and_round_trips() {
+    let sig = sign_play_variant(
+        PLAY_SECRET,
+        &VariantPath {
+            bucket: "live",
+            channel: "cam1",
+            rung: "360p",
+            playlist: "index.m3u8",
+        },
+        PLAY_EXPIRES,
+    )
+    .unwrap();
+    assert_eq!(sig, VARIANT_SIG);
+    assert_eq!(
+        play_variant_query(
+            "GK1",
+            PLAY_SECRET,
+            &VariantPath {
+                bucket: "live",
+                channel: "cam1",
+                rung: "360p",
+                playlist: "index.m3u8"
+            },
+            PLAY_EXPIRES
+        )
+        .unwrap(),
+        format!("AccessKeyId=GK1&Expires=1700003600&Signature={VARIANT_SIG}")
+    );
+    let check = |b, c, r, p, s| {
+        verify_play_variant(
+            PLAY_SECRET,
+            &VariantPath {
+                bucket: b,
+                channel: c,
+                rung: r,
+                playlist: p,
+            },
+            PLAY_EXPIRES,
+            PLAY_EXPIRES,
+            s,
+        )
+    };
+    assert_eq!(
+        check("live", "cam1", "360p", "index.m3u8", VARIANT_SIG),
+        Ok(())
+    );
+    // Another rung, channel or playlist: refused.
+    for (c, r, p) in [
+        ("cam1", "720p", "index.m3u8"),
+        ("cam2", "360p", "index.m3u8"),
+        ("cam1", "360p", "other.m3u8"),
+    ] {
+        assert_eq!(
+            check("live", c, r, p, VARIANT_SIG),
+            Err(SignError::BadSignature)
+        );
+    }
+}
+
+#[test]
+fn channel_and_variant_play_urls_never_verify_as_each_other() {
+    // The channel "cam1" with playlist "360p" is three names; the variant
+    // is four: neither signature verifies as the other, whatever the split.
+    let channel = sign_play(PLAY_SECRET, "live", "cam1", "360p", PLAY_EXPIRES).unwrap();
+    assert_eq!(
+        verify_play_variant(
+            PLAY_SECRET,
+            &VariantPath {
+                bucket: "live",
+                channel: "cam1",
+                rung: "360p",
+                playlist: "index.m3u8"
+            },
+            PLAY_EXPIRES,
+            0,
+            &channel
+        ),
+        Err(SignError::BadSignature)
+    );
+    assert_eq!(
+        verify_play(
+            PLAY_SECRET,
+            "live",
+            "cam1",
+            "index.m3u8",
+            PLAY_EXPIRES,
+            0,
+            VARIANT_SIG
+        ),
+        Err(SignError::BadSignature)
+    );
+    // A `/` inside a name would move it between names: refused.
+    for (c, r) in [("cam1/360p", "x"), ("cam1", "360p/x"), ("cam1", "")] {
+        assert!(matches!(
+            sign_play_variant(
+                PLAY_SECRET,
+                &VariantPath {
+                    bucket: "live",
+                    channel: c,
+                    rung: r,
+                    playlist: "index.m3u8"
+                },
+                PLAY_EXPIRES
+            ),
+            Err(SignError::Malformed(_))
+        ));
+    }
+}
+
+/// `LIVEBUCKET-VOD\nGET\n1700003600\n/live/cam1\n1700000000\n1700000600\nrelative\n\n360p`
+/// under `vod-secret`, from Python's `hmac`.
+const VOD_VARIANT_SIG: &str = "wyS-aXSWC1np3gshbOwwIbj2dBgK-RcWbRYZQ_5irmQ";
+
+#[test]
+fn a_variant_vod_url_is_signed_apart_from_the_channel_one() {
+    let (secret, e) = ("vod-secret", PLAY_EXPIRES);
+    assert_eq!(
+        sign_vod_variant(secret, &VOD_GET, "360p", e).unwrap(),
+        VOD_VARIANT_SIG
+    );
+    assert_eq!(
+        vod_variant_query("GK1", secret, &VOD_GET, "360p", e).unwrap(),
+        format!(
+            "start=1700000000&end=1700000600&urls=relative&variant=360p&AccessKeyId=GK1&Expires=1700003600&Signature={VOD_VARIANT_SIG}"
+        )
+    );
+    assert_eq!(
+        verify_vod_variant(secret, &VOD_GET, "360p", e, 0, VOD_VARIANT_SIG),
+        Ok(())
+    );
+    // Neither verifies as the other, nor as another variant.
+    let channel = sign_vod(secret, &VOD_GET, e).unwrap();
+    assert_eq!(
+        verify_vod_variant(secret, &VOD_GET, "360p", e, 0, &channel),
+        Err(SignError::BadSignature)
+    );
+    assert_eq!(
+        verify_vod(secret, &VOD_GET, e, 0, VOD_VARIANT_SIG),
+        Err(SignError::BadSignature)
+    );
+    assert_eq!(
+        verify_vod_variant(secret, &VOD_GET, "source", e, 0, VOD_VARIANT_SIG),
+        Err(SignError::BadSignature)
+    );
+    assert!(matches!(
+        sign_vod_variant(secret, &VOD_GET, "a\nb", e),
+        Err(SignError::Malformed(_))
+    ));
+}
