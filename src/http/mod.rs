@@ -139,6 +139,10 @@ impl AppState {
         mut self,
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> AppState {
+        if let Some(c) = &cluster {
+            self.transcoders
+                .continue_from(c.clone(), self.store.clone());
+        }
         self.cluster = cluster;
         self
     }

@@ -76,6 +76,11 @@ struct Inner {
     /// Source session id → the cancel of its supervisor.
     supervisors: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
+    /// Cluster mode: where a variant's playlist stands in the bucket, so a
+    /// rendition session continues it (as a source session continues its
+    /// channel's) instead of starting its media sequence again on another
+    /// node. Set once, when the cluster is wired in.
+    continuity: std::sync::OnceLock<(Arc<crate::cluster::Cluster>, crate::store::Store)>,
 }
 
 /// Every push's transcoders (see the module doc). Cheap to clone.
@@ -104,8 +109,19 @@ impl Transcoders {
                 supervisors: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                continuity: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Cluster mode: rendition sessions continue their variant's playlist
+    /// from the bucket (see [`crate::cluster::Cluster::resume`]).
+    pub(crate) fn continue_from(
+        &self,
+        cluster: Arc<crate::cluster::Cluster>,
+        store: crate::store::Store,
+    ) {
+        let _ = self.inner.continuity.set((cluster, store));
     }
 
     /// Starts the transcoders of the approved `source` (one per rung in its

@@ -109,7 +109,7 @@ impl Job {
     /// session is ended whatever happened once it was begun.
     async fn once(&mut self) -> Result<Ended, DropReason> {
         let inner = &self.t.inner;
-        let meta = self.begin()?;
+        let meta = self.begin().await?;
         let id = meta.id.clone();
         let token = new_session_id();
         self.t.lock_tokens().insert(
@@ -149,27 +149,29 @@ impl Job {
     /// admission does for a source; the pipeline is told. A variant
     /// channel still live from an earlier run (its end not seen yet) is
     /// ended first.
-    fn begin(&self) -> Result<SessionMeta, DropReason> {
+    async fn begin(&self) -> Result<SessionMeta, DropReason> {
         let inner = &self.t.inner;
         let sessions = &inner.sessions;
-        let meta = plan::variant_meta(
+        let mut meta = plan::variant_meta(
             &self.source,
             &self.rung.name,
             sessions.new_id(),
             crate::clock::unix_now_ms(),
         );
+        meta.resume = self.resume(&meta).await;
         let begun = match sessions.begin(meta.clone()) {
             Err(SessionError::ChannelLive { .. }) => {
                 match sessions.live_of(&meta.bucket, &meta.channel) {
                     Some(old) if old.variant.is_some() => self.t.end_session(&old.id),
                     _ => {}
                 }
-                let retry = plan::variant_meta(
+                let mut retry = plan::variant_meta(
                     &self.source,
                     &self.rung.name,
                     sessions.new_id(),
                     crate::clock::unix_now_ms(),
                 );
+                retry.resume = meta.resume.clone();
                 sessions.begin(retry)
             }
             other => other,
@@ -186,6 +188,28 @@ impl Job {
         }
         inner.pipeline.started(meta.clone());
         Ok(meta)
+    }
+
+    /// In cluster mode, where the variant's playlist stands in the bucket
+    /// (another node may have written it last), so this session continues
+    /// its media sequence; `None` alone, or when the read does not come
+    /// within 2 s (then this node's own state, as for a source).
+    async fn resume(&self, meta: &SessionMeta) -> Option<Box<crate::pipeline::fence::Resume>> {
+        let (cluster, store) = self.t.inner.continuity.get()?;
+        let read = cluster.resume(
+            store,
+            &meta.key_id,
+            &meta.bucket,
+            &meta.channel,
+            &meta.playlist,
+        );
+        match tokio::time::timeout(Duration::from_secs(2), read).await {
+            Ok(r) => r.map(Box::new),
+            Err(_) => {
+                warn!(channel = %meta.channel, "the variant's playlist did not come within 2 s; starting from this node's state");
+                None
+            }
+        }
     }
 
     /// ffmpeg, niced, killed with livebucket (`PR_SET_PDEATHSIG`, forked
