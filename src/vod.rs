@@ -232,8 +232,10 @@ pub async fn fragments(
     let (start_ms, end_ms) = (start_s.saturating_mul(1000), end_s.saturating_mul(1000));
     let prefix = index::manifest_prefix(channel);
     let end_key = index::manifest_key(channel, end_ms, "");
+    // Delimited: a variant's manifests (`.livebucket/index/CHANNEL/<rung>/…`)
+    // are not the channel's, and a rung named like `1080p` sorts among them.
     let manifests = store
-        .list(key_id, bucket, &prefix, None, |k| k >= end_key.as_str())
+        .list_children(key_id, bucket, &prefix, None, |k| k >= end_key.as_str())
         .await?;
     if !manifests.is_empty() {
         // One publisher per channel: sessions do not overlap, so only the last
@@ -278,8 +280,10 @@ pub async fn fragments(
     // (and later HEADing) a week of fragments.
     // (An atomic, not a Cell: the future holding it must be Send.)
     let listed_count = AtomicUsize::new(0);
+    // Delimited: a variant's objects (`CHANNEL/<rung>/…`), its parts and
+    // snapshots neither count against the cap nor end the listing early.
     let keys = store
-        .list(key_id, bucket, &media_prefix, Some(&first), |k| {
+        .list_children(key_id, bucket, &media_prefix, Some(&first), |k| {
             let n = listed_count.fetch_add(1, Ordering::Relaxed) + 1;
             k >= last.as_str() || n > max_fragments + 1
         })

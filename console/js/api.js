@@ -110,6 +110,9 @@ export class Api {
       snapshot: snap ? { destBucket: text(snap, "DestBucket"), interval: Number(text(snap, "Interval")) } : null,
       // livebucket's extension: null when the server's default applies.
       retentionSecs: text(doc, "RetentionSeconds") === "" ? null : Number(text(doc, "RetentionSeconds")),
+      // livebucket's extension: null for the server's default ladder,
+      // "none", or comma-separated rung names.
+      renditions: text(doc, "LivebucketRenditions") || null,
     };
   }
 
@@ -151,7 +154,9 @@ export class Api {
 
   /** PutLiveChannel; answers the channel's publish URL. `c.retentionSecs`
    * (livebucket's RetentionSeconds): null or absent for the server's
-   * default, 0 to keep recordings forever. */
+   * default, 0 to keep recordings forever. `c.renditions`
+   * (LivebucketRenditions): null or absent for the server's default ladder,
+   * "none", or comma-separated rung names (see ui.js parseRenditions). */
   async create(channel, c) {
     const esc = (s) => String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
     let xml = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<LiveChannelConfiguration>" +
@@ -165,6 +170,9 @@ export class Api {
     }
     if (c.retentionSecs !== null && c.retentionSecs !== undefined) {
       xml += `<RetentionSeconds>${Math.round(c.retentionSecs)}</RetentionSeconds>`;
+    }
+    if (c.renditions) {
+      xml += `<LivebucketRenditions>${esc(c.renditions)}</LivebucketRenditions>`;
     }
     xml += "</LiveChannelConfiguration>";
     const doc = parseXml(await this.request("PUT", channel, [["live", ""]], xml));

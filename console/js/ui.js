@@ -116,6 +116,44 @@ export function parkedWarning(parked) {
     `kept on livebucket's disk and retried every upload.max_backoff_secs and at each reload. To fix: ${fix}.`;
 }
 
+/** Rung names the server keeps for itself (config::renditions). */
+const RESERVED_RUNGS = ["source", "snapshot", "master"];
+
+/**
+ * The renditions field as the API checks it (LivebucketRenditions): an
+ * empty field is `{ value: null }` (the server's default ladder), `none`
+ * is `{ value: "none" }` (the source only), else comma-separated rung names
+ * (spaces around them are dropped) as `{ value: "720p,360p" }`; a name that
+ * cannot be a rung, one given twice, or `none` beside a rung is
+ * `{ error }`. Whether each rung is in the server's ladder only the server
+ * knows: it refuses unknown ones by name.
+ */
+export function parseRenditions(text) {
+  const names = String(text).split(",").map((n) => n.trim());
+  if (names.every((n) => n === "")) return { value: null };
+  if (names.length === 1 && names[0] === "none") return { value: "none" };
+  const seen = new Set();
+  for (const n of names) {
+    if (n === "") return { error: "Renditions: an empty name between commas." };
+    if (n === "none") return { error: "Renditions: none stands alone (the source only)." };
+    if (!/^[a-z0-9][a-z0-9_-]{0,31}$/.test(n) || RESERVED_RUNGS.includes(n)) {
+      return { error: `Renditions: ${n.slice(0, 40)} is not a rung name (a-z 0-9 _ -, up to 32; not source, snapshot or master).` };
+    }
+    if (seen.has(n)) return { error: `Renditions: ${n} is named twice.` };
+    seen.add(n);
+  }
+  return { value: names.join(",") };
+}
+
+/** The channel page's words for a record's renditions (see `parseRenditions`). */
+export function renditionsLine(value) {
+  if (value === null || value === undefined || value === "") {
+    return "Renditions: the server's default ladder.";
+  }
+  if (value === "none") return "Renditions: none (the source only).";
+  return `Renditions: ${value.split(",").join(", ")} (besides the source).`;
+}
+
 /** Shows `parkedWarning(parked)` in `el`, or hides it when there is none. */
 export function showParked(el, parked) {
   const words = parkedWarning(parked);

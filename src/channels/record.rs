@@ -127,6 +127,90 @@ pub enum Renditions {
     Rungs(Vec<String>),
 }
 
+/// `LivebucketRenditions`' word for "no renditions, whatever the default".
+pub const RENDITIONS_NONE: &str = "none";
+
+/// The master playlist's object name under a channel with renditions
+/// (`CHANNEL/master.m3u8`): a channel whose live playlist has this name
+/// cannot have renditions, or the two would be one object.
+pub const MASTER_PLAYLIST_NAME: &str = "master.m3u8";
+
+impl Renditions {
+    /// `LivebucketRenditions`' text, taken exactly as written like every
+    /// leaf: empty is `None` (the config's default), `none` is
+    /// [`Renditions::None`], anything else comma-separated rung names, which
+    /// [`LiveChannelConfig::validate`] checks (so `a, b` or `a,,b` is
+    /// refused there, not silently mended here).
+    pub fn parse(text: &str) -> Option<Renditions> {
+        match text {
+            "" => None,
+            RENDITIONS_NONE => Some(Renditions::None),
+            _ => Some(Renditions::Rungs(
+                text.split(',').map(str::to_owned).collect(),
+            )),
+        }
+    }
+
+    /// The text [`Renditions::parse`] reads back: `none` or `a,b`.
+    pub fn to_text(&self) -> String {
+        match self {
+            Renditions::None => RENDITIONS_NONE.to_owned(),
+            Renditions::Rungs(names) => names.join(","),
+        }
+    }
+
+    /// The names checked by [`LiveChannelConfig::validate`]: each a valid
+    /// rung name ([`crate::config::renditions::valid_rung_name`]), none twice,
+    /// at least one, and `none` only alone.
+    fn check_names(&self) -> Result<(), InvalidChannel> {
+        let Renditions::Rungs(names) = self else {
+            return Ok(());
+        };
+        if names.is_empty() {
+            return Err(invalid(
+                "LivebucketRenditions must name at least one rung, or be none",
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if name == RENDITIONS_NONE {
+                return Err(invalid(
+                    "LivebucketRenditions: none cannot be combined with rung names",
+                ));
+            }
+            if !crate::config::renditions::valid_rung_name(name) {
+                return Err(invalid(format!(
+                    "LivebucketRenditions: {:?} is not a rung name (1 to 32 of a-z 0-9 _ -, \
+                     starting with a letter or digit; not source, snapshot or master)",
+                    shown_name(name)
+                )));
+            }
+            if names[..i].contains(name) {
+                return Err(invalid(format!("LivebucketRenditions names {name} twice")));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A client's name cut to a length a message can carry.
+fn shown_name(name: &str) -> String {
+    name.chars().take(40).collect()
+}
+
+/// The rungs a channel's pushes get: its record's choice, else the ladder's
+/// `default`. Names the ladder no longer has are kept here; admission skips
+/// (and logs) them.
+pub fn effective_renditions(
+    choice: Option<&Renditions>,
+    ladder: &crate::config::RenditionsConfig,
+) -> Vec<String> {
+    match choice {
+        None => ladder.default.clone(),
+        Some(Renditions::None) => Vec::new(),
+        Some(Renditions::Rungs(names)) => names.clone(),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HlsTarget {
@@ -215,8 +299,54 @@ impl LiveChannelConfig {
                 "RetentionSeconds must be an integer from 0 (keep forever) to {MAX_RETENTION_SECS}"
             )));
         }
+        if let Some(r) = &self.renditions {
+            r.check_names()?;
+            if matches!(r, Renditions::Rungs(_))
+                && self.target.playlist_name == MASTER_PLAYLIST_NAME
+            {
+                return Err(master_clash());
+            }
+        }
         Ok(())
     }
+
+    /// What PutLiveChannel checks beyond [`LiveChannelConfig::validate`]
+    /// where the ladder is known: every rung the record names is in
+    /// `[renditions]` (the refusal names the first unknown one), and a
+    /// channel that gets renditions (its own or the default) does not use
+    /// [`MASTER_PLAYLIST_NAME`] as its playlist.
+    pub fn check_ladder(
+        &self,
+        ladder: &crate::config::RenditionsConfig,
+    ) -> Result<(), InvalidChannel> {
+        if let Some(Renditions::Rungs(names)) = &self.renditions
+            && let Some(unknown) = names.iter().find(|n| ladder.rung(n).is_none())
+        {
+            let known: Vec<&str> = ladder.rungs.iter().map(|r| r.name.as_str()).collect();
+            return Err(invalid(format!(
+                "LivebucketRenditions: rung {unknown} is not in the [renditions] ladder \
+                 (it has: {})",
+                if known.is_empty() {
+                    "no rungs".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            )));
+        }
+        if self.target.playlist_name == MASTER_PLAYLIST_NAME
+            && !effective_renditions(self.renditions.as_ref(), ladder).is_empty()
+        {
+            return Err(master_clash());
+        }
+        Ok(())
+    }
+}
+
+fn master_clash() -> InvalidChannel {
+    invalid(format!(
+        "Target/PlaylistName {MASTER_PLAYLIST_NAME} is the master playlist's name: a channel \
+         with renditions needs another playlist name (or LivebucketRenditions none)"
+    ))
 }
 
 fn check_range(field: &str, value: u32) -> Result<(), InvalidChannel> {
@@ -822,5 +952,134 @@ mod tests {
         );
         assert_eq!(publish, "rtmp://h/live/a%23b%3Fc%25");
         assert_eq!(play, "https://cdn.example.org/a%23b%3Fc%25/p%20q.m3u8");
+    }
+}
+
+#[cfg(test)]
+mod renditions_tests {
+    use super::*;
+    use crate::config::{RenditionsConfig, Rung};
+
+    fn with(renditions: Option<Renditions>, playlist: &str) -> LiveChannelConfig {
+        let mut c = LiveChannelConfig::default();
+        c.renditions = renditions;
+        c.target.playlist_name = playlist.to_owned();
+        c
+    }
+
+    fn rungs(names: &[&str]) -> Option<Renditions> {
+        Some(Renditions::Rungs(
+            names.iter().map(|n| (*n).to_owned()).collect(),
+        ))
+    }
+
+    fn ladder(names: &[&str], default: &[&str]) -> RenditionsConfig {
+        RenditionsConfig {
+            rungs: names
+                .iter()
+                .map(|n| Rung {
+                    name: (*n).to_owned(),
+                    height: Some(360),
+                    video_kbps: Some(800),
+                    audio_kbps: 96,
+                    max_fps: None,
+                })
+                .collect(),
+            default: default.iter().map(|n| (*n).to_owned()).collect(),
+            ..RenditionsConfig::default()
+        }
+    }
+
+    #[test]
+    fn text_parses_and_renders_back() {
+        assert_eq!(Renditions::parse(""), None);
+        assert_eq!(Renditions::parse("none"), Some(Renditions::None));
+        assert_eq!(Renditions::parse("720p,360p"), rungs(&["720p", "360p"]));
+        for r in [
+            Renditions::None,
+            Renditions::Rungs(vec!["a".into(), "b_2".into()]),
+        ] {
+            assert_eq!(Renditions::parse(&r.to_text()), Some(r));
+        }
+    }
+
+    #[test]
+    fn names_are_checked_without_the_ladder() {
+        let ok = |r| with(r, DEFAULT_PLAYLIST_NAME).validate();
+        assert_eq!(ok(None), Ok(()));
+        assert_eq!(ok(Some(Renditions::None)), Ok(()));
+        assert_eq!(ok(rungs(&["720p", "audio"])), Ok(()));
+        for bad in [
+            vec!["720p", "720p"],
+            vec!["720P"],
+            vec!["a b"],
+            vec![""],
+            vec!["720p", ""],
+            vec!["source"],
+            vec!["master"],
+            vec!["../x"],
+            vec!["none", "720p"],
+            vec![],
+        ] {
+            let refused = ok(rungs(&bad));
+            assert!(
+                refused
+                    .as_ref()
+                    .is_err_and(|e| e.0.contains("LivebucketRenditions")),
+                "{bad:?}: {refused:?}"
+            );
+        }
+        assert!(
+            with(rungs(&["720p"]), MASTER_PLAYLIST_NAME)
+                .validate()
+                .is_err_and(|e| e.0.contains("master.m3u8"))
+        );
+        // `none` with the master's name is fine: no master is ever written.
+        assert_eq!(
+            with(Some(Renditions::None), MASTER_PLAYLIST_NAME).validate(),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn the_ladder_decides_which_names_exist() {
+        let l = ladder(&["720p", "360p"], &[]);
+        assert_eq!(with(rungs(&["360p"]), "p.m3u8").check_ladder(&l), Ok(()));
+        let refused = with(rungs(&["360p", "1080p"]), "p.m3u8").check_ladder(&l);
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.0.contains("1080p") && e.0.contains("720p, 360p")),
+            "{refused:?}"
+        );
+        assert!(
+            with(rungs(&["x"]), "p.m3u8")
+                .check_ladder(&RenditionsConfig::default())
+                .is_err_and(|e| e.0.contains("no rungs"))
+        );
+        // The default ladder counts against the master's name; `none` or
+        // no default does not.
+        let defaulted = ladder(&["360p"], &["360p"]);
+        assert!(
+            with(None, MASTER_PLAYLIST_NAME)
+                .check_ladder(&defaulted)
+                .is_err()
+        );
+        assert_eq!(
+            with(Some(Renditions::None), MASTER_PLAYLIST_NAME).check_ladder(&defaulted),
+            Ok(())
+        );
+        assert_eq!(with(None, MASTER_PLAYLIST_NAME).check_ladder(&l), Ok(()));
+    }
+
+    #[test]
+    fn effective_rungs_follow_the_record_then_the_default() {
+        let l = ladder(&["720p", "360p"], &["360p"]);
+        assert_eq!(effective_renditions(None, &l), vec!["360p".to_owned()]);
+        assert!(effective_renditions(Some(&Renditions::None), &l).is_empty());
+        assert_eq!(
+            effective_renditions(rungs(&["720p"]).as_ref(), &l),
+            vec!["720p".to_owned()]
+        );
     }
 }

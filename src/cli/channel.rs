@@ -13,7 +13,7 @@ use quick_xml::events::Event;
 
 use super::args::{KeyArgs, signing_key};
 use livebucket::config::{Config, ListenAddr};
-use livebucket::oss::channel::{HlsTarget, LiveChannelConfig};
+use livebucket::oss::channel::{HlsTarget, LiveChannelConfig, Renditions};
 use livebucket::oss::xml;
 use livebucket::outbound;
 use livebucket::sign::encode::UNRESERVED;
@@ -46,6 +46,13 @@ pub(super) enum Channel {
         /// default: the server's `[retention] default_period_secs`).
         #[arg(long)]
         retention_secs: Option<u64>,
+        /// The `[renditions]` rungs this channel's pushes are transcoded to,
+        /// comma-separated (`720p,360p`), or `none` for the source only
+        /// (livebucket's `LivebucketRenditions`; default: the server's
+        /// `[renditions] default`). The server refuses rungs its ladder does
+        /// not have.
+        #[arg(long)]
+        renditions: Option<String>,
     },
     /// List channels: ListLiveChannel.
     Ls {
@@ -123,6 +130,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
             frag_count,
             playlist_name,
             retention_secs,
+            renditions,
         } => {
             let config = LiveChannelConfig {
                 description,
@@ -139,7 +147,7 @@ pub(super) async fn run(cmd: Channel) -> anyhow::Result<()> {
                 },
                 snapshot: None,
                 retention_secs,
-                renditions: None,
+                renditions: renditions.as_deref().and_then(Renditions::parse),
             };
             config.validate().map_err(|e| anyhow::anyhow!("{}", e))?;
             let body = xml::render_info(&config);

@@ -178,12 +178,12 @@ pub(crate) fn validate(r: &RenditionsConfig) -> Result<(), ConfigError> {
         }
         if !(8..=512).contains(&rung.audio_kbps) {
             return Err(invalid(
-                &format!("{field}.audio_kbps"),
+                format!("{field}.audio_kbps"),
                 "must be from 8 to 512",
             ));
         }
         if rung.max_fps == Some(0) {
-            return Err(invalid(&format!("{field}.max_fps"), "must be at least 1"));
+            return Err(invalid(format!("{field}.max_fps"), "must be at least 1"));
         }
     }
     if let Some(name) = r.default.iter().find(|n| r.rung(n).is_none()) {

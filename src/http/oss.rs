@@ -245,6 +245,8 @@ async fn execute(
         Operation::PutLiveChannel { channel } => {
             model::validate_channel_name(&channel)?;
             let config = xml::parse_config(body)?;
+            // The ladder is the config's: a record may only name its rungs.
+            config.check_ladder(&cfg.renditions)?;
             check_not_live(app, bucket, &channel).await?;
             if let Some(s) = &config.snapshot {
                 crate::names::validate_bucket(&s.dest_bucket)

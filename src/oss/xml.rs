@@ -19,7 +19,8 @@
 //! `<PlaylistName />` by default), entity and character references, CDATA.
 //! Refused: DTDs and processing instructions (no entity expansion games),
 //! elements in leaf values, any element not in OSS's schema or livebucket's
-//! extensions (`Target/LowLatency`, `RetentionSeconds`). Attributes are
+//! extensions (`Target/LowLatency`, `RetentionSeconds`,
+//! `LivebucketRenditions`). Attributes are
 //! ignored. Leaf values are taken exactly as written (no trimming), so
 //! `<FragCount> 3</FragCount>` is an `InvalidArgument`.
 //!
@@ -42,7 +43,8 @@ use time::OffsetDateTime;
 
 use super::channel::{
     ChannelStat, ChannelStatus, DEFAULT_FRAG_COUNT, DEFAULT_FRAG_DURATION, DEFAULT_PLAYLIST_NAME,
-    HlsTarget, LiveChannelConfig, LiveRecord, MAX_RETENTION_SECS, Snapshot, is_xml_char,
+    HlsTarget, LiveChannelConfig, LiveRecord, MAX_RETENTION_SECS, Renditions, Snapshot,
+    is_xml_char,
 };
 use super::error::{ErrorParts, OssError};
 
@@ -203,6 +205,9 @@ impl<'a> Parser<'a> {
                 "RetentionSeconds" => {
                     once(&mut raw.retention_secs, &name, |p| p.text(&name), self)?;
                 }
+                "LivebucketRenditions" => {
+                    once(&mut raw.renditions, &name, |p| p.text(&name), self)?;
+                }
                 other => {
                     return Err(malformed(format!(
                         "unknown element <{}> in <{ROOT}>",
@@ -303,6 +308,7 @@ struct RawConfig {
     target: Option<RawTarget>,
     snapshot: Option<RawSnapshot>,
     retention_secs: Option<String>,
+    renditions: Option<String>,
 }
 
 #[derive(Default)]
@@ -403,8 +409,7 @@ impl RawConfig {
             target,
             snapshot,
             retention_secs,
-            // Parsed by the renditions extension (issue 25, engineer C).
-            renditions: None,
+            renditions: self.renditions.as_deref().and_then(Renditions::parse),
         })
     }
 }
@@ -511,6 +516,9 @@ pub fn render_info(config: &LiveChannelConfig) -> String {
     // elements they do not know).
     if let Some(secs) = config.retention_secs {
         d.leaf("RetentionSeconds", &secs.to_string());
+    }
+    if let Some(r) = &config.renditions {
+        d.leaf("LivebucketRenditions", &r.to_text());
     }
     d.finish(ROOT)
 }
@@ -698,5 +706,45 @@ mod tests {
                 "{bad}: {refused:?}"
             );
         }
+    }
+
+    #[test]
+    fn livebucket_renditions_round_trips_and_is_checked() {
+        let doc =
+            |extra: &str| format!("<{ROOT}><Target><Type>HLS</Type></Target>{extra}</{ROOT}>");
+        let parsed =
+            parse_config(doc("<LivebucketRenditions>720p,360p</LivebucketRenditions>").as_bytes())
+                .expect("parses");
+        assert_eq!(
+            parsed.renditions,
+            Some(Renditions::Rungs(vec!["720p".into(), "360p".into()]))
+        );
+        assert!(render_info(&parsed).contains("<LivebucketRenditions>720p,360p<"));
+        assert_eq!(parse_config(render_info(&parsed).as_bytes()), Ok(parsed));
+        let none =
+            parse_config(doc("<LivebucketRenditions>none</LivebucketRenditions>").as_bytes())
+                .expect("parses");
+        assert_eq!(none.renditions, Some(Renditions::None));
+        assert_eq!(parse_config(render_info(&none).as_bytes()), Ok(none));
+        let empty = parse_config(doc("<LivebucketRenditions/>").as_bytes()).expect("parses");
+        assert_eq!(empty.renditions, None);
+        assert!(!render_info(&empty).contains("Renditions"));
+        for bad in ["720p, 360p", "720p,,360p", "a,a", "HD", "none,720p", ","] {
+            let refused = parse_config(
+                doc(&format!(
+                    "<LivebucketRenditions>{bad}</LivebucketRenditions>"
+                ))
+                .as_bytes(),
+            );
+            assert!(
+                matches!(refused, Err(OssError::InvalidArgument(_))),
+                "{bad}: {refused:?}"
+            );
+        }
+        let twice = parse_config(
+            doc("<LivebucketRenditions>a</LivebucketRenditions><LivebucketRenditions>b</LivebucketRenditions>")
+                .as_bytes(),
+        );
+        assert!(matches!(twice, Err(OssError::MalformedXml(_))), "{twice:?}");
     }
 }

@@ -13,6 +13,14 @@
 //! DeleteObjects batches of `batch_size` keys (one DELETE per key where a
 //! store refuses DeleteObjects). Rounds repeat until a plan is empty.
 //!
+//! A channel's listings are delimited, so they hold only its own objects.
+//! Its variants (a rendition's `CHANNEL/<rung>/…` and
+//! `.livebucket/index/CHANNEL/<rung>/…`; the rung names found under either)
+//! are then swept the same way, each as a channel of its own, with the
+//! channel's period, kept while the channel is live or the variant is still
+//! being stored here. Last, `CHANNEL/master.m3u8` goes once the channel is
+//! not live and none of the playlists it names is left.
+//!
 //! # Guarantees
 //!
 //! - No manifest, and so no VOD answer built from manifests, names a deleted
@@ -46,6 +54,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, info, info_span, warn};
 
+use crate::channels::record::MASTER_PLAYLIST_NAME;
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::index::Manifest;
@@ -104,6 +113,18 @@ pub(crate) struct Report {
     pub errors: Vec<String>,
     /// Channels skipped because they are swept by another node now.
     pub busy: Vec<String>,
+}
+
+/// One channel or variant a sweep plans for.
+struct Swept<'a> {
+    /// `CHANNEL`, or a variant's `CHANNEL/<rung>`.
+    channel: String,
+    /// The channel whose record, period and liveness apply (`CHANNEL`).
+    source: &'a str,
+    /// Where its snapshots are; `None` for a variant (it takes none).
+    snapshots_in: Option<&'a str>,
+    /// Playlist names kept while live.
+    live_playlists: Vec<String>,
 }
 
 /// How a sweep runs.
@@ -320,56 +341,39 @@ impl Retention {
                 Err(e) => return Err(RetentionError::Etcd(e.to_string())),
             },
         };
-        let mut live_playlists = self.sessions.playlists_of(bucket, channel);
-        live_playlists.push(crate::names::DEFAULT_PLAYLIST.to_owned());
-        if let Some(r) = &record {
-            live_playlists.push(r.config.target.playlist_name.clone());
-        }
+        let playlist_name = record
+            .as_ref()
+            .map(|r| r.config.target.playlist_name.clone());
         let snapshots_in = record
             .as_ref()
             .and_then(|r| r.config.snapshot.as_ref())
             .map_or(bucket, |s| s.dest_bucket.as_str())
             .to_owned();
         let result = async {
-            // A dry run plans one round: it deletes nothing, so a second
-            // round would plan the same. A round that plans what the last
-            // one did made no progress (a store that answers deletes but
-            // keeps the objects): the next sweep tries again.
-            let mut last: Option<plan::Plan> = None;
-            loop {
-                // Asked again every round: a push that began since keeps
-                // its channel's newest recording and live playlist.
-                let live = self.live(bucket, channel).await?;
-                let now_ms = crate::clock::unix_now_ms();
-                let Some(cutoff) = plan::cutoff_ms(now_ms, period_secs) else {
-                    return Ok(());
+            let source = Swept {
+                channel: channel.to_owned(),
+                source: channel,
+                snapshots_in: Some(&snapshots_in),
+                live_playlists: self.live_playlists(bucket, channel, playlist_name.as_deref()),
+            };
+            self.sweep_rounds(cfg, key_id, bucket, &source, period_secs, mode, report)
+                .await?;
+            // Each variant (`CHANNEL/<rung>/…`, a rendition's sub-channel)
+            // with the channel's period, under the same sweep lock.
+            for rung in self.variants_of(key_id, bucket, channel).await? {
+                let variant = format!("{channel}/{rung}");
+                let swept = Swept {
+                    live_playlists: self.live_playlists(bucket, &variant, playlist_name.as_deref()),
+                    channel: variant,
+                    source: channel,
+                    snapshots_in: None,
                 };
-                let found = self
-                    .find(key_id, bucket, channel, &snapshots_in, cutoff)
+                self.sweep_rounds(cfg, key_id, bucket, &swept, period_secs, mode, report)
+                    .instrument(info_span!("variant", rung = %rung))
                     .await?;
-                let inputs = Inputs {
-                    channel,
-                    now_ms,
-                    period_secs,
-                    live,
-                    live_playlists: &live_playlists,
-                    window_segments: cfg.live.window_segments,
-                };
-                let plan = plan::plan(&found, &inputs, cfg.retention.batch_size);
-                if plan.is_empty() {
-                    return Ok(());
-                }
-                if last.as_ref().is_some_and(|l| l.steps == plan.steps) {
-                    warn!("the sweep made no progress; stopping until the next one");
-                    return Ok(());
-                }
-                self.execute(key_id, bucket, &snapshots_in, &plan, mode, report)
-                    .await?;
-                if mode.dry_run {
-                    return Ok(());
-                }
-                last = Some(plan);
             }
+            self.sweep_master(key_id, bucket, channel, mode, report)
+                .await
         }
         .await;
         if let Some((c, epoch)) = lock {
@@ -378,19 +382,170 @@ impl Retention {
         result
     }
 
+    /// Playlist names (under `channel`) a live push there may be writing.
+    fn live_playlists(&self, bucket: &str, channel: &str, record: Option<&str>) -> Vec<String> {
+        let mut names = self.sessions.playlists_of(bucket, channel);
+        names.push(crate::names::DEFAULT_PLAYLIST.to_owned());
+        names.extend(record.map(str::to_owned));
+        names
+    }
+
+    /// The rungs a channel has objects or manifests of: the names under
+    /// `CHANNEL/` and `.livebucket/index/CHANNEL/` that are rung names
+    /// (which leaves out `.ll`, `snapshot` and anything not a rung).
+    async fn variants_of(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+    ) -> Result<BTreeSet<String>, RetentionError> {
+        let mut names: BTreeSet<String> = self
+            .store
+            .list_dirs(key_id, bucket, &format!("{channel}/"))
+            .await?
+            .into_iter()
+            .collect();
+        names.extend(
+            self.store
+                .list_dirs(key_id, bucket, &layout::manifest_prefix(channel))
+                .await?,
+        );
+        names.retain(|n| crate::config::renditions::valid_rung_name(n));
+        Ok(names)
+    }
+
+    /// Whether `swept`'s channel is live: its source channel live (here or
+    /// on another node; a source's variants are transcoded while it is), or
+    /// a session of the channel itself still being stored here.
+    async fn swept_live(&self, bucket: &str, swept: &Swept<'_>) -> Result<bool, RetentionError> {
+        Ok(self.live(bucket, swept.source).await?
+            || !self.sessions.known_of(bucket, &swept.channel).is_empty())
+    }
+
+    /// Rounds of plan and execute for one channel or variant until a plan
+    /// is empty (one round in a dry run).
+    #[allow(clippy::too_many_arguments)]
+    async fn sweep_rounds(
+        &self,
+        cfg: &Config,
+        key_id: &str,
+        bucket: &str,
+        swept: &Swept<'_>,
+        period_secs: u64,
+        mode: Mode,
+        report: &mut Report,
+    ) -> Result<(), RetentionError> {
+        let channel = swept.channel.as_str();
+        // A dry run plans one round: it deletes nothing, so a second
+        // round would plan the same. A round that plans what the last
+        // one did made no progress (a store that answers deletes but
+        // keeps the objects): the next sweep tries again.
+        let mut last: Option<plan::Plan> = None;
+        loop {
+            // Asked again every round: a push that began since keeps
+            // its channel's newest recording and live playlist.
+            let live = self.swept_live(bucket, swept).await?;
+            let now_ms = crate::clock::unix_now_ms();
+            let Some(cutoff) = plan::cutoff_ms(now_ms, period_secs) else {
+                return Ok(());
+            };
+            let found = self
+                .find(key_id, bucket, channel, swept.snapshots_in, cutoff)
+                .await?;
+            let inputs = Inputs {
+                channel,
+                now_ms,
+                period_secs,
+                live,
+                live_playlists: &swept.live_playlists,
+                window_segments: cfg.live.window_segments,
+            };
+            let plan = plan::plan(&found, &inputs, cfg.retention.batch_size);
+            if plan.is_empty() {
+                return Ok(());
+            }
+            if last.as_ref().is_some_and(|l| l.steps == plan.steps) {
+                warn!("the sweep made no progress; stopping until the next one");
+                return Ok(());
+            }
+            let snapshots_in = swept.snapshots_in.unwrap_or(bucket);
+            self.execute(key_id, bucket, snapshots_in, &plan, mode, report)
+                .await?;
+            if mode.dry_run {
+                return Ok(());
+            }
+            last = Some(plan);
+        }
+    }
+
+    /// Deletes `CHANNEL/master.m3u8` once nothing it names is left (every
+    /// variant's and the source's playlist swept) and the channel is not
+    /// live; a master naming something still stored stays.
+    async fn sweep_master(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+        mode: Mode,
+        report: &mut Report,
+    ) -> Result<(), RetentionError> {
+        let key = layout::playlist_key(channel, MASTER_PLAYLIST_NAME);
+        let text = match self
+            .store
+            .get_capped(key_id, bucket, &key, MAX_PLAYLIST_BYTES)
+            .await
+        {
+            Ok(t) => t,
+            Err(StoreError::NotFound { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        if self.live(bucket, channel).await? {
+            return Ok(());
+        }
+        for named in plan::master_names(channel, &String::from_utf8_lossy(&text)) {
+            match self.store.metadata(key_id, bucket, &named).await {
+                Ok(_) => return Ok(()),
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        info!(key = %key, dry_run = mode.dry_run, "retention: deleting the master playlist, which names nothing left");
+        if !mode.dry_run {
+            self.store
+                .delete_many(key_id, bucket, std::slice::from_ref(&key))
+                .await?;
+            self.metrics
+                .add("livebucket_retention_deleted_objects_total", "", 1);
+            self.metrics.add(
+                "livebucket_retention_deleted_bytes_total",
+                "",
+                text.len() as u64,
+            );
+        }
+        report.objects += 1;
+        report.bytes += text.len() as u64;
+        if mode.keep_keys {
+            report.keys.push(key);
+        }
+        Ok(())
+    }
+
     /// Lists and reads what may have expired before `cutoff`.
     async fn find(
         &self,
         key_id: &str,
         bucket: &str,
         channel: &str,
-        snapshots_in: &str,
+        snapshots_in: Option<&str>,
         cutoff: u64,
     ) -> Result<Found, RetentionError> {
         let store = &self.store;
         let index_prefix = layout::manifest_prefix(channel);
+        // Delimited here and below: a variant's manifests and objects
+        // (`…CHANNEL/<rung>/…`) are swept as the variant, never as the
+        // channel's own.
         let manifest_keys = store
-            .list(key_id, bucket, &index_prefix, None, |_| false)
+            .list_children(key_id, bucket, &index_prefix, None, |_| false)
             .await?;
         let cutoff_manifest = layout::manifest_key(channel, cutoff, "");
         let expiring: Vec<&String> = manifest_keys
@@ -424,6 +579,7 @@ impl Retention {
                 bucket,
                 Listing {
                     start_after: Some(&format!("{channel}//")),
+                    delimiter: Some("/"),
                     ..Listing::under(&media, ROUND_OBJECTS)
                 },
                 |k| k >= cutoff_fragment.as_str(),
@@ -469,24 +625,13 @@ impl Retention {
                 earliest_ms,
             });
         }
-        let snap_prefix = layout::snapshot_prefix(bucket, channel, snapshots_in);
-        let cutoff_snapshot = layout::snapshot_key(&snap_prefix, cutoff);
-        let mut snapshots = store
-            .list_objects(
-                key_id,
-                snapshots_in,
-                Listing::under(&snap_prefix, ROUND_OBJECTS),
-                |k| k >= cutoff_snapshot.as_str(),
-            )
-            .await?;
-        let latest = layout::latest_snapshot_key(&snap_prefix);
-        snapshots.extend(
-            store
-                .list_objects(key_id, snapshots_in, Listing::under(&latest, 1), |_| false)
-                .await?
-                .into_iter()
-                .filter(|o| o.key == latest),
-        );
+        let snapshots = match snapshots_in {
+            Some(dest) => {
+                self.snapshots(key_id, bucket, channel, dest, cutoff)
+                    .await?
+            }
+            None => Vec::new(),
+        };
         Ok(Found {
             newest_manifest: manifest_keys.last().cloned(),
             manifests,
@@ -495,6 +640,38 @@ impl Retention {
             playlists,
             snapshots: snapshots.into_iter().map(listed).collect(),
         })
+    }
+
+    /// The channel's snapshots in `dest` taken before `cutoff`, and its
+    /// `latest.jpg`.
+    async fn snapshots(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        channel: &str,
+        dest: &str,
+        cutoff: u64,
+    ) -> Result<Vec<ListedObject>, RetentionError> {
+        let store = &self.store;
+        let snap_prefix = layout::snapshot_prefix(bucket, channel, dest);
+        let cutoff_snapshot = layout::snapshot_key(&snap_prefix, cutoff);
+        let mut snapshots = store
+            .list_objects(
+                key_id,
+                dest,
+                Listing::under(&snap_prefix, ROUND_OBJECTS),
+                |k| k >= cutoff_snapshot.as_str(),
+            )
+            .await?;
+        let latest = layout::latest_snapshot_key(&snap_prefix);
+        snapshots.extend(
+            store
+                .list_objects(key_id, dest, Listing::under(&latest, 1), |_| false)
+                .await?
+                .into_iter()
+                .filter(|o| o.key == latest),
+        );
+        Ok(snapshots)
     }
 
     async fn execute(

@@ -379,5 +379,45 @@ pub(crate) fn earliest_fragment(text: &str) -> Option<u64> {
         .min()
 }
 
+/// The keys a stored master playlist (`CHANNEL/master.m3u8`) names: its
+/// variant URIs (lines that are not tags, and `URI="…"` attributes of tags
+/// such as `EXT-X-MEDIA`), relative to the channel (`<playlist>`,
+/// `<rung>/<playlist>`), query and fragment dropped. Absolute URIs and ones
+/// that leave the channel (`/…`, `..`) name nothing in the bucket and are
+/// left out.
+pub(crate) fn master_names(channel: &str, text: &str) -> Vec<String> {
+    let mut uris: Vec<&str> = Vec::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with('#') {
+            if let Some((_, rest)) = line.split_once("URI=\"")
+                && let Some((uri, _)) = rest.split_once('"')
+            {
+                uris.push(uri);
+            }
+        } else {
+            uris.push(line);
+        }
+    }
+    let mut names: Vec<String> = uris
+        .into_iter()
+        .filter_map(|u| u.split(['?', '#']).next())
+        .filter(|u| {
+            !u.is_empty()
+                && !u.starts_with('/')
+                && !u.contains("://")
+                && !u
+                    .split('/')
+                    .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+        })
+        .map(|u| format!("{channel}/{u}"))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
 #[cfg(test)]
 mod tests;

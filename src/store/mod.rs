@@ -706,11 +706,43 @@ impl Store {
         start_after: Option<&str>,
         stop: impl Fn(&str) -> bool,
     ) -> Result<Vec<String>, StoreError> {
+        self.list_keys(key_id, bucket, prefix, None, start_after, stop)
+            .await
+    }
+
+    /// [`Store::list`] of the keys directly under `prefix` (a `/`-delimited
+    /// listing): a channel's own objects without those of its variants
+    /// (`CHANNEL/<rung>/…`) or any other sub-prefix.
+    pub async fn list_children(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        prefix: &str,
+        start_after: Option<&str>,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
+        self.list_keys(key_id, bucket, prefix, Some("/"), start_after, stop)
+            .await
+    }
+
+    async fn list_keys(
+        &self,
+        key_id: &str,
+        bucket: &str,
+        prefix: &str,
+        delimiter: Option<&str>,
+        start_after: Option<&str>,
+        stop: impl Fn(&str) -> bool,
+    ) -> Result<Vec<String>, StoreError> {
         let client = self.client(key_id)?;
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut req = client.list_objects_v2().bucket(bucket).prefix(prefix);
+            let mut req = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .prefix(prefix)
+                .set_delimiter(delimiter.map(str::to_owned));
             if let Some(t) = &token {
                 req = req.continuation_token(t);
             } else if let Some(s) = start_after {

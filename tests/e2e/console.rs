@@ -548,3 +548,23 @@ fn js_parked_warning_words() {
         "{text}"
     );
 }
+
+/// The console's renditions field, in node without a browser
+/// (`tests/console/renditions_words.mjs`): it takes what the API takes.
+#[test]
+fn js_renditions_field() {
+    let out = Command::new("node")
+        .arg(repo("tests/console/renditions_words.mjs"))
+        .output()
+        .expect("cannot run node (scripts/install-deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("FAIL"),
+        "the console's renditions field:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
+        "{text}"
+    );
+}

@@ -4,7 +4,7 @@
 
 use livebucket::oss::channel::{
     AudioStat, ChannelStat, ChannelStatus, HlsTarget, LiveChannelConfig, LiveRecord, LiveSession,
-    ParkedStat, Snapshot, VideoStat,
+    ParkedStat, Renditions, Snapshot, VideoStat,
 };
 use livebucket::oss::error::OssError;
 use livebucket::oss::xml::{
@@ -242,6 +242,7 @@ fn oversized_bodies_are_entity_too_large() {
 // from oss2 import xml_utils, models, exceptions
 // xml_utils.parse_create_live_channel(r, CREATE)  -> publish_url, play_url as below
 // xml_utils.parse_get_live_channel(r, INFO)       -> 'cam <one> & two' disabled HLS 2 5 live.m3u8
+// xml_utils.parse_get_live_channel(r, INFO_ABR)   -> 'abr cam' enabled HLS 2 3 playlist.m3u8
 // xml_utils.parse_list_live_channel(models.LiveChannelList(), LIST)
 //     -> prefix 'cam', marker '', max_keys 2, is_truncated True, next_marker 'cam2',
 //        channels cam1 (first, enabled, 1700000000, …) and cam2 ('', disabled, 1700000060, …)
@@ -259,6 +260,7 @@ fn oversized_bodies_are_entity_too_large() {
 
 const CREATE: &str = "<CreateLiveChannelResult><PublishUrls><Url>rtmp://demo.live.example.com/live/cam1</Url></PublishUrls><PlayUrls><Url>https://demo.oss.example.com/cam1/live.m3u8</Url></PlayUrls></CreateLiveChannelResult>";
 const INFO: &str = "<LiveChannelConfiguration><Description>cam &lt;one&gt; &amp; two</Description><Status>disabled</Status><Target><Type>HLS</Type><FragDuration>2</FragDuration><FragCount>5</FragCount><PlaylistName>live.m3u8</PlaylistName></Target><Snapshot><RoleName>role</RoleName><DestBucket>snaps</DestBucket><NotifyTopic>topic</NotifyTopic><Interval>10</Interval></Snapshot></LiveChannelConfiguration>";
+const INFO_ABR: &str = "<LiveChannelConfiguration><Description>abr cam</Description><Status>enabled</Status><Target><Type>HLS</Type><FragDuration>2</FragDuration><FragCount>3</FragCount><PlaylistName>playlist.m3u8</PlaylistName></Target><RetentionSeconds>86400</RetentionSeconds><LivebucketRenditions>720p,360p</LivebucketRenditions></LiveChannelConfiguration>";
 const LIST: &str = "<ListLiveChannelResult><Prefix>cam</Prefix><Marker></Marker><MaxKeys>2</MaxKeys><IsTruncated>true</IsTruncated><NextMarker>cam2</NextMarker><LiveChannel><Name>cam1</Name><Description>first</Description><Status>enabled</Status><LastModified>2023-11-14T22:13:20.000Z</LastModified><PublishUrls><Url>rtmp://demo.live.example.com/live/cam1</Url></PublishUrls><PlayUrls><Url>https://demo.oss.example.com/cam1/playlist.m3u8</Url></PlayUrls></LiveChannel><LiveChannel><Name>cam2</Name><Description></Description><Status>disabled</Status><LastModified>2023-11-14T22:14:20.000Z</LastModified><PublishUrls><Url>rtmp://demo.live.example.com/live/cam2</Url></PublishUrls><PlayUrls><Url>https://demo.oss.example.com/cam2/playlist.m3u8</Url></PlayUrls></LiveChannel></ListLiveChannelResult>";
 const LIST_END: &str = "<ListLiveChannelResult><Prefix></Prefix><Marker>cam2</Marker><MaxKeys>100</MaxKeys><IsTruncated>false</IsTruncated></ListLiveChannelResult>";
 const STAT_LIVE: &str = "<LiveChannelStat><Status>Live</Status><ConnectedTime>2023-11-14T22:13:20.000Z</ConnectedTime><RemoteAddr>203.0.113.7:51234</RemoteAddr><Video><Width>1280</Width><Height>720</Height><FrameRate>30</FrameRate><Bandwidth>250000</Bandwidth><Codec>H264</Codec></Video><Audio><Bandwidth>16000</Bandwidth><SampleRate>44100</SampleRate><Codec>AAC</Codec></Audio></LiveChannelStat>";
@@ -407,6 +409,15 @@ fn renders_what_oss2_reads() {
 }
 
 #[test]
+fn renditions_extension_renders_what_oss2_reads() {
+    let mut c = config("abr cam", ChannelStatus::Enabled, 2, 3, "playlist.m3u8");
+    c.retention_secs = Some(86_400);
+    c.renditions = Some(Renditions::Rungs(vec!["720p".into(), "360p".into()]));
+    assert_eq!(render_info(&c), doc(INFO_ABR));
+    assert_eq!(parse_config(doc(INFO_ABR).as_bytes()), Ok(c));
+}
+
+#[test]
 fn info_is_a_valid_put_body() {
     // GetLiveChannelInfo's answer, sent back as PutLiveChannel, is the same
     // configuration.
@@ -449,9 +460,13 @@ fn arb_config() -> impl Strategy<Value = LiveChannelConfig> {
             1u32..=100,
         )),
         proptest::option::of(0u64..=livebucket::oss::channel::MAX_RETENTION_SECS),
+        proptest::option::of(proptest::option::of(proptest::collection::vec(
+            "[a-z0-9][a-z0-9_-]{0,8}",
+            1..4,
+        ))),
     )
         .prop_map(
-            |(description, enabled, d, c, stem, snapshot, retention_secs)| {
+            |(description, enabled, d, c, stem, snapshot, retention_secs, renditions)| {
                 let mut description = description;
                 while description.len() > 128 {
                     description.pop();
@@ -478,7 +493,10 @@ fn arb_config() -> impl Strategy<Value = LiveChannelConfig> {
                         }
                     }),
                     retention_secs,
-                    renditions: None,
+                    renditions: renditions.map(|r| match r {
+                        None => Renditions::None,
+                        Some(names) => Renditions::Rungs(names),
+                    }),
                 }
             },
         )

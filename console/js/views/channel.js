@@ -3,7 +3,9 @@
 
 import { ApiError } from "../api.js";
 import { encodeUnreserved, ossPushUrl, playQuery, rgwPushUrl, vodQuery } from "../sign.js";
-import { copyable, duration, field, h, notice, playHls, showParked, statLine, videoElement, when } from "../ui.js";
+import {
+  copyable, duration, field, h, notice, parseRenditions, playHls, renditionsLine, showParked, statLine, videoElement, when,
+} from "../ui.js";
 
 const STAT_MS = 3000;
 /** Lifetime of the play and VOD URLs the page signs for itself. */
@@ -158,25 +160,60 @@ export function channelView(main, api, name) {
   const keepForm = h("form", { class: "panel", id: "retention-form", "aria-labelledby": "retention-title" },
     h("h3", { id: "retention-title" }, "Retention"),
     kept, keep.wrap, h("button", { type: "submit" }, "Save"), keepStatus);
+  // PutLiveChannel rewrites the whole channel: `changes` over the record as
+  // it is, then the page shows what the server kept.
+  async function rewrite(changes) {
+    await api.create(name, {
+      description: info.description,
+      status: info.status,
+      fragDuration: info.fragDuration,
+      fragCount: info.fragCount,
+      playlistName: info.playlistName,
+      snapshotInterval: info.snapshot ? info.snapshot.interval : 0,
+      retentionSecs: info.retentionSecs,
+      renditions: info.renditions,
+      ...changes,
+    });
+    info = await api.info(name);
+    showKept();
+    showLadder();
+  }
   keepForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     try {
       const retentionSecs = keep.input.value === "" ? null : Number(keep.input.value) * 86400;
-      // PutLiveChannel rewrites the whole channel: the rest as it is.
-      await api.create(name, {
-        description: info.description,
-        status: info.status,
-        fragDuration: info.fragDuration,
-        fragCount: info.fragCount,
-        playlistName: info.playlistName,
-        snapshotInterval: info.snapshot ? info.snapshot.interval : 0,
-        retentionSecs,
-      });
-      info = await api.info(name);
-      showKept();
+      await rewrite({ retentionSecs });
       keepStatus.show("Saved.");
     } catch (err) {
       keepStatus.show(`Not saved: ${err.message || err}`, true);
+    }
+  });
+
+  // --- renditions -------------------------------------------------------
+  const ladderLine = h("p", { "data-role": "renditions" });
+  const ladder = field("Renditions", { name: "renditions", spellcheck: "false", placeholder: "720p,360p" },
+    "Rungs of the server's ladder, comma-separated; none: the source only; empty: the server's default. " +
+    "Applies from the next push; saved while nobody pushes.");
+  const ladderStatus = notice();
+  const showLadder = () => {
+    ladderLine.textContent = renditionsLine(info.renditions);
+    ladder.input.value = info.renditions || "";
+  };
+  const ladderForm = h("form", { class: "panel", id: "renditions-form", "aria-labelledby": "renditions-title" },
+    h("h3", { id: "renditions-title" }, "Renditions"),
+    ladderLine, ladder.wrap, h("button", { type: "submit" }, "Save"), ladderStatus);
+  ladderForm.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const parsed = parseRenditions(ladder.input.value);
+    if (parsed.error) {
+      ladderStatus.show(parsed.error, true);
+      return;
+    }
+    try {
+      await rewrite({ renditions: parsed.value });
+      ladderStatus.show("Saved.");
+    } catch (err) {
+      ladderStatus.show(`Not saved: ${err.message || err}`, true);
     }
   });
 
@@ -272,6 +309,7 @@ export function channelView(main, api, name) {
       h("button", { type: "button", onclick: () => refreshHistory().catch(say) }, "Refresh")),
     vodForm,
     keepForm,
+    ladderForm,
     pushForm);
 
   (async () => {
@@ -279,6 +317,7 @@ export function channelView(main, api, name) {
       const [i, listed] = await Promise.all([api.info(name), api.listChannels(name)]);
       info = i;
       showKept();
+      showLadder();
       const mine = listed.find((c) => c.name === name);
       if (mine && mine.publishUrl.endsWith(`/${name}`)) {
         endpoint.input.value = mine.publishUrl.slice(0, -name.length - 1);

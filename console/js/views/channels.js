@@ -2,7 +2,7 @@
 // refreshed every few seconds, and create / enable / disable / delete.
 
 import { ApiError } from "../api.js";
-import { field, h, notice, showParked, statLine } from "../ui.js";
+import { field, h, notice, parseRenditions, showParked, statLine } from "../ui.js";
 
 const REFRESH_MS = 3000;
 
@@ -132,14 +132,22 @@ function createForm(api, onCreated, say) {
   const interval = field("Snapshot every (s)", { name: "snapshotInterval", type: "number", min: 1, max: 100, value: 5 });
   const keep = field("Keep recordings for (days)", { name: "retentionDays", type: "number", min: 0, step: "any" },
     "Empty: the server's default; 0: forever. Older recordings are deleted.");
+  const renditions = field("Renditions", { name: "renditions", spellcheck: "false", placeholder: "720p,360p" },
+    "Rungs of the server's ladder, comma-separated; none: the source only; empty: the server's default.");
   const form = h("form", { class: "panel", id: "create", "aria-labelledby": "create-title" },
     h("h2", { id: "create-title" }, "New channel"),
     name.wrap, description.wrap, frag.wrap, count.wrap, playlist.wrap,
     h("label", { class: "check" }, snapshots, " Take snapshots (thumbnails) into this bucket"),
-    interval.wrap, keep.wrap,
+    interval.wrap, keep.wrap, renditions.wrap,
     h("button", { type: "submit" }, "Create channel"));
   form.addEventListener("submit", async (e) => {
     e.preventDefault();
+    // Checked here as the API would, so a typo is named before the request.
+    const ladder = parseRenditions(renditions.input.value);
+    if (ladder.error) {
+      say(ladder.error);
+      return;
+    }
     try {
       await api.create(name.input.value.trim(), {
         description: description.input.value,
@@ -148,6 +156,7 @@ function createForm(api, onCreated, say) {
         playlistName: playlist.input.value.trim(),
         snapshotInterval: snapshots.checked ? Number(interval.input.value) : 0,
         retentionSecs: keep.input.value === "" ? null : Number(keep.input.value) * 86400,
+        renditions: ladder.value,
       });
       const created = name.input.value.trim();
       form.reset();

@@ -303,6 +303,76 @@ fn fragments_of_unread_manifests_are_never_candidates() {
 }
 
 #[test]
+fn a_variant_is_planned_as_a_channel_of_its_own() {
+    // The variant `cam/360p` of an old push: its manifest, fragments, parts
+    // and playlist, keyed under the variant, go like a channel's.
+    const V: &str = "cam/360p";
+    let frags = [1_000_000, 1_002_000];
+    let manifest = Manifest {
+        version: 1,
+        session: "v".into(),
+        channel: V.into(),
+        started_ms: 1_000_000,
+        ended: true,
+        fragments: frags
+            .iter()
+            .map(|&k| IndexedFragment { k, d: 2000 })
+            .collect(),
+    };
+    let found = Found {
+        manifests: vec![(manifest_key(V, 1_000_000, "v"), manifest)],
+        fragments: frags.iter().map(|&k| listed(fragment_key(V, k))).collect(),
+        parts: vec![listed(part_key(V, "v", 1_000_000, 0))],
+        playlists: vec![PlaylistSeen {
+            object: listed(format!("{V}/playlist.m3u8")),
+            earliest_ms: Some(1_000_000),
+        }],
+        ..Found::default()
+    };
+    let variant = Inputs {
+        channel: V,
+        ..inputs(10_000_000, 5_000, false)
+    };
+    let want: BTreeSet<String> = [
+        manifest_key(V, 1_000_000, "v"),
+        fragment_key(V, 1_000_000),
+        fragment_key(V, 1_002_000),
+        part_key(V, "v", 1_000_000, 0),
+        format!("{V}/playlist.m3u8"),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(deleted(&plan(&found, &variant, 10)), want);
+    // The source's plan never takes the variant's fragments or parts for
+    // its own, should a listing hand it some.
+    let as_source = Found {
+        manifests: vec![],
+        playlists: vec![],
+        ..found
+    };
+    assert!(plan(&as_source, &inputs(10_000_000, 5_000, false), 10).is_empty());
+}
+
+#[test]
+fn a_master_names_its_variants_playlists() {
+    let master = "#EXTM3U\n#EXT-X-VERSION:3\n\
+        #EXT-X-STREAM-INF:BANDWIDTH=2000000,RESOLUTION=1280x720\nplaylist.m3u8\n\
+        #EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/playlist.m3u8?x=1\n\
+        #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"audio\",URI=\"audio/playlist.m3u8\"\n\
+        #EXT-X-STREAM-INF:BANDWIDTH=1\n360p/playlist.m3u8\n\
+        https://elsewhere.example/x.m3u8\n/abs/x.m3u8\n../other/playlist.m3u8\n";
+    assert_eq!(
+        master_names(CH, master),
+        vec![
+            "cam/360p/playlist.m3u8".to_owned(),
+            "cam/audio/playlist.m3u8".to_owned(),
+            "cam/playlist.m3u8".to_owned(),
+        ]
+    );
+    assert!(master_names(CH, "#EXTM3U\n").is_empty());
+}
+
+#[test]
 fn playlist_text_names_its_earliest_fragment() {
     let text = "#EXTM3U\n#EXTINF:2.0,\n0000000005000.ts\n#EXTINF:2.0,\n\
                 https://s3/b/cam/0000000003000.ts?X-Amz-Signature=1\n#EXT-X-ENDLIST\n";
