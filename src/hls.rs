@@ -294,7 +294,7 @@ fn parse_decimal_integer(s: &str) -> Option<u64> {
 
 /// `[0-9]+(\.[0-9]*)?` seconds to milliseconds, rounding half up on the
 /// fourth decimal. Done on digits rather than f64 so "2.002" is exactly 2002.
-fn parse_duration_ms(s: &str) -> Option<u64> {
+pub(crate) fn parse_duration_ms(s: &str) -> Option<u64> {
     let (int, frac) = s.split_once('.').unwrap_or((s, ""));
     if !frac.bytes().all(|b| b.is_ascii_digit()) {
         return None;

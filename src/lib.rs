@@ -40,6 +40,7 @@ pub mod layout;
 pub(crate) mod live;
 pub(crate) mod llhls;
 pub(crate) mod logfmt;
+pub mod master;
 pub mod metrics;
 pub mod names;
 pub(crate) mod nofollow;

@@ -39,6 +39,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "llhls::ts",
             "llhls::cut",
             "llhls::playlist",
+            "master",
         ],
     ),
     ("configuration", &["config"]),

@@ -87,21 +87,22 @@ impl Scanner {
         Ok(used)
     }
 
+    /// The PIDs of the first video and the first audio stream of the PMT,
+    /// once it was seen.
+    pub(crate) fn streams(&self) -> (Option<u16>, Option<u16>) {
+        (self.video_pid, self.audio_pid)
+    }
+
     fn packet(&mut self, pkt: &[u8], out: &mut Vec<FrameStart>) {
-        let pid = (u16::from(pkt[1] & 0x1f) << 8) | u16::from(pkt[2]);
-        let pusi = pkt[1] & 0x40 != 0;
-        let afc = (pkt[3] >> 4) & 3;
-        let mut start = 4;
-        let mut random_access = false;
-        if afc & 2 != 0 {
-            let len = usize::from(pkt[4]);
-            random_access = len > 0 && pkt[5] & 0x40 != 0;
-            start = 5 + len;
-        }
-        if afc & 1 == 0 || start >= PACKET {
+        let Some(Packet {
+            pid,
+            pusi,
+            random_access,
+            payload,
+        }) = split(pkt)
+        else {
             return;
-        }
-        let payload = &pkt[start..];
+        };
         if pid == 0 && pusi {
             if self.pat.is_none() {
                 self.pat = Some(whole(pkt));
@@ -130,6 +131,49 @@ impl Scanner {
             });
         }
     }
+}
+
+/// One TS packet's header fields and payload.
+pub(crate) struct Packet<'a> {
+    pub pid: u16,
+    /// `payload_unit_start_indicator`: a PES packet or section starts here.
+    pub pusi: bool,
+    /// The adaptation field's `random_access_indicator`.
+    pub random_access: bool,
+    pub payload: &'a [u8],
+}
+
+/// The fields of one whole packet (`pkt.len() == PACKET`, sync byte
+/// checked by the caller); `None` when it carries no payload.
+pub(crate) fn split(pkt: &[u8]) -> Option<Packet<'_>> {
+    let pid = (u16::from(pkt[1] & 0x1f) << 8) | u16::from(pkt[2]);
+    let pusi = pkt[1] & 0x40 != 0;
+    let afc = (pkt[3] >> 4) & 3;
+    let mut start = 4;
+    let mut random_access = false;
+    if afc & 2 != 0 {
+        let len = usize::from(pkt[4]);
+        random_access = len > 0 && pkt[5] & 0x40 != 0;
+        start = 5 + len;
+    }
+    if afc & 1 == 0 || start >= pkt.len() {
+        return None;
+    }
+    Some(Packet {
+        pid,
+        pusi,
+        random_access,
+        payload: &pkt[start..],
+    })
+}
+
+/// The elementary-stream bytes after the PES header at the start of
+/// `payload` (the first packet of a PES packet).
+pub(crate) fn pes_data(payload: &[u8]) -> Option<&[u8]> {
+    if payload.get(..3)? != [0, 0, 1] {
+        return None;
+    }
+    payload.get(9 + usize::from(*payload.get(8)?)..)
 }
 
 fn whole(pkt: &[u8]) -> [u8; PACKET] {

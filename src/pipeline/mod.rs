@@ -19,6 +19,10 @@
 //!    new fragment for a while, ends the session: the playlist gets
 //!    `#EXT-X-ENDLIST`, then local files and session state are removed.
 //!
+//! A push with renditions also gets a master playlist at
+//! `CHANNEL/master.m3u8` ([`master`] says when and what; the actor probes a
+//! captured fragment per variant and uploads it like a playlist).
+//!
 //! On start, journals and capture files of unfinished sessions are replayed
 //! ([`machine::recovery`]) and every session directory is rescanned, so a
 //! crash loses nothing that reached the disk.
@@ -26,7 +30,7 @@
 //! Imports run one way: each file imports only files listed after it
 //! (a folder's parts, which implement its main type, import their parent):
 //! `actor` · `upload` · `handle` · `retry`, `fenced_write`, `machine`,
-//! `watch` · `fence` · `capture`, `journal`, `timestamps`. Below them all,
+//! `master`, `watch` · `fence` · `capture`, `journal`, `timestamps`. Below them all,
 //! `crate::live` (the channel window), `crate::llhls` and `crate::session`.
 
 pub(crate) mod actor;
@@ -36,6 +40,7 @@ pub(crate) mod fenced_write;
 pub(crate) mod handle;
 pub(crate) mod journal;
 pub(crate) mod machine;
+pub(crate) mod master;
 pub(crate) mod parked;
 pub(crate) mod retry;
 pub(crate) mod timestamps;

@@ -14,7 +14,16 @@
 //!   leading zeros, the three names are the decoded path segments (PLAYLIST
 //!   includes its extension, e.g. `index.m3u8`), and
 //!   `S = base64url-no-pad(HMAC-SHA256(secret, string to sign))` (43
-//!   characters). A URL is valid up to and including second `E`.
+//!   characters). A URL is valid up to and including second `E`. A
+//!   channel's master playlist is PLAYLIST `master.m3u8` of this form.
+//! * **livebucket variant play signatures**, for a rung R of a channel with
+//!   renditions, `GET /play/BUCKET/CHANNEL/R/PLAYLIST?AccessKeyId=K&Expires=E&Signature=S`:
+//!   [`sign_play_variant`], [`play_variant_query`], [`verify_play_variant`].
+//!   The same scheme over four names:
+//!
+//!   ```text
+//!   "LIVEBUCKET-PLAY\n" + E + "\n/" + BUCKET + "/" + CHANNEL + "/" + R + "/" + PLAYLIST
+//!   ```
 //! * **livebucket VOD API signatures**, for
 //!   `GET|POST /api/v1/buckets/B/channels/C/vod?start=..&end=..&urls=..[&name=..]&AccessKeyId=K&Expires=E&Signature=S`:
 //!   [`sign_vod`], [`vod_query`], [`verify_vod`]. The signature binds
@@ -41,7 +50,11 @@
 //!   signature is checked before the expiry, so `Expired` is only ever
 //!   reported for a URL we really issued, and a name containing `/` or a
 //!   control character is refused, so the string to sign cannot be made
-//!   ambiguous by moving a `/` between bucket, channel and playlist.
+//!   ambiguous by moving a `/` between bucket, channel and playlist. A
+//!   play string to sign has exactly one `/` before each name, so a
+//!   three-name (channel) and a four-name (variant) string never collide:
+//!   no split of a path into names is ambiguous, and a channel's URL never
+//!   verifies as a variant's or the other way round.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -68,8 +81,51 @@ pub fn sign_play(
     playlist: &str,
     expires: u64,
 ) -> Result<String, SignError> {
-    let mac = play_mac(secret, bucket, channel, playlist, expires)?;
+    let mac = play_mac(secret, &[bucket, channel, playlist], expires)?;
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The variant play signature `S` for `/play/BUCKET/CHANNEL/RUNG/PLAYLIST`
+/// until `expires`; see the module doc.
+pub fn sign_play_variant(
+    secret: &str,
+    bucket: &str,
+    channel: &str,
+    rung: &str,
+    playlist: &str,
+    expires: u64,
+) -> Result<String, SignError> {
+    let mac = play_mac(secret, &[bucket, channel, rung, playlist], expires)?;
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The query string of a variant play URL, as [`play_query`].
+pub fn play_variant_query(
+    key_id: &str,
+    secret: &str,
+    bucket: &str,
+    channel: &str,
+    rung: &str,
+    playlist: &str,
+    expires: u64,
+) -> Result<String, SignError> {
+    let signature = sign_play_variant(secret, bucket, channel, rung, playlist, expires)?;
+    query(key_id, &signature, expires)
+}
+
+/// Checks a variant play signature; errors as for [`verify_play`].
+pub fn verify_play_variant(
+    secret: &str,
+    bucket: &str,
+    channel: &str,
+    rung: &str,
+    playlist: &str,
+    expires: u64,
+    now_unix: u64,
+    signature: &str,
+) -> Result<(), SignError> {
+    let mac = play_mac(secret, &[bucket, channel, rung, playlist], expires)?;
+    check_tag(mac, signature, expires, now_unix)
 }
 
 /// The query string `AccessKeyId=K&Expires=E&Signature=S` (no leading `?`)
@@ -82,15 +138,20 @@ pub fn play_query(
     playlist: &str,
     expires: u64,
 ) -> Result<String, SignError> {
+    let signature = sign_play(secret, bucket, channel, playlist, expires)?;
+    query(key_id, &signature, expires)
+}
+
+/// `AccessKeyId=K&Expires=E&Signature=S`, percent-encoded.
+fn query(key_id: &str, signature: &str, expires: u64) -> Result<String, SignError> {
     if key_id.is_empty() {
         return Err(SignError::Malformed("access key id must be non-empty"));
     }
-    let signature = sign_play(secret, bucket, channel, playlist, expires)?;
     Ok(format!(
         "AccessKeyId={key}&Expires={expires}&Signature={sig}",
         key = utf8_percent_encode(key_id, UNRESERVED),
         // base64url is all unreserved; encoding is a no-op kept for safety.
-        sig = utf8_percent_encode(&signature, UNRESERVED),
+        sig = utf8_percent_encode(signature, UNRESERVED),
     ))
 }
 
@@ -108,7 +169,7 @@ pub fn verify_play(
     now_unix: u64,
     signature: &str,
 ) -> Result<(), SignError> {
-    let mac = play_mac(secret, bucket, channel, playlist, expires)?;
+    let mac = play_mac(secret, &[bucket, channel, playlist], expires)?;
     check_tag(mac, signature, expires, now_unix)
 }
 
@@ -284,24 +345,23 @@ fn vod_mac(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<Hmac<Sha2
     Ok(mac)
 }
 
-/// The play MAC with the string to sign already fed in.
-fn play_mac(
-    secret: &str,
-    bucket: &str,
-    channel: &str,
-    playlist: &str,
-    expires: u64,
-) -> Result<Hmac<Sha256>, SignError> {
-    for name in [bucket, channel, playlist] {
-        if !is_single_segment(name) {
-            return Err(SignError::Malformed(
-                "bucket, channel and playlist must each be one non-empty path segment",
-            ));
-        }
+/// The play MAC with the string to sign already fed in: the prefix, the
+/// expiry, then `/NAME` for each of `names` (bucket, channel, [rung,]
+/// playlist).
+fn play_mac(secret: &str, names: &[&str], expires: u64) -> Result<Hmac<Sha256>, SignError> {
+    if !names.iter().all(|n| is_single_segment(n)) {
+        return Err(SignError::Malformed(
+            "bucket, channel, rung and playlist must each be one non-empty path segment",
+        ));
     }
     let mut mac = new_mac::<Sha256>(secret.as_bytes())?;
     mac.update(PLAY_PREFIX.as_bytes());
-    mac.update(format!("{expires}\n/{bucket}/{channel}/{playlist}").as_bytes());
+    mac.update(expires.to_string().as_bytes());
+    mac.update(b"\n");
+    for name in names {
+        mac.update(b"/");
+        mac.update(name.as_bytes());
+    }
     Ok(mac)
 }
 

@@ -743,3 +743,90 @@ proptest! {
         }
     }
 }
+
+/// `LIVEBUCKET-PLAY\n1700003600\n/live/cam1/360p/index.m3u8` under
+/// `play-secret`, from Python's `hmac`.
+const VARIANT_SIG: &str = "XrFGEza-gmHgwmEeJ8USeOqGCYv0wOPZzfTpA9k0xgo";
+
+#[test]
+fn variant_play_signature_matches_python_and_round_trips() {
+    let sig = sign_play_variant(
+        PLAY_SECRET,
+        "live",
+        "cam1",
+        "360p",
+        "index.m3u8",
+        PLAY_EXPIRES,
+    )
+    .unwrap();
+    assert_eq!(sig, VARIANT_SIG);
+    assert_eq!(
+        play_variant_query(
+            "GK1",
+            PLAY_SECRET,
+            "live",
+            "cam1",
+            "360p",
+            "index.m3u8",
+            PLAY_EXPIRES
+        )
+        .unwrap(),
+        format!("AccessKeyId=GK1&Expires=1700003600&Signature={VARIANT_SIG}")
+    );
+    let check =
+        |b, c, r, p, s| verify_play_variant(PLAY_SECRET, b, c, r, p, PLAY_EXPIRES, PLAY_EXPIRES, s);
+    assert_eq!(
+        check("live", "cam1", "360p", "index.m3u8", VARIANT_SIG),
+        Ok(())
+    );
+    // Another rung, channel or playlist: refused.
+    for (c, r, p) in [
+        ("cam1", "720p", "index.m3u8"),
+        ("cam2", "360p", "index.m3u8"),
+        ("cam1", "360p", "other.m3u8"),
+    ] {
+        assert_eq!(
+            check("live", c, r, p, VARIANT_SIG),
+            Err(SignError::BadSignature)
+        );
+    }
+}
+
+#[test]
+fn channel_and_variant_play_urls_never_verify_as_each_other() {
+    // The channel "cam1" with playlist "360p" is three names; the variant
+    // is four: neither signature verifies as the other, whatever the split.
+    let channel = sign_play(PLAY_SECRET, "live", "cam1", "360p", PLAY_EXPIRES).unwrap();
+    assert_eq!(
+        verify_play_variant(
+            PLAY_SECRET,
+            "live",
+            "cam1",
+            "360p",
+            "index.m3u8",
+            PLAY_EXPIRES,
+            0,
+            &channel
+        ),
+        Err(SignError::BadSignature)
+    );
+    assert_eq!(
+        verify_play(
+            PLAY_SECRET,
+            "live",
+            "cam1",
+            "index.m3u8",
+            PLAY_EXPIRES,
+            0,
+            VARIANT_SIG
+        ),
+        Err(SignError::BadSignature)
+    );
+    // A `/` inside a name would move it between names: refused.
+    for (c, r) in [("cam1/360p", "x"), ("cam1", "360p/x"), ("cam1", "")] {
+        assert!(matches!(
+            sign_play_variant(PLAY_SECRET, "live", c, r, "index.m3u8", PLAY_EXPIRES),
+            Err(SignError::Malformed(_))
+        ));
+    }
+}

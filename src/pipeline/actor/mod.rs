@@ -23,7 +23,10 @@ use super::capture::{self, Identity, capture_name, identity};
 use super::handle::{LiveCache, Msg, PipelineHandle};
 use super::journal::Journal;
 use super::machine::disk::{CaptureStep, StepResult};
-use super::machine::{self, CaptureOutcome, Core, CoreConfig, Effect, Input, Job, Location, Ms};
+use super::machine::{
+    self, CaptureOutcome, Core, CoreConfig, Effect, Input, Job, Location, Ms, Stored,
+};
+use super::master::{MasterWrite, Masters};
 use super::upload::{FragmentFiles, Uploader, UploaderConfig};
 use super::watch::FsEvent;
 use super::{fence, timestamps};
@@ -85,7 +88,14 @@ pub(crate) struct Pipeline {
     /// Each LL session's follower, cancelled when the session finishes.
     followers: HashMap<String, CancellationToken>,
     events: crate::events::Events,
+    /// When each push with renditions gets its master playlist.
+    masters: Masters,
 }
+
+/// The most of a fragment read to probe it for the master playlist: its
+/// SPS and first audio frame come first, the frame rate is measured over
+/// what was read.
+const PROBE_MAX_BYTES: u64 = 8 << 20;
 
 /// Part uploads in flight at once: parts are small and latency-critical,
 /// and must never take the fragment uploads' connections.
@@ -156,6 +166,7 @@ impl Pipeline {
             ll_uploads: Arc::new(tokio::sync::Semaphore::new(LL_UPLOADS)),
             followers: HashMap::new(),
             events,
+            masters: Masters::default(),
         }
     }
 
@@ -211,10 +222,18 @@ impl Pipeline {
                 if self.open_if_approved(&session) {
                     self.sessions.end_live(&session);
                 }
+                let write = self.masters.ended(&session);
+                self.write_master(write);
                 let now = self.now();
                 self.feed(Input::Done { session, now });
             }
-            Msg::Stored(s) => self.feed(Input::Stored(s)),
+            Msg::Stored(s) => {
+                if let Stored::Fragment { session, key } = &s {
+                    let write = self.masters.stored(session, *key);
+                    self.write_master(write);
+                }
+                self.feed(Input::Stored(s))
+            }
             Msg::Tick => {
                 self.spool_failed = false;
                 self.sessions.retry_unsettled();
@@ -265,7 +284,11 @@ impl Pipeline {
                 // with a keyframe.
                 let facts = match outcome {
                     CaptureOutcome::Kept(at) => {
-                        timestamps::facts(&self.kept_path(&session, &name, key, at))
+                        let path = self.kept_path(&session, &name, key, at);
+                        if self.masters.wants_probe(&session) {
+                            self.probe_for_master(&session, &path);
+                        }
+                        timestamps::facts(&path)
                     }
                     CaptureOutcome::Changed => timestamps::Facts::default(),
                 };
@@ -301,8 +324,17 @@ impl Pipeline {
                         key,
                         name,
                         at,
+                        extinf,
                         ..
-                    } => Some(self.fragment_files(session, *key, name, *at)),
+                    } => {
+                        let files = self.fragment_files(session, *key, name, *at);
+                        let size = std::fs::metadata(&files.file)
+                            .or_else(|e| files.twin.as_ref().map_or(Err(e), std::fs::metadata));
+                        if let (Ok(m), Some(ms)) = (size, crate::hls::parse_duration_ms(extinf)) {
+                            self.masters.submitted(session, *key, m.len(), ms);
+                        }
+                        Some(files)
+                    }
                     _ => None,
                 };
                 self.uploader.submit(job, files);
@@ -412,6 +444,8 @@ impl Pipeline {
                         .emit(Event::stream_ended(&meta, fragments, unix_now_ms())); // events:
                 }
                 self.sessions.end_live(&session);
+                let write = self.masters.ended(&session);
+                self.write_master(write);
             }
             Effect::Finish {
                 session, fragments, ..
@@ -424,9 +458,51 @@ impl Pipeline {
                         .emit(Event::recording_ready(&meta, fragments, unix_now_ms())); // events:
                 }
                 self.finish(&session);
+                let write = self.masters.finished(&session);
+                self.write_master(write);
             }
             Effect::Count(name) => self.metrics.inc(name, ""),
         }
+    }
+
+    /// Probes a captured fragment for its push's master playlist (read
+    /// whole, at most [`PROBE_MAX_BYTES`]; once per variant).
+    fn probe_for_master(&mut self, session: &str, path: &Path) {
+        use std::io::Read as _;
+        let mut bytes = Vec::new();
+        let read =
+            std::fs::File::open(path).and_then(|f| f.take(PROBE_MAX_BYTES).read_to_end(&mut bytes));
+        if let Err(e) = read {
+            debug!(session = %crate::session::log_tag(session), error = %e, "cannot read a fragment to probe; the next one is tried");
+            return;
+        }
+        match crate::master::probe::probe(&bytes) {
+            Some(p) => {
+                let write = self.masters.probed(session, p);
+                self.write_master(write);
+            }
+            None => {
+                debug!(session = %crate::session::log_tag(session), "fragment has no H.264 SPS or ADTS header; the next one is tried")
+            }
+        }
+    }
+
+    /// Hands a master playlist to the uploader: the small-object path the
+    /// channel's playlist takes, through the same fence in a cluster.
+    fn write_master(&self, write: Option<MasterWrite>) {
+        let Some(w) = write else {
+            return;
+        };
+        info!(bucket = %w.channel.bucket, channel = %w.channel.channel, version = w.version, "master playlist due");
+        self.uploader.submit(
+            Job::Playlist {
+                channel: w.channel,
+                version: w.version,
+                key_id: w.key_id,
+                body: w.body,
+            },
+            None,
+        );
     }
 
     fn area(&self, at: Location) -> &Path {

@@ -72,6 +72,7 @@ impl Pipeline {
             }
         };
         self.journals.insert(meta.id.clone(), journal);
+        self.masters.open(&meta);
         let chid = ChannelId {
             bucket: meta.bucket.clone(),
             channel: meta.channel.clone(),
