@@ -697,6 +697,20 @@ fn first_video_pts_is_read() {
     }
 }
 
+/// Fragments ffmpeg wrote (`tests/data/abr/`): the PTS ffprobe reads as
+/// each one's first video packet, and none in the audio-only one.
+#[test]
+fn first_video_pts_agrees_with_ffprobe_on_real_fragments() {
+    let read = |name: &str| {
+        let path = format!("{}/tests/data/abr/{name}", env!("CARGO_MANIFEST_DIR"));
+        first_video_pts(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    };
+    assert_eq!(read("high_426x240_29.97fps.ts"), Ok(126_000));
+    assert_eq!(read("main_320x180_25fps_aac.ts"), Ok(128_090));
+    let audio = read("aac_only.ts").unwrap_err();
+    assert!(audio.contains("no H.264 or HEVC stream"), "{audio}");
+}
+
 #[test]
 fn alignment_is_checked_within_a_frame() {
     let v = |name: &str, pts: &[u64]| (name.to_owned(), pts.to_vec());
