@@ -8,8 +8,9 @@
 //! Shutdown (SIGTERM/SIGINT): in cluster mode the node first revokes its
 //! lease, so its channels are free for other nodes at once; then the
 //! listeners stop accepting and open connections get [`DRAIN`] to finish
-//! their request, the watcher is dropped, uploads in flight get [`DRAIN`]
-//! more, and the pipeline stops. What is not stored yet stays in
+//! their request, the transcoders are stopped (their sessions ended), the
+//! watcher is dropped, uploads in flight get [`DRAIN`] more, and the
+//! pipeline stops. What is not stored yet stays in
 //! capture/spool files and journals, and the next start picks it up.
 //! SIGHUP loads the config file again and swaps it in without touching live
 //! streams: keys (also in the store's clients), auth policy and the hooks
@@ -128,6 +129,7 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         uploads.clone(),
     );
     let pipeline_cancel = cancel.clone();
+    let recovered_sessions = recovered.clone();
     let pipeline_task = tokio::spawn(pipeline.run(recovered, rx));
 
     let retention = Arc::new(crate::retention::Retention::new(
@@ -155,6 +157,10 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
         .with_retention(retention)
         .with_parked(parked),
     );
+    // Transcoders died with the previous run: their sessions end, and live
+    // pushes get new ones.
+    state.transcoders.recover(&config, &recovered_sessions);
+    drop(recovered_sessions);
     let mut inherited = http::server::inherited()?;
     let limits = &config.limits;
     let allow_cfg = config.hooks.clone();
@@ -257,6 +263,9 @@ pub async fn serve(config_path: PathBuf) -> anyhow::Result<()> {
     {
         warn!("HTTP connections still open at shutdown; closing them");
     }
+    // No callback starts one any more: stop the transcoders (each within
+    // its grace) and end their sessions while the pipeline still runs.
+    state.transcoders.shutdown().await;
     drop(watcher);
     uploads.close();
     if tokio::time::timeout(DRAIN, uploads.wait()).await.is_err() {

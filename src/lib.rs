@@ -53,4 +53,5 @@ pub mod sign;
 pub mod snapshot;
 pub mod stat;
 pub mod store;
+pub(crate) mod transcode;
 pub mod vod;

@@ -245,6 +245,22 @@ const HELP: &[(&str, &str)] = &[
         "livebucket_retention_sweep_seconds",
         "Time one retention sweep of every bucket took.",
     ),
+    (
+        "livebucket_transcoders_running",
+        "Transcoders (one ffmpeg per rung of a live push, [renditions]) running now.",
+    ),
+    (
+        "livebucket_rendition_restarts_total",
+        "Transcoders restarted after they died while their source was live, by rung.",
+    ),
+    (
+        "livebucket_rendition_dropped_total",
+        "Rungs dropped for the rest of a push (the source goes on), by reason: lag (over renditions.max_lag_secs behind), restarts (died renditions.max_restarts times), spawn (ffmpeg would not start), session (its rendition session could not be recorded).",
+    ),
+    (
+        "livebucket_play_refused_total",
+        "Plays in the internal HLS application refused by on_play, by reason (play_unknown_token, play_no_token, play_wrong_stream, play_source_ended, play_no_such_rung, play_wrong_call).",
+    ),
 ];
 
 /// The label name of each labelled series; `reason` when not listed.
@@ -254,6 +270,7 @@ const LABEL_NAMES: &[(&str, &str)] = &[
     ("livebucket_events_dropped_total", "type"),
     ("livebucket_events_write_seconds", "type"),
     ("livebucket_hooks_total", "call"),
+    ("livebucket_rendition_restarts_total", "rung"),
     ("livebucket_hook_seconds", "call"),
     ("livebucket_hooks_previous_secret_total", "call"),
     ("livebucket_connections_refused_total", "listener"),

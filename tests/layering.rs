@@ -60,7 +60,10 @@ const LAYERS: &[(&str, &[&str])] = &[
         "coordination (implements the pipeline's fence)",
         &["cluster"],
     ),
-    ("admission and sweeps", &["admission", "retention"]),
+    (
+        "admission, sweeps and transcoders",
+        &["admission", "retention", "transcode"],
+    ),
     ("HTTP surface", &["http"]),
     ("wiring", &["app"]),
     ("the binary", &["main", "cli"]),

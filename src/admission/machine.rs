@@ -48,6 +48,9 @@ pub(crate) struct Admission<'a> {
     snapshot: Option<SnapshotPlan>,
     /// The channel's `Snapshot/NotifyTopic`, carried by its events.
     notify_topic: Option<String>,
+    /// The record's `LivebucketRenditions` (`None`: no record, or none
+    /// given), turned into rungs once the playlist is known.
+    renditions: Option<crate::channels::record::Renditions>,
     meta: Option<SessionMeta>,
     /// The channel is claimed in the cluster for `meta`.
     claimed: bool,
@@ -70,6 +73,7 @@ impl<'a> Admission<'a> {
             plan: None,
             snapshot: None,
             notify_topic: None,
+            renditions: None,
             meta: None,
             claimed: false,
         };
@@ -288,6 +292,7 @@ impl<'a> Admission<'a> {
             .as_ref()
             .and_then(|r| r.notify_topic())
             .map(str::to_owned);
+        self.renditions = record.as_ref().and_then(|r| r.config.renditions.clone());
         self.plan = Some(plan);
         self.ask(Effect::CheckSpool, Waiting::Spool);
     }
@@ -298,17 +303,26 @@ impl<'a> Admission<'a> {
         let (Some(grant), Some(plan)) = (self.grant.take(), self.plan.as_ref()) else {
             return self.out_of_order("a session before verification and plan");
         };
+        // A playlistName in the push URL wins over the channel's.
+        let playlist = if cb.client_param("playlistName").is_some() {
+            grant.playlist_name
+        } else {
+            plan.playlist.clone()
+        };
+        let chosen = crate::transcode::plan::rungs_for(
+            self.renditions.as_ref(),
+            &self.cfg.renditions,
+            &playlist,
+        );
+        for (name, why) in &chosen.skipped {
+            warn!(channel = %grant.channel, rung = %name, "rung not transcoded: {why}");
+        }
         let meta = SessionMeta {
             id,
             grant: grant.tag.fingerprint(&grant.key_id),
             bucket: grant.bucket,
             channel: grant.channel,
-            // A playlistName in the push URL wins over the channel's.
-            playlist: if cb.client_param("playlistName").is_some() {
-                grant.playlist_name
-            } else {
-                plan.playlist.clone()
-            },
+            playlist,
             key_id: grant.key_id,
             clientid: cb.clientid.clone(),
             name: cb.name.clone(),
@@ -320,7 +334,7 @@ impl<'a> Admission<'a> {
             resume: None,
             notify_topic: self.notify_topic.take(),
             variant: None,
-            renditions: Vec::new(),
+            renditions: chosen.rungs,
         };
         self.meta = Some(meta.clone());
         if clustered {

@@ -1,6 +1,7 @@
 //! nginx-rtmp's callbacks: `on_publish`, `on_update`, `on_publish_done`
-//! (the public applications) and `on_relay` (`on_publish` of the internal
-//! HLS applications).
+//! (the public applications), `on_relay` (`on_publish` of the internal
+//! HLS applications) and `on_play` (their `on_play`: only transcoders play
+//! there, see [`crate::transcode`]).
 //!
 //! Thin handlers: parse the body (`auth::callback`), decide, map the
 //! decision to an answer. `on_publish`'s decision is
@@ -102,7 +103,10 @@ pub(crate) async fn on_publish(State(app): State<Arc<AppState>>, body: Bytes) ->
         }
     };
     match admit::admit(&app, &cb).await {
-        Decision::Approve { location, .. } => {
+        Decision::Approve { location, meta } => {
+            if !meta.renditions.is_empty() {
+                start_transcoders(&app, &location, &meta).await;
+            }
             close((StatusCode::FOUND, [(header::LOCATION, location)]).into_response())
         }
         Decision::Refuse(refusal) => {
@@ -125,6 +129,19 @@ pub(crate) async fn on_update(State(app): State<Arc<AppState>>, body: Bytes) -> 
     match result {
         Ok(()) => close(StatusCode::OK.into_response()),
         Err(e) => e.into_response(),
+    }
+}
+
+/// Starts the transcoders of an approved push and waits (within
+/// `renditions.start_wait_ms`) until they play it, so they see the source
+/// from the first keyframe nginx relays once it has the 302.
+async fn start_transcoders(app: &AppState, location: &str, meta: &SessionMeta) {
+    let cfg = app.config();
+    match crate::transcode::plan::relay_from_location(location, &meta.id) {
+        Some(relay) => app.transcoders.start(&cfg, meta, relay).await,
+        None => {
+            warn!(channel = %meta.channel, "the relay target does not end in the session id; no transcoders")
+        }
     }
 }
 
@@ -156,7 +173,10 @@ async fn update(app: &AppState, cb: &Callback) -> Result<(), HttpError> {
         .cluster
         .as_ref()
         .map(|c| c.update(&session.bucket, &session.channel));
-    admission::update::update(&session, lookup, cluster).map_err(HttpError::from)
+    admission::update::update(&session, lookup, cluster)
+        .map_err(HttpError::from)
+        // nginx drops the push on this answer: its transcoders go with it.
+        .inspect_err(|_| app.transcoders.stop(&session.id))
 }
 
 /// A channel's record for a callback, within [`CHANNEL_LOOKUP`] (nginx
@@ -238,6 +258,46 @@ pub(crate) async fn on_relay(State(app): State<Arc<AppState>>, body: Bytes) -> R
     }
 }
 
+/// `on_play` of the internal HLS applications: admits a transcoder's play
+/// of its source (the stream named by the source session's id, with the
+/// one-use token livebucket gave that transcoder), once per token and only
+/// while the source is live and has the token's rung
+/// ([`crate::transcode::Transcoders::admit_play`]). Any other play is
+/// refused, logged and counted, with the answer for an unknown session;
+/// names are logged as [`log_tag`]s, tokens never.
+pub(crate) async fn on_play(State(app): State<Arc<AppState>>, body: Bytes) -> Response {
+    answered(&app, "play");
+    let cb = match parsed(&app, &body) {
+        Ok(cb) => cb,
+        Err(err) => return err.into_response(),
+    };
+    let admitted = if cb.call == "play" {
+        app.transcoders
+            .admit_play(&cb.name, cb.client_param(crate::transcode::TOKEN_PARAM))
+    } else {
+        Err(crate::transcode::policy::PlayRefusal::WrongCall)
+    };
+    match admitted {
+        Ok(()) => {
+            tracing::debug!(session = %log_tag(&cb.name), "transcoder's play admitted");
+            close(StatusCode::OK.into_response())
+        }
+        Err(refusal) => {
+            app.metrics
+                .inc("livebucket_play_refused_total", refusal.code());
+            info!(
+                reason = refusal.code(),
+                session = %log_tag(&cb.name),
+                app = %Esc(&cb.app),
+                addr = %Esc(&cb.addr),
+                clientid = %Esc(&cb.clientid),
+                "play from the internal application refused"
+            );
+            HttpError::UnknownSession.into_response()
+        }
+    }
+}
+
 /// The publisher a callback of a running push names, with the grant its
 /// URL verified to.
 fn publisher<'a>(
@@ -278,6 +338,7 @@ pub(crate) async fn on_publish_done(State(app): State<Arc<AppState>>, body: Byte
     match found {
         Ok(s) => {
             info!(session = %log_tag(&s.id), channel = %s.channel, "publisher gone");
+            app.transcoders.stop(&s.id);
             app.sessions.release_live(&s.id);
             app.pipeline.done(&s.id);
             record_history(&app, &s);

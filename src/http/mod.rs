@@ -1,6 +1,7 @@
 //! livebucket's HTTP surfaces, one router each, never sharing a listener:
 //! - hooks: nginx's callbacks at `/hooks/SECRET/on_publish|on_update|on_publish_done`,
-//!   and `/hooks/SECRET/on_relay` (`on_publish` of the internal HLS applications);
+//!   `/hooks/SECRET/on_relay` (`on_publish` of the internal HLS applications)
+//!   and `/hooks/SECRET/on_play` (their `on_play`: the transcoders' plays);
 //!   a request without the per-install secret gets 403 and changes nothing;
 //! - public: `/play/…`, the VOD API and the OSS LiveChannel API, for
 //!   viewers and API clients, and the web console at `/console/`;
@@ -87,6 +88,8 @@ pub(crate) struct AppState {
     /// The pipeline's uploads parked on a final answer, by channel (shown
     /// in GetLiveChannelStat).
     pub parked: crate::pipeline::parked::ParkedUploads,
+    /// Every push's transcoders (`[renditions]`).
+    pub transcoders: crate::transcode::Transcoders,
 }
 
 impl AppState {
@@ -115,6 +118,12 @@ impl AppState {
             events: crate::events::Events::disabled(),
             retention: None,
             parked: Default::default(),
+            transcoders: crate::transcode::Transcoders::new(
+                sessions.clone(),
+                pipeline.clone(),
+                metrics.clone(),
+                tokio::runtime::Handle::current(),
+            ),
             hooks_secrets: RwLock::new(HookSecrets::new(config.hooks_secret())),
             config: RwLock::new(config),
             sessions,
@@ -267,6 +276,7 @@ pub(crate) fn hooks_router(state: Arc<AppState>) -> Router {
             post(hooks::on_publish_done),
         )
         .route("/hooks/{secret}/on_relay", post(hooks::on_relay))
+        .route("/hooks/{secret}/on_play", post(hooks::on_play))
         .layer((
             middleware::from_fn_with_state(state.clone(), time_hook),
             TraceLayer::new_for_http().make_span_with(|req: &Request| {
@@ -290,6 +300,7 @@ fn hook_call(path: &str) -> &'static str {
         "on_update" => "on_update",
         "on_publish_done" => "on_publish_done",
         "on_relay" => "on_relay",
+        "on_play" => "on_play",
         _ => "other",
     }
 }

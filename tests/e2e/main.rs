@@ -32,4 +32,5 @@ mod retention;
 mod s3_errors;
 mod security;
 mod stat;
+mod transcode;
 mod vod;

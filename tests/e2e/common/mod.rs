@@ -26,6 +26,7 @@ pub mod fragments;
 pub mod garage;
 pub mod hlscheck;
 pub mod httpc;
+pub mod ladder;
 pub mod livebucket;
 pub mod nginx;
 pub mod player;
@@ -204,13 +205,28 @@ impl Stack {
 
     /// [`Stack::start_with`] on a store of `kind`.
     pub fn start_on(kind: StoreKind, name: &str, extra_config: &str) -> Stack {
+        Self::build(kind, name, extra_config, false)
+    }
+
+    /// [`Stack::start_with`] with livebucket's hooks socket held by the
+    /// test, as systemd holds it ([`livebucket::Options::socket`]): nginx's
+    /// callbacks wait while livebucket is killed and restarted.
+    pub fn start_held(name: &str, extra_config: &str) -> Stack {
+        Self::build(StoreKind::Garage, name, extra_config, true)
+    }
+
+    fn build(kind: StoreKind, name: &str, extra_config: &str, held_socket: bool) -> Stack {
         let dir = TestDir::new(name);
         let mut store = TestStore::start(kind, &dir);
         store.create_bucket(BUCKET);
         store.create_bucket(OTHER_BUCKET);
         let key = store.key().clone();
 
-        let listen = free_addr();
+        let socket = held_socket
+            .then(|| std::net::TcpListener::bind("127.0.0.1:0").expect("cannot bind 127.0.0.1:0"));
+        let listen = socket
+            .as_ref()
+            .map_or_else(free_addr, |s| s.local_addr().unwrap());
         let hls_dir = dir.join("hls");
         let nginx = Nginx::start(&dir, &format!("http://{listen}"), &hls_dir);
         let state_dir = dir.subdir("state");
@@ -224,7 +240,8 @@ impl Stack {
             keys: &[(&key, &[BUCKET])],
             extra: extra_config,
         });
-        let livebucket = Livebucket::start(&dir, &config);
+        let livebucket =
+            Livebucket::start_with(&dir, &config, livebucket::Options { socket, log: "" });
         Stack {
             s3: store.s3(),
             livebucket,
