@@ -217,6 +217,8 @@ export function playHls(video, url, onFatal) {
     hls.attachMedia(video);
     video.play().catch(() => {});
     video.hls = hls;
+    // Views that follow the player (levels.js) attach to each new instance.
+    video.dispatchEvent(new Event("hls-attached"));
   };
   start(-1);
   return () => { hls.destroy(); video.hls = null; };

@@ -38,7 +38,9 @@ pub(super) enum Sign {
         key: KeyArgs,
         #[arg(long)]
         bucket: String,
-        /// Object key, e.g. CHANNEL/index.m3u8.
+        /// Object key, e.g. CHANNEL/index.m3u8. With --via-livebucket:
+        /// CHANNEL/PLAYLIST (CHANNEL/master.m3u8 for a channel's master
+        /// playlist) or CHANNEL/RUNG/PLAYLIST for one rendition.
         #[arg(long)]
         key_name: String,
         #[command(flatten)]
@@ -214,19 +216,34 @@ pub(super) fn sign_play(
     let (k, config) = signing_key(key, bucket)?;
     if let Some(base) = via {
         check_play_lifetime(config.as_ref(), expiry.unix())?;
-        let (channel, playlist) = object
-            .rsplit_once('/')
-            .context("--key-name must be CHANNEL/PLAYLIST for --via-livebucket")?;
-        let query = play::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?;
+        let names: Vec<&str> = object.split('/').collect();
+        let query = match names[..] {
+            [channel, playlist] => {
+                play::play_query(&k.id, &k.secret, bucket, channel, playlist, expiry.unix())?
+            }
+            [channel, rung, playlist] => play::play_variant_query(
+                &k.id,
+                &k.secret,
+                bucket,
+                channel,
+                rung,
+                playlist,
+                expiry.unix(),
+            )?,
+            _ => bail!(
+                "--key-name must be CHANNEL/PLAYLIST or CHANNEL/RUNG/PLAYLIST for --via-livebucket"
+            ),
+        };
         // The signature covers the decoded names; the URL needs them encoded
         // (an OSS playlist name may hold spaces or non-ASCII).
-        let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
+        let path: Vec<String> = std::iter::once(bucket)
+            .chain(names)
+            .map(|s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string())
+            .collect();
         println!(
-            "{}/play/{}/{}/{}?{query}",
+            "{}/play/{}?{query}",
             base.trim_end_matches('/'),
-            enc(bucket),
-            enc(channel),
-            enc(playlist)
+            path.join("/")
         );
         return Ok(());
     }

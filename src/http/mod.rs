@@ -375,6 +375,10 @@ pub(crate) fn public_router(state: Arc<AppState>) -> Router {
     let signed = Router::new()
         .route("/play/{bucket}/{channel}/{playlist}", get(play::play))
         .route(
+            "/play/{bucket}/{channel}/{rung}/{playlist}",
+            get(play::play_variant),
+        )
+        .route(
             "/api/v1/buckets/{bucket}/channels/{channel}/vod",
             get(vod::get_vod).post(vod::post_vod),
         )

@@ -38,7 +38,7 @@ use crate::cache::Fifo;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
 use crate::sign::SignError;
-use crate::sign::play::verify_play;
+use crate::sign::play::{verify_play, verify_play_variant};
 use crate::sign::sigv4::SIGV4_MAX_EXPIRY;
 
 pub(super) use crate::clock::unix_now;
@@ -205,6 +205,8 @@ impl PlayLimits {
     }
 }
 
+/// `GET /play/BUCKET/CHANNEL/PLAYLIST`: a channel's playlist, or its
+/// master playlist (`master.m3u8`, see [`master_response`]).
 pub(crate) async fn play(
     State(app): State<Arc<AppState>>,
     Path((bucket, channel, playlist)): Path<(String, String, String)>,
@@ -212,11 +214,7 @@ pub(crate) async fn play(
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
     crate::names::validate_channel(&channel).map_err(|e| HttpError::BadRequest(e.to_string()))?;
-    if !playlist.ends_with(".m3u8") {
-        return Err(HttpError::NotFound(
-            "only playlists (.m3u8) are served here".into(),
-        ));
-    }
+    only_playlists(&playlist)?;
     let cfg = app.config();
     let (key, expires) = verify_signed(
         &app.metrics,
@@ -227,15 +225,84 @@ pub(crate) async fn play(
             verify_play(secret, &bucket, &channel, &playlist, expires, now, sig)
         },
     )?;
-    let sigv2 = q.get("sigv2").is_some_and(|v| v == "1" || v == "true");
     let play_key = PlayKey {
-        bucket: bucket.clone(),
-        channel: channel.clone(),
-        playlist: playlist.clone(),
+        bucket,
+        channel,
+        playlist,
         key_id: key.id.clone(),
         expires,
-        sigv2,
+        sigv2: wants_sigv2(&q),
     };
+    serve(app, cfg, key, play_key, q, true).await
+}
+
+/// `GET /play/BUCKET/CHANNEL/RUNG/PLAYLIST`: the playlist of rung RUNG of a
+/// channel with renditions (the variant channel `CHANNEL/RUNG`), served
+/// exactly as a channel's, LL-HLS included; signed over the four names
+/// ([`verify_play_variant`]).
+pub(crate) async fn play_variant(
+    State(app): State<Arc<AppState>>,
+    Path((bucket, channel, rung, playlist)): Path<(String, String, String, String)>,
+    Query(q): Query<Vec<(String, String)>>,
+) -> Result<Response, HttpError> {
+    let q = query_map(q)?;
+    crate::names::validate_channel(&channel).map_err(|e| HttpError::BadRequest(e.to_string()))?;
+    if !crate::config::renditions::valid_rung_name(&rung) {
+        return Err(HttpError::BadRequest(
+            "the rung is not a rendition name (1 to 32 of a-z 0-9 _ -)".into(),
+        ));
+    }
+    only_playlists(&playlist)?;
+    let cfg = app.config();
+    let (key, expires) = verify_signed(
+        &app.metrics,
+        &cfg,
+        &q,
+        &bucket,
+        |secret, expires, now, sig| {
+            verify_play_variant(
+                secret, &bucket, &channel, &rung, &playlist, expires, now, sig,
+            )
+        },
+    )?;
+    let play_key = PlayKey {
+        bucket,
+        channel: format!("{channel}/{rung}"),
+        playlist,
+        key_id: key.id.clone(),
+        expires,
+        sigv2: wants_sigv2(&q),
+    };
+    serve(app, cfg, key, play_key, q, false).await
+}
+
+fn only_playlists(playlist: &str) -> Result<(), HttpError> {
+    if playlist.ends_with(".m3u8") {
+        Ok(())
+    } else {
+        Err(HttpError::NotFound(
+            "only playlists (.m3u8) are served here".into(),
+        ))
+    }
+}
+
+fn wants_sigv2(q: &HashMap<String, String>) -> bool {
+    q.get("sigv2").is_some_and(|v| v == "1" || v == "true")
+}
+
+/// Answers a verified play URL: the LL-HLS playlist, a cached signed copy,
+/// the live window from memory, or the stored object signed under a render
+/// slot. `may_be_master`: the URL names a channel (not a variant), so a
+/// stored master playlist is answered with signed variant URLs.
+async fn serve(
+    app: Arc<AppState>,
+    cfg: Arc<Config>,
+    key: AccessKey,
+    play_key: PlayKey,
+    q: HashMap<String, String>,
+    may_be_master: bool,
+) -> Result<Response, HttpError> {
+    let (bucket, channel) = (&play_key.bucket, &play_key.channel);
     if let Some(rx) = super::llplay::model(&app, &play_key) {
         return super::llplay::answer(&app, &cfg, &key, &play_key, rx, &q).await;
     }
@@ -274,6 +341,9 @@ pub(crate) async fn play(
         return Ok(playlist_response(chunks, true));
     }
     let text = playlist_text(&app, &cfg, &key, &play_key).await?;
+    if may_be_master && crate::master::is_master(&text) {
+        return master_response(&key, &play_key, &text);
+    }
     let ended = text.contains("#EXT-X-ENDLIST");
     app.metrics.inc("livebucket_play_renders_total", "");
     let chunks: Arc<[Bytes]> = {
@@ -286,7 +356,7 @@ pub(crate) async fn play(
     drop(slot);
     // Cached only while the segment URLs depend on the play URL alone (an
     // expiry within SigV4's week; see segment_signing).
-    if ended && expires <= unix_now().saturating_add(SIGV4_MAX_EXPIRY.as_secs()) {
+    if ended && play_key.expires <= unix_now().saturating_add(SIGV4_MAX_EXPIRY.as_secs()) {
         app.play
             .cache
             .lock()
@@ -294,6 +364,65 @@ pub(crate) async fn play(
             .insert(play_key, chunks.clone(), unix_now());
     }
     Ok(playlist_response(chunks, ended))
+}
+
+/// A stored master playlist for the play URL `k`: every variant URI becomes
+/// that variant's play URL, relative to the master's (`PLAYLIST?…` for the
+/// source, `RUNG/PLAYLIST?…` for a rung), signed with the master URL's key
+/// and expiry, so reloads get the same URIs and the variants live exactly
+/// as long as the master's URL; `sigv2` is passed on. Other lines are kept.
+fn master_response(key: &AccessKey, k: &PlayKey, text: &str) -> Result<Response, HttpError> {
+    let body = sign_master(key, k, text)?;
+    Ok(playlist_response(vec![Bytes::from(body)].into(), false))
+}
+
+/// The signed master (see [`master_response`]).
+pub(super) fn sign_master(key: &AccessKey, k: &PlayKey, text: &str) -> Result<String, HttpError> {
+    use percent_encoding::utf8_percent_encode as enc;
+
+    use crate::sign::encode::UNRESERVED;
+    let mut out = String::with_capacity(text.len() * 2);
+    for line in text.lines() {
+        let uri = line.trim();
+        let variant = (!uri.is_empty() && !uri.starts_with('#'))
+            .then(|| crate::master::parse_variant_uri(uri))
+            .flatten();
+        match variant {
+            None => out.push_str(line),
+            Some((None, playlist)) => {
+                let query = crate::sign::play::play_query(
+                    &key.id,
+                    &key.secret,
+                    &k.bucket,
+                    &k.channel,
+                    playlist,
+                    k.expires,
+                )?;
+                out.push_str(&format!("{}?{query}", enc(playlist, UNRESERVED)));
+            }
+            Some((Some(rung), playlist)) => {
+                let query = crate::sign::play::play_variant_query(
+                    &key.id,
+                    &key.secret,
+                    &k.bucket,
+                    &k.channel,
+                    rung,
+                    playlist,
+                    k.expires,
+                )?;
+                out.push_str(&format!(
+                    "{}/{}?{query}",
+                    enc(rung, UNRESERVED),
+                    enc(playlist, UNRESERVED)
+                ));
+            }
+        }
+        if variant.is_some() && k.sigv2 {
+            out.push_str("&sigv2=1");
+        }
+        out.push('\n');
+    }
+    Ok(out)
 }
 
 /// The playlist a play URL names: the pipeline's copy of a live playlist
@@ -521,6 +650,58 @@ mod tests {
         // Longer than SigV4 allows: signed now, for the longest it allows.
         let far = expires + 10 * week;
         assert_eq!(segment_signing(far, expires), (expires, week));
+    }
+
+    #[test]
+    fn a_master_gets_every_variant_as_a_signed_play_url_with_its_expiry() {
+        let cfg = config();
+        let key = cfg.key("GKknown").unwrap().clone();
+        let mut k = play_key(1_800_000_000);
+        k.bucket = "live".into();
+        k.playlist = "master.m3u8".into();
+        let master = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.4d401e\"\nindex.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=300000\n360p/index.m3u8\n\
+            #EXT-X-STREAM-INF:BANDWIDTH=1\nhttps://elsewhere/x.m3u8\n";
+        let out = sign_master(&key, &k, master).unwrap();
+        assert_eq!(out, sign_master(&key, &k, master).unwrap(), "stable");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[..4], master.lines().collect::<Vec<_>>()[..4]);
+        let query = |uri: &str| -> HashMap<String, String> {
+            serde_urlencoded::from_str(uri.split_once('?').unwrap().1).unwrap()
+        };
+        let (src, q) = (lines[4], query(lines[4]));
+        assert!(src.starts_with("index.m3u8?AccessKeyId=GKknown&Expires=1800000000&"));
+        verify_play(
+            &key.secret,
+            "live",
+            "cam",
+            "index.m3u8",
+            1_800_000_000,
+            0,
+            &q["Signature"],
+        )
+        .expect("the source's URL verifies");
+        let (rung, q) = (lines[6], query(lines[6]));
+        assert!(rung.starts_with("360p/index.m3u8?AccessKeyId=GKknown&Expires=1800000000&"));
+        verify_play_variant(
+            &key.secret,
+            "live",
+            "cam",
+            "360p",
+            "index.m3u8",
+            1_800_000_000,
+            0,
+            &q["Signature"],
+        )
+        .expect("the rung's URL verifies");
+        assert_eq!(
+            lines[8], "https://elsewhere/x.m3u8",
+            "absolute URIs are kept"
+        );
+        k.sigv2 = true;
+        let v2 = sign_master(&key, &k, master).unwrap();
+        assert!(v2.lines().nth(6).unwrap().ends_with("&sigv2=1"));
     }
 
     #[tokio::test]

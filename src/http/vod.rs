@@ -12,6 +12,14 @@
 //! `X-Livebucket-Vod-Source` says whether the session index or a listing of
 //! the fragments was used.
 //!
+//! A channel with renditions: a GET whose range holds fragments of any rung
+//! of `[renditions]` (`CHANNEL/R/…`) answers a master playlist
+//! ([`vod_master`]) whose variants are this same VOD URL for one variant
+//! each (`&variant=source` or `&variant=R`, signed with the request's key,
+//! expiry, range and URL mode: [`play::vod_variant_query`]); such a URL
+//! answers that variant's media playlist. POST and the OSS API always
+//! store or answer the source's media playlist.
+//!
 //! Cost is bounded: at most `vod.max_concurrent_builds` builds at once (503
 //! with `Retry-After` beyond; a build ends once its fragment list is known,
 //! before a GET's body is streamed), at most `vod.max_fragments` fragments
@@ -33,6 +41,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use super::AppState;
 use super::error::HttpError;
 use super::play::{query_map, unix_now, verify_signed};
+use crate::config::renditions::SOURCE;
 use crate::config::{AccessKey, Config};
 use crate::index::RangeFragment;
 use crate::sign::play::{self, VodScope};
@@ -52,6 +61,10 @@ fn num(q: &HashMap<String, String>, name: &str) -> Result<u64, HttpError> {
 /// A verified, admitted VOD request: its fragments and how to write URIs.
 struct Admitted {
     key: AccessKey,
+    expires: u64,
+    /// The URL mode the signature grants.
+    urls: &'static str,
+    range: (u64, u64),
     frags: Vec<RangeFragment>,
     source: Source,
     uris: Uris,
@@ -84,8 +97,10 @@ pub(super) async fn range_fragments(
 ) -> Result<(Vec<RangeFragment>, Source, Option<OwnedSemaphorePermit>), RangeError> {
     // A cached range is not trusted past the channel's retention cutoff: a
     // sweep may have deleted its oldest fragments since.
-    // An unreadable record: the range is read again (u64::MAX).
-    let oldest_kept = match app.channels.get(key_id, bucket, channel).await {
+    // An unreadable record: the range is read again (u64::MAX). A variant
+    // (`CHANNEL/R`) is kept for its channel's period.
+    let record = channel.split_once('/').map_or(channel, |(c, _)| c);
+    let oldest_kept = match app.channels.get(key_id, bucket, record).await {
         Ok(record) => crate::retention::oldest_kept_ms(
             crate::retention::period_of(record.as_ref().map(|r| &r.config), cfg),
             crate::clock::unix_now_ms(),
@@ -124,6 +139,27 @@ pub(super) async fn range_fragments(
     Ok((found.frags, found.source, Some(permit)))
 }
 
+/// The variant a VOD URL names (`variant=`): `None` for the channel.
+fn variant_of(q: &HashMap<String, String>) -> Result<Option<&str>, HttpError> {
+    match q.get("variant").map(String::as_str) {
+        None => Ok(None),
+        Some(v) if v == SOURCE || crate::config::renditions::valid_rung_name(v) => Ok(Some(v)),
+        Some(v) => Err(HttpError::BadRequest(format!(
+            "variant={:?}: use source or a rendition's name",
+            crate::logfmt::Esc(v)
+        ))),
+    }
+}
+
+/// Where a variant's fragments are: the channel for the source, `C/R` for
+/// rung R.
+fn variant_channel(channel: &str, variant: Option<&str>) -> String {
+    match variant {
+        Some(r) if r != SOURCE => format!("{channel}/{r}"),
+        _ => channel.to_owned(),
+    }
+}
+
 async fn admit(
     app: &AppState,
     bucket: &str,
@@ -131,18 +167,22 @@ async fn admit(
     q: &HashMap<String, String>,
     method: &'static str,
     name: &str,
+    variant: Option<&str>,
 ) -> Result<Admitted, HttpError> {
     crate::names::validate_channel(channel).map_err(|e| HttpError::BadRequest(e.to_string()))?;
     let cfg = app.config();
     let (start, end) = (num(q, "start")?, num(q, "end")?);
     let given = q.get("urls").map(String::as_str);
-    let urls = given.unwrap_or(play::default_vod_urls(method));
-    if !matches!(urls, "relative" | "presigned") {
-        return Err(HttpError::BadRequest(format!(
-            "urls={:?}: use relative or presigned",
-            crate::logfmt::Esc(urls)
-        )));
-    }
+    let urls: &'static str = match given.unwrap_or(play::default_vod_urls(method)) {
+        "relative" => "relative",
+        "presigned" => "presigned",
+        other => {
+            return Err(HttpError::BadRequest(format!(
+                "urls={:?}: use relative or presigned",
+                crate::logfmt::Esc(other)
+            )));
+        }
+    };
     let scope = VodScope {
         method,
         bucket,
@@ -159,19 +199,25 @@ async fn admit(
         &cfg,
         q,
         bucket,
-        |secret, expires, now, sig| {
-            play::verify_vod_mode(secret, &scope, given.is_some(), expires, now, sig)
-                .map(|mode| granted.set(mode))
+        |secret, expires, now, sig| match variant {
+            // Variant URLs are only ever made with an explicit mode.
+            Some(v) => play::verify_vod_variant(secret, &scope, v, expires, now, sig),
+            None => play::verify_vod_mode(secret, &scope, given.is_some(), expires, now, sig)
+                .map(|mode| granted.set(mode)),
         },
     )?;
-    let urls = granted.get();
+    let urls: &'static str = if granted.get() == "relative" {
+        "relative"
+    } else {
+        "presigned"
+    };
     vod::check_range(start, end, cfg.vod.max_range_secs)?;
     let (frags, source, permit) = range_fragments(
         app,
         &cfg,
         &key.id,
         bucket,
-        channel,
+        &variant_channel(channel, variant),
         (start, end),
     )
     .await
@@ -185,6 +231,9 @@ async fn admit(
     let uris = uris(&cfg, &key, urls, expires)?;
     Ok(Admitted {
         key,
+        expires,
+        urls,
+        range: (start, end),
         frags,
         source,
         uris,
@@ -226,14 +275,22 @@ pub(crate) async fn get_vod(
     Query(q): Query<Vec<(String, String)>>,
 ) -> Result<Response, HttpError> {
     let q = query_map(q)?;
-    let a = admit(&app, &bucket, &channel, &q, "GET", "").await?;
+    let variant = variant_of(&q)?;
+    let mut a = admit(&app, &bucket, &channel, &q, "GET", "", variant).await?;
     // The fragment list is known: what is left (presigning a chunk at a
     // time as the reader takes it) costs no S3 request, and a reader that
     // stalls mid-body must not keep other VOD calls out.
-    drop(a.permit);
+    drop(a.permit.take());
     let source = a.source;
+    if variant.is_none() {
+        let cfg = app.config();
+        let rungs = rungs_in_range(&app, &cfg, &a.key.id, &bucket, &channel, a.range).await?;
+        if !rungs.is_empty() {
+            return vod_master(&app, &a, &bucket, &channel, rungs).await;
+        }
+    }
     let body = futures::StreamExt::map(
-        vod::render_stream(bucket, channel, a.frags, a.uris),
+        vod::render_stream(bucket, variant_channel(&channel, variant), a.frags, a.uris),
         |chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())),
     );
     Ok((
@@ -261,7 +318,7 @@ pub(crate) async fn post_vod(
         .to_owned();
     crate::names::validate_playlist_name(&name)
         .map_err(|e| HttpError::BadRequest(format!("name: {e}")))?;
-    let a = admit(&app, &bucket, &channel, &q, "POST", &name).await?;
+    let a = admit(&app, &bucket, &channel, &q, "POST", &name, None).await?;
     // A VOD playlist never replaces a live one, whoever signed it.
     if app
         .is_live_playlist(&a.key.id, &bucket, &channel, &name)
@@ -290,4 +347,126 @@ pub(crate) async fn post_vod(
         "source": a.source.as_str(),
     });
     Ok(([source_header(a.source)], axum::Json(body)).into_response())
+}
+
+/// The rungs of `[renditions]` with fragments in `range` under the channel,
+/// with their first fragment, in the ladder's order.
+async fn rungs_in_range(
+    app: &AppState,
+    cfg: &Config,
+    key_id: &str,
+    bucket: &str,
+    channel: &str,
+    range: (u64, u64),
+) -> Result<Vec<(String, RangeFragment)>, HttpError> {
+    let mut out = Vec::new();
+    for rung in &cfg.renditions.rungs {
+        let at = variant_channel(channel, Some(&rung.name));
+        match range_fragments(app, cfg, key_id, bucket, &at, range).await {
+            Ok((frags, _, _)) => {
+                if let Some(first) = frags.into_iter().next() {
+                    out.push((rung.name.clone(), first));
+                }
+            }
+            Err(RangeError::Vod(vod::VodError::Empty { .. })) => {}
+            Err(RangeError::Busy) => {
+                return Err(HttpError::Busy(format!(
+                    "{} VOD playlists are being built (config vod.max_concurrent_builds); retry shortly",
+                    cfg.vod.max_concurrent_builds
+                )));
+            }
+            Err(RangeError::Vod(e)) => return Err(e.into()),
+        }
+    }
+    Ok(out)
+}
+
+/// The largest stored master read for a VOD master's variant attributes.
+const MASTER_MAX_BYTES: usize = 64 * 1024;
+/// The largest fragment read to probe a variant the stored master does not
+/// list.
+const PROBE_MAX_BYTES: usize = 16 << 20;
+
+/// The VOD master of a range of a channel with renditions: the source,
+/// then each rung with fragments in the range. Each variant's
+/// `EXT-X-STREAM-INF` is the one the channel's stored master states (rates
+/// measured over a whole push with the same ladder); a variant it does not
+/// list is measured from its first fragment in the range (one GET: its
+/// probe, and its rate as both peak and average). Each URI is this VOD URL
+/// for that variant, signed like the request.
+async fn vod_master(
+    app: &AppState,
+    a: &Admitted,
+    bucket: &str,
+    channel: &str,
+    rungs: Vec<(String, RangeFragment)>,
+) -> Result<Response, HttpError> {
+    use crate::master::{self, Rate, StreamInf, probe};
+    let stored = app
+        .store
+        .get_capped(
+            &a.key.id,
+            bucket,
+            &crate::layout::playlist_key(channel, master::MASTER),
+            MASTER_MAX_BYTES,
+        )
+        .await
+        .ok()
+        .and_then(|b| String::from_utf8(b.to_vec()).ok())
+        .map(|t| master::stream_infs(&t))
+        .unwrap_or_default();
+    // The stored master names the source by its playlist name.
+    let stated = |rung: Option<&str>| -> Option<String> {
+        stored
+            .iter()
+            .find(|(_, uri)| master::parse_variant_uri(uri).is_some_and(|(r, _)| r == rung))
+            .map(|(tag, _)| tag.clone())
+    };
+    let scope = VodScope {
+        method: "GET",
+        bucket,
+        channel,
+        start: a.range.0,
+        end: a.range.1,
+        urls: a.urls,
+        name: "",
+    };
+    let first_source = a.frags.first().cloned();
+    let mut entries = Vec::new();
+    let variants = std::iter::once((None, first_source))
+        .chain(rungs.into_iter().map(|(r, f)| (Some(r), Some(f))));
+    for (rung, first) in variants {
+        let tag = match (stated(rung.as_deref()), first) {
+            (Some(tag), _) => tag,
+            (None, Some(f)) => {
+                let object = crate::layout::fragment_key(
+                    &variant_channel(channel, rung.as_deref()),
+                    f.key_ms,
+                );
+                let bytes = app
+                    .store
+                    .get_capped(&a.key.id, bucket, &object, PROBE_MAX_BYTES)
+                    .await?;
+                let Some(p) = probe::probe(&bytes) else {
+                    continue;
+                };
+                let mut rate = Rate::default();
+                rate.add(bytes.len() as u64, f.duration_ms);
+                StreamInf::new(rung.as_deref(), "vod", &rate, p).tag()
+            }
+            (None, None) => continue,
+        };
+        let variant = rung.as_deref().unwrap_or(SOURCE);
+        let (key, expires) = (&a.key, a.expires);
+        let query = play::vod_variant_query(&key.id, &key.secret, &scope, variant, expires)?;
+        entries.push((tag, format!("vod?{query}")));
+    }
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(crate::store::PLAYLIST_CONTENT_TYPE),
+        )],
+        master::render_tags(&entries),
+    )
+        .into_response())
 }

@@ -126,28 +126,63 @@ pub fn ordered(mut variants: Vec<StreamInf>) -> Vec<StreamInf> {
     variants
 }
 
-/// The master playlist listing `variants` (in [`ordered`] order).
-/// `EXT-X-INDEPENDENT-SEGMENTS`: every fragment nginx cuts starts with a
-/// keyframe, in every variant.
-pub fn render(variants: &[StreamInf]) -> String {
-    let mut out = String::from("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    for v in ordered(variants.to_vec()) {
-        let _ = write!(
-            out,
+/// A master's first lines. `EXT-X-INDEPENDENT-SEGMENTS`: every fragment
+/// nginx cuts starts with a keyframe, in every variant.
+const HEAD: &str = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n";
+
+impl StreamInf {
+    /// The variant's `#EXT-X-STREAM-INF:` line, without its newline.
+    pub fn tag(&self) -> String {
+        let mut out = format!(
             "#EXT-X-STREAM-INF:BANDWIDTH={},AVERAGE-BANDWIDTH={}",
-            v.bandwidth, v.average_bandwidth
+            self.bandwidth, self.average_bandwidth
         );
-        if let Some(video) = &v.probe.video {
+        if let Some(video) = &self.probe.video {
             let _ = write!(out, ",RESOLUTION={}x{}", video.width, video.height);
             if let Some(fps) = video.fps {
                 let _ = write!(out, ",FRAME-RATE={fps:.3}");
             }
         }
-        let codecs = v.probe.codecs();
+        let codecs = self.probe.codecs();
         if !codecs.is_empty() {
             let _ = write!(out, ",CODECS=\"{codecs}\"");
         }
-        let _ = write!(out, "\n{}\n", v.uri);
+        out
+    }
+}
+
+/// The master playlist listing `variants` (in [`ordered`] order).
+pub fn render(variants: &[StreamInf]) -> String {
+    let entries: Vec<(String, String)> = ordered(variants.to_vec())
+        .into_iter()
+        .map(|v| (v.tag(), v.uri))
+        .collect();
+    render_tags(&entries)
+}
+
+/// A master playlist of `(EXT-X-STREAM-INF line, URI)` pairs, in the order
+/// given.
+pub fn render_tags(entries: &[(String, String)]) -> String {
+    let mut out = String::from(HEAD);
+    for (tag, uri) in entries {
+        let _ = write!(out, "{tag}\n{uri}\n");
+    }
+    out
+}
+
+/// A master playlist's `(EXT-X-STREAM-INF line, URI)` pairs, in order.
+pub fn stream_infs(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut tag: Option<&str> = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("#EXT-X-STREAM-INF:") {
+            tag = Some(line);
+        } else if !line.is_empty()
+            && !line.starts_with('#')
+            && let Some(t) = tag.take()
+        {
+            out.push((t.to_owned(), line.to_owned()));
+        }
     }
     out
 }
@@ -259,6 +294,10 @@ mod tests {
              audio/index.m3u8\n"
         );
         assert!(is_master(&text));
+        let pairs = stream_infs(&text);
+        assert_eq!(pairs.len(), 4);
+        assert_eq!(pairs[3].1, "audio/index.m3u8");
+        assert_eq!(render_tags(&pairs), text, "parsed back as written");
         assert!(!is_master("#EXTM3U\n#EXTINF:2.0,\n1.ts\n"));
     }
 

@@ -43,6 +43,13 @@
 //!   empty for GET; `S` as for play. A GET without `urls` signed when its
 //!   default was `relative` still verifies, as the `relative` link it was
 //!   signed as ([`verify_vod_mode`]).
+//! * **VOD of one variant** of a channel with renditions: the same URL
+//!   with `&variant=V` (`source`, or a rung's name) before `AccessKeyId`:
+//!   [`sign_vod_variant`], [`vod_variant_query`], [`verify_vod_variant`].
+//!   The string to sign is the VOD string above followed by `"\n" + V`.
+//!   NAME never holds a control character, so a variant's string never
+//!   equals another request's, and every URL without `variant` signs and
+//!   means exactly what it did before variants existed.
 //!
 //! # Invariants
 //!
@@ -215,7 +222,7 @@ pub struct VodScope<'a> {
 
 /// The VOD signature `S` of `scope` until `expires`; see the module doc.
 pub fn sign_vod(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<String, SignError> {
-    let mac = vod_mac(secret, scope, expires)?;
+    let mac = vod_mac(secret, scope, None, expires)?;
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
@@ -228,16 +235,68 @@ pub fn vod_query(
     scope: &VodScope<'_>,
     expires: u64,
 ) -> Result<String, SignError> {
+    vod_query_with(key_id, secret, scope, None, expires)
+}
+
+/// The VOD signature `S` of one variant's range (`variant`: `source` or a
+/// rung's name); see the module doc.
+pub fn sign_vod_variant(
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: &str,
+    expires: u64,
+) -> Result<String, SignError> {
+    let mac = vod_mac(secret, scope, Some(variant), expires)?;
+    Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
+}
+
+/// The query string of a VOD API URL for one variant of `scope`: as
+/// [`vod_query`] with `&variant=V` before `AccessKeyId`.
+pub fn vod_variant_query(
+    key_id: &str,
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: &str,
+    expires: u64,
+) -> Result<String, SignError> {
+    vod_query_with(key_id, secret, scope, Some(variant), expires)
+}
+
+/// Checks a VOD signature for exactly `scope` and `variant`; errors as for
+/// [`verify_play`].
+pub fn verify_vod_variant(
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: &str,
+    expires: u64,
+    now_unix: u64,
+    signature: &str,
+) -> Result<(), SignError> {
+    let mac = vod_mac(secret, scope, Some(variant), expires)?;
+    check_tag(mac, signature, expires, now_unix)
+}
+
+fn vod_query_with(
+    key_id: &str,
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: Option<&str>,
+    expires: u64,
+) -> Result<String, SignError> {
     if key_id.is_empty() {
         return Err(SignError::Malformed("access key id must be non-empty"));
     }
-    let signature = sign_vod(secret, scope, expires)?;
+    let mac = vod_mac(secret, scope, variant, expires)?;
+    let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
     let mut q = format!(
         "start={}&end={}&urls={}",
         scope.start, scope.end, scope.urls
     );
     if !scope.name.is_empty() {
         q += &format!("&name={}", utf8_percent_encode(scope.name, UNRESERVED));
+    }
+    if let Some(v) = variant {
+        q += &format!("&variant={}", utf8_percent_encode(v, UNRESERVED));
     }
     q += &format!(
         "&AccessKeyId={}&Expires={expires}&Signature={signature}",
@@ -301,11 +360,21 @@ pub fn verify_vod(
     now_unix: u64,
     signature: &str,
 ) -> Result<(), SignError> {
-    let mac = vod_mac(secret, scope, expires)?;
+    let mac = vod_mac(secret, scope, None, expires)?;
     check_tag(mac, signature, expires, now_unix)
 }
 
-fn vod_mac(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<Hmac<Sha256>, SignError> {
+fn vod_mac(
+    secret: &str,
+    scope: &VodScope<'_>,
+    variant: Option<&str>,
+    expires: u64,
+) -> Result<Hmac<Sha256>, SignError> {
+    if variant.is_some_and(|v| !is_single_segment(v)) {
+        return Err(SignError::Malformed(
+            "variant must be one non-empty path segment",
+        ));
+    }
     for name in [scope.bucket, scope.channel] {
         if !is_single_segment(name) {
             return Err(SignError::Malformed(
@@ -342,6 +411,10 @@ fn vod_mac(secret: &str, scope: &VodScope<'_>, expires: u64) -> Result<Hmac<Sha2
         )
         .as_bytes(),
     );
+    if let Some(v) = variant {
+        mac.update(b"\n");
+        mac.update(v.as_bytes());
+    }
     Ok(mac)
 }
 

@@ -830,3 +830,44 @@ fn channel_and_variant_play_urls_never_verify_as_each_other() {
         ));
     }
 }
+
+/// `LIVEBUCKET-VOD\nGET\n1700003600\n/live/cam1\n1700000000\n1700000600\nrelative\n\n360p`
+/// under `vod-secret`, from Python's `hmac`.
+const VOD_VARIANT_SIG: &str = "wyS-aXSWC1np3gshbOwwIbj2dBgK-RcWbRYZQ_5irmQ";
+
+#[test]
+fn a_variant_vod_url_is_signed_apart_from_the_channel_one() {
+    let (secret, e) = ("vod-secret", PLAY_EXPIRES);
+    assert_eq!(
+        sign_vod_variant(secret, &VOD_GET, "360p", e).unwrap(),
+        VOD_VARIANT_SIG
+    );
+    assert_eq!(
+        vod_variant_query("GK1", secret, &VOD_GET, "360p", e).unwrap(),
+        format!(
+            "start=1700000000&end=1700000600&urls=relative&variant=360p&AccessKeyId=GK1&Expires=1700003600&Signature={VOD_VARIANT_SIG}"
+        )
+    );
+    assert_eq!(
+        verify_vod_variant(secret, &VOD_GET, "360p", e, 0, VOD_VARIANT_SIG),
+        Ok(())
+    );
+    // Neither verifies as the other, nor as another variant.
+    let channel = sign_vod(secret, &VOD_GET, e).unwrap();
+    assert_eq!(
+        verify_vod_variant(secret, &VOD_GET, "360p", e, 0, &channel),
+        Err(SignError::BadSignature)
+    );
+    assert_eq!(
+        verify_vod(secret, &VOD_GET, e, 0, VOD_VARIANT_SIG),
+        Err(SignError::BadSignature)
+    );
+    assert_eq!(
+        verify_vod_variant(secret, &VOD_GET, "source", e, 0, VOD_VARIANT_SIG),
+        Err(SignError::BadSignature)
+    );
+    assert!(matches!(
+        sign_vod_variant(secret, &VOD_GET, "a\nb", e),
+        Err(SignError::Malformed(_))
+    ));
+}

@@ -6,6 +6,7 @@ import { encodeUnreserved, ossPushUrl, playQuery, rgwPushUrl, vodQuery } from ".
 import {
   copyable, duration, field, h, notice, parseRenditions, playHls, renditionsLine, showParked, statLine, videoElement, when,
 } from "../ui.js";
+import { levelPicker } from "../levels.js";
 
 const STAT_MS = 3000;
 /** Lifetime of the play and VOD URLs the page signs for itself. */
@@ -31,15 +32,29 @@ export function channelView(main, api, name) {
   const latency = h("p", { class: "latency", id: "latency", "aria-live": "off" });
   const playerNote = notice();
   const playUrl = copyable("Signed play URL (valid 1 hour)", "playUrl");
+  const levels = levelPicker(live);
+  levels.wrap.id = "live-levels";
   let stopLive = null;
   let enabled = true;
 
-  async function startLive() {
-    const playlist = info.playlistName;
-    const expires = now() + VIEW_SECS;
+  async function signedPlayUrl(playlist, expires) {
     const q = await playQuery(keyId, secret, bucket, name, playlist, expires);
     const path = [bucket, name, playlist].map(encodeUnreserved).join("/");
-    const url = `${location.origin}/play/${path}?${q}`;
+    return `${location.origin}/play/${path}?${q}`;
+  }
+
+  /** The channel's master playlist when it has renditions (and the master
+   * is written: every variant has a stored fragment), else null. */
+  async function masterUrl(expires) {
+    if (info.renditions === "none") return null;
+    const url = await signedPlayUrl("master.m3u8", expires);
+    const resp = await fetch(url, { cache: "no-store" });
+    return resp.ok && (await resp.text()).includes("#EXT-X-STREAM-INF:") ? url : null;
+  }
+
+  async function startLive() {
+    const expires = now() + VIEW_SECS;
+    const url = (await masterUrl(expires)) || (await signedPlayUrl(info.playlistName, expires));
     playUrl.input.value = url;
     // Live starts with the push; the playlist follows with the first
     // fragments. Until then wait here rather than fail in the player.
@@ -116,6 +131,9 @@ export function channelView(main, api, name) {
   const vod = videoElement(`Recording of ${name}`);
   vod.id = "vod-video";
   const vodUrl = copyable("Signed VOD URL (valid 1 hour)", "vodUrl");
+  // A range with renditions is a master playlist: the same level buttons.
+  const vodLevels = levelPicker(vod);
+  vodLevels.wrap.id = "vod-levels";
   let stopVod = null;
 
   const toLocalInput = (t) => {
@@ -222,7 +240,7 @@ export function channelView(main, api, name) {
     h("p", {}, "Pick a push above or type a range (at most a day)."),
     h("div", { class: "row" }, from.wrap, to.wrap),
     h("button", { type: "submit" }, "Play range"),
-    vodStatus, vod, vodUrl.wrap);
+    vodStatus, vod, vodLevels.wrap, vodUrl.wrap);
   vodForm.addEventListener("submit", async (e) => {
     e.preventDefault();
     const start = fromLocalInput(from.input.value), end = fromLocalInput(to.input.value);
@@ -299,7 +317,7 @@ export function channelView(main, api, name) {
     h("section", { class: "panel", "aria-labelledby": "live-title" },
       h("h3", { id: "live-title" }, "Live"),
       stat, parked, h("div", { class: "actions" }, toggle),
-      live, latency, playerNote, playUrl.wrap),
+      live, levels.wrap, latency, playerNote, playUrl.wrap),
     h("section", { class: "panel", "aria-labelledby": "history-title" },
       h("h3", { id: "history-title" }, "Pushes"),
       h("table", { id: "history" },
