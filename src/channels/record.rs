@@ -961,8 +961,10 @@ mod renditions_tests {
     use crate::config::{RenditionsConfig, Rung};
 
     fn with(renditions: Option<Renditions>, playlist: &str) -> LiveChannelConfig {
-        let mut c = LiveChannelConfig::default();
-        c.renditions = renditions;
+        let mut c = LiveChannelConfig {
+            renditions,
+            ..LiveChannelConfig::default()
+        };
         c.target.playlist_name = playlist.to_owned();
         c
     }

@@ -242,9 +242,96 @@ pub(crate) fn elsewhere<E>(holder: Result<Option<&str>, E>, me: &str) -> Elsewhe
     }
 }
 
+/// The channel whose claim fences the writes of `channel`'s playlist: a
+/// variant `CHANNEL/<rung>` (a rendition's sub-channel) is written under its
+/// source `CHANNEL`'s claim, so the node holding a channel publishes its
+/// variants and a fail-over moves them with it; any other channel under its
+/// own. Channel names hold no `/` (`names::validate_channel`), so the first
+/// `/` starts the rung.
+pub(crate) fn fenced_by(channel: &str) -> &str {
+    channel
+        .split_once('/')
+        .map_or(channel, |(source, _)| source)
+}
+
+/// Which of the sessions known here for a channel (its own and its
+/// renditions') a recovered claim is taken back for: the streamer's newest
+/// session, else the newest rendition's (a variant still being stored
+/// after its source finished).
+pub(crate) fn adopter(
+    sessions: &[crate::session::SessionMeta],
+) -> Option<&crate::session::SessionMeta> {
+    sessions
+        .iter()
+        .max_by_key(|m| (!m.is_rendition(), m.started_ms))
+}
+
+/// Whether a held channel's claim may be released: the session it was
+/// taken for is finished here (and not one `on_publish` is still
+/// beginning), and no rendition of the channel is still being stored here
+/// (their playlists are written under this claim).
+pub(crate) fn releasable(session_known: bool, pending: bool, variants_known: bool) -> bool {
+    !session_known && !pending && !variants_known
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_variant_is_fenced_by_its_source_channel() {
+        assert_eq!(fenced_by("cam"), "cam");
+        assert_eq!(fenced_by("cam/360p"), "cam");
+        assert_eq!(fenced_by("cam.1-x/audio_64k"), "cam.1-x");
+    }
+
+    #[test]
+    fn a_recovered_claim_goes_to_the_source_else_the_newest_rendition() {
+        let meta = |id: &str, started_ms: u64, rung: Option<&str>| crate::session::SessionMeta {
+            id: id.into(),
+            bucket: "b".into(),
+            channel: rung.map_or("cam".into(), |r| format!("cam/{r}")),
+            playlist: "p.m3u8".into(),
+            key_id: "k".into(),
+            clientid: String::new(),
+            name: String::new(),
+            addr: String::new(),
+            started_ms,
+            shape: None,
+            low_latency: None,
+            snapshot: None,
+            resume: None,
+            grant: String::new(),
+            notify_topic: None,
+            variant: rung.map(|r| crate::session::VariantOf {
+                of: "src".into(),
+                channel: "cam".into(),
+                rung: r.into(),
+            }),
+            renditions: Vec::new(),
+        };
+        let both = [
+            meta("v1", 20, Some("360p")),
+            meta("src", 10, None),
+            meta("v2", 30, Some("720p")),
+        ];
+        assert_eq!(adopter(&both).map(|m| m.id.as_str()), Some("src"));
+        assert_eq!(adopter(&both[..1]).map(|m| m.id.as_str()), Some("v1"));
+        let renditions = [both[0].clone(), both[2].clone()];
+        assert_eq!(adopter(&renditions).map(|m| m.id.as_str()), Some("v2"));
+        assert_eq!(adopter(&[]), None);
+    }
+
+    #[test]
+    fn a_claim_stays_while_the_channels_renditions_are_stored() {
+        assert!(releasable(false, false, false));
+        assert!(!releasable(true, false, false));
+        assert!(!releasable(false, true, false));
+        assert!(
+            !releasable(false, false, true),
+            "a variant still stored here"
+        );
+    }
 
     #[test]
     fn an_unanswered_holder_lookup_is_unknown_not_free() {

@@ -470,12 +470,10 @@ impl Cluster {
 
     async fn adopt(&self, channel: &ChannelId) -> Option<FenceVerdict> {
         let (bucket, name) = (&channel.bucket, &channel.channel);
-        // The newest session of the channel this node still has work for.
-        let session = self
-            .sessions
-            .known_of(bucket, name)
-            .into_iter()
-            .max_by_key(|m| m.started_ms)?;
+        // The newest session of the channel (or, the source finished, of
+        // one of its renditions) this node still has work for.
+        let known = self.sessions.known_with_variants(bucket, name);
+        let session = decide::adopter(&known)?.clone();
         let key = self.keys.live(bucket, name);
         let last_key = self.keys.last(bucket, name);
         let found = match (
@@ -559,6 +557,13 @@ impl Fence for Cluster {
 
     fn allow<'a>(&'a self, channel: &'a ChannelId) -> BoxFuture<'a, FenceVerdict> {
         Box::pin(async move {
+            // A variant's playlist is written under its source channel's
+            // claim: the same verdict, the same node, the same fail-over.
+            let source = ChannelId {
+                channel: decide::fenced_by(&channel.channel).to_owned(),
+                ..channel.clone()
+            };
+            let channel = &source;
             let k = (channel.bucket.clone(), channel.channel.clone());
             let (unknown, lease) = {
                 let s = self.lock();
@@ -569,7 +574,7 @@ impl Fence for Cluster {
                     // A recovered session's channel while this node has no
                     // lease (etcd down since the start): whether anybody
                     // continued it cannot be told yet, so its writes wait.
-                    if !self.sessions.known_of(&k.0, &k.1).is_empty() {
+                    if !self.sessions.known_with_variants(&k.0, &k.1).is_empty() {
                         return self.counted(FenceVerdict::Hold);
                     }
                 } else if let Some(verdict) = self.adopt(channel).await {

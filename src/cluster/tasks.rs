@@ -311,8 +311,15 @@ impl Cluster {
                 .retain(|_, since| since.elapsed() < super::PENDING);
             s.holdings
                 .iter()
-                .filter(|(_, h)| {
-                    !s.pending.contains_key(h.session()) && self.sessions.get(h.session()).is_none()
+                .filter(|((bucket, channel), h)| {
+                    decide::releasable(
+                        self.sessions.get(h.session()).is_some(),
+                        s.pending.contains_key(h.session()),
+                        self.sessions
+                            .known_with_variants(bucket, channel)
+                            .iter()
+                            .any(|m| m.is_rendition()),
+                    )
                 })
                 .map(|(k, h)| (k.clone(), h.clone()))
                 .collect()

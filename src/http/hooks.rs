@@ -71,6 +71,10 @@ fn log_refusal(metrics: &crate::metrics::Metrics, cb: Option<&Callback>, err: &H
 /// Adds the finished push to its channel's history (GetLiveChannelHistory),
 /// in the background on the main runtime: nginx need not wait for S3.
 fn record_history(app: &Arc<AppState>, s: &SessionMeta) {
+    // A transcoder's publish is no push of the channel.
+    if s.is_rendition() {
+        return;
+    }
     let app = app.clone();
     let s = s.clone();
     app.background.clone().spawn(async move {

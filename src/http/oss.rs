@@ -391,6 +391,11 @@ async fn execute(
             range,
         } => {
             existing(app, key, bucket, &channel).await?;
+            if playlist == crate::oss::channel::MASTER_PLAYLIST_NAME {
+                return Err(OssError::InvalidArgument(format!(
+                    "{playlist} is reserved for the channel's master playlist (renditions)"
+                )));
+            }
             if app
                 .is_live_playlist(&key.id, bucket, &channel, &playlist)
                 .await

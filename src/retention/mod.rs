@@ -503,10 +503,8 @@ impl Retention {
             return Ok(());
         }
         for named in plan::master_names(channel, &String::from_utf8_lossy(&text)) {
-            match self.store.metadata(key_id, bucket, &named).await {
-                Ok(_) => return Ok(()),
-                Err(StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e.into()),
+            if self.store.exists(key_id, bucket, &named).await? {
+                return Ok(());
             }
         }
         info!(key = %key, dry_run = mode.dry_run, "retention: deleting the master playlist, which names nothing left");

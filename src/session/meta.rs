@@ -73,6 +73,15 @@ pub struct VariantOf {
 }
 
 impl SessionMeta {
+    /// A rendition's session (a transcoder's publish of one rung), not a
+    /// streamer's: it adds no push to the channel's history, sends no
+    /// `stream.*` or `recording.ready` event of its own (the source's speak
+    /// for the channel) and is not the channel's publisher in
+    /// GetLiveChannelStat (its `channel` is the variant's, `CHANNEL/<rung>`).
+    pub fn is_rendition(&self) -> bool {
+        self.variant.is_some()
+    }
+
     /// The part target (ms) of this push's LL-HLS parts, or `None` when
     /// low latency is off: as its channel's `Target/LowLatency` says, else
     /// as `[live] low_latency` does.

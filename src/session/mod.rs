@@ -35,8 +35,8 @@ mod stream_dir;
 
 pub use meta::VariantOf;
 pub use meta::{
-    Publisher, SessionError, SessionMeta, is_publisher, log_tag, looks_like_id, new_session_id,
-    recording_id,
+    Publisher, SessionError, SessionMeta, VariantOf, is_publisher, log_tag, looks_like_id,
+    new_session_id, recording_id,
 };
 pub use relay::RelayRefusal;
 pub use resume::{Resume, WindowSeg};

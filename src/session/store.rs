@@ -364,6 +364,22 @@ impl Sessions {
             .collect()
     }
 
+    /// [`Sessions::known_of`] with the sessions of the channel's renditions
+    /// (whose variant's source is `channel`): all the work a channel's claim
+    /// in a cluster covers.
+    pub fn known_with_variants(&self, bucket: &str, channel: &str) -> Vec<SessionMeta> {
+        self.lock()
+            .known
+            .values()
+            .filter(|m| {
+                m.bucket == bucket
+                    && (m.channel == channel
+                        || m.variant.as_ref().is_some_and(|v| v.channel == channel))
+            })
+            .cloned()
+            .collect()
+    }
+
     /// The live session of a channel, if any.
     pub fn live_of(&self, bucket: &str, channel: &str) -> Option<SessionMeta> {
         let inner = self.lock();

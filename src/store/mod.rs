@@ -695,6 +695,22 @@ impl Store {
         Ok(out.metadata().cloned().unwrap_or_default())
     }
 
+    /// Whether an object exists (HEAD; 404 is `false`).
+    pub async fn exists(&self, key_id: &str, bucket: &str, key: &str) -> Result<bool, StoreError> {
+        match self
+            .client(key_id)?
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 404 => Ok(false),
+            Err(e) => Err(classify("HEAD", bucket, key, e)),
+        }
+    }
+
     /// Keys under `prefix` after `start_after`, in order, until `stop` says
     /// a key is past the end (listing is lexicographic, so time-keyed objects
     /// come out in time order).

@@ -141,6 +141,7 @@ async function main() {
     await fill(page, "#create input[name=description]", "made in the console test");
     await fill(page, "#create input[name=snapshotInterval]", 2);
     await fill(page, "#create input[name=retentionDays]", 7);
+    await fill(page, "#create input[name=renditions]", "none");
     await page.click("#create button[type=submit]");
     result.createdStatus = await until(page, "the new channel to show Idle", (name) => {
       const b = document.querySelector(`li[data-channel="${name}"] [data-role=status]`);
@@ -161,6 +162,15 @@ async function main() {
       () => document.querySelector("#push-form input[name=endpoint]")?.value);
     result.retention = await until(page, "the channel's retention",
       () => document.querySelector("[data-role=retention]")?.textContent);
+    result.renditions = await until(page, "the channel's renditions",
+      () => document.querySelector("[data-role=renditions]")?.textContent);
+    // A rung the server's ladder does not have: the API's refusal, in words.
+    await fill(page, "#renditions-form input[name=renditions]", "720p");
+    await page.click("#renditions-form button[type=submit]");
+    result.renditionsRefused = await until(page, "the renditions refusal", () => {
+      const n = document.querySelector("#renditions-form .notice.error");
+      return n && n.textContent;
+    });
     // The test's nginx listens on a port of its own; the operator types it.
     await fill(page, "#push-form input[name=endpoint]", env("LB_RTMP_ENDPOINT"));
     await page.click("#push-form button[type=submit]");

@@ -254,6 +254,12 @@ async fn the_console_in_chromium() {
         r["retention"],
         "Recordings are deleted once older than 7 days."
     );
+    assert_eq!(r["renditions"], "Renditions: none (the source only).");
+    let refused = r["renditionsRefused"].as_str().unwrap_or_default();
+    assert!(
+        refused.starts_with("Not saved:") && refused.contains("720p"),
+        "renditions refusal: {refused}"
+    );
     let create_error = r["createError"].as_str().unwrap_or_default();
     assert!(
         create_error.starts_with("Livebucket refused a value:"),

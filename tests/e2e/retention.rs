@@ -20,7 +20,12 @@
 //!   after the restart finishes the work;
 //! - in a cluster, a node sweeps nothing of a channel live on another node,
 //!   nor of a channel whose sweep lock another holder has in etcd, and
-//!   sweeps it once the lock is gone.
+//!   sweeps it once the lock is gone;
+//! - a channel's variants (`CHANNEL/<rung>/…`, written by hand beside a real
+//!   push) stay out of the source's VOD, from manifests and from a listing,
+//!   and are swept with the channel's period; its master goes once nothing
+//!   it names is left (with the record's `LivebucketRenditions` set and
+//!   refused through the CLI).
 
 use crate::common;
 
@@ -724,4 +729,344 @@ async fn a_node_leaves_channels_live_elsewhere_or_locked_alone() {
         "node b left its sweep lock behind"
     );
     live.kill();
+}
+
+/// A ladder whose rung `1080p` sorts among the fragment keys' digits
+/// (`cam/1080p/…` before `cam/17…`).
+const LADDER: &str = "[renditions]\n\
+    [[renditions.rungs]]\nname = \"1080p\"\nheight = 1080\nvideo_kbps = 4000\n\
+    [[renditions.rungs]]\nname = \"360p\"\nheight = 360\nvideo_kbps = 800\n";
+
+/// `livebucket channel create --channel CHANNEL ARGS…`: its output and
+/// whether it succeeded.
+fn channel_create(stack: &Stack, channel: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(BIN)
+        .args([
+            "channel",
+            "create",
+            "--config",
+            config_arg(stack),
+            "--bucket",
+            BUCKET,
+            "--channel",
+            channel,
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("cannot run livebucket");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The object keys of a VOD playlist's presigned segment URLs, in order.
+fn vod_keys(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.starts_with("http"))
+        .map(|l| {
+            let path = l.split('?').next().unwrap();
+            let (_, key) = path
+                .split_once(&format!("/{BUCKET}/"))
+                .unwrap_or_else(|| panic!("{l} is not an object of {BUCKET}"));
+            key.to_owned()
+        })
+        .collect()
+}
+
+/// CopyObject (metadata, `extinf` included, kept).
+async fn copy(s3: &S3, from: &str, to: &str) {
+    s3.client()
+        .copy_object()
+        .copy_source(format!("{BUCKET}/{from}"))
+        .bucket(BUCKET)
+        .key(to)
+        .send()
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "CopyObject {from}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        });
+}
+
+/// A variant's playlist naming `frags` (epoch ms), ended.
+fn variant_playlist(frags: &[u64]) -> Vec<u8> {
+    let mut text = "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:4\n".to_owned();
+    for ms in frags {
+        text.push_str(&format!("#EXTINF:2.000,\n{ms:013}.ts\n"));
+    }
+    text.push_str("#EXT-X-ENDLIST\n");
+    text.into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn variants_stay_out_of_the_source_and_are_swept_with_it() {
+    // A listing may HEAD 5 fragments: the source's (a 6 s push of 2 s
+    // fragments), not also the 6 of a variant beside them.
+    let stack = Stack::start_with(
+        "retention-variants",
+        &format!("{RETENTION}{LADDER}[vod]\nmax_fallback_fragments = 5\n"),
+    );
+
+    // The record's ladder: set and shown through the CLI; a rung the config
+    // does not have is refused by name; oss2 still reads the channel.
+    let (ok, out) = channel_create(&stack, "abr", &["--renditions", "1080p,360p"]);
+    assert!(ok, "{out}");
+    let got = livebucket(&[
+        "channel",
+        "get",
+        "--config",
+        config_arg(&stack),
+        "--bucket",
+        BUCKET,
+        "--channel",
+        "abr",
+    ]);
+    assert!(got.contains("LivebucketRenditions: 1080p,360p"), "{got}");
+    assert_eq!(oss2(&stack, "get", "abr")["playlist_name"], "playlist.m3u8");
+    let (ok, out) = channel_create(&stack, "abr", &["--renditions", "720p"]);
+    assert!(
+        !ok && out.contains("InvalidArgument") && out.contains("720p"),
+        "{out}"
+    );
+    let (ok, out) = channel_create(
+        &stack,
+        "abr",
+        &["--renditions", "360p", "--playlist-name", "master.m3u8"],
+    );
+    assert!(!ok && out.contains("master.m3u8"), "{out}");
+
+    // A real push of the source. Its channel has no renditions: its
+    // variants are written by hand below, as a rendition's pipeline lays
+    // them out, keyed 1 ms after the source's fragments so a mix-up shows.
+    let (ok, out) = channel_create(
+        &stack,
+        "cam",
+        &["--renditions", "none", "--frag-duration", "2"],
+    );
+    assert!(ok, "{out}");
+    let begin = unix_now() - 1;
+    let mut push = stack.push(&stack.sign_push("cam"), 6);
+    wait_stored(&stack, &mut push, "cam", "playlist.m3u8").await;
+    let end = unix_now() + 1;
+    let source: Vec<String> = keys(&stack.s3, "cam/")
+        .await
+        .into_iter()
+        .filter(|k| is_fragment_key(k))
+        .collect();
+    assert!((2..=5).contains(&source.len()), "{source:?}");
+    let reference = vod(&stack, "cam", begin, end).await;
+    assert_eq!(reference.status, 200, "{}", reference.text());
+    assert_eq!(vod_keys(&reference.text()), source);
+
+    for rung in ["1080p", "360p"] {
+        let mut frags = Vec::new();
+        for key in &source {
+            let ms = fragment_ms(key) + 1;
+            copy(&stack.s3, key, &format!("cam/{rung}/{ms:013}.ts")).await;
+            frags.push(ms);
+        }
+        for m in manifests(&stack.s3, "cam").await {
+            let mut body: serde_json::Value =
+                serde_json::from_slice(&stack.s3.get(BUCKET, &m).await).unwrap();
+            body["channel"] = format!("cam/{rung}").into();
+            for f in body["fragments"].as_array_mut().unwrap() {
+                f["k"] = (f["k"].as_u64().unwrap() + 1).into();
+            }
+            let name = m.rsplit('/').next().unwrap();
+            stack
+                .s3
+                .put(
+                    BUCKET,
+                    &format!(".livebucket/index/cam/{rung}/{name}"),
+                    serde_json::to_vec(&body).unwrap(),
+                    "application/json",
+                )
+                .await;
+        }
+        let playlist = format!("cam/{rung}/playlist.m3u8");
+        stack
+            .s3
+            .put(
+                BUCKET,
+                &playlist,
+                variant_playlist(&frags),
+                "application/vnd.apple.mpegurl",
+            )
+            .await;
+        let part = format!("cam/{rung}/.ll/rec{rung}/{:013}-000.ts", frags[0]);
+        stack
+            .s3
+            .put(BUCKET, &part, vec![0x47; 188], "video/mp2t")
+            .await;
+    }
+    let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=2000000\nplaylist.m3u8\n\
+        #EXT-X-STREAM-INF:BANDWIDTH=4000000\n1080p/playlist.m3u8\n\
+        #EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/playlist.m3u8\n";
+    stack
+        .s3
+        .put(
+            BUCKET,
+            "cam/master.m3u8",
+            master.into(),
+            "application/vnd.apple.mpegurl",
+        )
+        .await;
+
+    // The source's VOD from its manifests: exactly the source, as before
+    // (another range than the reference's, which livebucket has cached).
+    let from_index = vod(&stack, "cam", begin - 1, end + 1).await;
+    assert_eq!(from_index.status, 200, "{}", from_index.text());
+    assert_eq!(vod_keys(&from_index.text()), source, "from the manifests");
+
+    // And from a listing (a channel without manifests), beside a variant
+    // whose rung sorts among its fragments' keys.
+    let first_ms = fragment_ms(&source[0]);
+    let odd_rung = format!("{:013}", first_ms + 1);
+    let mut copied = Vec::new();
+    for key in &source {
+        let name = key.rsplit('/').next().unwrap();
+        copy(&stack.s3, key, &format!("old/{name}")).await;
+        copied.push(format!("old/{name}"));
+    }
+    for i in 0..6 {
+        let name = format!("{:013}.ts", first_ms + i);
+        copy(&stack.s3, &source[0], &format!("old/{odd_rung}/{name}")).await;
+    }
+    let listed = vod(&stack, "old", begin, end).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(vod_keys(&listed.text()), copied, "from the listing");
+
+    // Retention: a dry run names the variants' objects and not yet the
+    // master (the playlists it names are still there); the sweep then
+    // deletes the source, every variant, and the master last.
+    tokio::time::sleep(secs(2)).await;
+    let (ok, out) = channel_create(
+        &stack,
+        "cam",
+        &["--renditions", "none", "--retention-secs", "1"],
+    );
+    assert!(ok, "{out}");
+    let planned = sweep(&stack, true);
+    assert!(planned.errors.is_empty(), "{:?}", planned.errors);
+    for rung in ["1080p", "360p"] {
+        for want in [
+            format!("cam/{rung}/playlist.m3u8"),
+            format!("cam/{rung}/{:013}.ts", first_ms + 1),
+        ] {
+            assert!(
+                planned.keys.contains(&want),
+                "{want} not planned: {:?}",
+                planned.keys
+            );
+        }
+        assert!(
+            planned
+                .keys
+                .iter()
+                .any(|k| k.starts_with(&format!(".livebucket/index/cam/{rung}/"))),
+            "{:?}",
+            planned.keys
+        );
+        assert!(
+            planned
+                .keys
+                .iter()
+                .any(|k| k.starts_with(&format!("cam/{rung}/.ll/"))),
+            "{:?}",
+            planned.keys
+        );
+    }
+    assert!(
+        !planned.keys.contains("cam/master.m3u8"),
+        "{:?}",
+        planned.keys
+    );
+    assert!(keys(&stack.s3, "cam/1080p/").await.len() > source.len());
+
+    let swept = sweep(&stack, false);
+    assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+    assert!(swept.keys.contains("cam/master.m3u8"), "{:?}", swept.keys);
+    let left: BTreeSet<String> = keys(&stack.s3, "cam/")
+        .await
+        .into_iter()
+        .chain(keys(&stack.s3, ".livebucket/index/cam/").await)
+        .collect();
+    assert!(left.is_empty(), "left after the sweep: {left:?}");
+    // `old` has no period of its own: the config's default keeps it.
+    assert_eq!(keys(&stack.s3, "old/").await.len(), source.len() + 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_master_stays_while_a_playlist_it_names_is_left() {
+    let stack = Stack::start_with("retention-master", &format!("{RETENTION}{LADDER}"));
+    // A variant's playlist naming only fragments from the future is never
+    // expired, so the master naming it stays; once it is gone, so is the
+    // master.
+    let (ok, out) = channel_create(&stack, "cam", &["--retention-secs", "1"]);
+    assert!(ok, "{out}");
+    let past = (unix_now() - 3600) * 1000;
+    let future = (unix_now() + 3600) * 1000;
+    stack
+        .s3
+        .put(
+            BUCKET,
+            &format!("cam/360p/{past:013}.ts"),
+            vec![0x47; 188],
+            "video/mp2t",
+        )
+        .await;
+    stack
+        .s3
+        .put(
+            BUCKET,
+            "cam/360p/playlist.m3u8",
+            variant_playlist(&[future]),
+            "application/vnd.apple.mpegurl",
+        )
+        .await;
+    let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\n360p/playlist.m3u8\n";
+    stack
+        .s3
+        .put(
+            BUCKET,
+            "cam/master.m3u8",
+            master.into(),
+            "application/vnd.apple.mpegurl",
+        )
+        .await;
+    let swept = sweep(&stack, false);
+    assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+    assert_eq!(
+        swept.keys,
+        BTreeSet::from([format!("cam/360p/{past:013}.ts")]),
+        "only the variant's old fragment"
+    );
+    assert_eq!(
+        keys(&stack.s3, "cam/").await,
+        BTreeSet::from([
+            "cam/360p/playlist.m3u8".to_owned(),
+            "cam/master.m3u8".to_owned()
+        ])
+    );
+    stack
+        .s3
+        .client()
+        .delete_object()
+        .bucket(BUCKET)
+        .key("cam/360p/playlist.m3u8")
+        .send()
+        .await
+        .expect("DELETE the variant's playlist");
+    let swept = sweep(&stack, false);
+    assert!(swept.errors.is_empty(), "{:?}", swept.errors);
+    assert_eq!(swept.keys, BTreeSet::from(["cam/master.m3u8".to_owned()]));
+    assert!(keys(&stack.s3, "cam/").await.is_empty());
 }

@@ -439,7 +439,12 @@ impl Pipeline {
                 done,
                 fragments,
             } => {
-                if let Some(meta) = self.sessions.get(&session).filter(|_| done) {
+                // A rendition's end is no stream's end: its source's says it.
+                if let Some(meta) = self
+                    .sessions
+                    .get(&session)
+                    .filter(|m| done && !m.is_rendition())
+                {
                     self.events
                         .emit(Event::stream_ended(&meta, fragments, unix_now_ms())); // events:
                 }
@@ -453,7 +458,13 @@ impl Pipeline {
                 if let Some(done) = self.followers.remove(&session) {
                     done.cancel();
                 }
-                if let Some(meta) = self.sessions.get(&session).filter(|_| fragments > 0) {
+                // Only the source's recording is announced, and without
+                // waiting for its variants: they are stored on their own.
+                if let Some(meta) = self
+                    .sessions
+                    .get(&session)
+                    .filter(|m| fragments > 0 && !m.is_rendition())
+                {
                     self.events
                         .emit(Event::recording_ready(&meta, fragments, unix_now_ms())); // events:
                 }

@@ -59,6 +59,13 @@ fn rig_with_approved_session() -> (Rig, String) {
 /// [`rig_with_approved_session`], with `extra` (top-level TOML, sections
 /// included) at the start of the config.
 fn rig_with(extra: &str) -> (Rig, String) {
+    rig_of(extra, None)
+}
+
+/// [`rig_with`] whose session is a rendition's when `variant` says so
+/// (its channel then `cam/<rung>`), with `[events]` queued on disk when
+/// `extra` configures endpoints.
+fn rig_of(extra: &str, variant: Option<crate::session::VariantOf>) -> (Rig, String) {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), extra);
     std::fs::create_dir_all(&cfg.nginx.hls_dir).unwrap();
@@ -85,7 +92,13 @@ fn rig_with(extra: &str) -> (Rig, String) {
             ),
             fence: None,
             ll: Arc::new(crate::llhls::hub::Hub::new(10)),
-            events: Default::default(),
+            events: crate::events::Events::open(
+                &cfg.events,
+                &cfg.state_dir,
+                "test",
+                metrics.clone(),
+            )
+            .unwrap(),
             parked: Default::default(),
         },
         &handle,
@@ -97,7 +110,9 @@ fn rig_with(extra: &str) -> (Rig, String) {
         .begin(SessionMeta {
             id: id.clone(),
             bucket: "demo".into(),
-            channel: "cam".into(),
+            channel: variant
+                .as_ref()
+                .map_or("cam".into(), |v| format!("cam/{}", v.rung)),
             playlist: "index.m3u8".into(),
             key_id: "GK123".into(),
             clientid: "7".into(),
@@ -110,7 +125,7 @@ fn rig_with(extra: &str) -> (Rig, String) {
             resume: None,
             grant: String::new(),
             notify_topic: None,
-            variant: None,
+            variant,
             renditions: Vec::new(),
         })
         .unwrap();
@@ -211,4 +226,56 @@ async fn an_approved_session_that_never_relayed_leaves_no_directory() {
         .await;
     assert!(done, "the empty directory of an ended session stayed");
     assert_eq!(metrics.counter("livebucket_unknown_dirs_total", ""), 0);
+}
+
+/// The events a session's end queued (`<state_dir>/events/`), by type.
+fn queued_events(cfg: &Config) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir(cfg.state_dir.join("events")) else {
+        return Vec::new();
+    };
+    dir.filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+        .filter_map(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .filter_map(|v| Some(v.get("kind")?.as_str()?.to_owned()))
+        .collect()
+}
+
+/// A session's end emits `stream.ended` for a streamer's push, and nothing
+/// for a rendition's: its source's events speak for the channel.
+#[tokio::test]
+async fn a_rendition_session_emits_no_stream_events() {
+    const EVENTS: &str = "[events]\nsecret = \"events-secret-for-unit-tests\"\n\
+        [[events.endpoints]]\nname = \"app\"\nurl = \"http://127.0.0.1:9/\"\n\
+        [live]\ndone_grace_ms = 0";
+    for variant in [
+        None,
+        Some(crate::session::VariantOf {
+            of: "source-session".into(),
+            channel: "cam".into(),
+            rung: "360p".into(),
+        }),
+    ] {
+        let rendition = variant.is_some();
+        let (rig, id) = rig_of(EVENTS, variant);
+        rig.handle.started(rig.sessions.get(&id).unwrap());
+        rig.sessions.release_live(&id);
+        rig.handle.done(&id);
+        let sessions = rig.sessions.clone();
+        // Read while the rig (and its directory) still exists.
+        let mut queued = Vec::new();
+        let ended = rig
+            .wait_then_stop(|r| {
+                queued = queued_events(&r.cfg);
+                sessions.get(&id).is_none()
+            })
+            .await;
+        assert!(ended, "the session did not end");
+        if rendition {
+            assert!(queued.is_empty(), "a rendition queued {queued:?}");
+        } else {
+            assert!(
+                queued.iter().any(|t| t == "stream.ended"),
+                "the source queued {queued:?}"
+            );
+        }
+    }
 }
