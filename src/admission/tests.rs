@@ -68,6 +68,8 @@ struct World {
     banned: bool,
     reserve: Outcome,
     record: Option<ChannelStatus>,
+    /// The record's `LivebucketRenditions`.
+    renditions: Option<crate::channels::record::Renditions>,
     spool_full: bool,
     claim: Claim,
     begin: Begin,
@@ -102,6 +104,7 @@ impl Default for World {
             banned: false,
             reserve: Outcome::Ok,
             record: None,
+            renditions: None,
             spool_full: false,
             claim: Claim::Ok,
             begin: Begin::Ok,
@@ -140,7 +143,11 @@ impl World {
                 Outcome::Replayed => Err(ReplayError::Replayed),
                 Outcome::InUse => Err(ReplayError::InUse),
             }),
-            Effect::LookupChannel { .. } => Answer::Channel(self.record.map(record)),
+            Effect::LookupChannel { .. } => Answer::Channel(self.record.map(|status| {
+                let mut r = record(status);
+                r.config.renditions = self.renditions.clone();
+                r
+            })),
             Effect::CheckSpool => Answer::SpoolFull(self.spool_full),
             Effect::TakeId => Answer::Id {
                 id: ID.into(),
@@ -228,6 +235,32 @@ fn refusal(d: &Decision) -> &Refusal {
         Decision::Refuse(r) => r,
         Decision::Approve { .. } => panic!("approved: {d:?}"),
     }
+}
+
+/// The approved session records its rungs: the record's (those the ladder
+/// has), else the config's `default`; `none` gives none.
+#[test]
+fn the_session_records_the_rungs_its_push_gets() {
+    use crate::channels::record::Renditions;
+    let cfg = config(
+        "[renditions]\ndefault = [\"360p\"]\n\
+         [[renditions.rungs]]\nname = \"360p\"\nheight = 360\nvideo_kbps = 800\n\
+         [[renditions.rungs]]\nname = \"audio\"\n",
+    );
+    let rungs = |world: &World| match run(&callback("live", true), &cfg, false, world).1 {
+        Decision::Approve { meta, .. } => meta.renditions,
+        d => panic!("refused: {d:?}"),
+    };
+    assert_eq!(rungs(&World::default()), ["360p"]);
+    let mut world = World {
+        record: Some(ChannelStatus::Enabled),
+        ..World::default()
+    };
+    assert_eq!(rungs(&world), ["360p"]);
+    world.renditions = Some(Renditions::Rungs(vec!["audio".into(), "gone".into()]));
+    assert_eq!(rungs(&world), ["audio"]);
+    world.renditions = Some(Renditions::None);
+    assert!(rungs(&world).is_empty());
 }
 
 #[test]
@@ -572,6 +605,7 @@ fn world() -> impl Strategy<Value = World> {
                 banned,
                 reserve,
                 record,
+                renditions: None,
                 spool_full,
                 claim,
                 begin,
