@@ -15,7 +15,8 @@
 //!   ([`crate::master::materially_changed`]).
 //! - A rung whose last session ends while the source is live (dropped for
 //!   lag or out of restarts) leaves the master. When the source's publish
-//!   ends the set is frozen: the rungs stopped with it stay listed.
+//!   ends the set is frozen: the rungs stopped with it stay listed, and so
+//!   do the rungs of a source recovered as ended after a restart.
 //! - When every session of the push has finished, the final master is
 //!   written (if it differs from the last) and the push is forgotten.
 //!
@@ -157,12 +158,20 @@ impl Masters {
     }
 
     /// `session`'s publish ended (`on_publish_done`, or idle).
-    pub(crate) fn ended(&mut self, session: &str) -> Option<MasterWrite> {
+    /// `source_live` says whether a source session's publisher is still
+    /// there (the session registry's view): a rung that ends while it is
+    /// was dropped; one that ends after (or with a source recovered as
+    /// ended) was stopped with it.
+    pub(crate) fn ended(
+        &mut self,
+        session: &str,
+        source_live: impl Fn(&str) -> bool,
+    ) -> Option<MasterWrite> {
         let (source, name) = self.of.get(session)?.clone();
         let push = self.pushes.get_mut(&source)?;
         match name {
             None => push.source_ended = true,
-            Some(_) if push.source_ended => {}
+            Some(_) if push.source_ended || !source_live(&source) => {}
             Some(_) => {
                 let v = push.variants.get_mut(&name)?;
                 v.live.remove(session);
@@ -279,6 +288,10 @@ mod tests {
         m.stored(session, key).or(out)
     }
 
+    fn live(_: &str) -> bool {
+        true
+    }
+
     fn uris(w: &MasterWrite) -> Vec<&str> {
         w.body.lines().filter(|l| !l.starts_with('#')).collect()
     }
@@ -289,7 +302,7 @@ mod tests {
         m.open(&meta("plain", None, &[]));
         assert!(!m.wants_probe("plain"));
         assert_eq!(fragment(&mut m, "plain", 1, 1000, 720), None);
-        assert_eq!(m.ended("plain"), None);
+        assert_eq!(m.ended("plain", live), None);
         assert_eq!(m.finished("plain"), None);
     }
 
@@ -326,7 +339,7 @@ mod tests {
         m.open(&meta("r1", Some("360p"), &[]));
         fragment(&mut m, "src", 1, 500_000, 720);
         assert!(fragment(&mut m, "r1", 1, 200_000, 360).is_some());
-        let w = m.ended("r1").expect("the rung left");
+        let w = m.ended("r1", live).expect("the rung left");
         assert_eq!(uris(&w), ["index.m3u8"]);
         // Its transcoder restarted: a new session of the same rung. Its
         // rate is the rung's so far; it is listed again with its probe.
@@ -342,8 +355,12 @@ mod tests {
         m.open(&meta("r1", Some("360p"), &[]));
         fragment(&mut m, "src", 1, 500_000, 720);
         fragment(&mut m, "r1", 1, 200_000, 360);
-        assert_eq!(m.ended("src"), None);
-        assert_eq!(m.ended("r1"), None, "the set is frozen with the source");
+        assert_eq!(m.ended("src", live), None);
+        assert_eq!(
+            m.ended("r1", live),
+            None,
+            "the set is frozen with the source"
+        );
         // The rung's last fragment lowers its average a little.
         m.submitted("r1", 2, 190_000, 2000);
         assert_eq!(m.stored("r1", 2), None, "not material");
@@ -356,12 +373,30 @@ mod tests {
     }
 
     #[test]
+    fn a_rung_ending_after_its_source_stopped_stays() {
+        let mut m = Masters::default();
+        m.open(&meta("src", None, &["360p"]));
+        m.open(&meta("r1", Some("360p"), &[]));
+        fragment(&mut m, "src", 1, 500_000, 720);
+        let w = fragment(&mut m, "r1", 1, 200_000, 360).expect("the first master");
+        assert_eq!(uris(&w), ["index.m3u8", "360p/index.m3u8"]);
+        // Recovered after a restart, both ended: the rung's end may come
+        // first, while the source's publisher is already gone. Nothing
+        // changes, so nothing is rewritten.
+        assert_eq!(m.ended("r1", |_| false), None);
+        assert_eq!(m.ended("src", live), None);
+        assert_eq!(m.finished("r1"), None);
+        assert_eq!(m.finished("src"), None);
+        assert!(m.pushes.is_empty());
+    }
+
+    #[test]
     fn a_rung_that_never_stored_anything_does_not_hold_the_last_master_back() {
         let mut m = Masters::default();
         m.open(&meta("src", None, &["360p"]));
         m.open(&meta("r1", Some("360p"), &[]));
         assert_eq!(fragment(&mut m, "src", 1, 500_000, 720), None);
-        m.ended("src");
+        m.ended("src", live);
         assert_eq!(m.finished("r1"), None);
         let w = m.finished("src").expect("written at the end");
         assert_eq!(uris(&w), ["index.m3u8"]);

@@ -13,6 +13,7 @@
 
 mod common;
 
+mod abr_play;
 mod admission;
 mod auth;
 mod channels;

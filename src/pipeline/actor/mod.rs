@@ -222,7 +222,8 @@ impl Pipeline {
                 if self.open_if_approved(&session) {
                     self.sessions.end_live(&session);
                 }
-                let write = self.masters.ended(&session);
+                let sessions = &self.sessions;
+                let write = self.masters.ended(&session, |id| sessions.is_live(id));
                 self.write_master(write);
                 let now = self.now();
                 self.feed(Input::Done { session, now });
@@ -449,7 +450,8 @@ impl Pipeline {
                         .emit(Event::stream_ended(&meta, fragments, unix_now_ms())); // events:
                 }
                 self.sessions.end_live(&session);
-                let write = self.masters.ended(&session);
+                let sessions = &self.sessions;
+                let write = self.masters.ended(&session, |id| sessions.is_live(id));
                 self.write_master(write);
             }
             Effect::Finish {
@@ -489,6 +491,7 @@ impl Pipeline {
         }
         match crate::master::probe::probe(&bytes) {
             Some(p) => {
+                debug!(session = %crate::session::log_tag(session), codecs = %p.codecs(), "probed a fragment for the master playlist");
                 let write = self.masters.probed(session, p);
                 self.write_master(write);
             }
