@@ -33,7 +33,6 @@ mod resume;
 mod store;
 mod stream_dir;
 
-pub use meta::VariantOf;
 pub use meta::{
     Publisher, SessionError, SessionMeta, VariantOf, is_publisher, log_tag, looks_like_id,
     new_session_id, recording_id,
