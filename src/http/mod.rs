@@ -139,6 +139,9 @@ impl AppState {
         mut self,
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> AppState {
+        if let Some(c) = &cluster {
+            self.transcoders.continue_in(c.clone(), self.store.clone());
+        }
         self.cluster = cluster;
         self
     }

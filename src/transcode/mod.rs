@@ -68,6 +68,10 @@ struct Inner {
     /// Source session id → the cancel of its supervisor.
     supervisors: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
+    /// Cluster mode: the coordinator and the store a rendition session
+    /// reads its variant's playlist from, so it continues the playlist
+    /// another node published last ([`Transcoders::continue_in`]).
+    continuity: std::sync::OnceLock<(Arc<crate::cluster::Cluster>, crate::store::Store)>,
 }
 
 /// Every push's transcoders (see the module doc). Cheap to clone.
@@ -93,8 +97,22 @@ impl Transcoders {
                 supervisors: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
+                continuity: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Cluster mode: each rendition session starts where its variant's
+    /// playlist stands in the bucket (`Cluster::resume`), as a source
+    /// session continues its channel's; without it the node that takes a
+    /// channel over would start every variant's playlist anew. Set once,
+    /// when the app is wired.
+    pub(crate) fn continue_in(
+        &self,
+        cluster: Arc<crate::cluster::Cluster>,
+        store: crate::store::Store,
+    ) {
+        let _ = self.inner.continuity.set((cluster, store));
     }
 
     /// Starts the transcoders of the approved `source` (one per rung in its
