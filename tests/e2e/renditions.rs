@@ -8,7 +8,9 @@
 //! and `CODECS` match what was stored (sizes and EXTINF from the bucket,
 //! pictures from ffprobe); the VOD of the push is a master of VOD variants
 //! that play to their end; hls.js plays the master through `/play` and
-//! switches level when asked.
+//! switches level when asked; in cluster mode a failover moves the
+//! transcoders to the node that takes the channel, and every variant goes
+//! on there.
 //!
 //! Restarting a killed transcoder and the refusal and disable paths are
 //! engineer A's `transcode` area; they are not repeated here.
@@ -19,12 +21,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use common::cluster::{Balancer, Node};
+use common::etcd::Etcd;
 use common::hlscheck::align::{FRAME_30FPS, check_alignment, first_video_pts};
 use common::hlscheck::master::{CheckedMaster, check_bandwidth, check_master};
 use common::hlscheck::{CheckedPlaylist, check_playlist};
-use common::ladder::ladder_toml;
+use common::ladder::{ladder_toml, transcoders};
 use common::player::{CORS_CONFIG, Mode, Switch, allow_any_origin, play_switching};
-use common::stored::{ended, wait_for_playlist};
+use common::playlist_watch::PlaylistWatch;
+use common::stored::{at_least_segments, ended, wait_for_playlist};
 use common::*;
 
 /// The rungs of these tests: two small ones under the harness's 320x240
@@ -397,6 +402,126 @@ async fn hls_js_plays_the_master_and_switches_level_when_asked() {
     // A second of pictures at 30 fps shown at the new size.
     assert!(played.frames_at_target >= 30, "{summary}");
     push.kill();
+}
+
+/// Cluster mode (two nodes, one etcd, a balancer in front): the node that
+/// takes a push with a ladder runs its transcoders; when it dies (`kill
+/// -9` of its nginx and livebucket), the streamer's next push is taken by
+/// the other node, which runs the transcoders now, and every variant's
+/// playlist goes on from the bucket (each version a valid reload of the one
+/// before: a discontinuity, then the new node's segments), with the master
+/// still listing all three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 3)]
+async fn a_failover_moves_the_variants_to_the_node_that_takes_the_channel() {
+    let dir = TestDir::new("renditions-cluster");
+    let mut garage = Garage::start(&dir);
+    garage.create_bucket(BUCKET);
+    let s3 = garage.s3();
+    let etcd = tokio::task::block_in_place(|| Etcd::start(&dir, 1));
+    let endpoints = etcd.endpoints_toml();
+    let mut nodes: Vec<Node> = ["a", "b"]
+        .iter()
+        .map(|n| tokio::task::block_in_place(|| Node::start(n, &garage, &endpoints, &config(""))))
+        .collect();
+    let ports: Vec<u16> = nodes.iter().map(|n| n.nginx.rtmp_port()).collect();
+    let balancer = tokio::task::block_in_place(|| Balancer::start(&dir, &ports));
+    let channel = "fo";
+    let url = sign_push(
+        nodes[0].livebucket.config_path(),
+        BUCKET,
+        channel,
+        &balancer.push_base(),
+    );
+    let watches: Vec<PlaylistWatch> = VARIANTS
+        .iter()
+        .map(|(rung, _)| {
+            let folder = prefix(channel, *rung);
+            PlaylistWatch::start(&s3, BUCKET, folder.trim_end_matches('/'))
+        })
+        .collect();
+
+    let (mut streamer, holder) = push_until_accepted(&dir, &url, &nodes, &[0, 1]).await;
+    for w in &watches {
+        w.wait_for("two segments", secs(60), |v| {
+            at_least_segments(2)(&v.playlist)
+        })
+        .await;
+    }
+    assert_eq!(transcoders(ports[holder]).len(), RUNGS.len());
+    tokio::task::block_in_place(|| nodes[holder].kill9());
+    assert!(
+        !streamer.exit_within(secs(20)).await.success(),
+        "the push outlived its node"
+    );
+
+    let other = 1 - holder;
+    let (mut streamer, _) = push_until_accepted(&dir, &url, &nodes, &[other]).await;
+    for w in &watches {
+        w.wait_for("two segments after a discontinuity", secs(60), |v| match v
+            .playlist
+            .discontinuity_flags
+            .iter()
+            .rposition(|&d| d)
+        {
+            Some(i) if v.playlist.uris.len() - i >= 2 => Ok(()),
+            _ => Err("no two segments after a discontinuity".to_owned()),
+        })
+        .await;
+    }
+    let coders = transcoders(ports[other]);
+    assert_eq!(coders.len(), RUNGS.len(), "{coders:?}");
+    let master_key = format!("{channel}/master.m3u8");
+    let text = String::from_utf8(s3.get(BUCKET, &master_key).await).unwrap();
+    let master = check_master(&text)
+        .unwrap_or_else(|e| panic!("{master_key} is not a valid master:\n{e}\n{text}"));
+    assert_eq!(master.variants.len(), VARIANTS.len(), "{text}");
+    streamer.kill();
+    for w in watches {
+        w.finish().await;
+    }
+    drop(balancer);
+    drop(nodes);
+    drop(etcd);
+}
+
+/// Pushes `url` until one of `nodes[candidates]` approves it (a refused
+/// push ends at once; streamers retry): the push and that node's index.
+async fn push_until_accepted(
+    dir: &TestDir,
+    url: &str,
+    nodes: &[Node],
+    candidates: &[usize],
+) -> (Push, usize) {
+    let accepted = |i: usize| nodes[i].accepted();
+    let deadline = std::time::Instant::now() + secs(60);
+    loop {
+        let before: Vec<u64> = candidates.iter().map(|&i| accepted(i)).collect();
+        let mut p = push(dir, url, 600);
+        let taken = wait_until(
+            "a node to take or refuse the push",
+            secs(15),
+            millis(200),
+            async || {
+                let now: Vec<u64> = candidates.iter().map(|&i| accepted(i)).collect();
+                if let Some(k) = (0..now.len()).find(|&k| now[k] > before[k]) {
+                    return Ok(Some(candidates[k]));
+                }
+                match p.try_wait() {
+                    Some(_) => Ok(None),
+                    None => Err(format!("accepted counts {now:?}")),
+                }
+            },
+        )
+        .await;
+        if let Some(i) = taken {
+            return (p, i);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no node took the push within 60 s"
+        );
+        tokio::time::sleep(millis(500)).await;
+    }
 }
 
 /// An ffprobe of `uri` (an HLS playlist it follows): the seconds between
