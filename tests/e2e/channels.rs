@@ -379,6 +379,18 @@ async fn oss2_manages_channels_end_to_end_on(kind: StoreKind) {
         400,
         "InvalidArgument",
     );
+    // Nor over the name of a master playlist (adaptive bitrate).
+    api.fails(
+        "post_vod",
+        &[
+            ("channel", "cam"),
+            ("playlist", "master.m3u8"),
+            ("start", &t0),
+            ("end", &t1),
+        ],
+        400,
+        "InvalidArgument",
+    );
 
     // Snapshots: every Interval seconds a JPEG of the picture, the newest
     // also at a stable key.
