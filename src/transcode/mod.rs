@@ -7,7 +7,8 @@
 //! Files: [`plan`] (which rungs, the rendition session's record, ffmpeg's
 //! argv; no I/O), [`policy`] (restarts, lag, play admission, stderr budget;
 //! no I/O), `run` (one rung's loop: record, spawn, watch, stop, restart),
-//! this file (the supervisors by source session, the play tokens).
+//! `spawner` (the thread transcoders are forked from), this file (the
+//! supervisors by source session, the play tokens).
 //!
 //! Lifecycle: `on_publish` approves a push, then [`Transcoders::start`]
 //! spawns the rungs and waits up to `start_wait_ms` for each one's
@@ -18,18 +19,23 @@
 //! the push, an idle end) or livebucket shuts down: it gets a grace to
 //! finish the source's last frames on its own (its input ends with the
 //! source; not at shutdown), then SIGTERM, then SIGKILL after a grace; then
-//! its rendition session is ended as `on_publish_done` ends a session. One that dies is restarted as a new rendition session (a
-//! discontinuity in the variant), up to `max_restarts`; one more than
-//! `max_lag_secs` behind real time is killed and its rung dropped.
+//! its rendition session is ended as `on_publish_done` ends a session. One
+//! that dies while its source is live is restarted as a new rendition
+//! session (a discontinuity in the variant) after a backoff, up to
+//! `max_restarts` times; one more than `max_lag_secs` behind real time is
+//! killed and its rung dropped for the rest of the push. After a restart of
+//! livebucket ([`Transcoders::recover`]) the rendition sessions it left are
+//! ended and live pushes get new transcoders.
 //!
 //! Invariants: a transcoder never outlives livebucket (`PR_SET_PDEATHSIG`,
-//! set from a runtime worker thread, which lives as long as the process);
+//! every transcoder forked from one long-lived thread: `spawner`);
 //! the source session is never touched by a rung's failure; a play token
 //! admits one play; session ids and tokens reach debug logs only.
 
 pub(crate) mod plan;
 pub(crate) mod policy;
 mod run;
+mod spawner;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -59,9 +65,11 @@ struct Inner {
     sessions: Arc<Sessions>,
     pipeline: PipelineHandle,
     metrics: Arc<Metrics>,
-    /// The main runtime: transcoders are spawned from its worker threads,
-    /// which live as long as the process (see the module doc).
+    /// The main runtime, where the rung loops run.
     runtime: tokio::runtime::Handle,
+    /// Forks every transcoder (see the module doc); `None` if its thread
+    /// could not be started (then no transcoder is).
+    spawner: Option<spawner::Spawner>,
     tokens: Mutex<HashMap<String, Pending>>,
     /// Cancelled at shutdown: every supervisor's cancel is its child.
     shutdown: CancellationToken,
@@ -92,6 +100,9 @@ impl Transcoders {
                 sessions,
                 pipeline,
                 metrics,
+                spawner: spawner::Spawner::start(runtime.clone())
+                    .inspect_err(|e| warn!(error = %e, "cannot start the transcoder spawner thread; no renditions"))
+                    .ok(),
                 runtime,
                 tokens: Mutex::new(HashMap::new()),
                 supervisors: Mutex::new(HashMap::new()),
@@ -118,9 +129,11 @@ impl Transcoders {
     /// Starts the transcoders of the approved `source` (one per rung in its
     /// `renditions`), which play it from `relay` (its internal
     /// application), and waits until each has played or `start_wait_ms`
-    /// passed (logged; the push goes on either way).
+    /// passed (logged; the push goes on either way; 0: no wait).
     pub(crate) async fn start(&self, cfg: &Arc<Config>, source: &SessionMeta, relay: &str) {
-        let waits = self.supervise(cfg, source, relay, true);
+        // 0: the operator chose not to wait.
+        let wait = cfg.renditions.start_wait_ms > 0;
+        let waits = self.supervise(cfg, source, relay, wait);
         let deadline =
             tokio::time::Instant::now() + Duration::from_millis(cfg.renditions.start_wait_ms);
         let mut late = Vec::new();

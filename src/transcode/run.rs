@@ -129,7 +129,7 @@ impl Job {
         );
         let input = format!("{}/{}?{TOKEN_PARAM}={token}", self.relay, self.source.id);
         let output = format!("{}/{id}", self.relay);
-        let ended = match self.spawn(&input, &output) {
+        let ended = match self.spawn(&input, &output).await {
             Ok(child) => {
                 inner.metrics.gauge_add("livebucket_transcoders_running", 1);
                 debug!(variant = %log_tag(&id), "transcoder started");
@@ -219,9 +219,9 @@ impl Job {
         Ok(meta)
     }
 
-    /// ffmpeg, niced, killed with livebucket (`PR_SET_PDEATHSIG`) and when
-    /// its handle is dropped.
-    fn spawn(&self, input: &str, output: &str) -> std::io::Result<Child> {
+    /// ffmpeg, niced, killed with livebucket (`PR_SET_PDEATHSIG`, forked
+    /// from the spawner's thread) and when its handle is dropped.
+    async fn spawn(&self, input: &str, output: &str) -> std::io::Result<Child> {
         let r = &self.cfg.renditions;
         let mut cmd = Command::new(&r.ffmpeg);
         cmd.args(plan::argv(r, &self.rung, input, output))
@@ -235,8 +235,8 @@ impl Job {
         // setpriority) between fork and exec.
         unsafe {
             cmd.pre_exec(move || {
-                // Sent when the thread that forked exits: a runtime worker,
-                // which lives as long as livebucket.
+                // Sent when the thread that forked exits: the spawner's,
+                // which lives as long as livebucket's transcoders.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
@@ -250,7 +250,10 @@ impl Job {
                 Ok(())
             });
         }
-        cmd.spawn()
+        match &self.t.inner.spawner {
+            Some(spawner) => spawner.spawn(cmd).await,
+            None => Err(std::io::Error::other("no transcoder spawner thread")),
+        }
     }
 
     /// Until the transcoder exits, lags, or must stop; it is stopped in the

@@ -5,7 +5,7 @@
 //! loses nothing; a refused push starts no transcoder, and disabling the
 //! channel mid-push stops them all; `kill -9` of livebucket takes its
 //! transcoders with it, and the restarted livebucket gives the live push
-//! new ones.
+//! new ones; one that falls behind real time is dropped.
 
 use crate::common;
 
@@ -73,9 +73,17 @@ async fn no_transcoder_left(stack: &Stack) {
     .await;
 }
 
+/// `[events]` to an endpoint that refuses every connection: the events
+/// stay queued in `<state_dir>/events/`, where the test reads them.
+const UNDELIVERED_EVENTS: &str = "[events]\nsecret = \"whsec_dGVzdHNlY3JldHRlc3RzZWNyZXQ=\"\n\
+     [[events.endpoints]]\nname = \"app\"\nurl = \"http://127.0.0.1:9/\"\n";
+
 #[tokio::test]
 async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
-    let stack = stack("transcode-two", "");
+    let stack = Stack::start_with(
+        "transcode-two",
+        &format!("{WINDOW}{UNDELIVERED_EVENTS}{}", ladder_toml(RUNGS, "")),
+    );
     let mut push = stack.push(&stack.sign_push("cam"), 12);
     assert!(push.exit_within(secs(40)).await.success(), "{}", push.log());
     let source = ended_playlist(&stack, "cam", &mut push).await;
@@ -117,6 +125,24 @@ async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
             .metric("livebucket_rendition_restarts_total{rung=\"180p\"}"),
         0
     );
+    // The push's events are the source's: its transcoders' sessions send
+    // none (no stream.ended or recording.ready for `cam/180p`).
+    let events: Vec<String> = wait_until("the push's events", secs(20), millis(200), async || {
+        let texts: Vec<String> = std::fs::read_dir(stack.dir.join("state/events"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+            .collect();
+        let ready = texts.iter().any(|t| t.contains("recording.ready"));
+        ready.then_some(texts).ok_or("no recording.ready yet")
+    })
+    .await;
+    let stray: Vec<&String> = events
+        .iter()
+        .filter(|t| RUNGS.iter().any(|(r, _)| t.contains(&format!("cam/{r}"))))
+        .collect();
+    assert!(stray.is_empty(), "events of rendition sessions: {stray:?}");
 }
 
 fn rung_height(rung: &str) -> &'static u32 {
@@ -324,5 +350,69 @@ async fn kill_9_of_livebucket_takes_the_transcoders_and_the_restart_brings_them_
             variant.playlist
         );
     }
+    no_transcoder_left(&stack).await;
+}
+
+/// A transcoder that falls behind real time (stopped for a while, as a
+/// starved one is) is killed and its rung dropped; the source and the
+/// other rung go on untouched.
+#[tokio::test]
+async fn a_lagging_transcoder_is_dropped_and_the_rest_goes_on() {
+    let stack = stack("transcode-lag", "max_lag_secs = 3\n");
+    let seconds = 20;
+    let mut push = stack.push(&stack.sign_push("cam"), seconds);
+    wait_for_playlist(
+        &stack.s3,
+        "cam/180p",
+        "index.m3u8",
+        &mut push,
+        "a segment",
+        common::stored::at_least_segments(1),
+    )
+    .await;
+    let port = stack.nginx.rtmp_port();
+    let victim = transcoders(port)
+        .into_iter()
+        .find(|(_, cmd)| cmd.contains("scale=-2:180"))
+        .map(|(pid, _)| pid as i32)
+        .expect("the 180p transcoder");
+    // Its input piles up meanwhile (TCP buffers): resumed, it reports an
+    // output time 6 s behind the clock.
+    // SAFETY: kill only sends signals.
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGSTOP) }, 0);
+    tokio::time::sleep(secs(6)).await;
+    assert_eq!(unsafe { libc::kill(victim, libc::SIGCONT) }, 0);
+    wait_until(
+        "the rung dropped for lag",
+        secs(15),
+        millis(200),
+        async || {
+            let dropped = stack
+                .livebucket
+                .metric("livebucket_rendition_dropped_total{reason=\"lag\"}");
+            let left = transcoders(port);
+            (dropped == 1 && left.len() == 1 && left[0].1.contains("scale=-2:120"))
+                .then_some(())
+                .ok_or(format!("{dropped} dropped; transcoders {left:?}"))
+        },
+    )
+    .await;
+    assert!(push.exit_within(secs(40)).await.success(), "{}", push.log());
+
+    let source = ended_playlist(&stack, "cam", &mut push).await;
+    assert_eq!(source.playlist.discontinuities, 0);
+    let other = ended_playlist(&stack, "cam/120p", &mut push).await;
+    assert_eq!(other.playlist.discontinuities, 0);
+    assert_eq!(other.playlist.uris.len(), source.playlist.uris.len());
+    // The dropped rung's session ended with what it had stored; no restart.
+    let dropped = ended_playlist(&stack, "cam/180p", &mut push).await;
+    assert_eq!(dropped.playlist.discontinuities, 0);
+    assert!(dropped.playlist.uris.len() < source.playlist.uris.len());
+    assert_eq!(
+        stack
+            .livebucket
+            .metric("livebucket_rendition_restarts_total{rung=\"180p\"}"),
+        0
+    );
     no_transcoder_left(&stack).await;
 }
