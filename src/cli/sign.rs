@@ -224,10 +224,12 @@ pub(super) fn sign_play(
             [channel, rung, playlist] => play::play_variant_query(
                 &k.id,
                 &k.secret,
-                bucket,
-                channel,
-                rung,
-                playlist,
+                &play::VariantPath {
+                    bucket,
+                    channel,
+                    rung,
+                    playlist,
+                },
                 expiry.unix(),
             )?,
             _ => bail!(

@@ -38,7 +38,7 @@ use crate::cache::Fifo;
 use crate::config::{AccessKey, Config};
 use crate::logfmt::Esc;
 use crate::sign::SignError;
-use crate::sign::play::{verify_play, verify_play_variant};
+use crate::sign::play::{VariantPath, verify_play, verify_play_variant};
 use crate::sign::sigv4::SIGV4_MAX_EXPIRY;
 
 pub(super) use crate::clock::unix_now;
@@ -261,7 +261,16 @@ pub(crate) async fn play_variant(
         &bucket,
         |secret, expires, now, sig| {
             verify_play_variant(
-                secret, &bucket, &channel, &rung, &playlist, expires, now, sig,
+                secret,
+                &VariantPath {
+                    bucket: &bucket,
+                    channel: &channel,
+                    rung: &rung,
+                    playlist: &playlist,
+                },
+                expires,
+                now,
+                sig,
             )
         },
     )?;
@@ -326,8 +335,8 @@ async fn serve(
         app.metrics
             .inc("livebucket_requests_refused_total", "play_busy");
         info!(
-            bucket = %Esc(&bucket),
-            channel = %Esc(&channel),
+            bucket = %Esc(bucket),
+            channel = %Esc(channel),
             "play refused: every render slot is taken"
         );
         return Err(HttpError::Busy(format!(
@@ -404,10 +413,12 @@ pub(super) fn sign_master(key: &AccessKey, k: &PlayKey, text: &str) -> Result<St
                 let query = crate::sign::play::play_variant_query(
                     &key.id,
                     &key.secret,
-                    &k.bucket,
-                    &k.channel,
-                    rung,
-                    playlist,
+                    &VariantPath {
+                        bucket: &k.bucket,
+                        channel: &k.channel,
+                        rung,
+                        playlist,
+                    },
                     k.expires,
                 )?;
                 out.push_str(&format!(
@@ -686,10 +697,12 @@ mod tests {
         assert!(rung.starts_with("360p/index.m3u8?AccessKeyId=GKknown&Expires=1800000000&"));
         verify_play_variant(
             &key.secret,
-            "live",
-            "cam",
-            "360p",
-            "index.m3u8",
+            &VariantPath {
+                bucket: "live",
+                channel: "cam",
+                rung: "360p",
+                playlist: "index.m3u8",
+            },
             1_800_000_000,
             0,
             &q["Signature"],

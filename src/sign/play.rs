@@ -92,17 +92,29 @@ pub fn sign_play(
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
-/// The variant play signature `S` for `/play/BUCKET/CHANNEL/RUNG/PLAYLIST`
-/// until `expires`; see the module doc.
+/// The path a variant play URL names: `/play/BUCKET/CHANNEL/RUNG/PLAYLIST`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VariantPath<'a> {
+    pub bucket: &'a str,
+    pub channel: &'a str,
+    pub rung: &'a str,
+    pub playlist: &'a str,
+}
+
+impl VariantPath<'_> {
+    fn names(&self) -> [&str; 4] {
+        [self.bucket, self.channel, self.rung, self.playlist]
+    }
+}
+
+/// The variant play signature `S` for `path` until `expires`; see the
+/// module doc.
 pub fn sign_play_variant(
     secret: &str,
-    bucket: &str,
-    channel: &str,
-    rung: &str,
-    playlist: &str,
+    path: &VariantPath<'_>,
     expires: u64,
 ) -> Result<String, SignError> {
-    let mac = play_mac(secret, &[bucket, channel, rung, playlist], expires)?;
+    let mac = play_mac(secret, &path.names(), expires)?;
     Ok(URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes()))
 }
 
@@ -110,28 +122,22 @@ pub fn sign_play_variant(
 pub fn play_variant_query(
     key_id: &str,
     secret: &str,
-    bucket: &str,
-    channel: &str,
-    rung: &str,
-    playlist: &str,
+    path: &VariantPath<'_>,
     expires: u64,
 ) -> Result<String, SignError> {
-    let signature = sign_play_variant(secret, bucket, channel, rung, playlist, expires)?;
+    let signature = sign_play_variant(secret, path, expires)?;
     query(key_id, &signature, expires)
 }
 
 /// Checks a variant play signature; errors as for [`verify_play`].
 pub fn verify_play_variant(
     secret: &str,
-    bucket: &str,
-    channel: &str,
-    rung: &str,
-    playlist: &str,
+    path: &VariantPath<'_>,
     expires: u64,
     now_unix: u64,
     signature: &str,
 ) -> Result<(), SignError> {
-    let mac = play_mac(secret, &[bucket, channel, rung, playlist], expires)?;
+    let mac = play_mac(secret, &path.names(), expires)?;
     check_tag(mac, signature, expires, now_unix)
 }
 

@@ -752,10 +752,12 @@ const VARIANT_SIG: &str = "XrFGEza-gmHgwmEeJ8USeOqGCYv0wOPZzfTpA9k0xgo";
 fn variant_play_signature_matches_python_and_round_trips() {
     let sig = sign_play_variant(
         PLAY_SECRET,
-        "live",
-        "cam1",
-        "360p",
-        "index.m3u8",
+        &VariantPath {
+            bucket: "live",
+            channel: "cam1",
+            rung: "360p",
+            playlist: "index.m3u8",
+        },
         PLAY_EXPIRES,
     )
     .unwrap();
@@ -764,17 +766,31 @@ fn variant_play_signature_matches_python_and_round_trips() {
         play_variant_query(
             "GK1",
             PLAY_SECRET,
-            "live",
-            "cam1",
-            "360p",
-            "index.m3u8",
+            &VariantPath {
+                bucket: "live",
+                channel: "cam1",
+                rung: "360p",
+                playlist: "index.m3u8"
+            },
             PLAY_EXPIRES
         )
         .unwrap(),
         format!("AccessKeyId=GK1&Expires=1700003600&Signature={VARIANT_SIG}")
     );
-    let check =
-        |b, c, r, p, s| verify_play_variant(PLAY_SECRET, b, c, r, p, PLAY_EXPIRES, PLAY_EXPIRES, s);
+    let check = |b, c, r, p, s| {
+        verify_play_variant(
+            PLAY_SECRET,
+            &VariantPath {
+                bucket: b,
+                channel: c,
+                rung: r,
+                playlist: p,
+            },
+            PLAY_EXPIRES,
+            PLAY_EXPIRES,
+            s,
+        )
+    };
     assert_eq!(
         check("live", "cam1", "360p", "index.m3u8", VARIANT_SIG),
         Ok(())
@@ -800,10 +816,12 @@ fn channel_and_variant_play_urls_never_verify_as_each_other() {
     assert_eq!(
         verify_play_variant(
             PLAY_SECRET,
-            "live",
-            "cam1",
-            "360p",
-            "index.m3u8",
+            &VariantPath {
+                bucket: "live",
+                channel: "cam1",
+                rung: "360p",
+                playlist: "index.m3u8"
+            },
             PLAY_EXPIRES,
             0,
             &channel
@@ -825,7 +843,16 @@ fn channel_and_variant_play_urls_never_verify_as_each_other() {
     // A `/` inside a name would move it between names: refused.
     for (c, r) in [("cam1/360p", "x"), ("cam1", "360p/x"), ("cam1", "")] {
         assert!(matches!(
-            sign_play_variant(PLAY_SECRET, "live", c, r, "index.m3u8", PLAY_EXPIRES),
+            sign_play_variant(
+                PLAY_SECRET,
+                &VariantPath {
+                    bucket: "live",
+                    channel: c,
+                    rung: r,
+                    playlist: "index.m3u8"
+                },
+                PLAY_EXPIRES
+            ),
             Err(SignError::Malformed(_))
         ));
     }
