@@ -221,6 +221,7 @@ def livebucket_run(ctx, args, source: Path, name: str, channels: int, ladder: st
         load_end = common.loadavg()
         still = ffmpegs_under({lb.pid})
         dropped_metric = metric_sum(port, "livebucket_rendition_dropped_total")
+        restarts_metric = metric_sum(port, "livebucket_rendition_restarts_total")
         for p in publishers:
             p.stop()
         sessions: dict[str, str] = {}
@@ -279,6 +280,7 @@ def livebucket_run(ctx, args, source: Path, name: str, channels: int, ladder: st
             "transcoders_died_in_window": died,
             "transcoders_alive_at_end": sorted(rung_of(a) for a in still.values()),
             "dropped_metric": dropped_metric,
+            "restarts_metric": restarts_metric,
             "drop_log": drops[:20],
             "source_fragments": len(wanted),
             "source_missing": missing,
@@ -443,7 +445,7 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=30.0, help="measuring window, seconds (default 30)")
     ap.add_argument("--warmup", type=float, default=10.0, help="seconds after the publishers start")
     ap.add_argument("--presets", default="veryfast,superfast")
-    ap.add_argument("--overload", type=int, default=3, help="channels in the overload run (default 3)")
+    ap.add_argument("--overload", type=int, default=4, help="channels in the overload run (default 4)")
     ap.add_argument("--skip", default="", help="comma-separated: floor, exec_push, overload")
     ap.add_argument("--keep", action="store_true")
     args = ap.parse_args()
@@ -527,7 +529,8 @@ def markdown(results: list[dict], header: dict, command: str) -> str:
             f"({over['transcoders_started']} transcoders at the window's start) on {header['cores']} cores. "
             f"Alive at the end: {', '.join(over['transcoders_alive_at_end']) or 'none'}; "
             f"died in the window: {', '.join(over['transcoders_died_in_window']) or 'none'}; "
-            f"`livebucket_rendition_dropped_total`: {over['dropped_metric'] or 'none'}. "
+            f"`livebucket_rendition_dropped_total`: {over['dropped_metric'] or 'none'}; "
+            f"`livebucket_rendition_restarts_total`: {over['restarts_metric'] or 'none'}. "
             f"Source fragments closed in the window: {over['source_fragments']}, "
             f"not stored: {len(over['source_missing'])}"
             + (f" ({', '.join(over['source_missing'][:10])})" if over["source_missing"] else "")
