@@ -142,7 +142,12 @@ pub(crate) fn argv(cfg: &RenditionsConfig, rung: &Rung, input: &str, output: &st
     a.push(input.to_owned());
     match (rung.height, rung.video_kbps) {
         (Some(height), Some(kbps)) => {
-            let mut filter = format!("scale=-2:{height}");
+            let mut filter = String::new();
+            if let Some(fps) = rung.max_fps {
+                filter = cap_fps(fps);
+                filter.push(',');
+            }
+            filter.push_str(&format!("scale=-2:{height}"));
             if vaapi {
                 filter.push_str(",format=nv12,hwupload");
             }
@@ -162,8 +167,10 @@ pub(crate) fn argv(cfg: &RenditionsConfig, rung: &Rung, input: &str, output: &st
                 "-force_key_frames".into(),
                 "source".into(),
             ]);
-            if let Some(fps) = rung.max_fps {
-                a.extend(["-fpsmax".into(), fps.to_string()]);
+            if rung.max_fps.is_some() {
+                // The frames `cap_fps` keeps, at their own times: no frame
+                // duplicated or dropped after it.
+                a.extend(["-fps_mode".into(), "vfr".into()]);
             }
         }
         _ => a.push("-vn".into()),
@@ -178,6 +185,19 @@ pub(crate) fn argv(cfg: &RenditionsConfig, rung: &Rung, input: &str, output: &st
         output.to_owned(),
     ]);
     a
+}
+
+/// A filter that keeps at most `fps` frames a second and every keyframe:
+/// a frame is kept when it is a keyframe, or the first, or at least 1/`fps`
+/// (less 2 ms, for millisecond RTMP timestamps) after the last kept one.
+/// ffmpeg's own frame rate caps (`-fpsmax`, the `fps` filter) pick frames
+/// by time alone and drop keyframes, which `-force_key_frames source` then
+/// never sees: the variant would be cut elsewhere than the source.
+fn cap_fps(fps: u32) -> String {
+    let min_gap = (1.0 / f64::from(fps) - 0.002).max(0.0);
+    format!(
+        "select='eq(pict_type\\,I)+isnan(prev_selected_t)+gte(t-prev_selected_t\\,{min_gap:.4})'"
+    )
 }
 
 /// The encoder's own options: its preset (libx264's names mapped onto
@@ -348,7 +368,7 @@ mod tests {
         ] {
             assert!(has(&a, pair), "{pair:?} in {a:?}");
         }
-        assert!(!a.contains(&"-vn".to_owned()) && !a.contains(&"-fpsmax".to_owned()));
+        assert!(!a.contains(&"-vn".to_owned()) && !a.contains(&"-fps_mode".to_owned()));
         assert_eq!(a.last().map(String::as_str), Some("rtmp://in/hls/r"));
     }
 
@@ -358,11 +378,14 @@ mod tests {
         let a = argv(&cfg, &cfg.rungs[1], "i", "o");
         assert!(a.contains(&"-vn".to_owned()) && has(&a, &["-b:a", "64k"]));
         assert!(!a.contains(&"-c:v".to_owned()));
+        // Capped by a filter that keeps every keyframe, not by -fpsmax.
         cfg.rungs[0].max_fps = Some(15);
-        assert!(has(
-            &argv(&cfg, &cfg.rungs[0], "i", "o"),
-            &["-fpsmax", "15"]
-        ));
+        let a = argv(&cfg, &cfg.rungs[0], "i", "o");
+        let keep =
+            "select='eq(pict_type\\,I)+isnan(prev_selected_t)+gte(t-prev_selected_t\\,0.0647)'";
+        assert!(has(&a, &["-vf", &format!("{keep},scale=-2:360")]), "{a:?}");
+        assert!(has(&a, &["-fps_mode", "vfr"]));
+        assert!(!a.contains(&"-fpsmax".to_owned()));
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::ladder::{ladder_toml, oss2_ok, transcoders};
+use common::ladder::{ladder_toml, ladder_toml_fps, oss2_ok, transcoders};
 use common::stored::{Stored, ended, wait_for_playlist};
 use common::*;
 
@@ -80,11 +80,24 @@ const UNDELIVERED_EVENTS: &str = "[events]\nsecret = \"whsec_dGVzdHNlY3JldHRlc3R
 
 #[tokio::test]
 async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
+    // 120p at half the source's 30 fps: its keyframes must survive the cap.
+    let ladder = ladder_toml_fps(&[("180p", 180, None), ("120p", 120, Some(15))], "");
     let stack = Stack::start_with(
         "transcode-two",
-        &format!("{WINDOW}{UNDELIVERED_EVENTS}{}", ladder_toml(RUNGS, "")),
+        &format!("{WINDOW}{UNDELIVERED_EVENTS}{ladder}"),
     );
-    let mut push = stack.push(&stack.sign_push("cam"), 12);
+    // A keyframe every 67 frames (2.23 s, inside nginx's 2 to 2.4 s cut
+    // window): every other cut is on an odd frame, which a frame rate cap
+    // that ignores keyframes drops (then nginx cuts elsewhere).
+    let media = common::ffmpeg::TestMedia {
+        video: "testsrc=size=320x240:rate=30",
+        tone_hz: 440,
+        seconds: 12,
+        gop: 67,
+        live: true,
+    };
+    let url = stack.sign_push("cam");
+    let mut push = common::ffmpeg::push_media(&stack.dir, &media, &url, &[]);
     assert!(push.exit_within(secs(40)).await.success(), "{}", push.log());
     let source = ended_playlist(&stack, "cam", &mut push).await;
     assert!(
@@ -104,6 +117,20 @@ async fn a_two_rung_push_stores_a_valid_variant_per_rung() {
             source.playlist.durations
         );
         assert_eq!(variant.playlist.discontinuities, 0, "{rung}");
+        // Cut at the same keyframes: the same durations, within a frame of
+        // the 15 fps rung (the last one ends where each encoder stopped).
+        let n = source.playlist.durations.len() - 1;
+        for (s, v) in source.playlist.durations[..n]
+            .iter()
+            .zip(&variant.playlist.durations[..n])
+        {
+            assert!(
+                (s - v).abs() <= 0.07,
+                "{rung}: {:?} against the source's {:?}",
+                variant.playlist.durations,
+                source.playlist.durations
+            );
+        }
         let first = stack.s3.get(BUCKET, &variant.segment_keys[0]).await;
         let path = stack.dir.join(format!("{rung}.ts"));
         std::fs::write(&path, first).unwrap();

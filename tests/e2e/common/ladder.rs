@@ -9,16 +9,25 @@ use super::Stack;
 /// `ultrafast` so two cores keep up with a small push, and `extra` lines
 /// in the table (e.g. `"max_restarts = 2\n"`). For [`Stack::start_with`].
 pub fn ladder_toml(rungs: &[(&str, u32)], extra: &str) -> String {
-    let names: Vec<String> = rungs.iter().map(|(n, _)| format!("{n:?}")).collect();
+    let rungs: Vec<(&str, u32, Option<u32>)> = rungs.iter().map(|&(n, h)| (n, h, None)).collect();
+    ladder_toml_fps(&rungs, extra)
+}
+
+/// [`ladder_toml`] with each rung's `max_fps` (name, height, max_fps).
+pub fn ladder_toml_fps(rungs: &[(&str, u32, Option<u32>)], extra: &str) -> String {
+    let names: Vec<String> = rungs.iter().map(|(n, _, _)| format!("{n:?}")).collect();
     let mut out = format!(
         "[renditions]\npreset = \"ultrafast\"\ndefault = [{}]\n{extra}",
         names.join(", ")
     );
-    for (name, height) in rungs {
+    for (name, height, fps) in rungs {
         out += &format!(
             "\n[[renditions.rungs]]\nname = {name:?}\nheight = {height}\nvideo_kbps = {}\naudio_kbps = 32\n",
             height * 2
         );
+        if let Some(fps) = fps {
+            out += &format!("max_fps = {fps}\n");
+        }
     }
     out
 }
