@@ -197,6 +197,7 @@ pub(crate) fn run() -> ExitCode {
             urls,
             post,
             name,
+            variant,
             expiry,
             via_livebucket,
         }) => {
@@ -220,6 +221,7 @@ pub(crate) fn run() -> ExitCode {
                         (true, None) => "vod.m3u8",
                     },
                 },
+                variant.as_deref(),
                 expiry.unix(),
                 &via_livebucket,
             )

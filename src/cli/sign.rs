@@ -83,6 +83,11 @@ pub(super) enum Sign {
         /// With --post: the object name (default vod.m3u8).
         #[arg(long, requires = "post")]
         name: Option<String>,
+        /// A GET of one variant of a channel with renditions: `source` or a
+        /// rung's name. Without it, a range with renditions answers a
+        /// master playlist naming each variant's URL.
+        #[arg(long, conflicts_with = "post")]
+        variant: Option<String>,
         #[command(flatten)]
         expiry: Expiry,
         /// livebucket's public base URL, e.g. http://127.0.0.1:8080.
@@ -169,6 +174,7 @@ pub(super) fn sign_push(
 pub(super) fn sign_vod(
     key: &KeyArgs,
     scope: play::VodScope<'_>,
+    variant: Option<&str>,
     expires: u64,
     base: &str,
 ) -> anyhow::Result<()> {
@@ -177,7 +183,10 @@ pub(super) fn sign_vod(
     if !scope.name.is_empty() {
         names::validate_playlist_name(scope.name).context("--name")?;
     }
-    let query = play::vod_query(&k.id, &k.secret, &scope, expires)?;
+    let query = match variant {
+        Some(v) => play::vod_variant_query(&k.id, &k.secret, &scope, v, expires)?,
+        None => play::vod_query(&k.id, &k.secret, &scope, expires)?,
+    };
     let enc = |s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT);
     println!(
         "{}/api/v1/buckets/{}/channels/{}/vod?{query}",

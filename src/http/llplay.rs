@@ -26,7 +26,7 @@ use tokio::sync::watch;
 
 use super::AppState;
 use super::error::HttpError;
-use super::signed::{PlayKey, playlist_response, render, segment_signer};
+use super::signed::{PlayKey, current_here, playlist_response, render, segment_signer};
 use crate::config::{AccessKey, Config};
 use crate::live::ChannelId;
 use crate::llhls::playlist::{Directives, LlPlaylist, Readiness};
@@ -37,11 +37,7 @@ type Model = watch::Receiver<Arc<LlPlaylist>>;
 /// with low latency on (in a cluster: while it holds the channel, as for
 /// [`super::signed::live_copy`]).
 pub(super) fn model(app: &AppState, k: &PlayKey) -> Option<Model> {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_none_or(|c| c.holds(&k.bucket, &k.channel));
-    if !current {
+    if !current_here(app, k) {
         return None;
     }
     app.ll.subscribe(&ChannelId {

@@ -351,6 +351,12 @@ async fn serve(
     }
     let text = playlist_text(&app, &cfg, &key, &play_key).await?;
     if may_be_master && crate::master::is_master(&text) {
+        let live = app.sessions.live_of(bucket, channel);
+        if !master_is_current(live.as_ref()) {
+            return Err(HttpError::NotFound(
+                "the channel's live push has no renditions: its master playlist is an earlier push's; play the channel's playlist".into(),
+            ));
+        }
         return master_response(&key, &play_key, &text);
     }
     let ended = text.contains("#EXT-X-ENDLIST");
@@ -373,6 +379,14 @@ async fn serve(
             .insert(play_key, chunks.clone(), unix_now());
     }
     Ok(playlist_response(chunks, ended))
+}
+
+/// Whether a stored master playlist describes the channel's push: it
+/// does unless this node knows the channel's live session and that push
+/// has no renditions (the master then names an earlier push's variants,
+/// whose playlists have ended). Not live here: the last push's master.
+fn master_is_current(live: Option<&crate::session::SessionMeta>) -> bool {
+    live.is_none_or(|m| !m.renditions.is_empty())
 }
 
 /// A stored master playlist for the play URL `k`: every variant URI becomes
@@ -715,6 +729,19 @@ mod tests {
         k.sigv2 = true;
         let v2 = sign_master(&key, &k, master).unwrap();
         assert!(v2.lines().nth(6).unwrap().ends_with("&sigv2=1"));
+    }
+
+    #[test]
+    fn a_master_is_stale_while_a_push_without_renditions_is_live() {
+        let mut live: crate::session::SessionMeta = serde_json::from_value(serde_json::json!({
+            "id": "s", "bucket": "b", "channel": "cam", "playlist": "index.m3u8",
+            "key_id": "k", "clientid": "1", "name": "cam", "addr": "a", "started_ms": 0,
+        }))
+        .unwrap();
+        assert!(master_is_current(None), "ended: the last push's master");
+        assert!(!master_is_current(Some(&live)));
+        live.renditions = vec!["360p".into()];
+        assert!(master_is_current(Some(&live)));
     }
 
     #[tokio::test]

@@ -116,11 +116,7 @@ fn uri_attribute(line: &str) -> Option<(&str, &str, &str)> {
 /// publishes the channel; otherwise the bucket has the playlist another
 /// node wrote.
 pub(super) fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
-    let current = app
-        .cluster
-        .as_ref()
-        .is_none_or(|c| c.holds(&k.bucket, &k.channel));
-    if !current {
+    if !current_here(app, k) {
         return None;
     }
     let chid = ChannelId {
@@ -133,6 +129,22 @@ pub(super) fn live_copy(app: &AppState, k: &PlayKey) -> Option<String> {
         .unwrap_or_else(|p| p.into_inner())
         .get(&chid)
         .cloned()
+}
+
+/// Whether this node's in-memory copies of `k`'s channel are current: no
+/// cluster, or this node holds the channel. A variant (`CHANNEL/RUNG`) is
+/// published by the node that holds its source channel, so that is the
+/// claim asked about.
+pub(super) fn current_here(app: &AppState, k: &PlayKey) -> bool {
+    app.cluster
+        .as_ref()
+        .is_none_or(|c| c.holds(&k.bucket, claimed_channel(&k.channel)))
+}
+
+/// The channel whose cluster claim covers `channel`: itself, or for a
+/// variant `CHANNEL/RUNG` its source `CHANNEL`.
+pub(super) fn claimed_channel(channel: &str) -> &str {
+    channel.split_once('/').map_or(channel, |(c, _)| c)
 }
 
 /// Presigns every segment line of `text` for the play URL `k`.
@@ -206,4 +218,15 @@ pub(super) fn playlist_response(chunks: Arc<[Bytes]>, ended: bool) -> Response {
         Body::from_stream(body),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claimed_channel;
+
+    #[test]
+    fn a_variant_is_covered_by_its_source_channels_claim() {
+        assert_eq!(claimed_channel("cam"), "cam");
+        assert_eq!(claimed_channel("cam/360p"), "cam");
+    }
 }

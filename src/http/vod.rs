@@ -470,3 +470,22 @@ async fn vod_master(
     )
         .into_response())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_variant_is_the_source_or_a_rung_name_and_names_its_channel() {
+        let q = |v: &str| HashMap::from([("variant".to_owned(), v.to_owned())]);
+        assert_eq!(variant_of(&HashMap::new()).ok(), Some(None));
+        assert_eq!(variant_of(&q("source")).ok(), Some(Some("source")));
+        assert_eq!(variant_of(&q("360p")).ok(), Some(Some("360p")));
+        for bad in ["", "a/b", "360P", "../x", &"x".repeat(33)] {
+            assert!(variant_of(&q(bad)).is_err(), "{bad:?}");
+        }
+        assert_eq!(variant_channel("cam", None), "cam");
+        assert_eq!(variant_channel("cam", Some("source")), "cam");
+        assert_eq!(variant_channel("cam", Some("360p")), "cam/360p");
+    }
+}

@@ -20,6 +20,10 @@
 //! - When every session of the push has finished, the final master is
 //!   written (if it differs from the last) and the push is forgotten.
 //!
+//! A push whose master would be rewritten after a newer push of the same
+//! channel opened (its last fragments stored late) leaves the newer one's
+//! master alone.
+//!
 //! After a restart only the fragments stored since count: the rates of a
 //! recovered push start again from its next stored fragment.
 
@@ -64,6 +68,9 @@ struct Push {
     /// Sessions of the push not yet finished.
     sessions: HashSet<String>,
     written: Option<Vec<StreamInf>>,
+    /// When it was opened, among this node's pushes: a later push of the
+    /// same channel owns its master.
+    opened: u64,
 }
 
 impl Push {
@@ -99,6 +106,8 @@ pub(crate) struct Masters {
     /// Fragments submitted for upload, until stored: (bytes, EXTINF ms).
     pending: HashMap<(String, u64), (u64, u64)>,
     version: u64,
+    /// Pushes opened so far.
+    opened: u64,
 }
 
 impl Masters {
@@ -119,7 +128,9 @@ impl Masters {
             variants: BTreeMap::new(),
             sessions: HashSet::new(),
             written: None,
+            opened: self.opened,
         });
+        self.opened += 1;
         if push.source_ended && name.is_some() {
             // A transcoder that outlived its source's publish adds nothing.
             return;
@@ -213,6 +224,15 @@ impl Masters {
     /// The master of `session`'s push, if it is due (see the module doc).
     fn update(&mut self, session: &str, last: bool) -> Option<MasterWrite> {
         let (source, _) = self.of.get(session)?;
+        let push = self.pushes.get(source)?;
+        // An ended push's late rewrite must not replace the master of a
+        // newer push of the same channel.
+        let superseded = self.pushes.values().any(|p| {
+            p.opened > push.opened && p.bucket == push.bucket && p.channel == push.channel
+        });
+        if superseded {
+            return None;
+        }
         let push = self.pushes.get_mut(source)?;
         let now = push.entries(last)?;
         let due = match &push.written {
@@ -388,6 +408,27 @@ mod tests {
         assert_eq!(m.finished("r1"), None);
         assert_eq!(m.finished("src"), None);
         assert!(m.pushes.is_empty());
+    }
+
+    #[test]
+    fn an_ended_push_never_rewrites_a_newer_push_s_master() {
+        let mut m = Masters::default();
+        m.open(&meta("src", None, &["360p"]));
+        m.open(&meta("r1", Some("360p"), &[]));
+        fragment(&mut m, "src", 1, 500_000, 720);
+        assert!(fragment(&mut m, "r1", 1, 200_000, 360).is_some());
+        m.ended("src", live);
+        // The next push of the channel starts while the rung's last
+        // fragment is still being stored.
+        m.open(&meta("src2", None, &["360p"]));
+        assert_eq!(fragment(&mut m, "r1", 2, 900_000, 360), None);
+        m.ended("r1", live);
+        m.finished("src");
+        assert_eq!(m.finished("r1"), None, "the newer push owns the master");
+        assert_eq!(
+            fragment(&mut m, "src2", 1, 500_000, 720).map(|w| w.channel.channel),
+            Some("cam".into())
+        );
     }
 
     #[test]

@@ -8,16 +8,19 @@
 //! fragment under `CHANNEL/` and `CHANNEL/360p/`, and writes
 //! `CHANNEL/master.m3u8`.
 //!
-//! Checked: the stored master tag by tag (rates measured from the stored
-//! fragments, the probe's resolution, frame rate and codecs); `/play` of the
-//! master with each variant a signed play URL that plays, down to a
-//! segment's bytes; the VOD master of the range with a signed VOD URL per
-//! variant, each answering that variant's fragments.
+//! Checked, for a push whose sessions had ended: the stored master tag by
+//! tag (rates measured from the stored fragments, the probe's resolution,
+//! frame rate and codecs); `/play` of the master with each variant a signed
+//! play URL that plays, down to a segment's bytes; the VOD master of the
+//! range with a signed VOD URL per variant, each answering exactly that
+//! variant's fragments. For a live push: no master until every variant has
+//! a stored fragment, then the rung's live window under its play URL.
 
 use std::path::Path;
 
 use crate::common;
 use common::fake_nginx::make_ts;
+use common::hlscheck;
 use common::httpc;
 use common::livebucket::{ConfigParams, Livebucket, config_toml, sign_play};
 use common::store::{StoreKind, TestStore};
@@ -28,19 +31,23 @@ const CHANNEL: &str = "cam";
 const SOURCE_ID: &str = "5ca1ab1e000000000000000000000001";
 const RUNG_ID: &str = "5ca1ab1e000000000000000000000002";
 
-/// One session left behind by a previous run: its record (marked ended) and
-/// nginx's directory with `fragments` (name, bytes), listed at 2 s each.
+/// One session left behind by a previous run: its record (marked ended
+/// unless `live`) and nginx's directory with `fragments` (name, bytes),
+/// listed at 2 s each.
 fn seed_session(
     state: &Path,
     hls: &Path,
     meta: serde_json::Value,
     fragments: &[(String, Vec<u8>)],
+    live: bool,
 ) {
     let id = meta["id"].as_str().unwrap();
     let sdir = state.join("sessions").join(id);
     std::fs::create_dir_all(&sdir).unwrap();
     std::fs::write(sdir.join("meta.json"), meta.to_string()).unwrap();
-    std::fs::write(sdir.join("ended"), b"").unwrap();
+    if !live {
+        std::fs::write(sdir.join("ended"), b"").unwrap();
+    }
     let dir = hls.join(id);
     std::fs::create_dir_all(&dir).unwrap();
     let mut playlist = String::from(
@@ -74,6 +81,37 @@ fn uris(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// livebucket's config for the test: no nginx, a one-rung ladder.
+fn config(store: &TestStore, key: &common::garage::Key, state: &Path, hls: &Path) -> String {
+    config_toml(&ConfigParams {
+        listen: free_addr(),
+        stat_url: None,
+        state_dir: state,
+        hls_dir: hls,
+        relay_url: "rtmp://127.0.0.1:1935/hls",
+        s3_endpoint: store.endpoint(),
+        keys: &[(key, &[BUCKET])],
+        extra: "[upload]\nmax_backoff_secs = 2\n\n\
+                [[renditions.rungs]]\nname = \"360p\"\nheight = 360\nvideo_kbps = 400\n",
+    })
+}
+
+/// The source and rung session records of a push started at `started_ms`.
+fn push_records(key_id: &str, started_ms: u64) -> (serde_json::Value, serde_json::Value) {
+    let session = |id: &str, channel: &str| {
+        serde_json::json!({
+            "id": id, "bucket": BUCKET, "channel": channel, "playlist": "index.m3u8",
+            "key_id": key_id, "clientid": "1", "name": CHANNEL, "addr": "127.0.0.1",
+            "started_ms": started_ms, "low_latency": false,
+        })
+    };
+    let mut src = session(SOURCE_ID, CHANNEL);
+    src["renditions"] = serde_json::json!(["360p"]);
+    let mut rung = session(RUNG_ID, &format!("{CHANNEL}/360p"));
+    rung["variant"] = serde_json::json!({"of": SOURCE_ID, "channel": CHANNEL, "rung": "360p"});
+    (src, rung)
+}
+
 async fn get_ok(url: &str) -> httpc::Response {
     let resp = httpc::get(url).await;
     assert_eq!(resp.status, 200, "GET {url}: {}", resp.text());
@@ -81,7 +119,7 @@ async fn get_ok(url: &str) -> httpc::Response {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
+async fn an_ended_push_with_a_rung_gets_a_master_that_plays_and_a_vod_master() {
     let dir = TestDir::new("abr-play");
     let mut store = TestStore::start(StoreKind::Garage, &dir);
     store.create_bucket(BUCKET);
@@ -101,35 +139,13 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
     ];
     let first_ms = (unix_now() - 60) * 1000;
     let names = [format!("{first_ms}.ts"), format!("{}.ts", first_ms + 2000)];
-    let session = |id: &str, channel: &str| {
-        serde_json::json!({
-            "id": id, "bucket": BUCKET, "channel": channel, "playlist": "index.m3u8",
-            "key_id": key.id, "clientid": "1", "name": CHANNEL, "addr": "127.0.0.1",
-            "started_ms": first_ms, "low_latency": false,
-        })
-    };
-    let mut src_meta = session(SOURCE_ID, CHANNEL);
-    src_meta["renditions"] = serde_json::json!(["360p"]);
-    let mut rung_meta = session(RUNG_ID, &format!("{CHANNEL}/360p"));
-    rung_meta["variant"] = serde_json::json!({"of": SOURCE_ID, "channel": CHANNEL, "rung": "360p"});
+    let (src_meta, rung_meta) = push_records(&key.id, first_ms);
     let pair = |ts: &[Vec<u8>; 2]| -> Vec<(String, Vec<u8>)> {
         names.iter().cloned().zip(ts.iter().cloned()).collect()
     };
-    seed_session(&state, &hls, src_meta, &pair(&source));
-    seed_session(&state, &hls, rung_meta, &pair(&rung));
-
-    let config = config_toml(&ConfigParams {
-        listen: free_addr(),
-        stat_url: None,
-        state_dir: &state,
-        hls_dir: &hls,
-        relay_url: "rtmp://127.0.0.1:1935/hls",
-        s3_endpoint: store.endpoint(),
-        keys: &[(&key, &[BUCKET])],
-        extra: "[upload]\nmax_backoff_secs = 2\n\n\
-                [[renditions.rungs]]\nname = \"360p\"\nheight = 360\nvideo_kbps = 400\n",
-    });
-    let lb = Livebucket::start(&dir, &config);
+    seed_session(&state, &hls, src_meta, &pair(&source), false);
+    seed_session(&state, &hls, rung_meta, &pair(&rung), false);
+    let lb = Livebucket::start(&dir, &config(&store, &key, &state, &hls));
 
     // Both sessions end (recovered as ended): their playlists get ENDLIST,
     // their manifests are stored, and the master is written.
@@ -227,6 +243,9 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
         );
         let playlist = get_ok(&format!("{base}{uri}")).await.text();
         assert!(ended(&playlist), "{playlist}");
+        if let Err(e) = hlscheck::check_playlist(&playlist) {
+            panic!("{uri} is not a valid media playlist: {e}\n{playlist}");
+        }
         let segments = uris(&playlist);
         assert_eq!(segments.len(), 2, "{playlist}");
         let bytes = get_ok(segments[1]).await.body;
@@ -238,20 +257,25 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
 
     // VOD of the push: a master of VOD URLs, one per variant.
     let (start, end) = (first_ms / 1000 - 10, first_ms / 1000 + 30);
-    let out = std::process::Command::new(common::livebucket::BIN)
-        .args(["sign", "vod", "--config"])
-        .arg(lb.config_path())
-        .args(["--bucket", BUCKET, "--channel", CHANNEL])
-        .args(["--start", &start.to_string(), "--end", &end.to_string()])
-        .args(["--expires-in", "600", "--via-livebucket", &lb.url()])
-        .output()
-        .unwrap();
-    let vod_url = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .next()
-        .unwrap_or_default()
-        .to_owned();
-    assert!(vod_url.starts_with("http://"), "sign vod: {out:?}");
+    let sign_vod = |extra: &[&str]| {
+        let out = std::process::Command::new(common::livebucket::BIN)
+            .args(["sign", "vod", "--config"])
+            .arg(lb.config_path())
+            .args(["--bucket", BUCKET, "--channel", CHANNEL])
+            .args(["--start", &start.to_string(), "--end", &end.to_string()])
+            .args(["--expires-in", "600", "--via-livebucket", &lb.url()])
+            .args(extra)
+            .output()
+            .unwrap();
+        let url = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        assert!(url.starts_with("http://"), "sign vod: {out:?}");
+        url
+    };
+    let vod_url = sign_vod(&[]);
     let vod = get_ok(&vod_url).await.text();
     let vod_variants = uris(&vod);
     assert_eq!(vod_variants.len(), 2, "{vod}");
@@ -267,22 +291,102 @@ async fn a_push_with_a_rung_gets_a_master_that_plays_live_and_as_vod() {
     for (uri, ts) in vod_variants.iter().zip([&source, &rung]) {
         let playlist = get_ok(&format!("{vod_base}{uri}")).await.text();
         assert!(ended(&playlist), "{playlist}");
+        if let Err(e) = hlscheck::check_playlist(&playlist) {
+            panic!("{uri} is not a valid media playlist: {e}\n{playlist}");
+        }
         let segments = uris(&playlist);
         let mut got = Vec::new();
         for s in &segments {
             got.push(get_ok(s).await.body);
         }
-        // The source's own fragments; a variant's never count as the
-        // source's once listings are delimited (engineer C's change).
-        for t in ts.iter() {
-            assert!(
-                got.contains(t),
-                "a fragment of {uri} is missing from {playlist}"
-            );
-        }
-        if uri.contains("variant=360p") {
-            assert_eq!(segments.len(), 2, "{playlist}");
-        }
+        // Exactly the variant's own fragments, in order (a rung's never
+        // count as the source's: the listings are delimited).
+        assert_eq!(got, ts.to_vec(), "the fragments of {uri}");
     }
+    // One variant's media playlist asked for directly (sign vod --variant).
+    let direct = get_ok(&sign_vod(&["--variant", "360p"])).await.text();
+    assert!(ended(&direct) && uris(&direct).len() == 2, "{direct}");
+    let bad = sign_vod(&["--variant", "360p"]).replace("variant=360p", "variant=720p");
+    assert_eq!(httpc::get(&bad).await.status, 403, "the variant is signed");
+    drop(lb);
+}
+
+/// A live push (its publishers still there when livebucket starts): the
+/// master waits until the rung has a stored fragment too, and the rung's
+/// live playlist plays from livebucket's memory under its own play URL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_master_waits_for_every_variant() {
+    let dir = TestDir::new("abr-live");
+    let mut store = TestStore::start(StoreKind::Garage, &dir);
+    store.create_bucket(BUCKET);
+    let key = store.key().clone();
+    let s3 = store.s3();
+    let (hls, state) = (dir.subdir("hls"), dir.subdir("state"));
+    let source = make_ts(&dir, "testsrc=size=320x180:rate=25", 2);
+    let rung = make_ts(&dir, "testsrc=size=160x90:rate=25", 2);
+    let first_ms = (unix_now() - 10) * 1000;
+    let name = format!("{first_ms}.ts");
+    let (src_meta, rung_meta) = push_records(&key.id, first_ms);
+    seed_session(&state, &hls, src_meta, &[(name.clone(), source)], true);
+    // The rung's transcoder has not closed a fragment yet.
+    seed_session(&state, &hls, rung_meta, &[], true);
+    let lb = Livebucket::start(&dir, &config(&store, &key, &state, &hls));
+
+    let playlist = format!("{CHANNEL}/index.m3u8");
+    wait_until(
+        "the source's fragment listed",
+        secs(30),
+        millis(200),
+        async || {
+            if s3.list(BUCKET, &playlist).await.is_empty() {
+                return Err("no playlist yet".to_owned());
+            }
+            let text = String::from_utf8(s3.get(BUCKET, &playlist).await).unwrap();
+            if uris(&text).is_empty() {
+                Err(text)
+            } else {
+                Ok(())
+            }
+        },
+    )
+    .await;
+    let master = format!("{CHANNEL}/master.m3u8");
+    assert!(
+        s3.list(BUCKET, &master).await.is_empty(),
+        "a master before the rung stored anything"
+    );
+
+    // nginx closes the rung's first fragment and lists it.
+    let rung_dir = hls.join(RUNG_ID);
+    std::fs::write(rung_dir.join(&name), &rung).unwrap();
+    let bak = rung_dir.join("index.m3u8.bak");
+    std::fs::write(
+        &bak,
+        format!(
+            "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-TARGETDURATION:2\n\n#EXTINF:2.000,\n{name}\n"
+        ),
+    )
+    .unwrap();
+    std::fs::rename(&bak, rung_dir.join("index.m3u8")).unwrap();
+    wait_until("the master", secs(30), millis(200), async || {
+        if s3.list(BUCKET, &master).await.is_empty() {
+            Err("no master yet")
+        } else {
+            Ok(())
+        }
+    })
+    .await;
+    let text = String::from_utf8(s3.get(BUCKET, &master).await).unwrap();
+    assert_eq!(uris(&text), ["index.m3u8", "360p/index.m3u8"], "{text}");
+
+    // The rung's live window, under the master's signed URL.
+    let url = sign_play(lb.config_path(), BUCKET, &master, &lb.url());
+    let signed = get_ok(&url).await.text();
+    let base = url.split_once("master.m3u8").unwrap().0;
+    let rung_url = format!("{base}{}", uris(&signed)[1]);
+    let live = get_ok(&rung_url).await.text();
+    assert!(!live.contains("#EXT-X-ENDLIST"), "still live: {live}");
+    assert_eq!(uris(&live).len(), 1, "{live}");
+    assert_eq!(get_ok(uris(&live)[0]).await.body, rung);
     drop(lb);
 }
