@@ -505,7 +505,7 @@ fn write_uri(out: &mut String, uri: &str) {
 }
 
 #[cfg(test)]
-#[path = "../tests/e2e/common/hlscheck.rs"]
+#[path = "../tests/e2e/common/hlscheck/mod.rs"]
 #[allow(
     dead_code,
     unreachable_pub,

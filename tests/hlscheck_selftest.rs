@@ -2,13 +2,15 @@
 //! violation it claims to catch is caught. A checker that accepts anything
 //! would make every end-to-end playlist assertion meaningless.
 
-#[path = "e2e/common/hlscheck.rs"]
+#[path = "e2e/common/hlscheck/mod.rs"]
 #[allow(
     dead_code,
     reason = "the checker's own tests read part of what it returns; the e2e binary uses all of it"
 )]
 mod hlscheck;
 
+use hlscheck::align::{FRAME_30FPS, check_alignment, first_video_pts};
+use hlscheck::master::{CheckedMaster, check_bandwidth, check_master};
 use hlscheck::{CheckedPlaylist, check_playlist, check_reload};
 
 const LIVE: &str = "#EXTM3U
@@ -394,4 +396,345 @@ fn hold_back_is_read_and_at_least_three_target_durations() {
         &with("hold-back"),
         "malformed #EXT-X-SERVER-CONTROL attribute",
     );
+}
+
+// ---- master playlists ----
+
+/// A master as livebucket writes one: the source, two video rungs and an
+/// audio-only rung.
+const MASTER: &str = "#EXTM3U
+#EXT-X-VERSION:3
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=812345,AVERAGE-BANDWIDTH=700000,RESOLUTION=320x240,FRAME-RATE=30.000,CODECS=\"avc1.42c00d,mp4a.40.2\"
+index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=300000,AVERAGE-BANDWIDTH=250000,RESOLUTION=240x180,FRAME-RATE=29.97,CODECS=\"avc1.64000c,mp4a.40.2\"
+180p/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=150000,RESOLUTION=160x120,FRAME-RATE=15,CODECS=\"avc1.4d400b,mp4a.40.5\"
+120p/index.m3u8?sig=a,b
+#EXT-X-STREAM-INF:BANDWIDTH=64000,CODECS=\"mp4a.40.2\"
+audio/index.m3u8
+";
+
+fn master_ok(text: &str) -> CheckedMaster {
+    match check_master(text) {
+        Ok(c) => c,
+        Err(e) => panic!("rejected:\n{e}\n--- master ---\n{text}"),
+    }
+}
+
+#[test]
+fn valid_master_passes() {
+    let m = master_ok(MASTER);
+    let uris: Vec<&str> = m.variants.iter().map(|v| v.uri.as_str()).collect();
+    assert_eq!(
+        uris,
+        [
+            "index.m3u8",
+            "180p/index.m3u8",
+            "120p/index.m3u8?sig=a,b",
+            "audio/index.m3u8"
+        ]
+    );
+    let v = &m.variants[1];
+    assert_eq!(v.bandwidth, 300_000);
+    assert_eq!(v.average_bandwidth, Some(250_000));
+    assert_eq!(v.resolution, Some((240, 180)));
+    assert_eq!(v.frame_rate, Some(29.97));
+    assert_eq!(v.codecs, ["avc1.64000c", "mp4a.40.2"]);
+    assert!(v.has_video() && !m.variants[3].has_video());
+    assert_eq!(m.variant("120p/index.m3u8"), Some(&m.variants[2]));
+    assert_eq!(m.variant("index.m3u8"), Some(&m.variants[0]));
+}
+
+#[test]
+fn each_master_violation_is_caught() {
+    let line0 = "#EXT-X-STREAM-INF:BANDWIDTH=812345,AVERAGE-BANDWIDTH=700000,RESOLUTION=320x240,FRAME-RATE=30.000,CODECS=\"avc1.42c00d,mp4a.40.2\"";
+    let inf = |attrs: &str| format!("#EXT-X-STREAM-INF:{attrs}");
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("#EXTM3U\n", String::new(), "first line must be #EXTM3U"),
+        ("#EXTM3U\n", "\u{feff}#EXTM3U\n".into(), "byte order mark"),
+        (
+            "#EXT-X-VERSION:3\n",
+            "#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n".into(),
+            "media playlist tag #EXT-X-TARGETDURATION",
+        ),
+        (
+            "audio/index.m3u8\n",
+            "audio/index.m3u8\n#EXTINF:2.0,\na.ts\n".into(),
+            "media playlist tag #EXTINF",
+        ),
+        (
+            "#EXT-X-VERSION:3\n",
+            "#EXT-X-VERSION:3\n#EXT-X-MEDIA-SEQUENCE:0\n".into(),
+            "media playlist tag",
+        ),
+        (
+            "index.m3u8\n",
+            "#EXT-X-INDEPENDENT-SEGMENTS\nindex.m3u8\n".into(),
+            "not by its URI",
+        ),
+        ("audio/index.m3u8\n", String::new(), "not followed by a URI"),
+        (
+            "#EXT-X-INDEPENDENT-SEGMENTS\n",
+            "#EXT-X-INDEPENDENT-SEGMENTS\nstray.m3u8\n".into(),
+            "without a preceding EXT-X-STREAM-INF",
+        ),
+        ("BANDWIDTH=64000,", String::new(), "lacks BANDWIDTH"),
+        (
+            "BANDWIDTH=64000",
+            "BANDWIDTH=64000.5".into(),
+            "not a decimal-integer",
+        ),
+        (
+            "BANDWIDTH=64000",
+            "BANDWIDTH=\"64000\"".into(),
+            "not a decimal-integer",
+        ),
+        (
+            "AVERAGE-BANDWIDTH=250000",
+            "AVERAGE-BANDWIDTH=350000".into(),
+            "exceeds BANDWIDTH",
+        ),
+        (
+            "RESOLUTION=240x180",
+            "RESOLUTION=240X180".into(),
+            "decimal-resolution",
+        ),
+        (
+            "RESOLUTION=240x180",
+            "RESOLUTION=240x0".into(),
+            "decimal-resolution",
+        ),
+        ("RESOLUTION=240x180,", String::new(), "no RESOLUTION"),
+        (
+            "FRAME-RATE=29.97",
+            "FRAME-RATE=29.9700".into(),
+            "at most three decimals",
+        ),
+        (
+            "FRAME-RATE=29.97",
+            "FRAME-RATE=30fps".into(),
+            "decimal-floating-point",
+        ),
+        ("FRAME-RATE=29.97,", String::new(), "no FRAME-RATE"),
+        (",CODECS=\"mp4a.40.2\"", String::new(), "lacks CODECS"),
+        (
+            "CODECS=\"mp4a.40.2\"",
+            "CODECS=mp4a.40.2".into(),
+            "not a quoted-string",
+        ),
+        ("avc1.64000c", "avc1.64000".into(), "six hex digits"),
+        ("avc1.64000c", "avc1.64000g".into(), "six hex digits"),
+        ("avc1.64000c", "avc1.07000c".into(), "not an H.264 profile"),
+        ("avc1.64000c", "avc1.6400ff".into(), "not an H.264 level"),
+        ("mp4a.40.5", "mp4a.40.x".into(), "mp4a.40.N"),
+        ("mp4a.40.5", "mp4a.40.05".into(), "mp4a.40.N"),
+        ("mp4a.40.5", "opus".into(), "not an H.264"),
+        (
+            "avc1.64000c,mp4a.40.2",
+            "avc1.64000c,avc1.64000c".into(),
+            "a media type twice",
+        ),
+        (
+            "BANDWIDTH=64000,CODECS",
+            "BANDWIDTH=64000,RESOLUTION=2x2,CODECS".into(),
+            "audio-only",
+        ),
+        (
+            "BANDWIDTH=64000",
+            "BANDWIDTH=64000,BANDWIDTH=64000".into(),
+            "appears twice",
+        ),
+        ("BANDWIDTH=64000", "bandwidth=64000".into(), "[A-Z0-9-]+"),
+        (
+            "CODECS=\"mp4a.40.2\"",
+            "CODECS=\"mp4a.40.2".into(),
+            "not closed",
+        ),
+        ("audio/index.m3u8", "180p/index.m3u8".into(), "listed twice"),
+        (line0, format!("{line0} "), "trailing whitespace"),
+        (line0, inf(""), "is not NAME=VALUE"),
+    ];
+    for (from, to, needle) in cases {
+        assert!(MASTER.contains(from), "{from:?} is not in MASTER");
+        let text = MASTER.replacen(from, &to, 1);
+        match check_master(&text) {
+            Ok(c) => panic!("accepted ({c:?}), expected {needle:?}:\n{text}"),
+            Err(e) => assert!(e.contains(needle), "expected {needle:?} in:\n{e}\n{text}"),
+        }
+    }
+    match check_master("#EXTM3U\n#EXT-X-VERSION:3\n") {
+        Ok(c) => panic!("an empty master accepted: {c:?}"),
+        Err(e) => assert!(e.contains("no EXT-X-STREAM-INF"), "{e}"),
+    }
+    // A media playlist is not a master.
+    assert!(check_master(LIVE).is_err());
+}
+
+#[test]
+fn bandwidth_is_held_against_the_segments() {
+    let m = master_ok(MASTER);
+    let v = m.variant("180p/index.m3u8").unwrap().clone();
+    // BANDWIDTH 300000, AVERAGE 250000: a peak of 2.000 s × 300 kbit/s =
+    // 75000 bytes, and 500 kbit over 2 s at the average.
+    let good = [(2.0, 75_000), (2.0, 50_000), (1.0, 23_000)];
+    check_bandwidth(&v, &good).unwrap();
+    // EXTINF rounding: 0.05 % over the declared peak passes.
+    check_bandwidth(&v, &[(2.0, 75_030), (2.0, 50_000)]).unwrap();
+    let cases: &[(&[(f64, u64)], &str)] = &[
+        (&[(2.0, 76_000), (2.0, 50_000)], "under its peak"),
+        // The peak is one short segment's.
+        (
+            &[(0.5, 20_000), (2.0, 50_000), (2.0, 50_000)],
+            "under its peak",
+        ),
+        (&[(2.0, 30_000), (2.0, 30_000)], "over twice"),
+        (&[(2.0, 75_000), (2.0, 75_000)], "AVERAGE-BANDWIDTH"),
+        (&[], "no segment"),
+    ];
+    for (segments, needle) in cases {
+        match check_bandwidth(&v, segments) {
+            Ok(()) => panic!("{segments:?} accepted, expected {needle:?}"),
+            Err(e) => assert!(e.contains(needle), "expected {needle:?} in:\n{e}"),
+        }
+    }
+}
+
+// ---- variant alignment ----
+
+/// One 188-byte TS packet of `pid` carrying `payload` (stuffed through an
+/// adaptation field when `stuffed`, else padded with 0xff).
+fn ts_packet(pid: u16, start: bool, payload: &[u8], stuffed: bool) -> Vec<u8> {
+    let mut p = vec![
+        0x47,
+        (pid >> 8) as u8 | if start { 0x40 } else { 0 },
+        pid as u8,
+    ];
+    if stuffed {
+        let af_len = 188 - 5 - payload.len();
+        p.push(0x30);
+        p.push(af_len as u8);
+        if af_len > 0 {
+            p.push(0x00);
+            p.resize(5 + af_len, 0xff);
+        }
+    } else {
+        p.push(0x10);
+    }
+    p.extend_from_slice(payload);
+    p.resize(188, 0xff);
+    p
+}
+
+/// A PSI section with its pointer field and a (dummy) CRC.
+fn psi(table: u8, body: &[u8]) -> Vec<u8> {
+    let len = body.len() + 4;
+    let mut s = vec![0, table, 0xb0 | (len >> 8) as u8, len as u8];
+    s.extend_from_slice(body);
+    s.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    s
+}
+
+fn pes(stream_id: u8, pts: u64) -> Vec<u8> {
+    let b = [
+        0x21 | ((pts >> 29) & 0x0e) as u8,
+        (pts >> 22) as u8,
+        0x01 | ((pts >> 14) & 0xfe) as u8,
+        (pts >> 7) as u8,
+        0x01 | ((pts << 1) & 0xfe) as u8,
+    ];
+    let mut p = vec![0, 0, 1, stream_id, 0, 0, 0x80, 0x80, 5];
+    p.extend_from_slice(&b);
+    p.extend_from_slice(&[0, 0, 0, 1, 0x09, 0xf0]);
+    p
+}
+
+/// A fragment as nginx-rtmp writes one: PAT, PMT (AAC on 0x101 listed
+/// first, H.264 on 0x100), an audio PES, then the video PES at `pts`.
+fn fragment(pts: u64) -> Vec<u8> {
+    let pat = psi(0x00, &[0, 1, 0xc1, 0, 0, 0, 1, 0xf0, 0x00]);
+    let pmt = psi(
+        0x02,
+        &[
+            0, 1, 0xc1, 0, 0, 0xe1, 0x00, 0xf0, 0x00, // PCR PID 0x100, no info
+            0x0f, 0xe1, 0x01, 0xf0, 0x00, // AAC (ADTS) on 0x101
+            0x1b, 0xe1, 0x00, 0xf0, 0x00, // H.264 on 0x100
+        ],
+    );
+    let mut ts = ts_packet(0, true, &pat, false);
+    ts.extend(ts_packet(0x1000, true, &pmt, false));
+    ts.extend(ts_packet(
+        0x101,
+        true,
+        &pes(0xc0, pts.saturating_sub(900)),
+        true,
+    ));
+    ts.extend(ts_packet(0x100, false, &[0; 10], false));
+    ts.extend(ts_packet(0x100, true, &pes(0xe0, pts), true));
+    ts.extend(ts_packet(0x100, false, &[0; 10], false));
+    ts
+}
+
+#[test]
+fn first_video_pts_is_read() {
+    for pts in [0, 126_000, (1 << 33) - 1, 0x1_2345_6789] {
+        assert_eq!(first_video_pts(&fragment(pts)), Ok(pts));
+    }
+    let good = fragment(126_000);
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (good[..good.len() - 1].to_vec(), "whole number"),
+        (Vec::new(), "whole number"),
+        ([&[0x46][..], &good[1..]].concat(), "sync byte"),
+        (good[188..].to_vec(), "no PAT"),
+        ([&good[..188], &good[376..]].concat(), "no PMT"),
+        (good[..188 * 4].to_vec(), "no PES starts"),
+    ];
+    for (bytes, needle) in cases {
+        match first_video_pts(&bytes) {
+            Ok(p) => panic!("read PTS {p}, expected {needle:?}"),
+            Err(e) => assert!(e.contains(needle), "expected {needle:?} in {e}"),
+        }
+    }
+}
+
+/// Fragments ffmpeg wrote (`tests/data/abr/`): the PTS ffprobe reads as
+/// each one's first video packet, and none in the audio-only one.
+#[test]
+fn first_video_pts_agrees_with_ffprobe_on_real_fragments() {
+    let read = |name: &str| {
+        let path = format!("{}/tests/data/abr/{name}", env!("CARGO_MANIFEST_DIR"));
+        first_video_pts(&std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
+    };
+    assert_eq!(read("high_426x240_29.97fps.ts"), Ok(126_000));
+    assert_eq!(read("main_320x180_25fps_aac.ts"), Ok(128_090));
+    let audio = read("aac_only.ts").unwrap_err();
+    assert!(audio.contains("no H.264 or HEVC stream"), "{audio}");
+}
+
+#[test]
+fn alignment_is_checked_within_a_frame() {
+    let v = |name: &str, pts: &[u64]| (name.to_owned(), pts.to_vec());
+    let source = v("source", &[180_000, 360_000, 540_000]);
+    check_alignment(
+        &[
+            source.clone(),
+            v("180p", &[180_000, 362_999, 537_001]),
+            v("120p", &[180_000, 360_000, 540_000]),
+        ],
+        FRAME_30FPS,
+    )
+    .unwrap();
+    // Across the 33-bit wrap.
+    check_alignment(&[v("a", &[(1 << 33) - 1000]), v("b", &[1000])], FRAME_30FPS).unwrap();
+    let cases = [
+        (v("180p", &[180_000, 360_000]), "has 2 segments"),
+        (v("180p", &[180_000, 363_001, 540_000]), "segment 1 starts"),
+        (v("180p", &[360_000, 540_000, 720_000]), "segment 0 starts"),
+    ];
+    for (other, needle) in cases {
+        match check_alignment(&[source.clone(), other], FRAME_30FPS) {
+            Ok(()) => panic!("accepted, expected {needle:?}"),
+            Err(e) => assert!(e.contains(needle), "expected {needle:?} in:\n{e}"),
+        }
+    }
 }

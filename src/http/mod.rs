@@ -140,8 +140,7 @@ impl AppState {
         cluster: Option<Arc<crate::cluster::Cluster>>,
     ) -> AppState {
         if let Some(c) = &cluster {
-            self.transcoders
-                .continue_from(c.clone(), self.store.clone());
+            self.transcoders.continue_in(c.clone(), self.store.clone());
         }
         self.cluster = cluster;
         self

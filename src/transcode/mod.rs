@@ -76,10 +76,9 @@ struct Inner {
     /// Source session id → the cancel of its supervisor.
     supervisors: Mutex<HashMap<String, CancellationToken>>,
     tasks: TaskTracker,
-    /// Cluster mode: where a variant's playlist stands in the bucket, so a
-    /// rendition session continues it (as a source session continues its
-    /// channel's) instead of starting its media sequence again on another
-    /// node. Set once, when the cluster is wired in.
+    /// Cluster mode: the coordinator and the store a rendition session
+    /// reads its variant's playlist from, so it continues the playlist
+    /// another node published last ([`Transcoders::continue_in`]).
     continuity: std::sync::OnceLock<(Arc<crate::cluster::Cluster>, crate::store::Store)>,
 }
 
@@ -114,9 +113,12 @@ impl Transcoders {
         }
     }
 
-    /// Cluster mode: rendition sessions continue their variant's playlist
-    /// from the bucket (see [`crate::cluster::Cluster::resume`]).
-    pub(crate) fn continue_from(
+    /// Cluster mode: each rendition session starts where its variant's
+    /// playlist stands in the bucket (`Cluster::resume`), as a source
+    /// session continues its channel's; without it the node that takes a
+    /// channel over would start every variant's playlist anew. Set once,
+    /// when the app is wired.
+    pub(crate) fn continue_in(
         &self,
         cluster: Arc<crate::cluster::Cluster>,
         store: crate::store::Store,

@@ -15,11 +15,15 @@ use tracing::{debug, info, warn};
 use super::policy::{AfterExit, DropReason, Lag, LineBudget, LineVerdict, Progress, Restarts};
 use super::{Pending, TOKEN_PARAM, Transcoders, plan, policy};
 use crate::config::{Config, Rung};
+use crate::pipeline::fence::Resume;
 use crate::session::{SessionError, SessionMeta, log_tag, new_session_id};
 
 /// How long a transcoder whose source ended may take to finish its last
 /// frames on its own; then SIGTERM, and this long again before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// How long a rendition session waits for its variant's playlist in
+/// cluster mode (admission's wait for a source channel's is as long).
+const RESUME_LOOKUP: Duration = Duration::from_secs(2);
 /// How often a running transcoder checks that its source is still live.
 const LIVE_CHECK: Duration = Duration::from_secs(1);
 /// ffmpeg stderr lines logged (at debug) per [`LINE_WINDOW_MS`].
@@ -109,7 +113,8 @@ impl Job {
     /// session is ended whatever happened once it was begun.
     async fn once(&mut self) -> Result<Ended, DropReason> {
         let inner = &self.t.inner;
-        let meta = self.begin().await?;
+        let resume = self.resume().await;
+        let meta = self.begin(resume)?;
         let id = meta.id.clone();
         let token = new_session_id();
         self.t.lock_tokens().insert(
@@ -145,11 +150,35 @@ impl Job {
         ended
     }
 
+    /// Cluster mode: where the variant's playlist stands in the bucket, read
+    /// as admission reads a source channel's (another node may have
+    /// published the variant last); `None` outside cluster mode, when there
+    /// is none, or when the read takes longer than [`RESUME_LOOKUP`] (the
+    /// session then starts from this node's state, as a source does).
+    async fn resume(&self) -> Option<Box<Resume>> {
+        let (cluster, store) = self.t.inner.continuity.get()?;
+        let channel = format!("{}/{}", self.source.channel, self.rung.name);
+        let read = cluster.resume(
+            store,
+            &self.source.key_id,
+            &self.source.bucket,
+            &channel,
+            &self.source.playlist,
+        );
+        match tokio::time::timeout(RESUME_LOOKUP, read).await {
+            Ok(r) => r.map(Box::new),
+            Err(_) => {
+                warn!(channel = %channel, "the variant's playlist did not come within {RESUME_LOOKUP:?}; starting from this node's state");
+                None
+            }
+        }
+    }
+
     /// Records the run's rendition session and makes its HLS directory, as
     /// admission does for a source; the pipeline is told. A variant
     /// channel still live from an earlier run (its end not seen yet) is
     /// ended first.
-    async fn begin(&self) -> Result<SessionMeta, DropReason> {
+    fn begin(&self, resume: Option<Box<Resume>>) -> Result<SessionMeta, DropReason> {
         let inner = &self.t.inner;
         let sessions = &inner.sessions;
         let mut meta = plan::variant_meta(
@@ -158,7 +187,7 @@ impl Job {
             sessions.new_id(),
             crate::clock::unix_now_ms(),
         );
-        meta.resume = self.resume(&meta).await;
+        meta.resume = resume.clone();
         let begun = match sessions.begin(meta.clone()) {
             Err(SessionError::ChannelLive { .. }) => {
                 match sessions.live_of(&meta.bucket, &meta.channel) {
@@ -171,7 +200,7 @@ impl Job {
                     sessions.new_id(),
                     crate::clock::unix_now_ms(),
                 );
-                retry.resume = meta.resume.clone();
+                retry.resume = resume;
                 sessions.begin(retry)
             }
             other => other,
@@ -188,28 +217,6 @@ impl Job {
         }
         inner.pipeline.started(meta.clone());
         Ok(meta)
-    }
-
-    /// In cluster mode, where the variant's playlist stands in the bucket
-    /// (another node may have written it last), so this session continues
-    /// its media sequence; `None` alone, or when the read does not come
-    /// within 2 s (then this node's own state, as for a source).
-    async fn resume(&self, meta: &SessionMeta) -> Option<Box<crate::pipeline::fence::Resume>> {
-        let (cluster, store) = self.t.inner.continuity.get()?;
-        let read = cluster.resume(
-            store,
-            &meta.key_id,
-            &meta.bucket,
-            &meta.channel,
-            &meta.playlist,
-        );
-        match tokio::time::timeout(Duration::from_secs(2), read).await {
-            Ok(r) => r.map(Box::new),
-            Err(_) => {
-                warn!(channel = %meta.channel, "the variant's playlist did not come within 2 s; starting from this node's state");
-                None
-            }
-        }
     }
 
     /// ffmpeg, niced, killed with livebucket (`PR_SET_PDEATHSIG`, forked

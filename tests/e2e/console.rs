@@ -555,26 +555,6 @@ fn js_parked_warning_words() {
     );
 }
 
-/// The words of the player's quality levels, in node without a browser
-/// (`tests/console/levels_words.mjs`).
-#[test]
-fn js_level_words() {
-    let out = Command::new("node")
-        .arg(repo("tests/console/levels_words.mjs"))
-        .output()
-        .expect("cannot run node (scripts/install-deps installs it)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && !text.contains("FAIL"),
-        "the console's level words:\n{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        text.lines().filter(|l| l.starts_with("ok ")).count() >= 9,
-        "{text}"
-    );
-}
-
 /// The console's renditions field, in node without a browser
 /// (`tests/console/renditions_words.mjs`): it takes what the API takes.
 #[test]
@@ -591,6 +571,26 @@ fn js_renditions_field() {
     );
     assert!(
         text.lines().filter(|l| l.starts_with("ok ")).count() >= 20,
+        "{text}"
+    );
+}
+
+/// The words of the player's quality levels, in node without a browser
+/// (`tests/console/levels_words.mjs`).
+#[test]
+fn js_level_words() {
+    let out = Command::new("node")
+        .arg(repo("tests/console/levels_words.mjs"))
+        .output()
+        .expect("cannot run node (scripts/install-deps installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("FAIL"),
+        "the console's level words:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().filter(|l| l.starts_with("ok ")).count() >= 9,
         "{text}"
     );
 }

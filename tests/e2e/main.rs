@@ -29,6 +29,7 @@ mod llhls;
 mod pipeline;
 mod plain_hls;
 mod publish;
+mod renditions;
 mod retention;
 mod s3_errors;
 mod security;

@@ -12,6 +12,13 @@
 //   PLAY_PROFILE      a new, empty directory for Chromium's profile
 //   PLAY_NODE_MODULES where puppeteer-core and hls.js are installed
 //                     (scripts/install-deps, from tests/console/package.json)
+//   PLAY_START_HEIGHT with a master playlist: start on the level of this
+//                     picture height (hls.startLevel) instead of hls.js's
+//                     choice
+//   PLAY_SWITCH_HEIGHT with a master playlist: once the first picture is
+//                     shown, switch to the level of this height
+//                     (hls.currentLevel, which also turns hls.js's own
+//                     switching off) and report what followed
 //   PLAY_TRACE        when set, also prints every request (`REQ ms url`) and
 //                     response (`RESP ms status url`, a playlist's body after
 //                     it) the page makes, ms from just before the page
@@ -29,7 +36,9 @@
 // stamp's CRC matches, records `Date.now() - stamp` (glass to glass: the same
 // machine, the same clock). It also samples hls.js's own `latency` and
 // `targetLatency`, and records stalls (hls.js `bufferStalledError`, the
-// video's `waiting`), errors, and fragments and parts loaded.
+// video's `waiting`), errors, and fragments and parts loaded. With a master
+// playlist it lists hls.levels, the level switches, the fragments loaded and
+// buffered per level, and every change of the picture's size.
 "use strict";
 
 const fs = require("fs");
@@ -67,6 +76,8 @@ const P = window.__play = {
   frames: 0, presentedFrames: 0, unreadable: 0, maxFrameGapMs: 0, lastFrameAt: null,
   glass: [], latency: [], stalls: [], waiting: [], errors: [], fatal: null,
   fragsLoaded: 0, partsLoaded: 0, levelsLoaded: 0, level: null,
+  levels: [], startLevel: null, switchTarget: null, switchedAt: null, levelSwitched: [],
+  fragsByLevel: {}, bufferedByLevel: {}, sizes: [], framesAtTarget: 0,
 };
 const since = () => P.firstFrameAt === null ? null : Date.now() - P.firstFrameAt;
 
@@ -109,6 +120,9 @@ function onFrame(_now, meta) {
   P.frames++;
   P.presentedFrames = meta.presentedFrames;
   const w = v.videoWidth, h = v.videoHeight;
+  const last = P.sizes[P.sizes.length - 1];
+  if (w && h && (!last || last[1] !== w || last[2] !== h)) P.sizes.push([at - P.firstFrameAt, w, h]);
+  if (P.switchTarget !== null && h === P.levels[P.switchTarget].height) P.framesAtTarget++;
   if (w && h) {
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     g.drawImage(v, 0, 0, w, h);
@@ -132,7 +146,34 @@ hls.on(Hls.Events.LEVEL_LOADED, (_, d) => {
     parts: x.partList ? x.partList.length : 0, live: x.live,
   };
 });
-hls.on(Hls.Events.FRAG_LOADED, (_, d) => { if (d.part) P.partsLoaded++; else P.fragsLoaded++; });
+hls.on(Hls.Events.FRAG_LOADED, (_, d) => {
+  if (d.part) P.partsLoaded++; else P.fragsLoaded++;
+  if (!d.part) P.fragsByLevel[d.frag.level] = (P.fragsByLevel[d.frag.level] || 0) + 1;
+});
+hls.on(Hls.Events.FRAG_BUFFERED, (_, d) => {
+  if (!d.part) P.bufferedByLevel[d.frag.level] = (P.bufferedByLevel[d.frag.level] || 0) + 1;
+});
+const levelOf = (height) => hls.levels.findIndex((l) => l.height === height);
+hls.on(Hls.Events.MANIFEST_PARSED, () => {
+  P.levels = hls.levels.map((l) => ({
+    width: l.width || 0, height: l.height || 0, bitrate: l.bitrate,
+    codecs: [l.videoCodec, l.audioCodec].filter(Boolean).join(","), uri: String(l.url).split("?")[0],
+  }));
+  if (cfg.startHeight) hls.startLevel = levelOf(cfg.startHeight);
+});
+hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => {
+  if (P.startLevel === null) P.startLevel = d.level;
+  P.levelSwitched.push([since(), d.level]);
+});
+// Called by the driver once the first picture is shown.
+window.__switch = () => {
+  const target = levelOf(cfg.switchHeight);
+  if (target < 0) return "no level of height " + cfg.switchHeight + " in " + JSON.stringify(P.levels);
+  P.switchTarget = target;
+  P.switchedAt = since();
+  hls.currentLevel = target;
+  return null;
+};
 hls.on(Hls.Events.ERROR, (_, d) => {
   const e = {
     t: since(), type: d.type, details: d.details, fatal: Boolean(d.fatal),
@@ -189,7 +230,11 @@ async function main() {
         say(`RESP ${Date.now() - t0} ${r.status()} ${short(r.url())}${body}`);
       });
     }
-    const cfg = { url: URL_, lowLatency: MODE === "low-latency" };
+    const cfg = {
+      url: URL_, lowLatency: MODE === "low-latency",
+      startHeight: Number(process.env.PLAY_START_HEIGHT || 0),
+      switchHeight: Number(process.env.PLAY_SWITCH_HEIGHT || 0),
+    };
     await page.goto(`${origin}/#${encodeURIComponent(JSON.stringify(cfg))}`, { waitUntil: "load" });
     const started = Date.now();
     for (;;) {
@@ -203,6 +248,10 @@ async function main() {
       await sleep(100);
     }
     say("STARTED");
+    if (cfg.switchHeight) {
+      const refused = await page.evaluate(() => window.__switch());
+      if (refused) throw new Error(refused);
+    }
     await sleep(SECONDS * 1000);
     const p = await page.evaluate(() => {
       const { lastFrameAt, ...rest } = window.__play;

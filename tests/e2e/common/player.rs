@@ -8,12 +8,16 @@
 //! it was made, and the page reads it back from each picture Chromium
 //! presents (same machine, same clock). hls.js's own `latency` and
 //! `targetLatency` are sampled beside it, with stalls, errors, and the
-//! fragments and LL-HLS parts it loaded.
+//! fragments and LL-HLS parts it loaded. Given a master playlist, it lists
+//! `hls.levels` and can start on one level and switch to another
+//! ([`play_switching`]), reporting the fragments loaded and buffered per
+//! level and each change of the picture's size.
 //!
 //! The page runs on its own loopback origin, so the playlist's server and
 //! the bucket must allow it by CORS, as for any web player:
 //! [`CORS_CONFIG`] for livebucket, [`allow_any_origin`] for the bucket.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
@@ -91,6 +95,53 @@ pub struct Played {
     pub levels_loaded: u64,
     /// The last media playlist's header, as hls.js parsed it.
     pub level: Option<Level>,
+    /// A master's variants as `hls.levels` lists them (hls.js orders them by
+    /// bitrate); empty for a media playlist.
+    #[serde(default)]
+    pub levels: Vec<HlsLevel>,
+    /// The first level hls.js switched to (an index into `levels`).
+    pub start_level: Option<usize>,
+    /// The level [`Switch::to_height`] asked for.
+    pub switch_target: Option<usize>,
+    /// `t` when it was asked for.
+    pub switched_at: Option<f64>,
+    /// `(t, level)` of each hls.js `LEVEL_SWITCHED`.
+    #[serde(default)]
+    pub level_switched: Vec<(Option<f64>, usize)>,
+    /// Whole segments loaded, per level.
+    #[serde(default)]
+    pub frags_by_level: BTreeMap<usize, u64>,
+    /// Whole segments appended to the media buffer, per level.
+    #[serde(default)]
+    pub buffered_by_level: BTreeMap<usize, u64>,
+    /// `(t, width, height)` at each change of the presented picture's size.
+    #[serde(default)]
+    pub sizes: Vec<(f64, u32, u32)>,
+    /// Pictures presented at the switch target's height after the switch
+    /// was asked for.
+    #[serde(default)]
+    pub frames_at_target: u64,
+}
+
+/// One of `hls.levels`.
+#[derive(Debug, Deserialize)]
+pub struct HlsLevel {
+    pub width: u32,
+    pub height: u32,
+    /// hls.js's `bitrate`: the master's BANDWIDTH.
+    pub bitrate: u64,
+    /// hls.js's video and audio codec, comma-separated.
+    pub codecs: String,
+    /// The variant's URL without its query.
+    pub uri: String,
+}
+
+/// For a master playlist: the level to start on and the one to switch to
+/// once the first picture shows (each by its picture height).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Switch {
+    pub start_height: Option<u32>,
+    pub to_height: Option<u32>,
 }
 
 #[expect(dead_code, reason = "printed with {:?} in Played's summary")]
@@ -162,7 +213,9 @@ impl Played {
              over {} stamps; hls.latency p50 / max {} / {} ms, targetLatency {} ms; \
              stalls after start {} (bufferStalledError at {:?}, waiting at {:?}); \
              {} fragments and {} parts loaded, {} playlist loads; last playlist {:?}; \
-             fatal {:?}; errors {:?}",
+             levels {:?}, start level {:?}, switch to {:?} at {:?}, switches {:?}, \
+             fragments loaded / buffered per level {:?} / {:?}, picture sizes {:?}, \
+             {} pictures at the target's height; fatal {:?}; errors {:?}",
             self.hls_version,
             self.startup_ms,
             self.frames,
@@ -183,6 +236,15 @@ impl Played {
             self.parts_loaded,
             self.levels_loaded,
             self.level,
+            self.levels,
+            self.start_level,
+            self.switch_target,
+            self.switched_at,
+            self.level_switched,
+            self.frags_by_level,
+            self.buffered_by_level,
+            self.sizes,
+            self.frames_at_target,
             self.fatal,
             self.errors,
         )
@@ -247,6 +309,19 @@ pub async fn allow_any_origin(s3: &S3, bucket: &str) {
 /// what the player saw. Panics, with the driver's output, if no picture
 /// shows within 30 s, hls.js fails fatally before, or the driver fails.
 pub async fn play(dir: &TestDir, url: &str, mode: Mode, seconds: u32) -> Played {
+    play_switching(dir, url, mode, seconds, Switch::default()).await
+}
+
+/// [`play`] of a master playlist, starting on and switching to the levels
+/// `switch` names (hls.js's own choice where it names none). The player
+/// fails if no level has a height asked for.
+pub async fn play_switching(
+    dir: &TestDir,
+    url: &str,
+    mode: Mode,
+    seconds: u32,
+    switch: Switch,
+) -> Played {
     let profile = dir.unique_file("chromium-profile", "d");
     std::fs::create_dir(&profile)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", profile.display()));
@@ -261,6 +336,12 @@ pub async fn play(dir: &TestDir, url: &str, mode: Mode, seconds: u32) -> Played 
     .env("PLAY_START_SECONDS", START_SECONDS.to_string())
     .env("PLAY_PROFILE", &profile)
     .env("PLAY_NODE_MODULES", node_modules());
+    if let Some(h) = switch.start_height {
+        cmd.env("PLAY_START_HEIGHT", h.to_string());
+    }
+    if let Some(h) = switch.to_height {
+        cmd.env("PLAY_SWITCH_HEIGHT", h.to_string());
+    }
     let log = dir.unique_file("player", "log");
     // SIGTERM: puppeteer then closes Chromium; its children go after the
     // grace period.

@@ -117,6 +117,25 @@ impl S3 {
             .to_vec()
     }
 
+    /// Like [`S3::get`], returning the error (for polls on an object that
+    /// may not be there yet).
+    pub async fn try_get(&self, bucket: &str, key: &str) -> Result<Vec<u8>, String> {
+        let out = self
+            .client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| format!("GET s3://{bucket}/{key}: {}", DisplayErrorContext(e)))?;
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| format!("reading s3://{bucket}/{key}: {e}"))?;
+        Ok(body.into_bytes().to_vec())
+    }
+
     /// PUT an object (for checking the harness itself).
     pub async fn put(&self, bucket: &str, key: &str, body: Vec<u8>, content_type: &str) {
         self.client

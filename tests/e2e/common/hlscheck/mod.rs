@@ -14,6 +14,12 @@
 //! segment must be followed by one. Reload checks ([`check_reload`]) cover
 //! §6.2.1–6.2.2: a live playlist only gains segments at the tail and loses
 //! them at the head, without renumbering.
+//!
+//! Master playlists have their own checker ([`master`]), and variants of one
+//! master their alignment check ([`align`]).
+
+pub mod align;
+pub mod master;
 
 use std::collections::HashMap;
 
