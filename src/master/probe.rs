@@ -93,7 +93,8 @@ fn first_pes_matching<T>(ts: &[u8], pid: u16, f: impl Fn(&[u8]) -> Option<T>) ->
 }
 
 /// The mean frame rate over a stream's decode time stamps (90 kHz; they
-/// wrap at 2^33), rounded to the thousandth as `FRAME-RATE` is written.
+/// wrap at 2^33), as [`nominal_rate`] reads it, rounded to the thousandth
+/// as `FRAME-RATE` is written.
 fn frame_rate(dts: impl Iterator<Item = u64>) -> Option<f64> {
     let mut first = None;
     let mut span = 0u64;
@@ -107,8 +108,26 @@ fn frame_rate(dts: impl Iterator<Item = u64>) -> Option<f64> {
         last = d;
         frames += 1;
     }
-    (frames >= 2 && span > 0)
-        .then(|| ((frames - 1) as f64 * 90_000.0 / span as f64 * 1000.0).round() / 1000.0)
+    (frames >= 2 && span > 0).then(|| {
+        let mean = (frames - 1) as f64 * 90_000.0 / span as f64;
+        (nominal_rate(mean) * 1000.0).round() / 1000.0
+    })
+}
+
+/// RTMP carries time stamps in whole milliseconds, so a fragment's mean
+/// frame rate is off by up to about 1 ms over its span (a 30 fps source
+/// reads 29.995). The nearest whole rate, or NTSC's `N × 1000/1001`, when
+/// the mean is within 0.05 % of it (a millisecond in two seconds, and
+/// closer than 29.97 is to 30); else the mean itself.
+fn nominal_rate(mean: f64) -> f64 {
+    let whole = mean.round();
+    let ntsc = (mean * 1.001).round() / 1.001;
+    let off = |r: f64| ((mean - r) / r).abs();
+    [whole, ntsc]
+        .into_iter()
+        .filter(|&r| r > 0.0 && off(r) < 0.0005)
+        .min_by(|a, b| off(*a).total_cmp(&off(*b)))
+        .unwrap_or(mean)
 }
 
 /// The AAC object type of the first ADTS header: `mp4a.40.N`.
@@ -398,5 +417,21 @@ mod tests {
         let mut r = Bits::new(&data);
         let got: Vec<i64> = (0..5).map(|_| r.se().unwrap()).collect();
         assert_eq!(got, vec![0, 1, -1, 2, -2]);
+    }
+
+    #[test]
+    fn millisecond_time_stamps_read_as_the_nominal_rate() {
+        // 60 frames of 30 fps in ms: 1967 ms from the first to the last.
+        assert_eq!(nominal_rate(59.0 / 1.967), 30.0);
+        // 29.97 fps in ms: 59 frames in 1969 ms.
+        assert!((nominal_rate(59.0 / 1.969) - 30_000.0 / 1001.0).abs() < 1e-9);
+        assert_eq!(nominal_rate(25.0), 25.0);
+        // Nothing nominal near: the mean stays.
+        assert_eq!(nominal_rate(27.3), 27.3);
+        let ms = |frames: u64, span_ms: u64| {
+            frame_rate((0..frames).map(|i| i * span_ms * 90 / (frames - 1)))
+        };
+        assert_eq!(ms(60, 1967), Some(30.0));
+        assert_eq!(ms(60, 1969), Some(29.97));
     }
 }
