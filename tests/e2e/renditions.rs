@@ -340,6 +340,36 @@ async fn hls_js_plays_the_master_and_switches_level_when_asked() {
     .await;
 
     let url = stack.sign_play(&master_key);
+    // LL-HLS (on by default) per variant: each rung's /play, as the signed
+    // master names it, is a Low-Latency playlist with parts of its own.
+    let signed = common::httpc::get(&url).await;
+    assert_eq!(signed.status, 200, "{}", signed.text());
+    let signed = signed.text();
+    for rung in RUNGS.iter().map(|(r, _)| r) {
+        let uri = signed
+            .lines()
+            .find(|l| l.starts_with(&format!("{rung}/")))
+            .unwrap_or_else(|| panic!("no {rung} variant in the signed master:\n{signed}"));
+        let variant = wait_until(
+            &format!("{rung}'s /play with LL-HLS parts"),
+            secs(20),
+            millis(500),
+            async || {
+                let text = common::httpc::get(&resolve(&url, uri)).await.text();
+                if text.contains("#EXT-X-PART-INF:") && text.contains("#EXT-X-PART:") {
+                    Ok(text)
+                } else {
+                    Err(text)
+                }
+            },
+        )
+        .await;
+        assert!(variant.contains("#EXT-X-SERVER-CONTROL:"), "{variant}");
+        assert!(
+            variant.contains(&format!("/{channel}/{rung}/.ll/")),
+            "{rung}'s parts are stored under its own .ll/: {variant}"
+        );
+    }
     let played = play_switching(
         &stack.dir,
         &url,
