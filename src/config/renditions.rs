@@ -40,8 +40,9 @@ pub struct RenditionsConfig {
     #[serde(default)]
     pub default: Vec<String>,
     /// A transcoder this many seconds behind real time is stopped and its
-    /// rung dropped for the rest of the push (logged, counted); the source
-    /// is never affected.
+    /// rung dropped for the rest of the push (logged, counted), one rung
+    /// per node at most every this many seconds; the source is never
+    /// affected.
     #[serde(default = "default_max_lag_secs")]
     pub max_lag_secs: u64,
     /// Restarts of one rung's transcoder within a push before the rung is

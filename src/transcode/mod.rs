@@ -71,6 +71,8 @@ struct Inner {
     /// could not be started (then no transcoder is).
     spawner: Option<spawner::Spawner>,
     tokens: Mutex<HashMap<String, Pending>>,
+    /// When this node last dropped a rung for lag ([`policy::may_drop`]).
+    last_drop_ms: Mutex<Option<u64>>,
     /// Cancelled at shutdown: every supervisor's cancel is its child.
     shutdown: CancellationToken,
     /// Source session id → the cancel of its supervisor.
@@ -105,6 +107,7 @@ impl Transcoders {
                     .ok(),
                 runtime,
                 tokens: Mutex::new(HashMap::new()),
+                last_drop_ms: Mutex::new(None),
                 supervisors: Mutex::new(HashMap::new()),
                 shutdown: CancellationToken::new(),
                 tasks: TaskTracker::new(),
@@ -252,6 +255,21 @@ impl Transcoders {
     fn end_session(&self, id: &str) {
         self.inner.sessions.release_live(id);
         self.inner.pipeline.done(id);
+    }
+
+    /// Whether a rung past its lag limit may go now; if so, the drop is
+    /// recorded so the next waits ([`policy::may_drop`]).
+    fn claim_drop(&self, now_ms: u64, hold_ms: u64) -> bool {
+        let mut last = self
+            .inner
+            .last_drop_ms
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let may = policy::may_drop(now_ms, *last, hold_ms);
+        if may {
+            *last = Some(now_ms);
+        }
+        may
     }
 
     fn lock_tokens(&self) -> std::sync::MutexGuard<'_, HashMap<String, Pending>> {

@@ -127,10 +127,21 @@ impl Lag {
         (offset - best) as u64
     }
 
-    /// Whether `lag_ms` is past `max_lag_secs`: the rung is dropped.
+    /// Whether `lag_ms` is past `max_lag_secs`: the rung is dropped, when
+    /// [`may_drop`] lets it.
     pub(crate) fn too_far(lag_ms: u64, max_lag_secs: u64) -> bool {
         lag_ms > max_lag_secs.saturating_mul(1000)
     }
+}
+
+/// Whether a rung past its lag limit may be dropped now, given when the
+/// last rung anywhere on this node was (`last_drop_ms`): one rung at a
+/// time, `hold_ms` apart. When the machine cannot keep up, every
+/// transcoder falls behind at once; dropping one frees CPU the others can
+/// catch up with, so they get `hold_ms` (`max_lag_secs`) to show they do
+/// before the next goes.
+pub(crate) fn may_drop(now_ms: u64, last_drop_ms: Option<u64>, hold_ms: u64) -> bool {
+    last_drop_ms.is_none_or(|t| now_ms.saturating_sub(t) >= hold_ms)
 }
 
 /// Why `on_play` refused a play in an internal application.
@@ -362,5 +373,22 @@ mod tests {
             "rtmp://127.0.0.1:1/hls/abc?lbt=…: Broken pipe lbt=…"
         );
         assert_eq!(redact("no token here"), "no token here");
+    }
+
+    #[test]
+    fn rungs_are_dropped_one_at_a_time() {
+        assert!(
+            may_drop(5_000, None, 10_000),
+            "the first drop waits for nothing"
+        );
+        assert!(
+            !may_drop(5_000, Some(1_000), 10_000),
+            "another rung went 4 s ago"
+        );
+        assert!(may_drop(11_000, Some(1_000), 10_000), "a hold later");
+        assert!(
+            !may_drop(500, Some(1_000), 10_000),
+            "a clock that went back holds"
+        );
     }
 }

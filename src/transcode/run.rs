@@ -264,6 +264,8 @@ impl Job {
         let mut stderr = child.stderr.take().map(|s| BufReader::new(s).lines());
         let mut progress = Progress::default();
         let mut lag = Lag::default();
+        // Logged once: past the limit while another rung was just dropped.
+        let mut held = false;
         let mut budget = LineBudget::new(LINES_PER_WINDOW, LINE_WINDOW_MS);
         let mut tick = tokio::time::interval(LIVE_CHECK);
         let ended = loop {
@@ -286,9 +288,16 @@ impl Job {
                 line = next_line(&mut stdout) => match line {
                     Some(line) => {
                         if let Some(out_us) = progress.line(&line) {
-                            let lag_ms = lag.sample(crate::clock::unix_now_ms(), out_us);
+                            let now = crate::clock::unix_now_ms();
+                            let lag_ms = lag.sample(now, out_us);
                             if Lag::too_far(lag_ms, max_lag) {
-                                break Ended::Lagging(lag_ms);
+                                if self.t.claim_drop(now, max_lag.saturating_mul(1000)) {
+                                    break Ended::Lagging(lag_ms);
+                                }
+                                if !held {
+                                    held = true;
+                                    info!(lag_ms, "rung past its lag limit; held while another rung's drop frees the CPU");
+                                }
                             }
                         }
                     }
