@@ -12,6 +12,8 @@
 
 use std::collections::HashSet;
 
+use super::after_header;
+
 /// One `EXT-X-STREAM-INF` and its URI.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckedVariant {
@@ -80,21 +82,7 @@ const MEDIA_TAGS: &[&str] = &[
 /// found.
 pub fn check_master(text: &str) -> Result<CheckedMaster, String> {
     let mut errs: Vec<String> = Vec::new();
-    if text.starts_with('\u{feff}') {
-        errs.push("starts with a byte order mark (§4.1 forbids it)".into());
-    }
-    let mut lines = text
-        .split('\n')
-        .map(|l| l.strip_suffix('\r').unwrap_or(l))
-        .enumerate()
-        .map(|(i, l)| (i + 1, l));
-    match lines.next() {
-        Some((_, "#EXTM3U")) => {}
-        other => errs.push(format!(
-            "line 1: first line must be #EXTM3U, found {:?}",
-            other.map_or("", |(_, l)| l)
-        )),
-    }
+    let lines = after_header(text, &mut errs);
 
     let mut variants: Vec<CheckedVariant> = Vec::new();
     // The STREAM-INF awaiting its URI: its line and what it said (None when

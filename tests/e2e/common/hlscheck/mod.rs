@@ -56,10 +56,13 @@ const MASTER_TAGS: &[&str] = &[
     "#EXT-X-SESSION-KEY",
 ];
 
-/// Checks one media playlist against RFC 8216 and returns what it says, or
-/// every violation found.
-pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
-    let mut errs: Vec<String> = Vec::new();
+/// A playlist's numbered lines (1-based, `\r\n` or `\n`) after its first,
+/// which must be `#EXTM3U`, with no byte order mark before it (§4.1): what
+/// media and master playlists share; violations go to `errs`.
+pub(super) fn after_header<'a>(
+    text: &'a str,
+    errs: &mut Vec<String>,
+) -> impl Iterator<Item = (usize, &'a str)> + 'a {
     if text.starts_with('\u{feff}') {
         errs.push("starts with a byte order mark (§4.1 forbids it)".into());
     }
@@ -75,6 +78,14 @@ pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
             other.map_or("", |(_, l)| l)
         )),
     }
+    lines
+}
+
+/// Checks one media playlist against RFC 8216 and returns what it says, or
+/// every violation found.
+pub fn check_playlist(text: &str) -> Result<CheckedPlaylist, String> {
+    let mut errs: Vec<String> = Vec::new();
+    let lines = after_header(text, &mut errs);
 
     let mut version: Option<u64> = None;
     let mut target: Option<u64> = None;
