@@ -195,8 +195,19 @@ async fn assert_consistent(s3: &S3, channel: &str) {
 
 /// The VOD API over `[start, end)` of `channel`, presigned segment URLs.
 async fn vod(stack: &Stack, channel: &str, start: u64, end: u64) -> common::httpc::Response {
+    vod_of(stack, channel, start, end, &[]).await
+}
+
+/// [`vod`] with more `livebucket sign vod` arguments (`--variant V`).
+async fn vod_of(
+    stack: &Stack,
+    channel: &str,
+    start: u64,
+    end: u64,
+    more: &[&str],
+) -> common::httpc::Response {
     let (start, end) = (start.to_string(), end.to_string());
-    let url = livebucket(&[
+    let mut args = vec![
         "sign",
         "vod",
         "--config",
@@ -214,8 +225,11 @@ async fn vod(stack: &Stack, channel: &str, start: u64, end: u64) -> common::http
         "--expires-in",
         "600",
         "--via-livebucket",
-        &stack.livebucket.url(),
-    ]);
+    ];
+    let via = stack.livebucket.url();
+    args.push(&via);
+    args.extend_from_slice(more);
+    let url = livebucket(&args);
     common::httpc::get(url.lines().next().unwrap().trim()).await
 }
 
@@ -920,9 +934,21 @@ async fn variants_stay_out_of_the_source_and_are_swept_with_it() {
         )
         .await;
 
-    // The source's VOD from its manifests: exactly the source, as before
-    // (another range than the reference's, which livebucket has cached).
-    let from_index = vod(&stack, "cam", begin - 1, end + 1).await;
+    // With variants in the range, the VOD of the channel is a master of
+    // the source and each rung of the ladder (another range than the
+    // reference's, which livebucket has cached); the source's own VOD from
+    // its manifests (`--variant source`) is exactly the source, as before.
+    let range = (begin - 1, end + 1);
+    let master = vod(&stack, "cam", range.0, range.1).await;
+    assert_eq!(master.status, 200, "{}", master.text());
+    let text = master.text();
+    for variant in ["source", "1080p", "360p"] {
+        assert!(
+            text.contains("#EXT-X-STREAM-INF:") && text.contains(&format!("variant={variant}")),
+            "no {variant} in the VOD master:\n{text}"
+        );
+    }
+    let from_index = vod_of(&stack, "cam", range.0, range.1, &["--variant", "source"]).await;
     assert_eq!(from_index.status, 200, "{}", from_index.text());
     assert_eq!(vod_keys(&from_index.text()), source, "from the manifests");
 
