@@ -142,6 +142,12 @@ impl Masters {
         self.of.insert(meta.id.clone(), (source, name));
     }
 
+    /// Whether `session` is a variant of a push with renditions, whose
+    /// fragments' sizes and durations the master needs.
+    pub(crate) fn tracks(&self, session: &str) -> bool {
+        self.of.contains_key(session)
+    }
+
     /// Whether a captured fragment of `session` should be probed.
     pub(crate) fn wants_probe(&self, session: &str) -> bool {
         self.variant(session).is_some_and(|v| v.probe.is_none())
@@ -155,7 +161,7 @@ impl Masters {
 
     /// A fragment of `session` was handed to the uploader.
     pub(crate) fn submitted(&mut self, session: &str, key: u64, bytes: u64, extinf_ms: u64) {
-        if self.of.contains_key(session) {
+        if self.tracks(session) {
             self.pending
                 .insert((session.to_owned(), key), (bytes, extinf_ms));
         }

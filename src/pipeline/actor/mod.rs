@@ -329,10 +329,14 @@ impl Pipeline {
                         ..
                     } => {
                         let files = self.fragment_files(session, *key, name, *at);
-                        let size = std::fs::metadata(&files.file)
-                            .or_else(|e| files.twin.as_ref().map_or(Err(e), std::fs::metadata));
-                        if let (Ok(m), Some(ms)) = (size, crate::hls::parse_duration_ms(extinf)) {
-                            self.masters.submitted(session, *key, m.len(), ms);
+                        // A stat per fragment only for pushes with a master.
+                        if self.masters.tracks(session) {
+                            let size = std::fs::metadata(&files.file)
+                                .or_else(|e| files.twin.as_ref().map_or(Err(e), std::fs::metadata));
+                            if let (Ok(m), Some(ms)) = (size, crate::hls::parse_duration_ms(extinf))
+                            {
+                                self.masters.submitted(session, *key, m.len(), ms);
+                            }
                         }
                         Some(files)
                     }
