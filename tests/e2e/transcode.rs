@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::ladder::{ladder_toml, ladder_toml_fps, oss2_ok, transcoders};
+use common::ladder::{ladder_toml, ladder_toml_fps, oss2_ok, rung_transcoders, transcoders};
 use common::stored::{Stored, ended, wait_for_playlist};
 use common::*;
 
@@ -191,11 +191,7 @@ async fn a_killed_transcoder_is_restarted_and_the_source_loses_nothing() {
     )
     .await;
     let port = stack.nginx.rtmp_port();
-    let victims: Vec<u32> = transcoders(port)
-        .into_iter()
-        .filter(|(_, cmd)| cmd.contains("scale=-2:180"))
-        .map(|(pid, _)| pid)
-        .collect();
+    let victims = rung_transcoders(port, 180);
     assert_eq!(victims.len(), 1, "{:?}", transcoders(port));
     // SAFETY: kill only sends a signal.
     assert_eq!(unsafe { libc::kill(victims[0] as i32, libc::SIGKILL) }, 0);
@@ -207,11 +203,7 @@ async fn a_killed_transcoder_is_restarted_and_the_source_loses_nothing() {
             let restarts = stack
                 .livebucket
                 .metric("livebucket_rendition_restarts_total{rung=\"180p\"}");
-            let now: Vec<u32> = transcoders(port)
-                .into_iter()
-                .filter(|(_, cmd)| cmd.contains("scale=-2:180"))
-                .map(|(pid, _)| pid)
-                .collect();
+            let now = rung_transcoders(port, 180);
             (restarts == 1 && now.len() == 1 && now[0] != victims[0])
                 .then_some(())
                 .ok_or(format!("{restarts} restarts; transcoders {now:?}"))
@@ -398,11 +390,9 @@ async fn a_lagging_transcoder_is_dropped_and_the_rest_goes_on() {
     )
     .await;
     let port = stack.nginx.rtmp_port();
-    let victim = transcoders(port)
-        .into_iter()
-        .find(|(_, cmd)| cmd.contains("scale=-2:180"))
-        .map(|(pid, _)| pid as i32)
-        .expect("the 180p transcoder");
+    let victim = *rung_transcoders(port, 180)
+        .first()
+        .expect("the 180p transcoder") as i32;
     // Its input piles up meanwhile (TCP buffers): resumed, it reports an
     // output time 6 s behind the clock.
     // SAFETY: kill only sends signals.

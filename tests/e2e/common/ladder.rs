@@ -56,6 +56,17 @@ pub fn transcoders(rtmp_port: u16) -> Vec<(u32, String)> {
     found
 }
 
+/// The pids of the [`transcoders`] of the rung `height` lines high (told
+/// apart by their `scale=-2:HEIGHT` filter).
+pub fn rung_transcoders(rtmp_port: u16, height: u32) -> Vec<u32> {
+    let filter = format!("scale=-2:{height}");
+    transcoders(rtmp_port)
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains(&filter))
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
 /// One call of the OSS LiveChannel API through oss2 (`tests/oss2/client.py`)
 /// on the stack's livebucket, with the stack's key on [`super::BUCKET`]:
 /// its JSON answer, which must not be an error.
